@@ -1,0 +1,189 @@
+# spindle - one non-recursive Makefile for every entry point.
+#
+#   make            debug build in build/debug/, bin/spindle points at it
+#   make release    optimised build in build/release/, bin/spindle points at it
+#   make run        debug build, then `spindle serve -c etc/spindle.conf` in the foreground
+#   make test       build and run every unit and integration suite (debug)
+#   make asan       the same tests under AddressSanitizer + UBSan (leaks fatal)
+#   make tsan       the same tests under ThreadSanitizer
+#   make bench      benchmarks (release build, wrk over loopback), see bench/README.md
+#   make format     clang-format every source file
+#   make deps       check (and as root install) the Debian packages spindle needs
+#
+# Variants build into build/<variant>/ with dependency files; WERROR=1 adds -Werror.
+
+VARIANT ?= debug
+BUILD_DIR ?= build
+B := $(BUILD_DIR)/$(VARIANT)
+# Restrict the library and unit suites to some modules (e.g. MODULES="context logging").
+MODULES ?= context pool logging server
+CC ?= cc
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wno-missing-field-initializers
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -MMD -MP $(WARN)
+ifeq ($(VARIANT),debug)
+VFLAGS := -O1 -g3 -fno-omit-frame-pointer
+else ifeq ($(VARIANT),release)
+VFLAGS := -O2 -g -DNDEBUG
+else ifeq ($(VARIANT),asan)
+VFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+          -fno-sanitize-recover=undefined
+else ifeq ($(VARIANT),tsan)
+VFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+else
+$(error unknown VARIANT '$(VARIANT)': use debug, release, asan or tsan)
+endif
+
+CFLAGS_ALL := $(BASE_CFLAGS) $(VFLAGS) $(CFLAGS)
+LDFLAGS_ALL := -pthread $(filter -fsanitize=%,$(VFLAGS)) $(LDFLAGS)
+LIBS := -lev -lhttp_parser -linih -lcrypto -lzstd -lz -lsystemd -lm
+TEST_LIBS := -lcunit -ljansson
+
+# ---- sources -------------------------------------------------------------------------------
+MAIN_SRC := server/main.c
+LIB_SRCS := $(filter-out $(MAIN_SRC) server/fuzz_%.c,\
+              $(sort $(wildcard $(addsuffix /*.c,$(MODULES)) $(if $(filter server,$(MODULES)),server/jobs/*.c))))
+LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
+BIN := $(B)/spindle
+
+UNIT_SRCS := $(sort $(wildcard $(MODULES:%=tests/unit/%/test_*.c)))
+UNIT_SUPPORT := $(filter-out $(wildcard tests/unit/*/test_*.c),$(sort $(wildcard tests/unit/*.c)))
+INTEG_SRCS := $(sort $(wildcard tests/integration/test_*.c))
+INTEG_SUPPORT := $(filter-out $(INTEG_SRCS),$(sort $(wildcard tests/integration/*.c)))
+UNIT_BIN := $(B)/tests/unit_tests
+INTEG_BIN := $(B)/tests/integration_tests
+
+# suite_<dir>_<file>() for tests/unit/<dir>/test_<file>.c; suite_integration_<file>() for
+# tests/integration/test_<file>.c. The runner calls each one; a new file needs no other edit.
+unit_suite = suite_$(subst /test_,_,$(patsubst tests/unit/%.c,%,$(1)))
+integ_suite = suite_integration_$(patsubst tests/integration/test_%.c,%,$(1))
+
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
+
+DEPS_STAMP := build/.deps-ok
+DEB_PKGS := libev-dev libhttp-parser-dev libinih-dev libssl-dev libzstd-dev zlib1g-dev \
+            libsystemd-dev libcunit1-dev libjansson-dev curl pkg-config
+
+.PHONY: all release run test unit integration asan tsan bench format deps clean check-format
+.DEFAULT_GOAL := all
+
+all: $(BIN) | bin
+	@ln -sfn ../$(BIN) bin/spindle
+
+release:
+	@$(MAKE) --no-print-directory VARIANT=release all
+
+bin:
+	@mkdir -p bin
+
+run: all
+	./$(BIN) serve -c etc/spindle.conf --log-file -
+
+# Tests: unit suites first, then the real binary over loopback. Extra runner arguments (a suite
+# name to run only it) go in TESTS=...
+test: $(UNIT_BIN) $(INTEG_BIN) $(BIN)
+	@echo "== unit tests ($(VARIANT))"
+	@$(TEST_ENV) ./$(UNIT_BIN) $(TESTS)
+	@echo "== integration tests ($(VARIANT))"
+	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) ./$(INTEG_BIN) $(TESTS)
+
+unit: $(UNIT_BIN)
+	@$(TEST_ENV) ./$(UNIT_BIN) $(TESTS)
+
+integration: $(INTEG_BIN) $(BIN)
+	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) ./$(INTEG_BIN) $(TESTS)
+
+ifeq ($(VARIANT),asan)
+TEST_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1 \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS=exitcode=23
+else ifeq ($(VARIANT),tsan)
+TEST_ENV := TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1"
+else
+TEST_ENV :=
+endif
+
+asan:
+	@$(MAKE) --no-print-directory VARIANT=asan test
+
+tsan:
+	@$(MAKE) --no-print-directory VARIANT=tsan test
+
+bench:
+	@$(MAKE) --no-print-directory VARIANT=release all bench-bins
+	@bench/run.sh
+
+.PHONY: bench-bins
+bench-bins: $(BENCH_BINS)
+
+# ---- rules ---------------------------------------------------------------------------------
+$(B)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BIN): $(B)/$(MAIN_SRC:.c=.o) $(LIB_OBJS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+$(B)/tests/unit_suites.h: $(UNIT_SRCS) Makefile
+	@mkdir -p $(@D)
+	@printf '%s\n' $(foreach f,$(UNIT_SRCS),'SPINDLE_SUITE($(call unit_suite,$(f)))') > $@.tmp
+	@cmp -s $@.tmp $@ 2>/dev/null && rm -f $@.tmp || mv $@.tmp $@
+
+$(B)/tests/integ_suites.h: $(INTEG_SRCS) Makefile
+	@mkdir -p $(@D)
+	@printf '%s\n' $(foreach f,$(INTEG_SRCS),'SPINDLE_SUITE($(call integ_suite,$(f)))') > $@.tmp
+	@cmp -s $@.tmp $@ 2>/dev/null && rm -f $@.tmp || mv $@.tmp $@
+
+$(B)/tests/unit_runner.o: tests/runner.c $(B)/tests/unit_suites.h | $(DEPS_STAMP)
+	$(CC) $(CFLAGS_ALL) -DSPINDLE_SUITES='"unit_suites.h"' -I$(B)/tests -c $< -o $@
+
+$(B)/tests/integ_runner.o: tests/runner.c $(B)/tests/integ_suites.h | $(DEPS_STAMP)
+	$(CC) $(CFLAGS_ALL) -DSPINDLE_SUITES='"integ_suites.h"' -I$(B)/tests -c $< -o $@
+
+$(UNIT_BIN): $(B)/tests/unit_runner.o $(UNIT_SRCS:%.c=$(B)/%.o) $(UNIT_SUPPORT:%.c=$(B)/%.o) \
+             $(LIB_OBJS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS) $(TEST_LIBS)
+
+$(INTEG_BIN): $(B)/tests/integ_runner.o $(INTEG_SRCS:%.c=$(B)/%.o) \
+              $(INTEG_SUPPORT:%.c=$(B)/%.o) $(LIB_OBJS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS) $(TEST_LIBS)
+
+$(B)/bench/%: bench/%.c $(LIB_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+# Dependency check: every package present, or install them (root), or say exactly what to run.
+$(DEPS_STAMP): Makefile
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || \
+	    missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing missing Debian packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+	  else \
+	    echo "spindle needs these Debian packages:$$missing"; \
+	    echo "install them with:  sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+	@mkdir -p $(@D) && touch $@
+
+deps: $(DEPS_STAMP)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+check-format:
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build bin
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,85 @@
+/* config.h - the server's configuration: compiled-in defaults, INI file (libinih), overrides.
+ *
+ * The defaults compiled in here are identical to the shipped etc/spindle.conf (a test proves it).
+ * Loading is all-or-nothing: a file is parsed into a scratch copy and only a fully valid result
+ * is returned. Errors name file:line, [section] and key, and say what is wrong.
+ */
+#ifndef SPINDLE_CONFIG_H
+#define SPINDLE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "logging/log.h"
+
+#define SRV_CFG_MAX_LISTEN 8
+#define SRV_CFG_ADDR_MAX   64 /* "HOST:PORT" or "[v6]:PORT" */
+#define SRV_CFG_PATH_MAX   1024
+
+struct srv_cfg {
+    /* [server] */
+    char listen[SRV_CFG_MAX_LISTEN][SRV_CFG_ADDR_MAX]; /* listen = A, B (comma-separated) */
+    unsigned listen_count;
+    unsigned backlog;                /* listen(2) backlog */
+    unsigned max_connections;        /* open connections at most */
+    unsigned header_timeout_ms;      /* whole request head must arrive within (408) */
+    unsigned body_timeout_ms;        /* gap between body reads at most (408) */
+    unsigned idle_timeout_ms;        /* keep-alive idle connection lifetime */
+    unsigned write_timeout_ms;       /* a pending write must progress within */
+    unsigned max_keepalive_requests; /* requests per connection (0 = unlimited) */
+
+    /* [pool] */
+    unsigned workers;          /* 0 = online CPUs */
+    unsigned queue_capacity;   /* queued jobs at most */
+    unsigned cancel_grace_ms;  /* report a job still running this long after its cancel */
+
+    /* [limits] */
+    unsigned max_request_line;     /* bytes of method + URI + version (414) */
+    unsigned max_header_bytes;     /* bytes of all header lines (431) */
+    unsigned max_headers;          /* header count (431) */
+    size_t max_body_bytes;         /* request body (413) */
+    unsigned max_pipeline_bytes;   /* bytes buffered beyond the request being served */
+    unsigned max_query_params;     /* query parameters (400) */
+    unsigned default_timeout_ms;   /* deadline when X-Timeout-Ms is absent */
+    unsigned max_timeout_ms;       /* cap on X-Timeout-Ms */
+    unsigned max_spin_ms;          /* spin?ms= at most */
+    unsigned long max_primes_n;    /* primes?n= at most */
+    unsigned long max_sha256_rounds; /* sha256?rounds= at most */
+    unsigned max_compress_level_zstd; /* 1..19 */
+
+    /* [log] */
+    enum log_level log_level;
+    char log_file[SRV_CFG_PATH_MAX]; /* "" or "-" = stderr */
+    size_t log_buffer_bytes;
+    enum log_policy log_policy;
+    bool log_access;                 /* write one access line per request */
+
+    /* [shutdown] */
+    unsigned drain_timeout_ms; /* in-flight work may finish within this; then it is cancelled */
+
+    /* where it came from (for messages); "" for defaults */
+    char source[SRV_CFG_PATH_MAX];
+};
+
+/* Fill *cfg with the compiled-in defaults (equal to etc/spindle.conf). */
+void srv_cfg_defaults(struct srv_cfg *cfg);
+
+/* Load `path` (borrowed) over the defaults into *cfg. On error *cfg is untouched, and err (size
+ * bytes) holds "FILE:LINE: [section] key: what is wrong" (or "FILE: reason" for I/O errors).
+ * Returns 0, -ENOENT/-EACCES/... when unreadable, -EINVAL when invalid. */
+int srv_cfg_load(const char *path, struct srv_cfg *cfg, char *err, size_t size);
+
+/* Apply one override as if `section.key = value` were in a file named `origin` (e.g.
+ * "--workers"). Same error format and codes as srv_cfg_load; *cfg untouched on error. */
+int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const char *value,
+                const char *origin, char *err, size_t size);
+
+/* Print the effective configuration as INI that srv_cfg_load accepts and that round-trips. */
+void srv_cfg_print(const struct srv_cfg *cfg, FILE *out);
+
+/* True when both hold the same settings (source ignored). */
+bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b);
+
+#endif

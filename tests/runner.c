@@ -1,0 +1,74 @@
+/* runner.c - the CUnit runner shared by the unit and the integration test binaries.
+ *
+ * The Makefile generates SPINDLE_SUITES, a list of SPINDLE_SUITE(name) lines, one per test file;
+ * each test file defines `int name(void)` that adds its suite to the registry and returns a
+ * CUE_* code. With arguments, only the suites whose names are given run.
+ */
+#include <CUnit/Basic.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SPINDLE_SUITE(name) int name(void);
+#include SPINDLE_SUITES
+#undef SPINDLE_SUITE
+
+struct suite_entry {
+    const char *name;
+    int (*add)(void);
+};
+
+static const struct suite_entry suites[] = {
+#define SPINDLE_SUITE(name) {#name, name},
+#include SPINDLE_SUITES
+#undef SPINDLE_SUITE
+};
+
+static int wanted(const char *name, int argc, char **argv)
+{
+    if (argc < 2)
+        return 1;
+    for (int i = 1; i < argc; i++) {
+        /* "suite_context_ctx" or just "context_ctx" */
+        if (strcmp(argv[i], name) == 0 || strcmp(argv[i], name + strlen("suite_")) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    /* A peer closing a socket must fail a write, not kill the test binary. */
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (CU_initialize_registry() != CUE_SUCCESS) {
+        fprintf(stderr, "CUnit: %s\n", CU_get_error_msg());
+        return 2;
+    }
+    int added = 0;
+    for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {
+        if (!wanted(suites[i].name, argc, argv))
+            continue;
+        if (suites[i].add() != CUE_SUCCESS) {
+            fprintf(stderr, "CUnit: adding %s: %s\n", suites[i].name, CU_get_error_msg());
+            CU_cleanup_registry();
+            return 2;
+        }
+        added++;
+    }
+    if (added == 0) {
+        fprintf(stderr, "no test suite matched\n");
+        CU_cleanup_registry();
+        return 2;
+    }
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    unsigned run = CU_get_number_of_tests_run();
+    CU_cleanup_registry();
+    if (run == 0) {
+        fprintf(stderr, "no test ran\n");
+        return 2;
+    }
+    return failed ? 1 : 0;
+}
