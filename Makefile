@@ -70,7 +70,7 @@ DEPS_STAMP := build/.deps-ok
 DEB_PKGS := libev-dev libhttp-parser-dev libinih-dev libssl-dev libzstd-dev zlib1g-dev \
             libsystemd-dev libcunit1-dev libjansson-dev curl pkg-config
 
-.PHONY: all release run test unit integration asan tsan bench format deps clean check-format
+.PHONY: FORCE all release run test unit integration asan tsan bench format deps clean check-format
 .DEFAULT_GOAL := all
 
 all: $(BIN) | bin
@@ -129,12 +129,12 @@ $(B)/%.o: %.c | $(DEPS_STAMP)
 $(BIN): $(B)/$(MAIN_SRC:.c=.o) $(LIB_OBJS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
 
-$(B)/tests/unit_suites.h: $(UNIT_SRCS) Makefile
+$(B)/tests/unit_suites.h: FORCE
 	@mkdir -p $(@D)
 	@printf '%s\n' $(foreach f,$(UNIT_SRCS),'SPINDLE_SUITE($(call unit_suite,$(f)))') > $@.tmp
 	@cmp -s $@.tmp $@ 2>/dev/null && rm -f $@.tmp || mv $@.tmp $@
 
-$(B)/tests/integ_suites.h: $(INTEG_SRCS) Makefile
+$(B)/tests/integ_suites.h: FORCE
 	@mkdir -p $(@D)
 	@printf '%s\n' $(foreach f,$(INTEG_SRCS),'SPINDLE_SUITE($(call integ_suite,$(f)))') > $@.tmp
 	@cmp -s $@.tmp $@ 2>/dev/null && rm -f $@.tmp || mv $@.tmp $@
@@ -155,7 +155,41 @@ $(INTEG_BIN): $(B)/tests/integ_runner.o $(INTEG_SRCS:%.c=$(B)/%.o) \
 
 $(B)/bench/%: bench/%.c $(LIB_OBJS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $(filter %.c %.o,$^) $(LIBS)
+
+# ---- fuzzing (clang + libFuzzer; not part of test, asan or CI) ------------------------------
+# make fuzz: build $(FUZZ_DIR)/fuzz_http (server/fuzz_http.c over the library, instrumented for
+# coverage with AddressSanitizer + UBSan) and run it for FUZZ_SECONDS over tests/fuzz/corpus/.
+# New inputs go to $(FUZZ_DIR)/corpus/, crashers to tests/fuzz/crashes/.
+FUZZ_SECONDS ?= 600
+FUZZ_DIR := $(BUILD_DIR)/fuzz
+FUZZ_CC ?= clang
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -MMD -MP $(WARN) -g -O1 \
+               -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+               -fno-sanitize-recover=undefined
+FUZZ_OBJS := $(LIB_SRCS:%.c=$(FUZZ_DIR)/%.o)
+
+.PHONY: fuzz fuzz-build
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_DIR)/corpus tests/fuzz/crashes
+	./$(FUZZ_DIR)/fuzz_http -max_len=8192 -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  -artifact_prefix=tests/fuzz/crashes/ $(FUZZ_DIR)/corpus tests/fuzz/corpus
+
+fuzz-build: $(FUZZ_DIR)/fuzz_http
+
+$(FUZZ_DIR)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_http: $(FUZZ_DIR)/server/fuzz_http.o $(FUZZ_OBJS)
+	$(FUZZ_CC) -pthread -fsanitize=fuzzer,address,undefined -o $@ $^ $(LIBS)
+
+ifneq ($(filter fuzz fuzz-build,$(MAKECMDGOALS)),)
+-include $(shell find $(FUZZ_DIR) -name '*.d' 2>/dev/null)
+endif
+
+# The suite lists are rewritten only when they change (MODULES may differ between calls).
+FORCE:
 
 # Dependency check: every package present, or install them (root), or say exactly what to run.
 $(DEPS_STAMP): Makefile

@@ -7,9 +7,9 @@
  * through an MPSC queue and one ev_async; there the done callback runs exactly once, with the
  * context current again. The pool borrows the job from pool_submit() until its done callback.
  *
- * Threads: pool_new/pool_free/pool_submit/pool_stop and every done callback run on the loop thread
- * (the thread that runs `loop`). run callbacks run on workers. pool_stats_get and
- * pool_tenant_queued may be called from any thread.
+ * Threads: pool_new/pool_free/pool_stop and every done callback run on the loop thread (the thread
+ * that runs `loop`). run callbacks run on workers. pool_submit, pool_close, pool_pending,
+ * pool_stats_get and pool_tenant_queued may be called from any thread.
  */
 #ifndef SPINDLE_POOL_H
 #define SPINDLE_POOL_H
@@ -25,11 +25,11 @@ struct pool;
 struct pool_job;
 
 enum pool_status {
-    POOL_DONE = 0,           /* run returned 0 */
-    POOL_FAILED,             /* run returned a negative errno other than -ECANCELED */
-    POOL_CANCELLED_QUEUED,   /* cancelled (or past its deadline) before a worker started it */
-    POOL_CANCELLED_RUNNING,  /* its context was cancelled while it ran (run saw it and returned) */
-    POOL_REFUSED_SHUTDOWN,   /* still queued when pool_stop() gave up waiting */
+    POOL_DONE = 0,          /* run returned 0 */
+    POOL_FAILED,            /* run returned a negative errno other than -ECANCELED */
+    POOL_CANCELLED_QUEUED,  /* cancelled (or past its deadline) before a worker started it */
+    POOL_CANCELLED_RUNNING, /* its context was cancelled while it ran (run saw it and returned) */
+    POOL_REFUSED_SHUTDOWN,  /* still queued when pool_stop() gave up waiting */
 };
 
 /* "done", "failed", "cancelled_queued", "cancelled_running", "shutdown". */
@@ -54,8 +54,8 @@ struct pool_job {
     unsigned weight; /* the tenant's share in the fair queue (0 = 1) */
 
     /* set by the pool */
-    struct ctx *ctx;        /* new reference to the submitter's current context, dropped after done */
-    int result;             /* what run returned */
+    struct ctx *ctx; /* new reference to the submitter's current context, dropped after done */
+    int result;      /* what run returned */
     enum ctx_reason reason; /* cancel reason for CANCELLED_* / REFUSED statuses */
     uint64_t t_submit_ns, t_start_ns, t_end_ns; /* ctx_now_ns(); start/end 0 if it never ran */
 
@@ -68,28 +68,31 @@ struct pool_job {
     _Atomic int claimed;
     uint64_t cancel_ns;
     bool overdue_reported;
+    bool pinned;
+    int status;
+    struct pool *pool;
 };
 
 struct pool_config {
     unsigned workers;         /* 0 = number of online CPUs */
     size_t queue_capacity;    /* jobs queued (not running) at most; >= 1 */
-    uint64_t cancel_grace_ns; /* report a job still running this long after cancel */
-    pool_overdue_fn *overdue;  /* may be NULL */
+    uint64_t cancel_grace_ns; /* report a job still running this long after cancel; 0 = never */
+    pool_overdue_fn *overdue; /* may be NULL */
     void *overdue_arg;
 };
 
 struct pool_stats {
-    uint64_t queued;           /* now */
-    uint64_t running;          /* now */
-    uint64_t submitted;        /* totals since start */
-    uint64_t completed;        /* done + failed */
+    uint64_t queued;    /* now */
+    uint64_t running;   /* now */
+    uint64_t submitted; /* totals since start */
+    uint64_t completed; /* done + failed */
     uint64_t failed;
     uint64_t cancelled_queued;
     uint64_t cancelled_running;
     uint64_t refused_full;
     uint64_t overdue;
-    uint64_t wait_ns_total;    /* sum of submit->start over jobs that started */
-    uint64_t run_ns_total;     /* sum of start->end */
+    uint64_t wait_ns_total; /* sum of submit->start over jobs that started */
+    uint64_t run_ns_total;  /* sum of start->end */
     unsigned workers;
     size_t capacity;
 };
@@ -106,7 +109,9 @@ void pool_free(struct pool *p);
 /* Queue `job` (borrowed until its done callback) under the tenant of the calling thread's current
  * context, capturing that context. Returns 0, -EAGAIN when the queue is full, -ESHUTDOWN after
  * pool_close(), -ECANCELED when the context is already cancelled, -EINVAL when there is no
- * current context or no run/done callback. On error the pool keeps nothing and done never runs. */
+ * current context or no run/done callback, -ENOMEM when a new tenant queue cannot be allocated.
+ * On error the pool keeps nothing and done never runs. May be called from any thread (the done
+ * callback still runs on the loop thread). */
 int pool_submit(struct pool *p, struct pool_job *job);
 
 /* Refuse new submissions from now on (-ESHUTDOWN). Queued and running jobs continue. */
