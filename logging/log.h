@@ -58,13 +58,14 @@ struct log_field {
     } v;
 };
 
-#define LOG_STR(k, x)     ((struct log_field){.key = (k), .type = LOG_FT_STR, .v.s = (x)})
-#define LOG_STRN(k, x, n) ((struct log_field){.key = (k), .type = LOG_FT_STRN, .len = (n), .v.s = (x)})
-#define LOG_INT(k, x)     ((struct log_field){.key = (k), .type = LOG_FT_INT, .v.i = (int64_t)(x)})
-#define LOG_UINT(k, x)    ((struct log_field){.key = (k), .type = LOG_FT_UINT, .v.u = (uint64_t)(x)})
-#define LOG_DBL(k, x)     ((struct log_field){.key = (k), .type = LOG_FT_DBL, .v.d = (double)(x)})
-#define LOG_BOOL(k, x)    ((struct log_field){.key = (k), .type = LOG_FT_BOOL, .v.b = (x)})
-#define LOG_DUR(k, ns)    ((struct log_field){.key = (k), .type = LOG_FT_DUR, .v.u = (uint64_t)(ns)})
+#define LOG_STR(k, x) ((struct log_field){.key = (k), .type = LOG_FT_STR, .v.s = (x)})
+#define LOG_STRN(k, x, n)                                                                          \
+    ((struct log_field){.key = (k), .type = LOG_FT_STRN, .len = (n), .v.s = (x)})
+#define LOG_INT(k, x)  ((struct log_field){.key = (k), .type = LOG_FT_INT, .v.i = (int64_t)(x)})
+#define LOG_UINT(k, x) ((struct log_field){.key = (k), .type = LOG_FT_UINT, .v.u = (uint64_t)(x)})
+#define LOG_DBL(k, x)  ((struct log_field){.key = (k), .type = LOG_FT_DBL, .v.d = (double)(x)})
+#define LOG_BOOL(k, x) ((struct log_field){.key = (k), .type = LOG_FT_BOOL, .v.b = (x)})
+#define LOG_DUR(k, ns) ((struct log_field){.key = (k), .type = LOG_FT_DUR, .v.u = (uint64_t)(ns)})
 
 /* Limits: no value is written longer than this many bytes (cut, with "...(truncated)" marker),
  * and no line longer than LOG_LINE_MAX (fields past it are dropped and "truncated":true added). */
@@ -77,9 +78,9 @@ enum log_policy {
 };
 
 struct log_config {
-    const char *path;      /* borrowed during log_start(); NULL or "" or "-" = stderr */
-    enum log_level level;  /* lines below it are skipped before formatting */
-    size_t buffer_bytes;   /* bound on bytes queued for the writer (>= 64 KiB) */
+    const char *path;     /* borrowed during log_start(); NULL or "" or "-" = stderr */
+    enum log_level level; /* lines below it are skipped before formatting */
+    size_t buffer_bytes;  /* bound on bytes queued for the writer (>= 64 KiB) */
     enum log_policy policy;
 };
 

@@ -31,22 +31,22 @@ struct srv_cfg {
     unsigned max_keepalive_requests; /* requests per connection (0 = unlimited) */
 
     /* [pool] */
-    unsigned workers;          /* 0 = online CPUs */
-    unsigned queue_capacity;   /* queued jobs at most */
-    unsigned cancel_grace_ms;  /* report a job still running this long after its cancel */
+    unsigned workers;         /* 0 = online CPUs */
+    unsigned queue_capacity;  /* queued jobs at most */
+    unsigned cancel_grace_ms; /* report a job still running this long after its cancel */
 
     /* [limits] */
-    unsigned max_request_line;     /* bytes of method + URI + version (414) */
-    unsigned max_header_bytes;     /* bytes of all header lines (431) */
-    unsigned max_headers;          /* header count (431) */
-    size_t max_body_bytes;         /* request body (413) */
-    unsigned max_pipeline_bytes;   /* bytes buffered beyond the request being served */
-    unsigned max_query_params;     /* query parameters (400) */
-    unsigned default_timeout_ms;   /* deadline when X-Timeout-Ms is absent */
-    unsigned max_timeout_ms;       /* cap on X-Timeout-Ms */
-    unsigned max_spin_ms;          /* spin?ms= at most */
-    unsigned long max_primes_n;    /* primes?n= at most */
-    unsigned long max_sha256_rounds; /* sha256?rounds= at most */
+    unsigned max_request_line;        /* bytes of method + URI + version (414) */
+    unsigned max_header_bytes;        /* bytes of all header lines (431) */
+    unsigned max_headers;             /* header count (431) */
+    size_t max_body_bytes;            /* request body (413) */
+    unsigned max_pipeline_bytes;      /* bytes buffered beyond the request being served */
+    unsigned max_query_params;        /* query parameters (400) */
+    unsigned default_timeout_ms;      /* deadline when X-Timeout-Ms is absent */
+    unsigned max_timeout_ms;          /* cap on X-Timeout-Ms */
+    unsigned max_spin_ms;             /* spin?ms= at most */
+    unsigned long max_primes_n;       /* primes?n= at most */
+    unsigned long max_sha256_rounds;  /* sha256?rounds= at most */
     unsigned max_compress_level_zstd; /* 1..19 */
 
     /* [log] */
@@ -54,7 +54,7 @@ struct srv_cfg {
     char log_file[SRV_CFG_PATH_MAX]; /* "" or "-" = stderr */
     size_t log_buffer_bytes;
     enum log_policy log_policy;
-    bool log_access;                 /* write one access line per request */
+    bool log_access; /* write one access line per request */
 
     /* [shutdown] */
     unsigned drain_timeout_ms; /* in-flight work may finish within this; then it is cancelled */
