@@ -1,0 +1,837 @@
+/* config.c - the server's configuration: compiled-in defaults, the INI file, overrides.
+ *
+ * Design: one table (cfg_keys) describes every setting: section, key, type, where it lives in
+ * struct srv_cfg, its range and its default as text. Defaults, parsing, printing and comparison
+ * all walk that table, so a setting added to the table is loaded, printed, compared and
+ * defaulted at once (and a unit test checks the table against etc/spindle.conf).
+ *
+ * Loading a file: the file is read whole (at most CFG_FILE_MAX bytes) and pre-scanned line by
+ * line before libinih sees it, because libinih cuts lines longer than its buffer silently, joins
+ * indented lines to the previous value, and hands its callback no line numbers. The pre-scan
+ * rejects over-long lines, continuation lines, malformed lines and unknown sections with their
+ * line numbers, and records the line, section and key of every key line in order: the Nth
+ * callback from ini_parse_string() is the Nth key line. The pre-scan's first error cuts the text
+ * there, so libinih only parses the lines above it and the error reported is always the first one
+ * in the file. Everything is applied to a scratch copy that replaces the caller's only when the
+ * whole file and the cross-key checks passed: nothing is ever half applied.
+ *
+ * Sections resolve through cfg_section_find(); per-tenant sections ([tenant.NAME]) would add a
+ * section class resolving to a per-tenant record with its own key table, leaving the rest alone.
+ *
+ * Threads: no global mutable state; every function is reentrant (SIGHUP reloads may run on the
+ * loop thread while nothing else touches the same struct srv_cfg).
+ */
+#include "server/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CFG_FILE_MAX (1024 * 1024) /* bytes of a configuration file */
+#define CFG_LINE_MAX 199           /* libinih 55 keeps 199 bytes of a line and cuts the rest */
+#define CFG_MSG_MAX  320
+
+enum cfg_type {
+    CFG_T_UINT,   /* unsigned */
+    CFG_T_ULONG,  /* unsigned long */
+    CFG_T_SIZE,   /* size_t */
+    CFG_T_LEVEL,  /* enum log_level */
+    CFG_T_POLICY, /* enum log_policy */
+    CFG_T_BOOL,   /* bool */
+    CFG_T_PATH,   /* char[SRV_CFG_PATH_MAX] */
+    CFG_T_LISTEN, /* listen[] + listen_count */
+};
+
+struct cfg_key {
+    const char *section;
+    const char *key;
+    enum cfg_type type;
+    size_t offset;
+    bool bytes; /* a size: K, M and G suffixes (powers of 1024) are accepted */
+    uint64_t min, max;
+    const char *def; /* the default, as it is written in etc/spindle.conf */
+};
+
+#define CFG_OFF(field) offsetof(struct srv_cfg, field)
+#define CFG_NUM(sec, name, type, min, max, def)                                                    \
+    {                                                                                              \
+        sec, #name, type, CFG_OFF(name), false, min, max, def                                      \
+    }
+#define CFG_BYTES(sec, name, type, min, max, def)                                                  \
+    {                                                                                              \
+        sec, #name, type, CFG_OFF(name), true, min, max, def                                       \
+    }
+
+static const char *const cfg_sections[] = {"server", "pool", "limits", "log", "shutdown"};
+
+/* Print order is table order; sections appear in the order of cfg_sections. */
+static const struct cfg_key cfg_keys[] = {
+    {"server", "listen", CFG_T_LISTEN, 0, false, 0, 0, "127.0.0.1:8080"},
+    CFG_NUM("server", backlog, CFG_T_UINT, 1, 65535, "511"),
+    CFG_NUM("server", max_connections, CFG_T_UINT, 1, 1000000, "10000"),
+    CFG_NUM("server", header_timeout_ms, CFG_T_UINT, 1, 3600000, "10000"),
+    CFG_NUM("server", body_timeout_ms, CFG_T_UINT, 1, 3600000, "10000"),
+    CFG_NUM("server", idle_timeout_ms, CFG_T_UINT, 1, 86400000, "60000"),
+    CFG_NUM("server", write_timeout_ms, CFG_T_UINT, 1, 3600000, "30000"),
+    CFG_NUM("server", max_keepalive_requests, CFG_T_UINT, 0, 1000000000, "0"),
+
+    CFG_NUM("pool", workers, CFG_T_UINT, 0, 1024, "0"),
+    CFG_NUM("pool", queue_capacity, CFG_T_UINT, 1, 1048576, "1024"),
+    CFG_NUM("pool", cancel_grace_ms, CFG_T_UINT, 1, 60000, "100"),
+
+    CFG_BYTES("limits", max_request_line, CFG_T_UINT, 64, 1048576, "8192"),
+    CFG_BYTES("limits", max_header_bytes, CFG_T_UINT, 256, 1048576, "16384"),
+    CFG_NUM("limits", max_headers, CFG_T_UINT, 1, 1024, "64"),
+    CFG_BYTES("limits", max_body_bytes, CFG_T_SIZE, 0, 1073741824, "1048576"),
+    CFG_BYTES("limits", max_pipeline_bytes, CFG_T_UINT, 0, 16777216, "65536"),
+    CFG_NUM("limits", max_query_params, CFG_T_UINT, 1, 1024, "32"),
+    CFG_NUM("limits", default_timeout_ms, CFG_T_UINT, 1, 86400000, "30000"),
+    CFG_NUM("limits", max_timeout_ms, CFG_T_UINT, 1, 86400000, "60000"),
+    CFG_NUM("limits", max_spin_ms, CFG_T_UINT, 1, 3600000, "60000"),
+    CFG_NUM("limits", max_primes_n, CFG_T_ULONG, 1, 10000000000ULL, "100000000"),
+    CFG_NUM("limits", max_sha256_rounds, CFG_T_ULONG, 1, 1000000000, "10000000"),
+    CFG_NUM("limits", max_compress_level_zstd, CFG_T_UINT, 1, 19, "19"),
+
+    {"log", "level", CFG_T_LEVEL, CFG_OFF(log_level), false, 0, 0, "info"},
+    {"log", "file", CFG_T_PATH, CFG_OFF(log_file), false, 0, 0, ""},
+    {"log", "buffer_bytes", CFG_T_SIZE, CFG_OFF(log_buffer_bytes), true, 65536, 1073741824,
+     "4194304"},
+    {"log", "policy", CFG_T_POLICY, CFG_OFF(log_policy), false, 0, 0, "block"},
+    {"log", "access", CFG_T_BOOL, CFG_OFF(log_access), false, 0, 0, "true"},
+
+    CFG_NUM("shutdown", drain_timeout_ms, CFG_T_UINT, 0, 3600000, "10000"),
+};
+
+#define CFG_NKEYS     (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
+#define CFG_NSECTIONS (sizeof(cfg_sections) / sizeof(cfg_sections[0]))
+
+/* Longest log file path that still fits on one line as "file = PATH". */
+#define CFG_PATH_LEN_MAX (CFG_LINE_MAX - sizeof("file = ") + 1)
+
+/* ---- messages ---------------------------------------------------------------------------- */
+
+/* "ORIGIN[:LINE]: [SECTION] KEY: MESSAGE" into err (size bytes, may be 0); the line, section
+ * and key are left out when 0 or NULL. */
+static void cfg_err(char *err, size_t size, const char *origin, unsigned line, const char *section,
+                    int section_len, const char *key, int key_len, const char *msg)
+{
+    if (err == NULL || size == 0)
+        return;
+    char where[32] = "";
+    if (line > 0)
+        snprintf(where, sizeof(where), ":%u", line);
+    if (section == NULL && key == NULL)
+        snprintf(err, size, "%s%s: %s", origin, where, msg);
+    else if (section == NULL)
+        snprintf(err, size, "%s%s: %.*s: %s", origin, where, key_len, key, msg);
+    else if (key == NULL)
+        snprintf(err, size, "%s%s: [%.*s]: %s", origin, where, section_len, section, msg);
+    else
+        snprintf(err, size, "%s%s: [%.*s] %.*s: %s", origin, where, section_len, section, key_len,
+                 key, msg);
+}
+
+__attribute__((format(printf, 3, 4))) static int cfg_fail(char *msg, size_t size, const char *fmt,
+                                                          ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, size, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+/* ---- values ------------------------------------------------------------------------------ */
+
+/* A whole number, optionally with a K/M/G suffix (powers of 1024) when `bytes`. */
+static int cfg_u64_parse(const char *s, bool bytes, uint64_t *out, bool *overflow, char *msg,
+                         size_t msz)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    *overflow = false;
+    if (*s == '\0')
+        return cfg_fail(msg, msz, "missing value");
+    if (*s == '-')
+        return cfg_fail(msg, msz, "negative value \"%.80s\" is not allowed", s);
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            *overflow = true;
+        else
+            v = v * 10 + d;
+    }
+    uint64_t mult = 1;
+    if (bytes && p != s && *p != '\0' && p[1] == '\0') {
+        const char *suffixes = "KMG";
+        const char *hit = strchr(suffixes, toupper((unsigned char)*p));
+        if (hit != NULL) {
+            mult = 1ULL << (10 * (unsigned)(hit - suffixes + 1));
+            p++;
+        }
+    }
+    if (p == s || *p != '\0')
+        return cfg_fail(msg, msz, "expected a whole number%s, got \"%.80s\"",
+                        bytes ? " (optionally with K, M or G)" : "", s);
+    if (v > UINT64_MAX / mult)
+        *overflow = true;
+    *out = v * mult;
+    return 0;
+}
+
+static int cfg_num_apply(const struct cfg_key *k, void *field, const char *value, char *msg,
+                         size_t msz)
+{
+    uint64_t v = 0;
+    bool overflow = false;
+    int rc = cfg_u64_parse(value, k->bytes, &v, &overflow, msg, msz);
+    if (rc != 0)
+        return rc;
+    if (overflow || v < k->min || v > k->max)
+        return cfg_fail(msg, msz, "value %.80s out of range %" PRIu64 "..%" PRIu64, value, k->min,
+                        k->max);
+    if (k->type == CFG_T_UINT)
+        *(unsigned *)field = (unsigned)v;
+    else if (k->type == CFG_T_ULONG)
+        *(unsigned long *)field = (unsigned long)v;
+    else
+        *(size_t *)field = (size_t)v;
+    return 0;
+}
+
+static int cfg_port_parse(const char *s, char *msg, size_t msz)
+{
+    unsigned port = 0;
+    const char *p = s;
+    for (; isdigit((unsigned char)*p) && p - s < 6; p++)
+        port = port * 10 + (unsigned)(*p - '0');
+    if (p == s || *p != '\0' || port > 65535)
+        return cfg_fail(msg, msz, "bad port \"%.16s\" (expected 0..65535)", s);
+    return 0;
+}
+
+/* "A.B.C.D:PORT" or "[V6]:PORT", numeric addresses only (no name lookups at start-up). */
+static int cfg_addr_check(const char *addr, char *msg, size_t msz)
+{
+    char host[SRV_CFG_ADDR_MAX];
+    unsigned char bin[16];
+    const char *port;
+    int family = AF_INET;
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (close == NULL || close[1] != ':')
+            return cfg_fail(msg, msz, "bad address \"%s\" (expected [IPV6]:PORT)", addr);
+        snprintf(host, sizeof(host), "%.*s", (int)(close - addr - 1), addr + 1);
+        port = close + 2;
+        family = AF_INET6;
+    } else {
+        const char *colon = strrchr(addr, ':');
+        if (colon == NULL)
+            return cfg_fail(msg, msz, "bad address \"%s\" (expected HOST:PORT)", addr);
+        if (memchr(addr, ':', (size_t)(colon - addr)) != NULL)
+            return cfg_fail(msg, msz, "bad address \"%s\" (write IPv6 as [ADDR]:PORT)", addr);
+        snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+        port = colon + 1;
+    }
+    if (inet_pton(family, host, bin) != 1)
+        return cfg_fail(msg, msz, "bad address \"%s\" (\"%s\" is not a numeric IPv%c address)",
+                        addr, host, family == AF_INET ? '4' : '6');
+    char pmsg[64];
+    if (cfg_port_parse(port, pmsg, sizeof(pmsg)) != 0)
+        return cfg_fail(msg, msz, "bad address \"%s\": %s", addr, pmsg);
+    return 0;
+}
+
+static int cfg_listen_apply(struct srv_cfg *cfg, const char *value, char *msg, size_t msz)
+{
+    char addrs[SRV_CFG_MAX_LISTEN][SRV_CFG_ADDR_MAX];
+    unsigned n = 0;
+    const char *p = value;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && isspace((unsigned char)*p))
+            p++, len--;
+        while (len > 0 && isspace((unsigned char)p[len - 1]))
+            len--;
+        if (len == 0)
+            return cfg_fail(msg, msz, "empty address in \"%.80s\"", value);
+        if (n == SRV_CFG_MAX_LISTEN)
+            return cfg_fail(msg, msz, "too many addresses (at most %d)", SRV_CFG_MAX_LISTEN);
+        if (len >= SRV_CFG_ADDR_MAX)
+            return cfg_fail(msg, msz, "address \"%.*s\" longer than %d bytes", (int)len, p,
+                            SRV_CFG_ADDR_MAX - 1);
+        memcpy(addrs[n], p, len);
+        addrs[n][len] = '\0';
+        int rc = cfg_addr_check(addrs[n], msg, msz);
+        if (rc != 0)
+            return rc;
+        n++;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    memcpy(cfg->listen, addrs, sizeof(addrs[0]) * n);
+    cfg->listen_count = n;
+    return 0;
+}
+
+/* A path must survive print and load unchanged: one line, no blanks at its ends, no " ;". */
+static int cfg_path_apply(char *field, const char *value, char *msg, size_t msz)
+{
+    size_t len = strlen(value);
+    if (len > CFG_PATH_LEN_MAX)
+        return cfg_fail(msg, msz, "path longer than %zu bytes", (size_t)CFG_PATH_LEN_MAX);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if (iscntrl(c))
+            return cfg_fail(msg, msz, "control character in path");
+        if (c == ';' && i > 0 && isspace((unsigned char)value[i - 1]))
+            return cfg_fail(msg, msz, "\";\" after a blank starts a comment; not allowed in path");
+    }
+    if (len > 0 && (isspace((unsigned char)value[0]) || isspace((unsigned char)value[len - 1])))
+        return cfg_fail(msg, msz, "path starts or ends with a blank");
+    memcpy(field, value, len + 1);
+    return 0;
+}
+
+static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const char *value, char *msg,
+                         size_t msz)
+{
+    void *field = (char *)cfg + k->offset;
+    switch (k->type) {
+    case CFG_T_UINT:
+    case CFG_T_ULONG:
+    case CFG_T_SIZE:
+        return cfg_num_apply(k, field, value, msg, msz);
+    case CFG_T_LEVEL:
+        if (log_level_parse(value, field) != 0)
+            return cfg_fail(msg, msz,
+                            "expected trace, debug, info, warn, error or fatal, got \"%.80s\"",
+                            value);
+        return 0;
+    case CFG_T_POLICY:
+        if (strcmp(value, "block") == 0)
+            *(enum log_policy *)field = LOG_POLICY_BLOCK;
+        else if (strcmp(value, "drop") == 0)
+            *(enum log_policy *)field = LOG_POLICY_DROP;
+        else
+            return cfg_fail(msg, msz, "expected block or drop, got \"%.80s\"", value);
+        return 0;
+    case CFG_T_BOOL:
+        if (strcmp(value, "true") == 0)
+            *(bool *)field = true;
+        else if (strcmp(value, "false") == 0)
+            *(bool *)field = false;
+        else
+            return cfg_fail(msg, msz, "expected true or false, got \"%.80s\"", value);
+        return 0;
+    case CFG_T_PATH:
+        return cfg_path_apply(field, value, msg, msz);
+    case CFG_T_LISTEN:
+        return cfg_listen_apply(cfg, value, msg, msz);
+    }
+    abort(); /* a table entry with no type: broken invariant */
+}
+
+/* ---- lookups and checks -------------------------------------------------------------------- */
+
+static bool cfg_section_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < CFG_NSECTIONS; i++) {
+        if (strlen(cfg_sections[i]) == len && memcmp(cfg_sections[i], name, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+static const struct cfg_key *cfg_key_find(const char *section, size_t slen, const char *key,
+                                          size_t klen)
+{
+    for (size_t i = 0; i < CFG_NKEYS; i++) {
+        const struct cfg_key *k = &cfg_keys[i];
+        if (strlen(k->section) == slen && memcmp(k->section, section, slen) == 0 &&
+            strlen(k->key) == klen && memcmp(k->key, key, klen) == 0)
+            return k;
+    }
+    return NULL;
+}
+
+/* Settings that depend on each other. Returns the index of the key to blame (the later of the
+ * pair in `lines`, or the first of the pair) with msg filled, or -1 when all is well. */
+static int cfg_cross_check(const struct srv_cfg *cfg, const unsigned *lines, char *msg, size_t msz)
+{
+    if (cfg->default_timeout_ms <= cfg->max_timeout_ms)
+        return -1;
+    const struct cfg_key *a = cfg_key_find("limits", 6, "default_timeout_ms", 18);
+    const struct cfg_key *b = cfg_key_find("limits", 6, "max_timeout_ms", 14);
+    int ia = (int)(a - cfg_keys), ib = (int)(b - cfg_keys);
+    snprintf(msg, msz, "default_timeout_ms (%u) exceeds max_timeout_ms (%u)",
+             cfg->default_timeout_ms, cfg->max_timeout_ms);
+    return (lines != NULL && lines[ib] > lines[ia]) ? ib : ia;
+}
+
+/* ---- defaults, equality, printing ---------------------------------------------------------- */
+
+void srv_cfg_defaults(struct srv_cfg *cfg)
+{
+    char msg[CFG_MSG_MAX];
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < CFG_NKEYS; i++) {
+        /* The table's own defaults are in range; failing here is a broken build. */
+        if (cfg_key_apply(&cfg_keys[i], cfg, cfg_keys[i].def, msg, sizeof(msg)) != 0)
+            abort();
+    }
+}
+
+static bool cfg_key_equal(const struct cfg_key *k, const struct srv_cfg *a, const struct srv_cfg *b)
+{
+    const void *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+    switch (k->type) {
+    case CFG_T_UINT:
+        return *(const unsigned *)fa == *(const unsigned *)fb;
+    case CFG_T_ULONG:
+        return *(const unsigned long *)fa == *(const unsigned long *)fb;
+    case CFG_T_SIZE:
+        return *(const size_t *)fa == *(const size_t *)fb;
+    case CFG_T_LEVEL:
+        return *(const enum log_level *)fa == *(const enum log_level *)fb;
+    case CFG_T_POLICY:
+        return *(const enum log_policy *)fa == *(const enum log_policy *)fb;
+    case CFG_T_BOOL:
+        return *(const bool *)fa == *(const bool *)fb;
+    case CFG_T_PATH:
+        return strcmp(fa, fb) == 0;
+    case CFG_T_LISTEN:
+        if (a->listen_count != b->listen_count)
+            return false;
+        for (unsigned i = 0; i < a->listen_count; i++) {
+            if (strcmp(a->listen[i], b->listen[i]) != 0)
+                return false;
+        }
+        return true;
+    }
+    abort();
+}
+
+bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b)
+{
+    for (size_t i = 0; i < CFG_NKEYS; i++) {
+        if (!cfg_key_equal(&cfg_keys[i], a, b))
+            return false;
+    }
+    return true;
+}
+
+static void cfg_key_print(const struct cfg_key *k, const struct srv_cfg *cfg, FILE *out)
+{
+    const void *f = (const char *)cfg + k->offset;
+    fprintf(out, "%s =", k->key);
+    switch (k->type) {
+    case CFG_T_UINT:
+        fprintf(out, " %u\n", *(const unsigned *)f);
+        return;
+    case CFG_T_ULONG:
+        fprintf(out, " %lu\n", *(const unsigned long *)f);
+        return;
+    case CFG_T_SIZE:
+        fprintf(out, " %zu\n", *(const size_t *)f);
+        return;
+    case CFG_T_LEVEL:
+        fprintf(out, " %s\n", log_level_name(*(const enum log_level *)f));
+        return;
+    case CFG_T_POLICY:
+        fprintf(out, " %s\n", *(const enum log_policy *)f == LOG_POLICY_DROP ? "drop" : "block");
+        return;
+    case CFG_T_BOOL:
+        fprintf(out, " %s\n", *(const bool *)f ? "true" : "false");
+        return;
+    case CFG_T_PATH:
+        fprintf(out, "%s%s\n", *(const char *)f ? " " : "", (const char *)f);
+        return;
+    case CFG_T_LISTEN:
+        for (unsigned i = 0; i < cfg->listen_count; i++)
+            fprintf(out, "%s%s", i ? ", " : " ", cfg->listen[i]);
+        fputc('\n', out);
+        return;
+    }
+    abort();
+}
+
+void srv_cfg_print(const struct srv_cfg *cfg, FILE *out)
+{
+    fprintf(out, "; spindle effective configuration%s%s\n", cfg->source[0] ? " from " : "",
+            cfg->source);
+    for (size_t s = 0; s < CFG_NSECTIONS; s++) {
+        fprintf(out, "\n[%s]\n", cfg_sections[s]);
+        for (size_t i = 0; i < CFG_NKEYS; i++) {
+            if (strcmp(cfg_keys[i].section, cfg_sections[s]) == 0)
+                cfg_key_print(&cfg_keys[i], cfg, out);
+        }
+    }
+}
+
+/* ---- overrides ----------------------------------------------------------------------------- */
+
+int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const char *value,
+                const char *origin, char *err, size_t size)
+{
+    char msg[CFG_MSG_MAX];
+    int slen = (int)strlen(section), klen = (int)strlen(key);
+    const struct cfg_key *k = cfg_key_find(section, (size_t)slen, key, (size_t)klen);
+    if (!cfg_section_find(section, (size_t)slen)) {
+        cfg_err(err, size, origin, 0, section, slen, NULL, 0, "unknown section");
+        return -EINVAL;
+    }
+    if (k == NULL) {
+        cfg_err(err, size, origin, 0, section, slen, key, klen, "unknown key");
+        return -EINVAL;
+    }
+    struct srv_cfg scratch = *cfg;
+    if (cfg_key_apply(k, &scratch, value, msg, sizeof(msg)) != 0) {
+        cfg_err(err, size, origin, 0, section, slen, key, klen, msg);
+        return -EINVAL;
+    }
+    int bad = cfg_cross_check(&scratch, NULL, msg, sizeof(msg));
+    if (bad >= 0) {
+        cfg_err(err, size, origin, 0, cfg_keys[bad].section, (int)strlen(cfg_keys[bad].section),
+                cfg_keys[bad].key, (int)strlen(cfg_keys[bad].key), msg);
+        return -EINVAL;
+    }
+    *cfg = scratch;
+    return 0;
+}
+
+/* ---- files --------------------------------------------------------------------------------- */
+
+/* One key line found by the pre-scan: names are offsets into the file text. */
+struct cfg_line {
+    unsigned line;
+    unsigned sec_off, sec_len;
+    unsigned key_off, key_len;
+};
+
+struct cfg_parse {
+    const char *path;
+    const char *text;
+    struct cfg_line *keys; /* every key line, in order */
+    size_t nkeys, cap;
+    size_t next; /* index of the key line the next handler call belongs to */
+    struct srv_cfg scratch;
+    unsigned set_line[CFG_NKEYS]; /* line that set each key, 0 when not set */
+    bool failed;                  /* err holds a handler's error */
+    unsigned scan_line;           /* line of the pre-scan's first error (in err), 0 if none */
+    char *err;
+    size_t size;
+};
+
+static const char *cfg_lskip(const char *s, const char *end)
+{
+    while (s < end && isspace((unsigned char)*s))
+        s++;
+    return s;
+}
+
+static const char *cfg_rstrip(const char *s, const char *end)
+{
+    while (end > s && isspace((unsigned char)end[-1]))
+        end--;
+    return end;
+}
+
+/* As libinih does: the first of `chars` in [s, end), or a ';' after a blank (inline comment). */
+static const char *cfg_find(const char *s, const char *end, const char *chars)
+{
+    bool was_space = false;
+    for (; s < end; s++) {
+        if (strchr(chars, *s) != NULL || (was_space && *s == ';'))
+            return s;
+        was_space = isspace((unsigned char)*s);
+    }
+    return end;
+}
+
+/* State of the pre-scan between lines. */
+struct cfg_scan {
+    const char *section; /* current section name (in the text), NULL before the first one */
+    int section_len;
+    const char *key; /* last key of the current section, NULL when none yet */
+    int key_len;
+    size_t key_bol; /* offset of that key's line */
+    bool continued; /* the error is a continuation of that key's line */
+};
+
+static int cfg_scan_error(struct cfg_parse *ps, unsigned line, const struct cfg_scan *st,
+                          bool with_key, const char *msg)
+{
+    ps->scan_line = line;
+    cfg_err(ps->err, ps->size, ps->path, line, st->section, st->section_len,
+            with_key ? st->key : NULL, st->key_len, msg);
+    return -EINVAL;
+}
+
+static int cfg_scan_record(struct cfg_parse *ps, unsigned line, const struct cfg_scan *st)
+{
+    if (ps->nkeys == ps->cap) {
+        size_t cap = ps->cap ? ps->cap * 2 : 64;
+        struct cfg_line *k = realloc(ps->keys, cap * sizeof(*k));
+        if (k == NULL)
+            return -ENOMEM;
+        ps->keys = k;
+        ps->cap = cap;
+    }
+    struct cfg_line *l = &ps->keys[ps->nkeys++];
+    l->line = line;
+    l->sec_off = st->section ? (unsigned)(st->section - ps->text) : 0;
+    l->sec_len = st->section ? (unsigned)st->section_len : 0;
+    l->key_off = (unsigned)(st->key - ps->text);
+    l->key_len = (unsigned)st->key_len;
+    return 0;
+}
+
+static int cfg_scan_section(struct cfg_parse *ps, unsigned line, const char *s, const char *e,
+                            struct cfg_scan *st)
+{
+    const char *close = cfg_find(s + 1, e, "]");
+    if (close == e || *close != ']')
+        return cfg_scan_error(ps, line, st, false, "expected \"]\" to close the section name");
+    const char *rest = cfg_lskip(close + 1, e);
+    if (rest < e && *rest != ';' && *rest != '#')
+        return cfg_scan_error(ps, line, st, false, "unexpected text after the section name");
+    st->section = s + 1;
+    st->section_len = (int)(close - s - 1);
+    st->key = NULL;
+    st->key_len = 0;
+    if (!cfg_section_find(st->section, (size_t)st->section_len))
+        return cfg_scan_error(ps, line, st, false,
+                              "unknown section (known: server, pool, limits, log, shutdown)");
+    return 0;
+}
+
+/* Classify one line the way libinih will, and catch what it would get wrong or not name. */
+static int cfg_scan_line(struct cfg_parse *ps, unsigned line, const char *bol, const char *eol,
+                         struct cfg_scan *st)
+{
+    char msg[96];
+    if (eol - bol > CFG_LINE_MAX) {
+        snprintf(msg, sizeof(msg), "line longer than %d bytes", CFG_LINE_MAX);
+        return cfg_scan_error(ps, line, st, false, msg);
+    }
+    if (memchr(bol, '\0', (size_t)(eol - bol)) != NULL)
+        return cfg_scan_error(ps, line, st, false, "NUL byte in line");
+    const char *start = bol;
+    if (line == 1 && eol - bol >= 3 && memcmp(bol, "\xEF\xBB\xBF", 3) == 0)
+        start += 3; /* UTF-8 byte order mark, skipped by libinih too */
+    const char *e = cfg_rstrip(start, eol);
+    const char *s = cfg_lskip(start, e);
+    if (s == e || *s == ';' || *s == '#')
+        return 0;
+    if (st->key != NULL && s > start) {
+        st->continued = true;
+        return cfg_scan_error(ps, line, st, true,
+                              "continuation line (indented after a key) is not supported; "
+                              "write the value on one line");
+    }
+    if (*s == '[')
+        return cfg_scan_section(ps, line, s, e, st);
+    const char *sep = cfg_find(s, e, "=:");
+    if (sep == e || *sep == ';')
+        return cfg_scan_error(ps, line, st, false, "expected \"key = value\"");
+    st->key = s;
+    st->key_len = (int)(cfg_rstrip(s, sep) - s);
+    st->key_bol = (size_t)(bol - ps->text);
+    if (st->key_len == 0)
+        return cfg_scan_error(ps, line, st, false, "missing key name before the separator");
+    return cfg_scan_record(ps, line, st);
+}
+
+/* Pre-scan the whole text. Returns 0, -EINVAL (err filled, *cut = offset of the bad line) or
+ * -ENOMEM. */
+static int cfg_scan_text(struct cfg_parse *ps, const char *text, size_t len, size_t *cut)
+{
+    struct cfg_scan st = {0};
+    unsigned line = 1;
+    for (size_t off = 0; off < len; line++) {
+        const char *bol = text + off;
+        const char *nl = memchr(bol, '\n', len - off);
+        const char *eol = nl ? nl : text + len;
+        int rc = cfg_scan_line(ps, line, bol, eol, &st);
+        if (rc == -EINVAL && st.continued) {
+            /* The key's value is incomplete: libinih must not see the key line either. */
+            *cut = st.key_bol;
+            ps->nkeys--;
+        } else if (rc != 0) {
+            *cut = off;
+        }
+        if (rc != 0)
+            return rc;
+        off = (size_t)(eol - text) + (nl ? 1 : 0);
+    }
+    return 0;
+}
+
+static int cfg_handler_fail(struct cfg_parse *ps, const struct cfg_line *l, const char *msg)
+{
+    const char *sec = l->sec_len ? ps->text + l->sec_off : NULL;
+    cfg_err(ps->err, ps->size, ps->path, l->line, sec, (int)l->sec_len, ps->text + l->key_off,
+            (int)l->key_len, msg);
+    ps->failed = true;
+    return 0;
+}
+
+static int cfg_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct cfg_parse *ps = user;
+    char msg[CFG_MSG_MAX];
+    (void)section; /* the pre-scan's record names it, uncut */
+    if (name == NULL || ps->failed)
+        return 1; /* a new-section call, or past the first error: that one stands */
+    if (ps->next >= ps->nkeys) {
+        cfg_err(ps->err, ps->size, ps->path, 0, NULL, 0, NULL, 0, "parser and pre-scan disagree");
+        ps->failed = true;
+        return 0;
+    }
+    const struct cfg_line *l = &ps->keys[ps->next++];
+    const char *key = ps->text + l->key_off;
+    /* libinih keeps 49 bytes of a name: compare what it kept to be sure of the line. */
+    size_t kept = strlen(name);
+    if (kept > l->key_len || memcmp(name, key, kept) != 0)
+        return cfg_handler_fail(ps, l, "parser and pre-scan disagree");
+    if (l->sec_len == 0)
+        return cfg_handler_fail(ps, l, "key outside of any section (add a [section] line above)");
+    const struct cfg_key *k = cfg_key_find(ps->text + l->sec_off, l->sec_len, key, l->key_len);
+    if (k == NULL)
+        return cfg_handler_fail(ps, l, "unknown key");
+    size_t idx = (size_t)(k - cfg_keys);
+    if (ps->set_line[idx] != 0) {
+        snprintf(msg, sizeof(msg), "duplicate key (first set on line %u)", ps->set_line[idx]);
+        return cfg_handler_fail(ps, l, msg);
+    }
+    if (cfg_key_apply(k, &ps->scratch, value, msg, sizeof(msg)) != 0)
+        return cfg_handler_fail(ps, l, msg);
+    ps->set_line[idx] = l->line;
+    return 1;
+}
+
+/* Read all of fd into a new buffer, one byte past CFG_FILE_MAX at most. Returns 0, -EFBIG, or a
+ * negative errno. */
+static int cfg_fd_read(int fd, char **out, size_t *len)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    if (S_ISDIR(st.st_mode))
+        return -EISDIR;
+    char *buf = malloc(CFG_FILE_MAX + 2);
+    if (buf == NULL)
+        return -ENOMEM;
+    size_t got = 0;
+    /* Not by st_size: a pipe or a file that grows is bounded the same way. */
+    while (got <= CFG_FILE_MAX) {
+        ssize_t r = read(fd, buf + got, CFG_FILE_MAX + 1 - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0)
+                break;
+            int rc = -errno;
+            free(buf);
+            return rc;
+        }
+        got += (size_t)r;
+    }
+    if (got > CFG_FILE_MAX) {
+        free(buf);
+        return -EFBIG;
+    }
+    buf[got] = '\0';
+    *out = buf;
+    *len = got;
+    return 0;
+}
+
+static int cfg_file_read(const char *path, char **out, size_t *len, char *err, size_t size)
+{
+    char msg[CFG_MSG_MAX];
+    int rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+    } else {
+        rc = cfg_fd_read(fd, out, len);
+        close(fd);
+    }
+    if (rc == -EFBIG)
+        snprintf(msg, sizeof(msg), "larger than %d bytes", CFG_FILE_MAX);
+    else if (rc != 0)
+        snprintf(msg, sizeof(msg), "cannot read: %s", strerror(-rc));
+    if (rc != 0)
+        cfg_err(err, size, path, 0, NULL, 0, NULL, 0, msg);
+    return rc;
+}
+
+/* After ini_parse_string() returned `r`: the first error, or the cross-key checks. */
+static int cfg_parse_finish(struct cfg_parse *ps, int r)
+{
+    char msg[CFG_MSG_MAX];
+    if (ps->failed || ps->scan_line != 0)
+        return -EINVAL;
+    if (r != 0 || ps->next != ps->nkeys) {
+        cfg_err(ps->err, ps->size, ps->path, r > 0 ? (unsigned)r : 0, NULL, 0, NULL, 0,
+                "cannot parse this line");
+        return -EINVAL;
+    }
+    int bad = cfg_cross_check(&ps->scratch, ps->set_line, msg, sizeof(msg));
+    if (bad >= 0) {
+        const struct cfg_key *k = &cfg_keys[bad];
+        cfg_err(ps->err, ps->size, ps->path, ps->set_line[bad], k->section, (int)strlen(k->section),
+                k->key, (int)strlen(k->key), msg);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int srv_cfg_load(const char *path, struct srv_cfg *cfg, char *err, size_t size)
+{
+    char *text = NULL;
+    size_t len = 0, cut = 0;
+    int rc = cfg_file_read(path, &text, &len, err, size);
+    if (rc != 0)
+        return rc;
+    struct cfg_parse *ps = calloc(1, sizeof(*ps));
+    if (ps == NULL) {
+        rc = -ENOMEM;
+        goto out_text;
+    }
+    ps->path = path;
+    ps->text = text;
+    ps->err = err;
+    ps->size = size;
+    srv_cfg_defaults(&ps->scratch);
+    rc = cfg_scan_text(ps, text, len, &cut);
+    if (rc == -ENOMEM)
+        goto out_ps;
+    if (rc != 0)
+        text[cut] = '\0'; /* libinih parses only the lines above the first scan error */
+    rc = cfg_parse_finish(ps, ini_parse_string(text, cfg_handler, ps));
+    if (rc == 0) {
+        snprintf(ps->scratch.source, sizeof(ps->scratch.source), "%s", path);
+        *cfg = ps->scratch;
+    }
+out_ps:
+    free(ps->keys);
+    free(ps);
+out_text:
+    if (rc == -ENOMEM)
+        cfg_err(err, size, path, 0, NULL, 0, NULL, 0, "out of memory");
+    free(text);
+    return rc;
+}

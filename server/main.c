@@ -1,0 +1,250 @@
+/* main.c - the spindle binary: `spindle serve|version|help`.
+ *
+ * Design: main only parses the command line, builds the effective configuration (defaults, then
+ * the file given with -c, then the command-line overrides, each through srv_cfg_set with the
+ * option as origin so errors name it), and hands over to srv_run(). Usage and configuration
+ * errors go to stderr and exit 2; a start-up failure exits 1; otherwise the exit code is
+ * srv_run's.
+ *
+ * Signals: before the first thread exists (the log writer, the pool, the loop's helpers), the
+ * main thread blocks every asynchronous signal, so every thread inherits a full mask and signals
+ * reach the process only through the loop's ev_signal watchers (libev unblocks a watched signal
+ * in the loop thread, or reads it from a signalfd). The synchronous fault signals (SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS) and SIGABRT stay unblocked: the kernel resets a
+ * blocked fault signal to its default action, which would bypass the crash handlers that flush
+ * the log.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "logging/log.h"
+#include "server/config.h"
+#include "server/server.h"
+
+#ifndef SPINDLE_VERSION
+#define SPINDLE_VERSION "0.1.0"
+#endif
+
+#define MAIN_EXIT_FAIL  1
+#define MAIN_EXIT_USAGE 2
+
+static const char main_usage[] =
+    "usage: spindle <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve     run the HTTP server in the foreground\n"
+    "  version   print the version\n"
+    "  help      print this help\n"
+    "\n"
+    "spindle serve [options]:\n"
+    "  -c, --config FILE        load FILE over the built-in defaults (without -c: defaults only)\n"
+    "      --check-config       check the configuration, print \"FILE: ok\" and exit\n"
+    "      --print-config       print the effective configuration (INI) and exit\n"
+    "      --listen ADDR[,ADDR] override [server] listen (A.B.C.D:PORT or [IPV6]:PORT)\n"
+    "      --workers N          override [pool] workers (0 = one per online CPU)\n"
+    "      --log-level LEVEL    override [log] level (trace, debug, info, warn, error, fatal)\n"
+    "      --log-file PATH|-    override [log] file (- = standard error)\n"
+    "  -h, --help               print this help\n"
+    "\n"
+    "Signals: SIGTERM or SIGINT stop gracefully (a second one stops at once), SIGHUP reloads\n"
+    "the configuration file and reopens the log, SIGUSR1 reopens the log.\n"
+    "Exit status: 0 clean stop, 1 start-up failure, 2 usage or configuration error.\n";
+
+/* The overrides, in the order they are applied (after the file). */
+struct main_override {
+    const char *option; /* "--workers": the origin named in errors */
+    const char *section;
+    const char *key;
+    const char *value; /* NULL when not given */
+};
+
+enum main_opt {
+    MAIN_OPT_CHECK = 256,
+    MAIN_OPT_PRINT,
+    MAIN_OPT_LISTEN,
+    MAIN_OPT_WORKERS,
+    MAIN_OPT_LOG_LEVEL,
+    MAIN_OPT_LOG_FILE,
+};
+
+struct main_serve {
+    const char *config_path; /* NULL = defaults only */
+    bool check;
+    bool print;
+    struct main_override ov[4]; /* indexed by enum main_opt - MAIN_OPT_LISTEN */
+};
+
+static const struct option main_serve_options[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"check-config", no_argument, NULL, MAIN_OPT_CHECK},
+    {"print-config", no_argument, NULL, MAIN_OPT_PRINT},
+    {"listen", required_argument, NULL, MAIN_OPT_LISTEN},
+    {"workers", required_argument, NULL, MAIN_OPT_WORKERS},
+    {"log-level", required_argument, NULL, MAIN_OPT_LOG_LEVEL},
+    {"log-file", required_argument, NULL, MAIN_OPT_LOG_FILE},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Flush stdout and report a failed write (a full disk, a closed pipe) as a failure. */
+static int main_stdout_done(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "spindle: writing to standard output: %s\n", strerror(errno));
+        return MAIN_EXIT_FAIL;
+    }
+    return 0;
+}
+
+static int main_usage_error(const char *what, const char *arg)
+{
+    fprintf(stderr, "spindle: %s \"%s\" (see: spindle help)\n", what, arg);
+    return MAIN_EXIT_USAGE;
+}
+
+/* Parse serve's options (argv[0] is "serve"). Returns 0, or an exit code; -1 after --help. */
+static int main_serve_parse(int argc, char **argv, struct main_serve *s)
+{
+    s->ov[0] = (struct main_override){"--listen", "server", "listen", NULL};
+    s->ov[1] = (struct main_override){"--workers", "pool", "workers", NULL};
+    s->ov[2] = (struct main_override){"--log-level", "log", "level", NULL};
+    s->ov[3] = (struct main_override){"--log-file", "log", "file", NULL};
+    opterr = 0; /* our own messages */
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "+:c:h", main_serve_options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            s->config_path = optarg;
+            break;
+        case 'h':
+            fputs(main_usage, stdout);
+            return main_stdout_done() ? MAIN_EXIT_FAIL : -1;
+        case MAIN_OPT_CHECK:
+            s->check = true;
+            break;
+        case MAIN_OPT_PRINT:
+            s->print = true;
+            break;
+        case MAIN_OPT_LISTEN:
+        case MAIN_OPT_WORKERS:
+        case MAIN_OPT_LOG_LEVEL:
+        case MAIN_OPT_LOG_FILE:
+            s->ov[c - MAIN_OPT_LISTEN].value = optarg;
+            break;
+        case ':':
+            return main_usage_error("serve: missing value for option", argv[optind - 1]);
+        default:
+            return main_usage_error("serve: unknown option", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return main_usage_error("serve: unexpected argument", argv[optind]);
+    return 0;
+}
+
+/* Defaults, then the file, then the overrides. Returns 0 or an exit code (message printed). */
+static int main_serve_config(const struct main_serve *s, struct srv_cfg *cfg)
+{
+    char err[1024];
+    srv_cfg_defaults(cfg);
+    if (s->config_path != NULL && srv_cfg_load(s->config_path, cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "spindle: %s\n", err);
+        return MAIN_EXIT_USAGE;
+    }
+    for (size_t i = 0; i < sizeof(s->ov) / sizeof(s->ov[0]); i++) {
+        const struct main_override *o = &s->ov[i];
+        if (o->value == NULL)
+            continue;
+        if (srv_cfg_set(cfg, o->section, o->key, o->value, o->option, err, sizeof(err)) != 0) {
+            fprintf(stderr, "spindle: %s\n", err);
+            return MAIN_EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+/* Block every asynchronous signal in the calling thread (and all threads created later). */
+static int main_signals_block(void)
+{
+    static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT};
+    sigset_t set;
+    sigfillset(&set);
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++)
+        sigdelset(&set, faults[i]);
+    return pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+static int main_serve_run(const struct main_serve *s, const struct srv_cfg *cfg)
+{
+    int rc = main_signals_block();
+    if (rc != 0) {
+        fprintf(stderr, "spindle: blocking signals: %s\n", strerror(rc));
+        return MAIN_EXIT_FAIL;
+    }
+    struct log_config lc = {
+        .path = cfg->log_file,
+        .level = cfg->log_level,
+        .buffer_bytes = cfg->log_buffer_bytes,
+        .policy = cfg->log_policy,
+    };
+    rc = log_start(&lc);
+    if (rc != 0) {
+        fprintf(stderr, "spindle: starting the log (file \"%s\"): %s\n",
+                cfg->log_file[0] ? cfg->log_file : "-", strerror(-rc));
+        return MAIN_EXIT_FAIL;
+    }
+    log_install_crash_handlers();
+    log_thread_name_set("main");
+    int code = srv_run(cfg, s->config_path);
+    log_stop();
+    return code;
+}
+
+static int main_serve(int argc, char **argv)
+{
+    struct main_serve s = {0};
+    struct srv_cfg cfg;
+    int rc = main_serve_parse(argc, argv, &s);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
+    rc = main_serve_config(&s, &cfg);
+    if (rc != 0)
+        return rc;
+    if (s.print)
+        srv_cfg_print(&cfg, stdout);
+    if (s.check)
+        printf("%s: ok\n", s.config_path ? s.config_path : "built-in defaults");
+    if (s.print || s.check)
+        return main_stdout_done();
+    return main_serve_run(&s, &cfg);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(main_usage, stderr);
+        return MAIN_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return main_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        if (argc > 2)
+            return main_usage_error("version: unexpected argument", argv[2]);
+        printf("spindle %s\n", SPINDLE_VERSION);
+        return main_stdout_done();
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        fputs(main_usage, stdout);
+        return main_stdout_done();
+    }
+    if (cmd[0] == '-')
+        return main_usage_error("unknown option", cmd);
+    return main_usage_error("unknown command", cmd);
+}

@@ -1,0 +1,563 @@
+/* test_config.c - unit tests for server/config.c: defaults equal etc/spindle.conf, every error
+ * kind with its FILE:LINE, [section] and key, overrides, sizes, listen lists, print round-trip,
+ * and all-or-nothing loading.
+ *
+ * Files are written into a private temporary directory made by the suite's init and removed by
+ * its cleanup. The shipped file is $SPINDLE_ETC/spindle.conf, or etc/spindle.conf relative to the
+ * repository root (where the unit binary runs) when the variable is unset.
+ */
+#include <CUnit/CUnit.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server/config.h"
+
+int suite_server_config(void);
+
+static char tc_dir[] = "/tmp/spindle-config-XXXXXX";
+static unsigned tc_seq;
+
+/* Every key of struct srv_cfg as (section, key) with a valid value that differs from its
+ * default: the tests below use it to prove that the file, print and equal cover every field. */
+struct tc_key {
+    const char *section;
+    const char *key;
+    const char *other;
+};
+
+static const struct tc_key tc_keys[] = {
+    {"server", "listen", "127.0.0.1:0, [::1]:0"},
+    {"server", "backlog", "128"},
+    {"server", "max_connections", "50"},
+    {"server", "header_timeout_ms", "1500"},
+    {"server", "body_timeout_ms", "2500"},
+    {"server", "idle_timeout_ms", "3500"},
+    {"server", "write_timeout_ms", "4500"},
+    {"server", "max_keepalive_requests", "100"},
+    {"pool", "workers", "3"},
+    {"pool", "queue_capacity", "7"},
+    {"pool", "cancel_grace_ms", "250"},
+    {"limits", "max_request_line", "4096"},
+    {"limits", "max_header_bytes", "8K"},
+    {"limits", "max_headers", "10"},
+    {"limits", "max_body_bytes", "2M"},
+    {"limits", "max_pipeline_bytes", "0"},
+    {"limits", "max_query_params", "5"},
+    {"limits", "default_timeout_ms", "1000"},
+    {"limits", "max_timeout_ms", "90000"},
+    {"limits", "max_spin_ms", "300"},
+    {"limits", "max_primes_n", "5000000000"},
+    {"limits", "max_sha256_rounds", "1000"},
+    {"limits", "max_compress_level_zstd", "3"},
+    {"log", "level", "debug"},
+    {"log", "file", "/var/log/spindle/spindle.log"},
+    {"log", "buffer_bytes", "1G"},
+    {"log", "policy", "drop"},
+    {"log", "access", "false"},
+    {"shutdown", "drain_timeout_ms", "0"},
+};
+
+#define TC_NKEYS (sizeof(tc_keys) / sizeof(tc_keys[0]))
+
+static int tc_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static int tc_init(void)
+{
+    return mkdtemp(tc_dir) == NULL ? -1 : 0;
+}
+
+static int tc_cleanup(void)
+{
+    return nftw(tc_dir, tc_rm, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Write `len` bytes to a new file in the suite's directory; returns its path (caller frees). */
+static char *tc_file_n(const char *content, size_t len)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/t%u.conf", tc_dir, ++tc_seq) < 0)
+        return NULL;
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_FATAL(fwrite(content, 1, len, f) == len);
+    CU_ASSERT_FATAL(fclose(f) == 0);
+    return path;
+}
+
+static char *tc_file(const char *content)
+{
+    return tc_file_n(content, strlen(content));
+}
+
+/* Load `content` over a copy of the defaults; expect `rc` and, when `want` is set, an error that
+ * starts with "PATH" followed by `want` (so ":3: [pool] workers: ..." checks the line too). */
+static void tc_expect(const char *content, int rc, const char *want)
+{
+    struct srv_cfg cfg, before;
+    char err[512] = "";
+    srv_cfg_defaults(&cfg);
+    before = cfg;
+    char *path = tc_file(content);
+    CU_ASSERT_FATAL(path != NULL);
+    int got = srv_cfg_load(path, &cfg, err, sizeof(err));
+    CU_ASSERT_EQUAL(got, rc);
+    if (want != NULL) {
+        size_t n = strlen(path);
+        bool ok = strncmp(err, path, n) == 0 && strncmp(err + n, want, strlen(want)) == 0;
+        if (!ok)
+            fprintf(stderr, "\n  want \"%s%s\"\n  got  \"%s\"\n", path, want, err);
+        CU_ASSERT(ok);
+    }
+    if (rc != 0)
+        CU_ASSERT(memcmp(&cfg, &before, sizeof(cfg)) == 0);
+    free(path);
+}
+
+static void tc_expect_ok(const char *content, struct srv_cfg *out)
+{
+    char err[512] = "";
+    char *path = tc_file(content);
+    CU_ASSERT_FATAL(path != NULL);
+    srv_cfg_defaults(out);
+    int rc = srv_cfg_load(path, out, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "\n  unexpected error: %s\n", err);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_STRING_EQUAL(out->source, path);
+    free(path);
+}
+
+static const char *tc_etc_path(char *buf, size_t size)
+{
+    const char *etc = getenv("SPINDLE_ETC");
+    snprintf(buf, size, "%s/spindle.conf", etc && *etc ? etc : "etc");
+    return buf;
+}
+
+/* The "section.key" names of every key line of a file, in order, comma-terminated. */
+static void tc_keys_of(FILE *f, char *out, size_t size)
+{
+    char line[512], section[64] = "";
+    size_t used = 0;
+    out[0] = '\0';
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char name[64];
+        if (sscanf(line, " [%63[^]]]", section) == 1)
+            continue;
+        if (line[0] == '#' || line[0] == ';' || sscanf(line, " %63[a-z_0-9] =", name) != 1)
+            continue;
+        int n = snprintf(out + used, size - used, "%s.%s,", section, name);
+        CU_ASSERT_FATAL(n > 0 && (size_t)n < size - used);
+        used += (size_t)n;
+    }
+}
+
+static void test_srv_cfg_defaults_equal_file(void)
+{
+    char path[1024], err[512] = "", file_keys[4096], print_keys[4096];
+    struct srv_cfg defaults, loaded;
+    srv_cfg_defaults(&defaults);
+    CU_ASSERT_STRING_EQUAL(defaults.source, "");
+    CU_ASSERT_EQUAL_FATAL(srv_cfg_load(tc_etc_path(path, sizeof(path)), &loaded, err, sizeof(err)),
+                          0);
+    CU_ASSERT(srv_cfg_equal(&defaults, &loaded));
+
+    /* The file sets every key exactly as print lists them, and the list covers the struct. */
+    FILE *f = fopen(path, "r");
+    CU_ASSERT_FATAL(f != NULL);
+    tc_keys_of(f, file_keys, sizeof(file_keys));
+    fclose(f);
+    char *buf = NULL;
+    size_t len = 0;
+    f = open_memstream(&buf, &len);
+    CU_ASSERT_FATAL(f != NULL);
+    srv_cfg_print(&defaults, f);
+    CU_ASSERT_FATAL(fflush(f) == 0);
+    rewind(f);
+    tc_keys_of(f, print_keys, sizeof(print_keys));
+    fclose(f);
+    free(buf);
+    CU_ASSERT_STRING_EQUAL(file_keys, print_keys);
+    for (size_t i = 0; i < TC_NKEYS; i++) {
+        char name[96];
+        snprintf(name, sizeof(name), "%s.%s,", tc_keys[i].section, tc_keys[i].key);
+        CU_ASSERT_PTR_NOT_NULL(strstr(file_keys, name));
+    }
+}
+
+static void test_srv_cfg_defaults_values(void)
+{
+    struct srv_cfg c;
+    srv_cfg_defaults(&c);
+    CU_ASSERT_EQUAL(c.listen_count, 1);
+    CU_ASSERT_STRING_EQUAL(c.listen[0], "127.0.0.1:8080");
+    CU_ASSERT_EQUAL(c.backlog, 511);
+    CU_ASSERT_EQUAL(c.max_connections, 10000);
+    CU_ASSERT_EQUAL(c.idle_timeout_ms, 60000);
+    CU_ASSERT_EQUAL(c.workers, 0);
+    CU_ASSERT_EQUAL(c.queue_capacity, 1024);
+    CU_ASSERT_EQUAL(c.max_body_bytes, 1048576);
+    CU_ASSERT_EQUAL(c.max_primes_n, 100000000UL);
+    CU_ASSERT_EQUAL(c.log_level, LOG_LEVEL_INFO);
+    CU_ASSERT_STRING_EQUAL(c.log_file, "");
+    CU_ASSERT_EQUAL(c.log_buffer_bytes, 4194304);
+    CU_ASSERT_EQUAL(c.log_policy, LOG_POLICY_BLOCK);
+    CU_ASSERT(c.log_access);
+    CU_ASSERT_EQUAL(c.drain_timeout_ms, 10000);
+}
+
+static void test_srv_cfg_load_syntax(void)
+{
+    struct srv_cfg c;
+    tc_expect_ok("\xEF\xBB\xBF# comment\r\n; another\r\n\r\n[pool]\r\n"
+                 "  workers = 5   ; inline comment\r\nqueue_capacity=9\r\n"
+                 "[log]\nlevel: debug\n   # an indented comment is no continuation\n"
+                 "file = /tmp/a;b.log\n",
+                 &c);
+    CU_ASSERT_EQUAL(c.workers, 5);
+    CU_ASSERT_EQUAL(c.queue_capacity, 9);
+    CU_ASSERT_EQUAL(c.log_level, LOG_LEVEL_DEBUG);
+    CU_ASSERT_STRING_EQUAL(c.log_file, "/tmp/a;b.log");
+
+    /* An empty file is the defaults. */
+    struct srv_cfg d;
+    srv_cfg_defaults(&d);
+    tc_expect_ok("", &c);
+    CU_ASSERT(srv_cfg_equal(&c, &d));
+
+    /* 199 bytes fit on a line, 200 do not. */
+    char line[256];
+    memset(line, 'a', sizeof(line));
+    memcpy(line, "file = /", 8);
+    memcpy(line + 199, "\n", 2);
+    char text[300];
+    snprintf(text, sizeof(text), "[log]\n%s", line);
+    tc_expect_ok(text, &c);
+    CU_ASSERT_EQUAL(strlen(c.log_file), 192);
+}
+
+static void test_srv_cfg_load_structure_errors(void)
+{
+    tc_expect("[server]\nbacklog = 10\n[serve]\nbacklog = 1\n", -EINVAL,
+              ":3: [serve]: unknown section");
+    tc_expect("[pool]\nworkerz = 1\n", -EINVAL, ":2: [pool] workerz: unknown key");
+    tc_expect("[pool]\nworkers = 1\n\nworkers = 2\n", -EINVAL,
+              ":4: [pool] workers: duplicate key (first set on line 2)");
+    tc_expect("[pool]\nworkers = 1\n[log]\n[pool]\nworkers = 2\n", -EINVAL,
+              ":5: [pool] workers: duplicate key (first set on line 2)");
+    tc_expect("workers = 1\n", -EINVAL, ":1: workers: key outside of any section");
+    tc_expect("[pool]\nworkers\n", -EINVAL, ":2: [pool]: expected \"key = value\"");
+    tc_expect("[pool]\n= 4\n", -EINVAL, ":2: [pool]: missing key name");
+    tc_expect("[pool\nworkers = 1\n", -EINVAL, ":1: expected \"]\"");
+    tc_expect("[pool] x\n", -EINVAL, ":1: unexpected text after the section name");
+    tc_expect("[server]\nlisten = 127.0.0.1:1,\n    127.0.0.1:2\n", -EINVAL,
+              ":3: [server] listen: continuation line");
+
+    /* A NUL byte would end the text early for libinih: it is refused with its line. */
+    struct srv_cfg cfg;
+    char err[512], want[600];
+    static const char nul[] = "[log]\nlevel = debug\n\0level = info\n";
+    char *p = tc_file_n(nul, sizeof(nul) - 1);
+    srv_cfg_defaults(&cfg);
+    CU_ASSERT_EQUAL(srv_cfg_load(p, &cfg, err, sizeof(err)), -EINVAL);
+    snprintf(want, sizeof(want), "%s:3: [log]: NUL byte in line", p);
+    CU_ASSERT_STRING_EQUAL(err, want);
+    free(p);
+
+    char text[400];
+    memset(text, 0, sizeof(text));
+    strcpy(text, "[log]\nfile = /");
+    memset(text + strlen(text), 'x', 200);
+    strcat(text, "\n");
+    tc_expect(text, -EINVAL, ":2: [log]: line longer than 199 bytes");
+}
+
+static void test_srv_cfg_load_value_errors(void)
+{
+    tc_expect("[pool]\nworkers = abc\n", -EINVAL,
+              ":2: [pool] workers: expected a whole number, got \"abc\"");
+    tc_expect("[pool]\nworkers = 4x\n", -EINVAL, ":2: [pool] workers: expected a whole number");
+    tc_expect("[pool]\nworkers = 4 4\n", -EINVAL, ":2: [pool] workers: expected a whole number");
+    tc_expect("[pool]\nworkers =\n", -EINVAL, ":2: [pool] workers: missing value");
+    tc_expect("[pool]\nworkers = -1\n", -EINVAL, ":2: [pool] workers: negative value");
+    tc_expect("[pool]\nworkers = +1\n", -EINVAL, ":2: [pool] workers: expected a whole number");
+    tc_expect("[pool]\nworkers = 5000\n", -EINVAL,
+              ":2: [pool] workers: value 5000 out of range 0..1024");
+    tc_expect("[pool]\nqueue_capacity = 0\n", -EINVAL,
+              ":2: [pool] queue_capacity: value 0 out of range 1..1048576");
+    tc_expect("[pool]\nqueue_capacity = 99999999999999999999999\n", -EINVAL,
+              ":2: [pool] queue_capacity: value 99999999999999999999999 out of range 1..1048576");
+    tc_expect("[server]\nbacklog = 4294967296\n", -EINVAL, ":2: [server] backlog: value");
+    tc_expect("[log]\nlevel = loud\n", -EINVAL, ":2: [log] level: expected trace, debug");
+    tc_expect("[log]\npolicy = lossy\n", -EINVAL, ":2: [log] policy: expected block or drop");
+    tc_expect("[log]\naccess = yes\n", -EINVAL, ":2: [log] access: expected true or false");
+    tc_expect("[log]\nfile = /tmp/a ;b\n", 0, NULL); /* " ;b" is a comment: the path is /tmp/a */
+    tc_expect("[limits]\ndefault_timeout_ms = 70000\n", -EINVAL,
+              ":2: [limits] default_timeout_ms: default_timeout_ms (70000) exceeds max_timeout_ms "
+              "(60000)");
+    tc_expect("[limits]\nmax_timeout_ms = 1000\ndefault_timeout_ms = 500\nmax_timeout_ms = 5\n",
+              -EINVAL, ":4: [limits] max_timeout_ms: duplicate key");
+    tc_expect("[limits]\ndefault_timeout_ms = 5000\nmax_timeout_ms = 1000\n", -EINVAL,
+              ":3: [limits] max_timeout_ms: default_timeout_ms (5000) exceeds");
+}
+
+/* The first error in the file is the one reported, whichever check finds it. */
+static void test_srv_cfg_load_first_error(void)
+{
+    char text[600];
+    char longline[260];
+    memset(longline, 'y', sizeof(longline));
+    memcpy(longline, "# ", 2);
+    longline[250] = '\0';
+    snprintf(text, sizeof(text), "[pool]\nworkers = x\n%s\n[nope]\n", longline);
+    tc_expect(text, -EINVAL, ":2: [pool] workers: expected a whole number");
+    snprintf(text, sizeof(text), "[pool]\n%s\nworkers = x\n[nope]\n", longline);
+    tc_expect(text, -EINVAL, ":2: [pool]: line longer than 199 bytes");
+    tc_expect("[pool]\nworkers = 1\n[nope]\nworkers = x\n", -EINVAL, ":3: [nope]: unknown section");
+}
+
+static void test_srv_cfg_load_io_errors(void)
+{
+    struct srv_cfg cfg;
+    char err[1024], want[1024], path[600];
+    srv_cfg_defaults(&cfg);
+    snprintf(path, sizeof(path), "%s/missing.conf", tc_dir);
+    CU_ASSERT_EQUAL(srv_cfg_load(path, &cfg, err, sizeof(err)), -ENOENT);
+    snprintf(want, sizeof(want), "%s: cannot read: %s", path, strerror(ENOENT));
+    CU_ASSERT_STRING_EQUAL(err, want);
+
+    CU_ASSERT_EQUAL(srv_cfg_load(tc_dir, &cfg, err, sizeof(err)), -EISDIR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, strerror(EISDIR)));
+
+    size_t big = 1024 * 1024 + 1;
+    char *text = malloc(big);
+    CU_ASSERT_FATAL(text != NULL);
+    memset(text, '\n', big);
+    text[0] = '#';
+    char *p = tc_file_n(text, big);
+    CU_ASSERT_EQUAL(srv_cfg_load(p, &cfg, err, sizeof(err)), -EFBIG);
+    snprintf(want, sizeof(want), "%s: larger than 1048576 bytes", p);
+    CU_ASSERT_STRING_EQUAL(err, want);
+    free(p);
+    p = tc_file_n(text, big - 1); /* exactly the limit is fine */
+    CU_ASSERT_EQUAL(srv_cfg_load(p, &cfg, err, sizeof(err)), 0);
+    free(p);
+    free(text);
+
+    /* A small error buffer is cut, never overrun; a zero-sized one is left alone. */
+    char tiny[8] = "xxxxxxx";
+    CU_ASSERT_EQUAL(srv_cfg_load("/nonexistent/x.conf", &cfg, tiny, 5), -ENOENT);
+    CU_ASSERT_EQUAL(strlen(tiny), 4);
+    CU_ASSERT_EQUAL(tiny[5], 'x');
+    CU_ASSERT_EQUAL(srv_cfg_load("/nonexistent/x.conf", &cfg, NULL, 0), -ENOENT);
+}
+
+/* A valid first key and an invalid later one leave the caller's configuration as it was. */
+static void test_srv_cfg_load_untouched(void)
+{
+    struct srv_cfg cfg, before;
+    char err[512];
+    srv_cfg_defaults(&cfg);
+    CU_ASSERT_EQUAL_FATAL(srv_cfg_set(&cfg, "pool", "workers", "7", "test", err, sizeof(err)), 0);
+    before = cfg;
+    char *p = tc_file("[pool]\nworkers = 2\nqueue_capacity = 5\n[log]\nlevel = bogus\n");
+    CU_ASSERT_EQUAL(srv_cfg_load(p, &cfg, err, sizeof(err)), -EINVAL);
+    CU_ASSERT(memcmp(&cfg, &before, sizeof(cfg)) == 0);
+    CU_ASSERT_EQUAL(cfg.workers, 7);
+    free(p);
+
+    /* A valid file replaces everything, starting from the defaults (not the caller's values). */
+    p = tc_file("[pool]\nqueue_capacity = 5\n");
+    CU_ASSERT_EQUAL(srv_cfg_load(p, &cfg, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(cfg.workers, 0);
+    CU_ASSERT_EQUAL(cfg.queue_capacity, 5);
+    free(p);
+}
+
+static void test_srv_cfg_load_sizes(void)
+{
+    struct srv_cfg c;
+    tc_expect_ok("[limits]\nmax_body_bytes = 2M\nmax_header_bytes = 8k\nmax_request_line = 100\n"
+                 "[log]\nbuffer_bytes = 1G\n",
+                 &c);
+    CU_ASSERT_EQUAL(c.max_body_bytes, 2 * 1024 * 1024);
+    CU_ASSERT_EQUAL(c.max_header_bytes, 8192);
+    CU_ASSERT_EQUAL(c.max_request_line, 100);
+    CU_ASSERT_EQUAL(c.log_buffer_bytes, 1024UL * 1024 * 1024);
+    tc_expect("[limits]\nmax_body_bytes = 2G\n", -EINVAL,
+              ":2: [limits] max_body_bytes: value 2G out of range 0..1073741824");
+    tc_expect("[limits]\nmax_body_bytes = 1.5M\n", -EINVAL,
+              ":2: [limits] max_body_bytes: expected");
+    tc_expect("[limits]\nmax_body_bytes = M\n", -EINVAL, ":2: [limits] max_body_bytes: expected");
+    tc_expect("[limits]\nmax_body_bytes = 1MB\n", -EINVAL, ":2: [limits] max_body_bytes: expected");
+    tc_expect("[limits]\nmax_body_bytes = 99999999999999999G\n", -EINVAL,
+              ":2: [limits] max_body_bytes: value");
+    /* Suffixes belong to sizes only. */
+    tc_expect("[pool]\nqueue_capacity = 1K\n", -EINVAL, ":2: [pool] queue_capacity: expected");
+    tc_expect("[log]\nbuffer_bytes = 1K\n", -EINVAL,
+              ":2: [log] buffer_bytes: value 1K out of range 65536..1073741824");
+}
+
+static void test_srv_cfg_load_listen(void)
+{
+    struct srv_cfg c;
+    tc_expect_ok("[server]\nlisten = 127.0.0.1:0 ,[::1]:8081,0.0.0.0:65535, [::]:1\n", &c);
+    CU_ASSERT_EQUAL_FATAL(c.listen_count, 4);
+    CU_ASSERT_STRING_EQUAL(c.listen[0], "127.0.0.1:0");
+    CU_ASSERT_STRING_EQUAL(c.listen[1], "[::1]:8081");
+    CU_ASSERT_STRING_EQUAL(c.listen[2], "0.0.0.0:65535");
+    CU_ASSERT_STRING_EQUAL(c.listen[3], "[::]:1");
+
+    tc_expect_ok("[server]\nlisten = 127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4,"
+                 "127.0.0.1:5,127.0.0.1:6,127.0.0.1:7,127.0.0.1:8\n",
+                 &c);
+    CU_ASSERT_EQUAL(c.listen_count, SRV_CFG_MAX_LISTEN);
+    CU_ASSERT_STRING_EQUAL(c.listen[7], "127.0.0.1:8");
+    tc_expect("[server]\nlisten = 127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4,"
+              "127.0.0.1:5,127.0.0.1:6,127.0.0.1:7,127.0.0.1:8,127.0.0.1:9\n",
+              -EINVAL, ":2: [server] listen: too many addresses (at most 8)");
+
+    static const char *const bad[] = {
+        "localhost:80", "::1:80",  "[::1]80",     "[::1",       "1.2.3.4:65536", "1.2.3.4:",
+        "1.2.3.4:8a",   "1.2.3.4", ", 1.2.3.4:1", "1.2.3.4:1,", "[1.2.3.4]:80",  "256.1.1.1:80",
+        "[::1]:-1",     "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[128];
+        snprintf(text, sizeof(text), "[server]\nlisten = %s\n", bad[i]);
+        tc_expect(text, -EINVAL, ":2: [server] listen: ");
+    }
+}
+
+static void test_srv_cfg_set_overrides(void)
+{
+    struct srv_cfg cfg, before;
+    char err[512];
+    srv_cfg_defaults(&cfg);
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "pool", "workers", "4", "--workers", err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(cfg.workers, 4);
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "log", "file", "-", "--log-file", err, sizeof(err)), 0);
+    CU_ASSERT_STRING_EQUAL(cfg.log_file, "-");
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "server", "listen", "[::1]:0", "--listen", err, sizeof(err)),
+                    0);
+    CU_ASSERT_EQUAL(cfg.listen_count, 1);
+    CU_ASSERT_STRING_EQUAL(cfg.listen[0], "[::1]:0");
+
+    before = cfg;
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "pool", "workers", "abc", "--workers", err, sizeof(err)),
+                    -EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "--workers: [pool] workers: expected a whole number, got \"abc\"");
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "pool", "threads", "1", "--threads", err, sizeof(err)),
+                    -EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "--threads: [pool] threads: unknown key");
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "tenant", "workers", "1", "-x", err, sizeof(err)), -EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "-x: [tenant]: unknown section");
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "log", "level", "LOUD", "--log-level", err, sizeof(err)),
+                    -EINVAL);
+    CU_ASSERT_EQUAL(
+        srv_cfg_set(&cfg, "limits", "default_timeout_ms", "90000", "--x", err, sizeof(err)),
+        -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "exceeds max_timeout_ms (60000)"));
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "log", "file", " /x", "--log-file", err, sizeof(err)),
+                    -EINVAL);
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "log", "file", "/x ;y", "--log-file", err, sizeof(err)),
+                    -EINVAL);
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "log", "file", "/x\ny", "--log-file", err, sizeof(err)),
+                    -EINVAL);
+    char path[256];
+    memset(path, 'p', sizeof(path));
+    path[0] = '/';
+    path[193] = '\0';
+    CU_ASSERT_EQUAL(srv_cfg_set(&cfg, "log", "file", path, "--log-file", err, sizeof(err)),
+                    -EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "--log-file: [log] file: path longer than 192 bytes");
+    CU_ASSERT(memcmp(&cfg, &before, sizeof(cfg)) == 0);
+}
+
+/* Print `cfg`, load the text back and compare. */
+static void tc_round_trip(const struct srv_cfg *cfg)
+{
+    char *buf = NULL, err[512] = "";
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    CU_ASSERT_FATAL(f != NULL);
+    srv_cfg_print(cfg, f);
+    CU_ASSERT_FATAL(fclose(f) == 0);
+    char *p = tc_file(buf);
+    struct srv_cfg back;
+    srv_cfg_defaults(&back);
+    int rc = srv_cfg_load(p, &back, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "\n  %s\n%s", err, buf);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(srv_cfg_equal(cfg, &back));
+    free(p);
+    free(buf);
+}
+
+static void test_srv_cfg_print_round_trip(void)
+{
+    struct srv_cfg d, c;
+    char err[512];
+    srv_cfg_defaults(&d);
+    tc_round_trip(&d);
+
+    /* Every key at a value other than its default: each one alone is noticed by equal, and all
+     * of them together survive print and load. */
+    c = d;
+    for (size_t i = 0; i < TC_NKEYS; i++) {
+        struct srv_cfg one = d;
+        const struct tc_key *k = &tc_keys[i];
+        CU_ASSERT_EQUAL(srv_cfg_set(&one, k->section, k->key, k->other, "t", err, sizeof(err)), 0);
+        CU_ASSERT(!srv_cfg_equal(&one, &d));
+        CU_ASSERT(srv_cfg_equal(&one, &one));
+        tc_round_trip(&one);
+        CU_ASSERT_EQUAL(srv_cfg_set(&c, k->section, k->key, k->other, "t", err, sizeof(err)), 0);
+    }
+    tc_round_trip(&c);
+
+    /* The longest path that can be set also round-trips. */
+    char path[256];
+    memset(path, 'q', sizeof(path));
+    path[0] = '/';
+    path[192] = '\0';
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "log", "file", path, "t", err, sizeof(err)), 0);
+    tc_round_trip(&c);
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "log", "file", "/a b/c;d", "t", err, sizeof(err)), 0);
+    tc_round_trip(&c);
+
+    /* source is not a setting. */
+    struct srv_cfg e = d;
+    snprintf(e.source, sizeof(e.source), "elsewhere");
+    CU_ASSERT(srv_cfg_equal(&d, &e));
+}
+
+int suite_server_config(void)
+{
+    CU_pSuite s = CU_add_suite("server_config", tc_init, tc_cleanup);
+    if (s == NULL)
+        return CU_get_error();
+    CU_add_test(s, "test_srv_cfg_defaults_equal_file", test_srv_cfg_defaults_equal_file);
+    CU_add_test(s, "test_srv_cfg_defaults_values", test_srv_cfg_defaults_values);
+    CU_add_test(s, "test_srv_cfg_load_syntax", test_srv_cfg_load_syntax);
+    CU_add_test(s, "test_srv_cfg_load_structure_errors", test_srv_cfg_load_structure_errors);
+    CU_add_test(s, "test_srv_cfg_load_value_errors", test_srv_cfg_load_value_errors);
+    CU_add_test(s, "test_srv_cfg_load_first_error", test_srv_cfg_load_first_error);
+    CU_add_test(s, "test_srv_cfg_load_io_errors", test_srv_cfg_load_io_errors);
+    CU_add_test(s, "test_srv_cfg_load_untouched", test_srv_cfg_load_untouched);
+    CU_add_test(s, "test_srv_cfg_load_sizes", test_srv_cfg_load_sizes);
+    CU_add_test(s, "test_srv_cfg_load_listen", test_srv_cfg_load_listen);
+    CU_add_test(s, "test_srv_cfg_set_overrides", test_srv_cfg_set_overrides);
+    CU_add_test(s, "test_srv_cfg_print_round_trip", test_srv_cfg_print_round_trip);
+    return CU_get_error();
+}
