@@ -1,0 +1,198 @@
+/* server.c - the process: one libev loop with the HTTP server, signals and the stop sequence.
+ *
+ * Design: srv_run() runs on the calling thread, which becomes the loop thread ("loop"). It makes
+ * the server's root context (parent of every request context), the HTTP server with its routes
+ * and listeners, and ev_signal watchers (signalfd: main blocked every signal before any thread was
+ * made, so signals reach the process only through the loop). The stop sequence:
+ *   SIGTERM/SIGINT  drain: stop accepting, readyz 503, answers close their connection, idle
+ *                   connections close; the loop ends when the last connection is gone;
+ *   drain timer     (shutdown.drain_timeout_ms) what is still in a handler is cancelled and
+ *                   answered 503 shutting_down; then write_timeout_ms more for those answers;
+ *   second signal   or the end of that grace: every connection closes at once.
+ * SIGHUP and SIGUSR1 reopen the log file (configuration reload comes later).
+ */
+#include <errno.h>
+#include <ev.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "context/ctx.h"
+#include "logging/log.h"
+#include "server/http.h"
+#include "server/server.h"
+
+struct srv_run_state {
+    struct ev_loop *loop;
+    struct srv_http *http;
+    ev_signal sig_int, sig_term, sig_hup, sig_usr1;
+    ev_timer drain_timer;
+    int stop_signals;
+    bool final_phase;
+};
+
+static void run_drained(struct srv_http *h, void *arg)
+{
+    (void)h;
+    struct srv_run_state *st = arg;
+    ev_break(st->loop, EVBREAK_ALL);
+}
+
+static void run_drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct srv_run_state *st = w->data;
+    if (!st->final_phase) {
+        struct srv_http_stats stats;
+        srv_http_stats_get(st->http, &stats);
+        LOG_W("drain timeout: cancelling requests in flight", LOG_UINT("connections", stats.open),
+              LOG_UINT("pending", stats.pending));
+        st->final_phase = true;
+        srv_http_cancel_all(st->http, CTX_REASON_SHUTDOWN);
+        unsigned grace = srv_http_cfg(st->http)->write_timeout_ms;
+        ev_timer_set(w, (grace ? grace : 1000) / 1000.0, 0.0);
+        ev_timer_start(loop, w);
+        return;
+    }
+    LOG_W("closing the remaining connections", LOG_STR("reason", "drain grace over"));
+    srv_http_close_all(st->http, CTX_REASON_SHUTDOWN);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void run_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    struct srv_run_state *st = w->data;
+    if (st->stop_signals++ > 0) {
+        LOG_W("second stop signal: closing every connection now",
+              LOG_STR("signal", strsignal(w->signum)));
+        srv_http_close_all(st->http, CTX_REASON_SHUTDOWN);
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    const struct srv_cfg *cfg = srv_http_cfg(st->http);
+    LOG_I("stopping", LOG_STR("signal", strsignal(w->signum)),
+          LOG_UINT("drain_timeout_ms", cfg->drain_timeout_ms));
+    ev_timer_set(&st->drain_timer, cfg->drain_timeout_ms / 1000.0, 0.0);
+    ev_timer_start(loop, &st->drain_timer);
+    srv_http_drain(st->http, run_drained, st);
+}
+
+static void run_reopen_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    int rc = log_reopen();
+    if (rc != 0)
+        LOG_E("log reopen failed", LOG_STR("error", strerror(-rc)));
+    else
+        LOG_I("log reopened", LOG_STR("signal", strsignal(w->signum)));
+}
+
+static void run_signals_start(struct srv_run_state *st)
+{
+    struct {
+        ev_signal *w;
+        int sig;
+        void (*cb)(struct ev_loop *, ev_signal *, int);
+    } sigs[] = {{&st->sig_int, SIGINT, run_stop_cb},
+                {&st->sig_term, SIGTERM, run_stop_cb},
+                {&st->sig_hup, SIGHUP, run_reopen_cb},
+                {&st->sig_usr1, SIGUSR1, run_reopen_cb}};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        ev_signal_init(sigs[i].w, sigs[i].cb, sigs[i].sig);
+        sigs[i].w->data = st;
+        ev_signal_start(st->loop, sigs[i].w);
+    }
+}
+
+static void run_signals_stop(struct srv_run_state *st)
+{
+    ev_signal_stop(st->loop, &st->sig_int);
+    ev_signal_stop(st->loop, &st->sig_term);
+    ev_signal_stop(st->loop, &st->sig_hup);
+    ev_signal_stop(st->loop, &st->sig_usr1);
+}
+
+static void run_log_started(const struct srv_cfg *cfg)
+{
+    char listen[SRV_CFG_MAX_LISTEN * (SRV_CFG_ADDR_MAX + 1)] = "";
+    size_t len = 0;
+    for (unsigned i = 0; i < cfg->listen_count && len < sizeof(listen); i++)
+        len += (size_t)snprintf(listen + len, sizeof(listen) - len, "%s%s", i ? "," : "",
+                                cfg->listen[i]);
+    LOG_I("spindle started", LOG_STR("listen", listen), LOG_UINT("workers", cfg->workers),
+          LOG_UINT("queue_capacity", cfg->queue_capacity),
+          LOG_UINT("max_connections", cfg->max_connections),
+          LOG_STR("log_level", log_level_name(cfg->log_level)),
+          LOG_BOOL("log_access", cfg->log_access),
+          LOG_UINT("header_timeout_ms", cfg->header_timeout_ms),
+          LOG_UINT("idle_timeout_ms", cfg->idle_timeout_ms),
+          LOG_UINT("max_body_bytes", cfg->max_body_bytes),
+          LOG_UINT("default_timeout_ms", cfg->default_timeout_ms),
+          LOG_UINT("drain_timeout_ms", cfg->drain_timeout_ms),
+          LOG_STR("config", cfg->source[0] ? cfg->source : "(defaults)"));
+}
+
+static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct ctx *root)
+{
+    st->http = srv_http_new(st->loop, cfg, root);
+    if (st->http == NULL) {
+        LOG_E("start-up failed", LOG_STR("error", strerror(ENOMEM)));
+        return -ENOMEM;
+    }
+    int rc = srv_health_routes_add(st->http);
+    if (rc != 0) {
+        LOG_E("start-up failed: routes", LOG_STR("error", strerror(-rc)));
+        return rc;
+    }
+    if (cfg->listen_count == 0) {
+        LOG_E("start-up failed: no listen address", LOG_STR("config", cfg->source));
+        return -EINVAL;
+    }
+    for (unsigned i = 0; i < cfg->listen_count; i++) {
+        rc = srv_http_listen(st->http, cfg->listen[i]);
+        if (rc != 0)
+            return rc; /* logged by srv_http_listen */
+    }
+    return 0;
+}
+
+int srv_run(const struct srv_cfg *cfg, const char *config_path)
+{
+    (void)config_path; /* re-read on SIGHUP once reloading exists */
+    log_thread_name_set("loop");
+    uint64_t t0 = ctx_now_ns();
+    struct srv_run_state st = {0};
+    st.loop = ev_default_loop(EVFLAG_SIGNALFD);
+    struct ctx *root = ctx_new_root();
+    if (st.loop == NULL || root == NULL) {
+        LOG_E("start-up failed", LOG_STR("error", st.loop ? strerror(ENOMEM) : "no event loop"));
+        ctx_unref(root);
+        return 1;
+    }
+    int code = 0;
+    if (run_start(&st, cfg, root) != 0) {
+        code = 1;
+        goto out;
+    }
+    ev_timer_init(&st.drain_timer, run_drain_timer_cb, 0.0, 0.0);
+    st.drain_timer.data = &st;
+    run_signals_start(&st);
+    run_log_started(cfg);
+    ev_run(st.loop, 0);
+    run_signals_stop(&st);
+    ev_timer_stop(st.loop, &st.drain_timer);
+out:;
+    struct srv_http_stats stats = {0};
+    if (st.http != NULL)
+        srv_http_stats_get(st.http, &stats);
+    srv_http_free(st.http);
+    ctx_unref(root);
+    ev_loop_destroy(st.loop);
+    if (code == 0)
+        LOG_I("spindle stopped", LOG_UINT("requests", stats.requests),
+              LOG_UINT("connections", stats.connections), LOG_UINT("rejected", stats.rejected),
+              LOG_DUR("duration_ms", ctx_now_ns() - t0));
+    return code;
+}
