@@ -1,0 +1,205 @@
+/* admission.h - admission control for job requests: per-tenant rate and concurrency limits, queue
+ * capacity and deadline feasibility, decided on the loop thread before a job is queued.
+ *
+ * A job request passes four checks, in this order, and the first that fails refuses it:
+ *
+ *   1. tenant rate         token bucket (rate, burst)        429 tenant_rate_limited
+ *   2. tenant in flight    admitted and not yet released     429 tenant_concurrency_limited
+ *   3. queue capacity      queue depth >= queue_capacity     503 queue_full
+ *   4. deadline            expected queue wait >= remaining  503 deadline_unmeetable
+ *
+ * plus two that concern the module itself: 503 too_many_tenants (the bounded tenant table is full
+ * of busy tenants) and 503 out_of_memory. Every refusal carries a Retry-After in seconds (>= 1).
+ * A refused request consumes nothing: no token is taken and the in-flight count is unchanged.
+ *
+ * Tenants: limits come from a limit set (struct srv_adm_limits): defaults for unknown tenants plus
+ * named overrides (the configured tenants). Per-tenant state (bucket, in-flight count) lives in a
+ * bounded table of at most max_tenants entries. A tenant is idle when it has nothing in flight
+ * and a full bucket; an idle entry holds nothing a fresh one would not, so it is evicted (the one
+ * idle the longest first) when room is needed, or by srv_adm_sweep(). Random tenant ids therefore
+ * cost at most max_tenants entries.
+ *
+ * Estimators (updated by srv_adm_observe at each job completion, exponentially weighted with
+ * SRV_ADM_EWMA_ALPHA per completion):
+ *   - service time: EWMA of run_ns. Expected queue wait for a new job is
+ *     ewma_run_ns * queue_depth / workers: each worker must first finish depth/workers jobs of the
+ *     average length. It follows the current depth at once (an empty queue means no wait), unlike
+ *     an average of past waits, which stays high after the queue has drained. Before the first
+ *     completion the estimate is 0 (nothing is refused for a deadline without evidence).
+ *   - drain rate: EWMA of the interval between completions (completions handed back together
+ *     count as intervals of 0, so a batch of N per T gives N/T). When the last completion is older
+ *     than the average interval, that open interval counts as a sample, so a stalled pool's rate
+ *     decays. queue_full's Retry-After = ceil(depth / rate) clamped to 1..60 (1 before any
+ *     completion).
+ *
+ * Threads: every function runs on the thread that called srv_adm_new (the loop thread; asserted)
+ * except the srv_adm_limits_* functions, which touch only their own limit set and may be used on
+ * any thread until the set is handed to srv_adm_new or srv_adm_limits_swap. Time is always passed
+ * in (ctx_now_ns() scale, nanoseconds); nothing here reads a clock.
+ */
+#ifndef SPINDLE_ADMISSION_H
+#define SPINDLE_ADMISSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SRV_ADM_TENANT_MAX  64      /* bytes of a tenant name (as X-Tenant-Id allows) */
+#define SRV_ADM_MAX_LABELS  256     /* tenant labels for refusal counters, besides "other" */
+#define SRV_ADM_EWMA_ALPHA  0.2     /* weight of the newest completion in the estimators */
+#define SRV_ADM_RETRY_MAX_S 60      /* queue_full / deadline_unmeetable Retry-After cap */
+#define SRV_ADM_OTHER_LABEL "other" /* label of tenants that are not configured */
+
+/* Limits of one tenant. */
+struct srv_tenant_limits {
+    unsigned max_inflight;   /* requests admitted and not yet released at most; 0 = unlimited */
+    double rate;             /* requests per second refilled into the bucket; 0 = unlimited */
+    unsigned burst;          /* bucket size in requests (0 = 1); ignored when rate is 0 */
+    unsigned weight;         /* share in the pool's fair queue (0 = 1) */
+    unsigned max_timeout_ms; /* cap on the request's deadline; 0 = no tenant cap */
+};
+
+enum srv_adm_reason {
+    SRV_ADM_ADMITTED = 0,
+    SRV_ADM_TENANT_RATE_LIMITED,        /* 429 */
+    SRV_ADM_TENANT_CONCURRENCY_LIMITED, /* 429 */
+    SRV_ADM_QUEUE_FULL,                 /* 503 */
+    SRV_ADM_DEADLINE_UNMEETABLE,        /* 503 */
+    SRV_ADM_TOO_MANY_TENANTS,           /* 503 */
+    SRV_ADM_OUT_OF_MEMORY,              /* 503 */
+    SRV_ADM_REASON_COUNT
+};
+
+/* "admitted", "tenant_rate_limited", "tenant_concurrency_limited", "queue_full",
+ * "deadline_unmeetable", "too_many_tenants", "out_of_memory": the JSON error code and metric
+ * label. NULL for a value out of range. */
+const char *srv_adm_reason_name(enum srv_adm_reason r);
+
+/* HTTP status of a reason: 0 for SRV_ADM_ADMITTED, 429 or 503. */
+int srv_adm_reason_status(enum srv_adm_reason r);
+
+/* ---- limit sets ----------------------------------------------------------------------------- */
+
+struct srv_adm_limits;
+
+/* A new limit set with `defaults` (copied) for every tenant not named. NULL when out of memory or
+ * when the limits are invalid (negative or non-finite rate). */
+struct srv_adm_limits *srv_adm_limits_new(const struct srv_tenant_limits *defaults);
+
+/* srv_adm_limits_free(NULL) is a no-op. Never free a set handed to srv_adm_new/_swap. */
+void srv_adm_limits_free(struct srv_adm_limits *l);
+
+/* Replace the defaults (copied). Returns 0 or -EINVAL (invalid limits). */
+int srv_adm_limits_set_default(struct srv_adm_limits *l, const struct srv_tenant_limits *t);
+
+/* Add or replace the limits of tenant `name` (borrowed, 1..SRV_ADM_TENANT_MAX bytes, not
+ * "other"). Returns 0, -EINVAL (bad name or limits), -ENOMEM. */
+int srv_adm_limits_set_tenant(struct srv_adm_limits *l, const char *name,
+                              const struct srv_tenant_limits *t);
+
+/* The limits that apply to `tenant` (borrowed): its own, or the defaults. Valid until the set is
+ * changed or freed. */
+const struct srv_tenant_limits *srv_adm_limits_get(const struct srv_adm_limits *l,
+                                                   const char *tenant);
+
+/* True when `tenant` has its own limits in the set. */
+bool srv_adm_limits_configured(const struct srv_adm_limits *l, const char *tenant);
+
+/* ---- admission ------------------------------------------------------------------------------ */
+
+struct srv_adm;
+struct srv_adm_tenant;
+
+struct srv_adm_config {
+    size_t max_tenants;    /* tenant entries at most (>= 1) */
+    size_t queue_capacity; /* refuse queue_full when the queue holds this many; 0 = no check */
+    unsigned workers;      /* worker threads, for the wait estimate (0 = 1) */
+};
+
+/* One job request to decide on. */
+struct srv_adm_req {
+    const char *tenant;   /* borrowed; 1..SRV_ADM_TENANT_MAX bytes */
+    uint64_t now_ns;      /* the current time */
+    uint64_t deadline_ns; /* the request's deadline, 0 = none */
+    size_t queue_depth;   /* jobs queued now (pool_stats.queued) */
+};
+
+/* The outcome, filled by srv_adm_decide. */
+struct srv_adm_decision {
+    enum srv_adm_reason reason;  /* SRV_ADM_ADMITTED or why it was refused */
+    int status;                  /* 0 when admitted, else 429 or 503 */
+    unsigned retry_after_s;      /* refused: Retry-After seconds, >= 1; admitted: 0 */
+    unsigned weight;             /* admitted: the tenant's weight for pool_job.weight (>= 1) */
+    unsigned max_timeout_ms;     /* the tenant's deadline cap, 0 = none */
+    uint64_t deadline_ns;        /* the request's deadline after the tenant's cap, 0 = none */
+    const char *tenant_label;    /* the tenant, or "other" when not configured; for metrics;
+                                    valid while the srv_adm lives */
+    struct srv_adm_tenant *held; /* admitted: what srv_adm_release gives back; else NULL */
+};
+
+/* A new admission controller over `limits` (taken over in every case, also on failure). `cfg` is
+ * copied. NULL when out of memory or cfg->max_tenants is 0. The calling thread becomes the owner:
+ * every srv_adm_* call below must be made on it. */
+struct srv_adm *srv_adm_new(const struct srv_adm_config *cfg, struct srv_adm_limits *limits);
+
+/* Free everything. Requests still admitted must not be released afterwards. NULL is a no-op. */
+void srv_adm_free(struct srv_adm *a);
+
+/* Decide on `req` (borrowed) and fill *out. Returns 0 when admitted: the caller must call
+ * srv_adm_release(out) exactly once when the request ends (answered, cancelled, or refused later
+ * by the pool). Returns -EAGAIN when refused (out says why, nothing to release), -ENOMEM when
+ * refused for lack of memory (out says out_of_memory), -EINVAL when req or its tenant name is
+ * invalid (out untouched). */
+int srv_adm_decide(struct srv_adm *a, const struct srv_adm_req *req, struct srv_adm_decision *out);
+
+/* Give back what an admitted decision holds (one in-flight slot of its tenant); clears
+ * out->held, so a second call on the same decision is a no-op. `now_ns` dates the tenant's
+ * idleness for eviction. */
+void srv_adm_release(struct srv_adm *a, struct srv_adm_decision *d, uint64_t now_ns);
+
+/* A job completed at `now_ns` after waiting `queue_wait_ns` in the queue and running `run_ns`:
+ * feeds the service-time, wait and drain-rate estimators. Call for every job that ran. */
+void srv_adm_observe(struct srv_adm *a, uint64_t now_ns, uint64_t queue_wait_ns, uint64_t run_ns);
+
+/* Replace the limit set (taken over; the old one is freed) as on a config reload. In-flight
+ * counts, buckets (clamped to the new burst) and counters are kept; tenants named in the new set
+ * gain refusal labels. */
+void srv_adm_limits_swap(struct srv_adm *a, struct srv_adm_limits *limits);
+
+/* The current limit set (borrowed; valid until the next swap). */
+const struct srv_adm_limits *srv_adm_limits(const struct srv_adm *a);
+
+/* Evict every idle tenant (nothing in flight, bucket full at now_ns). Returns how many. */
+size_t srv_adm_sweep(struct srv_adm *a, uint64_t now_ns);
+
+/* Expected queue wait in ns for a job arriving with `queue_depth` jobs queued (see above). */
+uint64_t srv_adm_expected_wait_ns(const struct srv_adm *a, size_t queue_depth);
+
+/* Requests of `tenant` admitted and not yet released (0 for an unknown tenant). */
+unsigned srv_adm_tenant_inflight(const struct srv_adm *a, const char *tenant);
+
+/* Refusals so far for `reason` and tenant label `label` ("other" or a configured tenant). */
+uint64_t srv_adm_refusals(const struct srv_adm *a, enum srv_adm_reason reason, const char *label);
+
+typedef void srv_adm_refusal_fn(const char *reason, const char *label, uint64_t count, void *arg);
+
+/* Call fn for every (reason, label) pair whose count is not 0, reasons in enum order, labels in
+ * the order they were configured ("other" first). fn must not call back into the module. */
+void srv_adm_refusals_foreach(const struct srv_adm *a, srv_adm_refusal_fn *fn, void *arg);
+
+struct srv_adm_stats {
+    size_t tenants;       /* entries in the tenant table now */
+    size_t max_tenants;   /* its bound */
+    uint64_t inflight;    /* admitted and not released, all tenants */
+    uint64_t admitted;    /* totals since srv_adm_new */
+    uint64_t refused;     /* all reasons */
+    uint64_t evicted;     /* idle tenant entries freed */
+    uint64_t completions; /* srv_adm_observe calls */
+    double ewma_wait_ns;  /* average queue wait of recent jobs */
+    double ewma_run_ns;   /* average run time of recent jobs */
+    double drain_per_s;   /* jobs completed per second (0 before two completions) */
+};
+
+void srv_adm_stats_get(const struct srv_adm *a, struct srv_adm_stats *out);
+
+#endif

@@ -1,0 +1,149 @@
+/* metrics.h - a small metrics registry rendered in the Prometheus text exposition format 0.0.4,
+ * and the families spindle exposes on GET /metrics.
+ *
+ * A registry holds families (counter, gauge, histogram), each with fixed label names and a bound
+ * on its distinct label sets (series). A label set beyond the bound is not added: its updates go
+ * to the family's overflow series, whose every label value is "other", so a client cannot grow
+ * memory by inventing label values. Because several label sets may share that series, gauges of
+ * a family that can overflow should be changed with srv_met_add (+1/-1), not srv_met_set.
+ *
+ * Values are doubles; a series either holds its value or reads it through a callback at render
+ * time (for figures owned elsewhere: pool and log statistics, loop lag). Rendering writes each
+ * family once with `# HELP` and `# TYPE`, families in registration order and series in creation
+ * order; histograms as cumulative `_bucket{le=...}` lines ending in `le="+Inf"`, then `_sum` and
+ * `_count`. Label values and help text are escaped as the format requires.
+ *
+ * Threads: a registry and its families are used by one thread (the loop thread); callbacks run on
+ * that thread during srv_met_render and must not call back into the registry. Not locked.
+ */
+#ifndef SPINDLE_METRICS_H
+#define SPINDLE_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SRV_MET_MAX_LABELS     4       /* label names per family */
+#define SRV_MET_DEFAULT_SERIES 64      /* max_series when a descriptor gives 0 */
+#define SRV_MET_MAX_BOUNDS     64      /* histogram buckets besides +Inf */
+#define SRV_MET_OTHER          "other" /* every label value of the overflow series */
+#define SRV_MET_CONTENT_TYPE   "text/plain; version=0.0.4; charset=utf-8"
+
+struct srv_met;
+struct srv_met_family;
+struct srv_met_series;
+
+enum srv_met_type { SRV_MET_COUNTER, SRV_MET_GAUGE, SRV_MET_HISTOGRAM };
+
+/* How to create a family; every string is copied. */
+struct srv_met_desc {
+    enum srv_met_type type;
+    const char *name;                           /* [a-zA-Z_:][a-zA-Z0-9_:]* */
+    const char *help;                           /* any text; escaped when rendered */
+    const char *labels[SRV_MET_MAX_LABELS + 1]; /* label names, NULL-terminated:
+                                                   [a-zA-Z_][a-zA-Z0-9_]*, not starting "__",
+                                                   distinct, no "le" in a histogram */
+    size_t max_series;    /* label sets at most besides the overflow one; 0 = default */
+    const double *bounds; /* histogram: finite upper bounds, strictly increasing */
+    size_t nbounds;       /* 1..SRV_MET_MAX_BOUNDS for a histogram; +Inf is added */
+};
+
+/* Growing output buffer: data[0..len) is the text; data is NUL-terminated when not NULL. */
+struct srv_met_buf {
+    char *data;
+    size_t len, cap;
+};
+
+/* Free the buffer's storage and zero it. */
+void srv_met_buf_fini(struct srv_met_buf *b);
+
+/* A value read at render time (borrowed `arg`). */
+typedef double srv_met_value_fn(void *arg);
+
+/* An empty registry; NULL when out of memory. The calling thread is its owner. */
+struct srv_met *srv_met_new(void);
+
+/* Free the registry, its families and series. NULL is a no-op. */
+void srv_met_free(struct srv_met *m);
+
+/* Add a family described by `d` (borrowed). Returns it (owned by the registry), or NULL when the
+ * description is invalid, the name is already registered, or out of memory. A family without
+ * labels gets its one series at once, so it renders 0 before the first update. */
+struct srv_met_family *srv_met_family_new(struct srv_met *m, const struct srv_met_desc *d);
+
+/* The series of `f` for `values` (borrowed; one string per label name, in order; NULL when the
+ * family has no labels): found, created, or the overflow series when the family already holds
+ * max_series label sets. NULL only when out of memory, or when values is NULL or holds a NULL
+ * while the family has labels. The pointer stays valid while the registry lives. */
+struct srv_met_series *srv_met_series_get(struct srv_met_family *f, const char *const *values);
+
+/* Counter: add v (ignored unless v >= 0). Gauge: add v (may be negative). Ignored for a
+ * histogram, a callback series or s == NULL. */
+void srv_met_add(struct srv_met_series *s, double v);
+
+/* Gauge: set the value. Ignored for other types, callback series or s == NULL. */
+void srv_met_set(struct srv_met_series *s, double v);
+
+/* Histogram: count one observation of v (NaN is ignored). Ignored for other types or NULL. */
+void srv_met_observe(struct srv_met_series *s, double v);
+
+/* Read the counter or gauge series for `values` through fn(arg) at every render from now on (it
+ * replaces a stored value). A callback counter must return a non-decreasing value. Returns 0,
+ * -EINVAL (histogram family, NULL fn, bad values, all values "other"), -ENOSPC (the family is full:
+ * a callback cannot share the overflow series), -ENOMEM. */
+int srv_met_series_fn(struct srv_met_family *f, const char *const *values, srv_met_value_fn *fn,
+                      void *arg);
+
+/* Shorthands: srv_met_series_get then the update; out of memory only loses the update. */
+void srv_met_labels_add(struct srv_met_family *f, const char *const *values, double v);
+void srv_met_labels_set(struct srv_met_family *f, const char *const *values, double v);
+void srv_met_labels_observe(struct srv_met_family *f, const char *const *values, double v);
+
+/* Label sets of `f` now, the overflow series included once it exists. */
+size_t srv_met_family_series(const struct srv_met_family *f);
+
+/* The stored value of a counter or gauge series (the callback's for a callback series); for a
+ * histogram series its observation count. 0 for NULL. */
+double srv_met_value(const struct srv_met_series *s);
+
+/* Append the exposition text of every family to `out` (its storage grows as needed). Returns 0
+ * or -ENOMEM; on failure out->len is what it was on entry. */
+int srv_met_render(const struct srv_met *m, struct srv_met_buf *out);
+
+/* ---- the families spindle exposes ----------------------------------------------------------- */
+
+/* Buckets of the job time histograms, in seconds. */
+extern const double srv_met_job_seconds_bounds[14];
+
+/* Created by srv_met_server_init; the server updates them or attaches callbacks. */
+struct srv_met_server {
+    struct srv_met_family *http_requests; /* counter spindle_http_requests_total{route,status} */
+    struct srv_met_family *inflight;      /* gauge spindle_inflight_requests */
+    struct srv_met_family *queue_depth;   /* gauge spindle_queue_depth */
+    struct srv_met_family *tenant_queue_depth; /* gauge spindle_tenant_queue_depth{tenant} */
+    struct srv_met_family *refusals;           /* counter spindle_refusals_total{reason,tenant} */
+    struct srv_met_family *job_wait;           /* histogram spindle_job_wait_seconds{kind} */
+    struct srv_met_family *job_run;            /* histogram spindle_job_run_seconds{kind} */
+    struct srv_met_family *loop_lag;           /* gauge spindle_loop_lag_seconds */
+    struct srv_met_family *loop_utilization;   /* gauge spindle_loop_utilization */
+    struct srv_met_family *open_connections;   /* gauge spindle_open_connections */
+    struct srv_met_family *log_lines;          /* counter spindle_log_lines_total */
+    struct srv_met_family *log_waits;          /* counter spindle_log_waits_total */
+    struct srv_met_family *log_dropped;        /* counter spindle_log_dropped_total */
+};
+
+/* Register spindle's families in `m` and fill *s (families owned by m). Returns 0, -ENOMEM, or
+ * -EEXIST when one of the names is already registered. */
+int srv_met_server_init(struct srv_met_server *s, struct srv_met *m);
+
+/* One answered request: spindle_http_requests_total{route,status} += 1. `route` (borrowed) is the
+ * matched route's path, or a fixed word for unmatched requests, never the raw URL. */
+void srv_met_http_request(const struct srv_met_server *s, const char *route, int status);
+
+/* One admission refusal: spindle_refusals_total{reason,tenant} += 1. */
+void srv_met_refusal(const struct srv_met_server *s, const char *reason, const char *tenant);
+
+/* One job that ran: observe its queue wait and run time (ns) under `kind`. */
+void srv_met_job_times(const struct srv_met_server *s, const char *kind, uint64_t wait_ns,
+                       uint64_t run_ns);
+
+#endif
