@@ -1,4 +1,4 @@
-/* main.c - the spindle binary: `spindle serve|version|help`.
+/* main.c - the spindle binary: `spindle serve|call|logs|version|help`.
  *
  * Design: main only parses the command line, builds the effective configuration (defaults, then
  * the file given with -c, then the command-line overrides, each through srv_cfg_set with the
@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "logging/log.h"
+#include "server/cli.h"
 #include "server/config.h"
 #include "server/server.h"
 
@@ -38,6 +39,8 @@ static const char main_usage[] =
     "\n"
     "commands:\n"
     "  serve     run the HTTP server in the foreground\n"
+    "  call      run jobs against a server (see: spindle call --help)\n"
+    "  logs      pretty-print, filter and follow the JSON log (see: spindle logs --help)\n"
     "  version   print the version\n"
     "  help      print this help\n"
     "\n"
@@ -234,6 +237,10 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "serve") == 0)
         return main_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "call") == 0)
+        return srv_cli_call_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "logs") == 0)
+        return srv_cli_logs_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2)
             return main_usage_error("version: unexpected argument", argv[2]);

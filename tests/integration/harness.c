@@ -1,0 +1,426 @@
+/* harness.c - start and stop the real server and read its log, for the integration suites.
+ *
+ * Design: a server is a proc (proc.h) plus its temporary directory, which holds spindle.conf and
+ * spindle.log. The config is assembled from a small table of "section.key=value" entries (the
+ * harness defaults, then the test's overrides replacing equal keys) and written grouped by
+ * section. Start-up waits for as many "listening" log lines as there are listen addresses, polling
+ * the log file every 2 ms (the only wait on an external process) and giving up early when the
+ * process exits; waitid(WNOWAIT) checks that without reaping, so proc_wait() still owns the reap.
+ * The log is re-read and re-parsed on every look: it is small in tests, and reading it whole
+ * avoids any state about partial lines. The client half of harness.h lives in client.c.
+ */
+#include "tests/integration/harness.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/integration/proc.h"
+
+#define HS_MAX_ENTRIES 64
+#define HS_MAX_LISTEN  8
+
+struct hs_entry {
+    char section[32];
+    char key[64];
+    char value[1024];
+};
+
+struct hs_server {
+    struct proc *proc;
+    char *dir;
+    char *conf_path;
+    char log_path[1100];
+    unsigned listen_count;
+    char addr[HS_MAX_LISTEN][80];
+    int port;
+};
+
+long long hs_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void hs_nap_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+long hs_nofile_raise(long want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
+    if ((long)rl.rlim_cur < want) {
+        rl.rlim_cur =
+            (rl.rlim_max == RLIM_INFINITY || (long)rl.rlim_max > want) ? (rlim_t)want : rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        (void)getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return (long)rl.rlim_cur;
+}
+
+/* ---- config --------------------------------------------------------------------------------- */
+
+/* Add or replace "section.key=value". Returns 0 or -EINVAL for a malformed entry. */
+static int hs_entry_set(struct hs_entry *e, size_t *n, const char *spec)
+{
+    const char *dot = strchr(spec, '.');
+    const char *eq = strchr(spec, '=');
+    if (dot == NULL || eq == NULL || dot > eq)
+        return -EINVAL;
+    struct hs_entry tmp;
+    if ((size_t)(dot - spec) >= sizeof(tmp.section) || (size_t)(eq - dot - 1) >= sizeof(tmp.key) ||
+        strlen(eq + 1) >= sizeof(tmp.value))
+        return -EINVAL;
+    snprintf(tmp.section, sizeof(tmp.section), "%.*s", (int)(dot - spec), spec);
+    snprintf(tmp.key, sizeof(tmp.key), "%.*s", (int)(eq - dot - 1), dot + 1);
+    snprintf(tmp.value, sizeof(tmp.value), "%s", eq + 1);
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp(e[i].section, tmp.section) == 0 && strcmp(e[i].key, tmp.key) == 0) {
+            e[i] = tmp;
+            return 0;
+        }
+    }
+    if (*n == HS_MAX_ENTRIES)
+        return -EINVAL;
+    e[(*n)++] = tmp;
+    return 0;
+}
+
+/* The INI text, sections in order of first appearance. New string or NULL. */
+static char *hs_config_text(const struct hs_entry *e, size_t n)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    if (f == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i; j++)
+            seen = seen || strcmp(e[j].section, e[i].section) == 0;
+        if (seen)
+            continue;
+        fprintf(f, "[%s]\n", e[i].section);
+        for (size_t j = i; j < n; j++) {
+            if (strcmp(e[j].section, e[i].section) == 0)
+                fprintf(f, "%s = %s\n", e[j].key, e[j].value);
+        }
+        fputc('\n', f);
+    }
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+static unsigned hs_listen_count(const struct hs_entry *e, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(e[i].section, "server") == 0 && strcmp(e[i].key, "listen") == 0) {
+            unsigned count = 1;
+            for (const char *p = e[i].value; *p; p++)
+                count += *p == ',';
+            return count;
+        }
+    }
+    return 1;
+}
+
+static int hs_config_write(struct hs_server *s, const char *const *overrides)
+{
+    struct hs_entry e[HS_MAX_ENTRIES];
+    size_t n = 0;
+    char spec[1200];
+    snprintf(s->log_path, sizeof(s->log_path), "%s/spindle.log", s->dir);
+    snprintf(spec, sizeof(spec), "log.file=%s", s->log_path);
+    const char *defaults[] = {"server.listen=127.0.0.1:0", "log.level=debug", spec,
+                              "log.access=true"};
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+        (void)hs_entry_set(e, &n, defaults[i]);
+    for (size_t i = 0; overrides != NULL && overrides[i] != NULL; i++) {
+        if (hs_entry_set(e, &n, overrides[i]) != 0) {
+            fprintf(stderr, "harness: bad override '%s'\n", overrides[i]);
+            return -EINVAL;
+        }
+    }
+    s->listen_count = hs_listen_count(e, n);
+    char *text = hs_config_text(e, n);
+    if (text == NULL)
+        return -ENOMEM;
+    s->conf_path = proc_file_write(s->dir, "spindle.conf", text);
+    free(text);
+    return s->conf_path != NULL ? 0 : -errno;
+}
+
+/* ---- the server ----------------------------------------------------------------------------- */
+
+static int hs_port_of(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    return colon != NULL ? atoi(colon + 1) : 0;
+}
+
+bool hs_alive(struct hs_server *s)
+{
+    if (proc_exited(s->proc))
+        return false;
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    /* WNOWAIT: look without reaping; proc_wait() reaps. */
+    if (waitid(P_PID, proc_pid(s->proc), &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+        return false;
+    return si.si_pid == 0;
+}
+
+/* Collect the "listening" lines; true once there are as many as listen addresses. */
+static bool hs_listening(struct hs_server *s)
+{
+    json_t *lines = hs_log_lines(s);
+    unsigned found = 0;
+    size_t i;
+    json_t *line;
+    json_array_foreach(lines, i, line)
+    {
+        const char *msg = hs_json_str(line, "msg");
+        const char *addr = hs_json_str(line, "addr");
+        if (msg == NULL || addr == NULL || strcmp(msg, "listening") != 0)
+            continue;
+        if (found < HS_MAX_LISTEN)
+            snprintf(s->addr[found], sizeof(s->addr[found]), "%s", addr);
+        found++;
+    }
+    json_decref(lines);
+    if (found < s->listen_count)
+        return false;
+    s->port = hs_port_of(s->addr[0]);
+    return s->port > 0;
+}
+
+static void hs_report(struct hs_server *s, const char *why)
+{
+    fprintf(stderr, "harness: %s\n--- server stderr ---\n%s\n", why, hs_stderr(s));
+    size_t size = 0;
+    FILE *f = fopen(s->log_path, "re");
+    if (f != NULL) {
+        char chunk[4096];
+        size_t got;
+        fprintf(stderr, "--- server log (head) ---\n");
+        while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0 && size < 16384) {
+            fwrite(chunk, 1, got, stderr);
+            size += got;
+        }
+        fclose(f);
+    }
+}
+
+struct hs_server *hs_start(const char *const *overrides)
+{
+    struct hs_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->dir = proc_tmpdir_new();
+    if (s->dir == NULL || hs_config_write(s, overrides) != 0)
+        goto fail;
+    const char *args[] = {"serve", "-c", s->conf_path, NULL};
+    s->proc = proc_spawn(args, NULL);
+    if (s->proc == NULL) {
+        fprintf(stderr, "harness: cannot start the server: %s\n", strerror(errno));
+        goto fail;
+    }
+    long long deadline = hs_now_ms() + HS_START_MS;
+    while (!hs_listening(s)) {
+        if (!hs_alive(s)) {
+            hs_report(s, "the server exited during start-up");
+            goto fail;
+        }
+        if (hs_now_ms() > deadline) {
+            hs_report(s, "no 'listening' line within the start-up bound");
+            goto fail;
+        }
+        hs_nap_ms(2);
+    }
+    return s;
+fail:
+    hs_free(s);
+    return NULL;
+}
+
+int hs_stop(struct hs_server *s)
+{
+    int code = -1;
+    if (!proc_exited(s->proc)) {
+        int rc = proc_signal(s->proc, SIGTERM);
+        if (rc != 0 && rc != -ESRCH)
+            return rc;
+    }
+    int rc = proc_wait(s->proc, HS_STOP_MS, &code);
+    if (rc == -ETIMEDOUT)
+        hs_report(s, "the server did not stop within the bound after SIGTERM");
+    else if (rc == 0 && code != 0)
+        fprintf(stderr, "harness: server exit code %d\n--- server stderr ---\n%s\n", code,
+                hs_stderr(s));
+    return rc == 0 || rc == -ETIMEDOUT ? code : rc;
+}
+
+void hs_free(struct hs_server *s)
+{
+    if (s == NULL)
+        return;
+    proc_free(s->proc);
+    free(s->conf_path);
+    (void)proc_tmpdir_free(s->dir);
+    free(s);
+}
+
+int hs_port(const struct hs_server *s)
+{
+    return s->port;
+}
+
+const char *hs_listen_addr(const struct hs_server *s, unsigned n)
+{
+    return n < s->listen_count && n < HS_MAX_LISTEN ? s->addr[n] : NULL;
+}
+
+pid_t hs_pid(const struct hs_server *s)
+{
+    return proc_pid(s->proc);
+}
+
+const char *hs_dir(const struct hs_server *s)
+{
+    return s->dir;
+}
+
+const char *hs_stderr(struct hs_server *s)
+{
+    return s->proc != NULL ? proc_output(s->proc, PROC_STDERR, NULL) : "";
+}
+
+/* ---- the log -------------------------------------------------------------------------------- */
+
+static char *hs_file_read(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return NULL;
+    char *data = NULL;
+    size_t size = 0, cap = 0;
+    for (;;) {
+        if (cap - size < 65536) {
+            char *d = realloc(data, cap + 65536 + 1);
+            if (d == NULL)
+                break;
+            data = d;
+            cap += 65536;
+        }
+        size_t got = fread(data + size, 1, cap - size, f);
+        size += got;
+        if (got == 0)
+            break;
+    }
+    fclose(f);
+    if (data != NULL)
+        data[size] = '\0';
+    *len = size;
+    return data;
+}
+
+json_t *hs_log_lines(const struct hs_server *s)
+{
+    size_t len = 0;
+    char *data = hs_file_read(s->log_path, &len);
+    if (data == NULL)
+        return NULL;
+    json_t *lines = json_array();
+    size_t start = 0;
+    /* Only complete lines: the writer may be half-way through the last one. */
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] != '\n')
+            continue;
+        json_t *line = json_loadb(data + start, i - start, 0, NULL);
+        if (json_is_object(line))
+            json_array_append_new(lines, line);
+        else
+            json_decref(line);
+        start = i + 1;
+    }
+    free(data);
+    return lines;
+}
+
+const char *hs_json_str(const json_t *line, const char *key)
+{
+    return json_string_value(json_object_get(line, key));
+}
+
+long long hs_json_int(const json_t *line, const char *key, long long dflt)
+{
+    json_t *v = json_object_get(line, key);
+    return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
+}
+
+static bool hs_line_matches(const json_t *line, const char *msg, const char *key, const char *value)
+{
+    const char *m = hs_json_str(line, "msg");
+    if (m == NULL || strcmp(m, msg) != 0)
+        return false;
+    if (key == NULL)
+        return true;
+    const char *v = hs_json_str(line, key);
+    return v != NULL && strcmp(v, value) == 0;
+}
+
+json_t *hs_log_wait(const struct hs_server *s, const char *msg, const char *key, const char *value,
+                    int timeout_ms)
+{
+    long long deadline = hs_now_ms() + timeout_ms;
+    for (;;) {
+        json_t *lines = hs_log_lines(s);
+        size_t i;
+        json_t *line;
+        json_array_foreach(lines, i, line)
+        {
+            if (hs_line_matches(line, msg, key, value)) {
+                json_incref(line);
+                json_decref(lines);
+                return line;
+            }
+        }
+        json_decref(lines);
+        if (hs_now_ms() > deadline)
+            return NULL;
+        hs_nap_ms(2);
+    }
+}
+
+size_t hs_log_wait_count(const struct hs_server *s, const char *msg, size_t n, int timeout_ms)
+{
+    long long deadline = hs_now_ms() + timeout_ms;
+    for (;;) {
+        json_t *lines = hs_log_lines(s);
+        size_t i, found = 0;
+        json_t *line;
+        json_array_foreach(lines, i, line)
+        {
+            found += hs_line_matches(line, msg, NULL, NULL);
+        }
+        json_decref(lines);
+        if (found >= n || hs_now_ms() > deadline)
+            return found;
+        hs_nap_ms(2);
+    }
+}
