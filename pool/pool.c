@@ -113,7 +113,7 @@ static void pool_unlock(struct pool *p)
         abort();
 }
 
-static bool on_loop_thread(const struct pool *p)
+static inline bool on_loop_thread(const struct pool *p)
 {
     return pthread_equal(pthread_self(), p->loop_thread);
 }
