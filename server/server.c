@@ -10,6 +10,10 @@
  *                   answered 503 shutting_down; then write_timeout_ms more for those answers;
  *   second signal   or the end of that grace: every connection closes at once.
  * SIGHUP and SIGUSR1 reopen the log file (configuration reload comes later).
+ * The worker pool runs the job routes' work (server/jobroute.c). It outlives the loop run: after
+ * ev_run, pool_stop (bounded by the drain deadline) runs the last done callbacks, which answer or
+ * release every request still held by a job handler; only then may srv_http_free run (it requires
+ * every handler to have answered), and the job routes and the pool are freed after it.
  */
 #include <errno.h>
 #include <ev.h>
@@ -19,12 +23,17 @@
 
 #include "context/ctx.h"
 #include "logging/log.h"
+#include "pool/pool.h"
 #include "server/http.h"
+#include "server/jobroute.h"
 #include "server/server.h"
 
 struct srv_run_state {
     struct ev_loop *loop;
     struct srv_http *http;
+    struct pool *pool;
+    struct srv_jobroute *jobs;
+    uint64_t drain_deadline_ns; /* pool_stop's bound: the end of the drain period */
     ev_signal sig_int, sig_term, sig_hup, sig_usr1;
     ev_timer drain_timer;
     int stop_signals;
@@ -73,6 +82,7 @@ static void run_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     const struct srv_cfg *cfg = srv_http_cfg(st->http);
     LOG_I("stopping", LOG_STR("signal", strsignal(w->signum)),
           LOG_UINT("drain_timeout_ms", cfg->drain_timeout_ms));
+    st->drain_deadline_ns = ctx_now_ns() + (uint64_t)cfg->drain_timeout_ms * 1000000u;
     ev_timer_set(&st->drain_timer, cfg->drain_timeout_ms / 1000.0, 0.0);
     ev_timer_start(loop, &st->drain_timer);
     srv_http_drain(st->http, run_drained, st);
@@ -146,6 +156,16 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
         LOG_E("start-up failed: routes", LOG_STR("error", strerror(-rc)));
         return rc;
     }
+    struct pool_config pc;
+    srv_jobroute_pool_config(cfg, &pc);
+    st->pool = pool_new(st->loop, &pc);
+    if (st->pool == NULL) {
+        LOG_E("start-up failed: worker pool", LOG_UINT("workers", cfg->workers));
+        return -ENOMEM;
+    }
+    st->jobs = srv_jobroute_new(st->http, st->pool);
+    if (st->jobs == NULL)
+        return -ENOMEM; /* logged by srv_jobroute_new */
     if (cfg->listen_count == 0) {
         LOG_E("start-up failed: no listen address", LOG_STR("config", cfg->source));
         return -EINVAL;
@@ -185,9 +205,13 @@ int srv_run(const struct srv_cfg *cfg, const char *config_path)
     ev_timer_stop(st.loop, &st.drain_timer);
 out:;
     struct srv_http_stats stats = {0};
+    if (st.pool != NULL)
+        (void)pool_stop(st.pool, st.drain_deadline_ns, CTX_REASON_SHUTDOWN); /* answers the rest */
     if (st.http != NULL)
         srv_http_stats_get(st.http, &stats);
     srv_http_free(st.http);
+    srv_jobroute_free(st.jobs);
+    pool_free(st.pool);
     ctx_unref(root);
     ev_loop_destroy(st.loop);
     if (code == 0)

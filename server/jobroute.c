@@ -1,0 +1,377 @@
+/* jobroute.c - POST /v1/jobs/<kind>: parse with the kind, queue on the worker pool, answer from
+ * the pool's completion on the loop thread.
+ *
+ * Design: srv_jobroute_new() walks the job-kind registry and adds one route per kind, whose arg is
+ * a struct jr_route (the kind and the pool). The handler turns the query into the kind's parameter
+ * array, calls the kind's parse (400 bad_param with its message), admits the job (jr_admit: the
+ * seam for tenant rate and in-flight limits; today every job is admitted with weight 1 and only a
+ * full queue refuses), and submits a struct jr_req: a per-request allocation that embeds the
+ * struct pool_job, the kind and the kind's state. The pool borrows it until its done callback,
+ * which runs exactly once on the loop thread with the request context current and answers.
+ *
+ * Ownership of the body: kinds that use the body (sha256, compress) keep a pointer to the request
+ * body in their state, and the request owns those bytes until its answer or release (after which
+ * it may be freed at once, even before that call returns). So every path frees the kind's state
+ * BEFORE it answers or releases the request. A finished job's answer bytes belong to the state
+ * too: they are copied into a malloc'd buffer, the state is freed, and the copy is handed to
+ * srv_req_answer_take() (one copy, the same as srv_req_answer would make into the head buffer).
+ *
+ * Cancellation: the HTTP layer cancels the request context when the client goes away, at the
+ * deadline (after answering 504) and at the end of a drain (after answering 503). The context
+ * cancel reaches the pool through its own watch (a queued job never runs, a running one stops at
+ * its next check). Our cancel hook only records that the HTTP layer has given up on the request:
+ * the job is still borrowed by the pool and its state may still point at the body, so the request
+ * is released later, from the done callback. A job cancelled by anything else (pool_stop at the
+ * end of a drain) is answered 503 cancelled.
+ *
+ * Threads: the handler, the cancel hook and the done callback run on the loop thread; jr_run on a
+ * worker with the request context current. A jr_req is handed between them by the pool (which
+ * orders the accesses); `server_cancelled` is touched by the loop thread only. The route table is
+ * immutable after srv_jobroute_new.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "context/ctx.h"
+#include "logging/log.h"
+#include "pool/pool.h"
+#include "server/jobroute.h"
+#include "server/jobs/jobs.h"
+
+#define JR_PATH_PREFIX   "/v1/jobs/"
+#define JR_PATH_MAX      64 /* the prefix and a kind name */
+#define JR_PARAMS_STACK  16 /* query parameters converted on the stack; more are malloc'd */
+#define JR_RETRY_AFTER_S "1"
+
+struct jr_route {
+    struct srv_jobroute *jr;
+    const struct srv_job_kind *kind;
+};
+
+struct srv_jobroute {
+    struct srv_http *h;
+    struct pool *pool;
+    size_t nroutes;
+    struct jr_route routes[]; /* one per kind, in registry order */
+};
+
+/* One job request: from pool_submit until the done callback. */
+struct jr_req {
+    struct pool_job job; /* borrowed by the pool until done */
+    const struct srv_job_kind *kind;
+    void *state;           /* the kind's, owned; freed before the request is answered */
+    struct srv_req *req;   /* valid until our answer/release */
+    bool server_cancelled; /* the HTTP layer answered or dropped it already (loop thread) */
+};
+
+/* ---- the worker side ------------------------------------------------------------------------- */
+
+static const char *jr_result_name(int rc)
+{
+    switch (rc) {
+    case 0:
+        return "ok";
+    case -ECANCELED:
+        return "cancelled";
+    case -ENOMEM:
+        return "out_of_memory";
+    default:
+        return "failed";
+    }
+}
+
+/* The pool's run callback: the kind's run between two debug lines written on the worker with the
+ * request context current (so they carry its request_id, tenant and trace ids). */
+static int jr_run(struct pool_job *job)
+{
+    struct jr_req *r = job->data;
+    if (!log_enabled(LOG_LEVEL_DEBUG))
+        return r->kind->run(r->state);
+    LOG_D("job start", LOG_STR("kind", r->kind->name));
+    uint64_t t0 = ctx_now_ns();
+    int rc = r->kind->run(r->state);
+    LOG_D("job end", LOG_STR("kind", r->kind->name), LOG_STR("result", jr_result_name(rc)),
+          LOG_DUR("run_ms", ctx_now_ns() - t0));
+    return rc;
+}
+
+void srv_jobroute_overdue(struct pool_job *job, uint64_t overdue_ns, void *arg)
+{
+    (void)arg;
+    const struct ctx *c = ctx_current();
+    const char *reason = ctx_reason_name(c != NULL ? ctx_err(c) : CTX_REASON_NONE);
+    if (job->run == jr_run) {
+        const struct jr_req *r = job->data;
+        LOG_W("job overdue after cancel", LOG_STR("kind", r->kind->name), LOG_STR("reason", reason),
+              LOG_DUR("overdue_ms", overdue_ns));
+    } else {
+        LOG_W("job overdue after cancel", LOG_STR("reason", reason),
+              LOG_DUR("overdue_ms", overdue_ns));
+    }
+}
+
+void srv_jobroute_pool_config(const struct srv_cfg *cfg, struct pool_config *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->workers = cfg->workers;
+    out->queue_capacity = cfg->queue_capacity;
+    out->cancel_grace_ns = (uint64_t)cfg->cancel_grace_ms * 1000000u;
+    out->overdue = srv_jobroute_overdue;
+    out->overdue_arg = NULL;
+}
+
+/* ---- answering (loop thread) ----------------------------------------------------------------- */
+
+/* Free the kind's state: the last use of the request body (see the design note). */
+static void jr_state_free(struct jr_req *r)
+{
+    r->kind->free(r->state);
+    r->state = NULL;
+}
+
+/* The access log's queue_ms/run_ms and, unless the answer will be discarded, the Server-Timing
+ * header "queue;dur=1.234, run;dur=5.678" (ms). A job that never ran (cancelled or refused while
+ * queued) queued until now. */
+static void jr_timing(struct srv_req *req, const struct pool_job *job, bool header)
+{
+    uint64_t now = ctx_now_ns();
+    uint64_t started = job->t_start_ns != 0 ? job->t_start_ns : now;
+    uint64_t queue = started > job->t_submit_ns ? started - job->t_submit_ns : 0;
+    uint64_t run = job->t_end_ns > job->t_start_ns && job->t_start_ns != 0
+                       ? job->t_end_ns - job->t_start_ns
+                       : 0;
+    srv_req_set_timing(req, queue, run);
+    if (!header)
+        return;
+    char v[96];
+    uint64_t q_us = queue / 1000u, r_us = run / 1000u;
+    snprintf(v, sizeof(v), "queue;dur=%llu.%03llu, run;dur=%llu.%03llu",
+             (unsigned long long)(q_us / 1000u), (unsigned long long)(q_us % 1000u),
+             (unsigned long long)(r_us / 1000u), (unsigned long long)(r_us % 1000u));
+    (void)srv_req_header_add(req, "Server-Timing", v); /* -ENOMEM: answer without it */
+}
+
+/* POOL_DONE: copy the kind's answer out of the state, free the state, answer the copy. */
+static void jr_answer_done(struct jr_req *r, struct srv_req *req)
+{
+    struct srv_job_answer ans;
+    r->kind->answer(r->state, &ans);
+    char *copy = NULL;
+    if (ans.len > 0) {
+        copy = malloc(ans.len);
+        if (copy == NULL) {
+            jr_state_free(r);
+            (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+            return;
+        }
+        memcpy(copy, ans.body, ans.len);
+    }
+    int status = ans.status;
+    const char *ctype = ans.content_type; /* static */
+    size_t len = ans.len;
+    jr_state_free(r);
+    (void)srv_req_answer_take(req, status, ctype, copy, len);
+}
+
+static void jr_answer_failed(struct jr_req *r, struct srv_req *req, int result)
+{
+    jr_state_free(r);
+    if (result == -ENOMEM) {
+        (void)srv_req_answer_error(req, 503, "out_of_memory", "the job ran out of memory");
+        return;
+    }
+    char msg[128];
+    snprintf(msg, sizeof(msg), "the %s job failed: %s", r->kind->name, strerror(-result));
+    LOG_E("job failed", LOG_STR("kind", r->kind->name), LOG_STR("error", strerror(-result)));
+    (void)srv_req_answer_error(req, 500, "job_failed", msg);
+}
+
+/* The pool's done callback: loop thread, request context current, exactly once per job. */
+static void jr_done(struct pool_job *job, enum pool_status status)
+{
+    struct jr_req *r = job->data;
+    struct srv_req *req = r->req;
+    srv_req_on_cancel(req, NULL, NULL);
+    jr_timing(req, job, !r->server_cancelled);
+    if (r->server_cancelled) {
+        /* Already answered (504/503) or the client is gone (499): only let go. */
+        jr_state_free(r);
+        srv_req_release(req);
+        goto out;
+    }
+    switch (status) {
+    case POOL_DONE:
+        jr_answer_done(r, req);
+        break;
+    case POOL_FAILED:
+        jr_answer_failed(r, req, job->result);
+        break;
+    case POOL_CANCELLED_QUEUED:
+    case POOL_CANCELLED_RUNNING: {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "the job was cancelled (%s)", ctx_reason_name(job->reason));
+        jr_state_free(r);
+        (void)srv_req_answer_error(req, 503, "cancelled", msg);
+        break;
+    }
+    case POOL_REFUSED_SHUTDOWN:
+    default:
+        jr_state_free(r);
+        (void)srv_req_answer_error(req, 503, "shutting_down", "the server is shutting down");
+        break;
+    }
+out:
+    free(r);
+}
+
+/* The HTTP layer gave up on the request (client gone, deadline, shutdown): the context is
+ * cancelled, so the pool completes the job soon; the release waits for jr_done. */
+static void jr_cancel_hook(struct srv_req *req, enum ctx_reason reason, void *arg)
+{
+    (void)req;
+    (void)reason;
+    struct jr_req *r = arg;
+    r->server_cancelled = true;
+}
+
+/* ---- the handler (loop thread) --------------------------------------------------------------- */
+
+/* Admission: where tenant rate (token bucket), tenant in-flight and deadline checks will refuse
+ * with 429/503 and a computed Retry-After before anything is queued. Their decision will live in
+ * `r` and be given back in jr_done, together with the job's queue and run times. Today every job is
+ * admitted with weight 1, and the pool's bounded queue is the only refusal (-EAGAIN from
+ * pool_submit: queue_full). Returns 0 after setting the job's fair-queue weight, or a negative
+ * errno that jr_refused answers once the state is freed (the state may point at the body). */
+static int jr_admit(const struct jr_route *route, struct srv_req *req, struct jr_req *r)
+{
+    (void)route;
+    (void)req;
+    r->job.weight = 1;
+    return 0;
+}
+
+/* Parse the query and body with the kind. Returns 0 and the state, or answers (400/503) and
+ * returns the negative errno. */
+static int jr_parse(const struct srv_job_kind *kind, struct srv_req *req, void **state)
+{
+    struct srv_job_param stack[JR_PARAMS_STACK];
+    struct srv_job_param *params = stack;
+    size_t n = srv_req_query_count(req);
+    if (n > JR_PARAMS_STACK) {
+        params = calloc(n, sizeof(*params));
+        if (params == NULL) {
+            (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+            return -ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct srv_query_param *q = srv_req_query_at(req, i);
+        params[i] = (struct srv_job_param){q->key, q->value, q->key_len, q->value_len};
+    }
+    size_t body_len = 0;
+    const void *body = srv_req_body(req, &body_len);
+    char err[SRV_JOB_ERR_MAX];
+    int rc = kind->parse(n > 0 ? params : NULL, n, body, body_len, srv_http_cfg(srv_req_http(req)),
+                         state, err, sizeof(err));
+    if (params != stack)
+        free(params);
+    if (rc == -ENOMEM)
+        (void)srv_req_answer_error(req, 503, "out_of_memory", err);
+    else if (rc < 0)
+        (void)srv_req_answer_error(req, 400, "bad_param", err);
+    return rc;
+}
+
+/* Answer a job refused by admission or by pool_submit (`rc`), after its state was freed. */
+static void jr_refused(struct srv_req *req, int rc)
+{
+    switch (rc) {
+    case -EAGAIN:
+        (void)srv_req_header_add(req, "Retry-After", JR_RETRY_AFTER_S);
+        (void)srv_req_answer_error(req, 503, "queue_full", "the job queue is full");
+        break;
+    case -ESHUTDOWN:
+        (void)srv_req_answer_error(req, 503, "shutting_down", "the server is shutting down");
+        break;
+    case -ENOMEM:
+        (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+        break;
+    case -ECANCELED:
+        /* The context was cancelled before the job could be queued: when the HTTP layer did
+         * it, this answer is discarded. */
+        (void)srv_req_answer_error(req, 503, "cancelled", "the request was cancelled");
+        break;
+    default:
+        LOG_E("job submit failed", LOG_STR("error", strerror(-rc)));
+        (void)srv_req_answer_error(req, 500, "internal_error", "the job could not be queued");
+        break;
+    }
+}
+
+static void jr_handle(struct srv_req *req)
+{
+    const struct jr_route *route = srv_req_route_arg(req);
+    void *state = NULL;
+    if (jr_parse(route->kind, req, &state) < 0)
+        return; /* answered */
+    struct jr_req *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        route->kind->free(state);
+        (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    r->kind = route->kind;
+    r->state = state;
+    r->req = req;
+    r->job.run = jr_run;
+    r->job.done = jr_done;
+    r->job.data = r;
+    int rc = jr_admit(route, req, r);
+    if (rc == 0)
+        rc = pool_submit(route->jr->pool, &r->job); /* the request context is current */
+    if (rc < 0) {
+        jr_state_free(r);
+        free(r);
+        jr_refused(req, rc);
+        return;
+    }
+    srv_req_on_cancel(req, jr_cancel_hook, r);
+}
+
+/* ---- routes ---------------------------------------------------------------------------------- */
+
+struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool)
+{
+    size_t n = srv_job_kind_count();
+    struct srv_jobroute *jr = calloc(1, sizeof(*jr) + n * sizeof(jr->routes[0]));
+    if (jr == NULL) {
+        LOG_E("job routes", LOG_STR("error", strerror(ENOMEM)));
+        return NULL;
+    }
+    jr->h = h;
+    jr->pool = pool;
+    for (size_t i = 0; i < n; i++) {
+        const struct srv_job_kind *k = srv_job_kind_at(i);
+        char path[JR_PATH_MAX];
+        int len = snprintf(path, sizeof(path), JR_PATH_PREFIX "%s", k->name);
+        int rc = len > 0 && (size_t)len < sizeof(path) ? 0 : -ENAMETOOLONG;
+        jr->routes[i] = (struct jr_route){jr, k};
+        if (rc == 0)
+            rc = srv_http_route_add(h, "POST", path, jr_handle, &jr->routes[i]);
+        if (rc < 0) {
+            LOG_E("job route", LOG_STR("kind", k->name), LOG_STR("error", strerror(-rc)));
+            free(jr);
+            return NULL;
+        }
+        jr->nroutes++;
+    }
+    return jr;
+}
+
+void srv_jobroute_free(struct srv_jobroute *jr)
+{
+    free(jr);
+}
