@@ -15,8 +15,14 @@
  * in the file. Everything is applied to a scratch copy that replaces the caller's only when the
  * whole file and the cross-key checks passed: nothing is ever half applied.
  *
- * Sections resolve through cfg_section_find(); per-tenant sections ([tenant.NAME]) would add a
- * section class resolving to a per-tenant record with its own key table, leaving the rest alone.
+ * Sections resolve through cfg_section_find(). Per-tenant sections ([tenant.NAME]) are a second
+ * section class: the pre-scan validates NAME (as X-Tenant-Id is validated, and not "other", the
+ * metrics label of unconfigured tenants) and gives each distinct name a record in
+ * srv_cfg.tenants[] (at most SRV_CFG_MAX_TENANTS, in order of first appearance; a section may be
+ * opened again, its keys still set once). Their keys come from a second, smaller table
+ * (cfg_tenant_keys) whose offsets point into struct srv_tenant_limits; a record remembers which
+ * keys it set, so unset keys inherit the [limits] defaults when the limits are resolved
+ * (srv_cfg_tenant_limits), and print writes back exactly the keys that were set.
  *
  * Threads: no global mutable state; every function is reentrant (SIGHUP reloads may run on the
  * loop thread while nothing else touches the same struct srv_cfg).
@@ -29,11 +35,14 @@
 #include <fcntl.h>
 #include <ini.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "context/ctx.h"
 
 #define CFG_FILE_MAX (1024 * 1024) /* bytes of a configuration file */
 #define CFG_LINE_MAX 199           /* libinih 55 keeps 199 bytes of a line and cuts the rest */
@@ -48,6 +57,7 @@ enum cfg_type {
     CFG_T_BOOL,   /* bool */
     CFG_T_PATH,   /* char[SRV_CFG_PATH_MAX] */
     CFG_T_LISTEN, /* listen[] + listen_count */
+    CFG_T_RATE,   /* double: a decimal with at most 3 fraction digits; min/max in whole units */
 };
 
 struct cfg_key {
@@ -99,6 +109,11 @@ static const struct cfg_key cfg_keys[] = {
     CFG_NUM("limits", max_primes_n, CFG_T_ULONG, 1, 10000000000ULL, "100000000"),
     CFG_NUM("limits", max_sha256_rounds, CFG_T_ULONG, 1, 1000000000, "10000000"),
     CFG_NUM("limits", max_compress_level_zstd, CFG_T_UINT, 1, 19, "19"),
+    CFG_NUM("limits", max_inflight, CFG_T_UINT, 0, 1000000, "0"),
+    CFG_NUM("limits", rate, CFG_T_RATE, 0, 1000000, "0"),
+    CFG_NUM("limits", burst, CFG_T_UINT, 0, 1000000, "0"),
+    CFG_NUM("limits", weight, CFG_T_UINT, 1, 1000, "1"),
+    CFG_NUM("limits", max_tenants, CFG_T_UINT, 1, 1000000, "10000"),
 
     {"log", "level", CFG_T_LEVEL, CFG_OFF(log_level), false, 0, 0, "info"},
     {"log", "file", CFG_T_PATH, CFG_OFF(log_file), false, 0, 0, ""},
@@ -110,8 +125,21 @@ static const struct cfg_key cfg_keys[] = {
     CFG_NUM("shutdown", drain_timeout_ms, CFG_T_UINT, 0, 3600000, "10000"),
 };
 
-#define CFG_NKEYS     (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
-#define CFG_NSECTIONS (sizeof(cfg_sections) / sizeof(cfg_sections[0]))
+/* The keys of a [tenant.NAME] section: offsets into struct srv_tenant_limits, ranges as for the
+ * [limits] key of the same name. Bit i of srv_cfg_tenant.set is entry i (SRV_CFG_TENANT_*). */
+#define CFG_TOFF(field) offsetof(struct srv_tenant_limits, field)
+static const struct cfg_key cfg_tenant_keys[] = {
+    {"tenant", "max_inflight", CFG_T_UINT, CFG_TOFF(max_inflight), false, 0, 1000000, NULL},
+    {"tenant", "rate", CFG_T_RATE, CFG_TOFF(rate), false, 0, 1000000, NULL},
+    {"tenant", "burst", CFG_T_UINT, CFG_TOFF(burst), false, 0, 1000000, NULL},
+    {"tenant", "weight", CFG_T_UINT, CFG_TOFF(weight), false, 1, 1000, NULL},
+    {"tenant", "max_timeout_ms", CFG_T_UINT, CFG_TOFF(max_timeout_ms), false, 1, 86400000, NULL},
+};
+
+#define CFG_TENANT_PREFIX "tenant."
+#define CFG_NKEYS         (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
+#define CFG_NTKEYS        (sizeof(cfg_tenant_keys) / sizeof(cfg_tenant_keys[0]))
+#define CFG_NSECTIONS     (sizeof(cfg_sections) / sizeof(cfg_sections[0]))
 
 /* Longest log file path that still fits on one line as "file = PATH". */
 #define CFG_PATH_LEN_MAX (CFG_LINE_MAX - sizeof("file = ") + 1)
@@ -205,6 +233,54 @@ static int cfg_num_apply(const struct cfg_key *k, void *field, const char *value
     else
         *(size_t *)field = (size_t)v;
     return 0;
+}
+
+/* "12", "0.5", "2.125": a whole number of thousandths, so print and load round-trip exactly. */
+static int cfg_rate_apply(const struct cfg_key *k, double *field, const char *value, char *msg,
+                          size_t msz)
+{
+    char whole[32];
+    const char *dot = strchr(value, '.');
+    size_t wlen = dot ? (size_t)(dot - value) : strlen(value);
+    size_t flen = dot ? strlen(dot + 1) : 0;
+    if (wlen >= sizeof(whole) || (dot != NULL && (flen == 0 || flen > 3)))
+        return cfg_fail(msg, msz, "expected a number with at most 3 decimals, got \"%.80s\"",
+                        value);
+    memcpy(whole, value, wlen);
+    whole[wlen] = '\0';
+    uint64_t w = 0, frac = 0;
+    bool overflow = false;
+    int rc = cfg_u64_parse(whole, false, &w, &overflow, msg, msz);
+    if (rc != 0 && (*value == '-' || *value == '\0'))
+        return rc; /* "negative value" and "missing value" say it best */
+    for (size_t i = 0; rc == 0 && i < 3; i++) {
+        char c = i < flen ? dot[1 + i] : '0';
+        if (!isdigit((unsigned char)c))
+            rc = -EINVAL;
+        frac = frac * 10 + (uint64_t)(c - '0');
+    }
+    if (rc != 0)
+        return cfg_fail(msg, msz, "expected a number with at most 3 decimals, got \"%.80s\"",
+                        value);
+    if (overflow || w > k->max || (w == k->max && frac > 0) || w < k->min)
+        return cfg_fail(msg, msz, "value %.80s out of range %" PRIu64 "..%" PRIu64, value, k->min,
+                        k->max);
+    *field = (double)(w * 1000 + frac) / 1000.0;
+    return 0;
+}
+
+static void cfg_rate_print(double v, FILE *out)
+{
+    uint64_t milli = (uint64_t)llround(v * 1000.0);
+    if (milli % 1000 == 0) {
+        fprintf(out, " %" PRIu64 "\n", milli / 1000);
+        return;
+    }
+    char frac[8];
+    snprintf(frac, sizeof(frac), "%03u", (unsigned)(milli % 1000));
+    for (size_t n = strlen(frac); n > 1 && frac[n - 1] == '0'; n--)
+        frac[n - 1] = '\0';
+    fprintf(out, " %" PRIu64 ".%s\n", milli / 1000, frac);
 }
 
 static int cfg_port_parse(const char *s, char *msg, size_t msz)
@@ -338,6 +414,8 @@ static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const cha
         return cfg_path_apply(field, value, msg, msz);
     case CFG_T_LISTEN:
         return cfg_listen_apply(cfg, value, msg, msz);
+    case CFG_T_RATE:
+        return cfg_rate_apply(k, field, value, msg, msz);
     }
     abort(); /* a table entry with no type: broken invariant */
 }
@@ -363,6 +441,89 @@ static const struct cfg_key *cfg_key_find(const char *section, size_t slen, cons
             return k;
     }
     return NULL;
+}
+
+/* ---- tenant sections ---------------------------------------------------------------------- */
+
+/* True when the section name (len bytes) is "tenant.NAME"; *tname and *tlen then point at NAME. */
+static bool cfg_tenant_section(const char *name, size_t len, const char **tname, size_t *tlen)
+{
+    size_t plen = sizeof(CFG_TENANT_PREFIX) - 1;
+    if (len < plen || memcmp(name, CFG_TENANT_PREFIX, plen) != 0)
+        return false;
+    *tname = name + plen;
+    *tlen = len - plen;
+    return true;
+}
+
+static int cfg_tenant_index(const struct srv_cfg *cfg, const char *name, size_t len)
+{
+    for (unsigned i = 0; i < cfg->tenant_count; i++) {
+        if (strlen(cfg->tenants[i].name) == len && memcmp(cfg->tenants[i].name, name, len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* The index of tenant NAME's record, added when new; or -EINVAL with msg filled. */
+static int cfg_tenant_open(struct srv_cfg *cfg, const char *name, size_t len, char *msg, size_t msz)
+{
+    int i = cfg_tenant_index(cfg, name, len);
+    if (i >= 0)
+        return i;
+    if (len > SRV_ADM_TENANT_MAX || !ctx_tenant_valid(name, len))
+        return cfg_fail(msg, msz, "invalid tenant name (1..%d bytes of A-Z a-z 0-9 . _ -)",
+                        SRV_ADM_TENANT_MAX);
+    if (len == strlen(SRV_ADM_OTHER_LABEL) && memcmp(name, SRV_ADM_OTHER_LABEL, len) == 0)
+        return cfg_fail(msg, msz,
+                        "tenant name \"%s\" is reserved (the label of every tenant "
+                        "without a section)",
+                        SRV_ADM_OTHER_LABEL);
+    if (cfg->tenant_count == SRV_CFG_MAX_TENANTS)
+        return cfg_fail(msg, msz, "too many tenant sections (at most %d)", SRV_CFG_MAX_TENANTS);
+    struct srv_cfg_tenant *t = &cfg->tenants[cfg->tenant_count];
+    memset(t, 0, sizeof(*t));
+    memcpy(t->name, name, len);
+    return (int)cfg->tenant_count++;
+}
+
+static const struct cfg_key *cfg_tenant_key_find(const char *key, size_t klen)
+{
+    for (size_t i = 0; i < CFG_NTKEYS; i++) {
+        if (strlen(cfg_tenant_keys[i].key) == klen &&
+            memcmp(cfg_tenant_keys[i].key, key, klen) == 0)
+            return &cfg_tenant_keys[i];
+    }
+    return NULL;
+}
+
+static int cfg_tenant_key_apply(const struct cfg_key *k, struct srv_cfg_tenant *t,
+                                const char *value, char *msg, size_t msz)
+{
+    void *field = (char *)&t->lim + k->offset;
+    int rc = k->type == CFG_T_RATE ? cfg_rate_apply(k, field, value, msg, msz)
+                                   : cfg_num_apply(k, field, value, msg, msz);
+    if (rc == 0)
+        t->set |= 1u << (k - cfg_tenant_keys);
+    return rc;
+}
+
+/* A tenant's max_timeout_ms above [limits] max_timeout_ms could never apply (every deadline is
+ * capped by the latter first): refused, so a section never promises what it cannot give. Returns
+ * the index of the first tenant at fault with msg filled, or -1. */
+static int cfg_tenant_check(const struct srv_cfg *cfg, char *msg, size_t msz)
+{
+    for (unsigned i = 0; i < cfg->tenant_count; i++) {
+        const struct srv_cfg_tenant *t = &cfg->tenants[i];
+        if ((t->set & SRV_CFG_TENANT_MAX_TIMEOUT_MS) &&
+            t->lim.max_timeout_ms > cfg->max_timeout_ms) {
+            snprintf(msg, msz,
+                     "[tenant.%s] max_timeout_ms (%u) exceeds [limits] max_timeout_ms (%u)",
+                     t->name, t->lim.max_timeout_ms, cfg->max_timeout_ms);
+            return (int)i;
+        }
+    }
+    return -1;
 }
 
 /* Settings that depend on each other. Returns the index of the key to blame (the later of the
@@ -410,6 +571,8 @@ static bool cfg_key_equal(const struct cfg_key *k, const struct srv_cfg *a, cons
         return *(const bool *)fa == *(const bool *)fb;
     case CFG_T_PATH:
         return strcmp(fa, fb) == 0;
+    case CFG_T_RATE:
+        return *(const double *)fa == *(const double *)fb;
     case CFG_T_LISTEN:
         if (a->listen_count != b->listen_count)
             return false;
@@ -422,10 +585,32 @@ static bool cfg_key_equal(const struct cfg_key *k, const struct srv_cfg *a, cons
     abort();
 }
 
+static bool cfg_tenant_equal(const struct srv_cfg_tenant *a, const struct srv_cfg_tenant *b)
+{
+    if (strcmp(a->name, b->name) != 0 || a->set != b->set)
+        return false;
+    for (size_t i = 0; i < CFG_NTKEYS; i++) {
+        const struct cfg_key *k = &cfg_tenant_keys[i];
+        const char *fa = (const char *)&a->lim + k->offset, *fb = (const char *)&b->lim + k->offset;
+        if (!(a->set & (1u << i)))
+            continue;
+        if (k->type == CFG_T_RATE ? *(const double *)fa != *(const double *)fb
+                                  : *(const unsigned *)fa != *(const unsigned *)fb)
+            return false;
+    }
+    return true;
+}
+
 bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b)
 {
     for (size_t i = 0; i < CFG_NKEYS; i++) {
         if (!cfg_key_equal(&cfg_keys[i], a, b))
+            return false;
+    }
+    if (a->tenant_count != b->tenant_count)
+        return false;
+    for (unsigned i = 0; i < a->tenant_count; i++) {
+        if (!cfg_tenant_equal(&a->tenants[i], &b->tenants[i]))
             return false;
     }
     return true;
@@ -462,6 +647,9 @@ static void cfg_key_print(const struct cfg_key *k, const struct srv_cfg *cfg, FI
             fprintf(out, "%s%s", i ? ", " : " ", cfg->listen[i]);
         fputc('\n', out);
         return;
+    case CFG_T_RATE:
+        cfg_rate_print(*(const double *)f, out);
+        return;
     }
     abort();
 }
@@ -477,15 +665,100 @@ void srv_cfg_print(const struct srv_cfg *cfg, FILE *out)
                 cfg_key_print(&cfg_keys[i], cfg, out);
         }
     }
+    for (unsigned t = 0; t < cfg->tenant_count; t++) {
+        const struct srv_cfg_tenant *tn = &cfg->tenants[t];
+        fprintf(out, "\n[" CFG_TENANT_PREFIX "%s]\n", tn->name);
+        for (size_t i = 0; i < CFG_NTKEYS; i++) {
+            const struct cfg_key *k = &cfg_tenant_keys[i];
+            const char *f = (const char *)&tn->lim + k->offset;
+            if (!(tn->set & (1u << i)))
+                continue;
+            fprintf(out, "%s =", k->key);
+            if (k->type == CFG_T_RATE)
+                cfg_rate_print(*(const double *)f, out);
+            else
+                fprintf(out, " %u\n", *(const unsigned *)f);
+        }
+    }
+}
+
+/* ---- tenant limits ------------------------------------------------------------------------- */
+
+const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, const char *name)
+{
+    int i = name != NULL ? cfg_tenant_index(cfg, name, strlen(name)) : -1;
+    return i >= 0 ? &cfg->tenants[i] : NULL;
+}
+
+void srv_cfg_tenant_limits(const struct srv_cfg *cfg, const char *name,
+                           struct srv_tenant_limits *out)
+{
+    *out = (struct srv_tenant_limits){cfg->max_inflight, cfg->rate, cfg->burst, cfg->weight, 0};
+    const struct srv_cfg_tenant *t = srv_cfg_tenant_find(cfg, name);
+    for (size_t i = 0; t != NULL && i < CFG_NTKEYS; i++) {
+        const struct cfg_key *k = &cfg_tenant_keys[i];
+        if (!(t->set & (1u << i)))
+            continue;
+        size_t n = k->type == CFG_T_RATE ? sizeof(double) : sizeof(unsigned);
+        memcpy((char *)out + k->offset, (const char *)&t->lim + k->offset, n);
+    }
+    if (out->burst == 0) /* one second of rate, so a steady client at the rate is never refused */
+        out->burst = out->rate > 1 ? (unsigned)ceil(out->rate) : 1;
+}
+
+struct srv_adm_limits *srv_cfg_adm_limits_new(const struct srv_cfg *cfg)
+{
+    struct srv_tenant_limits lim;
+    srv_cfg_tenant_limits(cfg, NULL, &lim);
+    struct srv_adm_limits *l = srv_adm_limits_new(&lim);
+    for (unsigned i = 0; l != NULL && i < cfg->tenant_count; i++) {
+        srv_cfg_tenant_limits(cfg, cfg->tenants[i].name, &lim);
+        if (srv_adm_limits_set_tenant(l, cfg->tenants[i].name, &lim) != 0) {
+            srv_adm_limits_free(l);
+            l = NULL;
+        }
+    }
+    return l;
 }
 
 /* ---- overrides ----------------------------------------------------------------------------- */
+
+/* srv_cfg_set for a [tenant.NAME] section (NAME = tname, tlen bytes). */
+static int cfg_tenant_set(struct srv_cfg *cfg, const char *section, const char *tname, size_t tlen,
+                          const char *key, const char *value, const char *origin, char *err,
+                          size_t size)
+{
+    char msg[CFG_MSG_MAX];
+    int slen = (int)strlen(section), klen = (int)strlen(key);
+    struct srv_cfg scratch = *cfg;
+    int ti = cfg_tenant_open(&scratch, tname, tlen, msg, sizeof(msg));
+    const struct cfg_key *k = cfg_tenant_key_find(key, (size_t)klen);
+    if (ti < 0) {
+        cfg_err(err, size, origin, 0, section, slen, NULL, 0, msg);
+        return -EINVAL;
+    }
+    if (k == NULL) {
+        cfg_err(err, size, origin, 0, section, slen, key, klen, "unknown key");
+        return -EINVAL;
+    }
+    if (cfg_tenant_key_apply(k, &scratch.tenants[ti], value, msg, sizeof(msg)) != 0 ||
+        cfg_tenant_check(&scratch, msg, sizeof(msg)) >= 0) {
+        cfg_err(err, size, origin, 0, section, slen, key, klen, msg);
+        return -EINVAL;
+    }
+    *cfg = scratch;
+    return 0;
+}
 
 int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const char *value,
                 const char *origin, char *err, size_t size)
 {
     char msg[CFG_MSG_MAX];
     int slen = (int)strlen(section), klen = (int)strlen(key);
+    const char *tname;
+    size_t tlen;
+    if (cfg_tenant_section(section, (size_t)slen, &tname, &tlen))
+        return cfg_tenant_set(cfg, section, tname, tlen, key, value, origin, err, size);
     const struct cfg_key *k = cfg_key_find(section, (size_t)slen, key, (size_t)klen);
     if (!cfg_section_find(section, (size_t)slen)) {
         cfg_err(err, size, origin, 0, section, slen, NULL, 0, "unknown section");
@@ -504,6 +777,10 @@ int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const
     if (bad >= 0) {
         cfg_err(err, size, origin, 0, cfg_keys[bad].section, (int)strlen(cfg_keys[bad].section),
                 cfg_keys[bad].key, (int)strlen(cfg_keys[bad].key), msg);
+        return -EINVAL;
+    }
+    if (cfg_tenant_check(&scratch, msg, sizeof(msg)) >= 0) {
+        cfg_err(err, size, origin, 0, section, slen, key, klen, msg);
         return -EINVAL;
     }
     *cfg = scratch;
@@ -527,8 +804,9 @@ struct cfg_parse {
     size_t next; /* index of the key line the next handler call belongs to */
     struct srv_cfg scratch;
     unsigned set_line[CFG_NKEYS]; /* line that set each key, 0 when not set */
-    bool failed;                  /* err holds a handler's error */
-    unsigned scan_line;           /* line of the pre-scan's first error (in err), 0 if none */
+    unsigned tenant_line[SRV_CFG_MAX_TENANTS][CFG_NTKEYS]; /* the same for tenant sections */
+    bool failed;                                           /* err holds a handler's error */
+    unsigned scan_line; /* line of the pre-scan's first error (in err), 0 if none */
     char *err;
     size_t size;
 };
@@ -610,9 +888,18 @@ static int cfg_scan_section(struct cfg_parse *ps, unsigned line, const char *s, 
     st->section_len = (int)(close - s - 1);
     st->key = NULL;
     st->key_len = 0;
+    const char *tname;
+    size_t tlen;
+    if (cfg_tenant_section(st->section, (size_t)st->section_len, &tname, &tlen)) {
+        char msg[CFG_MSG_MAX];
+        if (cfg_tenant_open(&ps->scratch, tname, tlen, msg, sizeof(msg)) < 0)
+            return cfg_scan_error(ps, line, st, false, msg);
+        return 0;
+    }
     if (!cfg_section_find(st->section, (size_t)st->section_len))
-        return cfg_scan_error(ps, line, st, false,
-                              "unknown section (known: server, pool, limits, log, shutdown)");
+        return cfg_scan_error(
+            ps, line, st, false,
+            "unknown section (known: server, pool, limits, log, shutdown, tenant.NAME)");
     return 0;
 }
 
@@ -687,6 +974,28 @@ static int cfg_handler_fail(struct cfg_parse *ps, const struct cfg_line *l, cons
     return 0;
 }
 
+/* A key line of a [tenant.NAME] section; the pre-scan opened the tenant's record. */
+static int cfg_handler_tenant(struct cfg_parse *ps, const struct cfg_line *l, const char *tname,
+                              size_t tlen, const char *value)
+{
+    char msg[CFG_MSG_MAX];
+    int ti = cfg_tenant_index(&ps->scratch, tname, tlen);
+    if (ti < 0)
+        return cfg_handler_fail(ps, l, "parser and pre-scan disagree");
+    const struct cfg_key *k = cfg_tenant_key_find(ps->text + l->key_off, l->key_len);
+    if (k == NULL)
+        return cfg_handler_fail(ps, l, "unknown key");
+    unsigned *set_line = &ps->tenant_line[ti][k - cfg_tenant_keys];
+    if (*set_line != 0) {
+        snprintf(msg, sizeof(msg), "duplicate key (first set on line %u)", *set_line);
+        return cfg_handler_fail(ps, l, msg);
+    }
+    if (cfg_tenant_key_apply(k, &ps->scratch.tenants[ti], value, msg, sizeof(msg)) != 0)
+        return cfg_handler_fail(ps, l, msg);
+    *set_line = l->line;
+    return 1;
+}
+
 static int cfg_handler(void *user, const char *section, const char *name, const char *value)
 {
     struct cfg_parse *ps = user;
@@ -707,6 +1016,10 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
         return cfg_handler_fail(ps, l, "parser and pre-scan disagree");
     if (l->sec_len == 0)
         return cfg_handler_fail(ps, l, "key outside of any section (add a [section] line above)");
+    const char *tname;
+    size_t tlen;
+    if (cfg_tenant_section(ps->text + l->sec_off, l->sec_len, &tname, &tlen))
+        return cfg_handler_tenant(ps, l, tname, tlen, value);
     const struct cfg_key *k = cfg_key_find(ps->text + l->sec_off, l->sec_len, key, l->key_len);
     if (k == NULL)
         return cfg_handler_fail(ps, l, "unknown key");
@@ -778,6 +1091,26 @@ static int cfg_file_read(const char *path, char **out, size_t *len, char *err, s
     return rc;
 }
 
+/* The tenants' cross-key check, blaming the later of the two lines involved. */
+static int cfg_parse_tenant_check(struct cfg_parse *ps)
+{
+    char msg[CFG_MSG_MAX], sec[sizeof(CFG_TENANT_PREFIX) + SRV_ADM_TENANT_MAX];
+    int ti = cfg_tenant_check(&ps->scratch, msg, sizeof(msg));
+    if (ti < 0)
+        return 0;
+    size_t lk = (size_t)(cfg_key_find("limits", 6, "max_timeout_ms", 14) - cfg_keys);
+    size_t tk = (size_t)(cfg_tenant_key_find("max_timeout_ms", 14) - cfg_tenant_keys);
+    unsigned tline = ps->tenant_line[ti][tk];
+    if (ps->set_line[lk] > tline) {
+        cfg_err(ps->err, ps->size, ps->path, ps->set_line[lk], "limits", 6, "max_timeout_ms", 14,
+                msg);
+    } else {
+        int n = snprintf(sec, sizeof(sec), CFG_TENANT_PREFIX "%s", ps->scratch.tenants[ti].name);
+        cfg_err(ps->err, ps->size, ps->path, tline, sec, n, "max_timeout_ms", 14, msg);
+    }
+    return -EINVAL;
+}
+
 /* After ini_parse_string() returned `r`: the first error, or the cross-key checks. */
 static int cfg_parse_finish(struct cfg_parse *ps, int r)
 {
@@ -796,7 +1129,7 @@ static int cfg_parse_finish(struct cfg_parse *ps, int r)
                 k->key, (int)strlen(k->key), msg);
         return -EINVAL;
     }
-    return 0;
+    return cfg_parse_tenant_check(ps);
 }
 
 int srv_cfg_load(const char *path, struct srv_cfg *cfg, char *err, size_t size)

@@ -13,11 +13,27 @@
 #include <stdio.h>
 
 #include "logging/log.h"
+#include "server/admission.h"
 
-#define SRV_CFG_MAX_LISTEN 8
-#define SRV_CFG_ADDR_MAX   64 /* "HOST:PORT" or "[v6]:PORT" */
-#define SRV_CFG_PATH_MAX   1024
+#define SRV_CFG_MAX_LISTEN  8
+#define SRV_CFG_ADDR_MAX    64 /* "HOST:PORT" or "[v6]:PORT" */
+#define SRV_CFG_PATH_MAX    1024
+#define SRV_CFG_MAX_TENANTS 64 /* [tenant.NAME] sections at most */
 
+/* Keys a [tenant.NAME] section may set (bits of struct srv_cfg_tenant.set). */
+#define SRV_CFG_TENANT_MAX_INFLIGHT   (1u << 0)
+#define SRV_CFG_TENANT_RATE           (1u << 1)
+#define SRV_CFG_TENANT_BURST          (1u << 2)
+#define SRV_CFG_TENANT_WEIGHT         (1u << 3)
+#define SRV_CFG_TENANT_MAX_TIMEOUT_MS (1u << 4)
+
+/* One [tenant.NAME] section: the keys it sets override the tenant defaults of [limits]; the keys
+ * it leaves out inherit them (also when [limits] changes later, e.g. by srv_cfg_set). */
+struct srv_cfg_tenant {
+    char name[SRV_ADM_TENANT_MAX + 1]; /* [A-Za-z0-9._-]{1,64}, not "other" */
+    unsigned set;                      /* SRV_CFG_TENANT_* bits of the keys the section sets */
+    struct srv_tenant_limits lim;      /* the values of those keys; the others are 0 */
+};
 struct srv_cfg {
     /* [server] */
     char listen[SRV_CFG_MAX_LISTEN][SRV_CFG_ADDR_MAX]; /* listen = A, B (comma-separated) */
@@ -48,6 +64,16 @@ struct srv_cfg {
     unsigned long max_primes_n;       /* primes?n= at most */
     unsigned long max_sha256_rounds;  /* sha256?rounds= at most */
     unsigned max_compress_level_zstd; /* 1..19 */
+    /* tenant defaults (every tenant without its own value; max_timeout_ms above is theirs too) */
+    unsigned max_inflight; /* queued + running requests per tenant; 0 = unlimited */
+    double rate;           /* requests per second per tenant (token bucket); 0 = unlimited */
+    unsigned burst;        /* bucket size; 0 = one second of rate (at least 1) */
+    unsigned weight;       /* share of the workers in the fair queue */
+    unsigned max_tenants;  /* tenants tracked at once (idle ones are evicted) */
+
+    /* [tenant.NAME] sections, in the order they first appear */
+    struct srv_cfg_tenant tenants[SRV_CFG_MAX_TENANTS];
+    unsigned tenant_count;
 
     /* [log] */
     enum log_level log_level;
@@ -72,14 +98,29 @@ void srv_cfg_defaults(struct srv_cfg *cfg);
 int srv_cfg_load(const char *path, struct srv_cfg *cfg, char *err, size_t size);
 
 /* Apply one override as if `section.key = value` were in a file named `origin` (e.g.
- * "--workers"). Same error format and codes as srv_cfg_load; *cfg untouched on error. */
+ * "--workers"). `section` may be "tenant.NAME" (the tenant is added when new). Same error format
+ * and codes as srv_cfg_load; *cfg untouched on error. */
 int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const char *value,
                 const char *origin, char *err, size_t size);
 
 /* Print the effective configuration as INI that srv_cfg_load accepts and that round-trips. */
 void srv_cfg_print(const struct srv_cfg *cfg, FILE *out);
 
-/* True when both hold the same settings (source ignored). */
+/* True when both hold the same settings (source ignored; tenant sections compared in order). */
 bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b);
+
+/* The [tenant.NAME] section of `name` (borrowed), or NULL when there is none. */
+const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, const char *name);
+
+/* The effective limits of tenant `name` (borrowed; NULL = any tenant without a section) into
+ * *out: its section's keys over the [limits] defaults, with burst 0 resolved to one second of
+ * rate (at least 1) and max_timeout_ms 0 when the tenant has no cap of its own (the [limits]
+ * max_timeout_ms applies to every request anyway). */
+void srv_cfg_tenant_limits(const struct srv_cfg *cfg, const char *name,
+                           struct srv_tenant_limits *out);
+
+/* A new admission limit set (server/admission.h) holding the defaults and every tenant section's
+ * effective limits. NULL when out of memory. */
+struct srv_adm_limits *srv_cfg_adm_limits_new(const struct srv_cfg *cfg);
 
 #endif

@@ -3,11 +3,18 @@
  *
  * Design: srv_jobroute_new() walks the job-kind registry and adds one route per kind, whose arg is
  * a struct jr_route (the kind and the pool). The handler turns the query into the kind's parameter
- * array, calls the kind's parse (400 bad_param with its message), admits the job (jr_admit: the
- * seam for tenant rate and in-flight limits; today every job is admitted with weight 1 and only a
- * full queue refuses), and submits a struct jr_req: a per-request allocation that embeds the
- * struct pool_job, the kind and the kind's state. The pool borrows it until its done callback,
- * which runs exactly once on the loop thread with the request context current and answers.
+ * array, calls the kind's parse (400 bad_param with its message), admits the job (jr_admit:
+ * server/admission.h decides on the tenant's rate and in-flight limits, the queue capacity and
+ * the deadline; a refusal is answered at once with its status, reason and Retry-After; an
+ * admitted job gets its tenant's weight and deadline cap), and submits a struct jr_req: a
+ * per-request allocation that embeds the struct pool_job, the kind, the kind's state and the
+ * admission decision. The pool borrows it until its done callback, which runs exactly once on the
+ * loop thread with the request context current, gives the decision back (srv_adm_release), feeds
+ * the job's queue and run times to the admission estimators and the metrics, and answers.
+ *
+ * Metrics (when srv_jobroute_admission_set gave a registry): every answer of these routes is
+ * counted by route and status (499, 504 and 503 for requests the HTTP layer cancelled), every
+ * refusal by reason and tenant label, every job that ran by kind.
  *
  * Ownership of the body: kinds that use the body (sha256, compress) keep a pointer to the request
  * body in their state, and the request owns those bytes until its answer or release (after which
@@ -38,8 +45,10 @@
 #include "context/ctx.h"
 #include "logging/log.h"
 #include "pool/pool.h"
+#include "server/admission.h"
 #include "server/jobroute.h"
 #include "server/jobs/jobs.h"
+#include "server/metrics.h"
 
 #define JR_PATH_PREFIX   "/v1/jobs/"
 #define JR_PATH_MAX      64 /* the prefix and a kind name */
@@ -49,11 +58,14 @@
 struct jr_route {
     struct srv_jobroute *jr;
     const struct srv_job_kind *kind;
+    char path[JR_PATH_MAX]; /* the route's path: its label in the request counter */
 };
 
 struct srv_jobroute {
     struct srv_http *h;
     struct pool *pool;
+    struct srv_adm *adm;              /* NULL: every job is admitted */
+    const struct srv_met_server *met; /* NULL: nothing counted */
     size_t nroutes;
     struct jr_route routes[]; /* one per kind, in registry order */
 };
@@ -61,10 +73,14 @@ struct srv_jobroute {
 /* One job request: from pool_submit until the done callback. */
 struct jr_req {
     struct pool_job job; /* borrowed by the pool until done */
+    const struct jr_route *route;
     const struct srv_job_kind *kind;
-    void *state;           /* the kind's, owned; freed before the request is answered */
-    struct srv_req *req;   /* valid until our answer/release */
-    bool server_cancelled; /* the HTTP layer answered or dropped it already (loop thread) */
+    struct srv_adm_decision adm;   /* admitted: what srv_adm_release gives back */
+    bool adm_refused;              /* jr_admit refused it: adm says why */
+    enum ctx_reason cancel_reason; /* why the HTTP layer gave up (with server_cancelled) */
+    void *state;                   /* the kind's, owned; freed before the request is answered */
+    struct srv_req *req;           /* valid until our answer/release */
+    bool server_cancelled;         /* the HTTP layer answered or dropped it already (loop thread) */
 };
 
 /* ---- the worker side ------------------------------------------------------------------------- */
@@ -135,14 +151,35 @@ static void jr_state_free(struct jr_req *r)
 /* The access log's queue_ms/run_ms and, unless the answer will be discarded, the Server-Timing
  * header "queue;dur=1.234, run;dur=5.678" (ms). A job that never ran (cancelled or refused while
  * queued) queued until now. */
+/* Count one answer of `route` with `status` (requests by route and status). */
+static void jr_count(const struct jr_route *route, int status)
+{
+    if (route->jr->met != NULL)
+        srv_met_http_request(route->jr->met, route->path, status);
+}
+
+/* srv_req_answer_error, counted. */
+static void jr_error(const struct jr_route *route, struct srv_req *req, int status,
+                     const char *code, const char *msg)
+{
+    jr_count(route, status);
+    (void)srv_req_answer_error(req, status, code, msg);
+}
+
+/* The job's queue wait and run time as of `now`. A job that never ran (cancelled or refused while
+ * queued) queued until now and ran 0. */
+static void jr_times(const struct pool_job *job, uint64_t now, uint64_t *queue, uint64_t *run)
+{
+    uint64_t started = job->t_start_ns != 0 ? job->t_start_ns : now;
+    *queue = started > job->t_submit_ns ? started - job->t_submit_ns : 0;
+    *run = job->t_end_ns > job->t_start_ns && job->t_start_ns != 0 ? job->t_end_ns - job->t_start_ns
+                                                                   : 0;
+}
+
 static void jr_timing(struct srv_req *req, const struct pool_job *job, bool header)
 {
-    uint64_t now = ctx_now_ns();
-    uint64_t started = job->t_start_ns != 0 ? job->t_start_ns : now;
-    uint64_t queue = started > job->t_submit_ns ? started - job->t_submit_ns : 0;
-    uint64_t run = job->t_end_ns > job->t_start_ns && job->t_start_ns != 0
-                       ? job->t_end_ns - job->t_start_ns
-                       : 0;
+    uint64_t queue, run;
+    jr_times(job, ctx_now_ns(), &queue, &run);
     srv_req_set_timing(req, queue, run);
     if (!header)
         return;
@@ -164,7 +201,7 @@ static void jr_answer_done(struct jr_req *r, struct srv_req *req)
         copy = malloc(ans.len);
         if (copy == NULL) {
             jr_state_free(r);
-            (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+            jr_error(r->route, req, 503, "out_of_memory", "out of memory");
             return;
         }
         memcpy(copy, ans.body, ans.len);
@@ -173,6 +210,7 @@ static void jr_answer_done(struct jr_req *r, struct srv_req *req)
     const char *ctype = ans.content_type; /* static */
     size_t len = ans.len;
     jr_state_free(r);
+    jr_count(r->route, status);
     (void)srv_req_answer_take(req, status, ctype, copy, len);
 }
 
@@ -180,13 +218,42 @@ static void jr_answer_failed(struct jr_req *r, struct srv_req *req, int result)
 {
     jr_state_free(r);
     if (result == -ENOMEM) {
-        (void)srv_req_answer_error(req, 503, "out_of_memory", "the job ran out of memory");
+        jr_error(r->route, req, 503, "out_of_memory", "the job ran out of memory");
         return;
     }
     char msg[128];
     snprintf(msg, sizeof(msg), "the %s job failed: %s", r->kind->name, strerror(-result));
     LOG_E("job failed", LOG_STR("kind", r->kind->name), LOG_STR("error", strerror(-result)));
-    (void)srv_req_answer_error(req, 500, "job_failed", msg);
+    jr_error(r->route, req, 500, "job_failed", msg);
+}
+
+/* The status the HTTP layer answered (or logs) for a request it gave up on. */
+static int jr_cancel_status(enum ctx_reason reason)
+{
+    switch (reason) {
+    case CTX_REASON_CLIENT_CLOSED:
+        return 499;
+    case CTX_REASON_DEADLINE:
+        return 504;
+    default:
+        return 503;
+    }
+}
+
+/* Give the admission decision back and feed what the job's times say to the estimators and the
+ * metrics (only for a job that started: a job that never ran says nothing about service time). */
+static void jr_account(struct jr_req *r, const struct pool_job *job)
+{
+    struct srv_jobroute *jr = r->route->jr;
+    uint64_t now = ctx_now_ns(), queue, run;
+    jr_times(job, now, &queue, &run);
+    if (jr->adm != NULL) {
+        srv_adm_release(jr->adm, &r->adm, now);
+        if (job->t_start_ns != 0)
+            srv_adm_observe(jr->adm, now, queue, run);
+    }
+    if (jr->met != NULL && job->t_start_ns != 0)
+        srv_met_job_times(jr->met, r->kind->name, queue, run);
 }
 
 /* The pool's done callback: loop thread, request context current, exactly once per job. */
@@ -196,8 +263,10 @@ static void jr_done(struct pool_job *job, enum pool_status status)
     struct srv_req *req = r->req;
     srv_req_on_cancel(req, NULL, NULL);
     jr_timing(req, job, !r->server_cancelled);
+    jr_account(r, job);
     if (r->server_cancelled) {
         /* Already answered (504/503) or the client is gone (499): only let go. */
+        jr_count(r->route, jr_cancel_status(r->cancel_reason));
         jr_state_free(r);
         srv_req_release(req);
         goto out;
@@ -212,15 +281,20 @@ static void jr_done(struct pool_job *job, enum pool_status status)
     case POOL_CANCELLED_QUEUED:
     case POOL_CANCELLED_RUNNING: {
         char msg[96];
-        snprintf(msg, sizeof(msg), "the job was cancelled (%s)", ctx_reason_name(job->reason));
         jr_state_free(r);
-        (void)srv_req_answer_error(req, 503, "cancelled", msg);
+        if (job->reason == CTX_REASON_DEADLINE) {
+            /* The tenant's max_timeout_ms came before the HTTP layer's deadline timer. */
+            jr_error(r->route, req, 504, "deadline_exceeded", "the request's deadline passed");
+            break;
+        }
+        snprintf(msg, sizeof(msg), "the job was cancelled (%s)", ctx_reason_name(job->reason));
+        jr_error(r->route, req, 503, "cancelled", msg);
         break;
     }
     case POOL_REFUSED_SHUTDOWN:
     default:
         jr_state_free(r);
-        (void)srv_req_answer_error(req, 503, "shutting_down", "the server is shutting down");
+        jr_error(r->route, req, 503, "shutting_down", "the server is shutting down");
         break;
     }
 out:
@@ -232,38 +306,92 @@ out:
 static void jr_cancel_hook(struct srv_req *req, enum ctx_reason reason, void *arg)
 {
     (void)req;
-    (void)reason;
     struct jr_req *r = arg;
     r->server_cancelled = true;
+    r->cancel_reason = reason;
 }
 
 /* ---- the handler (loop thread) --------------------------------------------------------------- */
 
-/* Admission: where tenant rate (token bucket), tenant in-flight and deadline checks will refuse
- * with 429/503 and a computed Retry-After before anything is queued. Their decision will live in
- * `r` and be given back in jr_done, together with the job's queue and run times. Today every job is
- * admitted with weight 1, and the pool's bounded queue is the only refusal (-EAGAIN from
- * pool_submit: queue_full). Returns 0 after setting the job's fair-queue weight, or a negative
- * errno that jr_refused answers once the state is freed (the state may point at the body). */
+/* Admission (server/admission.h): tenant rate, tenant in flight, queue capacity, deadline. The
+ * decision lives in `r` and is given back in jr_done (or at once when pool_submit refuses).
+ * Returns 0 after setting the job's fair-queue weight and, when the tenant's max_timeout_ms is
+ * shorter, the context's deadline; -EAGAIN or -ENOMEM with r->adm_refused set when admission
+ * refused (r->adm says why); -EINVAL for a request admission cannot judge. The caller answers
+ * once the state is freed (the state may point at the body). */
 static int jr_admit(const struct jr_route *route, struct srv_req *req, struct jr_req *r)
 {
-    (void)route;
-    (void)req;
+    struct srv_jobroute *jr = route->jr;
     r->job.weight = 1;
+    if (jr->adm == NULL)
+        return 0;
+    struct ctx *c = srv_req_ctx(req);
+    struct pool_stats ps;
+    pool_stats_get(jr->pool, &ps);
+    struct srv_adm_req ar = {ctx_tenant(c), ctx_now_ns(), ctx_deadline(c), (size_t)ps.queued};
+    int rc = srv_adm_decide(jr->adm, &ar, &r->adm);
+    if (rc == -EAGAIN || rc == -ENOMEM)
+        r->adm_refused = true;
+    if (rc != 0)
+        return rc;
+    r->job.weight = r->adm.weight;
+    if (r->adm.deadline_ns != 0 && (ar.deadline_ns == 0 || r->adm.deadline_ns < ar.deadline_ns))
+        ctx_set_deadline(c, r->adm.deadline_ns);
     return 0;
+}
+
+/* The message of an admission refusal (the code is the reason's name). */
+static void jr_adm_message(const struct srv_adm_decision *d, const char *tenant, char *msg,
+                           size_t size)
+{
+    switch (d->reason) {
+    case SRV_ADM_TENANT_RATE_LIMITED:
+        snprintf(msg, size, "tenant %s is over its request rate", tenant);
+        break;
+    case SRV_ADM_TENANT_CONCURRENCY_LIMITED:
+        snprintf(msg, size, "tenant %s has its maximum of requests in flight", tenant);
+        break;
+    case SRV_ADM_QUEUE_FULL:
+        snprintf(msg, size, "the job queue is full");
+        break;
+    case SRV_ADM_DEADLINE_UNMEETABLE:
+        snprintf(msg, size, "the expected queue wait exceeds the request's deadline");
+        break;
+    case SRV_ADM_TOO_MANY_TENANTS:
+        snprintf(msg, size, "too many tenants are active");
+        break;
+    default:
+        snprintf(msg, size, "out of memory");
+        break;
+    }
+}
+
+/* Answer an admission refusal at once: its status, reason and Retry-After. */
+static void jr_adm_refused(const struct jr_route *route, struct srv_req *req,
+                           const struct srv_adm_decision *d)
+{
+    char ra[16], msg[160];
+    const char *reason = srv_adm_reason_name(d->reason);
+    snprintf(ra, sizeof(ra), "%u", d->retry_after_s > 0 ? d->retry_after_s : 1);
+    (void)srv_req_header_add(req, "Retry-After", ra); /* -ENOMEM: answer without it */
+    jr_adm_message(d, ctx_tenant(srv_req_ctx(req)), msg, sizeof(msg));
+    if (route->jr->met != NULL)
+        srv_met_refusal(route->jr->met, reason, d->tenant_label);
+    jr_error(route, req, d->status, reason, msg);
 }
 
 /* Parse the query and body with the kind. Returns 0 and the state, or answers (400/503) and
  * returns the negative errno. */
-static int jr_parse(const struct srv_job_kind *kind, struct srv_req *req, void **state)
+static int jr_parse(const struct jr_route *route, struct srv_req *req, void **state)
 {
+    const struct srv_job_kind *kind = route->kind;
     struct srv_job_param stack[JR_PARAMS_STACK];
     struct srv_job_param *params = stack;
     size_t n = srv_req_query_count(req);
     if (n > JR_PARAMS_STACK) {
         params = calloc(n, sizeof(*params));
         if (params == NULL) {
-            (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+            jr_error(route, req, 503, "out_of_memory", "out of memory");
             return -ENOMEM;
         }
     }
@@ -279,34 +407,38 @@ static int jr_parse(const struct srv_job_kind *kind, struct srv_req *req, void *
     if (params != stack)
         free(params);
     if (rc == -ENOMEM)
-        (void)srv_req_answer_error(req, 503, "out_of_memory", err);
+        jr_error(route, req, 503, "out_of_memory", err);
     else if (rc < 0)
-        (void)srv_req_answer_error(req, 400, "bad_param", err);
+        jr_error(route, req, 400, "bad_param", err);
     return rc;
 }
 
-/* Answer a job refused by admission or by pool_submit (`rc`), after its state was freed. */
-static void jr_refused(struct srv_req *req, int rc)
+/* Answer a job refused by pool_submit (`rc`), after its state was freed. `label` is the
+ * tenant's refusal label. The pool's own full queue is a race admission lost (the queue filled
+ * between the two checks): answered as admission would. */
+static void jr_refused(const struct jr_route *route, struct srv_req *req, int rc, const char *label)
 {
     switch (rc) {
     case -EAGAIN:
         (void)srv_req_header_add(req, "Retry-After", JR_RETRY_AFTER_S);
-        (void)srv_req_answer_error(req, 503, "queue_full", "the job queue is full");
+        if (route->jr->met != NULL)
+            srv_met_refusal(route->jr->met, "queue_full", label);
+        jr_error(route, req, 503, "queue_full", "the job queue is full");
         break;
     case -ESHUTDOWN:
-        (void)srv_req_answer_error(req, 503, "shutting_down", "the server is shutting down");
+        jr_error(route, req, 503, "shutting_down", "the server is shutting down");
         break;
     case -ENOMEM:
-        (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+        jr_error(route, req, 503, "out_of_memory", "out of memory");
         break;
     case -ECANCELED:
         /* The context was cancelled before the job could be queued: when the HTTP layer did
          * it, this answer is discarded. */
-        (void)srv_req_answer_error(req, 503, "cancelled", "the request was cancelled");
+        jr_error(route, req, 503, "cancelled", "the request was cancelled");
         break;
     default:
         LOG_E("job submit failed", LOG_STR("error", strerror(-rc)));
-        (void)srv_req_answer_error(req, 500, "internal_error", "the job could not be queued");
+        jr_error(route, req, 500, "internal_error", "the job could not be queued");
         break;
     }
 }
@@ -315,14 +447,15 @@ static void jr_handle(struct srv_req *req)
 {
     const struct jr_route *route = srv_req_route_arg(req);
     void *state = NULL;
-    if (jr_parse(route->kind, req, &state) < 0)
+    if (jr_parse(route, req, &state) < 0)
         return; /* answered */
     struct jr_req *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         route->kind->free(state);
-        (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+        jr_error(route, req, 503, "out_of_memory", "out of memory");
         return;
     }
+    r->route = route;
     r->kind = route->kind;
     r->state = state;
     r->req = req;
@@ -333,9 +466,16 @@ static void jr_handle(struct srv_req *req)
     if (rc == 0)
         rc = pool_submit(route->jr->pool, &r->job); /* the request context is current */
     if (rc < 0) {
+        struct srv_adm_decision d = r->adm;
+        bool adm_refused = r->adm_refused;
+        if (route->jr->adm != NULL)
+            srv_adm_release(route->jr->adm, &r->adm, ctx_now_ns()); /* no-op unless admitted */
         jr_state_free(r);
         free(r);
-        jr_refused(req, rc);
+        if (adm_refused)
+            jr_adm_refused(route, req, &d);
+        else
+            jr_refused(route, req, rc, d.tenant_label ? d.tenant_label : SRV_ADM_OTHER_LABEL);
         return;
     }
     srv_req_on_cancel(req, jr_cancel_hook, r);
@@ -358,9 +498,11 @@ struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool)
         char path[JR_PATH_MAX];
         int len = snprintf(path, sizeof(path), JR_PATH_PREFIX "%s", k->name);
         int rc = len > 0 && (size_t)len < sizeof(path) ? 0 : -ENAMETOOLONG;
-        jr->routes[i] = (struct jr_route){jr, k};
-        if (rc == 0)
+        jr->routes[i] = (struct jr_route){.jr = jr, .kind = k};
+        if (rc == 0) {
+            memcpy(jr->routes[i].path, path, (size_t)len + 1);
             rc = srv_http_route_add(h, "POST", path, jr_handle, &jr->routes[i]);
+        }
         if (rc < 0) {
             LOG_E("job route", LOG_STR("kind", k->name), LOG_STR("error", strerror(-rc)));
             free(jr);
@@ -369,6 +511,13 @@ struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool)
         jr->nroutes++;
     }
     return jr;
+}
+
+void srv_jobroute_admission_set(struct srv_jobroute *jr, struct srv_adm *adm,
+                                const struct srv_met_server *met)
+{
+    jr->adm = adm;
+    jr->met = met;
 }
 
 void srv_jobroute_free(struct srv_jobroute *jr)

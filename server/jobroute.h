@@ -11,6 +11,9 @@
  *                           deadline: 504 already sent, shutdown: 503 already sent); otherwise
  *                           503 cancelled
  *   POOL_REFUSED_SHUTDOWN   503 shutting_down
+ *   admission refused       429 tenant_rate_limited, 429 tenant_concurrency_limited,
+ *                           503 queue_full, 503 deadline_unmeetable, 503 too_many_tenants,
+ *                           503 out_of_memory, each with Retry-After (server/admission.h)
  *   pool_submit refused     503 queue_full + Retry-After (-EAGAIN), 503 shutting_down
  *                           (-ESHUTDOWN), 503 out_of_memory (-ENOMEM)
  *
@@ -27,6 +30,8 @@
 #include "server/http.h"
 
 struct srv_jobroute;
+struct srv_adm;
+struct srv_met_server;
 
 /* Fill *out with the pool settings from `cfg` (borrowed): [pool] workers, queue_capacity,
  * cancel_grace_ms, and srv_jobroute_overdue as the overdue callback. */
@@ -38,6 +43,13 @@ void srv_jobroute_pool_config(const struct srv_cfg *cfg, struct pool_config *out
  * route could not be added (the reason is logged at error level; routes added before the failure
  * stay in `h` and point at nothing: free `h` without serving). */
 struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool);
+
+/* Put `adm` (borrowed; NULL = admit every job) in front of the pool for every later request, and
+ * count into `met` (borrowed; NULL = count nothing): answers by route and status, refusals by
+ * reason and tenant label, job wait and run times by kind. Both must outlive every job of these
+ * routes (free them after srv_http_free and pool_stop). Loop thread. */
+void srv_jobroute_admission_set(struct srv_jobroute *jr, struct srv_adm *adm,
+                                const struct srv_met_server *met);
 
 /* Free what srv_jobroute_new() made. Call after srv_http_free() of its server (whose handlers
  * have then all answered, so no job of these routes is left in the pool). NULL is a no-op. */

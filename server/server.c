@@ -10,7 +10,10 @@
  *                   answered 503 shutting_down; then write_timeout_ms more for those answers;
  *   second signal   or the end of that grace: every connection closes at once.
  * SIGHUP and SIGUSR1 reopen the log file (configuration reload comes later).
- * The worker pool runs the job routes' work (server/jobroute.c). It outlives the loop run: after
+ * The worker pool runs the job routes' work (server/jobroute.c), behind admission control
+ * (server/admission.h, limits from the configuration); GET /metrics (server/metrics_route.c)
+ * reports on all of it. Admission and the metrics are made after the pool and freed after
+ * pool_stop, whose last done callbacks still release into them. It outlives the loop run: after
  * ev_run, pool_stop (bounded by the drain deadline) runs the last done callbacks, which answer or
  * release every request still held by a job handler; only then may srv_http_free run (it requires
  * every handler to have answered), and the job routes and the pool are freed after it.
@@ -24,8 +27,10 @@
 #include "context/ctx.h"
 #include "logging/log.h"
 #include "pool/pool.h"
+#include "server/admission.h"
 #include "server/http.h"
 #include "server/jobroute.h"
+#include "server/metrics_route.h"
 #include "server/server.h"
 
 struct srv_run_state {
@@ -33,6 +38,8 @@ struct srv_run_state {
     struct srv_http *http;
     struct pool *pool;
     struct srv_jobroute *jobs;
+    struct srv_adm *adm;        /* admission in front of the pool (server/admission.h) */
+    struct srv_mroute *metrics; /* GET /metrics and the loop figures */
     uint64_t drain_deadline_ns; /* pool_stop's bound: the end of the drain period */
     ev_signal sig_int, sig_term, sig_hup, sig_usr1;
     ev_timer drain_timer;
@@ -141,7 +148,26 @@ static void run_log_started(const struct srv_cfg *cfg)
           LOG_UINT("max_body_bytes", cfg->max_body_bytes),
           LOG_UINT("default_timeout_ms", cfg->default_timeout_ms),
           LOG_UINT("drain_timeout_ms", cfg->drain_timeout_ms),
+          LOG_UINT("max_tenants", cfg->max_tenants), LOG_UINT("tenants", cfg->tenant_count),
           LOG_STR("config", cfg->source[0] ? cfg->source : "(defaults)"));
+}
+
+/* Admission in front of the job routes and the metrics registry with GET /metrics. */
+static int run_admission_start(struct srv_run_state *st, const struct srv_cfg *cfg)
+{
+    struct pool_stats ps;
+    pool_stats_get(st->pool, &ps);
+    struct srv_adm_config ac = {cfg->max_tenants, cfg->queue_capacity, ps.workers};
+    st->adm = srv_adm_new(&ac, srv_cfg_adm_limits_new(cfg)); /* takes the limits in every case */
+    if (st->adm == NULL) {
+        LOG_E("start-up failed: admission", LOG_STR("error", strerror(ENOMEM)));
+        return -ENOMEM;
+    }
+    st->metrics = srv_mroute_new(st->loop, st->http, st->pool, st->adm, cfg);
+    if (st->metrics == NULL)
+        return -ENOMEM; /* logged by srv_mroute_new */
+    srv_jobroute_admission_set(st->jobs, st->adm, srv_mroute_families(st->metrics));
+    return 0;
 }
 
 static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct ctx *root)
@@ -166,6 +192,9 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
     st->jobs = srv_jobroute_new(st->http, st->pool);
     if (st->jobs == NULL)
         return -ENOMEM; /* logged by srv_jobroute_new */
+    rc = run_admission_start(st, cfg);
+    if (rc != 0)
+        return rc;
     if (cfg->listen_count == 0) {
         LOG_E("start-up failed: no listen address", LOG_STR("config", cfg->source));
         return -EINVAL;
@@ -211,6 +240,8 @@ out:;
         srv_http_stats_get(st.http, &stats);
     srv_http_free(st.http);
     srv_jobroute_free(st.jobs);
+    srv_mroute_free(st.metrics); /* after srv_http_free: GET /metrics points at it */
+    srv_adm_free(st.adm);        /* after pool_stop: the last done callbacks release into it */
     pool_free(st.pool);
     ctx_unref(root);
     ev_loop_destroy(st.loop);

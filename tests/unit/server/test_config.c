@@ -1,6 +1,7 @@
 /* test_config.c - unit tests for server/config.c: defaults equal etc/spindle.conf, every error
  * kind with its FILE:LINE, [section] and key, overrides, sizes, listen lists, print round-trip,
- * and all-or-nothing loading.
+ * all-or-nothing loading, and the tenant limits: [limits] defaults, [tenant.NAME] sections,
+ * inheritance, their errors and the admission limit set built from them.
  *
  * Files are written into a private temporary directory made by the suite's init and removed by
  * its cleanup. The shipped file is $SPINDLE_ETC/spindle.conf, or etc/spindle.conf relative to the
@@ -54,6 +55,11 @@ static const struct tc_key tc_keys[] = {
     {"limits", "max_primes_n", "5000000000"},
     {"limits", "max_sha256_rounds", "1000"},
     {"limits", "max_compress_level_zstd", "3"},
+    {"limits", "max_inflight", "8"},
+    {"limits", "rate", "2.5"},
+    {"limits", "burst", "4"},
+    {"limits", "weight", "3"},
+    {"limits", "max_tenants", "100"},
     {"log", "level", "debug"},
     {"log", "file", "/var/log/spindle/spindle.log"},
     {"log", "buffer_bytes", "1G"},
@@ -542,6 +548,183 @@ static void test_srv_cfg_print_round_trip(void)
     CU_ASSERT(srv_cfg_equal(&d, &e));
 }
 
+static void test_srv_cfg_tenant_defaults(void)
+{
+    struct srv_cfg c;
+    struct srv_tenant_limits lim;
+    srv_cfg_defaults(&c);
+    CU_ASSERT_EQUAL(c.max_inflight, 0);
+    CU_ASSERT_EQUAL(c.rate, 0);
+    CU_ASSERT_EQUAL(c.burst, 0);
+    CU_ASSERT_EQUAL(c.weight, 1);
+    CU_ASSERT_EQUAL(c.max_tenants, 10000);
+    CU_ASSERT_EQUAL(c.tenant_count, 0);
+    srv_cfg_tenant_limits(&c, "anyone", &lim);
+    CU_ASSERT_EQUAL(lim.max_inflight, 0);
+    CU_ASSERT_EQUAL(lim.rate, 0);
+    CU_ASSERT_EQUAL(lim.burst, 1);
+    CU_ASSERT_EQUAL(lim.weight, 1);
+    CU_ASSERT_EQUAL(lim.max_timeout_ms, 0);
+    CU_ASSERT_PTR_NULL(srv_cfg_tenant_find(&c, "anyone"));
+}
+
+static void test_srv_cfg_tenant_sections(void)
+{
+    struct srv_cfg c;
+    struct srv_tenant_limits lim;
+    tc_expect_ok("[limits]\nmax_inflight = 20\nrate = 7.25\nweight = 2\nmax_tenants = 50\n"
+                 "[tenant.gold]\nweight = 8\nmax_timeout_ms = 5000\n"
+                 "[tenant.b-2_x.y]\nrate = 0.5\nburst = 3\nmax_inflight = 1\n"
+                 "[tenant.empty]\n"
+                 "[tenant.gold]\nrate = 100\n",
+                 &c);
+    CU_ASSERT_EQUAL(c.max_inflight, 20);
+    CU_ASSERT_DOUBLE_EQUAL(c.rate, 7.25, 1e-12);
+    CU_ASSERT_EQUAL(c.max_tenants, 50);
+    CU_ASSERT_EQUAL_FATAL(c.tenant_count, 3);
+    CU_ASSERT_STRING_EQUAL(c.tenants[0].name, "gold");
+    CU_ASSERT_STRING_EQUAL(c.tenants[1].name, "b-2_x.y");
+    CU_ASSERT_STRING_EQUAL(c.tenants[2].name, "empty");
+    CU_ASSERT_EQUAL(c.tenants[0].set,
+                    SRV_CFG_TENANT_WEIGHT | SRV_CFG_TENANT_MAX_TIMEOUT_MS | SRV_CFG_TENANT_RATE);
+
+    /* Set keys override, the others inherit [limits]; burst 0 is one second of rate. */
+    srv_cfg_tenant_limits(&c, "gold", &lim);
+    CU_ASSERT_EQUAL(lim.max_inflight, 20);
+    CU_ASSERT_DOUBLE_EQUAL(lim.rate, 100, 1e-12);
+    CU_ASSERT_EQUAL(lim.burst, 100);
+    CU_ASSERT_EQUAL(lim.weight, 8);
+    CU_ASSERT_EQUAL(lim.max_timeout_ms, 5000);
+    srv_cfg_tenant_limits(&c, "b-2_x.y", &lim);
+    CU_ASSERT_EQUAL(lim.max_inflight, 1);
+    CU_ASSERT_DOUBLE_EQUAL(lim.rate, 0.5, 1e-12);
+    CU_ASSERT_EQUAL(lim.burst, 3);
+    CU_ASSERT_EQUAL(lim.weight, 2);
+    CU_ASSERT_EQUAL(lim.max_timeout_ms, 0);
+    srv_cfg_tenant_limits(&c, "empty", &lim);
+    CU_ASSERT_DOUBLE_EQUAL(lim.rate, 7.25, 1e-12);
+    CU_ASSERT_EQUAL(lim.burst, 8);
+    srv_cfg_tenant_limits(&c, NULL, &lim);
+    CU_ASSERT_EQUAL(lim.weight, 2);
+
+    /* Inheritance is live: a later [limits] change reaches tenants that do not set the key. */
+    char err[512];
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "limits", "weight", "5", "t", err, sizeof(err)), 0);
+    srv_cfg_tenant_limits(&c, "empty", &lim);
+    CU_ASSERT_EQUAL(lim.weight, 5);
+    srv_cfg_tenant_limits(&c, "gold", &lim);
+    CU_ASSERT_EQUAL(lim.weight, 8);
+
+    /* The admission limit set holds every section with its effective limits. */
+    struct srv_adm_limits *al = srv_cfg_adm_limits_new(&c);
+    CU_ASSERT_FATAL(al != NULL);
+    CU_ASSERT(srv_adm_limits_configured(al, "gold"));
+    CU_ASSERT(srv_adm_limits_configured(al, "empty"));
+    CU_ASSERT(!srv_adm_limits_configured(al, "stranger"));
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "gold")->weight, 8);
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "b-2_x.y")->max_inflight, 1);
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "stranger")->weight, 5);
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "stranger")->max_inflight, 20);
+    srv_adm_limits_free(al);
+    tc_round_trip(&c);
+}
+
+static void test_srv_cfg_tenant_errors(void)
+{
+    tc_expect("[tenant.a b]\nrate = 1\n", -EINVAL, ":1: [tenant.a b]: invalid tenant name");
+    tc_expect("[limits]\nweight = 2\n[tenant.]\n", -EINVAL, ":3: [tenant.]: invalid tenant name");
+    tc_expect("[tenant.other]\n", -EINVAL, ":1: [tenant.other]: tenant name \"other\" is reserved");
+    tc_expect("[tenant]\n", -EINVAL, ":1: [tenant]: unknown section");
+    tc_expect("[tenant.a]\nworkers = 1\n", -EINVAL, ":2: [tenant.a] workers: unknown key");
+    tc_expect("[tenant.a]\nweight = 0\n", -EINVAL,
+              ":2: [tenant.a] weight: value 0 out of range 1..1000");
+    tc_expect("[tenant.a]\nrate = -1\n", -EINVAL, ":2: [tenant.a] rate: negative value");
+    tc_expect("[tenant.a]\nrate = 1.2345\n", -EINVAL, ":2: [tenant.a] rate: expected a number");
+    tc_expect("[tenant.a]\nrate = 1.\n", -EINVAL, ":2: [tenant.a] rate: expected a number");
+    tc_expect("[tenant.a]\nrate = 1000000.5\n", -EINVAL,
+              ":2: [tenant.a] rate: value 1000000.5 out of range 0..1000000");
+    tc_expect("[tenant.a]\nmax_inflight = 2\n[tenant.b]\n[tenant.a]\nmax_inflight = 3\n", -EINVAL,
+              ":5: [tenant.a] max_inflight: duplicate key (first set on line 2)");
+    tc_expect("[tenant.a]\nmax_timeout_ms = 70000\n", -EINVAL,
+              ":2: [tenant.a] max_timeout_ms: [tenant.a] max_timeout_ms (70000) exceeds [limits] "
+              "max_timeout_ms (60000)");
+    tc_expect("[tenant.a]\nmax_timeout_ms = 5000\n[limits]\nmax_timeout_ms = 4000\n"
+              "default_timeout_ms = 1000\n",
+              -EINVAL, ":4: [limits] max_timeout_ms: [tenant.a] max_timeout_ms (5000) exceeds");
+    tc_expect("[limits]\nrate = 1.5x\n", -EINVAL, ":2: [limits] rate: expected a number");
+
+    /* The number of sections is bounded; the first one too many is named with its line. */
+    char text[8192];
+    size_t used = 0;
+    for (int i = 0; i <= SRV_CFG_MAX_TENANTS; i++)
+        used += (size_t)snprintf(text + used, sizeof(text) - used, "[tenant.t%d]\n", i);
+    char want[96];
+    snprintf(want, sizeof(want), ":%d: [tenant.t%d]: too many tenant sections (at most %d)",
+             SRV_CFG_MAX_TENANTS + 1, SRV_CFG_MAX_TENANTS, SRV_CFG_MAX_TENANTS);
+    tc_expect(text, -EINVAL, want);
+    text[used - strlen("[tenant.t64]\n")] = '\0';
+    struct srv_cfg c;
+    tc_expect_ok(text, &c);
+    CU_ASSERT_EQUAL(c.tenant_count, SRV_CFG_MAX_TENANTS);
+
+    /* A 64-byte name is fine (libinih would cut the section name; the pre-scan's is used). */
+    char name[65];
+    memset(name, 'n', 64);
+    name[64] = '\0';
+    snprintf(text, sizeof(text), "[tenant.%s]\nweight = 9\n", name);
+    tc_expect_ok(text, &c);
+    CU_ASSERT_EQUAL_FATAL(c.tenant_count, 1);
+    CU_ASSERT_STRING_EQUAL(c.tenants[0].name, name);
+    CU_ASSERT_EQUAL(c.tenants[0].lim.weight, 9);
+    snprintf(text, sizeof(text), "[tenant.%sn]\n", name);
+    tc_expect(text, -EINVAL, ":1: [tenant.nnnn");
+}
+
+static void test_srv_cfg_tenant_set(void)
+{
+    struct srv_cfg c, d;
+    char err[512];
+    srv_cfg_defaults(&c);
+    srv_cfg_defaults(&d);
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "tenant.web", "weight", "4", "--tenant", err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(c.tenant_count, 1);
+    CU_ASSERT(!srv_cfg_equal(&c, &d));
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "tenant.web", "rate", "12.5", "--tenant", err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(c.tenant_count, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(srv_cfg_tenant_find(&c, "web"));
+    CU_ASSERT_DOUBLE_EQUAL(srv_cfg_tenant_find(&c, "web")->lim.rate, 12.5, 1e-12);
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "tenant.w b", "rate", "1", "-t", err, sizeof(err)), -EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "-t: [tenant.w b]: invalid tenant name (1..64 bytes of A-Z a-z "
+                                "0-9 . _ -)");
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "tenant.web", "speed", "1", "-t", err, sizeof(err)), -EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "-t: [tenant.web] speed: unknown key");
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "tenant.x", "max_timeout_ms", "60001", "-t", err, sizeof(err)),
+                    -EINVAL);
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "tenant.web", "max_timeout_ms", "100", "-t", err, sizeof(err)),
+                    0);
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "limits", "default_timeout_ms", "50", "-t", err, sizeof(err)),
+                    0);
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "limits", "max_timeout_ms", "99", "-t", err, sizeof(err)),
+                    -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "[tenant.web] max_timeout_ms (100) exceeds"));
+    CU_ASSERT_EQUAL(c.tenant_count, 1); /* refused tenants were not added */
+
+    /* Equality sees every tenant key and the order of sections. */
+    struct srv_cfg e = c;
+    e.tenants[0].lim.weight = 5;
+    CU_ASSERT(!srv_cfg_equal(&c, &e));
+    e = c;
+    e.tenants[0].set &= ~SRV_CFG_TENANT_RATE;
+    CU_ASSERT(!srv_cfg_equal(&c, &e));
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "tenant.zz", "burst", "0", "-t", err, sizeof(err)), 0);
+    e = c;
+    struct srv_cfg_tenant tmp = e.tenants[0];
+    e.tenants[0] = e.tenants[1];
+    e.tenants[1] = tmp;
+    CU_ASSERT(!srv_cfg_equal(&c, &e));
+    tc_round_trip(&c);
+}
+
 int suite_server_config(void)
 {
     CU_pSuite s = CU_add_suite("server_config", tc_init, tc_cleanup);
@@ -559,5 +742,9 @@ int suite_server_config(void)
     CU_add_test(s, "test_srv_cfg_load_listen", test_srv_cfg_load_listen);
     CU_add_test(s, "test_srv_cfg_set_overrides", test_srv_cfg_set_overrides);
     CU_add_test(s, "test_srv_cfg_print_round_trip", test_srv_cfg_print_round_trip);
+    CU_add_test(s, "test_srv_cfg_tenant_defaults", test_srv_cfg_tenant_defaults);
+    CU_add_test(s, "test_srv_cfg_tenant_sections", test_srv_cfg_tenant_sections);
+    CU_add_test(s, "test_srv_cfg_tenant_errors", test_srv_cfg_tenant_errors);
+    CU_add_test(s, "test_srv_cfg_tenant_set", test_srv_cfg_tenant_set);
     return CU_get_error();
 }
