@@ -60,6 +60,5 @@ void pool_fairq_remove(struct pool_fairq *q, struct pool_job *job);
 size_t pool_fairq_tenant_queued(const struct pool_fairq *q, const char *tenant);
 
 /* Tenants that exist now (each has queued jobs). For tests and statistics. */
-size_t pool_tenants_active(const struct pool *p);
 
 #endif

@@ -129,6 +129,9 @@ int pool_stop(struct pool *p, uint64_t deadline_ns, enum ctx_reason reason);
 
 void pool_stats_get(const struct pool *p, struct pool_stats *out);
 
+/* Tenants with at least one job queued now. */
+size_t pool_tenants_active(const struct pool *p);
+
 /* Jobs queued now for `tenant` (borrowed). */
 size_t pool_tenant_queued(const struct pool *p, const char *tenant);
 

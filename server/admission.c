@@ -489,6 +489,16 @@ static unsigned drain_retry_s(const struct srv_adm *a, size_t depth, uint64_t no
     return s > SRV_ADM_RETRY_MAX_S ? SRV_ADM_RETRY_MAX_S : (unsigned)s;
 }
 
+size_t srv_adm_jobs_ahead(const struct srv_adm_req *req)
+{
+    if (req->active_tenants == 0)
+        return req->queue_depth;
+    /* the tenant joins the round if it has nothing queued yet */
+    size_t rivals = req->active_tenants + (req->tenant_queue_depth == 0 ? 1 : 0);
+    size_t fair = (req->tenant_queue_depth + 1) * rivals;
+    return fair < req->queue_depth ? fair : req->queue_depth;
+}
+
 uint64_t srv_adm_expected_wait_ns(const struct srv_adm *a, size_t queue_depth)
 {
     return (uint64_t)(a->ewma_run_ns * (double)queue_depth / a->cfg.workers);
@@ -526,7 +536,9 @@ static enum srv_adm_reason check(const struct srv_adm *a, const struct srv_adm_r
     }
     if (deadline_ns != 0) {
         uint64_t left = deadline_ns > req->now_ns ? deadline_ns - req->now_ns : 0;
-        if (left == 0 || srv_adm_expected_wait_ns(a, req->queue_depth) > left) {
+        /* the job must also run before the deadline, not only start */
+        uint64_t need = srv_adm_expected_wait_ns(a, srv_adm_jobs_ahead(req));
+        if (left == 0 || need + (uint64_t)a->ewma_run_ns > left) {
             *retry_s = drain_retry_s(a, req->queue_depth, req->now_ns);
             return SRV_ADM_DEADLINE_UNMEETABLE;
         }

@@ -26,6 +26,9 @@
  *     average length. It follows the current depth at once (an empty queue means no wait), unlike
  *     an average of past waits, which stays high after the queue has drained. Before the first
  *     completion the estimate is 0 (nothing is refused for a deadline without evidence).
+ *     The depth used is the job's place in the fair queue (srv_adm_jobs_ahead): a tenant with a
+ *     short backlog waits behind one job of each active tenant per job of its own, not behind
+ *     the whole queue. A deadline is unmeetable when wait + one average run exceeds it.
  *   - drain rate: EWMA of the interval between completions (completions handed back together
  *     count as intervals of 0, so a batch of N per T gives N/T). When the last completion is older
  *     than the average interval, that open interval counts as a sample, so a stalled pool's rate
@@ -118,10 +121,12 @@ struct srv_adm_config {
 
 /* One job request to decide on. */
 struct srv_adm_req {
-    const char *tenant;   /* borrowed; 1..SRV_ADM_TENANT_MAX bytes */
-    uint64_t now_ns;      /* the current time */
-    uint64_t deadline_ns; /* the request's deadline, 0 = none */
-    size_t queue_depth;   /* jobs queued now (pool_stats.queued) */
+    const char *tenant;        /* borrowed; 1..SRV_ADM_TENANT_MAX bytes */
+    uint64_t now_ns;           /* the current time */
+    uint64_t deadline_ns;      /* the request's deadline, 0 = none */
+    size_t queue_depth;        /* jobs queued now (pool_stats.queued) */
+    size_t tenant_queue_depth; /* of those, the tenant's own (pool_tenant_queued) */
+    size_t active_tenants;     /* tenants with jobs queued (pool_tenants_active); 0 = unknown */
 };
 
 /* The outcome, filled by srv_adm_decide. */
@@ -174,6 +179,11 @@ size_t srv_adm_sweep(struct srv_adm *a, uint64_t now_ns);
 
 /* Expected queue wait in ns for a job arriving with `queue_depth` jobs queued (see above). */
 uint64_t srv_adm_expected_wait_ns(const struct srv_adm *a, size_t queue_depth);
+
+/* Jobs a new job of the request's tenant waits behind in the fair queue: the whole queue, or,
+ * when the tenant's own backlog is short, about one job of every active tenant per job of its
+ * own (round robin), whichever is smaller. */
+size_t srv_adm_jobs_ahead(const struct srv_adm_req *req);
 
 /* Requests of `tenant` admitted and not yet released (0 for an unknown tenant). */
 unsigned srv_adm_tenant_inflight(const struct srv_adm *a, const char *tenant);

@@ -328,7 +328,12 @@ static int jr_admit(const struct jr_route *route, struct srv_req *req, struct jr
     struct ctx *c = srv_req_ctx(req);
     struct pool_stats ps;
     pool_stats_get(jr->pool, &ps);
-    struct srv_adm_req ar = {ctx_tenant(c), ctx_now_ns(), ctx_deadline(c), (size_t)ps.queued};
+    struct srv_adm_req ar = {ctx_tenant(c),
+                             ctx_now_ns(),
+                             ctx_deadline(c),
+                             (size_t)ps.queued,
+                             pool_tenant_queued(jr->pool, ctx_tenant(c)),
+                             pool_tenants_active(jr->pool)};
     int rc = srv_adm_decide(jr->adm, &ar, &r->adm);
     if (rc == -EAGAIN || rc == -ENOMEM)
         r->adm_refused = true;

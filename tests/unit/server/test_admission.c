@@ -301,6 +301,40 @@ static void test_srv_adm_expected_wait_estimator(void)
     srv_adm_free(a);
 }
 
+static void test_srv_adm_jobs_ahead_follows_the_fair_queue(void)
+{
+    /* Unknown tenant mix: the whole queue is ahead. */
+    struct srv_adm_req r = {.tenant = "b", .queue_depth = 100};
+    CU_ASSERT_EQUAL(srv_adm_jobs_ahead(&r), 100);
+    /* b has nothing queued, a floods: b joins a round of two, one job of a before it. */
+    r.active_tenants = 1;
+    CU_ASSERT_EQUAL(srv_adm_jobs_ahead(&r), 2);
+    /* b has 3 queued among 4 active tenants: about 4 jobs per job of its own. */
+    r.tenant_queue_depth = 3;
+    r.active_tenants = 4;
+    CU_ASSERT_EQUAL(srv_adm_jobs_ahead(&r), 16);
+    /* never more than the whole queue */
+    r.queue_depth = 10;
+    CU_ASSERT_EQUAL(srv_adm_jobs_ahead(&r), 10);
+
+    /* The light tenant's deadline is judged by its place, and must cover one run too. */
+    struct srv_tenant_limits def = {0};
+    struct srv_adm *a = adm_make(&def, 8, 0, 1);
+    srv_adm_observe(a, T0, 0, 100 * MS);
+    struct srv_adm_req light = {"b", T0, T0 + 250 * MS, 100, 0, 1};
+    struct srv_adm_decision d;
+    /* 2 ahead: 200 ms of wait + 100 ms of its own run do not fit in 250 ms, but in 350 ms */
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &light, &d), -EAGAIN);
+    CU_ASSERT_EQUAL(d.reason, SRV_ADM_DEADLINE_UNMEETABLE);
+    light.deadline_ns = T0 + 350 * MS;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &light, &d), 0);
+    srv_adm_release(a, &d, T0);
+    struct srv_adm_req heavy = {"a", T0, T0 + 10 * SEC, 100, 100, 1};
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &heavy, &d), -EAGAIN); /* 100 ahead: 10 s + a run */
+    CU_ASSERT_EQUAL(d.reason, SRV_ADM_DEADLINE_UNMEETABLE);
+    srv_adm_free(a);
+}
+
 static void test_srv_adm_decide_deadline_unmeetable(void)
 {
     struct srv_tenant_limits def = {0};
@@ -584,6 +618,7 @@ int suite_server_admission(void)
         T(test_srv_adm_decide_queue_full_retry_after),
         T(test_srv_adm_drain_rate_counts_batched_completions),
         T(test_srv_adm_expected_wait_estimator),
+        T(test_srv_adm_jobs_ahead_follows_the_fair_queue),
         T(test_srv_adm_decide_deadline_unmeetable),
         T(test_srv_adm_refusal_consumes_nothing),
         T(test_srv_adm_decide_too_many_tenants),
