@@ -17,6 +17,11 @@
  * header callback sees contiguous bytes. The parser is paused at message end; bytes after it stay
  * buffered. After any framing error the connection answers, lingers and never parses again.
  *
+ * Draining: nothing is cut when a drain begins. Answers queued from then on say Connection: close
+ * (request.c), and an answer queued before keeps its connection, whose next request is served; an
+ * idle connection lives until its idle timeout or srv_conn_cancel at the end of the drain period,
+ * which also refuses a request still being read with 503 shutting_down.
+ *
  * Freeing: a connection is never freed inside a parser or watcher callback. Every entry point
  * (watcher callbacks, answers from handlers, drain) brackets its work with srv_conn_enter/exit;
  * srv_conn_kill only marks the connection dead, and the outermost exit stops the watchers and
@@ -240,14 +245,22 @@ static void conn_write_done(struct srv_conn *c)
     c->answering = false;
     if (req != NULL)
         srv_req_conn_done(req, true, CTX_REASON_NONE);
-    if (c->close_after || c->h->draining) {
+    /* An answer that did not say close (queued before a drain began) keeps the connection: the
+     * client may already have sent its next request, which is served (with Connection: close)
+     * rather than lost. Only past the drain period does such a connection close. */
+    if (c->close_after || c->h->drain_over) {
         conn_linger(c);
         return;
     }
     c->phase = SRV_PH_IDLE;
     conn_timer_arm(c, c->h->cfg.idle_timeout_ms);
-    if (!c->in_process)
+    if (!c->in_process) {
+        /* An asynchronous answer arrives here with its handler's context current; pipelined
+         * requests parsed now belong to other requests, so none of them may log under it. */
+        struct ctx *prev = ctx_enter(NULL);
         conn_process(c);
+        ctx_leave(prev);
+    }
 }
 
 static void conn_flush(struct srv_conn *c)
@@ -834,24 +847,41 @@ int srv_conn_new(struct srv_http *h, int fd, const char *peer)
     return 0;
 }
 
-void srv_conn_drain(struct srv_conn *c)
+/* The drain period is over while a request is still being read: refuse it with 503
+ * shutting_down (the client learns it was not served) and close. */
+static void conn_refuse_shutdown(struct srv_conn *c)
 {
-    if (c->phase == SRV_PH_IDLE)
-        srv_conn_kill(c, CTX_REASON_SHUTDOWN);
+    c->close_after = true;
+    c->roff = c->rlen = 0;
+    if (c->req == NULL)
+        c->req = srv_req_new(c);
+    if (c->req == NULL) {
+        srv_conn_send_oom(c);
+        return;
+    }
+    struct ctx *prev = ctx_enter(c->req->ctx);
+    srv_req_send_error(c->req, 503, "shutting_down", "the server is shutting down", true);
+    ctx_leave(prev);
 }
 
-void srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason)
+bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason)
 {
     switch (c->phase) {
     case SRV_PH_HANDLER:
-        if (c->req != NULL && c->req->handler_pending && !c->req->answered)
+        if (c->req != NULL && c->req->handler_pending && !c->req->answered) {
             srv_req_cancel(c->req, reason, 503, "shutting_down", "the server is shutting down");
-        break;
+            return true;
+        }
+        return false;
+    case SRV_PH_HEAD:
+    case SRV_PH_BODY:
+        conn_refuse_shutdown(c);
+        return false;
     case SRV_PH_WRITE:
     case SRV_PH_LINGER:
-        break;
-    default:
+        return false;
+    default: /* idle: nothing on the wire that we know of */
         srv_conn_kill(c, reason);
-        break;
+        return false;
     }
 }

@@ -4,9 +4,13 @@
  * routes). It is created and used on the loop thread only (SRV_ASSERT_LOOP in every entry point).
  * With no listener it keeps no watcher active, so a loop that only serves adopted sockets ends by
  * itself. Stopping has three steps the process drives: drain (stop accepting, finish what is in
- * flight), cancel_all (the drain period is over: 503 to what is still running), close_all (a
- * second signal: drop everything). The drained callback runs once, when the last connection is
- * gone while draining.
+ * flight; idle keep-alive connections stay open, since a request may already be on its way, and
+ * each connection closes after its next answer, which says Connection: close), cancel_all (the
+ * drain period is over: 503 to what is still running or being read, idle connections close),
+ * close_all (the end: drop everything). The drained callback runs once, when the last connection
+ * is gone while draining. The live-changeable part of the copied configuration can be replaced
+ * on the loop thread (srv_http_cfg_update, a reload); every reader takes it from h->cfg each time,
+ * so a change applies from the next read, timer or request on.
  */
 #include <assert.h>
 #include <errno.h>
@@ -18,6 +22,14 @@
 #include "logging/log.h"
 #include "server/http_internal.h"
 
+/* The read buffer's bound: a whole request head, or the pipelining allowance if larger. */
+static size_t http_rbuf_max(const struct srv_cfg *cfg)
+{
+    size_t head_max = (size_t)cfg->max_request_line + cfg->max_header_bytes + 64;
+    size_t max = head_max > cfg->max_pipeline_bytes ? head_max : cfg->max_pipeline_bytes;
+    return max < SRV_RBUF_MIN ? SRV_RBUF_MIN : max;
+}
+
 struct srv_http *srv_http_new(struct ev_loop *loop, const struct srv_cfg *cfg, struct ctx *root)
 {
     struct srv_http *h = calloc(1, sizeof(*h));
@@ -27,10 +39,7 @@ struct srv_http *srv_http_new(struct ev_loop *loop, const struct srv_cfg *cfg, s
     h->thread = pthread_self();
     h->cfg = *cfg;
     h->root = ctx_ref(root);
-    size_t head_max = (size_t)cfg->max_request_line + cfg->max_header_bytes + 64;
-    h->rbuf_max = head_max > cfg->max_pipeline_bytes ? head_max : cfg->max_pipeline_bytes;
-    if (h->rbuf_max < SRV_RBUF_MIN)
-        h->rbuf_max = SRV_RBUF_MIN;
+    h->rbuf_max = http_rbuf_max(cfg);
     srv_conn_settings_init(&h->settings);
     ev_init(&h->accept_timer, NULL);
     return h;
@@ -78,24 +87,20 @@ void srv_http_conn_closed(struct srv_http *h)
 }
 
 /* Run `op` on every connection; each one is entered so that it is freed (if it died) only after
- * its own step, never while the list walk holds it. */
-static void http_each_conn(struct srv_http *h, void (*op)(struct srv_conn *, enum ctx_reason),
-                           enum ctx_reason reason)
+ * its own step, never while the list walk holds it. Returns how many steps returned true. */
+static unsigned http_each_conn(struct srv_http *h, bool (*op)(struct srv_conn *, enum ctx_reason),
+                               enum ctx_reason reason)
 {
+    unsigned n = 0;
     struct srv_conn *c = h->conns;
     while (c != NULL) {
         struct srv_conn *next = c->next;
         srv_conn_enter(c);
-        op(c, reason);
+        n += op(c, reason);
         srv_conn_exit(c);
         c = next;
     }
-}
-
-static void http_drain_one(struct srv_conn *c, enum ctx_reason reason)
-{
-    (void)reason;
-    srv_conn_drain(c);
+    return n;
 }
 
 void srv_http_drain(struct srv_http *h, srv_http_drained_fn *fn, void *arg)
@@ -104,9 +109,13 @@ void srv_http_drain(struct srv_http *h, srv_http_drained_fn *fn, void *arg)
     h->drained_fn = fn;
     h->drained_arg = arg;
     if (!h->draining) {
+        /* Idle connections stay: a request may already be on the wire, and cutting the
+         * connection now would lose it. They close after their next answer (which says
+         * Connection: close), by their idle timeout, or at srv_http_cancel_all. */
+        srv_listeners_accept_pending(h); /* handshakes done: their requests may be sent */
         h->draining = true;
+        h->requests_at_drain = h->n_requests;
         srv_listeners_close(h);
-        http_each_conn(h, http_drain_one, CTX_REASON_SHUTDOWN);
     }
     http_check_drained(h);
 }
@@ -114,13 +123,32 @@ void srv_http_drain(struct srv_http *h, srv_http_drained_fn *fn, void *arg)
 void srv_http_cancel_all(struct srv_http *h, enum ctx_reason reason)
 {
     SRV_ASSERT_LOOP(h);
-    http_each_conn(h, srv_conn_cancel, reason);
+    h->drain_over = true;
+    h->n_shutdown_cancelled += http_each_conn(h, srv_conn_cancel, reason);
+}
+
+/* A request still owed by its handler is cancelled by the kill: count it. */
+static bool http_close_one(struct srv_conn *c, enum ctx_reason reason)
+{
+    bool owed = c->req != NULL && c->req->handler_pending && !c->req->answered;
+    srv_conn_kill(c, reason);
+    return owed;
 }
 
 void srv_http_close_all(struct srv_http *h, enum ctx_reason reason)
 {
     SRV_ASSERT_LOOP(h);
-    http_each_conn(h, srv_conn_kill, reason);
+    h->drain_over = true;
+    unsigned n = http_each_conn(h, http_close_one, reason);
+    if (reason == CTX_REASON_SHUTDOWN)
+        h->n_shutdown_cancelled += n;
+}
+
+void srv_http_cfg_update(struct srv_http *h, const struct srv_cfg *cfg)
+{
+    SRV_ASSERT_LOOP(h);
+    h->cfg = *cfg;
+    h->rbuf_max = http_rbuf_max(cfg);
 }
 
 bool srv_http_draining(const struct srv_http *h)
@@ -135,6 +163,8 @@ void srv_http_stats_get(const struct srv_http *h, struct srv_http_stats *out)
     out->rejected = h->n_rejected;
     out->open = h->nconns;
     out->pending = h->pending;
+    out->drained = h->draining ? h->n_requests - h->requests_at_drain : 0;
+    out->shutdown_cancelled = h->n_shutdown_cancelled;
 }
 
 const struct srv_cfg *srv_http_cfg(const struct srv_http *h)

@@ -53,6 +53,13 @@ void srv_http_free(struct srv_http *h);
  * (the reason is logged at error level). */
 int srv_http_listen(struct srv_http *h, const char *addr);
 
+/* Serve on an already bound and listening stream socket `fd` (socket activation: inherited
+ * from the service manager). Sets O_NONBLOCK and FD_CLOEXEC, starts accepting and logs
+ * {"msg":"listening","addr":"<address>"} like srv_http_listen(). Returns 0 (the server owns `fd`
+ * and closes it with the listeners), -ENOTSOCK / -EINVAL when `fd` is not a listening stream
+ * socket, -ESHUTDOWN while draining, -ENOMEM; on error `fd` still belongs to the caller. */
+int srv_http_listen_fd(struct srv_http *h, int fd);
+
 /* Hand an already connected stream socket `fd` to the server as if it had just been accepted
  * (same max_connections rule, timeouts and answers). `peer` (borrowed, copied, may be NULL for
  * "-") is what the access log shows. On success the server owns `fd` (sets O_NONBLOCK, closes it
@@ -62,30 +69,45 @@ int srv_http_adopt_fd(struct srv_http *h, int fd, const char *peer);
 
 typedef void srv_http_drained_fn(struct srv_http *h, void *arg);
 
-/* Start draining: close the listeners, answer /readyz with 503 `draining`, give every later answer
- * `Connection: close`, close idle connections now and every other one after its current answer.
- * `fn(h, arg)` (may be NULL) runs on the loop once no connection is left (at once from inside
- * this call when there is none). Idempotent (a later call only replaces fn/arg). */
+/* Start draining: accept the connections already waiting in the listen backlogs (their clients
+ * may have sent a request), close the listeners, answer /readyz with 503 `draining`, give every
+ * later answer `Connection: close`. Connections are not cut: a request that arrives on an idle
+ * keep-alive connection is still served (and its answer closes the connection), an answer queued
+ * before the drain keeps its connection open for the next request, and idle connections close by
+ * their idle timeout or at srv_http_cancel_all(). `fn(h, arg)` (may be NULL) runs on the loop once
+ * no connection is left (at once from inside this call when there is none). Idempotent (a later
+ * call only replaces fn/arg). */
 void srv_http_drain(struct srv_http *h, srv_http_drained_fn *fn, void *arg);
 
 /* End of the drain period: cancel the context of every request still in a handler with `reason`
- * and answer it 503 `shutting_down` (`Connection: close`), close connections that are reading a
- * request. Connections finish writing what is queued (bounded by write_timeout_ms). */
+ * and answer it 503 `shutting_down` (`Connection: close`), answer a request still being read 503
+ * `shutting_down` and close, close idle connections. Connections finish writing what is queued
+ * (bounded by write_timeout_ms) and then close. */
 void srv_http_cancel_all(struct srv_http *h, enum ctx_reason reason);
 
 /* Close every connection at once, without answers; cancel (CLIENT_CLOSED is not claimed: the
- * reason is `reason`) the contexts of requests in handlers. For a second stop signal. */
+ * reason is `reason`) the contexts of requests in handlers. For the end of the stop sequence. */
 void srv_http_close_all(struct srv_http *h, enum ctx_reason reason);
+
+/* Replace the copied configuration with `cfg` (borrowed, copied) on a reload. Every setting read
+ * while serving (timeouts, max_connections, max_keepalive_requests, [limits], log.access, what
+ * srv_http_cfg() shows to handlers) takes the new value: open connections from their next read,
+ * timer or request on. Settings used only at start (listen, backlog) have no effect here: the
+ * caller keeps those at their running values (server/reload.c decides what is live). Loop
+ * thread. */
+void srv_http_cfg_update(struct srv_http *h, const struct srv_cfg *cfg);
 
 /* True once srv_http_drain() was called. */
 bool srv_http_draining(const struct srv_http *h);
 
 struct srv_http_stats {
-    uint64_t connections; /* accepted or adopted since start (rejected ones included) */
-    uint64_t requests;    /* answers finished (written, or dropped with the connection) */
-    uint64_t rejected;    /* connections answered 503 too_many_connections */
-    unsigned open;        /* connections open now */
-    unsigned pending;     /* requests whose handler has not answered yet */
+    uint64_t connections;        /* accepted or adopted since start (rejected ones included) */
+    uint64_t requests;           /* answers finished (written, or dropped with the connection) */
+    uint64_t rejected;           /* connections answered 503 too_many_connections */
+    unsigned open;               /* connections open now */
+    unsigned pending;            /* requests whose handler has not answered yet */
+    uint64_t drained;            /* requests finished since srv_http_drain() (0 before) */
+    uint64_t shutdown_cancelled; /* handlers cancelled by cancel_all/close_all(SHUTDOWN) */
 };
 
 void srv_http_stats_get(const struct srv_http *h, struct srv_http_stats *out);

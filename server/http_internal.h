@@ -20,12 +20,13 @@
 
 #include "server/http.h"
 
-#define SRV_PEER_MAX       56   /* "[" INET6 "]:" port NUL */
-#define SRV_RBUF_MIN       4096 /* first read buffer */
-#define SRV_LINGER_MS      2000 /* reading and discarding after a closing answer */
-#define SRV_ACCEPT_RETRY_S 0.1  /* accept paused after EMFILE/ENFILE */
-#define SRV_ACCEPT_BATCH   64   /* accepts per readiness (fairness with connections) */
-#define SRV_REJECT_MAX     64   /* 503 too_many_connections answers being written at once */
+#define SRV_PEER_MAX           56    /* "[" INET6 "]:" port NUL */
+#define SRV_RBUF_MIN           4096  /* first read buffer */
+#define SRV_LINGER_MS          2000  /* reading and discarding after a closing answer */
+#define SRV_ACCEPT_RETRY_S     0.1   /* accept paused after EMFILE/ENFILE */
+#define SRV_ACCEPT_BATCH       64    /* accepts per readiness (fairness with connections) */
+#define SRV_REJECT_MAX         64    /* 503 too_many_connections answers being written at once */
+#define SRV_ACCEPT_PENDING_MAX 65536 /* accepts at most when a drain empties a backlog */
 
 /* Assert that the caller runs on the loop thread (the one that made `h`). */
 #define SRV_ASSERT_LOOP(h) assert(pthread_equal(pthread_self(), (h)->thread))
@@ -65,12 +66,15 @@ struct srv_http {
     unsigned nconns;
     unsigned nrejecting;
 
-    bool draining;
+    bool draining;   /* srv_http_drain ran: no accepting, answers close their connection */
+    bool drain_over; /* srv_http_cancel_all ran: nothing new is served */
     srv_http_drained_fn *drained_fn;
     void *drained_arg;
+    uint64_t requests_at_drain; /* n_requests when the drain began */
 
     uint64_t n_connections, n_requests, n_rejected;
-    unsigned pending; /* handlers that owe an answer */
+    uint64_t n_shutdown_cancelled; /* handlers cancelled by cancel_all/close_all */
+    unsigned pending;              /* handlers that owe an answer */
 
     time_t date_sec;
     char date[40];
@@ -194,6 +198,8 @@ void srv_http_conn_closed(struct srv_http *h); /* a connection was freed: draine
 struct sockaddr;
 /* "1.2.3.4:80", "[::1]:80", "unix" or "-" into buf. */
 void srv_addr_format(const struct sockaddr *sa, char *buf, size_t size);
+/* Accept what waits in the backlogs (before closing them for a drain). */
+void srv_listeners_accept_pending(struct srv_http *h);
 void srv_listeners_close(struct srv_http *h);
 void srv_listeners_resume(struct srv_http *h);
 
@@ -208,10 +214,9 @@ void srv_conn_kill(struct srv_conn *c, enum ctx_reason reason);
 void srv_conn_send(struct srv_conn *c, char *head, size_t head_len, char *body, size_t body_len);
 /* Out of memory: a static 503 out_of_memory answer, then close. */
 void srv_conn_send_oom(struct srv_conn *c);
-/* After a drain started: close an idle connection now. */
-void srv_conn_drain(struct srv_conn *c);
-/* End of drain: 503 to handlers still running, close readers. */
-void srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason);
+/* End of the drain period: cancel a handler still running (503 shutting_down; returns true
+ * then), refuse a request being read (503 shutting_down, close), close an idle connection. */
+bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason);
 
 /* ---- request.c ---- */
 struct srv_req *srv_req_new(struct srv_conn *c);

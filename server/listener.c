@@ -6,11 +6,16 @@
  * memory, accepting pauses: every listener's watcher stops and a SRV_ACCEPT_RETRY_S timer
  * restarts them (the pending connections wait in the backlog instead of spinning the loop). Such
  * an episode is logged once at warn when it starts and once at info when an accept succeeds again.
- * Loop thread only.
+ * A listener is either bound here from an address or adopted already listening (socket
+ * activation: srv_http_listen_fd); both are served and closed the same way. Before the listeners
+ * close for a drain, the connections already waiting in their backlogs are accepted and served
+ * (srv_listeners_accept_pending): the kernel completed their handshake, so their clients may
+ * have sent a request, and closing the listener would reset them. Loop thread only.
  */
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -227,6 +232,25 @@ int srv_http_listen(struct srv_http *h, const char *addr)
     return rc;
 }
 
+void srv_listeners_accept_pending(struct srv_http *h)
+{
+    for (struct srv_listener *l = h->listeners; l != NULL; l = l->next) {
+        /* bounded: what the backlog can hold, plus what arrives meanwhile */
+        for (int i = 0; i < SRV_ACCEPT_PENDING_MAX; i++) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof(ss);
+            int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0) {
+                listener_accepted(h, fd, (struct sockaddr *)&ss);
+                continue;
+            }
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM)
+                continue;
+            break; /* EAGAIN: the backlog is empty; anything else: give up on this one */
+        }
+    }
+}
+
 void srv_listeners_close(struct srv_http *h)
 {
     ev_timer_stop(h->loop, &h->accept_timer);
@@ -237,4 +261,24 @@ void srv_listeners_close(struct srv_http *h)
         close(l->fd);
         free(l);
     }
+}
+
+int srv_http_listen_fd(struct srv_http *h, int fd)
+{
+    SRV_ASSERT_LOOP(h);
+    if (h->draining)
+        return -ESHUTDOWN;
+    int type = 0, accepting = 0;
+    socklen_t len = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
+        return -errno;
+    len = sizeof(accepting);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0)
+        return -errno;
+    if (type != SOCK_STREAM || !accepting)
+        return -EINVAL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        return -errno;
+    return listener_add(h, fd);
 }

@@ -431,9 +431,12 @@ void srv_req_send_error(struct srv_req *req, int status, const char *code, const
         srv_conn_send_oom(req->conn);
         return;
     }
-    if (status >= 500 || status == 408 || close)
+    if (status >= 500 || status == 408 || close) {
+        struct ctx *prev = ctx_enter(req->ctx); /* the line belongs to this request */
         LOG_D("request refused", LOG_INT("status", status), LOG_STR("code", code),
               LOG_STR("why", msg), LOG_STR("peer", req->peer));
+        ctx_leave(prev);
+    }
     req_send(req, status, "application/json", body, len, true);
 }
 

@@ -4,12 +4,25 @@
  * the server's root context (parent of every request context), the HTTP server with its routes
  * and listeners, and ev_signal watchers (signalfd: main blocked every signal before any thread was
  * made, so signals reach the process only through the loop). The stop sequence:
- *   SIGTERM/SIGINT  drain: stop accepting, readyz 503, answers close their connection, idle
- *                   connections close; the loop ends when the last connection is gone;
+ *   SIGTERM/SIGINT  drain: stop accepting, readyz 503, answers close their connection; idle
+ *                   keep-alive connections stay open (a request may be on the wire) and are
+ *                   served; the loop ends when the last connection is gone;
  *   drain timer     (shutdown.drain_timeout_ms) what is still in a handler is cancelled and
- *                   answered 503 shutting_down; then write_timeout_ms more for those answers;
- *   second signal   or the end of that grace: every connection closes at once.
- * SIGHUP and SIGUSR1 reopen the log file (configuration reload comes later).
+ *                   answered 503 shutting_down, idle connections close; then write_timeout_ms
+ *                   more for those answers;
+ *   second signal   the same at once, with RUN_SECOND_GRACE_S for the answers;
+ *   end of a grace  every connection closes at once.
+ * After the loop, pool_stop, the frees, and the summary line "spindle stopped" (requests drained,
+ * jobs cancelled, drain and run durations), which is the last line: the stop and reload signals
+ * are ignored from the end of the loop on (a late one must not kill the process before the log is
+ * flushed by main's log_stop), and no other thread is left to log.
+ * SIGHUP reloads the configuration file (server/reload.c: live keys applied, the rest reported)
+ * and reopens the log; SIGUSR1 only reopens the log (logrotate). The running configuration is
+ * the loop's own copy, updated by each reload.
+ * systemd (server/sdnotify.c): READY=1 once listening, STOPPING=1 when the drain begins,
+ * RELOADING=1/READY=1 around a reload, STATUS= with connections and requests in flight, watchdog
+ * pings; listening sockets passed by socket activation replace [server] listen. Without systemd
+ * in the environment none of it does anything.
  * The worker pool runs the job routes' work (server/jobroute.c), behind admission control
  * (server/admission.h, limits from the configuration); GET /metrics (server/metrics_route.c)
  * reports on all of it. Admission and the metrics are made after the pool and freed after
@@ -22,6 +35,7 @@
 #include <ev.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "context/ctx.h"
@@ -31,7 +45,11 @@
 #include "server/http.h"
 #include "server/jobroute.h"
 #include "server/metrics_route.h"
+#include "server/reload.h"
+#include "server/sdnotify.h"
 #include "server/server.h"
+
+#define RUN_SECOND_GRACE_S 0.5 /* after a second stop signal: for the 503 answers to go out */
 
 struct srv_run_state {
     struct ev_loop *loop;
@@ -40,7 +58,11 @@ struct srv_run_state {
     struct srv_jobroute *jobs;
     struct srv_adm *adm;        /* admission in front of the pool (server/admission.h) */
     struct srv_mroute *metrics; /* GET /metrics and the loop figures */
+    struct srv_sd *sd;          /* systemd notifications (inert without systemd) */
+    struct srv_cfg *cfg;        /* the running configuration (updated by reloads) */
+    const char *config_path;    /* re-read on SIGHUP; NULL when running on the defaults */
     uint64_t drain_deadline_ns; /* pool_stop's bound: the end of the drain period */
+    uint64_t drain_start_ns;    /* when the first stop signal came (0: none) */
     ev_signal sig_int, sig_term, sig_hup, sig_usr1;
     ev_timer drain_timer;
     int stop_signals;
@@ -54,6 +76,18 @@ static void run_drained(struct srv_http *h, void *arg)
     ev_break(st->loop, EVBREAK_ALL);
 }
 
+/* End of the drain period (or a second signal): cancel and answer what is left, then give the
+ * answers `grace_s` before the drain timer closes everything. */
+static void run_cancel_all(struct srv_run_state *st, double grace_s)
+{
+    st->final_phase = true;
+    st->drain_deadline_ns = ctx_now_ns(); /* pool_stop: no more waiting */
+    srv_http_cancel_all(st->http, CTX_REASON_SHUTDOWN);
+    ev_timer_stop(st->loop, &st->drain_timer);
+    ev_timer_set(&st->drain_timer, grace_s, 0.0);
+    ev_timer_start(st->loop, &st->drain_timer);
+}
+
 static void run_drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -61,13 +95,14 @@ static void run_drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!st->final_phase) {
         struct srv_http_stats stats;
         srv_http_stats_get(st->http, &stats);
-        LOG_W("drain timeout: cancelling requests in flight", LOG_UINT("connections", stats.open),
-              LOG_UINT("pending", stats.pending));
-        st->final_phase = true;
-        srv_http_cancel_all(st->http, CTX_REASON_SHUTDOWN);
+        if (stats.pending > 0)
+            LOG_W("drain timeout: cancelling requests in flight",
+                  LOG_UINT("connections", stats.open), LOG_UINT("pending", stats.pending));
+        else
+            LOG_I("drain period over: closing idle connections",
+                  LOG_UINT("connections", stats.open));
         unsigned grace = srv_http_cfg(st->http)->write_timeout_ms;
-        ev_timer_set(w, (grace ? grace : 1000) / 1000.0, 0.0);
-        ev_timer_start(loop, w);
+        run_cancel_all(st, (grace ? grace : 1000) / 1000.0);
         return;
     }
     LOG_W("closing the remaining connections", LOG_STR("reason", "drain grace over"));
@@ -80,18 +115,26 @@ static void run_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     struct srv_run_state *st = w->data;
     if (st->stop_signals++ > 0) {
-        LOG_W("second stop signal: closing every connection now",
+        if (st->final_phase) {
+            LOG_W("stop signal again: closing every connection now",
+                  LOG_STR("signal", strsignal(w->signum)));
+            srv_http_close_all(st->http, CTX_REASON_SHUTDOWN);
+            ev_break(loop, EVBREAK_ALL);
+            return;
+        }
+        LOG_W("second stop signal: cancelling everything now",
               LOG_STR("signal", strsignal(w->signum)));
-        srv_http_close_all(st->http, CTX_REASON_SHUTDOWN);
-        ev_break(loop, EVBREAK_ALL);
+        run_cancel_all(st, RUN_SECOND_GRACE_S);
         return;
     }
     const struct srv_cfg *cfg = srv_http_cfg(st->http);
     LOG_I("stopping", LOG_STR("signal", strsignal(w->signum)),
           LOG_UINT("drain_timeout_ms", cfg->drain_timeout_ms));
-    st->drain_deadline_ns = ctx_now_ns() + (uint64_t)cfg->drain_timeout_ms * 1000000u;
+    st->drain_start_ns = ctx_now_ns();
+    st->drain_deadline_ns = st->drain_start_ns + (uint64_t)cfg->drain_timeout_ms * 1000000u;
     ev_timer_set(&st->drain_timer, cfg->drain_timeout_ms / 1000.0, 0.0);
     ev_timer_start(loop, &st->drain_timer);
+    srv_sd_stopping(st->sd); /* before the drain: it may end the loop at once */
     srv_http_drain(st->http, run_drained, st);
 }
 
@@ -106,6 +149,23 @@ static void run_reopen_cb(struct ev_loop *loop, ev_signal *w, int revents)
         LOG_I("log reopened", LOG_STR("signal", strsignal(w->signum)));
 }
 
+static void run_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct srv_run_state *st = w->data;
+    if (st->config_path == NULL) {
+        int rc = log_reopen();
+        LOG_I("reload: no configuration file (running on the defaults); log reopened",
+              LOG_STR("error", rc != 0 ? strerror(-rc) : NULL));
+        return;
+    }
+    srv_sd_reloading(st->sd);
+    struct srv_reload_target t = {.http = st->http, .adm = st->adm};
+    (void)srv_reload(st->config_path, st->cfg, &t); /* logs what it did, or why not */
+    srv_sd_ready(st->sd);
+}
+
 static void run_signals_start(struct srv_run_state *st)
 {
     struct {
@@ -114,7 +174,7 @@ static void run_signals_start(struct srv_run_state *st)
         void (*cb)(struct ev_loop *, ev_signal *, int);
     } sigs[] = {{&st->sig_int, SIGINT, run_stop_cb},
                 {&st->sig_term, SIGTERM, run_stop_cb},
-                {&st->sig_hup, SIGHUP, run_reopen_cb},
+                {&st->sig_hup, SIGHUP, run_reload_cb},
                 {&st->sig_usr1, SIGUSR1, run_reopen_cb}};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         ev_signal_init(sigs[i].w, sigs[i].cb, sigs[i].sig);
@@ -123,12 +183,32 @@ static void run_signals_start(struct srv_run_state *st)
     }
 }
 
+/* The loop is over: ignore these signals from now on (a pending one is discarded), so that a late
+ * one neither kills the process before the summary is logged and flushed nor is acted on. Ignored
+ * before the watchers stop, since stopping one unblocks its signal; again after, in case libev
+ * restored the default action (when it runs without signalfd). */
 static void run_signals_stop(struct srv_run_state *st)
 {
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1};
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigemptyset(&ign.sa_mask);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        (void)sigaction(sigs[i], &ign, NULL);
     ev_signal_stop(st->loop, &st->sig_int);
     ev_signal_stop(st->loop, &st->sig_term);
     ev_signal_stop(st->loop, &st->sig_hup);
     ev_signal_stop(st->loop, &st->sig_usr1);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        (void)sigaction(sigs[i], &ign, NULL);
+}
+
+static void run_sd_status(char *buf, size_t size, void *arg)
+{
+    struct srv_run_state *st = arg;
+    struct srv_http_stats stats;
+    srv_http_stats_get(st->http, &stats);
+    snprintf(buf, size, "%s: %u connections, %u requests in flight",
+             srv_http_draining(st->http) ? "draining" : "serving", stats.open, stats.pending);
 }
 
 static void run_log_started(const struct srv_cfg *cfg)
@@ -170,6 +250,46 @@ static int run_admission_start(struct srv_run_state *st, const struct srv_cfg *c
     return 0;
 }
 
+/* Socket activation: serve on the sockets systemd passed. Returns how many (0: none passed), or a
+ * negative errno after logging it. */
+static int run_listen_activated(struct srv_run_state *st)
+{
+    int first = 0;
+    int n = srv_sd_listen_fds(&first);
+    if (n < 0) {
+        LOG_E("start-up failed: socket activation", LOG_STR("error", strerror(-n)));
+        return n;
+    }
+    if (n > 0)
+        LOG_I("socket activation", LOG_UINT("sockets", n), LOG_STR("ignored", "[server] listen"));
+    for (int i = 0; i < n; i++) {
+        int rc = srv_http_listen_fd(st->http, first + i);
+        if (rc != 0) {
+            LOG_E("start-up failed: socket activation", LOG_INT("fd", first + i),
+                  LOG_STR("error", strerror(-rc)));
+            return rc;
+        }
+    }
+    return n;
+}
+
+static int run_listen(struct srv_run_state *st, const struct srv_cfg *cfg)
+{
+    int rc = run_listen_activated(st);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    if (cfg->listen_count == 0) {
+        LOG_E("start-up failed: no listen address", LOG_STR("config", cfg->source));
+        return -EINVAL;
+    }
+    for (unsigned i = 0; i < cfg->listen_count; i++) {
+        rc = srv_http_listen(st->http, cfg->listen[i]);
+        if (rc != 0)
+            return rc; /* logged by srv_http_listen */
+    }
+    return 0;
+}
+
 static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct ctx *root)
 {
     st->http = srv_http_new(st->loop, cfg, root);
@@ -195,33 +315,41 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
     rc = run_admission_start(st, cfg);
     if (rc != 0)
         return rc;
-    if (cfg->listen_count == 0) {
-        LOG_E("start-up failed: no listen address", LOG_STR("config", cfg->source));
-        return -EINVAL;
-    }
-    for (unsigned i = 0; i < cfg->listen_count; i++) {
-        rc = srv_http_listen(st->http, cfg->listen[i]);
-        if (rc != 0)
-            return rc; /* logged by srv_http_listen */
-    }
-    return 0;
+    return run_listen(st, cfg);
+}
+
+/* The summary, the last line of the log. */
+static void run_log_stopped(const struct srv_http_stats *stats, uint64_t drain_start_ns,
+                            uint64_t t0_ns)
+{
+    uint64_t now = ctx_now_ns();
+    LOG_I("spindle stopped", LOG_UINT("requests", stats->requests),
+          LOG_UINT("requests_drained", stats->drained),
+          LOG_UINT("jobs_cancelled", stats->shutdown_cancelled),
+          LOG_UINT("connections", stats->connections), LOG_UINT("rejected", stats->rejected),
+          LOG_DUR("drain_ms", drain_start_ns != 0 ? now - drain_start_ns : 0),
+          LOG_DUR("duration_ms", now - t0_ns));
 }
 
 int srv_run(const struct srv_cfg *cfg, const char *config_path)
 {
-    (void)config_path; /* re-read on SIGHUP once reloading exists */
     log_thread_name_set("loop");
     uint64_t t0 = ctx_now_ns();
     struct srv_run_state st = {0};
+    st.config_path = config_path;
     st.loop = ev_default_loop(EVFLAG_SIGNALFD);
     struct ctx *root = ctx_new_root();
-    if (st.loop == NULL || root == NULL) {
+    st.cfg = malloc(sizeof(*st.cfg));
+    if (st.loop == NULL || root == NULL || st.cfg == NULL) {
         LOG_E("start-up failed", LOG_STR("error", st.loop ? strerror(ENOMEM) : "no event loop"));
         ctx_unref(root);
+        free(st.cfg);
         return 1;
     }
+    *st.cfg = *cfg;
     int code = 0;
-    if (run_start(&st, cfg, root) != 0) {
+    if (run_start(&st, cfg, root) != 0 ||
+        (st.sd = srv_sd_new(st.loop, run_sd_status, &st)) == NULL) {
         code = 1;
         goto out;
     }
@@ -229,6 +357,7 @@ int srv_run(const struct srv_cfg *cfg, const char *config_path)
     st.drain_timer.data = &st;
     run_signals_start(&st);
     run_log_started(cfg);
+    srv_sd_ready(st.sd);
     ev_run(st.loop, 0);
     run_signals_stop(&st);
     ev_timer_stop(st.loop, &st.drain_timer);
@@ -243,11 +372,11 @@ out:;
     srv_mroute_free(st.metrics); /* after srv_http_free: GET /metrics points at it */
     srv_adm_free(st.adm);        /* after pool_stop: the last done callbacks release into it */
     pool_free(st.pool);
+    srv_sd_free(st.sd);
+    free(st.cfg);
     ctx_unref(root);
     ev_loop_destroy(st.loop);
     if (code == 0)
-        LOG_I("spindle stopped", LOG_UINT("requests", stats.requests),
-              LOG_UINT("connections", stats.connections), LOG_UINT("rejected", stats.rejected),
-              LOG_DUR("duration_ms", ctx_now_ns() - t0));
+        run_log_stopped(&stats, st.drain_start_ns, t0);
     return code;
 }

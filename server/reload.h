@@ -1,0 +1,60 @@
+/* reload.h - configuration reload on SIGHUP: re-read the file, apply what can change while
+ * running, report what needs a restart (server/ only).
+ *
+ * Live (applied at once): [server] max_connections, header_timeout_ms, body_timeout_ms,
+ * idle_timeout_ms, write_timeout_ms, max_keepalive_requests; every [limits] key except
+ * max_tenants; [log] level and access; [shutdown] drain_timeout_ms; and, when an admission
+ * controller is given, the tenant limits ([limits] max_inflight, rate, burst, weight and the
+ * [tenant.NAME] sections). Restart needed (reported, kept at their running values): [server]
+ * listen and backlog, [pool] workers, queue_capacity and cancel_grace_ms, [limits] max_tenants,
+ * [log] file, buffer_bytes and policy (and the tenant limits without an admission controller).
+ *
+ * Loading is all-or-nothing (srv_cfg_load): an invalid or unreadable file changes nothing, and the
+ * error, naming FILE:LINE, [section] and key, is logged at error level.
+ *
+ * Threads: srv_reload runs on the loop thread (it updates the HTTP server and admission, both
+ * loop-only); srv_reload_merge is pure.
+ */
+#ifndef SPINDLE_RELOAD_H
+#define SPINDLE_RELOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "server/config.h"
+
+struct srv_http;
+struct srv_adm;
+
+#define SRV_RELOAD_KEYS_MAX                                                                        \
+    1024 /* bytes of a comma-separated key list (longer lists end "...")                           \
+          */
+
+/* What a reload changes: "section.key" names, comma-separated, in print order. */
+struct srv_reload_diff {
+    char live[SRV_RELOAD_KEYS_MAX];    /* changed and applied */
+    char restart[SRV_RELOAD_KEYS_MAX]; /* changed in the file but kept until a restart */
+    unsigned n_live, n_restart;
+};
+
+/* Compare `running` and `loaded` (both borrowed) key by key and fill *diff; write into *merged
+ * the configuration to run with: `running` with the live keys of `loaded` (the tenant limits
+ * too when `tenants_live`). `merged` may not alias the inputs. Returns 0, -ENOMEM. */
+int srv_reload_merge(const struct srv_cfg *running, const struct srv_cfg *loaded, bool tenants_live,
+                     struct srv_cfg *merged, struct srv_reload_diff *diff);
+
+/* What srv_reload acts on (borrowed). */
+struct srv_reload_target {
+    struct srv_http *http; /* its copied configuration is updated (srv_http_cfg_update) */
+    struct srv_adm *adm;   /* may be NULL: tenant limits then need a restart */
+};
+
+/* Reopen the log file (log_reopen), then load `path` (borrowed) and, when it is valid, apply the
+ * live keys to the target and the log level, update *running (the configuration in force, owned
+ * by the caller) and log one info line "configuration reloaded" with `changed` and
+ * `restart_required` key lists (plus a warn line when some keys need a restart). Returns 0, or
+ * the negative errno of srv_cfg_load (-EINVAL, -ENOENT, ...) after logging the error: then
+ * nothing changed. -ENOMEM when out of memory (nothing changed). Loop thread. */
+int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reload_target *t);
+
+#endif
