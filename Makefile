@@ -68,7 +68,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 DEPS_STAMP := build/.deps-ok
 DEB_PKGS := libev-dev libhttp-parser-dev libinih-dev libssl-dev libzstd-dev zlib1g-dev \
-            libsystemd-dev libcunit1-dev libjansson-dev curl pkg-config
+            libsystemd-dev libcunit1-dev libjansson-dev curl pkg-config systemd
 
 .PHONY: FORCE all release run test unit integration asan tsan bench format deps clean check-format
 .DEFAULT_GOAL := all
