@@ -114,9 +114,14 @@ asan:
 tsan:
 	@$(MAKE) --no-print-directory VARIANT=tsan test
 
+# Benchmarks: HTTP next to nginx and idle memory, jobs next to bench/limit, overload and
+# fairness, and the logger. Results are appended to bench/results/.
 bench:
 	@$(MAKE) --no-print-directory VARIANT=release all bench-bins
 	@bench/run.sh
+	@bench/jobs.sh
+	@bench/overload.sh
+	@$(BUILD_DIR)/release/bench/logbench | tee -a bench/results/log.txt
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)

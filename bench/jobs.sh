@@ -69,7 +69,8 @@ trap 'exit 130' INT TERM
 free_port() {
     local p
     for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
+        # below the ephemeral range (32768-60999), where client sockets of earlier runs may sit
+        p=$((20000 + RANDOM % 12000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0

@@ -354,7 +354,9 @@ static void *pool_monitor_main(void *arg)
  * the queue for a short while without the lock. Under a steady stream of short jobs the next one
  * usually arrives within that window, which saves the submitter a futex wake and the worker a
  * sleep/wake round trip per job; when nothing comes, the cost is bounded by POOL_SPIN_NS of CPU. */
+#ifndef POOL_SPIN_NS
 #define POOL_SPIN_NS 20000
+#endif
 
 static void worker_spin_unlocked(struct pool *p)
 {
@@ -373,7 +375,7 @@ static void worker_spin_unlocked(struct pool *p)
 static struct pool_job *worker_claim_locked(struct pool *p)
 {
     for (;;) {
-        if (!p->quit && p->fq.queued == 0)
+        if (POOL_SPIN_NS > 0 && !p->quit && p->fq.queued == 0)
             worker_spin_unlocked(p);
         while (!p->quit && p->fq.queued == 0) {
             if (pthread_cond_wait(&p->work_cv, &p->lock) != 0)

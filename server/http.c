@@ -242,3 +242,10 @@ const char *srv_http_reason(int status)
         return "Unknown";
     }
 }
+
+void srv_http_on_answered(struct srv_http *h, srv_http_answered_fn *fn, void *arg)
+{
+    SRV_ASSERT_LOOP(h);
+    h->answered = fn;
+    h->answered_arg = fn != NULL ? arg : NULL;
+}

@@ -115,6 +115,15 @@ void srv_http_stats_get(const struct srv_http *h, struct srv_http_stats *out);
 /* The copied configuration (read-only; for handlers that need limits). */
 const struct srv_cfg *srv_http_cfg(const struct srv_http *h);
 
+typedef void srv_http_answered_fn(const char *route, int status, void *arg);
+
+/* Call fn(route, status, arg) on the loop thread once per request, when its access line is due
+ * (the answer fully written or the connection dropped), also when the access log is off: `route`
+ * (borrowed for the call) is the path of the route that served the request, or "other" when none
+ * matched; `status` is the final status (499 when the client went away first). One observer; a
+ * later call replaces it, fn NULL removes it. For metrics (requests by route and status). */
+void srv_http_on_answered(struct srv_http *h, srv_http_answered_fn *fn, void *arg);
+
 /* ---- routes -------------------------------------------------------------------------------- */
 
 /* A handler: called on the loop thread with the request's context current, after the whole body

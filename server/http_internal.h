@@ -78,6 +78,8 @@ struct srv_http {
 
     time_t date_sec;
     char date[40];
+    srv_http_answered_fn *answered; /* srv_http_on_answered */
+    void *answered_arg;
 };
 
 enum srv_phase {
@@ -141,6 +143,7 @@ struct srv_req {
     struct ctx *ctx;
     srv_handler_fn *fn;
     void *route_arg;
+    const char *route_path; /* the matched route's path (owned by the route table), or NULL */
     void *data;
     srv_req_cancel_fn *cancel_fn;
     void *cancel_arg;

@@ -151,18 +151,10 @@ static void jr_state_free(struct jr_req *r)
 /* The access log's queue_ms/run_ms and, unless the answer will be discarded, the Server-Timing
  * header "queue;dur=1.234, run;dur=5.678" (ms). A job that never ran (cancelled or refused while
  * queued) queued until now. */
-/* Count one answer of `route` with `status` (requests by route and status). */
-static void jr_count(const struct jr_route *route, int status)
+/* srv_req_answer_error (requests by route and status are counted by the HTTP layer's observer
+ * when the answer is written). */
+static void jr_error(struct srv_req *req, int status, const char *code, const char *msg)
 {
-    if (route->jr->met != NULL)
-        srv_met_http_request(route->jr->met, route->path, status);
-}
-
-/* srv_req_answer_error, counted. */
-static void jr_error(const struct jr_route *route, struct srv_req *req, int status,
-                     const char *code, const char *msg)
-{
-    jr_count(route, status);
     (void)srv_req_answer_error(req, status, code, msg);
 }
 
@@ -201,7 +193,7 @@ static void jr_answer_done(struct jr_req *r, struct srv_req *req)
         copy = malloc(ans.len);
         if (copy == NULL) {
             jr_state_free(r);
-            jr_error(r->route, req, 503, "out_of_memory", "out of memory");
+            jr_error(req, 503, "out_of_memory", "out of memory");
             return;
         }
         memcpy(copy, ans.body, ans.len);
@@ -210,7 +202,6 @@ static void jr_answer_done(struct jr_req *r, struct srv_req *req)
     const char *ctype = ans.content_type; /* static */
     size_t len = ans.len;
     jr_state_free(r);
-    jr_count(r->route, status);
     (void)srv_req_answer_take(req, status, ctype, copy, len);
 }
 
@@ -218,26 +209,13 @@ static void jr_answer_failed(struct jr_req *r, struct srv_req *req, int result)
 {
     jr_state_free(r);
     if (result == -ENOMEM) {
-        jr_error(r->route, req, 503, "out_of_memory", "the job ran out of memory");
+        jr_error(req, 503, "out_of_memory", "the job ran out of memory");
         return;
     }
     char msg[128];
     snprintf(msg, sizeof(msg), "the %s job failed: %s", r->kind->name, strerror(-result));
     LOG_E("job failed", LOG_STR("kind", r->kind->name), LOG_STR("error", strerror(-result)));
-    jr_error(r->route, req, 500, "job_failed", msg);
-}
-
-/* The status the HTTP layer answered (or logs) for a request it gave up on. */
-static int jr_cancel_status(enum ctx_reason reason)
-{
-    switch (reason) {
-    case CTX_REASON_CLIENT_CLOSED:
-        return 499;
-    case CTX_REASON_DEADLINE:
-        return 504;
-    default:
-        return 503;
-    }
+    jr_error(req, 500, "job_failed", msg);
 }
 
 /* Give the admission decision back and feed what the job's times say to the estimators and the
@@ -266,7 +244,6 @@ static void jr_done(struct pool_job *job, enum pool_status status)
     jr_account(r, job);
     if (r->server_cancelled) {
         /* Already answered (504/503) or the client is gone (499): only let go. */
-        jr_count(r->route, jr_cancel_status(r->cancel_reason));
         jr_state_free(r);
         srv_req_release(req);
         goto out;
@@ -284,17 +261,17 @@ static void jr_done(struct pool_job *job, enum pool_status status)
         jr_state_free(r);
         if (job->reason == CTX_REASON_DEADLINE) {
             /* The tenant's max_timeout_ms came before the HTTP layer's deadline timer. */
-            jr_error(r->route, req, 504, "deadline_exceeded", "the request's deadline passed");
+            jr_error(req, 504, "deadline_exceeded", "the request's deadline passed");
             break;
         }
         snprintf(msg, sizeof(msg), "the job was cancelled (%s)", ctx_reason_name(job->reason));
-        jr_error(r->route, req, 503, "cancelled", msg);
+        jr_error(req, 503, "cancelled", msg);
         break;
     }
     case POOL_REFUSED_SHUTDOWN:
     default:
         jr_state_free(r);
-        jr_error(r->route, req, 503, "shutting_down", "the server is shutting down");
+        jr_error(req, 503, "shutting_down", "the server is shutting down");
         break;
     }
 out:
@@ -382,7 +359,7 @@ static void jr_adm_refused(const struct jr_route *route, struct srv_req *req,
     jr_adm_message(d, ctx_tenant(srv_req_ctx(req)), msg, sizeof(msg));
     if (route->jr->met != NULL)
         srv_met_refusal(route->jr->met, reason, d->tenant_label);
-    jr_error(route, req, d->status, reason, msg);
+    jr_error(req, d->status, reason, msg);
 }
 
 /* Parse the query and body with the kind. Returns 0 and the state, or answers (400/503) and
@@ -396,7 +373,7 @@ static int jr_parse(const struct jr_route *route, struct srv_req *req, void **st
     if (n > JR_PARAMS_STACK) {
         params = calloc(n, sizeof(*params));
         if (params == NULL) {
-            jr_error(route, req, 503, "out_of_memory", "out of memory");
+            jr_error(req, 503, "out_of_memory", "out of memory");
             return -ENOMEM;
         }
     }
@@ -412,9 +389,9 @@ static int jr_parse(const struct jr_route *route, struct srv_req *req, void **st
     if (params != stack)
         free(params);
     if (rc == -ENOMEM)
-        jr_error(route, req, 503, "out_of_memory", err);
+        jr_error(req, 503, "out_of_memory", err);
     else if (rc < 0)
-        jr_error(route, req, 400, "bad_param", err);
+        jr_error(req, 400, "bad_param", err);
     return rc;
 }
 
@@ -428,22 +405,22 @@ static void jr_refused(const struct jr_route *route, struct srv_req *req, int rc
         (void)srv_req_header_add(req, "Retry-After", JR_RETRY_AFTER_S);
         if (route->jr->met != NULL)
             srv_met_refusal(route->jr->met, "queue_full", label);
-        jr_error(route, req, 503, "queue_full", "the job queue is full");
+        jr_error(req, 503, "queue_full", "the job queue is full");
         break;
     case -ESHUTDOWN:
-        jr_error(route, req, 503, "shutting_down", "the server is shutting down");
+        jr_error(req, 503, "shutting_down", "the server is shutting down");
         break;
     case -ENOMEM:
-        jr_error(route, req, 503, "out_of_memory", "out of memory");
+        jr_error(req, 503, "out_of_memory", "out of memory");
         break;
     case -ECANCELED:
         /* The context was cancelled before the job could be queued: when the HTTP layer did
          * it, this answer is discarded. */
-        jr_error(route, req, 503, "cancelled", "the request was cancelled");
+        jr_error(req, 503, "cancelled", "the request was cancelled");
         break;
     default:
         LOG_E("job submit failed", LOG_STR("error", strerror(-rc)));
-        jr_error(route, req, 500, "internal_error", "the job could not be queued");
+        jr_error(req, 500, "internal_error", "the job could not be queued");
         break;
     }
 }
@@ -457,7 +434,7 @@ static void jr_handle(struct srv_req *req)
     struct jr_req *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         route->kind->free(state);
-        jr_error(route, req, 503, "out_of_memory", "out of memory");
+        jr_error(req, 503, "out_of_memory", "out of memory");
         return;
     }
     r->route = route;

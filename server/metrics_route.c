@@ -278,13 +278,17 @@ static int mr_callbacks_add(struct srv_mroute *m, struct mr_tenant_arg *targs)
 
 /* ---- the route ------------------------------------------------------------------------------- */
 
+/* Requests by route and status, for every route: counted when the access line is due. */
+static void mr_answered(const char *route, int status, void *arg)
+{
+    struct srv_mroute *m = arg;
+    srv_met_http_request(&m->fam, route, status);
+}
+
 static void mr_handle(struct srv_req *req)
 {
     struct srv_mroute *m = srv_req_route_arg(req);
     struct srv_met_buf b = {0};
-    /* Counted before rendering, so every scrape shows itself: the counter moves by one per
-     * scrape even when nothing else happens. */
-    srv_met_http_request(&m->fam, SRV_MROUTE_PATH, 200);
     mr_other_queued_set(m);
     if (srv_met_render(m->reg, &b) != 0) {
         srv_met_buf_fini(&b);
@@ -336,6 +340,7 @@ struct srv_mroute *srv_mroute_new(struct ev_loop *loop, struct srv_http *h, stru
         rc = srv_http_route_add(h, "GET", SRV_MROUTE_PATH, mr_handle, m);
     if (rc != 0)
         goto fail;
+    srv_http_on_answered(h, mr_answered, m);
     mr_watchers_start(m);
     return m;
 fail:

@@ -142,6 +142,9 @@ static void req_log_access(struct srv_req *req)
 {
     struct srv_http *h = req->h;
     h->n_requests++;
+    if (h->answered != NULL)
+        h->answered(req->route_path != NULL ? req->route_path : "other", req->status,
+                    h->answered_arg);
     if (!h->cfg.log_access)
         return;
     struct ctx *prev = ctx_enter(req->ctx);
@@ -559,6 +562,7 @@ void srv_req_dispatch(struct srv_req *req)
     }
     req->fn = r->fn;
     req->route_arg = r->arg;
+    req->route_path = r->path;
     req->handler_pending = true;
     h->pending++;
     r->fn(req); /* may answer now (req may then be gone) or later */

@@ -140,6 +140,11 @@ static void test_metrics_counters_move(void)
     CU_ASSERT_EQUAL(r.status, 200);
     HS_CHECK(post(c, "/v1/jobs/noop", "X-Tenant-Id: slow\r\n", &r) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 429, "tenant_rate_limited"));
+    /* Routes outside the job API count too; a path no route matched counts as "other". */
+    HS_CHECK(hs_exchange(c, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    HS_CHECK(hs_exchange(c, "GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 404);
     b1 = scrape(c);
     HS_CHECK(b1 != NULL);
 
@@ -151,7 +156,12 @@ static void test_metrics_counters_move(void)
     CU_ASSERT_EQUAL(sample(b1, spin200), 3);
     CU_ASSERT_EQUAL(sample(b1, spin400), 1);
     CU_ASSERT_EQUAL(sample(b1, noop429), 1);
-    CU_ASSERT_EQUAL(sample(b1, met200), sample(b0, met200) + 1);
+    /* A scrape is counted once its answer is written: the next scrape shows it. */
+    double met0 = sample(b0, met200);
+    CU_ASSERT_EQUAL(sample(b1, met200), (isnan(met0) ? 0 : met0) + 1);
+    CU_ASSERT_EQUAL(sample(b1, "spindle_http_requests_total{route=\"/healthz\",status=\"200\"}"),
+                    1);
+    CU_ASSERT_EQUAL(sample(b1, "spindle_http_requests_total{route=\"other\",status=\"404\"}"), 1);
     CU_ASSERT_EQUAL(
         sample(b1, "spindle_refusals_total{reason=\"tenant_rate_limited\",tenant=\"slow\"}"), 1);
     /* Histograms by kind: three spins ran, each at least 2 ms. */
