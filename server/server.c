@@ -211,14 +211,15 @@ static void run_sd_status(char *buf, size_t size, void *arg)
              srv_http_draining(st->http) ? "draining" : "serving", stats.open, stats.pending);
 }
 
-static void run_log_started(const struct srv_cfg *cfg)
+/* `workers` is the effective count (a configured 0 means one per online CPU). */
+static void run_log_started(const struct srv_cfg *cfg, unsigned workers)
 {
     char listen[SRV_CFG_MAX_LISTEN * (SRV_CFG_ADDR_MAX + 1)] = "";
     size_t len = 0;
     for (unsigned i = 0; i < cfg->listen_count && len < sizeof(listen); i++)
         len += (size_t)snprintf(listen + len, sizeof(listen) - len, "%s%s", i ? "," : "",
                                 cfg->listen[i]);
-    LOG_I("spindle started", LOG_STR("listen", listen), LOG_UINT("workers", cfg->workers),
+    LOG_I("spindle started", LOG_STR("listen", listen), LOG_UINT("workers", workers),
           LOG_UINT("queue_capacity", cfg->queue_capacity),
           LOG_UINT("max_connections", cfg->max_connections),
           LOG_STR("log_level", log_level_name(cfg->log_level)),
@@ -356,7 +357,9 @@ int srv_run(const struct srv_cfg *cfg, const char *config_path)
     ev_timer_init(&st.drain_timer, run_drain_timer_cb, 0.0, 0.0);
     st.drain_timer.data = &st;
     run_signals_start(&st);
-    run_log_started(cfg);
+    struct pool_stats ps;
+    pool_stats_get(st.pool, &ps);
+    run_log_started(cfg, ps.workers);
     srv_sd_ready(st.sd);
     ev_run(st.loop, 0);
     run_signals_stop(&st);

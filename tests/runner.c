@@ -57,8 +57,14 @@ int main(int argc, char **argv)
         added++;
     }
     if (added == 0) {
-        fprintf(stderr, "no test suite matched\n");
         CU_cleanup_registry();
+        if (argc > 1) {
+            /* `make test TESTS=...` gives the same names to the unit and the integration runner;
+             * the names belong to one of them. */
+            printf("no suite of this binary is named; nothing to run here\n");
+            return 0;
+        }
+        fprintf(stderr, "no test suite is linked in\n");
         return 2;
     }
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -141,11 +141,9 @@ static int compress_parse(const struct srv_job_param *params, size_t nparams, co
         return rc;
     if (body_len > limits->max_body_bytes)
         return srv_job_errf(err, size, "body is larger than %zu bytes", limits->max_body_bytes);
-    struct compress_state *st = calloc(1, sizeof(*st));
-    if (st == NULL) {
-        srv_job_errf(err, size, "out of memory");
+    struct compress_state *st = srv_job_state_new(sizeof(*st), err, size);
+    if (st == NULL)
         return -ENOMEM;
-    }
     st->body = body;
     st->body_len = body_len;
     st->codec = codec;

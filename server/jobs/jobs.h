@@ -144,6 +144,16 @@ bool srv_job_param_is(const struct srv_job_param *p, const char *s);
 /* Write "missing required parameter '<name>'" into err; returns -EINVAL. */
 int srv_job_err_missing(const char *name, char *err, size_t size);
 
+/* The common case of a kind with one required integer parameter: `name` must be the only
+ * parameter, given once, with a value in [min, max]. Returns 0 and sets *out, or -EINVAL with the
+ * message of srv_job_params_match, srv_job_err_missing or srv_job_param_uint. */
+int srv_job_param_only_uint(const struct srv_job_param *params, size_t nparams, const char *name,
+                            uint64_t min, uint64_t max, uint64_t *out, char *err, size_t size);
+
+/* A zeroed kind state of `len` bytes (new, owned by the caller), or NULL with "out of memory" in
+ * err (the parse function then returns -ENOMEM). */
+void *srv_job_state_new(size_t len, char *err, size_t size);
+
 /* printf into err (when size > 0), cut to fit; returns -EINVAL. */
 int srv_job_errf(char *err, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

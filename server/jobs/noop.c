@@ -27,11 +27,9 @@ static int noop_parse(const struct srv_job_param *params, size_t nparams, const 
     int rc = srv_job_params_match(params, nparams, NULL, 0, NULL, err, size);
     if (rc < 0)
         return rc;
-    struct noop_state *st = calloc(1, sizeof(*st));
-    if (st == NULL) {
-        srv_job_errf(err, size, "out of memory");
+    struct noop_state *st = srv_job_state_new(sizeof(*st), err, size);
+    if (st == NULL)
         return -ENOMEM;
-    }
     *state = st;
     return 0;
 }

@@ -28,26 +28,17 @@ static int primes_parse(const struct srv_job_param *params, size_t nparams, cons
                         size_t body_len, const struct srv_cfg *limits, void **state, char *err,
                         size_t size)
 {
-    static const char *const names[] = {"n"};
-    const struct srv_job_param *found[1];
     uint64_t n;
 
     (void)body;
     (void)body_len;
     *state = NULL;
-    int rc = srv_job_params_match(params, nparams, names, 1, found, err, size);
+    int rc = srv_job_param_only_uint(params, nparams, "n", 0, limits->max_primes_n, &n, err, size);
     if (rc < 0)
         return rc;
-    if (found[0] == NULL)
-        return srv_job_err_missing("n", err, size);
-    rc = srv_job_param_uint(found[0], 0, limits->max_primes_n, &n, err, size);
-    if (rc < 0)
-        return rc;
-    struct primes_state *st = calloc(1, sizeof(*st));
-    if (st == NULL) {
-        srv_job_errf(err, size, "out of memory");
+    struct primes_state *st = srv_job_state_new(sizeof(*st), err, size);
+    if (st == NULL)
         return -ENOMEM;
-    }
     st->n = n;
     *state = st;
     return 0;

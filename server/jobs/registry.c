@@ -111,6 +111,27 @@ int srv_job_err_missing(const char *name, char *err, size_t size)
     return srv_job_errf(err, size, "missing required parameter '%s'", name);
 }
 
+int srv_job_param_only_uint(const struct srv_job_param *params, size_t nparams, const char *name,
+                            uint64_t min, uint64_t max, uint64_t *out, char *err, size_t size)
+{
+    const char *const names[] = {name};
+    const struct srv_job_param *found[1];
+    int rc = srv_job_params_match(params, nparams, names, 1, found, err, size);
+    if (rc < 0)
+        return rc;
+    if (found[0] == NULL)
+        return srv_job_err_missing(name, err, size);
+    return srv_job_param_uint(found[0], min, max, out, err, size);
+}
+
+void *srv_job_state_new(size_t len, char *err, size_t size)
+{
+    void *st = calloc(1, len);
+    if (st == NULL)
+        srv_job_errf(err, size, "out of memory");
+    return st;
+}
+
 /* A key made printable for a message: at most SRV_JOB_KEY_ECHO bytes, others shown as '?', and
  * "..." when cut. `out` has room for SRV_JOB_KEY_ECHO + 4 bytes. */
 static const char *key_echo(const struct srv_job_param *p, char *out)

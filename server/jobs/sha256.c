@@ -72,26 +72,18 @@ static int sha256_parse(const struct srv_job_param *params, size_t nparams, cons
                         size_t body_len, const struct srv_cfg *limits, void **state, char *err,
                         size_t size)
 {
-    static const char *const names[] = {"rounds"};
-    const struct srv_job_param *found[1];
     uint64_t rounds;
 
     *state = NULL;
-    int rc = srv_job_params_match(params, nparams, names, 1, found, err, size);
-    if (rc < 0)
-        return rc;
-    if (found[0] == NULL)
-        return srv_job_err_missing("rounds", err, size);
-    rc = srv_job_param_uint(found[0], 1, limits->max_sha256_rounds, &rounds, err, size);
+    int rc = srv_job_param_only_uint(params, nparams, "rounds", 1, limits->max_sha256_rounds,
+                                     &rounds, err, size);
     if (rc < 0)
         return rc;
     if (body_len > limits->max_body_bytes)
         return srv_job_errf(err, size, "body is larger than %zu bytes", limits->max_body_bytes);
-    struct sha256_state *st = calloc(1, sizeof(*st));
-    if (st == NULL) {
-        srv_job_errf(err, size, "out of memory");
+    struct sha256_state *st = srv_job_state_new(sizeof(*st), err, size);
+    if (st == NULL)
         return -ENOMEM;
-    }
     st->body = body;
     st->body_len = body_len;
     st->rounds = rounds;

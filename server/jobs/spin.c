@@ -24,26 +24,17 @@ static int spin_parse(const struct srv_job_param *params, size_t nparams, const 
                       size_t body_len, const struct srv_cfg *limits, void **state, char *err,
                       size_t size)
 {
-    static const char *const names[] = {"ms"};
-    const struct srv_job_param *found[1];
     uint64_t ms;
 
     (void)body;
     (void)body_len;
     *state = NULL;
-    int rc = srv_job_params_match(params, nparams, names, 1, found, err, size);
+    int rc = srv_job_param_only_uint(params, nparams, "ms", 0, limits->max_spin_ms, &ms, err, size);
     if (rc < 0)
         return rc;
-    if (found[0] == NULL)
-        return srv_job_err_missing("ms", err, size);
-    rc = srv_job_param_uint(found[0], 0, limits->max_spin_ms, &ms, err, size);
-    if (rc < 0)
-        return rc;
-    struct spin_state *st = calloc(1, sizeof(*st));
-    if (st == NULL) {
-        srv_job_errf(err, size, "out of memory");
+    struct spin_state *st = srv_job_state_new(sizeof(*st), err, size);
+    if (st == NULL)
         return -ENOMEM;
-    }
     st->ms = ms;
     *state = st;
     return 0;
