@@ -74,7 +74,7 @@ DEB_PKGS := libev-dev libhttp-parser-dev libinih-dev libssl-dev libzstd-dev zlib
 .DEFAULT_GOAL := all
 
 all: $(BIN) | bin
-	@ln -sfn ../$(BIN) bin/spindle
+	@ln -sfn $(if $(filter /%,$(BIN)),$(BIN),../$(BIN)) bin/spindle
 
 release:
 	@$(MAKE) --no-print-directory VARIANT=release all
@@ -83,21 +83,21 @@ bin:
 	@mkdir -p bin
 
 run: all
-	./$(BIN) serve -c etc/spindle.conf --log-file -
+	$(abspath $(BIN)) serve -c etc/spindle.conf --log-file -
 
 # Tests: unit suites first, then the real binary over loopback. Extra runner arguments (a suite
 # name to run only it) go in TESTS=...
 test: $(UNIT_BIN) $(INTEG_BIN) $(BIN)
 	@echo "== unit tests ($(VARIANT))"
-	@$(TEST_ENV) ./$(UNIT_BIN) $(TESTS)
+	@$(TEST_ENV) $(abspath $(UNIT_BIN)) $(TESTS)
 	@echo "== integration tests ($(VARIANT))"
-	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) ./$(INTEG_BIN) $(TESTS)
+	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) $(abspath $(INTEG_BIN)) $(TESTS)
 
 unit: $(UNIT_BIN)
-	@$(TEST_ENV) ./$(UNIT_BIN) $(TESTS)
+	@$(TEST_ENV) $(abspath $(UNIT_BIN)) $(TESTS)
 
 integration: $(INTEG_BIN) $(BIN)
-	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) ./$(INTEG_BIN) $(TESTS)
+	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) $(abspath $(INTEG_BIN)) $(TESTS)
 
 ifeq ($(VARIANT),asan)
 TEST_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1 \
@@ -177,7 +177,7 @@ FUZZ_OBJS := $(LIB_SRCS:%.c=$(FUZZ_DIR)/%.o)
 .PHONY: fuzz fuzz-build
 fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/corpus tests/fuzz/crashes
-	./$(FUZZ_DIR)/fuzz_http -max_len=8192 -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	$(abspath $(FUZZ_DIR))/fuzz_http -max_len=8192 -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	  -artifact_prefix=tests/fuzz/crashes/ $(FUZZ_DIR)/corpus tests/fuzz/corpus
 
 fuzz-build: $(FUZZ_DIR)/fuzz_http
