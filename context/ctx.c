@@ -70,6 +70,8 @@ struct ctx {
     char tenant[CTX_TENANT_MAX + 1];
     char trace_hex[2 * sizeof(((struct ctx_trace *)0)->trace_id) + 1];
     char span_hex[2 * sizeof(((struct ctx_trace *)0)->span_id) + 1];
+    char parent_span_hex[2 * sizeof(((struct ctx_trace *)0)->span_id) + 1];
+    long index; /* position among fan-out siblings, -1 = none */
 };
 
 /* A callback this thread is running; frames live on the stack of fire_watches(). */
@@ -125,6 +127,7 @@ static struct ctx *ctx_alloc(void)
     atomic_init(&c->refs, 1);
     atomic_init(&c->reason, CTX_REASON_NONE);
     atomic_init(&c->deadline_ns, 0);
+    c->index = -1;
     return c;
 
 err_mutex:
@@ -147,6 +150,8 @@ static void copy_values(struct ctx *dst, const struct ctx *src)
     dst->trace = src->trace;
     memcpy(dst->trace_hex, src->trace_hex, sizeof(dst->trace_hex));
     memcpy(dst->span_hex, src->span_hex, sizeof(dst->span_hex));
+    memcpy(dst->parent_span_hex, src->parent_span_hex, sizeof(dst->parent_span_hex));
+    dst->index = src->index;
 }
 
 /* The reason of the nearest cancelled ancestor, NONE when there is none. A cancellation being
@@ -303,6 +308,30 @@ const char *ctx_trace_id_hex(const struct ctx *c)
 const char *ctx_span_id_hex(const struct ctx *c)
 {
     return c->span_hex;
+}
+
+void ctx_span_start(struct ctx *c)
+{
+    if (!c->has_trace)
+        return;
+    memcpy(c->parent_span_hex, c->span_hex, sizeof(c->parent_span_hex));
+    ctx_span_new(c->trace.span_id);
+    ctx_hex_encode(c->trace.span_id, sizeof(c->trace.span_id), c->span_hex);
+}
+
+const char *ctx_parent_span_id_hex(const struct ctx *c)
+{
+    return c->parent_span_hex;
+}
+
+void ctx_set_index(struct ctx *c, unsigned index)
+{
+    c->index = (long)index;
+}
+
+long ctx_index(const struct ctx *c)
+{
+    return c->index;
 }
 
 /* ---- deadline ------------------------------------------------------------------------------ */

@@ -114,6 +114,19 @@ const struct ctx_trace *ctx_trace(const struct ctx *c);
 const char *ctx_trace_id_hex(const struct ctx *c);
 const char *ctx_span_id_hex(const struct ctx *c);
 
+/* Make `c` (a child, before it is shared) a span of its own inside its parent's: a new random span
+ * id, the previous one kept as its parent span id. No-op when `c` has no trace. */
+void ctx_span_start(struct ctx *c);
+/* Lower-case hex (16 chars) of the span `c` was started in by ctx_span_start(), "" when none.
+ * Inherited by children. Borrowed, lives as long as `c`. */
+const char *ctx_parent_span_id_hex(const struct ctx *c);
+
+/* The position of `c` among the siblings of a fan-out (a batch's sub-jobs), for the logs. Set
+ * before the context is shared; inherited by children. */
+void ctx_set_index(struct ctx *c, unsigned index);
+/* The index set by ctx_set_index(), -1 when none. */
+long ctx_index(const struct ctx *c);
+
 /* ---- deadline ------------------------------------------------------------------------------ */
 
 /* Monotonic clock in nanoseconds (CLOCK_MONOTONIC). */

@@ -490,8 +490,18 @@ static bool put_head(struct line *l, const struct log_line_head *h)
         return true;
     const char *rid = ctx_request_id(h->ctx), *tenant = ctx_tenant(h->ctx);
     const char *trace = ctx_trace_id_hex(h->ctx), *span = ctx_span_id_hex(h->ctx);
-    return MEMBER_CTX(l, "request_id", rid) && MEMBER_CTX(l, "tenant", tenant) &&
-           MEMBER_CTX(l, "trace_id", trace) && MEMBER_CTX(l, "span_id", span);
+    const char *parent = ctx_parent_span_id_hex(h->ctx);
+    if (!(MEMBER_CTX(l, "request_id", rid) && MEMBER_CTX(l, "tenant", tenant) &&
+          MEMBER_CTX(l, "trace_id", trace) && MEMBER_CTX(l, "span_id", span) &&
+          MEMBER_CTX(l, "parent_span_id", parent)))
+        return false;
+    long index = ctx_index(h->ctx);
+    if (index >= 0) {
+        struct log_field f = LOG_INT("index", index);
+        put_key(l, f.key);
+        put_value(l, &f);
+    }
+    return true;
 }
 
 size_t log_fmt_line(char *out, const struct log_line_head *h, const struct log_field *fields,

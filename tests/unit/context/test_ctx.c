@@ -193,6 +193,45 @@ static void test_ctx_set_trace_hex(void)
 
 /* ---- deadline ------------------------------------------------------------------------------ */
 
+/* A fan-out child: its own span inside the parent's, and its index; both reach its children. */
+static void test_ctx_span_start_and_index(void)
+{
+    struct ctx *r = ctx_new_root();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    struct ctx *plain = ctx_new_child(r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(plain);
+    ctx_span_start(plain); /* no trace: nothing to start */
+    CU_ASSERT_STRING_EQUAL(ctx_span_id_hex(plain), "");
+    CU_ASSERT_STRING_EQUAL(ctx_parent_span_id_hex(plain), "");
+    CU_ASSERT_EQUAL(ctx_index(plain), -1);
+
+    struct ctx_trace t;
+    ctx_trace_new(&t);
+    ctx_set_trace(r, &t);
+    struct ctx *c = ctx_new_child(r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_STRING_EQUAL(ctx_span_id_hex(c), ctx_span_id_hex(r)); /* until started */
+    ctx_span_start(c);
+    ctx_set_index(c, 3);
+    CU_ASSERT_STRING_EQUAL(ctx_parent_span_id_hex(c), ctx_span_id_hex(r));
+    CU_ASSERT_STRING_NOT_EQUAL(ctx_span_id_hex(c), ctx_span_id_hex(r));
+    CU_ASSERT_EQUAL(strlen(ctx_span_id_hex(c)), 16);
+    CU_ASSERT_STRING_EQUAL(ctx_trace_id_hex(c), ctx_trace_id_hex(r));
+    CU_ASSERT_EQUAL(memcmp(ctx_trace(c)->trace_id, t.trace_id, sizeof(t.trace_id)), 0);
+    CU_ASSERT_EQUAL(ctx_index(c), 3);
+    CU_ASSERT_EQUAL(ctx_index(r), -1);
+
+    struct ctx *g = ctx_new_child(c); /* inherits span, parent span and index */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_STRING_EQUAL(ctx_span_id_hex(g), ctx_span_id_hex(c));
+    CU_ASSERT_STRING_EQUAL(ctx_parent_span_id_hex(g), ctx_span_id_hex(r));
+    CU_ASSERT_EQUAL(ctx_index(g), 3);
+    ctx_unref(g);
+    ctx_unref(c);
+    ctx_unref(plain);
+    ctx_unref(r);
+}
+
 static void test_ctx_deadline_min_rule(void)
 {
     struct ctx *r = ctx_new_root();
@@ -828,6 +867,7 @@ int suite_context_ctx(void)
         T(test_ctx_set_request_id_rejects_invalid),
         T(test_ctx_set_tenant_rejects_invalid),
         T(test_ctx_set_trace_hex),
+        T(test_ctx_span_start_and_index),
         T(test_ctx_deadline_min_rule),
         T(test_ctx_expired_boundary),
         T(test_ctx_now_ns_monotonic),

@@ -348,6 +348,25 @@ static void test_log_fmt_line_context_fields(void)
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "trace_id")), ctx_trace_id_hex(c));
     CU_ASSERT_EQUAL(strlen(json_string_value(json_object_get(j, "span_id"))), 16);
     json_decref(j);
+
+    /* a fan-out child adds its parent span and index */
+    struct ctx *child = ctx_new_child(c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(child);
+    ctx_span_start(child);
+    ctx_set_index(child, 12);
+    h.ctx = child;
+    j = fmt_parse(&h, &f, 1);
+    const char *keys3[] = {"ts",     "level",    "msg",     "thread",         "request_id",
+                           "tenant", "trace_id", "span_id", "parent_span_id", "index",
+                           "n"};
+    check_key_order(j, keys3, 11);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "parent_span_id")),
+                           ctx_span_id_hex(c));
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "span_id")),
+                           ctx_span_id_hex(child));
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "index")), 12);
+    json_decref(j);
+    ctx_unref(child);
     ctx_unref(c);
 }
 
