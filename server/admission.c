@@ -24,6 +24,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -504,6 +505,11 @@ uint64_t srv_adm_expected_wait_ns(const struct srv_adm *a, size_t queue_depth)
     return (uint64_t)(a->ewma_run_ns * (double)queue_depth / a->cfg.workers);
 }
 
+static unsigned req_jobs(const struct srv_adm_req *req)
+{
+    return req->jobs > 0 ? req->jobs : 1;
+}
+
 static int refuse(struct srv_adm *a, struct srv_adm_decision *out, enum srv_adm_reason r,
                   unsigned retry_s, unsigned label)
 {
@@ -522,22 +528,27 @@ static enum srv_adm_reason check(const struct srv_adm *a, const struct srv_adm_r
                                  const struct srv_tenant_limits *lim, double tokens,
                                  unsigned inflight, uint64_t deadline_ns, unsigned *retry_s)
 {
-    if (lim->rate > 0 && tokens < 1) {
-        *retry_s = seconds_for(1 - tokens, lim->rate);
+    unsigned jobs = req_jobs(req);
+    if (lim->rate > 0 && tokens < jobs) {
+        *retry_s = seconds_for(jobs - tokens, lim->rate);
         return SRV_ADM_TENANT_RATE_LIMITED;
     }
-    if (lim->max_inflight != 0 && inflight >= lim->max_inflight) {
+    if (lim->max_inflight != 0 && (uint64_t)inflight + jobs > lim->max_inflight) {
         *retry_s = 1; /* a slot frees when one of its requests ends: no better estimate */
         return SRV_ADM_TENANT_CONCURRENCY_LIMITED;
     }
-    if (a->cfg.queue_capacity != 0 && req->queue_depth >= a->cfg.queue_capacity) {
+    if (a->cfg.queue_capacity != 0 && req->queue_depth + jobs > a->cfg.queue_capacity) {
         *retry_s = drain_retry_s(a, req->queue_depth, req->now_ns);
         return SRV_ADM_QUEUE_FULL;
     }
     if (deadline_ns != 0) {
         uint64_t left = deadline_ns > req->now_ns ? deadline_ns - req->now_ns : 0;
-        /* the job must also run before the deadline, not only start */
-        uint64_t need = srv_adm_expected_wait_ns(a, srv_adm_jobs_ahead(req));
+        /* the last job must also run before the deadline, not only start: it waits behind the
+         * request's own earlier jobs too */
+        struct srv_adm_req last = *req;
+        last.tenant_queue_depth += jobs - 1;
+        last.queue_depth += jobs - 1;
+        uint64_t need = srv_adm_expected_wait_ns(a, srv_adm_jobs_ahead(&last));
         if (left == 0 || need + (uint64_t)a->ewma_run_ns > left) {
             *retry_s = drain_retry_s(a, req->queue_depth, req->now_ns);
             return SRV_ADM_DEADLINE_UNMEETABLE;
@@ -584,13 +595,16 @@ int srv_adm_decide(struct srv_adm *a, const struct srv_adm_req *req, struct srv_
         if (rc != 0)
             return refuse(a, out, SRV_ADM_OUT_OF_MEMORY, 1, label);
     }
+    unsigned jobs = req_jobs(req);
     if (lim->rate > 0)
-        t->tokens -= 1;
-    if (t->inflight++ == 0 && t->heap_idx != NOT_IN_HEAP)
+        t->tokens -= jobs;
+    if (t->inflight == 0 && t->heap_idx != NOT_IN_HEAP)
         heap_remove(a, t);
-    a->inflight++;
+    t->inflight += jobs;
+    a->inflight += jobs;
     a->admitted++;
     out->held = t;
+    out->held_jobs = jobs;
     return 0;
 }
 
@@ -600,10 +614,13 @@ void srv_adm_release(struct srv_adm *a, struct srv_adm_decision *d, uint64_t now
     struct srv_adm_tenant *t = d != NULL ? d->held : NULL;
     if (t == NULL)
         return;
+    unsigned jobs = d->held_jobs > 0 ? d->held_jobs : 1;
     d->held = NULL;
-    assert(t->inflight > 0 && a->inflight > 0);
-    a->inflight--;
-    if (--t->inflight != 0)
+    d->held_jobs = 0;
+    assert(t->inflight >= jobs && a->inflight >= jobs);
+    a->inflight -= jobs;
+    t->inflight -= jobs;
+    if (t->inflight != 0)
         return;
     bucket_refill(t, now_ns);
     t->full_ns = bucket_full_ns(t);
@@ -654,6 +671,20 @@ void srv_adm_limits_swap(struct srv_adm *a, struct srv_adm_limits *limits)
 const struct srv_adm_limits *srv_adm_limits(const struct srv_adm *a)
 {
     return a->limits;
+}
+
+unsigned srv_adm_max_jobs(const struct srv_adm *a, const char *tenant)
+{
+    assert_owner(a);
+    const struct srv_tenant_limits *lim = srv_adm_limits_get(a->limits, tenant);
+    uint64_t most = UINT_MAX;
+    if (lim->max_inflight != 0 && lim->max_inflight < most)
+        most = lim->max_inflight;
+    if (lim->rate > 0 && lim_burst(lim) < (double)most)
+        most = (uint64_t)lim_burst(lim);
+    if (a->cfg.queue_capacity != 0 && a->cfg.queue_capacity < most)
+        most = a->cfg.queue_capacity;
+    return most == UINT_MAX ? 0 : (unsigned)most;
 }
 
 size_t srv_adm_sweep(struct srv_adm *a, uint64_t now_ns)

@@ -127,6 +127,7 @@ struct srv_adm_req {
     size_t queue_depth;        /* jobs queued now (pool_stats.queued) */
     size_t tenant_queue_depth; /* of those, the tenant's own (pool_tenant_queued) */
     size_t active_tenants;     /* tenants with jobs queued (pool_tenants_active); 0 = unknown */
+    unsigned jobs;             /* jobs the request queues at once (a batch); 0 = 1 */
 };
 
 /* The outcome, filled by srv_adm_decide. */
@@ -140,6 +141,7 @@ struct srv_adm_decision {
     const char *tenant_label;    /* the tenant, or "other" when not configured; for metrics;
                                     valid while the srv_adm lives */
     struct srv_adm_tenant *held; /* admitted: what srv_adm_release gives back; else NULL */
+    unsigned held_jobs;          /* admitted: in-flight slots held (the request's jobs) */
 };
 
 /* A new admission controller over `limits` (taken over in every case, also on failure). `cfg` is
@@ -150,14 +152,16 @@ struct srv_adm *srv_adm_new(const struct srv_adm_config *cfg, struct srv_adm_lim
 /* Free everything. Requests still admitted must not be released afterwards. NULL is a no-op. */
 void srv_adm_free(struct srv_adm *a);
 
-/* Decide on `req` (borrowed) and fill *out. Returns 0 when admitted: the caller must call
+/* Decide on `req` (borrowed) and fill *out. A request of N jobs (req->jobs) is decided as a
+ * whole: it needs N tokens, N free in-flight slots and N places in the queue, and takes them all
+ * or nothing. Returns 0 when admitted: the caller must call
  * srv_adm_release(out) exactly once when the request ends (answered, cancelled, or refused later
  * by the pool). Returns -EAGAIN when refused (out says why, nothing to release), -ENOMEM when
  * refused for lack of memory (out says out_of_memory), -EINVAL when req or its tenant name is
  * invalid (out untouched). */
 int srv_adm_decide(struct srv_adm *a, const struct srv_adm_req *req, struct srv_adm_decision *out);
 
-/* Give back what an admitted decision holds (one in-flight slot of its tenant); clears
+/* Give back what an admitted decision holds (its in-flight slots, one per job); clears
  * out->held, so a second call on the same decision is a no-op. `now_ns` dates the tenant's
  * idleness for eviction. */
 void srv_adm_release(struct srv_adm *a, struct srv_adm_decision *d, uint64_t now_ns);
@@ -173,6 +177,11 @@ void srv_adm_limits_swap(struct srv_adm *a, struct srv_adm_limits *limits);
 
 /* The current limit set (borrowed; valid until the next swap). */
 const struct srv_adm_limits *srv_adm_limits(const struct srv_adm *a);
+
+/* The most jobs one request of `tenant` (borrowed) can ever be admitted with under the current
+ * limits: the smallest of its max_inflight, its burst (when it has a rate) and the queue
+ * capacity; 0 = no bound. A larger request would be refused forever. */
+unsigned srv_adm_max_jobs(const struct srv_adm *a, const char *tenant);
 
 /* Evict every idle tenant (nothing in flight, bucket full at now_ns). Returns how many. */
 size_t srv_adm_sweep(struct srv_adm *a, uint64_t now_ns);

@@ -231,6 +231,58 @@ static void test_srv_adm_decide_concurrency_limited_and_release(void)
     srv_adm_free(a);
 }
 
+/* A request of N jobs (a batch) is decided as a whole: N tokens, N slots, N queue places. */
+static void test_srv_adm_decide_jobs_all_or_nothing(void)
+{
+    struct srv_tenant_limits def = {.max_inflight = 5, .rate = 1, .burst = 4};
+    struct srv_adm *a = adm_make(&def, 8, 10, 1);
+    CU_ASSERT_EQUAL(srv_adm_max_jobs(a, "b"), 4); /* the burst is the smallest bound */
+    struct srv_adm_req req = {.tenant = "b", .now_ns = T0, .queue_depth = 0, .jobs = 3};
+    struct srv_adm_decision d1, d2;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &req, &d1), 0);
+    CU_ASSERT_EQUAL(d1.held_jobs, 3);
+    CU_ASSERT_EQUAL(srv_adm_tenant_inflight(a, "b"), 3);
+    /* one token is left: a request of 2 is rate limited and takes nothing */
+    req.jobs = 2;
+    assert_refused(srv_adm_decide(a, &req, &d2), &d2, SRV_ADM_TENANT_RATE_LIMITED, 429, 1);
+    CU_ASSERT_EQUAL(srv_adm_tenant_inflight(a, "b"), 3);
+    /* 3 s later the bucket is full again; 3 in flight + 3 > 5 slots */
+    req.now_ns = T0 + 3 * SEC;
+    req.jobs = 3;
+    assert_refused(srv_adm_decide(a, &req, &d2), &d2, SRV_ADM_TENANT_CONCURRENCY_LIMITED, 429, 1);
+    req.jobs = 2;
+    req.queue_depth = 9; /* 9 + 2 > 10 places */
+    int rc = srv_adm_decide(a, &req, &d2);
+    CU_ASSERT_EQUAL(rc, -EAGAIN);
+    CU_ASSERT_EQUAL(d2.reason, SRV_ADM_QUEUE_FULL);
+    req.queue_depth = 8;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &req, &d2), 0);
+    CU_ASSERT_EQUAL(srv_adm_tenant_inflight(a, "b"), 5);
+    /* release gives back every slot of the request at once */
+    srv_adm_release(a, &d1, T0 + 3 * SEC);
+    CU_ASSERT_EQUAL(srv_adm_tenant_inflight(a, "b"), 2);
+    CU_ASSERT_EQUAL(d1.held_jobs, 0);
+    srv_adm_release(a, &d2, T0 + 3 * SEC);
+    CU_ASSERT_EQUAL(srv_adm_tenant_inflight(a, "b"), 0);
+    struct srv_adm_stats st;
+    srv_adm_stats_get(a, &st);
+    CU_ASSERT_EQUAL(st.inflight, 0);
+    srv_adm_free(a);
+
+    /* bounds: max_inflight, queue capacity, none */
+    struct srv_tenant_limits only_inflight = {.max_inflight = 7};
+    a = adm_make(&only_inflight, 8, 100, 1);
+    CU_ASSERT_EQUAL(srv_adm_max_jobs(a, "x"), 7);
+    srv_adm_free(a);
+    struct srv_tenant_limits none = {0};
+    a = adm_make(&none, 8, 50, 1);
+    CU_ASSERT_EQUAL(srv_adm_max_jobs(a, "x"), 50);
+    srv_adm_free(a);
+    a = adm_make(&none, 8, 0, 1);
+    CU_ASSERT_EQUAL(srv_adm_max_jobs(a, "x"), 0);
+    srv_adm_free(a);
+}
+
 static void test_srv_adm_decide_queue_full_retry_after(void)
 {
     struct srv_tenant_limits def = {0};
@@ -615,6 +667,7 @@ int suite_server_admission(void)
         T(test_srv_adm_decide_rate_limited_retry_after),
         T(test_srv_adm_bucket_burst_and_refill),
         T(test_srv_adm_decide_concurrency_limited_and_release),
+        T(test_srv_adm_decide_jobs_all_or_nothing),
         T(test_srv_adm_decide_queue_full_retry_after),
         T(test_srv_adm_drain_rate_counts_batched_completions),
         T(test_srv_adm_expected_wait_estimator),
