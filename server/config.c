@@ -109,6 +109,7 @@ static const struct cfg_key cfg_keys[] = {
     CFG_NUM("limits", max_primes_n, CFG_T_ULONG, 1, 10000000000ULL, "100000000"),
     CFG_NUM("limits", max_sha256_rounds, CFG_T_ULONG, 1, 1000000000, "10000000"),
     CFG_NUM("limits", max_compress_level_zstd, CFG_T_UINT, 1, 19, "19"),
+    CFG_NUM("limits", max_batch, CFG_T_UINT, 1, 1024, "64"),
     CFG_NUM("limits", max_inflight, CFG_T_UINT, 0, 1000000, "0"),
     CFG_NUM("limits", rate, CFG_T_RATE, 0, 1000000, "0"),
     CFG_NUM("limits", burst, CFG_T_UINT, 0, 1000000, "0"),

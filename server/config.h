@@ -64,6 +64,7 @@ struct srv_cfg {
     unsigned long max_primes_n;       /* primes?n= at most */
     unsigned long max_sha256_rounds;  /* sha256?rounds= at most */
     unsigned max_compress_level_zstd; /* 1..19 */
+    unsigned max_batch;               /* jobs in one POST /v1/batch */
     /* tenant defaults (every tenant without its own value; max_timeout_ms above is theirs too) */
     unsigned max_inflight; /* queued + running requests per tenant; 0 = unlimited */
     double rate;           /* requests per second per tenant (token bucket); 0 = unlimited */

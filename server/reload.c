@@ -56,6 +56,7 @@ static const struct reload_field reload_fields[] = {
     RF("limits.max_timeout_ms", max_timeout_ms, RELOAD_LIVE),
     RF("limits.max_spin_ms", max_spin_ms, RELOAD_LIVE),
     RF("limits.max_primes_n", max_primes_n, RELOAD_LIVE),
+    RF("limits.max_batch", max_batch, RELOAD_LIVE),
     RF("limits.max_sha256_rounds", max_sha256_rounds, RELOAD_LIVE),
     RF("limits.max_compress_level_zstd", max_compress_level_zstd, RELOAD_LIVE),
     RF("limits.max_inflight", max_inflight, RELOAD_TENANT),

@@ -55,6 +55,7 @@ static const struct tc_key tc_keys[] = {
     {"limits", "max_primes_n", "5000000000"},
     {"limits", "max_sha256_rounds", "1000"},
     {"limits", "max_compress_level_zstd", "3"},
+    {"limits", "max_batch", "8"},
     {"limits", "max_inflight", "8"},
     {"limits", "rate", "2.5"},
     {"limits", "burst", "4"},

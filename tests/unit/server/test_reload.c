@@ -46,6 +46,7 @@ static const struct tr_key tr_keys[] = {
     {"limits", "max_primes_n", "5000000000", true, false},
     {"limits", "max_sha256_rounds", "1000", true, false},
     {"limits", "max_compress_level_zstd", "3", true, false},
+    {"limits", "max_batch", "8", true, false},
     {"limits", "max_inflight", "4", true, true},
     {"limits", "rate", "12.5", true, true},
     {"limits", "burst", "9", true, true},
