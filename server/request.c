@@ -591,6 +591,12 @@ static bool req_handler_done(struct srv_req *req)
     return false;
 }
 
+static bool req_past_deadline(const struct srv_req *req)
+{
+    uint64_t deadline = req->ctx != NULL ? ctx_deadline(req->ctx) : 0;
+    return deadline != 0 && ctx_now_ns() >= deadline;
+}
+
 static int req_answer(struct srv_req *req, int status, const char *ctype, const void *body,
                       size_t len, bool take)
 {
@@ -608,6 +614,15 @@ static int req_answer(struct srv_req *req, int status, const char *ctype, const 
         LOG_E("handler answered with a bad status", LOG_INT("status", status));
         srv_req_send_error(req, 500, "internal_error", "internal error", false);
         rc = -EINVAL;
+    } else if (status < 300 && req_past_deadline(req)) {
+        /* The deadline passed while the answer was on its way (its timer has not run yet in
+         * this loop iteration): a success the client has stopped waiting for is not sent. */
+        if (take)
+            free((void *)body);
+        (void)ctx_cancel(req->ctx, CTX_REASON_DEADLINE);
+        srv_req_send_error(req, 504, "deadline_exceeded",
+                           "the request deadline passed before the answer was ready", false);
+        rc = -ETIMEDOUT;
     } else {
         rc = req_send(req, status, ctype, body, len, take);
     }

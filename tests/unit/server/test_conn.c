@@ -172,6 +172,32 @@ static void test_conn_deadline_answers_504(void)
     fixture_fini();
 }
 
+/* The handler's success comes after the deadline but before its timer ran: 504, not 200. */
+static void overdue_handler(struct srv_req *req)
+{
+    ctx_set_deadline(srv_req_ctx(req), ctx_now_ns() - 1);
+    fx.answer_rc = srv_req_answer(req, 200, "text/plain", "too late\n", 9);
+}
+
+static void test_conn_no_success_after_deadline(void)
+{
+    fixture_init();
+    CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "GET", "/overdue", overdue_handler, NULL), 0);
+    send_str("GET /overdue HTTP/1.1\r\nX-Timeout-Ms: 60000\r\n\r\n"
+             "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    ev_run(fx.loop, 0);
+    size_t len;
+    char *out = read_all(&len);
+    CU_ASSERT_EQUAL(fx.answer_rc, -ETIMEDOUT);
+    const char *late = strstr(out, "HTTP/1.1 504 Gateway Timeout");
+    const char *ok = strstr(out, "HTTP/1.1 200 OK");
+    CU_ASSERT(late != NULL && ok != NULL && late < ok); /* the connection goes on */
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"code\":\"deadline_exceeded\""));
+    CU_ASSERT_PTR_NULL(strstr(out, "too late"));
+    free(out);
+    fixture_fini();
+}
+
 static void test_conn_client_gone_cancels(void)
 {
     fixture_init();
@@ -227,6 +253,7 @@ int suite_server_conn(void)
                 test_conn_pipeline_in_order_then_close);
     CU_add_test(s, "test_conn_async_answer", test_conn_async_answer);
     CU_add_test(s, "test_conn_deadline_answers_504", test_conn_deadline_answers_504);
+    CU_add_test(s, "test_conn_no_success_after_deadline", test_conn_no_success_after_deadline);
     CU_add_test(s, "test_conn_client_gone_cancels", test_conn_client_gone_cancels);
     CU_add_test(s, "test_conn_error_closes_without_parsing_more",
                 test_conn_error_closes_without_parsing_more);
