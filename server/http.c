@@ -172,6 +172,11 @@ const struct srv_cfg *srv_http_cfg(const struct srv_http *h)
     return &h->cfg;
 }
 
+struct ev_loop *srv_http_loop(const struct srv_http *h)
+{
+    return h->loop;
+}
+
 const char *srv_http_date(struct srv_http *h)
 {
     time_t now = (time_t)ev_now(h->loop);

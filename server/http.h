@@ -115,6 +115,9 @@ void srv_http_stats_get(const struct srv_http *h, struct srv_http_stats *out);
 /* The copied configuration (read-only; for handlers that need limits). */
 const struct srv_cfg *srv_http_cfg(const struct srv_http *h);
 
+/* The loop the server runs on (borrowed), for handlers that arm their own timers. */
+struct ev_loop *srv_http_loop(const struct srv_http *h);
+
 typedef void srv_http_answered_fn(const char *route, int status, void *arg);
 
 /* Call fn(route, status, arg) on the loop thread once per request, when its access line is due
@@ -210,8 +213,10 @@ void srv_req_set_timing(struct srv_req *req, uint64_t queue_ns, uint64_t run_ns)
  * X-Request-Id, Connection and the headers from srv_req_header_add(). After the call `req` belongs
  * to the server again and must not be touched.
  * Returns 0 (queued for writing), -ECANCELED when the answer was discarded (client gone, deadline
- * or shutdown already answered), -ENOMEM when it could not be built (the client gets 503
- * out_of_memory and the connection closes), -EINVAL for a bad status (the client gets 500). */
+ * or shutdown already answered), -ETIMEDOUT when a 2xx answer comes at or after the request's
+ * deadline (before its timer ran: the client gets 504 deadline_exceeded instead; a success is
+ * never sent late), -ENOMEM when it could not be built (the client gets 503 out_of_memory and
+ * the connection closes), -EINVAL for a bad status (the client gets 500). */
 int srv_req_answer(struct srv_req *req, int status, const char *content_type, const void *body,
                    size_t len);
 

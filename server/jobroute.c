@@ -47,28 +47,13 @@
 #include "pool/pool.h"
 #include "server/admission.h"
 #include "server/jobroute.h"
+#include "server/jobroute_internal.h"
 #include "server/jobs/jobs.h"
 #include "server/metrics.h"
 
 #define JR_PATH_PREFIX   "/v1/jobs/"
-#define JR_PATH_MAX      64 /* the prefix and a kind name */
 #define JR_PARAMS_STACK  16 /* query parameters converted on the stack; more are malloc'd */
 #define JR_RETRY_AFTER_S "1"
-
-struct jr_route {
-    struct srv_jobroute *jr;
-    const struct srv_job_kind *kind;
-    char path[JR_PATH_MAX]; /* the route's path: its label in the request counter */
-};
-
-struct srv_jobroute {
-    struct srv_http *h;
-    struct pool *pool;
-    struct srv_adm *adm;              /* NULL: every job is admitted */
-    const struct srv_met_server *met; /* NULL: nothing counted */
-    size_t nroutes;
-    struct jr_route routes[]; /* one per kind, in registry order */
-};
 
 /* One job request: from pool_submit until the done callback. */
 struct jr_req {
@@ -99,19 +84,23 @@ static const char *jr_result_name(int rc)
     }
 }
 
-/* The pool's run callback: the kind's run between two debug lines written on the worker with the
- * request context current (so they carry its request_id, tenant and trace ids). */
+int srv_jobroute_run_kind(const struct srv_job_kind *kind, void *state)
+{
+    if (!log_enabled(LOG_LEVEL_DEBUG))
+        return kind->run(state);
+    LOG_D("job start", LOG_STR("kind", kind->name));
+    uint64_t t0 = ctx_now_ns();
+    int rc = kind->run(state);
+    LOG_D("job end", LOG_STR("kind", kind->name), LOG_STR("result", jr_result_name(rc)),
+          LOG_DUR("run_ms", ctx_now_ns() - t0));
+    return rc;
+}
+
+/* The pool's run callback. */
 static int jr_run(struct pool_job *job)
 {
     struct jr_req *r = job->data;
-    if (!log_enabled(LOG_LEVEL_DEBUG))
-        return r->kind->run(r->state);
-    LOG_D("job start", LOG_STR("kind", r->kind->name));
-    uint64_t t0 = ctx_now_ns();
-    int rc = r->kind->run(r->state);
-    LOG_D("job end", LOG_STR("kind", r->kind->name), LOG_STR("result", jr_result_name(rc)),
-          LOG_DUR("run_ms", ctx_now_ns() - t0));
-    return rc;
+    return srv_jobroute_run_kind(r->kind, r->state);
 }
 
 void srv_jobroute_overdue(struct pool_job *job, uint64_t overdue_ns, void *arg)
@@ -119,9 +108,10 @@ void srv_jobroute_overdue(struct pool_job *job, uint64_t overdue_ns, void *arg)
     (void)arg;
     const struct ctx *c = ctx_current();
     const char *reason = ctx_reason_name(c != NULL ? ctx_err(c) : CTX_REASON_NONE);
-    if (job->run == jr_run) {
-        const struct jr_req *r = job->data;
-        LOG_W("job overdue after cancel", LOG_STR("kind", r->kind->name), LOG_STR("reason", reason),
+    const char *kind = job->run == jr_run ? ((const struct jr_req *)job->data)->kind->name
+                                          : srv_batch_job_kind(job);
+    if (kind != NULL) {
+        LOG_W("job overdue after cancel", LOG_STR("kind", kind), LOG_STR("reason", reason),
               LOG_DUR("overdue_ms", overdue_ns));
     } else {
         LOG_W("job overdue after cancel", LOG_STR("reason", reason),
@@ -160,7 +150,7 @@ static void jr_error(struct srv_req *req, int status, const char *code, const ch
 
 /* The job's queue wait and run time as of `now`. A job that never ran (cancelled or refused while
  * queued) queued until now and ran 0. */
-static void jr_times(const struct pool_job *job, uint64_t now, uint64_t *queue, uint64_t *run)
+void srv_jobroute_times(const struct pool_job *job, uint64_t now, uint64_t *queue, uint64_t *run)
 {
     uint64_t started = job->t_start_ns != 0 ? job->t_start_ns : now;
     *queue = started > job->t_submit_ns ? started - job->t_submit_ns : 0;
@@ -171,10 +161,14 @@ static void jr_times(const struct pool_job *job, uint64_t now, uint64_t *queue, 
 static void jr_timing(struct srv_req *req, const struct pool_job *job, bool header)
 {
     uint64_t queue, run;
-    jr_times(job, ctx_now_ns(), &queue, &run);
+    srv_jobroute_times(job, ctx_now_ns(), &queue, &run);
     srv_req_set_timing(req, queue, run);
-    if (!header)
-        return;
+    if (header)
+        srv_jobroute_timing_header(req, queue, run);
+}
+
+void srv_jobroute_timing_header(struct srv_req *req, uint64_t queue, uint64_t run)
+{
     char v[96];
     uint64_t q_us = queue / 1000u, r_us = run / 1000u;
     snprintf(v, sizeof(v), "queue;dur=%llu.%03llu, run;dur=%llu.%03llu",
@@ -223,15 +217,21 @@ static void jr_answer_failed(struct jr_req *r, struct srv_req *req, int result)
 static void jr_account(struct jr_req *r, const struct pool_job *job)
 {
     struct srv_jobroute *jr = r->route->jr;
+    if (jr->adm != NULL)
+        srv_adm_release(jr->adm, &r->adm, ctx_now_ns());
+    srv_jobroute_observe(jr, r->kind->name, job);
+}
+
+void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job)
+{
+    if (job->t_start_ns == 0)
+        return;
     uint64_t now = ctx_now_ns(), queue, run;
-    jr_times(job, now, &queue, &run);
-    if (jr->adm != NULL) {
-        srv_adm_release(jr->adm, &r->adm, now);
-        if (job->t_start_ns != 0)
-            srv_adm_observe(jr->adm, now, queue, run);
-    }
-    if (jr->met != NULL && job->t_start_ns != 0)
-        srv_met_job_times(jr->met, r->kind->name, queue, run);
+    srv_jobroute_times(job, now, &queue, &run);
+    if (jr->adm != NULL)
+        srv_adm_observe(jr->adm, now, queue, run);
+    if (jr->met != NULL)
+        srv_met_job_times(jr->met, kind, queue, run);
 }
 
 /* The pool's done callback: loop thread, request context current, exactly once per job. */
@@ -296,30 +296,41 @@ static void jr_cancel_hook(struct srv_req *req, enum ctx_reason reason, void *ar
  * shorter, the context's deadline; -EAGAIN or -ENOMEM with r->adm_refused set when admission
  * refused (r->adm says why); -EINVAL for a request admission cannot judge. The caller answers
  * once the state is freed (the state may point at the body). */
-static int jr_admit(const struct jr_route *route, struct srv_req *req, struct jr_req *r)
+int srv_jobroute_admit(struct srv_jobroute *jr, struct srv_req *req, unsigned jobs,
+                       struct srv_adm_decision *d, bool *refused)
 {
-    struct srv_jobroute *jr = route->jr;
-    r->job.weight = 1;
+    *refused = false;
+    memset(d, 0, sizeof(*d));
+    d->weight = 1;
     if (jr->adm == NULL)
         return 0;
     struct ctx *c = srv_req_ctx(req);
     struct pool_stats ps;
     pool_stats_get(jr->pool, &ps);
-    struct srv_adm_req ar = {ctx_tenant(c),
-                             ctx_now_ns(),
-                             ctx_deadline(c),
-                             (size_t)ps.queued,
-                             pool_tenant_queued(jr->pool, ctx_tenant(c)),
-                             pool_tenants_active(jr->pool)};
-    int rc = srv_adm_decide(jr->adm, &ar, &r->adm);
+    struct srv_adm_req ar = {.tenant = ctx_tenant(c),
+                             .now_ns = ctx_now_ns(),
+                             .deadline_ns = ctx_deadline(c),
+                             .queue_depth = (size_t)ps.queued,
+                             .tenant_queue_depth = pool_tenant_queued(jr->pool, ctx_tenant(c)),
+                             .active_tenants = pool_tenants_active(jr->pool),
+                             .jobs = jobs};
+    int rc = srv_adm_decide(jr->adm, &ar, d);
     if (rc == -EAGAIN || rc == -ENOMEM)
-        r->adm_refused = true;
+        *refused = true;
     if (rc != 0)
         return rc;
-    r->job.weight = r->adm.weight;
-    if (r->adm.deadline_ns != 0 && (ar.deadline_ns == 0 || r->adm.deadline_ns < ar.deadline_ns))
-        ctx_set_deadline(c, r->adm.deadline_ns);
+    if (d->deadline_ns != 0 && (ar.deadline_ns == 0 || d->deadline_ns < ar.deadline_ns))
+        ctx_set_deadline(c, d->deadline_ns);
     return 0;
+}
+
+/* Admission of one job: the decision lives in `r` and is given back in jr_done (or at once when
+ * pool_submit refuses). */
+static int jr_admit(const struct jr_route *route, struct srv_req *req, struct jr_req *r)
+{
+    int rc = srv_jobroute_admit(route->jr, req, 1, &r->adm, &r->adm_refused);
+    r->job.weight = rc == 0 ? r->adm.weight : 1;
+    return rc;
 }
 
 /* The message of an admission refusal (the code is the reason's name). */
@@ -349,16 +360,16 @@ static void jr_adm_message(const struct srv_adm_decision *d, const char *tenant,
 }
 
 /* Answer an admission refusal at once: its status, reason and Retry-After. */
-static void jr_adm_refused(const struct jr_route *route, struct srv_req *req,
-                           const struct srv_adm_decision *d)
+void srv_jobroute_adm_refused(struct srv_jobroute *jr, struct srv_req *req,
+                              const struct srv_adm_decision *d)
 {
     char ra[16], msg[160];
     const char *reason = srv_adm_reason_name(d->reason);
     snprintf(ra, sizeof(ra), "%u", d->retry_after_s > 0 ? d->retry_after_s : 1);
     (void)srv_req_header_add(req, "Retry-After", ra); /* -ENOMEM: answer without it */
     jr_adm_message(d, ctx_tenant(srv_req_ctx(req)), msg, sizeof(msg));
-    if (route->jr->met != NULL)
-        srv_met_refusal(route->jr->met, reason, d->tenant_label);
+    if (jr->met != NULL)
+        srv_met_refusal(jr->met, reason, d->tenant_label);
     jr_error(req, d->status, reason, msg);
 }
 
@@ -398,13 +409,14 @@ static int jr_parse(const struct jr_route *route, struct srv_req *req, void **st
 /* Answer a job refused by pool_submit (`rc`), after its state was freed. `label` is the
  * tenant's refusal label. The pool's own full queue is a race admission lost (the queue filled
  * between the two checks): answered as admission would. */
-static void jr_refused(const struct jr_route *route, struct srv_req *req, int rc, const char *label)
+void srv_jobroute_submit_refused(struct srv_jobroute *jr, struct srv_req *req, int rc,
+                                 const char *label)
 {
     switch (rc) {
     case -EAGAIN:
         (void)srv_req_header_add(req, "Retry-After", JR_RETRY_AFTER_S);
-        if (route->jr->met != NULL)
-            srv_met_refusal(route->jr->met, "queue_full", label);
+        if (jr->met != NULL)
+            srv_met_refusal(jr->met, "queue_full", label);
         jr_error(req, 503, "queue_full", "the job queue is full");
         break;
     case -ESHUTDOWN:
@@ -455,9 +467,10 @@ static void jr_handle(struct srv_req *req)
         jr_state_free(r);
         free(r);
         if (adm_refused)
-            jr_adm_refused(route, req, &d);
+            srv_jobroute_adm_refused(route->jr, req, &d);
         else
-            jr_refused(route, req, rc, d.tenant_label ? d.tenant_label : SRV_ADM_OTHER_LABEL);
+            srv_jobroute_submit_refused(route->jr, req, rc,
+                                        d.tenant_label ? d.tenant_label : SRV_ADM_OTHER_LABEL);
         return;
     }
     srv_req_on_cancel(req, jr_cancel_hook, r);
@@ -491,6 +504,12 @@ struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool)
             return NULL;
         }
         jr->nroutes++;
+    }
+    int rc = srv_http_route_add(h, "POST", SRV_BATCH_PATH, srv_batch_handle, jr);
+    if (rc < 0) {
+        LOG_E("batch route", LOG_STR("error", strerror(-rc)));
+        free(jr);
+        return NULL;
     }
     return jr;
 }
