@@ -7,8 +7,12 @@
  * jobs (its deficit); each pop takes the head of the cursor's FIFO and spends one; when the deficit
  * is spent the cursor moves on. Every job costs one unit: job lengths are unknown before they run,
  * and the contract only promises shares of starts. A new tenant joins at the end of the round
- * (just before the cursor), so arriving does not jump ahead of tenants already waiting, and a
- * tenant with many queued jobs delays a newcomer's first job by at most one turn of each tenant.
+ * (just before the cursor), so a tenant with many queued jobs delays a newcomer's first job by at
+ * most one turn of each tenant. When the cursor is about to begin another turn (it has had one
+ * since it joined, and the new one has not begun), the newcomer goes first
+ * instead (a sparse tenant, below its share, gets low latency, as new flows do in FQ-CoDel), but
+ * only once until a tenant that was already waiting has begun a turn: newcomers cannot starve
+ * the round.
  *
  * Invariants: every tenant in the table is in the round and has queued >= 1; a tenant whose last
  * job leaves (pop or remove) is unlinked from both and freed at once, so memory is bounded by the
@@ -117,6 +121,14 @@ static struct pool_tenant *fairq_tenant_new(struct pool_fairq *q, const char *na
         t->rprev = q->cursor->rprev;
         t->rprev->rnext = t;
         q->cursor->rprev = t;
+        if (q->cursor->deficit == 0 && q->cursor->served && !q->jumped) {
+            /* The cursor is about to begin another turn: the newcomer, which had nothing
+             * queued, goes first (once between two turns of tenants already waiting, so a
+             * stream of newcomers cannot hold them back). */
+            q->cursor = t;
+            q->jumped = true;
+            t->jumper = true;
+        }
     }
     if (++q->ntenants > q->nbuckets)
         fairq_rehash(q, q->nbuckets * 2);
@@ -191,8 +203,14 @@ struct pool_job *pool_fairq_pop(struct pool_fairq *q)
     struct pool_tenant *t = q->cursor;
     if (!t)
         return NULL;
-    if (t->deficit == 0)
+    if (t->deficit == 0) {
         t->deficit = t->weight;
+        t->served = true;
+        if (t->jumper)
+            t->jumper = false;
+        else
+            q->jumped = false; /* a tenant that waited has its turn: the next newcomer may jump */
+    }
     struct pool_job *job = t->head;
     bool last = t->queued == 1;
     bool turn_over = --t->deficit == 0;

@@ -24,6 +24,8 @@ struct pool_tenant {
     size_t queued;                     /* jobs in the FIFO, >= 1 */
     unsigned weight;                   /* jobs per turn (quantum), from the latest push */
     unsigned deficit;                  /* jobs left in the current turn; 0 = turn not started */
+    bool jumper;                       /* joined ahead of the cursor; its turn has not begun */
+    bool served;                       /* has begun a turn since it joined the round */
     uint64_t hash;
     char name[CTX_TENANT_MAX + 1];
 };
@@ -34,6 +36,7 @@ struct pool_fairq {
     size_t ntenants;            /* tenants with queued jobs */
     size_t queued;              /* jobs in every FIFO */
     struct pool_tenant *cursor; /* whose turn it is; NULL when empty */
+    bool jumped;                /* a newcomer went ahead since a waiting tenant last began a turn */
     uint64_t seed;              /* random hash key, so tenant names cannot be chosen to collide */
 };
 

@@ -114,6 +114,41 @@ static void test_pool_fairq_push_newcomer_waits_one_turn(void)
     free(j);
 }
 
+/* A tenant with nothing queued that arrives while the busy tenant is between two turns goes
+ * first (its job starts after the running one, not after one more of the busy tenant's); a stream
+ * of such newcomers gets one jump per turn of a waiting tenant, so the busy one keeps a share. */
+static void test_pool_fairq_push_newcomer_goes_first_once(void)
+{
+    struct pool_fairq q;
+    struct fq_job j[40];
+    CU_ASSERT_EQUAL_FATAL(pool_fairq_init(&q), 0);
+    for (int i = 0; i < 20; i++)
+        fq_push(&q, &j[i], 'a', i, 1);
+    CU_ASSERT_EQUAL(fq_pop(&q)->seq, 0); /* a's first turn: a has been served */
+    fq_push(&q, &j[20], 'b', 0, 1);
+    CU_ASSERT_EQUAL(fq_pop(&q)->tenant, 'b'); /* at once, not after a's next job */
+    /* no second jump before a has had its turn: newcomers now queue behind it */
+    fq_push(&q, &j[21], 'c', 0, 1);
+    fq_push(&q, &j[22], 'd', 0, 1);
+    CU_ASSERT_EQUAL(fq_pop(&q)->tenant, 'a');
+    CU_ASSERT_EQUAL(fq_pop(&q)->tenant, 'c');
+    CU_ASSERT_EQUAL(fq_pop(&q)->tenant, 'd');
+    /* a newcomer before every pop: a is never passed over by more than one newcomer jump plus
+     * one turn of each tenant waiting in the round */
+    size_t since_a = 0;
+    for (int i = 0; i < 15; i++) {
+        fq_push(&q, &j[23 + i], (char)('e' + i), 0, 1);
+        size_t waiting = q.ntenants;
+        struct fq_job *x = fq_pop(&q);
+        since_a = x->tenant == 'a' ? 0 : since_a + 1;
+        CU_ASSERT(since_a <= waiting);
+    }
+    while (fq_pop(&q) != NULL)
+        ;
+    CU_ASSERT_EQUAL(q.ntenants, 0);
+    pool_fairq_fini(&q);
+}
+
 static void test_pool_fairq_remove_any_position(void)
 {
     struct pool_fairq q;
@@ -194,6 +229,8 @@ int suite_pool_fairq(void)
     CU_add_test(s, "test_pool_fairq_pop_weights", test_pool_fairq_pop_weights);
     CU_add_test(s, "test_pool_fairq_push_newcomer_waits_one_turn",
                 test_pool_fairq_push_newcomer_waits_one_turn);
+    CU_add_test(s, "test_pool_fairq_push_newcomer_goes_first_once",
+                test_pool_fairq_push_newcomer_goes_first_once);
     CU_add_test(s, "test_pool_fairq_remove_any_position", test_pool_fairq_remove_any_position);
     CU_add_test(s, "test_pool_fairq_push_many_tenants", test_pool_fairq_push_many_tenants);
     CU_add_test(s, "test_pool_fairq_push_names", test_pool_fairq_push_names);
