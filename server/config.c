@@ -92,6 +92,7 @@ static const struct cfg_key cfg_keys[] = {
     CFG_NUM("server", idle_timeout_ms, CFG_T_UINT, 1, 86400000, "60000"),
     CFG_NUM("server", write_timeout_ms, CFG_T_UINT, 1, 3600000, "30000"),
     CFG_NUM("server", max_keepalive_requests, CFG_T_UINT, 0, 1000000000, "0"),
+    CFG_NUM("server", retry_hold_ms, CFG_T_UINT, 0, 10000, "100"),
 
     CFG_NUM("pool", workers, CFG_T_UINT, 0, 1024, "0"),
     CFG_NUM("pool", queue_capacity, CFG_T_UINT, 1, 1048576, "1024"),

@@ -45,6 +45,7 @@ struct srv_cfg {
     unsigned idle_timeout_ms;        /* keep-alive idle connection lifetime */
     unsigned write_timeout_ms;       /* a pending write must progress within */
     unsigned max_keepalive_requests; /* requests per connection (0 = unlimited) */
+    unsigned retry_hold_ms;          /* hold a request retried at once after refusals (0 = off) */
 
     /* [pool] */
     unsigned workers;         /* 0 = online CPUs */

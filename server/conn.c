@@ -17,6 +17,12 @@
  * header callback sees contiguous bytes. The parser is paused at message end; bytes after it stay
  * buffered. After any framing error the connection answers, lingers and never parses again.
  *
+ * Retry storms: a client that answers every refusal (429/503) with another request at once,
+ * ignoring Retry-After, makes the loop spend its CPU on refusals that the workers need. After
+ * SRV_QUICK_RETRIES such instant retries in a row, each further one waits in phase HOLD for
+ * server.retry_hold_ms before it is read (its deadline counts from its arrival); a request that
+ * comes later than SRV_QUICK_RETRY_NS after a refusal, or any other answer, resets the count.
+ *
  * Draining: nothing is cut when a drain begins. Answers queued from then on say Connection: close
  * (request.c), and an answer queued before keeps its connection, whose next request is served; an
  * idle connection lives until its idle timeout or srv_conn_cancel at the end of the drain period,
@@ -37,6 +43,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "logging/log.h"
@@ -76,6 +83,7 @@ static bool conn_wants_read(const struct srv_conn *c)
     switch (c->phase) {
     case SRV_PH_HANDLER:
     case SRV_PH_WRITE:
+    case SRV_PH_HOLD:
         /* keep watching for EOF/RST and buffer pipelined requests, up to the limit */
         return c->rlen < c->h->cfg.max_pipeline_bytes;
     default:
@@ -238,11 +246,23 @@ static int conn_out_append(struct srv_conn *c, const char *data, size_t len)
 }
 
 /* The answer is fully written: detach the request, then keep-alive or close. */
+/* Track refusals for conn_hold: a 429 or 503 was written now, or anything else resets. */
+static void conn_note_answer(struct srv_conn *c, int status)
+{
+    if (status == 429 || status == 503) {
+        c->refused_ns = ctx_now_ns();
+        return;
+    }
+    c->refused_ns = 0;
+    c->quick_retries = 0;
+}
+
 static void conn_write_done(struct srv_conn *c)
 {
     struct srv_req *req = c->req;
     c->req = NULL;
     c->answering = false;
+    conn_note_answer(c, req != NULL ? req->status : 0);
     if (req != NULL)
         srv_req_conn_done(req, true, CTX_REASON_NONE);
     /* An answer that did not say close (queued before a drain began) keeps the connection: the
@@ -451,6 +471,32 @@ static bool conn_head_parse(struct srv_conn *c)
     return !c->dead;
 }
 
+/* A request starts arriving at `now` on an idle connection. When its client has come back
+ * within SRV_QUICK_RETRY_NS of each of its last SRV_QUICK_RETRIES refusals (a retry storm that
+ * ignores Retry-After), hold it for retry_hold_ms before reading it. Returns true when held. */
+static bool conn_hold(struct srv_conn *c, uint64_t now)
+{
+    if (c->hold_over) {
+        c->hold_over = false;
+        return false;
+    }
+    if (c->refused_ns == 0)
+        return false;
+    /* bytes that came before the refusal was written (pipelined) are an instant retry too */
+    bool quick = now < c->refused_ns || now - c->refused_ns < SRV_QUICK_RETRY_NS;
+    c->quick_retries = quick ? c->quick_retries + 1 : 0;
+    c->refused_ns = 0;
+    if (c->quick_retries < SRV_QUICK_RETRIES || c->h->cfg.retry_hold_ms == 0 || c->h->draining)
+        return false;
+    c->phase = SRV_PH_HOLD;
+    c->held_ns = c->t_head_ns = now;
+    c->h->n_held++;
+    LOG_D("retry held", LOG_STR("peer", c->peer), LOG_UINT("quick_retries", c->quick_retries),
+          LOG_UINT("hold_ms", c->h->cfg.retry_hold_ms));
+    conn_timer_arm(c, c->h->cfg.retry_hold_ms);
+    return true;
+}
+
 static bool conn_head(struct srv_conn *c)
 {
     if (c->rlen == 0) {
@@ -460,9 +506,17 @@ static bool conn_head(struct srv_conn *c)
         return false;
     }
     if (c->phase == SRV_PH_IDLE) {
+        /* the request's first bytes reached the machine with the last read (earlier, when they
+         * were buffered behind the previous request): its deadline counts from there */
+        uint64_t now = ctx_now_ns();
+        if (c->rx_ns != 0 && c->rx_ns < now)
+            now = c->rx_ns;
+        if (conn_hold(c, now))
+            return false;
         c->phase = SRV_PH_HEAD;
         c->fresh = false;
-        c->t_head_ns = ctx_now_ns();
+        c->t_head_ns = c->held_ns != 0 ? c->held_ns : now; /* a held request arrived earlier */
+        c->held_ns = 0;
         srv_head_scan_init(&c->scan);
         conn_timer_arm(c, c->h->cfg.header_timeout_ms);
     }
@@ -571,6 +625,44 @@ static void conn_eof(struct srv_conn *c)
     srv_conn_kill(c, CTX_REASON_CLIENT_CLOSED);
 }
 
+/* The kernel's receive time of the data just read (SO_TIMESTAMPNS, CLOCK_REALTIME) on the
+ * monotonic scale, or now when the socket gave none. Never later than now. */
+static uint64_t conn_rx_ns(const struct msghdr *m)
+{
+    uint64_t now = ctx_now_ns();
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm != NULL;
+         cm = CMSG_NXTHDR((struct msghdr *)m, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS)
+            continue;
+        struct timespec ts, real;
+        memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+        clock_gettime(CLOCK_REALTIME, &real);
+        int64_t age = (int64_t)(real.tv_sec - ts.tv_sec) * 1000000000 + (real.tv_nsec - ts.tv_nsec);
+        if (age <= 0)
+            return now;
+        return (uint64_t)age < now ? now - (uint64_t)age : now;
+    }
+    return now;
+}
+
+/* recv() into the read buffer, noting when the bytes reached the machine in c->rx_ns. */
+static ssize_t conn_recv(struct srv_conn *c, size_t room)
+{
+    struct iovec iov = {c->rbuf + c->roff + c->rlen, room};
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = ctl.buf,
+                       .msg_controllen = sizeof(ctl.buf)};
+    ssize_t n = recvmsg(c->fd, &m, 0);
+    if (n > 0)
+        c->rx_ns = conn_rx_ns(&m);
+    return n;
+}
+
 static void conn_on_read(struct srv_conn *c)
 {
     if (c->phase == SRV_PH_LINGER) {
@@ -583,7 +675,7 @@ static void conn_on_read(struct srv_conn *c)
             srv_conn_send_oom(c);
         return; /* full: reading pauses in conn_sync */
     }
-    ssize_t n = recv(c->fd, c->rbuf + c->roff + c->rlen, room, 0);
+    ssize_t n = conn_recv(c, room);
     if (n > 0) {
         c->rlen += (size_t)n;
         if (c->phase == SRV_PH_BODY)
@@ -634,6 +726,11 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         srv_conn_kill(c, CTX_REASON_CLIENT_CLOSED);
         break;
     case SRV_PH_HANDLER:
+        break;
+    case SRV_PH_HOLD: /* the held request is read now */
+        c->phase = SRV_PH_IDLE;
+        c->hold_over = true;
+        conn_process(c);
         break;
     default: /* IDLE (keep-alive or fresh) and LINGER: close without an answer */
         srv_conn_kill(c, CTX_REASON_NONE);
@@ -829,6 +926,9 @@ int srv_conn_new(struct srv_http *h, int fd, const char *peer)
     c->rio.data = c->wio.data = c->timer.data = c;
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* not TCP: ignored */
+    /* receive times: deadlines count from when a request reached the machine, not from when
+     * a busy loop got to it (without them: from the read) */
+    (void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
     c->next = h->conns;
     if (h->conns != NULL)
         h->conns->prev = c;
@@ -875,6 +975,7 @@ bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason)
         return false;
     case SRV_PH_HEAD:
     case SRV_PH_BODY:
+    case SRV_PH_HOLD:
         conn_refuse_shutdown(c);
         return false;
     case SRV_PH_WRITE:

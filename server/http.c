@@ -161,6 +161,7 @@ void srv_http_stats_get(const struct srv_http *h, struct srv_http_stats *out)
     out->connections = h->n_connections;
     out->requests = h->n_requests;
     out->rejected = h->n_rejected;
+    out->held = h->n_held;
     out->open = h->nconns;
     out->pending = h->pending;
     out->drained = h->draining ? h->n_requests - h->requests_at_drain : 0;

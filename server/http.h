@@ -104,6 +104,7 @@ struct srv_http_stats {
     uint64_t connections;        /* accepted or adopted since start (rejected ones included) */
     uint64_t requests;           /* answers finished (written, or dropped with the connection) */
     uint64_t rejected;           /* connections answered 503 too_many_connections */
+    uint64_t held;               /* requests held retry_hold_ms (instant retries after refusals) */
     unsigned open;               /* connections open now */
     unsigned pending;            /* requests whose handler has not answered yet */
     uint64_t drained;            /* requests finished since srv_http_drain() (0 before) */

@@ -72,7 +72,7 @@ struct srv_http {
     void *drained_arg;
     uint64_t requests_at_drain; /* n_requests when the drain began */
 
-    uint64_t n_connections, n_requests, n_rejected;
+    uint64_t n_connections, n_requests, n_rejected, n_held;
     uint64_t n_shutdown_cancelled; /* handlers cancelled by cancel_all/close_all */
     unsigned pending;              /* handlers that owe an answer */
 
@@ -89,7 +89,11 @@ enum srv_phase {
     SRV_PH_HANDLER,  /* the request is with its handler */
     SRV_PH_WRITE,    /* the answer is being written */
     SRV_PH_LINGER,   /* closing answer written; discarding input until EOF or timeout */
+    SRV_PH_HOLD,     /* a request retried at once after refusals waits retry_hold_ms */
 };
+
+#define SRV_QUICK_RETRY_NS 1000000u /* a request this soon after a refusal is an instant retry */
+#define SRV_QUICK_RETRIES  3        /* instant retries in a row before the connection is held */
 
 struct srv_conn {
     struct srv_conn *next, *prev;
@@ -118,6 +122,11 @@ struct srv_conn {
     http_parser parser;
     const char *parse_base; /* head being parsed by http-parser */
     uint64_t t_head_ns;     /* first byte of the current request */
+    uint64_t rx_ns;         /* when the bytes of the last read reached the machine (kernel) */
+    uint64_t refused_ns;    /* when the last answer, a 429/503 refusal, was written; 0 = none */
+    uint64_t held_ns;       /* HOLD: when the held request arrived */
+    unsigned quick_retries; /* refusals in a row followed at once by another request */
+    bool hold_over;         /* the buffered request has been held: read it now */
 
     struct srv_req *req;
 

@@ -44,6 +44,7 @@ static const struct reload_field reload_fields[] = {
     RF("server.header_timeout_ms", header_timeout_ms, RELOAD_LIVE),
     RF("server.body_timeout_ms", body_timeout_ms, RELOAD_LIVE),
     RF("server.idle_timeout_ms", idle_timeout_ms, RELOAD_LIVE),
+    RF("server.retry_hold_ms", retry_hold_ms, RELOAD_LIVE),
     RF("server.write_timeout_ms", write_timeout_ms, RELOAD_LIVE),
     RF("server.max_keepalive_requests", max_keepalive_requests, RELOAD_LIVE),
     RF("limits.max_request_line", max_request_line, RELOAD_LIVE),

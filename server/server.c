@@ -328,6 +328,7 @@ static void run_log_stopped(const struct srv_http_stats *stats, uint64_t drain_s
           LOG_UINT("requests_drained", stats->drained),
           LOG_UINT("jobs_cancelled", stats->shutdown_cancelled),
           LOG_UINT("connections", stats->connections), LOG_UINT("rejected", stats->rejected),
+          LOG_UINT("retries_held", stats->held),
           LOG_DUR("drain_ms", drain_start_ns != 0 ? now - drain_start_ns : 0),
           LOG_DUR("duration_ms", now - t0_ns));
 }

@@ -39,6 +39,7 @@ static const struct tc_key tc_keys[] = {
     {"server", "body_timeout_ms", "2500"},
     {"server", "idle_timeout_ms", "3500"},
     {"server", "write_timeout_ms", "4500"},
+    {"server", "retry_hold_ms", "250"},
     {"server", "max_keepalive_requests", "100"},
     {"pool", "workers", "3"},
     {"pool", "queue_capacity", "7"},

@@ -198,6 +198,79 @@ static void test_conn_no_success_after_deadline(void)
     fixture_fini();
 }
 
+/* Every request is refused, as under overload. */
+static void refusing_handler(struct srv_req *req)
+{
+    (void)srv_req_header_add(req, "Retry-After", "1");
+    (void)srv_req_answer_error(req, 503, "queue_full", "the job queue is full");
+}
+
+/* A client that sends its next request at once after each refusal (here: pipelined) is held
+ * retry_hold_ms after its third instant retry, and again after each further one; a request that
+ * is not refused resets the count. */
+static void test_conn_retry_storm_is_held(void)
+{
+    memset(&fx, 0, sizeof(fx));
+    log_set_level(LOG_LEVEL_ERROR);
+    struct srv_cfg cfg;
+    srv_cfg_defaults(&cfg);
+    cfg.log_access = false;
+    cfg.retry_hold_ms = 60;
+    fx.loop = ev_loop_new(EVFLAG_AUTO);
+    fx.root = ctx_new_root();
+    fx.h = srv_http_new(fx.loop, &cfg, fx.root);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fx.h);
+    CU_ASSERT_EQUAL(srv_health_routes_add(fx.h), 0);
+    CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "POST", "/busy", refusing_handler, NULL), 0);
+    int sv[2];
+    CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    CU_ASSERT_EQUAL_FATAL(srv_http_adopt_fd(fx.h, sv[0], "test-peer"), 0);
+    fx.client = sv[1];
+
+    /* Requests 2-4 are instant retries 1-3 (not held before reading: the hold starts with the
+     * third), so 4, 5 and the health check after them wait; its 200 resets the count, 6-8 are
+     * instant retries 1-2 (7, 8) and the last health check is the third: held. */
+    const char *busy = "POST /busy HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+    for (int i = 0; i < 5; i++)
+        send_str(busy);
+    send_str("GET /healthz HTTP/1.1\r\n\r\n");
+    for (int i = 0; i < 3; i++)
+        send_str(busy);
+    send_str("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    uint64_t t0 = ctx_now_ns();
+    ev_run(fx.loop, 0);
+    uint64_t took = ctx_now_ns() - t0;
+    struct srv_http_stats st;
+    srv_http_stats_get(fx.h, &st);
+    size_t len;
+    char *out = read_all(&len);
+    CU_ASSERT_EQUAL(count(out, "HTTP/1.1 503 "), 8); /* every request is still answered */
+    CU_ASSERT_EQUAL(count(out, "HTTP/1.1 200 "), 2);
+    CU_ASSERT_EQUAL(st.held, 4);
+    CU_ASSERT(took >= 4 * 60 * 1000000ull); /* four holds of retry_hold_ms */
+    free(out);
+    fixture_fini();
+
+    /* retry_hold_ms = 0: never held */
+    fixture_init();
+    CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "POST", "/busy", refusing_handler, NULL), 0);
+    struct srv_cfg off;
+    srv_cfg_defaults(&off);
+    off.log_access = false;
+    off.retry_hold_ms = 0;
+    srv_http_cfg_update(fx.h, &off);
+    for (int i = 0; i < 6; i++)
+        send_str(busy);
+    send_str("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    ev_run(fx.loop, 0);
+    srv_http_stats_get(fx.h, &st);
+    out = read_all(&len);
+    CU_ASSERT_EQUAL(count(out, "HTTP/1.1 503 "), 6);
+    CU_ASSERT_EQUAL(st.held, 0);
+    free(out);
+    fixture_fini();
+}
+
 static void test_conn_client_gone_cancels(void)
 {
     fixture_init();
@@ -254,6 +327,7 @@ int suite_server_conn(void)
     CU_add_test(s, "test_conn_async_answer", test_conn_async_answer);
     CU_add_test(s, "test_conn_deadline_answers_504", test_conn_deadline_answers_504);
     CU_add_test(s, "test_conn_no_success_after_deadline", test_conn_no_success_after_deadline);
+    CU_add_test(s, "test_conn_retry_storm_is_held", test_conn_retry_storm_is_held);
     CU_add_test(s, "test_conn_client_gone_cancels", test_conn_client_gone_cancels);
     CU_add_test(s, "test_conn_error_closes_without_parsing_more",
                 test_conn_error_closes_without_parsing_more);

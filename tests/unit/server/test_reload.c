@@ -30,6 +30,7 @@ static const struct tr_key tr_keys[] = {
     {"server", "body_timeout_ms", "2500", true, false},
     {"server", "idle_timeout_ms", "3500", true, false},
     {"server", "write_timeout_ms", "4500", true, false},
+    {"server", "retry_hold_ms", "250", true, false},
     {"server", "max_keepalive_requests", "100", true, false},
     {"pool", "workers", "3", false, false},
     {"pool", "queue_capacity", "7", false, false},
