@@ -133,6 +133,50 @@ out:
     HS_FINISH(s);
 }
 
+/* A client that comes back at once after each refusal (pipelined here, so always "at once") is
+ * held server.retry_hold_ms from its third instant retry on; each request is still answered, and
+ * the holds are logged and counted in the stop summary. */
+static void test_adm_retry_storm_held(void)
+{
+    const char *ov[] = {"server.retry_hold_ms=300",
+                        TENANTS("[tenant.slow]\nrate = 0.1\nburst = 1\n"), NULL};
+    struct hs_server *s = hs_start(ov);
+    struct hs_conn *c = NULL;
+    struct hs_resp r = {0};
+    json_t *line = NULL;
+    HS_CHECK(s != NULL);
+    c = hs_connect(s);
+    HS_CHECK(c != NULL);
+    HS_CHECK(post_exchange(c, "/v1/jobs/noop", "X-Tenant-Id: slow\r\n", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200); /* the bucket's one token */
+    long long t0 = hs_now_ms();
+    for (int i = 0; i < 5; i++)
+        HS_CHECK(post(c, "/v1/jobs/noop", "X-Tenant-Id: slow\r\n") == 0);
+    for (int i = 0; i < 5; i++) {
+        hs_resp_fini(&r);
+        HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
+        CU_ASSERT(hs_resp_is_error(&r, 429, "tenant_rate_limited"));
+    }
+    /* requests 4 and 5 were held 300 ms each */
+    CU_ASSERT(hs_now_ms() - t0 >= 600);
+    line = hs_log_wait(s, "retry held", NULL, NULL, WAIT_MS);
+    CU_ASSERT_PTR_NOT_NULL(line);
+    CU_ASSERT_EQUAL(hs_json_int(line, "hold_ms", -1), 300);
+    json_decref(line);
+    line = NULL;
+    hs_close(c);
+    c = NULL;
+    CU_ASSERT_EQUAL(hs_stop(s), 0);
+    line = hs_log_wait(s, "spindle stopped", NULL, NULL, 0);
+    CU_ASSERT_PTR_NOT_NULL(line);
+    CU_ASSERT_EQUAL(hs_json_int(line, "retries_held", -1), 2);
+out:
+    json_decref(line);
+    hs_resp_fini(&r);
+    hs_close(c);
+    hs_free(s);
+}
+
 /* [limits] holds the defaults of every tenant without a section. */
 static void test_adm_limits_defaults_from_config(void)
 {
@@ -472,5 +516,6 @@ int suite_integration_admission(void)
     CU_add_test(s, "test_adm_weight_from_config", test_adm_weight_from_config);
     CU_add_test(s, "test_adm_too_many_tenants", test_adm_too_many_tenants);
     CU_add_test(s, "test_adm_random_tenants_bounded", test_adm_random_tenants_bounded);
+    CU_add_test(s, "test_adm_retry_storm_held", test_adm_retry_storm_held);
     return CU_get_error();
 }
