@@ -27,13 +27,19 @@ struct fixture {
 
 static struct fixture fx;
 
-static void fixture_init(void)
+/* The defaults without access lines, for fixture_init_cfg. */
+static struct srv_cfg fixture_cfg(void)
 {
-    memset(&fx, 0, sizeof(fx));
-    log_set_level(LOG_LEVEL_ERROR);
     struct srv_cfg cfg;
     srv_cfg_defaults(&cfg);
     cfg.log_access = false;
+    return cfg;
+}
+
+static void fixture_init_cfg(struct srv_cfg cfg)
+{
+    memset(&fx, 0, sizeof(fx));
+    log_set_level(LOG_LEVEL_ERROR);
     fx.loop = ev_loop_new(EVFLAG_AUTO);
     fx.root = ctx_new_root();
     fx.h = srv_http_new(fx.loop, &cfg, fx.root);
@@ -43,6 +49,11 @@ static void fixture_init(void)
     CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     CU_ASSERT_EQUAL_FATAL(srv_http_adopt_fd(fx.h, sv[0], "test-peer"), 0);
     fx.client = sv[1];
+}
+
+static void fixture_init(void)
+{
+    fixture_init_cfg(fixture_cfg());
 }
 
 static void fixture_fini(void)
@@ -210,22 +221,10 @@ static void refusing_handler(struct srv_req *req)
  * is not refused resets the count. */
 static void test_conn_retry_storm_is_held(void)
 {
-    memset(&fx, 0, sizeof(fx));
-    log_set_level(LOG_LEVEL_ERROR);
-    struct srv_cfg cfg;
-    srv_cfg_defaults(&cfg);
-    cfg.log_access = false;
+    struct srv_cfg cfg = fixture_cfg();
     cfg.retry_hold_ms = 60;
-    fx.loop = ev_loop_new(EVFLAG_AUTO);
-    fx.root = ctx_new_root();
-    fx.h = srv_http_new(fx.loop, &cfg, fx.root);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(fx.h);
-    CU_ASSERT_EQUAL(srv_health_routes_add(fx.h), 0);
+    fixture_init_cfg(cfg);
     CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "POST", "/busy", refusing_handler, NULL), 0);
-    int sv[2];
-    CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    CU_ASSERT_EQUAL_FATAL(srv_http_adopt_fd(fx.h, sv[0], "test-peer"), 0);
-    fx.client = sv[1];
 
     /* Requests 2-4 are instant retries 1-3 (not held before reading: the hold starts with the
      * third), so 4, 5 and the health check after them wait; its 200 resets the count, 6-8 are
@@ -252,13 +251,9 @@ static void test_conn_retry_storm_is_held(void)
     fixture_fini();
 
     /* retry_hold_ms = 0: never held */
-    fixture_init();
+    cfg.retry_hold_ms = 0;
+    fixture_init_cfg(cfg);
     CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "POST", "/busy", refusing_handler, NULL), 0);
-    struct srv_cfg off;
-    srv_cfg_defaults(&off);
-    off.log_access = false;
-    off.retry_hold_ms = 0;
-    srv_http_cfg_update(fx.h, &off);
     for (int i = 0; i < 6; i++)
         send_str(busy);
     send_str("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
