@@ -1170,3 +1170,16 @@ out_text:
     free(text);
     return rc;
 }
+
+int srv_cfg_overrides_apply(struct srv_cfg *cfg, const struct srv_cfg_override *ov, size_t n,
+                            char *err, size_t size)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ov[i].value == NULL)
+            continue;
+        int rc = srv_cfg_set(cfg, ov[i].section, ov[i].key, ov[i].value, ov[i].origin, err, size);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}

@@ -105,6 +105,18 @@ int srv_cfg_load(const char *path, struct srv_cfg *cfg, char *err, size_t size);
 int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const char *value,
                 const char *origin, char *err, size_t size);
 
+/* A setting given on the command line ("--workers 4"): applied after the file at start, and again
+ * after the file on every reload, so it keeps precedence. All strings borrowed. */
+struct srv_cfg_override {
+    const char *origin; /* "--workers": named in errors */
+    const char *section, *key;
+    const char *value; /* NULL: not given, skipped */
+};
+
+/* srv_cfg_set for each of the n overrides in order. Returns 0 or the first error (err says). */
+int srv_cfg_overrides_apply(struct srv_cfg *cfg, const struct srv_cfg_override *ov, size_t n,
+                            char *err, size_t size);
+
 /* Print the effective configuration as INI that srv_cfg_load accepts and that round-trips. */
 void srv_cfg_print(const struct srv_cfg *cfg, FILE *out);
 

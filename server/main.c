@@ -58,14 +58,6 @@ static const char main_usage[] =
     "the configuration file and reopens the log, SIGUSR1 reopens the log.\n"
     "Exit status: 0 clean stop, 1 start-up failure, 2 usage or configuration error.\n";
 
-/* The overrides, in the order they are applied (after the file). */
-struct main_override {
-    const char *option; /* "--workers": the origin named in errors */
-    const char *section;
-    const char *key;
-    const char *value; /* NULL when not given */
-};
-
 enum main_opt {
     MAIN_OPT_CHECK = 256,
     MAIN_OPT_PRINT,
@@ -79,7 +71,7 @@ struct main_serve {
     const char *config_path; /* NULL = defaults only */
     bool check;
     bool print;
-    struct main_override ov[4]; /* indexed by enum main_opt - MAIN_OPT_LISTEN */
+    struct srv_cfg_override ov[4]; /* indexed by enum main_opt - MAIN_OPT_LISTEN */
 };
 
 static const struct option main_serve_options[] = {
@@ -113,10 +105,10 @@ static int main_usage_error(const char *what, const char *arg)
 /* Parse serve's options (argv[0] is "serve"). Returns 0, or an exit code; -1 after --help. */
 static int main_serve_parse(int argc, char **argv, struct main_serve *s)
 {
-    s->ov[0] = (struct main_override){"--listen", "server", "listen", NULL};
-    s->ov[1] = (struct main_override){"--workers", "pool", "workers", NULL};
-    s->ov[2] = (struct main_override){"--log-level", "log", "level", NULL};
-    s->ov[3] = (struct main_override){"--log-file", "log", "file", NULL};
+    s->ov[0] = (struct srv_cfg_override){"--listen", "server", "listen", NULL};
+    s->ov[1] = (struct srv_cfg_override){"--workers", "pool", "workers", NULL};
+    s->ov[2] = (struct srv_cfg_override){"--log-level", "log", "level", NULL};
+    s->ov[3] = (struct srv_cfg_override){"--log-file", "log", "file", NULL};
     opterr = 0; /* our own messages */
     optind = 1;
     int c;
@@ -160,14 +152,10 @@ static int main_serve_config(const struct main_serve *s, struct srv_cfg *cfg)
         fprintf(stderr, "spindle: %s\n", err);
         return MAIN_EXIT_USAGE;
     }
-    for (size_t i = 0; i < sizeof(s->ov) / sizeof(s->ov[0]); i++) {
-        const struct main_override *o = &s->ov[i];
-        if (o->value == NULL)
-            continue;
-        if (srv_cfg_set(cfg, o->section, o->key, o->value, o->option, err, sizeof(err)) != 0) {
-            fprintf(stderr, "spindle: %s\n", err);
-            return MAIN_EXIT_USAGE;
-        }
+    if (srv_cfg_overrides_apply(cfg, s->ov, sizeof(s->ov) / sizeof(s->ov[0]), err, sizeof(err)) !=
+        0) {
+        fprintf(stderr, "spindle: %s\n", err);
+        return MAIN_EXIT_USAGE;
     }
     return 0;
 }
@@ -204,7 +192,7 @@ static int main_serve_run(const struct main_serve *s, const struct srv_cfg *cfg)
     }
     log_install_crash_handlers();
     log_thread_name_set("main");
-    int code = srv_run(cfg, s->config_path);
+    int code = srv_run(cfg, s->config_path, s->ov, sizeof(s->ov) / sizeof(s->ov[0]));
     log_stop();
     return code;
 }

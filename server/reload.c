@@ -280,6 +280,8 @@ int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reloa
         goto fail;
     srv_cfg_defaults(loaded);
     rc = srv_cfg_load(path, loaded, err, sizeof(err));
+    if (rc == 0)
+        rc = srv_cfg_overrides_apply(loaded, t->overrides, t->noverrides, err, sizeof(err));
     if (rc != 0)
         goto fail;
     rc = srv_reload_merge(running, loaded, t->adm != NULL, merged, diff);

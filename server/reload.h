@@ -47,9 +47,12 @@ int srv_reload_merge(const struct srv_cfg *running, const struct srv_cfg *loaded
 struct srv_reload_target {
     struct srv_http *http; /* its copied configuration is updated (srv_http_cfg_update) */
     struct srv_adm *adm;   /* may be NULL: tenant limits then need a restart */
+    const struct srv_cfg_override *overrides; /* the command line's, applied after the file */
+    size_t noverrides;
 };
 
-/* Reopen the log file (log_reopen), then load `path` (borrowed) and, when it is valid, apply the
+/* Reopen the log file (log_reopen), then load `path` (borrowed) with the target's command-line
+ * overrides on top (so "--log-level debug" outlives a reload) and, when it is valid, apply the
  * live keys to the target and the log level, update *running (the configuration in force, owned
  * by the caller) and log one info line "configuration reloaded" with `changed` and
  * `restart_required` key lists (plus a warn line when some keys need a restart). Returns 0, or

@@ -61,6 +61,8 @@ struct srv_run_state {
     struct srv_sd *sd;          /* systemd notifications (inert without systemd) */
     struct srv_cfg *cfg;        /* the running configuration (updated by reloads) */
     const char *config_path;    /* re-read on SIGHUP; NULL when running on the defaults */
+    const struct srv_cfg_override *overrides; /* the command line's, applied after each re-read */
+    size_t noverrides;
     uint64_t drain_deadline_ns; /* pool_stop's bound: the end of the drain period */
     uint64_t drain_start_ns;    /* when the first stop signal came (0: none) */
     ev_signal sig_int, sig_term, sig_hup, sig_usr1;
@@ -161,7 +163,8 @@ static void run_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     srv_sd_reloading(st->sd);
-    struct srv_reload_target t = {.http = st->http, .adm = st->adm};
+    struct srv_reload_target t = {
+        .http = st->http, .adm = st->adm, .overrides = st->overrides, .noverrides = st->noverrides};
     (void)srv_reload(st->config_path, st->cfg, &t); /* logs what it did, or why not */
     srv_sd_ready(st->sd);
 }
@@ -333,12 +336,15 @@ static void run_log_stopped(const struct srv_http_stats *stats, uint64_t drain_s
           LOG_DUR("duration_ms", now - t0_ns));
 }
 
-int srv_run(const struct srv_cfg *cfg, const char *config_path)
+int srv_run(const struct srv_cfg *cfg, const char *config_path,
+            const struct srv_cfg_override *overrides, size_t noverrides)
 {
     log_thread_name_set("loop");
     uint64_t t0 = ctx_now_ns();
     struct srv_run_state st = {0};
     st.config_path = config_path;
+    st.overrides = overrides;
+    st.noverrides = noverrides;
     st.loop = ev_default_loop(EVFLAG_SIGNALFD);
     struct ctx *root = ctx_new_root();
     st.cfg = malloc(sizeof(*st.cfg));

@@ -7,8 +7,11 @@
 
 /* Run the server on `cfg` (borrowed) until SIGINT/SIGTERM stops it. The caller has started the
  * logger (log_start) and stops it after srv_run returns. `config_path` (borrowed, may be NULL when
- * running on the defaults) is re-read on SIGHUP. Returns the process exit code: 0 after a clean
- * stop, 1 when start-up failed (the reason is logged at error level). */
-int srv_run(const struct srv_cfg *cfg, const char *config_path);
+ * running on the defaults) is re-read on SIGHUP, with the `noverrides` command-line `overrides`
+ * (borrowed, may be NULL when noverrides is 0; they must outlive the call) applied on top each
+ * time. Returns the process exit code: 0 after a clean stop, 1 when start-up failed (the reason is
+ * logged at error level). */
+int srv_run(const struct srv_cfg *cfg, const char *config_path,
+            const struct srv_cfg_override *overrides, size_t noverrides);
 
 #endif

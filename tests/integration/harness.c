@@ -228,13 +228,22 @@ static void hs_report(struct hs_server *s, const char *why)
 
 struct hs_server *hs_start(const char *const *overrides)
 {
+    return hs_start_args(overrides, NULL);
+}
+
+struct hs_server *hs_start_args(const char *const *overrides, const char *const *extra)
+{
     struct hs_server *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->dir = proc_tmpdir_new();
     if (s->dir == NULL || hs_config_write(s, overrides) != 0)
         goto fail;
-    const char *args[] = {"serve", "-c", s->conf_path, NULL};
+    const char *args[16] = {"serve", "-c", s->conf_path};
+    size_t n = 3;
+    for (; extra != NULL && extra[n - 3] != NULL && n < 15; n++)
+        args[n] = extra[n - 3];
+    args[n] = NULL;
     s->proc = proc_spawn(args, NULL);
     if (s->proc == NULL) {
         fprintf(stderr, "harness: cannot start the server: %s\n", strerror(errno));

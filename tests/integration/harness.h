@@ -58,6 +58,10 @@ struct hs_server;
  * server's stderr and log included) on stderr. */
 struct hs_server *hs_start(const char *const *overrides);
 
+/* hs_start with `extra` (borrowed, NULL-terminated, at most 12; NULL = none) command-line
+ * arguments after "serve -c FILE", e.g. {"--log-level", "debug", NULL}. */
+struct hs_server *hs_start_args(const char *const *overrides, const char *const *extra);
+
 /* Send SIGTERM, wait up to HS_STOP_MS and return the exit code (0 after a clean stop; 137 when it
  * had to be killed; negative errno when it could not be signalled). The server's stderr is printed
  * when the code is not 0. The object stays valid (log readable) until hs_free(). */

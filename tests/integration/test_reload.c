@@ -112,6 +112,36 @@ out:
     HS_FINISH(s);
 }
 
+/* A command-line override outlives a reload: started with --log-level debug over a file that
+ * says warn, the server stays at debug when the file is re-read (now saying error), so the
+ * reload's own info line and later access lines are written. */
+static void test_reload_keeps_command_line_overrides(void)
+{
+    const char *const over[] = {"log.level=warn", NULL};
+    const char *const args[] = {"--log-level", "debug", NULL};
+    struct hs_server *s = hs_start_args(over, args);
+    struct hs_conn *c = NULL;
+    json_t *line = NULL;
+    HS_CHECK(s != NULL);
+    HS_CHECK((c = hs_connect(s)) != NULL);
+    CU_ASSERT_EQUAL(rl_spin(c, 1, "cl-before"), 200);
+    json_decref(hs_log_wait(s, "access", "request_id", "cl-before", HS_IO_MS));
+    CU_ASSERT_EQUAL(rl_access_count(s, "cl-before"), 1); /* debug, not the file's warn */
+
+    HS_CHECK(ops_config_rewrite(s, "error", NULL) == 0);
+    HS_CHECK(rl_hup_and_wait(s, "configuration reloaded", 1));
+    line = rl_last(s, "configuration reloaded");
+    HS_CHECK(line != NULL);
+    CU_ASSERT_STRING_EQUAL(hs_json_str(line, "changed"), ""); /* the level did not move */
+    CU_ASSERT_EQUAL(rl_spin(c, 1, "cl-after"), 200);
+    json_decref(hs_log_wait(s, "access", "request_id", "cl-after", HS_IO_MS));
+    CU_ASSERT_EQUAL(rl_access_count(s, "cl-after"), 1);
+out:
+    json_decref(line);
+    hs_close(c);
+    HS_FINISH(s);
+}
+
 /* An invalid file: an error line naming FILE:LINE and the key, and nothing changes (the limit, the
  * level, serving). */
 static void test_reload_invalid_changes_nothing(void)
@@ -151,6 +181,8 @@ int suite_integration_reload(void)
     if (s == NULL)
         return CU_get_error();
     CU_add_test(s, "test_reload_valid_applies_live_keys", test_reload_valid_applies_live_keys);
+    CU_add_test(s, "test_reload_keeps_command_line_overrides",
+                test_reload_keeps_command_line_overrides);
     CU_add_test(s, "test_reload_invalid_changes_nothing", test_reload_invalid_changes_nothing);
     return CU_get_error();
 }
