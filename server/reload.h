@@ -2,8 +2,8 @@
  * running, report what needs a restart (server/ only).
  *
  * Live (applied at once): [server] max_connections, header_timeout_ms, body_timeout_ms,
- * idle_timeout_ms, write_timeout_ms, max_keepalive_requests; every [limits] key except
- * max_tenants; [log] level and access; [shutdown] drain_timeout_ms; and, when an admission
+ * retry_hold_ms, idle_timeout_ms, write_timeout_ms, max_keepalive_requests; every [limits] key
+ * except max_tenants; [log] level and access; [shutdown] drain_timeout_ms; and, when an admission
  * controller is given, the tenant limits ([limits] max_inflight, rate, burst, weight and the
  * [tenant.NAME] sections). Restart needed (reported, kept at their running values): [server]
  * listen and backlog, [pool] workers, queue_capacity and cancel_grace_ms, [limits] max_tenants,
