@@ -55,6 +55,7 @@
 #include "server/admission.h"
 #include "server/batch.h"
 #include "server/jobroute_internal.h"
+#include "server/metrics.h"
 
 struct bt_batch;
 
@@ -305,6 +306,9 @@ static void bt_done(struct pool_job *job, enum pool_status status)
     bt_outcome(it, status);
     bt_log(it);
     srv_jobroute_observe(b->jr, it->out.kind, job);
+    if (b->jr->met != NULL)
+        srv_met_batch_job(b->jr->met, srv_batch_mode_name(b->mode),
+                          srv_batch_status_name(it->out.status));
     /* An item that never ran (cancelled while queued) or whose run did not decide: the loop
      * decides. A no-op when the worker that ran it decided already. */
     enum ctx_reason why = CTX_REASON_NONE;

@@ -609,6 +609,7 @@ const double srv_met_job_seconds_bounds[14] = {.0005, .001, .0025, .005, .01, .0
 #define REQUEST_SERIES 256
 #define TENANT_SERIES  512
 #define KIND_SERIES    32
+#define BATCH_SERIES   12 /* 4 modes x 3 statuses */
 
 static struct srv_met_family *add(struct srv_met *m, enum srv_met_type type, const char *name,
                                   const char *help, const char *l0, const char *l1, size_t max)
@@ -630,7 +631,7 @@ int srv_met_server_init(struct srv_met_server *s, struct srv_met *m)
         "spindle_tenant_queue_depth",  "spindle_refusals_total",    "spindle_job_wait_seconds",
         "spindle_job_run_seconds",     "spindle_loop_lag_seconds",  "spindle_loop_utilization",
         "spindle_open_connections",    "spindle_log_lines_total",   "spindle_log_waits_total",
-        "spindle_log_dropped_total",
+        "spindle_log_dropped_total",   "spindle_batch_jobs_total",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (family_find(m, names[i]) != NULL)
@@ -657,12 +658,14 @@ int srv_met_server_init(struct srv_met_server *s, struct srv_met *m)
     s->log_waits =
         add(m, C, names[11], "Times a thread waited for log buffer space.", NULL, NULL, 0);
     s->log_dropped = add(m, C, names[12], "Log lines dropped by the drop policy.", NULL, NULL, 0);
+    s->batch_jobs = add(m, C, names[13], "Sub-jobs of batch requests finished, by mode and status.",
+                        "mode", "status", BATCH_SERIES);
     /* Only out of memory can fail past the name check; families already added stay registered
      * (the registry frees them) and the caller gives up on metrics. */
     struct srv_met_family *all[] = {
         s->http_requests, s->inflight,  s->queue_depth, s->tenant_queue_depth, s->refusals,
         s->job_wait,      s->job_run,   s->loop_lag,    s->loop_utilization,   s->open_connections,
-        s->log_lines,     s->log_waits, s->log_dropped,
+        s->log_lines,     s->log_waits, s->log_dropped, s->batch_jobs,
     };
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         if (all[i] == NULL)
@@ -680,6 +683,11 @@ void srv_met_http_request(const struct srv_met_server *s, const char *route, int
 void srv_met_refusal(const struct srv_met_server *s, const char *reason, const char *tenant)
 {
     srv_met_labels_add(s->refusals, (const char *const[]){reason, tenant}, 1);
+}
+
+void srv_met_batch_job(const struct srv_met_server *s, const char *mode, const char *status)
+{
+    srv_met_labels_add(s->batch_jobs, (const char *const[]){mode, status}, 1);
 }
 
 void srv_met_job_times(const struct srv_met_server *s, const char *kind, uint64_t wait_ns,

@@ -129,6 +129,7 @@ struct srv_met_server {
     struct srv_met_family *log_lines;          /* counter spindle_log_lines_total */
     struct srv_met_family *log_waits;          /* counter spindle_log_waits_total */
     struct srv_met_family *log_dropped;        /* counter spindle_log_dropped_total */
+    struct srv_met_family *batch_jobs;         /* counter spindle_batch_jobs_total{mode,status} */
 };
 
 /* Register spindle's families in `m` and fill *s (families owned by m). Returns 0, -ENOMEM, or
@@ -141,6 +142,10 @@ void srv_met_http_request(const struct srv_met_server *s, const char *route, int
 
 /* One admission refusal: spindle_refusals_total{reason,tenant} += 1. */
 void srv_met_refusal(const struct srv_met_server *s, const char *reason, const char *tenant);
+
+/* One sub-job of a batch finished: spindle_batch_jobs_total{mode,status} += 1 (`mode` "all",
+ * "all_settled", "any", "race"; `status` "ok", "failed", "cancelled"). */
+void srv_met_batch_job(const struct srv_met_server *s, const char *mode, const char *status);
 
 /* One job that ran: observe its queue wait and run time (ns) under `kind`. */
 void srv_met_job_times(const struct srv_met_server *s, const char *kind, uint64_t wait_ns,

@@ -286,6 +286,8 @@ static void test_batch_all_ok(void)
     HS_CHECK(hs_exchange(c, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
     CU_ASSERT_PTR_NOT_NULL(
         strstr(r.body, "spindle_http_requests_total{route=\"/v1/batch\",status=\"200\"} 1\n"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(r.body, "spindle_batch_jobs_total{mode=\"all\",status=\"ok\"} 3\n"));
 out:
     for (size_t i = 0; i < 3; i++)
         json_decref(lines[i]);

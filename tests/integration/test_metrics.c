@@ -29,7 +29,7 @@ static const char *const met_families[] = {
     "spindle_tenant_queue_depth",  "spindle_refusals_total",    "spindle_job_wait_seconds",
     "spindle_job_run_seconds",     "spindle_loop_lag_seconds",  "spindle_loop_utilization",
     "spindle_open_connections",    "spindle_log_lines_total",   "spindle_log_waits_total",
-    "spindle_log_dropped_total",
+    "spindle_log_dropped_total",   "spindle_batch_jobs_total",
 };
 
 /* ---- helpers --------------------------------------------------------------------------------- */

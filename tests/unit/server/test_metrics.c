@@ -418,6 +418,9 @@ static void test_srv_met_server_families(void)
     srv_met_http_request(&s, "/healthz", 503);
     srv_met_refusal(&s, "queue_full", "other");
     srv_met_job_times(&s, "noop", 700000, 30000000); /* 0.7 ms waiting, 30 ms running */
+    srv_met_batch_job(&s, "any", "ok");
+    srv_met_batch_job(&s, "any", "cancelled");
+    srv_met_batch_job(&s, "any", "cancelled");
     srv_met_labels_add(s.inflight, NULL, 3);
     srv_met_labels_add(s.tenant_queue_depth, (const char *const[]){"gold"}, 2);
     srv_met_labels_set(s.loop_utilization, NULL, 0.5);
@@ -449,6 +452,9 @@ static void test_srv_met_server_families(void)
         "# TYPE spindle_log_lines_total counter\nspindle_log_lines_total 0\n",
         "# TYPE spindle_log_waits_total counter\nspindle_log_waits_total 0\n",
         "# TYPE spindle_log_dropped_total counter\nspindle_log_dropped_total 4\n",
+        "# TYPE spindle_batch_jobs_total counter\n",
+        "spindle_batch_jobs_total{mode=\"any\",status=\"ok\"} 1\n",
+        "spindle_batch_jobs_total{mode=\"any\",status=\"cancelled\"} 2\n",
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         if (strstr(text, want[i]) == NULL)
@@ -459,7 +465,7 @@ static void test_srv_met_server_families(void)
     size_t helps = 0;
     for (const char *p = text; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
-    CU_ASSERT_EQUAL(helps, 13);
+    CU_ASSERT_EQUAL(helps, 14);
     srv_met_buf_fini(&b);
     srv_met_free(m);
 }
