@@ -84,7 +84,9 @@ static int sha256_parse(const struct srv_job_param *params, size_t nparams, cons
     struct sha256_state *st = srv_job_state_new(sizeof(*st), err, size);
     if (st == NULL)
         return -ENOMEM;
-    st->body = body;
+    /* an empty body may come as NULL: point at a real empty string so that body + offset is
+     * always defined */
+    st->body = body != NULL ? body : (const unsigned char *)"";
     st->body_len = body_len;
     st->rounds = rounds;
     *state = st;
