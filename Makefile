@@ -163,31 +163,44 @@ $(B)/bench/%: bench/%.c $(LIB_OBJS)
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $(filter %.c %.o,$^) $(LIBS)
 
 # ---- fuzzing (clang + libFuzzer; not part of test, asan or CI) ------------------------------
-# make fuzz: build $(FUZZ_DIR)/fuzz_http (server/fuzz_http.c over the library, instrumented for
-# coverage with AddressSanitizer + UBSan) and run it for FUZZ_SECONDS over tests/fuzz/corpus/.
-# New inputs go to $(FUZZ_DIR)/corpus/, crashers to tests/fuzz/crashes/.
+# make fuzz [FUZZ_TARGET=http|batch]: build the targets (server/fuzz_<target>.c over the library,
+# instrumented for coverage with AddressSanitizer + UBSan) and run one for FUZZ_SECONDS over its
+# seeds: http (connection parsing and routing) over tests/fuzz/corpus/, crashers to
+# tests/fuzz/crashes/ (replayed by the integration suite); batch (POST /v1/batch bodies: parse,
+# run, settle, answer) over tests/fuzz/batch/, crashers to tests/fuzz/batch-crashes/. New inputs
+# go to $(FUZZ_DIR)/corpus-<target>/.
 FUZZ_SECONDS ?= 600
+FUZZ_TARGET ?= http
 FUZZ_DIR := $(BUILD_DIR)/fuzz
 FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -MMD -MP $(WARN) -g -O1 \
                -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
                -fno-sanitize-recover=undefined
 FUZZ_OBJS := $(LIB_SRCS:%.c=$(FUZZ_DIR)/%.o)
+FUZZ_SEEDS_http := tests/fuzz/corpus
+FUZZ_CRASHES_http := tests/fuzz/crashes
+FUZZ_SEEDS_batch := tests/fuzz/batch
+FUZZ_CRASHES_batch := tests/fuzz/batch-crashes
 
 .PHONY: fuzz fuzz-build
 fuzz: fuzz-build
-	@mkdir -p $(FUZZ_DIR)/corpus tests/fuzz/crashes
-	$(abspath $(FUZZ_DIR))/fuzz_http -max_len=8192 -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	  -artifact_prefix=tests/fuzz/crashes/ $(FUZZ_DIR)/corpus tests/fuzz/corpus
+	@test -n "$(FUZZ_SEEDS_$(FUZZ_TARGET))" || { echo "FUZZ_TARGET must be http or batch"; exit 2; }
+	@mkdir -p $(FUZZ_DIR)/corpus-$(FUZZ_TARGET) $(FUZZ_CRASHES_$(FUZZ_TARGET))
+	$(abspath $(FUZZ_DIR))/fuzz_$(FUZZ_TARGET) -max_len=8192 -max_total_time=$(FUZZ_SECONDS) \
+	  -print_final_stats=1 -artifact_prefix=$(FUZZ_CRASHES_$(FUZZ_TARGET))/ \
+	  $(FUZZ_DIR)/corpus-$(FUZZ_TARGET) $(FUZZ_SEEDS_$(FUZZ_TARGET))
 
-fuzz-build: $(FUZZ_DIR)/fuzz_http
+fuzz-build: $(FUZZ_DIR)/fuzz_http $(FUZZ_DIR)/fuzz_batch
 
 $(FUZZ_DIR)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
-$(FUZZ_DIR)/fuzz_http: $(FUZZ_DIR)/server/fuzz_http.o $(FUZZ_OBJS)
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/server/fuzz_%.o $(FUZZ_OBJS)
 	$(FUZZ_CC) -pthread -fsanitize=fuzzer,address,undefined -o $@ $^ $(LIBS)
+
+# the objects of a pattern-built target are kept between runs, not removed as intermediates
+.SECONDARY: $(FUZZ_OBJS) $(FUZZ_DIR)/server/fuzz_http.o $(FUZZ_DIR)/server/fuzz_batch.o
 
 ifneq ($(filter fuzz fuzz-build,$(MAKECMDGOALS)),)
 -include $(shell find $(FUZZ_DIR) -name '*.d' 2>/dev/null)

@@ -1,6 +1,7 @@
 /* test_batch_json.c - the JSON side of POST /v1/batch (server/batch_json.c): parsing and
  * validating the array of sub-jobs, the modes' settling rules, and the answers they write. */
 #include <CUnit/CUnit.h>
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -345,6 +346,77 @@ static void test_srv_batch_answer_race(void)
     json_decref(j);
 }
 
+/* Every seed and saved crasher of the batch fuzz target (tests/fuzz/batch*, first byte = mode)
+ * through parse, each accepted sub-job's run and answer, and the answer of the batch, as
+ * server/fuzz_batch.c does: under the asan build a regression is a sanitizer report. */
+static void bj_replay_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    if (n == 0)
+        return;
+    struct srv_cfg cfg = bj_cfg();
+    cfg.max_spin_ms = 2;
+    cfg.max_primes_n = 20000;
+    cfg.max_sha256_rounds = 64;
+    struct srv_batch_spec spec;
+    const char *code = NULL;
+    char err[SRV_BATCH_ERR_MAX];
+    if (srv_batch_parse(buf + 1, n - 1, &cfg, &spec, &code, err, sizeof(err)) != 0) {
+        CU_ASSERT_PTR_NOT_NULL(code);
+        return;
+    }
+    struct srv_batch_outcome *o = calloc(spec.count, sizeof(*o));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    for (size_t i = 0; i < spec.count; i++) {
+        o[i].kind = spec.items[i].kind->name;
+        CU_ASSERT_EQUAL(spec.items[i].kind->run(spec.items[i].state), 0);
+        struct srv_job_answer ans;
+        spec.items[i].kind->answer(spec.items[i].state, &ans);
+        o[i].status = SRV_BATCH_OK;
+        o[i].content_type = ans.content_type;
+        o[i].body = ans.body;
+        o[i].len = ans.len;
+    }
+    int status = 0;
+    char *body = NULL;
+    size_t len = 0;
+    enum srv_batch_mode mode = (enum srv_batch_mode)((unsigned char)buf[0] % 4);
+    CU_ASSERT_EQUAL(
+        srv_batch_answer(mode, o, spec.count,
+                         (mode == SRV_BATCH_ANY || mode == SRV_BATCH_RACE) ? 0 : SRV_BATCH_NONE,
+                         "r", &status, &body, &len),
+        0);
+    CU_ASSERT_EQUAL(status, 200);
+    free(body);
+    free(o);
+    srv_batch_spec_fini(&spec);
+}
+
+static void test_srv_batch_parse_fuzz_inputs(void)
+{
+    static const char *const dirs[] = {"tests/fuzz/batch", "tests/fuzz/batch-crashes"};
+    size_t files = 0;
+    for (size_t d = 0; d < JT_N(dirs); d++) {
+        DIR *dir = opendir(dirs[d]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
+        struct dirent *e;
+        while ((e = readdir(dir)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[512];
+            snprintf(path, sizeof(path), "%s/%s", dirs[d], e->d_name);
+            bj_replay_file(path);
+            files++;
+        }
+        closedir(dir);
+    }
+    CU_ASSERT(files >= 5); /* the seeds and the saved crasher were found */
+}
+
 int suite_server_batch_json(void)
 {
     CU_pSuite s = CU_add_suite("server_batch_json", NULL, NULL);
@@ -359,5 +431,6 @@ int suite_server_batch_json(void)
     CU_add_test(s, "test_srv_batch_answer_all_settled", test_srv_batch_answer_all_settled);
     CU_add_test(s, "test_srv_batch_answer_any", test_srv_batch_answer_any);
     CU_add_test(s, "test_srv_batch_answer_race", test_srv_batch_answer_race);
+    CU_add_test(s, "test_srv_batch_parse_fuzz_inputs", test_srv_batch_parse_fuzz_inputs);
     return 0;
 }
