@@ -237,12 +237,7 @@ static void bt_outcome(struct bt_item *it, enum pool_status status)
     srv_jobroute_times(&it->job, ctx_now_ns(), &o->queue_ns, &o->run_ns);
     o->reason = status == POOL_DONE || status == POOL_FAILED ? CTX_REASON_NONE : it->job.reason;
     if (status == POOL_DONE) {
-        struct srv_job_answer ans;
-        si->kind->answer(si->state, &ans);
-        o->status = SRV_BATCH_OK;
-        o->content_type = ans.content_type;
-        o->body = ans.body;
-        o->len = ans.len;
+        srv_batch_outcome_ok(o, si);
         return;
     }
     if (status == POOL_FAILED) {

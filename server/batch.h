@@ -101,6 +101,10 @@ struct srv_batch_outcome {
 
 #define SRV_BATCH_NONE SIZE_MAX /* no deciding sub-job (yet) */
 
+/* Make *o an OK outcome with the answer of `item` (borrowed), whose run returned 0: its status,
+ * content type and body (borrowed from the item's state). Other fields are left as they are. */
+void srv_batch_outcome_ok(struct srv_batch_outcome *o, const struct srv_batch_item *item);
+
 /* Sub-job `i` just finished with outcome `o` (borrowed; no longer PENDING). *decided is the index
  * of the sub-job whose outcome is the answer (SRV_BATCH_NONE until there is one); it is updated
  * here. Returns true when the sub-jobs still pending must be cancelled now, with *why the reason

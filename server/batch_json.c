@@ -236,6 +236,16 @@ void srv_batch_spec_fini(struct srv_batch_spec *s)
 
 /* ---- settling -------------------------------------------------------------------------------- */
 
+void srv_batch_outcome_ok(struct srv_batch_outcome *o, const struct srv_batch_item *item)
+{
+    struct srv_job_answer ans;
+    item->kind->answer(item->state, &ans);
+    o->status = SRV_BATCH_OK;
+    o->content_type = ans.content_type;
+    o->body = ans.body;
+    o->len = ans.len;
+}
+
 bool srv_batch_settle(enum srv_batch_mode mode, const struct srv_batch_outcome *o, size_t i,
                       size_t *decided, enum ctx_reason *why)
 {

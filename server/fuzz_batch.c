@@ -55,12 +55,7 @@ static void fb_outcome(const struct srv_batch_item *it, size_t i, struct srv_bat
         o->reason = CTX_REASON_SIBLING_WON;
         return;
     }
-    struct srv_job_answer ans;
-    it->kind->answer(it->state, &ans);
-    o->status = SRV_BATCH_OK;
-    o->content_type = ans.content_type;
-    o->body = ans.body;
-    o->len = ans.len;
+    srv_batch_outcome_ok(o, it);
     o->run_ns = 1000000u;
 }
 

@@ -374,12 +374,7 @@ static void bj_replay_file(const char *path)
     for (size_t i = 0; i < spec.count; i++) {
         o[i].kind = spec.items[i].kind->name;
         CU_ASSERT_EQUAL(spec.items[i].kind->run(spec.items[i].state), 0);
-        struct srv_job_answer ans;
-        spec.items[i].kind->answer(spec.items[i].state, &ans);
-        o[i].status = SRV_BATCH_OK;
-        o[i].content_type = ans.content_type;
-        o[i].body = ans.body;
-        o[i].len = ans.len;
+        srv_batch_outcome_ok(&o[i], &spec.items[i]);
     }
     int status = 0;
     char *body = NULL;
