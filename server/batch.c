@@ -66,7 +66,7 @@ struct bt_item {
     struct ctx *ctx; /* a child of the request's context (own reference) */
     ev_timer timer;  /* its timeout_ms, when it has one */
     bool timed, submitted;
-    struct srv_batch_outcome out;
+    struct srv_batch_outcome *out; /* b->outs[index] */
 };
 
 struct bt_batch {
@@ -82,8 +82,12 @@ struct bt_batch {
                                claimed once, by a worker or the loop (bt_decide) */
     int submit_rc;          /* pool_submit refused an item: the answer */
     bool server_cancelled;  /* the HTTP layer answered or dropped the request already */
+    struct srv_batch_outcome *outs; /* n, in index order: what the answer reports (tail of b) */
     struct bt_item items[];
 };
+
+_Static_assert(_Alignof(struct bt_item) % _Alignof(struct srv_batch_outcome) == 0,
+               "the outcomes follow the items in one allocation");
 
 /* ---- deciding (any thread) ------------------------------------------------------------------ */
 
@@ -165,7 +169,7 @@ static void bt_timing(struct bt_batch *b, bool header)
         const struct pool_job *job = &b->items[i].job;
         if (!b->items[i].submitted)
             continue;
-        queue = b->items[i].out.queue_ns > queue ? b->items[i].out.queue_ns : queue;
+        queue = b->outs[i].queue_ns > queue ? b->outs[i].queue_ns : queue;
         if (job->t_start_ns != 0 && (first == 0 || job->t_start_ns < first))
             first = job->t_start_ns;
         last = job->t_end_ns > last ? job->t_end_ns : last;
@@ -185,16 +189,11 @@ static void bt_answer(struct bt_batch *b)
                                                         : SRV_ADM_OTHER_LABEL);
         return;
     }
-    struct srv_batch_outcome *outs = calloc(b->n, sizeof(*outs));
-    int status = 0, rc = outs != NULL ? 0 : -ENOMEM;
+    int status = 0;
     char *body = NULL;
     size_t len = 0;
-    for (size_t i = 0; rc == 0 && i < b->n; i++)
-        outs[i] = b->items[i].out;
-    if (rc == 0)
-        rc = srv_batch_answer(b->mode, outs, b->n, atomic_load(&b->decided),
+    int rc = srv_batch_answer(b->mode, b->outs, b->n, atomic_load(&b->decided),
                               ctx_request_id(srv_req_ctx(req)), &status, &body, &len);
-    free(outs);
     if (rc < 0) {
         (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
         return;
@@ -232,7 +231,7 @@ static void bt_failed(struct srv_batch_outcome *o, int http_status, const char *
 /* The outcome of item `it` from what the pool says. */
 static void bt_outcome(struct bt_item *it, enum pool_status status)
 {
-    struct srv_batch_outcome *o = &it->out;
+    struct srv_batch_outcome *o = it->out;
     const struct srv_batch_item *si = &it->b->spec.items[it->index];
     srv_jobroute_times(&it->job, ctx_now_ns(), &o->queue_ns, &o->run_ns);
     o->reason = status == POOL_DONE || status == POOL_FAILED ? CTX_REASON_NONE : it->job.reason;
@@ -273,7 +272,7 @@ static void bt_outcome(struct bt_item *it, enum pool_status status)
 /* One info line per finished item, with its context current (its span id and index). */
 static void bt_log(const struct bt_item *it)
 {
-    const struct srv_batch_outcome *o = &it->out;
+    const struct srv_batch_outcome *o = it->out;
     const char *status = srv_batch_status_name(o->status), *reason = ctx_reason_name(o->reason);
     if (o->status == SRV_BATCH_OK)
         LOG_I("batch job", LOG_STR("kind", o->kind), LOG_STR("status", status),
@@ -300,14 +299,14 @@ static void bt_done(struct pool_job *job, enum pool_status status)
         ev_timer_stop(b->loop, &it->timer);
     bt_outcome(it, status);
     bt_log(it);
-    srv_jobroute_observe(b->jr, it->out.kind, job);
+    srv_jobroute_observe(b->jr, it->out->kind, job);
     if (b->jr->met != NULL)
         srv_met_batch_job(b->jr->met, srv_batch_mode_name(b->mode),
-                          srv_batch_status_name(it->out.status));
+                          srv_batch_status_name(it->out->status));
     /* An item that never ran (cancelled while queued) or whose run did not decide: the loop
      * decides. A no-op when the worker that ran it decided already. */
     enum ctx_reason why = CTX_REASON_NONE;
-    if (b->submit_rc == 0 && bt_decide(b, it->index, it->out.status, &why))
+    if (b->submit_rc == 0 && bt_decide(b, it->index, it->out->status, &why))
         bt_cancel_others(b, it->index, why);
     if (--b->pending == 0)
         bt_finish(b);
@@ -391,7 +390,9 @@ static struct bt_batch *bt_prepare(struct srv_jobroute *jr, struct srv_req *req)
     struct bt_batch *b = NULL;
     if (bt_fits(jr, req, spec.count) < 0)
         goto err_spec;
-    b = calloc(1, sizeof(*b) + spec.count * sizeof(b->items[0]));
+    /* the items, then the outcomes (aligned: an item's size is a multiple of its alignment,
+     * which is at least that of the outcome's 64-bit members) */
+    b = calloc(1, sizeof(*b) + spec.count * (sizeof(b->items[0]) + sizeof(b->outs[0])));
     if (b == NULL) {
         (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
         goto err_spec;
@@ -411,6 +412,7 @@ static struct bt_batch *bt_prepare(struct srv_jobroute *jr, struct srv_req *req)
     b->mode = mode;
     b->spec = spec;
     b->n = spec.count;
+    b->outs = (struct srv_batch_outcome *)(b->items + b->n);
     b->parent = srv_req_ctx(req);
     atomic_init(&b->decided, SRV_BATCH_NONE);
     return b;
@@ -429,7 +431,8 @@ static int bt_item_init(struct bt_batch *b, size_t i, struct ctx *parent)
     const struct srv_batch_item *si = &b->spec.items[i];
     it->b = b;
     it->index = i;
-    it->out.kind = si->kind->name;
+    it->out = &b->outs[i];
+    it->out->kind = si->kind->name;
     it->job.run = bt_run;
     it->job.done = bt_done;
     it->job.data = it;
@@ -456,13 +459,13 @@ static int bt_submit(struct bt_batch *b, size_t i)
     struct ctx *prev = ctx_enter(it->ctx);
     int rc = pool_submit(b->jr->pool, &it->job);
     if (rc == -ECANCELED && atomic_load(&b->decided) != SRV_BATCH_NONE) {
-        it->out.status = SRV_BATCH_CANCELLED;
-        it->out.reason = ctx_err(it->ctx);
+        it->out->status = SRV_BATCH_CANCELLED;
+        it->out->reason = ctx_err(it->ctx);
         bt_log(it);
         rc = 0;
     }
     ctx_leave(prev);
-    if (rc < 0 || it->out.status != SRV_BATCH_PENDING)
+    if (rc < 0 || it->out->status != SRV_BATCH_PENDING)
         return rc;
     it->submitted = true;
     b->pending++;

@@ -245,7 +245,6 @@ static int conn_out_append(struct srv_conn *c, const char *data, size_t len)
     return 0;
 }
 
-/* The answer is fully written: detach the request, then keep-alive or close. */
 /* Track refusals for conn_hold: a 429 or 503 was written now, or anything else resets. */
 static void conn_note_answer(struct srv_conn *c, int status)
 {
@@ -257,6 +256,7 @@ static void conn_note_answer(struct srv_conn *c, int status)
     c->quick_retries = 0;
 }
 
+/* The answer is fully written: detach the request, then keep-alive or close. */
 static void conn_write_done(struct srv_conn *c)
 {
     struct srv_req *req = c->req;
