@@ -67,8 +67,8 @@ BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 DEPS_STAMP := build/.deps-ok
-DEB_PKGS := libev-dev libhttp-parser-dev libinih-dev libssl-dev libzstd-dev zlib1g-dev \
-            libsystemd-dev libcunit1-dev libjansson-dev curl pkg-config systemd
+# debian-packages.txt is the one list (also read by .ci/run); make needs the build and test ones.
+DEB_PKGS := $(shell awk '!/^\#/ && ($$2 == "build" || $$2 == "test") {print $$1}' debian-packages.txt)
 
 .PHONY: FORCE all release run test unit integration asan tsan bench format deps clean check-format
 .DEFAULT_GOAL := all
@@ -210,7 +210,7 @@ endif
 FORCE:
 
 # Dependency check: every package present, or install them (root), or say exactly what to run.
-$(DEPS_STAMP): Makefile
+$(DEPS_STAMP): Makefile debian-packages.txt
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || \
 	    missing="$$missing $$p"; done; \
