@@ -26,7 +26,8 @@
  * Draining: nothing is cut when a drain begins. Answers queued from then on say Connection: close
  * (request.c), and an answer queued before keeps its connection, whose next request is served; an
  * idle connection lives until its idle timeout or srv_conn_cancel at the end of the drain period,
- * which also refuses a request still being read with 503 shutting_down.
+ * which also refuses a request still being read with 503 shutting_down, and so one whose bytes
+ * wait unread in the socket: only a connection that sent nothing is closed without an answer.
  *
  * Freeing: a connection is never freed inside a parser or watcher callback. Every entry point
  * (watcher callbacks, answers from handlers, drain) brackets its work with srv_conn_enter/exit;
@@ -947,6 +948,22 @@ int srv_conn_new(struct srv_http *h, int fd, const char *peer)
     return 0;
 }
 
+/* True when request bytes are buffered or wait unread in the socket (a peek: nothing is
+ * consumed). False at EOF, on an error or when the socket is empty. */
+static bool conn_bytes_waiting(const struct srv_conn *c)
+{
+    if (c->rlen > 0)
+        return true;
+    if (c->peer_eof)
+        return false;
+    char b;
+    ssize_t n;
+    do
+        n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n > 0;
+}
+
 /* The drain period is over while a request is still being read: refuse it with 503
  * shutting_down (the client learns it was not served) and close. */
 static void conn_refuse_shutdown(struct srv_conn *c)
@@ -981,8 +998,14 @@ bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason)
     case SRV_PH_WRITE:
     case SRV_PH_LINGER:
         return false;
-    default: /* idle: nothing on the wire that we know of */
-        srv_conn_kill(c, reason);
+    default:
+        /* idle: a request may have reached the socket without the loop having read it yet (a
+         * busy or stopped process, a connection accepted by the drain itself); closing with
+         * unread bytes would reset it, so it is refused like one being read */
+        if (conn_bytes_waiting(c))
+            conn_refuse_shutdown(c);
+        else
+            srv_conn_kill(c, reason);
         return false;
     }
 }

@@ -227,7 +227,8 @@ void srv_conn_send(struct srv_conn *c, char *head, size_t head_len, char *body, 
 /* Out of memory: a static 503 out_of_memory answer, then close. */
 void srv_conn_send_oom(struct srv_conn *c);
 /* End of the drain period: cancel a handler still running (503 shutting_down; returns true
- * then), refuse a request being read (503 shutting_down, close), close an idle connection. */
+ * then), refuse a request being read or waiting unread in the socket (503 shutting_down, close),
+ * close an idle connection that sent nothing. */
 bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason);
 
 /* ---- request.c ---- */
