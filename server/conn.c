@@ -451,6 +451,10 @@ static bool conn_head_parse(struct srv_conn *c)
         srv_conn_send_oom(c);
         return false;
     }
+    if (req->fatal_msg != NULL) {
+        conn_fail(c, 400, req->fatal_msg);
+        return false;
+    }
     if (req->msg_complete) {
         conn_dispatch(c);
         return true;
@@ -856,6 +860,19 @@ static int conn_on_body(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* A chunk-size line: a chunk that would take the body past max_body_bytes is refused now, not
+ * after its bytes were read (http-parser holds the announced size in content_length). */
+static int conn_on_chunk_header(http_parser *p)
+{
+    struct srv_conn *c = p->data;
+    struct srv_req *req = c->req;
+    if (p->content_length > c->h->cfg.max_body_bytes - req->body_len) {
+        req->body_too_large = true;
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
 static int conn_on_message_complete(http_parser *p)
 {
     struct srv_conn *c = p->data;
@@ -872,6 +889,7 @@ void srv_conn_settings_init(http_parser_settings *s)
     s->on_header_value = conn_on_header_value;
     s->on_headers_complete = conn_on_headers_complete;
     s->on_body = conn_on_body;
+    s->on_chunk_header = conn_on_chunk_header;
     s->on_message_complete = conn_on_message_complete;
 }
 

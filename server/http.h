@@ -295,6 +295,12 @@ void srv_head_scan_init(struct srv_head_scan *s);
 enum srv_head_state srv_head_scan(struct srv_head_scan *s, const char *buf, size_t len,
                                   const struct srv_head_limits *lim);
 
+/* True when `v` (borrowed, `n` bytes, blanks around it already removed) is a valid Host field
+ * value: uri-host [ ":" port ] (RFC 9112 section 3.2), where uri-host is a reg-name
+ * (unreserved, pct-encoded and sub-delims characters; possibly empty) or an IP literal in
+ * brackets, and port is at most 5 digits. */
+bool srv_head_host_valid(const char *v, size_t n);
+
 /* ---- small shared helpers ------------------------------------------------------------------ */
 
 /* The reason phrase of `status` ("OK", "Not Found", ...; "Unknown" when not known). */

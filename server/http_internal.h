@@ -179,6 +179,8 @@ struct srv_req {
     uint64_t bytes_in, bytes_out;
     int status; /* what the access log shows */
 
+    /* an error found in the head that is answered at once and closes (Host rules), or NULL */
+    const char *fatal_msg;
     /* a keep-alive error found in the head, answered after the body */
     int err_status;
     const char *err_code;
@@ -234,7 +236,8 @@ bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason);
 /* ---- request.c ---- */
 struct srv_req *srv_req_new(struct srv_conn *c);
 void srv_req_free(struct srv_req *req);
-/* Build the context and the strings from a parsed head; 0 or -ENOMEM. */
+/* Build the context and the strings from a parsed head; 0 or -ENOMEM. A head that breaks the
+ * Host rules (RFC 9112 section 3.2) sets req->fatal_msg: answer 400 and close. */
 int srv_req_from_head(struct srv_req *req, const http_parser *p, const char *head);
 /* Route, check and call the handler (phase HANDLER). */
 void srv_req_dispatch(struct srv_req *req);
