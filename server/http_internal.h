@@ -58,6 +58,7 @@ struct srv_http {
     ev_timer accept_timer; /* retry after EMFILE */
     bool accept_paused;    /* an EMFILE episode is going on */
     bool maxconn_logged;   /* a max_connections episode is going on */
+    unsigned conn_cap;     /* max_connections at most (the open file limit); 0 = none */
 
     struct srv_route *routes;
     size_t nroutes, route_cap;
