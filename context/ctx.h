@@ -58,7 +58,7 @@ void ctx_unref(struct ctx *c);
 
 /* ---- values (set before the context is shared; read-only afterwards) ---------------------- */
 
-#define CTX_REQUEST_ID_MAX 128 /* bytes, printable ASCII only */
+#define CTX_REQUEST_ID_MAX 128 /* bytes, visible ASCII only (0x21..0x7e: no space) */
 #define CTX_TENANT_MAX     64  /* bytes, [A-Za-z0-9._-] */
 
 /* Copy `id` (len bytes, borrowed) in. -EINVAL unless ctx_request_id_valid(). */
@@ -71,7 +71,9 @@ int ctx_set_tenant(struct ctx *c, const char *tenant, size_t len);
 /* The tenant, NUL-terminated, "" when unset. Borrowed, lives as long as `c`. */
 const char *ctx_tenant(const struct ctx *c);
 
-/* True when `id` is 1..CTX_REQUEST_ID_MAX bytes of printable ASCII (0x21..0x7e). */
+/* True when `id` is 1..CTX_REQUEST_ID_MAX bytes of visible ASCII (0x21..0x7e; a space is
+ * refused: HTTP trims it at the ends of a header value, and it splits the id in logs and shells).
+ */
 bool ctx_request_id_valid(const char *id, size_t len);
 /* True when `t` is 1..CTX_TENANT_MAX bytes of [A-Za-z0-9._-]. */
 bool ctx_tenant_valid(const char *t, size_t len);

@@ -418,7 +418,7 @@ static int cl_args_check(struct srv_cli_call_opts *o, char *err, size_t size)
     if (o->tenant && !ctx_tenant_valid(o->tenant, strlen(o->tenant)))
         return cl_arg_error(err, size, "--tenant wants 1-64 of [A-Za-z0-9._-], not", o->tenant);
     if (o->request_id && !ctx_request_id_valid(o->request_id, strlen(o->request_id)))
-        return cl_arg_error(err, size, "--request-id wants 1-128 printable ASCII, not",
+        return cl_arg_error(err, size, "--request-id wants 1-128 visible ASCII (no spaces), not",
                             o->request_id);
     if (o->batch) {
         if (o->kind)
@@ -669,7 +669,7 @@ static int cl_line_check(const json_t *o, char *why, size_t size)
         snprintf(why, size, "\"tenant\" must be 1-64 of [A-Za-z0-9._-]");
     else if (id && (!json_is_string(id) ||
                     !ctx_request_id_valid(json_string_value(id), json_string_length(id))))
-        snprintf(why, size, "\"id\" must be 1-128 printable ASCII characters");
+        snprintf(why, size, "\"id\" must be 1-128 visible ASCII characters (no spaces)");
     else
         return 0;
     return -EINVAL;

@@ -26,7 +26,8 @@
  * Draining: nothing is cut when a drain begins. Answers queued from then on say Connection: close
  * (request.c), and an answer queued before keeps its connection, whose next request is served; an
  * idle connection lives until its idle timeout or srv_conn_cancel at the end of the drain period,
- * which also refuses a request still being read with 503 shutting_down.
+ * which also refuses a request still being read with 503 shutting_down, and so one whose bytes
+ * wait unread in the socket: only a connection that sent nothing is closed without an answer.
  *
  * Freeing: a connection is never freed inside a parser or watcher callback. Every entry point
  * (watcher callbacks, answers from handlers, drain) brackets its work with srv_conn_enter/exit;
@@ -450,6 +451,10 @@ static bool conn_head_parse(struct srv_conn *c)
         srv_conn_send_oom(c);
         return false;
     }
+    if (req->fatal_msg != NULL) {
+        conn_fail(c, 400, req->fatal_msg);
+        return false;
+    }
     if (req->msg_complete) {
         conn_dispatch(c);
         return true;
@@ -855,6 +860,19 @@ static int conn_on_body(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* A chunk-size line: a chunk that would take the body past max_body_bytes is refused now, not
+ * after its bytes were read (http-parser holds the announced size in content_length). */
+static int conn_on_chunk_header(http_parser *p)
+{
+    struct srv_conn *c = p->data;
+    struct srv_req *req = c->req;
+    if (p->content_length > c->h->cfg.max_body_bytes - req->body_len) {
+        req->body_too_large = true;
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
 static int conn_on_message_complete(http_parser *p)
 {
     struct srv_conn *c = p->data;
@@ -871,6 +889,7 @@ void srv_conn_settings_init(http_parser_settings *s)
     s->on_header_value = conn_on_header_value;
     s->on_headers_complete = conn_on_headers_complete;
     s->on_body = conn_on_body;
+    s->on_chunk_header = conn_on_chunk_header;
     s->on_message_complete = conn_on_message_complete;
 }
 
@@ -947,6 +966,22 @@ int srv_conn_new(struct srv_http *h, int fd, const char *peer)
     return 0;
 }
 
+/* True when request bytes are buffered or wait unread in the socket (a peek: nothing is
+ * consumed). False at EOF, on an error or when the socket is empty. */
+static bool conn_bytes_waiting(const struct srv_conn *c)
+{
+    if (c->rlen > 0)
+        return true;
+    if (c->peer_eof)
+        return false;
+    char b;
+    ssize_t n;
+    do
+        n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n > 0;
+}
+
 /* The drain period is over while a request is still being read: refuse it with 503
  * shutting_down (the client learns it was not served) and close. */
 static void conn_refuse_shutdown(struct srv_conn *c)
@@ -981,8 +1016,14 @@ bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason)
     case SRV_PH_WRITE:
     case SRV_PH_LINGER:
         return false;
-    default: /* idle: nothing on the wire that we know of */
-        srv_conn_kill(c, reason);
+    default:
+        /* idle: a request may have reached the socket without the loop having read it yet (a
+         * busy or stopped process, a connection accepted by the drain itself); closing with
+         * unread bytes would reset it, so it is refused like one being read */
+        if (conn_bytes_waiting(c))
+            conn_refuse_shutdown(c);
+        else
+            srv_conn_kill(c, reason);
         return false;
     }
 }

@@ -242,3 +242,83 @@ enum srv_head_state srv_head_scan(struct srv_head_scan *s, const char *buf, size
     }
     return SRV_HEAD_MORE;
 }
+
+/* ---- the Host field value (RFC 9112 section 3.2, RFC 3986 section 3.2.2) ------------------ */
+
+static bool head_hex(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* reg-name = *( unreserved / pct-encoded / sub-delims ) */
+static bool head_reg_name(const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (ch == '%') {
+            if (i + 2 >= n || !head_hex((unsigned char)v[i + 1]) ||
+                !head_hex((unsigned char)v[i + 2]))
+                return false;
+            i += 2;
+            continue;
+        }
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+            continue;
+        if (ch == 0 || strchr("-._~!$&'()*+,;=", ch) == NULL)
+            return false;
+    }
+    return true;
+}
+
+/* IP-literal = "[" ( IPv6address / IPvFuture ) "]": the bracketed part holds only what those
+ * can hold (hex digits, ':', '.', and for IPvFuture 'v' and unreserved / sub-delims). */
+static bool head_ip_literal(const char *v, size_t n)
+{
+    if (n < 3 || v[0] != '[' || v[n - 1] != ']')
+        return false;
+    const char *in = v + 1;
+    size_t len = n - 2;
+    if (in[0] == 'v' || in[0] == 'V') { /* "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
+        size_t i = 1;
+        while (i < len && head_hex((unsigned char)in[i]))
+            i++;
+        if (i == 1 || i + 1 >= len || in[i] != '.')
+            return false;
+        for (i++; i < len; i++)
+            if (in[i] != ':' && (in[i] == '%' || !head_reg_name(in + i, 1)))
+                return false;
+        return true;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (!head_hex(ch) && ch != ':' && ch != '.')
+            return false;
+    }
+    return memchr(in, ':', len) != NULL;
+}
+
+bool srv_head_host_valid(const char *v, size_t n)
+{
+    size_t host_len = n;
+    if (n > 0 && v[0] == '[') {
+        const char *end = memchr(v, ']', n);
+        if (end == NULL)
+            return false;
+        host_len = (size_t)(end - v) + 1;
+        if (!head_ip_literal(v, host_len))
+            return false;
+    } else {
+        const char *colon = memchr(v, ':', n);
+        if (colon != NULL)
+            host_len = (size_t)(colon - v);
+        if (!head_reg_name(v, host_len))
+            return false;
+    }
+    if (host_len == n)
+        return true;
+    if (v[host_len] != ':')
+        return false;
+    /* port = *DIGIT (empty allowed by the grammar), at most 5 digits */
+    size_t plen = n - host_len - 1;
+    return plen <= 5 && (plen == 0 || head_digits(v + host_len + 1, plen));
+}

@@ -144,11 +144,32 @@ void srv_http_close_all(struct srv_http *h, enum ctx_reason reason)
         h->n_shutdown_cancelled += n;
 }
 
+/* Keep max_connections within the room the open file limit leaves (srv_http_conn_cap_set). */
+static void http_conn_cap_apply(struct srv_http *h, bool warn)
+{
+    if (h->conn_cap == 0 || h->cfg.max_connections <= h->conn_cap)
+        return;
+    if (warn)
+        LOG_W("max_connections lowered to fit the open file limit",
+              LOG_UINT("configured", h->cfg.max_connections),
+              LOG_UINT("max_connections", h->conn_cap),
+              LOG_UINT("reserve", SRV_HTTP_NOFILE_RESERVE));
+    h->cfg.max_connections = h->conn_cap;
+}
+
 void srv_http_cfg_update(struct srv_http *h, const struct srv_cfg *cfg)
 {
     SRV_ASSERT_LOOP(h);
     h->cfg = *cfg;
     h->rbuf_max = http_rbuf_max(cfg);
+    http_conn_cap_apply(h, true);
+}
+
+void srv_http_conn_cap_set(struct srv_http *h, unsigned cap)
+{
+    SRV_ASSERT_LOOP(h);
+    h->conn_cap = cap;
+    http_conn_cap_apply(h, false); /* the caller reports it, with the limits it knows */
 }
 
 bool srv_http_draining(const struct srv_http *h)

@@ -97,6 +97,18 @@ void srv_http_close_all(struct srv_http *h, enum ctx_reason reason);
  * thread. */
 void srv_http_cfg_update(struct srv_http *h, const struct srv_cfg *cfg);
 
+/* File descriptors kept for everything but the connections counted by max_connections: the
+ * too_many_connections answers being written (SRV_REJECT_MAX), listeners, the log, the loop's own
+ * descriptors, the standard streams. */
+#define SRV_HTTP_NOFILE_RESERVE 128
+
+/* Bound max_connections by `cap` (0 = no bound), the connections the open file limit leaves room
+ * for: past it accept(2) fails with EMFILE and clients would wait in the backlog instead of
+ * getting 503 too_many_connections. Applies to the running configuration now (silently: the
+ * caller reports it) and to every later srv_http_cfg_update (a larger value is lowered to `cap`
+ * with a warning). Loop thread. */
+void srv_http_conn_cap_set(struct srv_http *h, unsigned cap);
+
 /* True once srv_http_drain() was called. */
 bool srv_http_draining(const struct srv_http *h);
 
@@ -294,6 +306,12 @@ void srv_head_scan_init(struct srv_head_scan *s);
  * the same until srv_head_scan_init(). */
 enum srv_head_state srv_head_scan(struct srv_head_scan *s, const char *buf, size_t len,
                                   const struct srv_head_limits *lim);
+
+/* True when `v` (borrowed, `n` bytes, blanks around it already removed) is a valid Host field
+ * value: uri-host [ ":" port ] (RFC 9112 section 3.2), where uri-host is a reg-name
+ * (unreserved, pct-encoded and sub-delims characters; possibly empty) or an IP literal in
+ * brackets, and port is at most 5 digits. */
+bool srv_head_host_valid(const char *v, size_t n);
 
 /* ---- small shared helpers ------------------------------------------------------------------ */
 

@@ -58,6 +58,7 @@ struct srv_http {
     ev_timer accept_timer; /* retry after EMFILE */
     bool accept_paused;    /* an EMFILE episode is going on */
     bool maxconn_logged;   /* a max_connections episode is going on */
+    unsigned conn_cap;     /* max_connections at most (the open file limit); 0 = none */
 
     struct srv_route *routes;
     size_t nroutes, route_cap;
@@ -179,6 +180,8 @@ struct srv_req {
     uint64_t bytes_in, bytes_out;
     int status; /* what the access log shows */
 
+    /* an error found in the head that is answered at once and closes (Host rules), or NULL */
+    const char *fatal_msg;
     /* a keep-alive error found in the head, answered after the body */
     int err_status;
     const char *err_code;
@@ -227,13 +230,15 @@ void srv_conn_send(struct srv_conn *c, char *head, size_t head_len, char *body, 
 /* Out of memory: a static 503 out_of_memory answer, then close. */
 void srv_conn_send_oom(struct srv_conn *c);
 /* End of the drain period: cancel a handler still running (503 shutting_down; returns true
- * then), refuse a request being read (503 shutting_down, close), close an idle connection. */
+ * then), refuse a request being read or waiting unread in the socket (503 shutting_down, close),
+ * close an idle connection that sent nothing. */
 bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason);
 
 /* ---- request.c ---- */
 struct srv_req *srv_req_new(struct srv_conn *c);
 void srv_req_free(struct srv_req *req);
-/* Build the context and the strings from a parsed head; 0 or -ENOMEM. */
+/* Build the context and the strings from a parsed head; 0 or -ENOMEM. A head that breaks the
+ * Host rules (RFC 9112 section 3.2) sets req->fatal_msg: answer 400 and close. */
 int srv_req_from_head(struct srv_req *req, const http_parser *p, const char *head);
 /* Route, check and call the handler (phase HANDLER). */
 void srv_req_dispatch(struct srv_req *req);

@@ -335,6 +335,21 @@ static void req_set_deadline(struct srv_req *req)
         ctx_set_deadline(req->ctx, req->t0_ns + ms * UINT64_C(1000000));
 }
 
+/* RFC 9112 section 3.2: an HTTP/1.1 request without Host, any request with more than one Host
+ * field or with an invalid value, is refused (400, and the connection closes: which host the
+ * client meant is unknown, and a front end may have read the request differently). */
+static void req_check_host(struct srv_req *req)
+{
+    unsigned n;
+    const struct srv_hdr *hd = req_hdr_find(req, "Host", &n);
+    if (n == 0 && !req->http10)
+        req->fatal_msg = "missing Host header (required in HTTP/1.1)";
+    else if (n > 1)
+        req->fatal_msg = "more than one Host header";
+    else if (n == 1 && !srv_head_host_valid(hd->value, hd->value_len))
+        req->fatal_msg = "invalid Host header (expected host[:port])";
+}
+
 int srv_req_from_head(struct srv_req *req, const http_parser *p, const char *head)
 {
     req->method = http_method_str((enum http_method)p->method);
@@ -350,6 +365,7 @@ int srv_req_from_head(struct srv_req *req, const http_parser *p, const char *hea
         return -ENOMEM;
     req_set_identity(req);
     req_set_deadline(req);
+    req_check_host(req);
     const struct srv_hdr *expect = req_hdr_find(req, "Expect", NULL);
     req->expect_continue = expect != NULL && strcasecmp(expect->value, "100-continue") == 0;
     return 0;

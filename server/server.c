@@ -23,6 +23,9 @@
  * RELOADING=1/READY=1 around a reload, STATUS= with connections and requests in flight, watchdog
  * pings; listening sockets passed by socket activation replace [server] listen. Without systemd
  * in the environment none of it does anything.
+ * File descriptors: at start the soft RLIMIT_NOFILE is raised to the hard limit, and
+ * max_connections is bounded by what it leaves after SRV_HTTP_NOFILE_RESERVE (a warning names the
+ * numbers), so the connection limit answers 503 before accept(2) could fail with EMFILE.
  * The worker pool runs the job routes' work (server/jobroute.c), behind admission control
  * (server/admission.h, limits from the configuration); GET /metrics (server/metrics_route.c)
  * reports on all of it. Admission and the metrics are made after the pool and freed after
@@ -33,10 +36,12 @@
  */
 #include <errno.h>
 #include <ev.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "context/ctx.h"
 #include "logging/log.h"
@@ -69,6 +74,7 @@ struct srv_run_state {
     ev_timer drain_timer;
     int stop_signals;
     bool final_phase;
+    unsigned long nofile; /* the soft open file limit after raising it (0: unknown/unlimited) */
 };
 
 static void run_drained(struct srv_http *h, void *arg)
@@ -214,8 +220,41 @@ static void run_sd_status(char *buf, size_t size, void *arg)
              srv_http_draining(st->http) ? "draining" : "serving", stats.open, stats.pending);
 }
 
+/* Raise the soft open file limit to the hard one (systemd and shells often start with 1024),
+ * then bound max_connections by what the limit leaves after SRV_HTTP_NOFILE_RESERVE, with a
+ * warning naming both limits when it must be lowered. Returns the soft limit in force. */
+static unsigned long run_nofile_fit(struct srv_http *h)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    rlim_t from = rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        struct rlimit raised = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl.rlim_cur = rl.rlim_max;
+        else
+            LOG_W("cannot raise the open file limit", LOG_UINT("nofile", rl.rlim_cur),
+                  LOG_UINT("nofile_hard", rl.rlim_max), LOG_STR("error", strerror(errno)));
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        return 0;
+    unsigned long soft = rl.rlim_cur;
+    unsigned long cap =
+        soft > 2 * SRV_HTTP_NOFILE_RESERVE ? soft - SRV_HTTP_NOFILE_RESERVE : soft / 2;
+    const struct srv_cfg *cfg = srv_http_cfg(h);
+    if (cfg->max_connections > cap) {
+        LOG_W("open file limit too low for max_connections: lowering it",
+              LOG_UINT("max_connections", cfg->max_connections), LOG_UINT("lowered_to", cap),
+              LOG_UINT("nofile", soft), LOG_UINT("nofile_hard", rl.rlim_max),
+              LOG_UINT("nofile_at_start", from), LOG_UINT("reserve", SRV_HTTP_NOFILE_RESERVE));
+    }
+    srv_http_conn_cap_set(h, cap > UINT_MAX ? UINT_MAX : (unsigned)(cap ? cap : 1));
+    return soft;
+}
+
 /* `workers` is the effective count (a configured 0 means one per online CPU). */
-static void run_log_started(const struct srv_cfg *cfg, unsigned workers)
+static void run_log_started(const struct srv_cfg *cfg, unsigned workers, unsigned long nofile)
 {
     char listen[SRV_CFG_MAX_LISTEN * (SRV_CFG_ADDR_MAX + 1)] = "";
     size_t len = 0;
@@ -224,7 +263,7 @@ static void run_log_started(const struct srv_cfg *cfg, unsigned workers)
                                 cfg->listen[i]);
     LOG_I("spindle started", LOG_STR("listen", listen), LOG_UINT("workers", workers),
           LOG_UINT("queue_capacity", cfg->queue_capacity),
-          LOG_UINT("max_connections", cfg->max_connections),
+          LOG_UINT("max_connections", cfg->max_connections), LOG_UINT("nofile", nofile),
           LOG_STR("log_level", log_level_name(cfg->log_level)),
           LOG_BOOL("log_access", cfg->log_access),
           LOG_UINT("header_timeout_ms", cfg->header_timeout_ms),
@@ -301,6 +340,7 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
         LOG_E("start-up failed", LOG_STR("error", strerror(ENOMEM)));
         return -ENOMEM;
     }
+    st->nofile = run_nofile_fit(st->http);
     int rc = srv_health_routes_add(st->http);
     if (rc != 0) {
         LOG_E("start-up failed: routes", LOG_STR("error", strerror(-rc)));
@@ -366,7 +406,7 @@ int srv_run(const struct srv_cfg *cfg, const char *config_path,
     run_signals_start(&st);
     struct pool_stats ps;
     pool_stats_get(st.pool, &ps);
-    run_log_started(cfg, ps.workers);
+    run_log_started(srv_http_cfg(st.http), ps.workers, st.nofile);
     srv_sd_ready(st.sd);
     ev_run(st.loop, 0);
     run_signals_stop(&st);

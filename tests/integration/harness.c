@@ -231,20 +231,34 @@ struct hs_server *hs_start(const char *const *overrides)
     return hs_start_args(overrides, NULL);
 }
 
-struct hs_server *hs_start_args(const char *const *overrides, const char *const *extra)
+/* Start the server; with nofile_soft > 0 under prlimit(1) with those open file limits. */
+static struct hs_server *hs_start_with(const char *const *overrides, const char *const *extra,
+                                       long nofile_soft, long nofile_hard)
 {
     struct hs_server *s = calloc(1, sizeof(*s));
+    char nofile[64];
     if (s == NULL)
         return NULL;
     s->dir = proc_tmpdir_new();
     if (s->dir == NULL || hs_config_write(s, overrides) != 0)
         goto fail;
-    const char *args[16] = {"serve", "-c", s->conf_path};
-    size_t n = 3;
-    for (; extra != NULL && extra[n - 3] != NULL && n < 15; n++)
-        args[n] = extra[n - 3];
+    const char *args[20];
+    size_t n = 0;
+    if (nofile_soft > 0) {
+        snprintf(nofile, sizeof(nofile), "--nofile=%ld:%ld", nofile_soft, nofile_hard);
+        if (proc_bin() == NULL)
+            goto fail;
+        args[n++] = nofile;
+        args[n++] = "--";
+        args[n++] = proc_bin();
+    }
+    args[n++] = "serve";
+    args[n++] = "-c";
+    args[n++] = s->conf_path;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 15; i++)
+        args[n++] = extra[i];
     args[n] = NULL;
-    s->proc = proc_spawn(args, NULL);
+    s->proc = nofile_soft > 0 ? proc_spawn_exe("prlimit", args, NULL) : proc_spawn(args, NULL);
     if (s->proc == NULL) {
         fprintf(stderr, "harness: cannot start the server: %s\n", strerror(errno));
         goto fail;
@@ -265,6 +279,16 @@ struct hs_server *hs_start_args(const char *const *overrides, const char *const 
 fail:
     hs_free(s);
     return NULL;
+}
+
+struct hs_server *hs_start_args(const char *const *overrides, const char *const *extra)
+{
+    return hs_start_with(overrides, extra, 0, 0);
+}
+
+struct hs_server *hs_start_nofile(const char *const *overrides, long soft, long hard)
+{
+    return hs_start_with(overrides, NULL, soft, hard);
 }
 
 int hs_stop(struct hs_server *s)

@@ -62,6 +62,10 @@ struct hs_server *hs_start(const char *const *overrides);
  * arguments after "serve -c FILE", e.g. {"--log-level", "debug", NULL}. */
 struct hs_server *hs_start_args(const char *const *overrides, const char *const *extra);
 
+/* hs_start with the server's open file limits (RLIMIT_NOFILE) set to `soft` and `hard` (soft > 0,
+ * hard >= soft, hard at most the test's own), through prlimit(1) from util-linux. */
+struct hs_server *hs_start_nofile(const char *const *overrides, long soft, long hard);
+
 /* Send SIGTERM, wait up to HS_STOP_MS and return the exit code (0 after a clean stop; 137 when it
  * had to be killed; negative errno when it could not be signalled). The server's stderr is printed
  * when the code is not 0. The object stays valid (log readable) until hs_free(). */

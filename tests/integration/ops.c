@@ -28,6 +28,33 @@ bool ops_wait_exit(struct hs_server *s, int ms)
     return true;
 }
 
+/* The state letter of `pid` in /proc/PID/stat, or 0 when it cannot be read. */
+static char ops_proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *close = strrchr(buf, ')'); /* the command name may hold anything */
+    return close != NULL && close[1] == ' ' ? close[2] : 0;
+}
+
+bool ops_wait_state(const struct hs_server *s, char state, int ms)
+{
+    long long end = hs_now_ms() + ms;
+    while (ops_proc_state(hs_pid(s)) != state) {
+        if (hs_now_ms() >= end)
+            return false;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return true;
+}
+
 bool ops_header_is(const struct hs_resp *r, const char *name, const char *want)
 {
     char v[512];

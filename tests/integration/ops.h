@@ -17,6 +17,10 @@
  * it exited; the exit code is then read by hs_stop(). */
 bool ops_wait_exit(struct hs_server *s, int ms);
 
+/* Wait up to `ms` (bounded poll) until the server process is in `state`, the letter of
+ * /proc/PID/stat ('T': stopped by SIGSTOP). True when it is. */
+bool ops_wait_state(const struct hs_server *s, char state, int ms);
+
 /* True when the answer has header `name` with exactly the value `want`. */
 bool ops_header_is(const struct hs_resp *r, const char *name, const char *want);
 

@@ -3,7 +3,8 @@
  * Design: the test process raises its own RLIMIT_NOFILE before starting the server (the child
  * inherits it), opens every connection first, sends one request on each, and only then reads the
  * answers, so all of them are open in the server at the same time. Reads are multiplexed with
- * poll() under one overall deadline.
+ * poll() under one overall deadline. The open file limit tests start the server under
+ * prlimit(1) with given limits (hs_start_nofile).
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -80,11 +81,95 @@ out:
     HS_FINISH(s);
 }
 
+/* The soft limit of "Max open files" in /proc/PID/limits, -1 when unknown. */
+static long nofile_soft_of(pid_t pid)
+{
+    char path[64], line[256];
+    long soft = -1;
+    snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "Max open files %ld", &soft) == 1)
+            break;
+    }
+    fclose(f);
+    return soft;
+}
+
+/* Started with a soft open file limit below the hard one, the server raises it to the hard one. */
+static void test_conns_nofile_raised_to_hard(void)
+{
+    const char *const over[] = {"server.max_connections=1000", NULL};
+    struct hs_server *s = NULL;
+    json_t *line = NULL;
+    HS_CHECK(hs_nofile_raise(4096) >= 4096);
+    HS_CHECK((s = hs_start_nofile(over, 64, 4096)) != NULL);
+    CU_ASSERT_EQUAL(nofile_soft_of(hs_pid(s)), 4096);
+    HS_CHECK((line = hs_log_wait(s, "spindle started", NULL, NULL, HS_IO_MS)) != NULL);
+    CU_ASSERT_EQUAL(hs_json_int(line, "nofile", -1), 4096);
+    CU_ASSERT_EQUAL(hs_json_int(line, "max_connections", -1), 1000);
+out:
+    json_decref(line);
+    HS_FINISH(s);
+}
+
+/* A hard limit too low for max_connections: a warning with the numbers at start, max_connections
+ * lowered to the limit minus the reserve, and the connections beyond it are answered 503
+ * too_many_connections (none waits in the backlog for a descriptor). */
+static void test_conns_nofile_clamps_max_connections(void)
+{
+    enum { NOFILE = 256, CAP = NOFILE - 128, EXTRA = 100 };
+    struct hs_server *s = NULL;
+    struct hs_conn *c[CAP + EXTRA];
+    struct hs_resp r = {0};
+    json_t *line = NULL;
+    int opened = 0;
+    memset(c, 0, sizeof(c));
+    HS_CHECK(hs_nofile_raise(4 * NOFILE) >= 2 * NOFILE);
+    HS_CHECK((s = hs_start_nofile(NULL, NOFILE, NOFILE)) != NULL); /* max_connections 10000 */
+    line = hs_log_wait(s, "open file limit too low for max_connections: lowering it", NULL, NULL,
+                       HS_IO_MS);
+    HS_CHECK(line != NULL);
+    CU_ASSERT_EQUAL(hs_json_int(line, "max_connections", -1), 10000);
+    CU_ASSERT_EQUAL(hs_json_int(line, "lowered_to", -1), CAP);
+    CU_ASSERT_EQUAL(hs_json_int(line, "nofile", -1), NOFILE);
+    CU_ASSERT_EQUAL(hs_json_int(line, "nofile_hard", -1), NOFILE);
+    json_decref(line);
+    HS_CHECK((line = hs_log_wait(s, "spindle started", NULL, NULL, HS_IO_MS)) != NULL);
+    CU_ASSERT_EQUAL(hs_json_int(line, "max_connections", -1), CAP);
+    for (; opened < CAP; opened++) {
+        HS_CHECK((c[opened] = hs_connect(s)) != NULL);
+        HS_CHECK(hs_exchange(c[opened], GET_HEALTHZ, &r) == 0 && r.status == 200);
+    }
+    /* Beyond the cap, every connection is told at once, without sending anything. */
+    for (; opened < CAP + EXTRA; opened++) {
+        HS_CHECK((c[opened] = hs_connect(s)) != NULL);
+        HS_CHECK(hs_read_response(c[opened], &r, false, HS_IO_MS) == 0);
+        CU_ASSERT(hs_resp_is_error(&r, 503, "too_many_connections") ||
+                  (r.status == 503 && strstr(r.body, "too_many_connections") != NULL));
+    }
+    for (int i = 0; i < CAP; i++) { /* the ones within the cap are still served */
+        HS_CHECK(hs_exchange(c[i], GET_HEALTHZ, &r) == 0);
+        CU_ASSERT_EQUAL(r.status, 200);
+    }
+out:
+    json_decref(line);
+    hs_resp_fini(&r);
+    for (int i = 0; i < opened; i++)
+        hs_close(c[i]);
+    HS_FINISH(s);
+}
+
 int suite_integration_conns(void)
 {
     CU_pSuite s = CU_add_suite("integration_conns", NULL, NULL);
     if (s == NULL)
         return CU_get_error();
     CU_add_test(s, "test_conns_1000_concurrent", test_conns_1000_concurrent);
+    CU_add_test(s, "test_conns_nofile_raised_to_hard", test_conns_nofile_raised_to_hard);
+    CU_add_test(s, "test_conns_nofile_clamps_max_connections",
+                test_conns_nofile_clamps_max_connections);
     return CU_get_error();
 }

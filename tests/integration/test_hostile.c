@@ -32,13 +32,13 @@ static bool header_is(const struct hs_resp *r, const char *name, const char *wan
 
 /* Send `len` bytes of `req` followed by a smuggled request; expect `status`/`code`, Connection:
  * close, the end of the connection and no second answer. Then the server still serves. */
-static void reject_check(const char *req, size_t len, int status, const char *code)
+static void reject_on(struct hs_server *s, const char *req, size_t len, int status,
+                      const char *code)
 {
-    struct hs_server *s = hs_start(NULL);
     struct hs_conn *c = NULL;
     struct hs_resp r = {0};
     char *all = malloc(len + sizeof(SMUGGLED));
-    HS_CHECK(s != NULL && all != NULL);
+    HS_CHECK(all != NULL);
     memcpy(all, req, len);
     memcpy(all + len, SMUGGLED, sizeof(SMUGGLED));
     HS_CHECK((c = hs_connect(s)) != NULL);
@@ -60,6 +60,14 @@ out:
     free(all);
     hs_resp_fini(&r);
     hs_close(c);
+}
+
+static void reject_check(const char *req, size_t len, int status, const char *code)
+{
+    struct hs_server *s = hs_start(NULL);
+    CU_ASSERT(s != NULL);
+    if (s != NULL)
+        reject_on(s, req, len, status, code);
     HS_FINISH(s);
 }
 
@@ -69,6 +77,42 @@ static void reject_400(const char *req)
 }
 
 /* ---- framing -------------------------------------------------------------------------------- */
+
+/* RFC 9112 section 3.2: no Host in HTTP/1.1, two Host fields, or a value that is not
+ * host[:port] is 400 and closes; valid forms (names, IP literals, ports, empty) are served, and
+ * HTTP/1.0 may leave Host out. */
+static void test_host_rules(void)
+{
+    static const char *const bad[] = {"a b",      "a/b",  "a@b",    "http://a", "a:b:c", "a:80x",
+                                      "a:123456", "[::1", "[::1]x", "[zz::1]",  "a%2",   "a\"b"};
+    static const char *const good[] = {"example.com:8080",      "127.0.0.1", "[::1]:80", "a%20b",
+                                       "xn--bcher-kva.example", "a:",        "",         "[v1.x]"};
+    struct hs_server *s = hs_start(NULL);
+    struct hs_resp r = {0};
+    char req[256];
+    HS_CHECK(s != NULL);
+    reject_on(s, "GET /healthz HTTP/1.1\r\n\r\n", 25, 400, "bad_request");
+    static const char two[] = "GET /healthz HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n";
+    reject_on(s, two, sizeof(two) - 1, 400, "bad_request");
+    static const char two10[] = "GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n";
+    reject_on(s, two10, sizeof(two10) - 1, 400, "bad_request");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int n = snprintf(req, sizeof(req), "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        reject_on(s, req, (size_t)n, 400, "bad_request");
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(req, sizeof(req), "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+        CU_ASSERT_EQUAL(hs_roundtrip(s, req, &r), 0);
+        CU_ASSERT_EQUAL(r.status, 200);
+        if (r.status != 200)
+            fprintf(stderr, "\n    Host: %s refused\n", good[i]);
+    }
+    CU_ASSERT_EQUAL(hs_roundtrip(s, "GET /healthz HTTP/1.0\r\n\r\n", &r), 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+out:
+    hs_resp_fini(&r);
+    HS_FINISH(s);
+}
 
 static void test_malformed_cl_and_te(void)
 {
@@ -351,6 +395,7 @@ int suite_integration_hostile(void)
     CU_pSuite s = CU_add_suite("integration_hostile", NULL, NULL);
     if (s == NULL)
         return CU_get_error();
+    CU_add_test(s, "test_host_rules", test_host_rules);
     CU_add_test(s, "test_malformed_cl_and_te", test_malformed_cl_and_te);
     CU_add_test(s, "test_malformed_duplicate_cl", test_malformed_duplicate_cl);
     CU_add_test(s, "test_malformed_negative_cl", test_malformed_negative_cl);

@@ -181,6 +181,12 @@ static void test_request_id_kept(void)
     CU_ASSERT(header_is(&r, "X-Request-Id", "req-42.abc_Z"));
     line = hs_log_wait(s, "access", "request_id", "req-42.abc_Z", HS_IO_MS);
     CU_ASSERT_PTR_NOT_NULL(line);
+    /* Any visible ASCII is kept (a space is not: see test_request_id_invalid_generated). */
+    HS_CHECK(hs_roundtrip(s,
+                          "GET /healthz HTTP/1.1\r\nHost: t\r\n"
+                          "X-Request-Id: {\"a\":[1]}/?#%~!\\\r\n\r\n",
+                          &r) == 0);
+    CU_ASSERT(header_is(&r, "X-Request-Id", "{\"a\":[1]}/?#%~!\\"));
 out:
     json_decref(line);
     hs_resp_fini(&r);

@@ -165,6 +165,35 @@ out:
     HS_FINISH(s);
 }
 
+/* A chunk-size line announcing more than max_body_bytes (alone, or with what came before) is
+ * answered 413 at once: the server does not wait for the chunk's bytes. */
+static void test_limit_body_chunk_size_announced(void)
+{
+    const char *const over[] = {"limits.max_body_bytes=1000", NULL};
+    struct hs_server *s = hs_start(over);
+    struct hs_resp r = {0};
+    char req[2048];
+    HS_CHECK(s != NULL);
+    static const char head[] =
+        "POST /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    int n = snprintf(req, sizeof(req), "%s100000\r\n", head); /* 1 MiB, no byte of it sent */
+    expect_closing_error(s, req, (size_t)n, 413, "body_too_large");
+    n = snprintf(req, sizeof(req), "%s258\r\n", head); /* 600 bytes, then 401 more announced */
+    memset(req + n, 'c', 600);
+    n += 600;
+    n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n191\r\n");
+    expect_closing_error(s, req, (size_t)n, 413, "body_too_large");
+    n = snprintf(req, sizeof(req), "%s3e8\r\n", head); /* exactly the limit is fine */
+    memset(req + n, 'c', 1000);
+    n += 1000;
+    snprintf(req + n, sizeof(req) - (size_t)n, "\r\n0\r\n\r\n");
+    CU_ASSERT_EQUAL(hs_roundtrip(s, req, &r), 0);
+    CU_ASSERT_EQUAL(r.status, 405);
+out:
+    hs_resp_fini(&r);
+    HS_FINISH(s);
+}
+
 /* ---- query string and per-request headers --------------------------------------------------- */
 
 static void test_limit_query_params(void)
@@ -403,6 +432,7 @@ int suite_integration_limits(void)
     CU_add_test(s, "test_limit_header_count", test_limit_header_count);
     CU_add_test(s, "test_limit_body_content_length", test_limit_body_content_length);
     CU_add_test(s, "test_limit_body_chunked", test_limit_body_chunked);
+    CU_add_test(s, "test_limit_body_chunk_size_announced", test_limit_body_chunk_size_announced);
     CU_add_test(s, "test_limit_query_params", test_limit_query_params);
     CU_add_test(s, "test_limit_timeout_header_invalid", test_limit_timeout_header_invalid);
     CU_add_test(s, "test_limit_header_timeout", test_limit_header_timeout);

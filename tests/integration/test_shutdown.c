@@ -7,6 +7,10 @@
  * answer: a connection is only ever closed by the server after an answer that said
  * `Connection: close`. The threads report progress through a semaphore; waits on the server
  * process are bounded polls.
+ *
+ * The hard stop (drain_timeout_ms = 0, or two stop signals at once) is tested with the process
+ * stopped by SIGSTOP while requests arrive, so that they wait unread in sockets and in the accept
+ * backlog when the final phase begins.
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -319,6 +323,84 @@ out:
     HS_FINISH(s);
 }
 
+#define SD_STOP_KEPT   20 /* keep-alive connections whose next request arrives while stopped */
+#define SD_STOP_NEW    80 /* connections made (accept backlog) while stopped, each with a request */
+#define SD_STOP_SILENT 5  /* connections made while stopped that send nothing */
+
+/* Requests reach the machine while the server is stopped (SIGSTOP): unread on kept-alive
+ * connections, and on connections still in the accept backlog. Then the stop signals in `sigs`
+ * (all pending before SIGCONT, so the process sees them together) and SIGCONT. Every connection
+ * that sent a request gets an HTTP answer (served, or 503 shutting_down with Connection: close),
+ * none is reset; the silent ones are closed; the process exits 0. */
+static void sd_stopped_requests(const char *const *over, const int *sigs, size_t nsigs)
+{
+    enum { N = SD_STOP_KEPT + SD_STOP_NEW + SD_STOP_SILENT };
+    struct hs_server *s = hs_start(over);
+    struct hs_conn *c[N];
+    struct hs_resp r = {0};
+    unsigned answered = 0, refused = 0, stopped = 0;
+    memset(c, 0, sizeof(c));
+    HS_CHECK(s != NULL);
+    for (int i = 0; i < SD_STOP_KEPT; i++) {
+        HS_CHECK((c[i] = hs_connect(s)) != NULL);
+        HS_CHECK(hs_exchange(c[i], "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    }
+    HS_CHECK(kill(hs_pid(s), SIGSTOP) == 0);
+    stopped = 1;
+    HS_CHECK(ops_wait_state(s, 'T', HS_IO_MS));
+    for (int i = SD_STOP_KEPT; i < N; i++) /* the kernel completes the handshakes */
+        HS_CHECK((c[i] = hs_connect(s)) != NULL);
+    for (int i = 0; i < SD_STOP_KEPT + SD_STOP_NEW; i++)
+        HS_CHECK(hs_send_str(c[i], "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    for (size_t i = 0; i < nsigs; i++)
+        HS_CHECK(kill(hs_pid(s), sigs[i]) == 0);
+    HS_CHECK(kill(hs_pid(s), SIGCONT) == 0);
+    stopped = 0;
+    for (int i = 0; i < SD_STOP_KEPT + SD_STOP_NEW; i++) {
+        int rc = hs_read_response(c[i], &r, false, HS_STOP_MS);
+        if (rc != 0) {
+            if (answered == (unsigned)i) /* the first one only */
+                fprintf(stderr, "\n  connection %d: no answer (%s)\n", i, strerror(-rc));
+            continue;
+        }
+        answered++;
+        if (r.status != 200) {
+            CU_ASSERT(hs_resp_is_error(&r, 503, "shutting_down"));
+            CU_ASSERT(ops_header_is(&r, "Connection", "close"));
+            refused++;
+        }
+    }
+    CU_ASSERT_EQUAL(answered, SD_STOP_KEPT + SD_STOP_NEW);
+    for (int i = SD_STOP_KEPT + SD_STOP_NEW; i < N; i++)
+        CU_ASSERT(hs_read_until_close(c[i], HS_STOP_MS) == 0);
+    HS_CHECK(ops_wait_exit(s, HS_STOP_MS));
+    CU_ASSERT_EQUAL(hs_stop(s), 0);
+    fprintf(stderr, " [%u answered, %u of them 503] ", answered, refused);
+out:
+    if (stopped)
+        (void)kill(hs_pid(s), SIGCONT);
+    hs_resp_fini(&r);
+    for (int i = 0; i < N; i++)
+        hs_close(c[i]);
+    HS_FINISH(s);
+}
+
+/* drain_timeout_ms = 0: the drain is over as soon as it begins. */
+static void test_shutdown_stopped_no_drain(void)
+{
+    const char *const over[] = {"shutdown.drain_timeout_ms=0", NULL};
+    const int sigs[] = {SIGTERM};
+    sd_stopped_requests(over, sigs, 1);
+}
+
+/* A second stop signal right behind the first (SIGINT and SIGTERM both pending). */
+static void test_shutdown_stopped_second_signal(void)
+{
+    const char *const over[] = {"shutdown.drain_timeout_ms=60000", NULL};
+    const int sigs[] = {SIGTERM, SIGINT};
+    sd_stopped_requests(over, sigs, 2);
+}
+
 int suite_integration_shutdown(void)
 {
     CU_pSuite s = CU_add_suite("integration_shutdown", NULL, NULL);
@@ -328,5 +410,7 @@ int suite_integration_shutdown(void)
     CU_add_test(s, "test_shutdown_deadline_cancels", test_shutdown_deadline_cancels);
     CU_add_test(s, "test_shutdown_second_signal", test_shutdown_second_signal);
     CU_add_test(s, "test_shutdown_idle_connection_served", test_shutdown_idle_connection_served);
+    CU_add_test(s, "test_shutdown_stopped_no_drain", test_shutdown_stopped_no_drain);
+    CU_add_test(s, "test_shutdown_stopped_second_signal", test_shutdown_stopped_second_signal);
     return CU_get_error();
 }

@@ -97,8 +97,9 @@ static void send_str(const char *s)
 static void test_conn_pipeline_in_order_then_close(void)
 {
     fixture_init();
-    send_str("GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n"
-             "HEAD /readyz HTTP/1.1\r\nConnection: close\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    send_str("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n"
+             "HEAD /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /healthz "
+             "HTTP/1.1\r\nHost: t\r\n\r\n");
     ev_run(fx.loop, 0); /* returns when the connection is gone */
     size_t len;
     char *out = read_all(&len);
@@ -135,8 +136,8 @@ static void test_conn_async_answer(void)
 {
     fixture_init();
     CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "POST", "/async", async_handler, NULL), 0);
-    send_str("POST /async?k=v+w HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
-             "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    send_str("POST /async?k=v+w HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+             "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     ev_run(fx.loop, 0);
     size_t len;
     char *out = read_all(&len);
@@ -168,7 +169,7 @@ static void test_conn_deadline_answers_504(void)
 {
     fixture_init();
     CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "GET", "/hang", hanging_handler, NULL), 0);
-    send_str("GET /hang HTTP/1.1\r\nX-Timeout-Ms: 20\r\nX-Request-Id: dl-1\r\n"
+    send_str("GET /hang HTTP/1.1\r\nHost: t\r\nX-Timeout-Ms: 20\r\nX-Request-Id: dl-1\r\n"
              "Connection: close\r\n\r\n");
     ev_run(fx.loop, 0);
     size_t len;
@@ -194,8 +195,8 @@ static void test_conn_no_success_after_deadline(void)
 {
     fixture_init();
     CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "GET", "/overdue", overdue_handler, NULL), 0);
-    send_str("GET /overdue HTTP/1.1\r\nX-Timeout-Ms: 60000\r\n\r\n"
-             "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    send_str("GET /overdue HTTP/1.1\r\nHost: t\r\nX-Timeout-Ms: 60000\r\n\r\n"
+             "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     ev_run(fx.loop, 0);
     size_t len;
     char *out = read_all(&len);
@@ -229,13 +230,13 @@ static void test_conn_retry_storm_is_held(void)
     /* Requests 2-4 are instant retries 1-3 (not held before reading: the hold starts with the
      * third), so 4, 5 and the health check after them wait; its 200 resets the count, 6-8 are
      * instant retries 1-2 (7, 8) and the last health check is the third: held. */
-    const char *busy = "POST /busy HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+    const char *busy = "POST /busy HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
     for (int i = 0; i < 5; i++)
         send_str(busy);
-    send_str("GET /healthz HTTP/1.1\r\n\r\n");
+    send_str("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     for (int i = 0; i < 3; i++)
         send_str(busy);
-    send_str("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    send_str("GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     uint64_t t0 = ctx_now_ns();
     ev_run(fx.loop, 0);
     uint64_t took = ctx_now_ns() - t0;
@@ -256,7 +257,7 @@ static void test_conn_retry_storm_is_held(void)
     CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "POST", "/busy", refusing_handler, NULL), 0);
     for (int i = 0; i < 6; i++)
         send_str(busy);
-    send_str("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    send_str("GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     ev_run(fx.loop, 0);
     srv_http_stats_get(fx.h, &st);
     out = read_all(&len);
@@ -270,7 +271,7 @@ static void test_conn_client_gone_cancels(void)
 {
     fixture_init();
     CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "GET", "/leave", hanging_handler, NULL), 0);
-    send_str("GET /leave HTTP/1.1\r\n\r\n");
+    send_str("GET /leave HTTP/1.1\r\nHost: t\r\n\r\n");
     ev_run(fx.loop, 0);
     CU_ASSERT_EQUAL(fx.cancelled, CTX_REASON_CLIENT_CLOSED);
     CU_ASSERT_EQUAL(fx.answer_rc, -ECANCELED);
@@ -285,7 +286,8 @@ static void test_conn_client_gone_cancels(void)
 static void test_conn_error_closes_without_parsing_more(void)
 {
     fixture_init();
-    send_str("GET /healthz HTTP/1.1\r\nX : y\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    send_str("GET /healthz HTTP/1.1\r\nHost: t\r\nX : y\r\n\r\nGET /healthz HTTP/1.1\r\nHost: "
+             "t\r\n\r\n");
     ev_run(fx.loop, 0);
     size_t len;
     char *out = read_all(&len);
@@ -301,7 +303,7 @@ static void test_conn_idle_connection_is_small(void)
     /* what an idle keep-alive connection keeps: the struct only (buffers are freed) */
     CU_ASSERT(sizeof(struct srv_conn) <= 1024);
     fixture_init();
-    send_str("GET /healthz HTTP/1.1\r\n\r\n");
+    send_str("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     ev_run(fx.loop, EVRUN_ONCE);
     struct srv_conn *c = fx.h->conns;
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);

@@ -100,6 +100,40 @@ static void test_srv_head_scan_limits(void)
                     SRV_HEAD_DONE);
 }
 
+static bool host_ok(const char *v)
+{
+    return srv_head_host_valid(v, strlen(v));
+}
+
+static void test_srv_head_host_valid_forms(void)
+{
+    CU_ASSERT(host_ok("example.com"));
+    CU_ASSERT(host_ok("example.com:8080"));
+    CU_ASSERT(host_ok(""));   /* an empty authority */
+    CU_ASSERT(host_ok("a:")); /* port = *DIGIT */
+    CU_ASSERT(host_ok("127.0.0.1:80"));
+    CU_ASSERT(host_ok("[::1]"));
+    CU_ASSERT(host_ok("[2001:db8::7]:443"));
+    CU_ASSERT(host_ok("[v1.fe80::a+en1]"));
+    CU_ASSERT(host_ok("a%2Fb"));
+    CU_ASSERT(host_ok("!$&'()*+,;=-._~"));
+    CU_ASSERT(!host_ok("a b"));
+    CU_ASSERT(!host_ok("a/b"));
+    CU_ASSERT(!host_ok("user@a"));
+    CU_ASSERT(!host_ok("a:b"));
+    CU_ASSERT(!host_ok("a:1:2"));
+    CU_ASSERT(!host_ok("a:123456"));
+    CU_ASSERT(!host_ok("a%2"));
+    CU_ASSERT(!host_ok("a%zz"));
+    CU_ASSERT(!host_ok("[::1"));
+    CU_ASSERT(!host_ok("[::1]x"));
+    CU_ASSERT(!host_ok("[]"));
+    CU_ASSERT(!host_ok("[g::1]"));
+    CU_ASSERT(!host_ok("[v.x]"));
+    CU_ASSERT(!host_ok("a\tb"));
+    CU_ASSERT(!srv_head_host_valid("a\0b", 3));
+}
+
 int suite_server_head(void)
 {
     CU_pSuite s = CU_add_suite("server_head", NULL, NULL);
@@ -112,5 +146,6 @@ int suite_server_head(void)
     CU_add_test(s, "test_srv_head_scan_rejects_nul", test_srv_head_scan_rejects_nul);
     CU_add_test(s, "test_srv_head_scan_versions", test_srv_head_scan_versions);
     CU_add_test(s, "test_srv_head_scan_limits", test_srv_head_scan_limits);
+    CU_add_test(s, "test_srv_head_host_valid_forms", test_srv_head_host_valid_forms);
     return CU_get_error();
 }
