@@ -442,6 +442,124 @@ out:
     down(s, c, &r, doc);
 }
 
+/* any and race: the winner cancels its siblings while one loser runs and two are queued. The
+ * running loser that stops frees its worker; that worker must not take a queued loser (it did in
+ * 16 of 40 runs when the siblings were cancelled in index order). Repeated so that the race
+ * shows. */
+static void test_batch_queued_losers_never_run_after_a_win(void)
+{
+    enum { RUNS = 40 };
+    struct hs_conn *c = NULL;
+    /* info level: without the workers' debug lines the freed worker is quick enough to race */
+    struct hs_server *s = up("pool.workers=2", "log.level=info", &c);
+    struct hs_resp r = {0};
+    json_t *doc = NULL;
+    HS_CHECK(s != NULL && c != NULL);
+    for (int k = 0; k < RUNS; k++) {
+        HS_CHECK(batch_doc(c, k % 2 ? "?mode=race" : "?mode=any", "",
+                           "[{\"kind\":\"sha256\",\"params\":{\"rounds\":100000},\"body\":\"x\"},"
+                           "" SPIN(60000) "," NOOP "," SPIN(60000) "]",
+                           &r, &doc));
+        CU_ASSERT_EQUAL(r.status, 200);
+        CU_ASSERT_EQUAL(hs_json_int(doc, "index", -1), 0);
+        /* a queued loser that ran would be "ok" (noop) or have run at all (spin) */
+        const struct want w[] = {OK("sha256"),
+                                 CANCELLED("sibling_won"),
+                                 {"noop", "cancelled", "sibling_won"},
+                                 CANCELLED("sibling_won")};
+        check_results(doc, w, 4);
+        CU_ASSERT(num(item(doc, 2), "run_ms") == 0.0 && num(item(doc, 3), "run_ms") == 0.0);
+    }
+out:
+    down(s, c, &r, doc);
+}
+
+/* ---- an item's own timeout_ms ---------------------------------------------------------------- */
+
+/* A batch whose first item carries a body of `mib` MiB (sha256, one round) and whose second is
+ * `second`. New string, or NULL. */
+static char *big_batch(size_t mib, const char *second, size_t *len)
+{
+    static const char head[] = "[{\"kind\":\"sha256\",\"params\":{\"rounds\":1},\"body\":\"";
+    size_t n = mib << 20, cap = sizeof(head) + n + strlen(second) + 8;
+    char *b = malloc(cap);
+    if (b == NULL)
+        return NULL;
+    memcpy(b, head, sizeof(head) - 1);
+    memset(b + sizeof(head) - 1, 'x', n);
+    *len = sizeof(head) - 1 + n;
+    *len += (size_t)snprintf(b + *len, cap - *len, "\"}%s%s]", *second ? "," : "", second);
+    return b;
+}
+
+#define BIG_MIB 16
+#define BIG_MAX "limits.max_body_bytes=33554432"
+
+/* timeout_ms counts from the item's submission in real time. The loop's cached time used to be
+ * stale by the parse of a large body (~300 ms for 16 MiB), so a timer of 150 ms fired at once and
+ * a spin of 1 ms failed with run_ms 0. */
+static void test_batch_item_timeout_counts_real_time(void)
+{
+    struct hs_conn *c = NULL;
+    struct hs_server *s = up("pool.workers=2", BIG_MAX, &c);
+    struct hs_resp r = {0};
+    json_t *doc = NULL;
+    size_t len = 0;
+    char *body =
+        big_batch(BIG_MIB, "{\"kind\":\"spin\",\"params\":{\"ms\":1},\"timeout_ms\":150}", &len);
+    HS_CHECK(s != NULL && c != NULL && body != NULL);
+    for (int k = 0; k < 2; k++) {
+        HS_CHECK(post(c, "/v1/batch?mode=all_settled", "X-Request-Id: b-rt\r\n", body, len) == 0);
+        HS_CHECK(hs_read_response(c, &r, false, WAIT_MS * 2) == 0);
+        json_decref(doc);
+        HS_CHECK((doc = hs_resp_json(&r)) != NULL);
+        CU_ASSERT_EQUAL(r.status, 200);
+        const struct want w[] = {OK("sha256"), OK("spin")};
+        check_results(doc, w, 2);
+        CU_ASSERT(num(item(doc, 1), "run_ms") >= 1.0);
+    }
+out:
+    free(body);
+    down(s, c, &r, doc);
+}
+
+/* A success that ends after the item's deadline is a deadline failure even when the loop could
+ * not run the item's timer in time: here the whole process is stopped (SIGSTOP) while the item's
+ * deadline and then its spin's end pass, so on SIGCONT the worker ends its spin and the loop's
+ * timer fire together. Before, the worker won that race most of the time and the success was
+ * accepted (20 of 20 with a busy loop). Repeated so that the race shows. */
+static void test_batch_item_late_success_fails(void)
+{
+    struct hs_conn *c = NULL;
+    struct hs_server *s = up("pool.workers=1", NULL, &c);
+    struct hs_resp r = {0};
+    json_t *doc = NULL;
+    HS_CHECK(s != NULL && c != NULL);
+    for (int k = 0; k < 5; k++) {
+        char rid[32], hdr[64];
+        snprintf(rid, sizeof(rid), "b-late-%d", k);
+        snprintf(hdr, sizeof(hdr), "X-Request-Id: %s\r\n", rid);
+        HS_CHECK(batch_send(c, "?mode=all_settled", hdr, "[" FAILS(300, 150) "]") == 0);
+        HS_CHECK(wait_lines(s, "job start", rid, 1, NULL, WAIT_MS) == 1);
+        HS_CHECK(kill(hs_pid(s), SIGSTOP) == 0);
+        /* let the deadline (150 ms) and the spin's end (300 ms) pass while nothing runs */
+        struct timespec ts = {0, 400 * 1000000L};
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+        HS_CHECK(kill(hs_pid(s), SIGCONT) == 0);
+        HS_CHECK(hs_read_response(c, &r, false, WAIT_MS) == 0);
+        json_decref(doc);
+        HS_CHECK((doc = hs_resp_json(&r)) != NULL);
+        CU_ASSERT_EQUAL(r.status, 200);
+        const struct want w[] = {TIMED_OUT};
+        check_results(doc, w, 1);
+    }
+out:
+    if (s != NULL)
+        (void)kill(hs_pid(s), SIGCONT);
+    down(s, c, &r, doc);
+}
+
 /* ---- whole-request cancellation -------------------------------------------------------------- */
 
 /* The request's deadline cancels every sub-job; so does a client reset (two run, one queued). */
@@ -720,6 +838,11 @@ int suite_integration_batch(void)
     CU_add_test(s, "test_batch_failure_all_vs_settled", test_batch_failure_all_vs_settled);
     CU_add_test(s, "test_batch_any_and_race", test_batch_any_and_race);
     CU_add_test(s, "test_batch_queued_loser_never_runs", test_batch_queued_loser_never_runs);
+    CU_add_test(s, "test_batch_queued_losers_never_run_after_a_win",
+                test_batch_queued_losers_never_run_after_a_win);
+    CU_add_test(s, "test_batch_item_timeout_counts_real_time",
+                test_batch_item_timeout_counts_real_time);
+    CU_add_test(s, "test_batch_item_late_success_fails", test_batch_item_late_success_fails);
     CU_add_test(s, "test_batch_deadline_and_client_close", test_batch_deadline_and_client_close);
     CU_add_test(s, "test_batch_shutdown", test_batch_shutdown);
     CU_add_test(s, "test_batch_bad_input", test_batch_bad_input);
