@@ -165,8 +165,12 @@ static int bt_run(struct pool_job *job)
     return rc;
 }
 
+static int bt_parse_run(struct pool_job *job);
+
 const char *srv_batch_job_kind(const struct pool_job *job)
 {
+    if (job->run == bt_parse_run)
+        return "batch_parse";
     if (job->run != bt_run)
         return NULL;
     const struct bt_item *it = job->data;
@@ -408,24 +412,12 @@ static int bt_fits(struct srv_jobroute *jr, struct srv_req *req, size_t n)
     return -E2BIG;
 }
 
-/* Parse, check and admit. Returns a new batch whose spec holds the states, or NULL after
- * answering. */
-static struct bt_batch *bt_prepare(struct srv_jobroute *jr, struct srv_req *req)
+/* Check and admit a parsed batch (`spec` taken: freed on error). Returns a new batch that owns
+ * the spec, or NULL after answering. */
+static struct bt_batch *bt_prepare(struct srv_jobroute *jr, struct srv_req *req,
+                                   enum srv_batch_mode mode, struct srv_batch_spec spec)
 {
-    enum srv_batch_mode mode;
-    if (bt_mode(req, &mode) < 0)
-        return NULL;
-    struct srv_batch_spec spec;
-    const char *code = NULL;
-    char err[SRV_BATCH_ERR_MAX];
-    size_t len = 0;
-    const void *body = srv_req_body(req, &len);
-    int rc =
-        srv_batch_parse(body, len, srv_http_cfg(srv_req_http(req)), &spec, &code, err, sizeof(err));
-    if (rc < 0) {
-        (void)srv_req_answer_error(req, rc == -ENOMEM ? 503 : 400, code, err);
-        return NULL;
-    }
+    int rc;
     struct bt_batch *b = NULL;
     if (bt_fits(jr, req, spec.count) < 0)
         goto err_spec;
@@ -517,10 +509,11 @@ static int bt_submit(struct bt_batch *b, size_t i)
     return 0;
 }
 
-void srv_batch_handle(struct srv_req *req)
+/* Admit a parsed batch and submit its items (`spec` taken). Answers, now or later. */
+static void bt_start(struct srv_jobroute *jr, struct srv_req *req, enum srv_batch_mode mode,
+                     struct srv_batch_spec spec)
 {
-    struct srv_jobroute *jr = srv_req_route_arg(req);
-    struct bt_batch *b = bt_prepare(jr, req);
+    struct bt_batch *b = bt_prepare(jr, req, mode, spec);
     if (b == NULL)
         return; /* answered */
     struct ctx *parent = srv_req_ctx(req);
@@ -540,4 +533,119 @@ void srv_batch_handle(struct srv_req *req)
         return;
     }
     srv_req_on_cancel(req, bt_cancel_hook, b);
+}
+
+/* ---- parsing a large body on a worker -------------------------------------------------------- */
+
+/* A body parse in flight on the pool. The worker reads the body (borrowed from the request, which
+ * stays valid until it is answered or released) and its own copy of the configuration (a reload
+ * may change the loop's meanwhile); everything else is the loop's. */
+struct bt_parse {
+    struct pool_job job; /* borrowed by the pool from submit to done */
+    struct srv_jobroute *jr;
+    struct srv_req *req;
+    enum srv_batch_mode mode;
+    const void *body;
+    size_t len;
+    struct srv_cfg cfg;
+    struct srv_batch_spec spec; /* the worker's result: rc 0 */
+    const char *code;           /* rc < 0 */
+    int rc;
+    bool server_cancelled; /* the HTTP layer answered or dropped the request already */
+    char err[SRV_BATCH_ERR_MAX];
+};
+
+static int bt_parse_run(struct pool_job *job)
+{
+    struct bt_parse *p = job->data;
+    p->rc = srv_batch_parse(p->body, p->len, &p->cfg, &p->spec, &p->code, p->err, sizeof(p->err));
+    return 0; /* a refused body is an answer, not a failed job */
+}
+
+/* The parse is done (loop thread, the request's context current): go on as after an inline
+ * parse, or answer why not. */
+static void bt_parse_done(struct pool_job *job, enum pool_status status)
+{
+    struct bt_parse *p = job->data;
+    struct srv_req *req = p->req;
+    srv_req_on_cancel(req, NULL, NULL);
+    if (p->server_cancelled) {
+        srv_batch_spec_fini(&p->spec);
+        srv_req_release(req);
+    } else if (status == POOL_DONE && p->rc == 0) {
+        bt_start(p->jr, req, p->mode, p->spec); /* takes the spec */
+    } else if (status == POOL_DONE) {
+        (void)srv_req_answer_error(req, p->rc == -ENOMEM ? 503 : 400, p->code, p->err);
+    } else if (status == POOL_REFUSED_SHUTDOWN || job->reason == CTX_REASON_SHUTDOWN) {
+        srv_batch_spec_fini(&p->spec);
+        (void)srv_req_answer_error(req, 503, "shutting_down", "the server is shutting down");
+    } else if (job->reason == CTX_REASON_DEADLINE) {
+        srv_batch_spec_fini(&p->spec);
+        (void)srv_req_answer_error(req, 504, "deadline_exceeded", "the request's deadline passed");
+    } else {
+        srv_batch_spec_fini(&p->spec);
+        (void)srv_req_answer_error(req, 503, "cancelled", "the request was cancelled");
+    }
+    free(p);
+}
+
+static void bt_parse_cancel_hook(struct srv_req *req, enum ctx_reason reason, void *arg)
+{
+    (void)req;
+    (void)reason;
+    struct bt_parse *p = arg;
+    p->server_cancelled = true;
+}
+
+/* Parse the body on a worker, with the request's context current (it is queued under the
+ * request's tenant and never runs when the request is called off while it waits). Answers, now
+ * or later. */
+static void bt_parse_submit(struct srv_jobroute *jr, struct srv_req *req, enum srv_batch_mode mode,
+                            const void *body, size_t len)
+{
+    struct bt_parse *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    p->jr = jr;
+    p->req = req;
+    p->mode = mode;
+    p->body = body;
+    p->len = len;
+    p->cfg = *srv_http_cfg(srv_req_http(req));
+    p->job.run = bt_parse_run;
+    p->job.done = bt_parse_done;
+    p->job.data = p;
+    int rc = pool_submit(jr->pool, &p->job); /* the request's context is current */
+    if (rc < 0) {
+        free(p);
+        srv_jobroute_submit_refused(jr, req, rc, SRV_ADM_OTHER_LABEL);
+        return;
+    }
+    srv_req_on_cancel(req, bt_parse_cancel_hook, p);
+}
+
+void srv_batch_handle(struct srv_req *req)
+{
+    struct srv_jobroute *jr = srv_req_route_arg(req);
+    enum srv_batch_mode mode;
+    if (bt_mode(req, &mode) < 0)
+        return; /* answered */
+    size_t len = 0;
+    const void *body = srv_req_body(req, &len);
+    if (len > SRV_BATCH_INLINE_PARSE_MAX) {
+        bt_parse_submit(jr, req, mode, body, len);
+        return;
+    }
+    struct srv_batch_spec spec;
+    const char *code = NULL;
+    char err[SRV_BATCH_ERR_MAX];
+    int rc =
+        srv_batch_parse(body, len, srv_http_cfg(srv_req_http(req)), &spec, &code, err, sizeof(err));
+    if (rc < 0) {
+        (void)srv_req_answer_error(req, rc == -ENOMEM ? 503 : 400, code, err);
+        return;
+    }
+    bt_start(jr, req, mode, spec);
 }
