@@ -9,13 +9,17 @@
  * sub-job: the item embeds its struct pool_job, the kind's state and a child context of the
  * request (same request id, tenant and trace id; its own span id, the request's span as its
  * parent span, and its index, so every log line it causes says which sub-job it is). Each item is
- * submitted with its context current; an item with timeout_ms gets that deadline (never past the
- * request's) and a libev timer that cancels its context when it passes.
+ * submitted with its context current; an item with timeout_ms gets that deadline as an absolute
+ * monotonic time (never past the request's), checked three times: by the pool when a worker
+ * claims the item, by bt_run when the run returns (a success at or after the deadline is a
+ * deadline failure, however late the loop is), and by a libev timer armed from the real time
+ * left (the loop's cached time brought up to date first) that cancels the context when it passes.
  *
  * Deciding: the first item whose outcome decides the mode's answer (srv_batch_settle: the first
  * failure for all, the first success for any, the first to finish for race) claims `decided` with
  * a compare-and-swap and cancels every sibling through its own context (sibling_failed /
- * sibling_won: a queued one never runs, a running one stops at its next check). An item that ran
+ * sibling_won: a queued one never runs, a running one stops at its next check), the ones not
+ * started first, so that a worker freed by a stopping loser finds no queued loser. An item that ran
  * decides from its worker, right after its run returns, so that no worker can take a queued
  * sibling that has already lost; an item that never ran (cancelled or expired while queued)
  * decides from its done callback on the loop. A sibling cancelled before it could even be queued
@@ -63,9 +67,11 @@ struct bt_item {
     struct pool_job job; /* borrowed by the pool from submit to done */
     struct bt_batch *b;
     size_t index;
-    struct ctx *ctx; /* a child of the request's context (own reference) */
-    ev_timer timer;  /* its timeout_ms, when it has one */
+    struct ctx *ctx;      /* a child of the request's context (own reference) */
+    ev_timer timer;       /* its timeout_ms, when it has one */
+    uint64_t deadline_ns; /* its own deadline (ctx_now_ns scale), 0 = none */
     bool timed, submitted;
+    _Atomic bool started; /* its run began on a worker (set there, read by a deciding sibling) */
     struct srv_batch_outcome *out; /* b->outs[index] */
 };
 
@@ -103,13 +109,21 @@ static bool bt_decide(struct bt_batch *b, size_t i, enum srv_batch_status s, enu
 }
 
 /* Cancel every item but `except` with `why` (items already done are not affected: their
- * outcome is kept). The contexts are made before the first submit and live as long as the
- * batch, which outlives every running item. */
+ * outcome is kept). The items not started yet go first, then the running ones: a running loser
+ * that stops frees its worker, and that worker must find no loser still queued to take, or a
+ * queued loser would run. An item that a worker claims between the two passes started on a
+ * worker that was free already, not on one a cancel freed, and sees its cancel at its first
+ * check. The contexts are made before the first submit and live as long as the batch, which
+ * outlives every running item. */
 static void bt_cancel_others(struct bt_batch *b, size_t except, enum ctx_reason why)
 {
-    for (size_t i = 0; i < b->n; i++) {
-        if (i != except && b->items[i].ctx != NULL)
-            (void)ctx_cancel(b->items[i].ctx, why); /* -EALREADY: cancelled before */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < b->n; i++) {
+            struct bt_item *it = &b->items[i];
+            if (i == except || it->ctx == NULL || atomic_load(&it->started) != (pass == 1))
+                continue;
+            (void)ctx_cancel(it->ctx, why); /* -EALREADY: cancelled before */
+        }
     }
 }
 
@@ -123,12 +137,21 @@ static bool bt_parent_cancelled(const struct bt_batch *b)
 /* ---- the worker side ------------------------------------------------------------------------- */
 
 /* Run the item; when its own outcome decides the batch, cancel the siblings from here, before
- * this worker (or another) can take a queued sibling that has lost already. */
+ * this worker (or another) can take a queued sibling that has lost already. A success that ends
+ * at or after the item's deadline (its own timeout_ms or the request's) is not one: the loop's
+ * timer may not have cancelled it yet because the loop was busy, but the deadline is an absolute
+ * time, so the item is cancelled here with the deadline reason and fails like one the timer
+ * stopped. */
 static int bt_run(struct pool_job *job)
 {
     struct bt_item *it = job->data;
     struct bt_batch *b = it->b;
+    atomic_store(&it->started, true);
     int rc = srv_jobroute_run_kind(b->spec.items[it->index].kind, b->spec.items[it->index].state);
+    if (rc == 0 && ctx_expired(it->ctx, ctx_now_ns())) {
+        (void)ctx_cancel(it->ctx, CTX_REASON_DEADLINE); /* -EALREADY: another reason came first */
+        rc = -ECANCELED;
+    }
     enum srv_batch_status s = SRV_BATCH_FAILED;
     if (rc == 0)
         s = SRV_BATCH_OK;
@@ -142,8 +165,12 @@ static int bt_run(struct pool_job *job)
     return rc;
 }
 
+static int bt_parse_run(struct pool_job *job);
+
 const char *srv_batch_job_kind(const struct pool_job *job)
 {
+    if (job->run == bt_parse_run)
+        return "batch_parse";
     if (job->run != bt_run)
         return NULL;
     const struct bt_item *it = job->data;
@@ -312,13 +339,29 @@ static void bt_done(struct pool_job *job, enum pool_status status)
         bt_finish(b);
 }
 
+/* Seconds from now to `deadline_ns`, for an ev_timer. libev counts a timer from its cached loop
+ * time, which is stale by whatever this loop iteration did before (parsing a large body, say), so
+ * the loop time is brought up to date first: the timer then fires at the absolute deadline, not
+ * early by the staleness. */
+static double bt_timer_after(struct ev_loop *loop, uint64_t deadline_ns)
+{
+    ev_now_update(loop);
+    uint64_t now = ctx_now_ns();
+    return deadline_ns > now ? (double)(deadline_ns - now) / 1e9 : 0.0;
+}
+
 /* The item's timeout_ms passed: cancel its context (the pool completes it as cancelled with the
- * deadline reason). */
+ * deadline reason). Should the timer come early by the clocks' rounding, it is armed again for
+ * the rest: the deadline is the absolute time, the timer only a wake-up. */
 static void bt_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct bt_item *it = w->data;
+    if (ctx_now_ns() < it->deadline_ns) {
+        ev_timer_set(w, bt_timer_after(loop, it->deadline_ns), 0.0);
+        ev_timer_start(loop, w);
+        return;
+    }
     (void)ctx_cancel(it->ctx, CTX_REASON_DEADLINE);
 }
 
@@ -369,24 +412,12 @@ static int bt_fits(struct srv_jobroute *jr, struct srv_req *req, size_t n)
     return -E2BIG;
 }
 
-/* Parse, check and admit. Returns a new batch whose spec holds the states, or NULL after
- * answering. */
-static struct bt_batch *bt_prepare(struct srv_jobroute *jr, struct srv_req *req)
+/* Check and admit a parsed batch (`spec` taken: freed on error). Returns a new batch that owns
+ * the spec, or NULL after answering. */
+static struct bt_batch *bt_prepare(struct srv_jobroute *jr, struct srv_req *req,
+                                   enum srv_batch_mode mode, struct srv_batch_spec spec)
 {
-    enum srv_batch_mode mode;
-    if (bt_mode(req, &mode) < 0)
-        return NULL;
-    struct srv_batch_spec spec;
-    const char *code = NULL;
-    char err[SRV_BATCH_ERR_MAX];
-    size_t len = 0;
-    const void *body = srv_req_body(req, &len);
-    int rc =
-        srv_batch_parse(body, len, srv_http_cfg(srv_req_http(req)), &spec, &code, err, sizeof(err));
-    if (rc < 0) {
-        (void)srv_req_answer_error(req, rc == -ENOMEM ? 503 : 400, code, err);
-        return NULL;
-    }
+    int rc;
     struct bt_batch *b = NULL;
     if (bt_fits(jr, req, spec.count) < 0)
         goto err_spec;
@@ -442,9 +473,11 @@ static int bt_item_init(struct bt_batch *b, size_t i, struct ctx *parent)
         return -ENOMEM;
     ctx_span_start(it->ctx);
     ctx_set_index(it->ctx, (unsigned)i);
+    atomic_init(&it->started, false);
     if (si->timeout_ms > 0) {
-        ctx_set_deadline(it->ctx, ctx_now_ns() + (uint64_t)si->timeout_ms * 1000000u);
-        ev_timer_init(&it->timer, bt_timeout_cb, si->timeout_ms / 1000.0, 0.0);
+        it->deadline_ns = ctx_now_ns() + (uint64_t)si->timeout_ms * 1000000u;
+        ctx_set_deadline(it->ctx, it->deadline_ns);
+        ev_timer_init(&it->timer, bt_timeout_cb, 0.0, 0.0);
         it->timer.data = it;
         it->timed = true;
     }
@@ -469,15 +502,18 @@ static int bt_submit(struct bt_batch *b, size_t i)
         return rc;
     it->submitted = true;
     b->pending++;
-    if (it->timed)
+    if (it->timed) {
+        ev_timer_set(&it->timer, bt_timer_after(b->loop, it->deadline_ns), 0.0);
         ev_timer_start(b->loop, &it->timer);
+    }
     return 0;
 }
 
-void srv_batch_handle(struct srv_req *req)
+/* Admit a parsed batch and submit its items (`spec` taken). Answers, now or later. */
+static void bt_start(struct srv_jobroute *jr, struct srv_req *req, enum srv_batch_mode mode,
+                     struct srv_batch_spec spec)
 {
-    struct srv_jobroute *jr = srv_req_route_arg(req);
-    struct bt_batch *b = bt_prepare(jr, req);
+    struct bt_batch *b = bt_prepare(jr, req, mode, spec);
     if (b == NULL)
         return; /* answered */
     struct ctx *parent = srv_req_ctx(req);
@@ -497,4 +533,119 @@ void srv_batch_handle(struct srv_req *req)
         return;
     }
     srv_req_on_cancel(req, bt_cancel_hook, b);
+}
+
+/* ---- parsing a large body on a worker -------------------------------------------------------- */
+
+/* A body parse in flight on the pool. The worker reads the body (borrowed from the request, which
+ * stays valid until it is answered or released) and its own copy of the configuration (a reload
+ * may change the loop's meanwhile); everything else is the loop's. */
+struct bt_parse {
+    struct pool_job job; /* borrowed by the pool from submit to done */
+    struct srv_jobroute *jr;
+    struct srv_req *req;
+    enum srv_batch_mode mode;
+    const void *body;
+    size_t len;
+    struct srv_cfg cfg;
+    struct srv_batch_spec spec; /* the worker's result: rc 0 */
+    const char *code;           /* rc < 0 */
+    int rc;
+    bool server_cancelled; /* the HTTP layer answered or dropped the request already */
+    char err[SRV_BATCH_ERR_MAX];
+};
+
+static int bt_parse_run(struct pool_job *job)
+{
+    struct bt_parse *p = job->data;
+    p->rc = srv_batch_parse(p->body, p->len, &p->cfg, &p->spec, &p->code, p->err, sizeof(p->err));
+    return 0; /* a refused body is an answer, not a failed job */
+}
+
+/* The parse is done (loop thread, the request's context current): go on as after an inline
+ * parse, or answer why not. */
+static void bt_parse_done(struct pool_job *job, enum pool_status status)
+{
+    struct bt_parse *p = job->data;
+    struct srv_req *req = p->req;
+    srv_req_on_cancel(req, NULL, NULL);
+    if (p->server_cancelled) {
+        srv_batch_spec_fini(&p->spec);
+        srv_req_release(req);
+    } else if (status == POOL_DONE && p->rc == 0) {
+        bt_start(p->jr, req, p->mode, p->spec); /* takes the spec */
+    } else if (status == POOL_DONE) {
+        (void)srv_req_answer_error(req, p->rc == -ENOMEM ? 503 : 400, p->code, p->err);
+    } else if (status == POOL_REFUSED_SHUTDOWN || job->reason == CTX_REASON_SHUTDOWN) {
+        srv_batch_spec_fini(&p->spec);
+        (void)srv_req_answer_error(req, 503, "shutting_down", "the server is shutting down");
+    } else if (job->reason == CTX_REASON_DEADLINE) {
+        srv_batch_spec_fini(&p->spec);
+        (void)srv_req_answer_error(req, 504, "deadline_exceeded", "the request's deadline passed");
+    } else {
+        srv_batch_spec_fini(&p->spec);
+        (void)srv_req_answer_error(req, 503, "cancelled", "the request was cancelled");
+    }
+    free(p);
+}
+
+static void bt_parse_cancel_hook(struct srv_req *req, enum ctx_reason reason, void *arg)
+{
+    (void)req;
+    (void)reason;
+    struct bt_parse *p = arg;
+    p->server_cancelled = true;
+}
+
+/* Parse the body on a worker, with the request's context current (it is queued under the
+ * request's tenant and never runs when the request is called off while it waits). Answers, now
+ * or later. */
+static void bt_parse_submit(struct srv_jobroute *jr, struct srv_req *req, enum srv_batch_mode mode,
+                            const void *body, size_t len)
+{
+    struct bt_parse *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    p->jr = jr;
+    p->req = req;
+    p->mode = mode;
+    p->body = body;
+    p->len = len;
+    p->cfg = *srv_http_cfg(srv_req_http(req));
+    p->job.run = bt_parse_run;
+    p->job.done = bt_parse_done;
+    p->job.data = p;
+    int rc = pool_submit(jr->pool, &p->job); /* the request's context is current */
+    if (rc < 0) {
+        free(p);
+        srv_jobroute_submit_refused(jr, req, rc, SRV_ADM_OTHER_LABEL);
+        return;
+    }
+    srv_req_on_cancel(req, bt_parse_cancel_hook, p);
+}
+
+void srv_batch_handle(struct srv_req *req)
+{
+    struct srv_jobroute *jr = srv_req_route_arg(req);
+    enum srv_batch_mode mode;
+    if (bt_mode(req, &mode) < 0)
+        return; /* answered */
+    size_t len = 0;
+    const void *body = srv_req_body(req, &len);
+    if (len > SRV_BATCH_INLINE_PARSE_MAX) {
+        bt_parse_submit(jr, req, mode, body, len);
+        return;
+    }
+    struct srv_batch_spec spec;
+    const char *code = NULL;
+    char err[SRV_BATCH_ERR_MAX];
+    int rc =
+        srv_batch_parse(body, len, srv_http_cfg(srv_req_http(req)), &spec, &code, err, sizeof(err));
+    if (rc < 0) {
+        (void)srv_req_answer_error(req, rc == -ENOMEM ? 503 : 400, code, err);
+        return;
+    }
+    bt_start(jr, req, mode, spec);
 }

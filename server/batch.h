@@ -18,7 +18,8 @@
  *   race         the first sub-job to finish is the answer either way; the others are cancelled
  *                (sibling_won after a success, sibling_failed after a failure)
  *
- * Threads: loop thread (parse and answer); the functions keep no state of their own.
+ * Threads: any thread; the functions keep no state of their own. server/batch.c parses a body of
+ * up to SRV_BATCH_INLINE_PARSE_MAX bytes on the loop and a larger one on a worker.
  */
 #ifndef SPINDLE_SRV_BATCH_H
 #define SPINDLE_SRV_BATCH_H
@@ -42,6 +43,11 @@ int srv_batch_mode_parse(const char *s, size_t len, enum srv_batch_mode *out);
 /* ---- parsing --------------------------------------------------------------------------------- */
 
 #define SRV_BATCH_ERR_MAX 256 /* room for any parse message */
+
+/* Bodies up to this many bytes are parsed on the loop thread (jansson takes about 20 ms per MiB,
+ * so at most ~0.3 ms of the loop); larger ones on a worker, so that a stream of large batches
+ * cannot stall every other connection. */
+#define SRV_BATCH_INLINE_PARSE_MAX 16384
 
 struct srv_batch_item {
     const struct srv_job_kind *kind; /* static */

@@ -442,6 +442,191 @@ out:
     down(s, c, &r, doc);
 }
 
+/* any and race: the winner cancels its siblings while one loser runs and two are queued. The
+ * running loser that stops frees its worker; that worker must not take a queued loser (it did in
+ * 16 of 40 runs when the siblings were cancelled in index order). Repeated so that the race
+ * shows. */
+static void test_batch_queued_losers_never_run_after_a_win(void)
+{
+    enum { RUNS = 40 };
+    struct hs_conn *c = NULL;
+    /* info level: without the workers' debug lines the freed worker is quick enough to race */
+    struct hs_server *s = up("pool.workers=2", "log.level=info", &c);
+    struct hs_resp r = {0};
+    json_t *doc = NULL;
+    HS_CHECK(s != NULL && c != NULL);
+    for (int k = 0; k < RUNS; k++) {
+        HS_CHECK(batch_doc(c, k % 2 ? "?mode=race" : "?mode=any", "",
+                           "[{\"kind\":\"sha256\",\"params\":{\"rounds\":100000},\"body\":\"x\"},"
+                           "" SPIN(60000) "," NOOP "," SPIN(60000) "]",
+                           &r, &doc));
+        CU_ASSERT_EQUAL(r.status, 200);
+        CU_ASSERT_EQUAL(hs_json_int(doc, "index", -1), 0);
+        /* a queued loser that ran would be "ok" (noop) or have run at all (spin) */
+        const struct want w[] = {OK("sha256"),
+                                 CANCELLED("sibling_won"),
+                                 {"noop", "cancelled", "sibling_won"},
+                                 CANCELLED("sibling_won")};
+        check_results(doc, w, 4);
+        CU_ASSERT(num(item(doc, 2), "run_ms") == 0.0 && num(item(doc, 3), "run_ms") == 0.0);
+    }
+out:
+    down(s, c, &r, doc);
+}
+
+/* ---- an item's own timeout_ms ---------------------------------------------------------------- */
+
+/* A batch whose first item carries a body of `mib` MiB (sha256, one round) and whose second is
+ * `second`. New string, or NULL. */
+static char *big_batch(size_t mib, const char *second, size_t *len)
+{
+    static const char head[] = "[{\"kind\":\"sha256\",\"params\":{\"rounds\":1},\"body\":\"";
+    size_t n = mib << 20, cap = sizeof(head) + n + strlen(second) + 8;
+    char *b = malloc(cap);
+    if (b == NULL)
+        return NULL;
+    memcpy(b, head, sizeof(head) - 1);
+    memset(b + sizeof(head) - 1, 'x', n);
+    *len = sizeof(head) - 1 + n;
+    *len += (size_t)snprintf(b + *len, cap - *len, "\"}%s%s]", *second ? "," : "", second);
+    return b;
+}
+
+#define BIG_MIB 16
+#define BIG_MAX "limits.max_body_bytes=33554432"
+#define BIG_MS  30000 /* to send a big body and read its answer: sanitizer builds take seconds */
+
+/* POST a big body to /v1/batch?mode=`mode` with header lines `extra`, within BIG_MS. */
+static int post_big(struct hs_conn *c, const char *mode, const char *extra, const char *body,
+                    size_t len)
+{
+    char head[512];
+    int n = snprintf(head, sizeof(head),
+                     "POST /v1/batch?mode=%s HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n%s\r\n",
+                     mode, len, extra);
+    int rc = hs_send(c, head, (size_t)n, HS_IO_MS);
+    return rc == 0 ? hs_send(c, body, len, BIG_MS) : rc;
+}
+
+/* timeout_ms counts from the item's submission in real time. The loop's cached time used to be
+ * stale by the parse of a large body (~300 ms for 16 MiB), so a timer of 150 ms fired at once and
+ * a spin of 1 ms failed with run_ms 0. */
+static void test_batch_item_timeout_counts_real_time(void)
+{
+    struct hs_conn *c = NULL;
+    struct hs_server *s = up("pool.workers=2", BIG_MAX, &c);
+    struct hs_resp r = {0};
+    json_t *doc = NULL;
+    size_t len = 0;
+    char *body =
+        big_batch(BIG_MIB, "{\"kind\":\"spin\",\"params\":{\"ms\":1},\"timeout_ms\":150}", &len);
+    HS_CHECK(s != NULL && c != NULL && body != NULL);
+    for (int k = 0; k < 2; k++) {
+        HS_CHECK(post_big(c, "all_settled", "X-Request-Id: b-rt\r\n", body, len) == 0);
+        HS_CHECK(hs_read_response(c, &r, false, BIG_MS) == 0);
+        json_decref(doc);
+        HS_CHECK((doc = hs_resp_json(&r)) != NULL);
+        CU_ASSERT_EQUAL(r.status, 200);
+        const struct want w[] = {OK("sha256"), OK("spin")};
+        check_results(doc, w, 2);
+        CU_ASSERT(num(item(doc, 1), "run_ms") >= 1.0);
+    }
+out:
+    free(body);
+    down(s, c, &r, doc);
+}
+
+/* A success that ends after the item's deadline is a deadline failure even when the loop could
+ * not run the item's timer in time: here the whole process is stopped (SIGSTOP) while the item's
+ * deadline and then its spin's end pass, so on SIGCONT the worker ends its spin and the loop's
+ * timer fire together. Before, the worker won that race most of the time and the success was
+ * accepted (20 of 20 with a busy loop). Repeated so that the race shows. */
+static void test_batch_item_late_success_fails(void)
+{
+    struct hs_conn *c = NULL;
+    struct hs_server *s = up("pool.workers=1", NULL, &c);
+    struct hs_resp r = {0};
+    json_t *doc = NULL;
+    HS_CHECK(s != NULL && c != NULL);
+    for (int k = 0; k < 5; k++) {
+        char rid[32], hdr[64];
+        snprintf(rid, sizeof(rid), "b-late-%d", k);
+        snprintf(hdr, sizeof(hdr), "X-Request-Id: %s\r\n", rid);
+        HS_CHECK(batch_send(c, "?mode=all_settled", hdr, "[" FAILS(300, 150) "]") == 0);
+        HS_CHECK(wait_lines(s, "job start", rid, 1, NULL, WAIT_MS) == 1);
+        HS_CHECK(kill(hs_pid(s), SIGSTOP) == 0);
+        /* let the deadline (150 ms) and the spin's end (300 ms) pass while nothing runs */
+        struct timespec ts = {0, 400 * 1000000L};
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+        HS_CHECK(kill(hs_pid(s), SIGCONT) == 0);
+        HS_CHECK(hs_read_response(c, &r, false, WAIT_MS) == 0);
+        json_decref(doc);
+        HS_CHECK((doc = hs_resp_json(&r)) != NULL);
+        CU_ASSERT_EQUAL(r.status, 200);
+        const struct want w[] = {TIMED_OUT};
+        check_results(doc, w, 1);
+    }
+out:
+    if (s != NULL)
+        (void)kill(hs_pid(s), SIGCONT);
+    down(s, c, &r, doc);
+}
+
+/* ---- large bodies ---------------------------------------------------------------------------- */
+
+/* A large body is parsed off the loop: while a 16 MiB batch body is parsed (its parse timed here
+ * with the same jansson, ~300 ms), /healthz on another connection keeps answering at once. It
+ * used to wait for the whole parse on the loop. The bound is half the parse time, measured on
+ * this machine at this moment, so a loaded machine slows both sides alike. */
+static void test_batch_large_body_does_not_stall_loop(void)
+{
+    struct hs_conn *c = NULL, *h = NULL;
+    struct hs_server *s = up("pool.workers=2", BIG_MAX, &c);
+    struct hs_resp r = {0}, hr = {0};
+    json_t *doc = NULL;
+    size_t len = 0;
+    char *body = big_batch(BIG_MIB, "", &len);
+    HS_CHECK(s != NULL && c != NULL && body != NULL && (h = hs_connect(s)) != NULL);
+    long long t0 = hs_now_ms();
+    json_t *parsed = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+    long long parse_ms = hs_now_ms() - t0;
+    json_decref(parsed);
+    HS_CHECK(parsed != NULL && parse_ms >= 50);
+    HS_CHECK(post_big(c, "all", "X-Request-Id: b-big\r\n", body, len) == 0);
+    long long worst = 0, end = hs_now_ms() + BIG_MS;
+    int probes = 0, rc;
+    while ((rc = hs_read_response(c, &r, false, 0)) == -ETIMEDOUT && hs_now_ms() < end) {
+        long long p0 = hs_now_ms();
+        HS_CHECK(hs_exchange(h, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", &hr) == 0);
+        CU_ASSERT_EQUAL(hr.status, 200);
+        worst = hs_now_ms() - p0 > worst ? hs_now_ms() - p0 : worst;
+        probes++;
+    }
+    HS_CHECK(rc == 0 || hs_read_response(c, &r, false, BIG_MS) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT(probes > 0);
+    CU_ASSERT(worst < parse_ms / 2);
+    if (worst >= parse_ms / 2)
+        fprintf(stderr, "\n    /healthz took %lld ms during a parse of %lld ms\n", worst, parse_ms);
+    /* the answer is the same as for a small body */
+    HS_CHECK((doc = hs_resp_json(&r)) != NULL);
+    const struct want w[] = {OK("sha256")};
+    check_results(doc, w, 1);
+    CU_ASSERT_EQUAL(hs_json_int(json_object_get(item(doc, 0), "result"), "bytes", -1),
+                    (long long)BIG_MIB << 20);
+    /* a large body that is not JSON is refused the same way, from the worker's parse */
+    body[len - 1] = ',';
+    HS_CHECK(post_big(c, "all", "", body, len) == 0);
+    HS_CHECK(hs_read_response(c, &r, false, BIG_MS) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 400, "bad_json"));
+out:
+    free(body);
+    hs_resp_fini(&hr);
+    hs_close(h);
+    down(s, c, &r, doc);
+}
+
 /* ---- whole-request cancellation -------------------------------------------------------------- */
 
 /* The request's deadline cancels every sub-job; so does a client reset (two run, one queued). */
@@ -720,6 +905,13 @@ int suite_integration_batch(void)
     CU_add_test(s, "test_batch_failure_all_vs_settled", test_batch_failure_all_vs_settled);
     CU_add_test(s, "test_batch_any_and_race", test_batch_any_and_race);
     CU_add_test(s, "test_batch_queued_loser_never_runs", test_batch_queued_loser_never_runs);
+    CU_add_test(s, "test_batch_queued_losers_never_run_after_a_win",
+                test_batch_queued_losers_never_run_after_a_win);
+    CU_add_test(s, "test_batch_item_timeout_counts_real_time",
+                test_batch_item_timeout_counts_real_time);
+    CU_add_test(s, "test_batch_item_late_success_fails", test_batch_item_late_success_fails);
+    CU_add_test(s, "test_batch_large_body_does_not_stall_loop",
+                test_batch_large_body_does_not_stall_loop);
     CU_add_test(s, "test_batch_deadline_and_client_close", test_batch_deadline_and_client_close);
     CU_add_test(s, "test_batch_shutdown", test_batch_shutdown);
     CU_add_test(s, "test_batch_bad_input", test_batch_bad_input);
