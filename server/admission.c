@@ -17,6 +17,14 @@
  * first appeared, at most SRV_ADM_MAX_LABELS) and reason. Labels are never removed, so counters
  * stay monotonic across reloads and the label strings handed out in decisions stay valid.
  *
+ * Run-time estimates live in a fixed open-addressed table of SRV_ADM_CLASSES classes keyed by
+ * (kind, size bucket), probed over at most ADM_PROBE slots; a class that finds no free slot there
+ * replaces the one of them updated longest ago, so the table never grows and a lookup costs a
+ * few string compares. Each estimate (struct adm_est) is a time-decayed EWMA: see admission.h.
+ *
+ * A rate-limited refusal records the slot it was given in the tenant (promised_ns), so the next
+ * refusal is given the following token; promises in the past mean nothing.
+ *
  * Threads: one owner thread (the loop) for everything; no locks. Invariants: count <= max;
  * inflight == 0 <=> entry is in the heap; sum of entry inflight == a->inflight.
  */
@@ -31,6 +39,7 @@
 #include <string.h>
 
 #define NOT_IN_HEAP SIZE_MAX
+#define ADM_PROBE   8 /* slots of the class table a class may sit in */
 
 struct adm_named {
     char name[SRV_ADM_TENANT_MAX + 1];
@@ -49,12 +58,29 @@ struct srv_adm_tenant {
     const struct srv_tenant_limits *lim; /* in a->limits */
     unsigned label;
     unsigned inflight;
-    double tokens;    /* bucket level at last_ns */
-    uint64_t last_ns; /* time of the bucket level */
-    uint64_t full_ns; /* idle: when the bucket is full */
-    size_t heap_idx;  /* index in a->heap, NOT_IN_HEAP while busy */
+    double tokens;        /* bucket level at last_ns */
+    uint64_t last_ns;     /* time of the bucket level */
+    uint64_t full_ns;     /* idle: when the bucket is full */
+    uint64_t promised_ns; /* the latest retry slot given to a rate-limited refusal */
+    size_t heap_idx;      /* index in a->heap, NOT_IN_HEAP while busy */
     uint32_t hash;
     char name[];
+};
+
+/* A time-decayed average (see admission.h). */
+struct adm_est {
+    double mean_ns;   /* as of last_ns */
+    uint64_t last_ns; /* the last sample */
+    bool any;         /* at least one sample */
+};
+
+/* The run-time estimate of one (kind, size bucket). */
+struct adm_class {
+    struct adm_est est;
+    uint32_t hash;
+    unsigned bucket;
+    bool used;
+    char kind[SRV_ADM_KIND_MAX + 1];
 };
 
 struct adm_label {
@@ -77,7 +103,9 @@ struct srv_adm {
     size_t nlabels;
 
     /* estimators */
-    double ewma_wait_ns, ewma_run_ns, ewma_interval_ns;
+    struct adm_est run;        /* every job's run time */
+    struct adm_class *classes; /* SRV_ADM_CLASSES, by (kind, size bucket) */
+    double ewma_wait_ns, ewma_interval_ns;
     uint64_t last_completion_ns;
 
     uint64_t inflight, admitted, refused, evicted, completions;
@@ -264,16 +292,6 @@ static uint64_t bucket_full_ns(const struct srv_adm_tenant *t)
     return t->last_ns + (uint64_t)ceil(deficit / t->lim->rate * 1e9);
 }
 
-/* Seconds until `need` tokens more have dripped in at `rate`, rounded up, at least 1. The small
- * slack keeps an exact 2.0 from becoming 3 through rounding noise. */
-static unsigned seconds_for(double need, double rate)
-{
-    double s = ceil(need / rate - 1e-9);
-    if (s < 1)
-        return 1;
-    return s > 86400 ? 86400 : (unsigned)s;
-}
-
 /* ---- heap of idle entries ------------------------------------------------------------------- */
 
 static void heap_place(struct srv_adm *a, size_t i, struct srv_adm_tenant *t)
@@ -431,7 +449,8 @@ struct srv_adm *srv_adm_new(const struct srv_adm_config *cfg, struct srv_adm_lim
     a->buckets = calloc(a->nbuckets, sizeof(*a->buckets));
     a->heap = calloc(cfg->max_tenants, sizeof(*a->heap));
     a->labels = calloc(SRV_ADM_MAX_LABELS + 1, sizeof(*a->labels));
-    if (a->buckets == NULL || a->heap == NULL || a->labels == NULL)
+    a->classes = calloc(SRV_ADM_CLASSES, sizeof(*a->classes));
+    if (a->buckets == NULL || a->heap == NULL || a->labels == NULL || a->classes == NULL)
         goto fail;
     a->labels[0] = calloc(1, sizeof(**a->labels));
     if (a->labels[0] == NULL)
@@ -462,10 +481,88 @@ void srv_adm_free(struct srv_adm *a)
     for (size_t i = 0; a->labels != NULL && i < a->nlabels; i++)
         free(a->labels[i]);
     free(a->labels);
+    free(a->classes);
     free(a->buckets);
     free(a->heap);
     srv_adm_limits_free(a->limits);
     free(a);
+}
+
+/* ---- estimators ----------------------------------------------------------------------------- */
+
+/* 2^(-age / half-life): how much of an estimate of age `age_ns` still counts. */
+static double decay_factor(uint64_t age_ns)
+{
+    return exp2(-(double)age_ns / ((double)SRV_ADM_DECAY_HALF_LIFE_MS * 1e6));
+}
+
+static void est_add(struct adm_est *e, double sample, uint64_t now_ns)
+{
+    if (!e->any) {
+        *e = (struct adm_est){.mean_ns = sample, .last_ns = now_ns, .any = true};
+        return;
+    }
+    /* the old average weighs less the older it is, so a fresh sample replaces a stale one */
+    double k =
+        (1 - SRV_ADM_EWMA_ALPHA) * decay_factor(now_ns > e->last_ns ? now_ns - e->last_ns : 0);
+    e->mean_ns = k * e->mean_ns + (1 - k) * sample;
+    if (now_ns > e->last_ns)
+        e->last_ns = now_ns;
+}
+
+/* The estimate as of now_ns: the average, faded with its age; 0 without evidence. */
+static double est_at(const struct adm_est *e, uint64_t now_ns)
+{
+    if (!e->any)
+        return 0;
+    return e->mean_ns * decay_factor(now_ns > e->last_ns ? now_ns - e->last_ns : 0);
+}
+
+/* Half-octave size buckets: 0 for cost 0, then two per doubling. */
+static unsigned cost_bucket(uint64_t cost)
+{
+    return cost == 0 ? 0 : 1 + (unsigned)floor(2 * log2((double)cost));
+}
+
+static uint32_t class_hash(const char *kind, unsigned bucket)
+{
+    return (name_hash(kind) ^ (bucket * 0x9e3779b1u)) & (SRV_ADM_CLASSES - 1);
+}
+
+/* The class of (kind, cost), or NULL. With `make`, a missing class takes a free slot of its probe
+ * range, or the one of them updated longest ago. NULL for a kind name that is too long. */
+static struct adm_class *class_find(const struct srv_adm *a, const char *kind, uint64_t cost,
+                                    bool make)
+{
+    if (kind == NULL || strlen(kind) > SRV_ADM_KIND_MAX)
+        return NULL;
+    unsigned bucket = cost_bucket(cost);
+    uint32_t h = class_hash(kind, bucket);
+    struct adm_class *victim = NULL;
+    for (unsigned i = 0; i < ADM_PROBE; i++) {
+        struct adm_class *c = &a->classes[(h + i) & (SRV_ADM_CLASSES - 1)];
+        if (c->used && c->bucket == bucket && strcmp(c->kind, kind) == 0)
+            return c;
+        if (victim == NULL || (victim->used && (!c->used || c->est.last_ns < victim->est.last_ns)))
+            victim = c;
+    }
+    if (!make)
+        return NULL;
+    memset(victim, 0, sizeof(*victim));
+    victim->used = true;
+    victim->bucket = bucket;
+    strcpy(victim->kind, kind); /* length checked above */
+    return victim;
+}
+
+uint64_t srv_adm_run_estimate_ns(const struct srv_adm *a, const char *kind, uint64_t cost,
+                                 uint64_t now_ns)
+{
+    assert_owner(a);
+    if (kind == NULL)
+        return (uint64_t)est_at(&a->run, now_ns);
+    const struct adm_class *c = class_find(a, kind, cost, false);
+    return c != NULL ? (uint64_t)est_at(&c->est, now_ns) : 0;
 }
 
 /* The completion interval to expect at now_ns: the average, or the open interval since the last
@@ -480,14 +577,18 @@ static double drain_interval_ns(const struct srv_adm *a, uint64_t now_ns)
     return SRV_ADM_EWMA_ALPHA * open + (1 - SRV_ADM_EWMA_ALPHA) * a->ewma_interval_ns;
 }
 
-/* Retry-After for queue_full and deadline_unmeetable: the time to drain the queue at the current
- * completion rate, clamped to 1..SRV_ADM_RETRY_MAX_S. */
-static unsigned drain_retry_s(const struct srv_adm *a, size_t depth, uint64_t now_ns)
+/* The retry hint for queue_full and deadline_unmeetable: the time to drain the queue at the
+ * current completion rate, 1 ms..SRV_ADM_RETRY_MAX_S; 1 s while the rate is unknown. The small
+ * slack keeps an exact 10 s from becoming 10.001 through rounding noise. */
+static uint64_t drain_retry_ms(const struct srv_adm *a, size_t depth, uint64_t now_ns)
 {
-    double s = ceil((double)depth * drain_interval_ns(a, now_ns) / 1e9 - 1e-9);
-    if (s < 1)
+    double interval = drain_interval_ns(a, now_ns);
+    if (interval <= 0)
+        return 1000;
+    double ms = ceil((double)depth * interval / 1e6 - 1e-6);
+    if (ms < 1)
         return 1;
-    return s > SRV_ADM_RETRY_MAX_S ? SRV_ADM_RETRY_MAX_S : (unsigned)s;
+    return ms > SRV_ADM_RETRY_MAX_S * 1000.0 ? SRV_ADM_RETRY_MAX_S * 1000u : (uint64_t)ms;
 }
 
 size_t srv_adm_jobs_ahead(const struct srv_adm_req *req)
@@ -502,7 +603,7 @@ size_t srv_adm_jobs_ahead(const struct srv_adm_req *req)
 
 uint64_t srv_adm_expected_wait_ns(const struct srv_adm *a, size_t queue_depth)
 {
-    return (uint64_t)(a->ewma_run_ns * (double)queue_depth / a->cfg.workers);
+    return (uint64_t)(a->run.mean_ns * (double)queue_depth / a->cfg.workers);
 }
 
 static unsigned req_jobs(const struct srv_adm_req *req)
@@ -511,48 +612,84 @@ static unsigned req_jobs(const struct srv_adm_req *req)
 }
 
 static int refuse(struct srv_adm *a, struct srv_adm_decision *out, enum srv_adm_reason r,
-                  unsigned retry_s, unsigned label)
+                  uint64_t retry_ms, unsigned label)
 {
     out->reason = r;
     out->status = srv_adm_reason_status(r);
-    out->retry_after_s = retry_s;
+    out->retry_after_ms = retry_ms > 0 ? retry_ms : 1;
+    uint64_t s = (out->retry_after_ms + 999) / 1000;
+    out->retry_after_s = s > 86400 ? 86400 : (unsigned)s;
     out->held = NULL;
     a->labels[label]->refused[r]++;
     a->refused++;
     return r == SRV_ADM_OUT_OF_MEMORY ? -ENOMEM : -EAGAIN;
 }
 
-/* The four checks in order against the tenant's state (tokens, inflight). Returns the reason and
- * sets *retry_s for a refusal, SRV_ADM_ADMITTED otherwise. */
+/* The retry slot of a rate-limited request of `jobs` at now_ns: when its tokens will have
+ * dripped in, and after the slot last promised (`promised_ns`) by one request's worth of tokens,
+ * at most one bucket ahead. */
+static uint64_t rate_slot_ns(const struct srv_tenant_limits *lim, double tokens, unsigned jobs,
+                             uint64_t promised_ns, uint64_t now_ns)
+{
+    double per_ns = lim->rate / 1e9;
+    double ready = (double)now_ns + ceil((jobs - tokens) / per_ns);
+    if (promised_ns > now_ns && (double)promised_ns + jobs / per_ns > ready)
+        ready = (double)promised_ns + jobs / per_ns;
+    double horizon = (double)now_ns + (lim_burst(lim) > jobs ? lim_burst(lim) : jobs) / per_ns;
+    if (ready > horizon)
+        ready = horizon;
+    double most = (double)now_ns + 86400e9;
+    return ready > most ? (uint64_t)most : (uint64_t)ceil(ready);
+}
+
+/* The deadline check (see admission.h): true when the request's last job cannot be expected to
+ * finish by deadline_ns. */
+static bool deadline_unmeetable(const struct srv_adm *a, const struct srv_adm_req *req,
+                                uint64_t deadline_ns)
+{
+    unsigned jobs = req_jobs(req);
+    uint64_t left = deadline_ns > req->now_ns ? deadline_ns - req->now_ns : 0;
+    if (left == 0)
+        return true;
+    if (req->queue_depth + jobs <= req->idle_workers)
+        return false; /* every job starts at once: nothing to gain by refusing */
+    /* the last job must also run before the deadline, not only start: it waits behind the
+     * request's own earlier jobs too */
+    struct srv_adm_req last = *req;
+    last.tenant_queue_depth += jobs - 1;
+    last.queue_depth += jobs - 1;
+    size_t ahead = srv_adm_jobs_ahead(&last);
+    ahead = ahead > req->idle_workers ? ahead - req->idle_workers : 0;
+    double wait = est_at(&a->run, req->now_ns) * (double)ahead / a->cfg.workers;
+    double run = (double)srv_adm_run_estimate_ns(a, req->kind, req->cost, req->now_ns);
+    return wait + run > (double)left;
+}
+
+/* The four checks in order against the tenant's state (tokens, inflight, promised slot). Returns
+ * the reason and sets *retry_ms (and *slot_ns for a rate-limited refusal) for a refusal,
+ * SRV_ADM_ADMITTED otherwise. */
 static enum srv_adm_reason check(const struct srv_adm *a, const struct srv_adm_req *req,
                                  const struct srv_tenant_limits *lim, double tokens,
-                                 unsigned inflight, uint64_t deadline_ns, unsigned *retry_s)
+                                 unsigned inflight, uint64_t promised_ns, uint64_t deadline_ns,
+                                 uint64_t *retry_ms, uint64_t *slot_ns)
 {
     unsigned jobs = req_jobs(req);
     if (lim->rate > 0 && tokens < jobs) {
-        *retry_s = seconds_for(jobs - tokens, lim->rate);
+        *slot_ns = rate_slot_ns(lim, tokens, jobs, promised_ns, req->now_ns);
+        *retry_ms = (*slot_ns - req->now_ns + 999999) / 1000000;
         return SRV_ADM_TENANT_RATE_LIMITED;
     }
     if (lim->max_inflight != 0 && (uint64_t)inflight + jobs > lim->max_inflight) {
-        *retry_s = 1; /* a slot frees when one of its requests ends: no better estimate */
+        *retry_ms = 1000; /* a slot frees when one of its requests ends: no better estimate */
         return SRV_ADM_TENANT_CONCURRENCY_LIMITED;
     }
     if (a->cfg.queue_capacity != 0 && req->queue_depth + jobs > a->cfg.queue_capacity) {
-        *retry_s = drain_retry_s(a, req->queue_depth, req->now_ns);
+        *retry_ms = drain_retry_ms(a, req->queue_depth, req->now_ns);
         return SRV_ADM_QUEUE_FULL;
     }
-    if (deadline_ns != 0) {
-        uint64_t left = deadline_ns > req->now_ns ? deadline_ns - req->now_ns : 0;
-        /* the last job must also run before the deadline, not only start: it waits behind the
-         * request's own earlier jobs too */
-        struct srv_adm_req last = *req;
-        last.tenant_queue_depth += jobs - 1;
-        last.queue_depth += jobs - 1;
-        uint64_t need = srv_adm_expected_wait_ns(a, srv_adm_jobs_ahead(&last));
-        if (left == 0 || need + (uint64_t)a->ewma_run_ns > left) {
-            *retry_s = drain_retry_s(a, req->queue_depth, req->now_ns);
-            return SRV_ADM_DEADLINE_UNMEETABLE;
-        }
+    if (deadline_ns != 0 && deadline_unmeetable(a, req, deadline_ns)) {
+        *retry_ms = drain_retry_ms(a, req->queue_depth, req->now_ns);
+        return SRV_ADM_DEADLINE_UNMEETABLE;
     }
     return SRV_ADM_ADMITTED;
 }
@@ -583,17 +720,19 @@ int srv_adm_decide(struct srv_adm *a, const struct srv_adm_req *req, struct srv_
 
     if (t != NULL)
         bucket_refill(t, req->now_ns);
-    unsigned retry_s = 0;
+    uint64_t retry_ms = 0, slot_ns = 0;
     enum srv_adm_reason r = check(a, req, lim, t ? t->tokens : lim_burst(lim), t ? t->inflight : 0,
-                                  out->deadline_ns, &retry_s);
+                                  t ? t->promised_ns : 0, out->deadline_ns, &retry_ms, &slot_ns);
+    if (r == SRV_ADM_TENANT_RATE_LIMITED && t != NULL)
+        t->promised_ns = slot_ns; /* the next refusal gets the token after this one */
     if (r != SRV_ADM_ADMITTED)
-        return refuse(a, out, r, retry_s, label);
+        return refuse(a, out, r, retry_ms, label);
     if (t == NULL) {
         int rc = tenant_insert(a, req->tenant, req->now_ns, &t);
         if (rc == -EBUSY)
-            return refuse(a, out, SRV_ADM_TOO_MANY_TENANTS, 1, label);
+            return refuse(a, out, SRV_ADM_TOO_MANY_TENANTS, 1000, label);
         if (rc != 0)
-            return refuse(a, out, SRV_ADM_OUT_OF_MEMORY, 1, label);
+            return refuse(a, out, SRV_ADM_OUT_OF_MEMORY, 1000, label);
     }
     unsigned jobs = req_jobs(req);
     if (lim->rate > 0)
@@ -634,10 +773,19 @@ static void ewma(double *avg, double sample, bool first)
 
 void srv_adm_observe(struct srv_adm *a, uint64_t now_ns, uint64_t queue_wait_ns, uint64_t run_ns)
 {
+    srv_adm_observe_job(a, NULL, 0, now_ns, queue_wait_ns, run_ns);
+}
+
+void srv_adm_observe_job(struct srv_adm *a, const char *kind, uint64_t cost, uint64_t now_ns,
+                         uint64_t queue_wait_ns, uint64_t run_ns)
+{
     assert_owner(a);
     bool first = a->completions == 0;
     ewma(&a->ewma_wait_ns, (double)queue_wait_ns, first);
-    ewma(&a->ewma_run_ns, (double)run_ns, first);
+    est_add(&a->run, (double)run_ns, now_ns);
+    struct adm_class *c = class_find(a, kind, cost, true);
+    if (c != NULL)
+        est_add(&c->est, (double)run_ns, now_ns);
     if (!first) {
         double gap = now_ns > a->last_completion_ns ? (double)(now_ns - a->last_completion_ns) : 0;
         ewma(&a->ewma_interval_ns, gap, a->completions == 1);
@@ -739,7 +887,7 @@ void srv_adm_stats_get(const struct srv_adm *a, struct srv_adm_stats *out)
     out->evicted = a->evicted;
     out->completions = a->completions;
     out->ewma_wait_ns = a->ewma_wait_ns;
-    out->ewma_run_ns = a->ewma_run_ns;
+    out->ewma_run_ns = a->run.mean_ns;
     out->drain_per_s =
         a->completions >= 2 && a->ewma_interval_ns > 0 ? 1e9 / a->ewma_interval_ns : 0;
 }

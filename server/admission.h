@@ -6,10 +6,11 @@
  *   1. tenant rate         token bucket (rate, burst)        429 tenant_rate_limited
  *   2. tenant in flight    admitted and not yet released     429 tenant_concurrency_limited
  *   3. queue capacity      queue depth >= queue_capacity     503 queue_full
- *   4. deadline            expected queue wait >= remaining  503 deadline_unmeetable
+ *   4. deadline            expected wait + run > time left   503 deadline_unmeetable
  *
  * plus two that concern the module itself: 503 too_many_tenants (the bounded tenant table is full
- * of busy tenants) and 503 out_of_memory. Every refusal carries a Retry-After in seconds (>= 1).
+ * of busy tenants) and 503 out_of_memory. Every refusal carries a retry hint in milliseconds and
+ * in seconds (see "Retry hints" below).
  * A refused request consumes nothing: no token is taken and the in-flight count is unchanged.
  *
  * Tenants: limits come from a limit set (struct srv_adm_limits): defaults for unknown tenants plus
@@ -19,21 +20,38 @@
  * idle the longest first) when room is needed, or by srv_adm_sweep(). Random tenant ids therefore
  * cost at most max_tenants entries.
  *
- * Estimators (updated by srv_adm_observe at each job completion, exponentially weighted with
- * SRV_ADM_EWMA_ALPHA per completion):
- *   - service time: EWMA of run_ns. Expected queue wait for a new job is
- *     ewma_run_ns * queue_depth / workers: each worker must first finish depth/workers jobs of the
- *     average length. It follows the current depth at once (an empty queue means no wait), unlike
- *     an average of past waits, which stays high after the queue has drained. Before the first
- *     completion the estimate is 0 (nothing is refused for a deadline without evidence).
- *     The depth used is the job's place in the fair queue (srv_adm_jobs_ahead): a tenant with a
- *     short backlog waits behind one job of each active tenant per job of its own, not behind
- *     the whole queue. A deadline is unmeetable when wait + one average run exceeds it.
+ * Estimators (updated by srv_adm_observe / srv_adm_observe_job at each job completion):
+ *   - run time, by class and overall: a class is a job kind and a size bucket (the kind's cost,
+ *     srv_job_cost_fn, in half-octaves: 2 buckets per doubling), so `primes?n=4000000` and
+ *     `primes?n=10`, or `spin?ms=1500` and `noop`, never share an estimate. The overall average
+ *     (every job, batch sub-jobs included) stands for the jobs queued ahead, whose kinds are not
+ *     known, and for the run of a request without a kind (a batch). Each is a time-decayed
+ *     average: a new sample weighs SRV_ADM_EWMA_ALPHA against the old average, and the old
+ *     average's weight and value both halve every SRV_ADM_DECAY_HALF_LIFE_MS of age, so stale
+ *     evidence fades towards "no evidence" (0: nothing is refused for a deadline without it)
+ *     instead of judging requests forever. At most SRV_ADM_CLASSES classes; when full, the one
+ *     updated longest ago gives way.
+ *   - Expected queue wait for a new job: overall average * (jobs ahead - idle workers) /
+ *     workers: each worker must first finish its share of the jobs ahead. It follows the current
+ *     depth at once (an empty queue means no wait). The jobs ahead are the job's place in the
+ *     fair queue (srv_adm_jobs_ahead): a tenant with a short backlog waits behind one job of each
+ *     active tenant per job of its own, not behind the whole queue. A deadline is unmeetable
+ *     when that wait plus the run estimate of the job's class exceeds the time left. It is never
+ *     judged unmeetable by estimate while enough workers are idle to start the request's jobs
+ *     and everything queued at once (queue_depth + jobs <= idle_workers): refusing would free
+ *     nothing, and the job itself is the fresh evidence. Only a deadline already past is.
  *   - drain rate: EWMA of the interval between completions (completions handed back together
  *     count as intervals of 0, so a batch of N per T gives N/T). When the last completion is older
  *     than the average interval, that open interval counts as a sample, so a stalled pool's rate
- *     decays. queue_full's Retry-After = ceil(depth / rate) clamped to 1..60 (1 before any
+ *     decays. queue_full's retry hint = depth / rate clamped to 1 ms..60 s (1 s before any
  *     completion).
+ *
+ * Retry hints: every refusal carries retry_after_ms (>= 1, the precise hint, sent as
+ * Retry-After-Ms) and retry_after_s = ceil(retry_after_ms / 1000), >= 1 (Retry-After, RFC 9110).
+ * A rate-limited refusal is given a slot: the time its tokens will have dripped in, after every
+ * slot already given to refused requests of its tenant that has not come yet (at most one
+ * bucket, `burst`, ahead). Refused clients that come back at their hint therefore arrive one
+ * token apart instead of all at once, and find their token.
  *
  * Threads: every function runs on the thread that called srv_adm_new (the loop thread; asserted)
  * except the srv_adm_limits_* functions, which touch only their own limit set and may be used on
@@ -47,11 +65,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SRV_ADM_TENANT_MAX  64      /* bytes of a tenant name (as X-Tenant-Id allows) */
-#define SRV_ADM_MAX_LABELS  256     /* tenant labels for refusal counters, besides "other" */
-#define SRV_ADM_EWMA_ALPHA  0.2     /* weight of the newest completion in the estimators */
-#define SRV_ADM_RETRY_MAX_S 60      /* queue_full / deadline_unmeetable Retry-After cap */
-#define SRV_ADM_OTHER_LABEL "other" /* label of tenants that are not configured */
+#define SRV_ADM_TENANT_MAX         64    /* bytes of a tenant name (as X-Tenant-Id allows) */
+#define SRV_ADM_MAX_LABELS         256   /* tenant labels for refusal counters, besides "other" */
+#define SRV_ADM_EWMA_ALPHA         0.2   /* weight of the newest completion in the estimators */
+#define SRV_ADM_RETRY_MAX_S        60    /* queue_full / deadline_unmeetable Retry-After cap */
+#define SRV_ADM_DECAY_HALF_LIFE_MS 10000 /* an estimate's weight and value halve with this age */
+#define SRV_ADM_CLASSES            256   /* run-time estimate classes (kind, size bucket) at most */
+#define SRV_ADM_KIND_MAX           32    /* bytes of a kind name that has its own estimates */
+#define SRV_ADM_OTHER_LABEL        "other" /* label of tenants that are not configured */
 
 /* Limits of one tenant. */
 struct srv_tenant_limits {
@@ -128,6 +149,10 @@ struct srv_adm_req {
     size_t tenant_queue_depth; /* of those, the tenant's own (pool_tenant_queued) */
     size_t active_tenants;     /* tenants with jobs queued (pool_tenants_active); 0 = unknown */
     unsigned jobs;             /* jobs the request queues at once (a batch); 0 = 1 */
+    const char *kind;          /* borrowed: the job's kind for its run estimate; NULL = any
+                                  (a batch: the overall average) */
+    uint64_t cost;             /* the job's size (srv_job_cost_fn), 0 when the kind has none */
+    size_t idle_workers;       /* workers not running a job now; 0 = none or unknown */
 };
 
 /* The outcome, filled by srv_adm_decide. */
@@ -135,6 +160,7 @@ struct srv_adm_decision {
     enum srv_adm_reason reason;  /* SRV_ADM_ADMITTED or why it was refused */
     int status;                  /* 0 when admitted, else 429 or 503 */
     unsigned retry_after_s;      /* refused: Retry-After seconds, >= 1; admitted: 0 */
+    uint64_t retry_after_ms;     /* refused: the precise hint (Retry-After-Ms), >= 1; else 0 */
     unsigned weight;             /* admitted: the tenant's weight for pool_job.weight (>= 1) */
     unsigned max_timeout_ms;     /* the tenant's deadline cap, 0 = none */
     uint64_t deadline_ns;        /* the request's deadline after the tenant's cap, 0 = none */
@@ -167,8 +193,18 @@ int srv_adm_decide(struct srv_adm *a, const struct srv_adm_req *req, struct srv_
 void srv_adm_release(struct srv_adm *a, struct srv_adm_decision *d, uint64_t now_ns);
 
 /* A job completed at `now_ns` after waiting `queue_wait_ns` in the queue and running `run_ns`:
- * feeds the service-time, wait and drain-rate estimators. Call for every job that ran. */
+ * feeds the overall run-time, wait and drain-rate estimators. Call for every job that ran. */
 void srv_adm_observe(struct srv_adm *a, uint64_t now_ns, uint64_t queue_wait_ns, uint64_t run_ns);
+
+/* srv_adm_observe, and the run-time estimate of the class of `kind` (borrowed; NULL = none, as
+ * srv_adm_observe) and `cost`. */
+void srv_adm_observe_job(struct srv_adm *a, const char *kind, uint64_t cost, uint64_t now_ns,
+                         uint64_t queue_wait_ns, uint64_t run_ns);
+
+/* The run time in ns expected at `now_ns` of a job of `kind` (borrowed; NULL = the overall
+ * average) and `cost`: the class's decayed average, 0 without evidence. */
+uint64_t srv_adm_run_estimate_ns(const struct srv_adm *a, const char *kind, uint64_t cost,
+                                 uint64_t now_ns);
 
 /* Replace the limit set (taken over; the old one is freed) as on a config reload. In-flight
  * counts, buckets (clamped to the new burst) and counters are kept; tenants named in the new set
@@ -186,7 +222,8 @@ unsigned srv_adm_max_jobs(const struct srv_adm *a, const char *tenant);
 /* Evict every idle tenant (nothing in flight, bucket full at now_ns). Returns how many. */
 size_t srv_adm_sweep(struct srv_adm *a, uint64_t now_ns);
 
-/* Expected queue wait in ns for a job arriving with `queue_depth` jobs queued (see above). */
+/* Expected queue wait in ns for a job arriving with `queue_depth` jobs queued (see above), from
+ * the overall average as of the last completion (no decay, no idle workers). */
 uint64_t srv_adm_expected_wait_ns(const struct srv_adm *a, size_t queue_depth);
 
 /* Jobs a new job of the request's tenant waits behind in the fair queue: the whole queue, or,

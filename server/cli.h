@@ -62,6 +62,10 @@ uint64_t srv_cli_rand_next(uint64_t *state);
 long long srv_cli_backoff_ms(const struct srv_cli_backoff *b, unsigned attempt,
                              long long retry_after_ms, uint64_t *rng);
 
+/* A Retry-After-Ms value (borrowed, NUL-terminated): a whole number of milliseconds, as spindle
+ * sends next to Retry-After. Returns it (clamped to one day), or -1 when it is not one. */
+long long srv_cli_retry_after_ms_hint(const char *value);
+
 /* A Retry-After value (borrowed, NUL-terminated): delta-seconds ("2") or an HTTP-date ("Sun, 06
  * Nov 1994 08:49:37 GMT", taken relative to `now`). Returns milliseconds (0 for a date in the
  * past), or -1 when the value is neither. Values above one day are clamped to one day. */
@@ -69,7 +73,9 @@ long long srv_cli_retry_after_ms(const char *value, time_t now);
 
 /* The circuit breaker. closed: every request goes; `threshold` consecutive failures open it.
  * open: nothing goes until `cooldown_ms` passed since it opened; then half-open: exactly one
- * probe goes, the rest are refused; the probe's success closes it, its failure opens it again.
+ * probe goes; the probe's success closes it, its failure opens it again. Until a probe has
+ * failed, requests that may not go wait (the failures may be a server still starting); once a
+ * probe has failed since the circuit first opened, they fail fast until a probe succeeds.
  * Results of requests sent before the breaker opened are ignored once it is open or half-open.
  * A threshold of 0 disables it (always closed). Owned by one thread. */
 enum srv_cli_breaker_state {
@@ -78,26 +84,40 @@ enum srv_cli_breaker_state {
     SRV_CLI_BREAKER_HALF_OPEN,
 };
 
+/* What srv_cli_breaker_allow answers. */
+enum srv_cli_breaker_verdict {
+    SRV_CLI_BREAKER_REFUSE = 0, /* fail fast: a probe failed and the circuit is still open */
+    SRV_CLI_BREAKER_SEND = 1,
+    SRV_CLI_BREAKER_PROBE = 2, /* send as the half-open probe (report it with probe = true) */
+    SRV_CLI_BREAKER_WAIT = 3,  /* not yet: ask again at srv_cli_breaker_retry_ms() */
+};
+
 struct srv_cli_breaker {
     enum srv_cli_breaker_state state;
     unsigned threshold;
     unsigned failures; /* consecutive, while closed */
     long long cooldown_ms;
-    long long opened_ms; /* when it last opened (caller's monotonic clock) */
-    bool probe_out;      /* half-open: the probe was handed out and has not reported */
+    long long opened_ms;    /* when it last opened (caller's monotonic clock) */
+    bool probe_out;         /* half-open: the probe was handed out and has not reported */
+    unsigned failed_probes; /* probes that failed since it last closed */
 };
 
 /* Initialise *b closed. */
 void srv_cli_breaker_init(struct srv_cli_breaker *b, unsigned threshold, long long cooldown_ms);
 
-/* May a request be sent at `now_ms`? Returns 0 = refused (fail fast), 1 = send, 2 = send as the
- * half-open probe (report it with probe = true). Moves open to half-open once the cooldown has
- * passed. */
+/* May a request be sent at `now_ms`? Returns an enum srv_cli_breaker_verdict. Moves open to
+ * half-open once the cooldown has passed (the caller then gets the probe). */
 int srv_cli_breaker_allow(struct srv_cli_breaker *b, long long now_ms);
 
+/* When a request told SRV_CLI_BREAKER_WAIT should ask again: the end of the cooldown, LLONG_MAX
+ * while the probe is out, at once (0) in every other state. */
+long long srv_cli_breaker_retry_ms(const struct srv_cli_breaker *b);
+
 /* Report a request's outcome: `ok` false for a transport failure, a timeout or a 5xx answer.
- * `probe` is true for the request allow() returned 2 for. */
-void srv_cli_breaker_record(struct srv_cli_breaker *b, bool probe, bool ok, long long now_ms);
+ * `probe` is true for the request allow() returned SRV_CLI_BREAKER_PROBE for. Returns true when
+ * this report opened the circuit (from closed, or again after a failed probe): the caller keeps
+ * its failure as the cause to report. */
+bool srv_cli_breaker_record(struct srv_cli_breaker *b, bool probe, bool ok, long long now_ms);
 
 /* Append `s` (len bytes, borrowed) percent-encoded to `out` (a stream, e.g. open_memstream):
  * everything but the unreserved characters A-Z a-z 0-9 - . _ ~ becomes %XX. Returns 0 or -EIO. */

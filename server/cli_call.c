@@ -21,9 +21,14 @@
  * closing an idle connection at the same moment we reused it: that attempt is repeated at once on
  * a new connection without counting it (the request never reached a worker).
  *
- * The breaker (srv_cli_breaker_*) is asked before every attempt: when it refuses, the job fails at
- * once with "circuit_open" and nothing is sent. Failures for the breaker: transport errors and 5xx
- * answers; any other answer (4xx, 429 included: the server is up and deciding) counts as success.
+ * The breaker (srv_cli_breaker_*) is asked before every attempt. While it is open and no probe
+ * has failed yet, the job waits on its slot (a server that is still starting gets its cooldown
+ * and one probe, and the jobs go on once the probe succeeds); once a probe has failed, the job
+ * fails at once with "circuit_open", naming the failure that opened the circuit, and nothing is
+ * sent. A 429 with Retry-After-Ms is retried exactly then (spindle gives each rate-limited
+ * refusal its own token slot); any other hint is a floor under the jittered backoff. Failures for
+ * the breaker: transport errors and 5xx answers; any other answer (4xx, 429 included: the server is
+ * up and deciding) counts as success.
  *
  * Output: a result line per job on stdout as each one settles (completion order; "index" is the
  * job's position in the file), then the summary line ("retried" counts jobs that took more than
@@ -165,6 +170,19 @@ long long srv_cli_backoff_ms(const struct srv_cli_backoff *b, unsigned attempt,
     return retry_after_ms > d ? retry_after_ms : d;
 }
 
+long long srv_cli_retry_after_ms_hint(const char *value)
+{
+    while (*value == ' ' || *value == '\t')
+        value++;
+    size_t digits = strspn(value, "0123456789");
+    if (digits == 0 || value[digits + strspn(value + digits, " \t")] != '\0')
+        return -1;
+    if (digits > 9)
+        return CL_RETRY_AFTER_MAX;
+    long long ms = strtoll(value, NULL, 10);
+    return ms > CL_RETRY_AFTER_MAX ? CL_RETRY_AFTER_MAX : ms;
+}
+
 long long srv_cli_retry_after_ms(const char *value, time_t now)
 {
     while (*value == ' ' || *value == '\t')
@@ -198,21 +216,34 @@ void srv_cli_breaker_init(struct srv_cli_breaker *b, unsigned threshold, long lo
 
 int srv_cli_breaker_allow(struct srv_cli_breaker *b, long long now_ms)
 {
+    /* until a probe has failed, the failures may be a server still starting: wait, do not fail */
+    int no = b->failed_probes > 0 ? SRV_CLI_BREAKER_REFUSE : SRV_CLI_BREAKER_WAIT;
     switch (b->state) {
     case SRV_CLI_BREAKER_CLOSED:
-        return 1;
+        return SRV_CLI_BREAKER_SEND;
     case SRV_CLI_BREAKER_OPEN:
         if (now_ms - b->opened_ms < b->cooldown_ms)
-            return 0;
+            return no;
         b->state = SRV_CLI_BREAKER_HALF_OPEN;
         b->probe_out = true;
-        return 2;
+        return SRV_CLI_BREAKER_PROBE;
     case SRV_CLI_BREAKER_HALF_OPEN:
         if (b->probe_out)
-            return 0;
+            return no;
         b->probe_out = true;
-        return 2;
+        return SRV_CLI_BREAKER_PROBE;
     }
+    return no;
+}
+
+long long srv_cli_breaker_retry_ms(const struct srv_cli_breaker *b)
+{
+    if (b->failed_probes > 0)
+        return 0; /* the answer is known: fail fast, or go */
+    if (b->state == SRV_CLI_BREAKER_OPEN)
+        return b->opened_ms + b->cooldown_ms;
+    if (b->state == SRV_CLI_BREAKER_HALF_OPEN && b->probe_out)
+        return LLONG_MAX;
     return 0;
 }
 
@@ -224,23 +255,27 @@ static void cl_breaker_open(struct srv_cli_breaker *b, long long now_ms)
     b->failures = 0;
 }
 
-void srv_cli_breaker_record(struct srv_cli_breaker *b, bool probe, bool ok, long long now_ms)
+bool srv_cli_breaker_record(struct srv_cli_breaker *b, bool probe, bool ok, long long now_ms)
 {
     if (b->threshold == 0)
-        return;
+        return false;
     if (b->state == SRV_CLI_BREAKER_CLOSED) {
         b->failures = ok ? 0 : b->failures + 1;
-        if (b->failures >= b->threshold)
-            cl_breaker_open(b, now_ms);
-        return;
+        if (b->failures < b->threshold)
+            return false;
+        cl_breaker_open(b, now_ms);
+        return true;
     }
     /* open or half-open: only the probe's outcome counts */
     if (!probe || b->state != SRV_CLI_BREAKER_HALF_OPEN)
-        return;
-    if (ok)
+        return false;
+    if (ok) {
         srv_cli_breaker_init(b, b->threshold, b->cooldown_ms);
-    else
-        cl_breaker_open(b, now_ms);
+        return false;
+    }
+    b->failed_probes++;
+    cl_breaker_open(b, now_ms);
+    return true;
 }
 
 int srv_cli_percent_encode(FILE *out, const char *s, size_t len)
@@ -279,9 +314,11 @@ static const char cl_usage[] =
     "      --retries N         retry 503, 429 and connection errors N times (default 3)\n"
     "      --backoff-base MS   first retry delay ceiling (default 100); doubles per retry\n"
     "      --backoff-max MS    delay ceiling cap (default 5000); Retry-After is a floor\n"
+    "                          (a 429's Retry-After-Ms is the delay itself)\n"
     "      --breaker N         open the circuit after N consecutive failures (default 5, 0 = "
     "off)\n"
-    "      --cooldown MS       open circuit: wait MS before one probe (default 1000)\n"
+    "      --cooldown MS       open circuit: jobs wait MS, then one probe; if it fails\n"
+    "                          they fail fast (circuit_open) (default 1000)\n"
     "      --seed N            seed the backoff jitter (default: from the clock)\n"
     "  -h, --help              print this help\n"
     "\n"
@@ -507,13 +544,15 @@ struct cl_job {
     bool stale_retried; /* the current attempt was repeated once on a new connection */
     long long start_ms; /* first attempt */
     long long due_ms;   /* next attempt, while waiting out a backoff */
+    bool breaker_wait;  /* waiting for the breaker's cooldown or probe, not for a backoff */
     int status;         /* the last HTTP status, 0 when none */
     char *answer;       /* owned: the last answer body */
     size_t answer_len;
     char ctype[CL_HDR_MAX];
     char answer_id[CL_HDR_MAX]; /* X-Request-Id of the last answer */
     const char *err_code;       /* static, or NULL: taken from the answer */
-    char err_msg[256];
+    char err_msg[512];
+    char err_cause[48]; /* circuit_open: the code of the failure that opened it */
 };
 
 static void cl_job_fini(struct cl_job *j)
@@ -747,6 +786,7 @@ struct cl_conn {
     char *dst; /* where the current header's value goes (job->ctype, ...), NULL = ignored */
     size_t dst_len, dst_cap;
     char retry_after[64];
+    char retry_after_ms[32];
     char ctype[CL_HDR_MAX];
     char reqid[CL_HDR_MAX];
     char *body; /* owned: the answer body being read */
@@ -764,6 +804,8 @@ struct cl_run {
     struct cl_conn *conns;
     unsigned nconns;
     struct srv_cli_breaker breaker;
+    char cause_code[48]; /* the failure that last opened the breaker */
+    char cause_msg[256];
     struct srv_cli_backoff backoff;
     uint64_t rng;
     unsigned settled, succeeded, failed, retried;
@@ -800,6 +842,9 @@ static void cl_job_error(struct cl_job *j, const char *code, const char *fmt, ..
 /* {"code","message"}: the client's own, else the answer's spindle error, else http_<status>. */
 static json_t *cl_error_json(const struct cl_job *j)
 {
+    if (j->err_code && j->err_cause[0])
+        return json_pack("{s:s,s:s,s:s}", "code", j->err_code, "message", j->err_msg, "cause",
+                         j->err_cause);
     if (j->err_code)
         return json_pack("{s:s,s:s}", "code", j->err_code, "message", j->err_msg);
     json_t *a = j->answer ? json_loadb(j->answer, j->answer_len, 0, NULL) : NULL;
@@ -975,9 +1020,25 @@ static void cl_conn_close(struct cl_conn *c)
     c->reused = false;
 }
 
-/* The attempt is over: settle the job, or queue it for a retry after its backoff. */
+/* Report c's attempt to the breaker; when that opens the circuit, keep the job's failure (its
+ * error set just before) as the cause that circuit_open failures report. */
+static void cl_breaker_report(struct cl_run *run, struct cl_conn *c, bool ok, long long now)
+{
+    if (!srv_cli_breaker_record(&run->breaker, c->probe, ok, now))
+        return;
+    json_t *e = cl_error_json(c->job);
+    const char *code = json_string_value(json_object_get(e, "code"));
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    snprintf(run->cause_code, sizeof(run->cause_code), "%s", code ? code : "error");
+    snprintf(run->cause_msg, sizeof(run->cause_msg), "%s", msg ? msg : "");
+    json_decref(e);
+}
+
+/* The attempt is over: settle the job, or queue it for a retry after its backoff. `exact`: the
+ * server gave this request its own retry slot (a 429 with Retry-After-Ms), so it comes back
+ * exactly then: jitter would only waste the slot. */
 static void cl_attempt_done(struct cl_run *run, struct cl_conn *c, bool ok, bool retryable,
-                            long long retry_after_ms, long long now)
+                            long long retry_after_ms, bool exact, long long now)
 {
     struct cl_job *j = c->job;
     free(c->head);
@@ -985,8 +1046,9 @@ static void cl_attempt_done(struct cl_run *run, struct cl_conn *c, bool ok, bool
     if (!ok && retryable && j->attempts <= run->o->retries) {
         /* The job keeps its slot while it waits: a server that asked us to back off does not
          * get the next job in its place. */
-        j->due_ms =
-            now + srv_cli_backoff_ms(&run->backoff, j->attempts - 1, retry_after_ms, &run->rng);
+        j->due_ms = now + (exact ? retry_after_ms
+                                 : srv_cli_backoff_ms(&run->backoff, j->attempts - 1,
+                                                      retry_after_ms, &run->rng));
         c->state = CL_WAITING;
         return;
     }
@@ -1031,8 +1093,8 @@ static void cl_attempt_transport(struct cl_run *run, struct cl_conn *c, int err,
                      run->url.authority);
     else
         cl_job_error(j, cl_errno_code(err), "%s: %s", run->url.authority, strerror(err));
-    srv_cli_breaker_record(&run->breaker, c->probe, false, now);
-    cl_attempt_done(run, c, false, true, -1, now);
+    cl_breaker_report(run, c, false, now);
+    cl_attempt_done(run, c, false, true, -1, false, now);
 }
 
 /* A complete answer arrived. `extra`: bytes followed it, or the request was not fully sent. */
@@ -1050,13 +1112,18 @@ static void cl_attempt_answer(struct cl_run *run, struct cl_conn *c, bool extra,
     j->err_code = NULL;
     memcpy(j->ctype, c->ctype, sizeof(j->ctype));
     memcpy(j->answer_id, c->reqid, sizeof(j->answer_id));
-    long long ra = c->retry_after[0] ? srv_cli_retry_after_ms(c->retry_after, time(NULL)) : -1;
+    /* the precise hint first; Retry-After (seconds or a date) when there is none */
+    long long ra = c->retry_after_ms[0] ? srv_cli_retry_after_ms_hint(c->retry_after_ms) : -1;
+    bool exact = ra >= 0 && status == 429;
+    if (ra < 0 && c->retry_after[0])
+        ra = srv_cli_retry_after_ms(c->retry_after, time(NULL));
     if (keep)
         c->reused = true;
     else
         cl_conn_close(c);
-    srv_cli_breaker_record(&run->breaker, c->probe, status < 500, now);
-    cl_attempt_done(run, c, status >= 200 && status < 300, status == 503 || status == 429, ra, now);
+    cl_breaker_report(run, c, status < 500, now);
+    cl_attempt_done(run, c, status >= 200 && status < 300, status == 503 || status == 429, ra,
+                    exact, now);
 }
 
 /* ---- the answer parser (http-parser callbacks; c = parser->data) --------------------------- */
@@ -1066,7 +1133,7 @@ static void cl_answer_reset(struct cl_conn *c)
     c->hdr_value = true; /* so the first header name starts fresh */
     c->field_len = 0;
     c->dst = NULL;
-    c->retry_after[0] = c->ctype[0] = c->reqid[0] = '\0';
+    c->retry_after[0] = c->retry_after_ms[0] = c->ctype[0] = c->reqid[0] = '\0';
     c->body_len = 0;
     c->too_large = false;
 }
@@ -1099,6 +1166,9 @@ static void cl_header_pick(struct cl_conn *c)
     if (strcasecmp(c->field, "Retry-After") == 0) {
         c->dst = c->retry_after;
         c->dst_cap = sizeof(c->retry_after);
+    } else if (strcasecmp(c->field, "Retry-After-Ms") == 0) {
+        c->dst = c->retry_after_ms;
+        c->dst_cap = sizeof(c->retry_after_ms);
     } else if (strcasecmp(c->field, "Content-Type") == 0) {
         c->dst = c->ctype;
         c->dst_cap = sizeof(c->ctype);
@@ -1233,8 +1303,8 @@ static void cl_conn_read(struct cl_run *run, struct cl_conn *c, long long now)
                 cl_job_error(j, "bad_response", "the answer is not HTTP/1.1: %s",
                              http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
             cl_conn_close(c);
-            srv_cli_breaker_record(&run->breaker, c->probe, false, now);
-            cl_attempt_done(run, c, false, false, -1, now);
+            cl_breaker_report(run, c, false, now);
+            cl_attempt_done(run, c, false, false, -1, false, now);
             return;
         }
         if (n == 0) {
@@ -1317,7 +1387,7 @@ static void cl_attempt_send(struct cl_run *run, struct cl_conn *c, long long now
 {
     if (c->head == NULL && cl_head_build(run, c->job, &c->head, &c->head_len) != 0) {
         cl_job_error(c->job, "out_of_memory", "building the request: out of memory");
-        cl_attempt_done(run, c, false, false, -1, now);
+        cl_attempt_done(run, c, false, false, -1, false, now);
         return;
     }
     http_parser_init(&c->parser, HTTP_RESPONSE);
@@ -1360,24 +1430,42 @@ static void cl_conn_ready(struct cl_run *run, struct cl_conn *c, short revents, 
 
 /* ---- scheduling and the loop ---------------------------------------------------------------- */
 
-/* Start the next attempt of `j` on `c`, unless the breaker refuses: then `j` settles at once. */
+/* Start the next attempt of `j` on `c`, unless the breaker says no: then `j` waits on `c` for
+ * the breaker (cooldown, probe), or settles at once with circuit_open once a probe failed. */
 static void cl_attempt_start(struct cl_run *run, struct cl_conn *c, struct cl_job *j, long long now)
 {
     int allow = srv_cli_breaker_allow(&run->breaker, now);
-    if (allow == 0) {
-        cl_job_error(j, "circuit_open", "not sent: the circuit is open (%u consecutive failures)",
-                     run->breaker.threshold);
+    c->job = j;
+    j->breaker_wait = allow == SRV_CLI_BREAKER_WAIT;
+    if (allow == SRV_CLI_BREAKER_WAIT) {
+        c->state = CL_WAITING;
+        return;
+    }
+    if (allow == SRV_CLI_BREAKER_REFUSE) {
+        cl_job_error(j, "circuit_open",
+                     "not sent: the circuit opened after %u consecutive failures and the probe "
+                     "after its %lld ms cooldown failed too; the cause: %s: %s",
+                     run->breaker.threshold, run->breaker.cooldown_ms, run->cause_code,
+                     run->cause_msg);
+        snprintf(j->err_cause, sizeof(j->err_cause), "%s", run->cause_code);
+        j->status = 0;
         c->job = NULL;
         c->state = CL_IDLE;
         cl_settle(run, j, false, now);
         return;
     }
-    c->probe = allow == 2;
-    c->job = j;
+    c->probe = allow == SRV_CLI_BREAKER_PROBE;
     j->stale_retried = false;
+    j->err_cause[0] = '\0';
     if (j->attempts++ == 0)
         j->start_ms = now;
     cl_attempt_send(run, c, now);
+}
+
+/* When the job waiting on a slot may be tried again. */
+static long long cl_job_due(const struct cl_run *run, const struct cl_job *j)
+{
+    return j->breaker_wait ? srv_cli_breaker_retry_ms(&run->breaker) : j->due_ms;
 }
 
 /* Retries whose backoff is over go again; idle slots take fresh jobs in file order. Jobs that
@@ -1386,7 +1474,7 @@ static void cl_dispatch(struct cl_run *run, long long now)
 {
     for (unsigned i = 0; i < run->nconns; i++) {
         struct cl_conn *c = &run->conns[i];
-        if (c->state == CL_WAITING && c->job->due_ms <= now)
+        if (c->state == CL_WAITING && cl_job_due(run, c->job) <= now)
             cl_attempt_start(run, c, c->job, now);
         while (c->job == NULL && run->next < run->njobs) {
             struct cl_job *j = &run->jobs[run->next++];
@@ -1418,7 +1506,7 @@ static int cl_poll_timeout(const struct cl_run *run, long long now)
     long long t = now + CL_WAIT_MS;
     for (unsigned i = 0; i < run->nconns; i++) {
         const struct cl_conn *c = &run->conns[i];
-        long long at = c->state == CL_WAITING ? c->job->due_ms : c->deadline_ms;
+        long long at = c->state == CL_WAITING ? cl_job_due(run, c->job) : c->deadline_ms;
         if (c->job && at < t)
             t = at;
     }

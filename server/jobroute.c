@@ -5,7 +5,8 @@
  * a struct jr_route (the kind and the pool). The handler turns the query into the kind's parameter
  * array, calls the kind's parse (400 bad_param with its message), admits the job (jr_admit:
  * server/admission.h decides on the tenant's rate and in-flight limits, the queue capacity and
- * the deadline; a refusal is answered at once with its status, reason and Retry-After; an
+ * the deadline, the latter by the run-time estimate of the job's kind and size (the kind's cost);
+ * a refusal is answered at once with its status, reason, Retry-After and Retry-After-Ms; an
  * admitted job gets its tenant's weight and deadline cap), and submits a struct jr_req: a
  * per-request allocation that embeds the struct pool_job, the kind, the kind's state and the
  * admission decision. The pool borrows it until its done callback, which runs exactly once on the
@@ -51,9 +52,9 @@
 #include "server/jobs/jobs.h"
 #include "server/metrics.h"
 
-#define JR_PATH_PREFIX   "/v1/jobs/"
-#define JR_PARAMS_STACK  16 /* query parameters converted on the stack; more are malloc'd */
-#define JR_RETRY_AFTER_S "1"
+#define JR_PATH_PREFIX    "/v1/jobs/"
+#define JR_PARAMS_STACK   16   /* query parameters converted on the stack; more are malloc'd */
+#define JR_RETRY_AFTER_MS 1000 /* a full pool queue admission did not see coming */
 
 /* One job request: from pool_submit until the done callback. */
 struct jr_req {
@@ -64,6 +65,7 @@ struct jr_req {
     bool adm_refused;              /* jr_admit refused it: adm says why */
     enum ctx_reason cancel_reason; /* why the HTTP layer gave up (with server_cancelled) */
     void *state;                   /* the kind's, owned; freed before the request is answered */
+    uint64_t cost;                 /* the kind's cost of the state: its run-time estimate class */
     struct srv_req *req;           /* valid until our answer/release */
     bool server_cancelled;         /* the HTTP layer answered or dropped it already (loop thread) */
 };
@@ -214,24 +216,32 @@ static void jr_answer_failed(struct jr_req *r, struct srv_req *req, int result)
 
 /* Give the admission decision back and feed what the job's times say to the estimators and the
  * metrics (only for a job that started: a job that never ran says nothing about service time). */
-static void jr_account(struct jr_req *r, const struct pool_job *job)
-{
-    struct srv_jobroute *jr = r->route->jr;
-    if (jr->adm != NULL)
-        srv_adm_release(jr->adm, &r->adm, ctx_now_ns());
-    srv_jobroute_observe(jr, r->kind->name, job);
-}
-
-void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job)
+/* srv_jobroute_observe, also feeding the run-time estimate of the job's class when `classed`
+ * (the kind and cost are known). */
+static void jr_observe(struct srv_jobroute *jr, const char *kind, bool classed, uint64_t cost,
+                       const struct pool_job *job)
 {
     if (job->t_start_ns == 0)
         return;
     uint64_t now = ctx_now_ns(), queue, run;
     srv_jobroute_times(job, now, &queue, &run);
     if (jr->adm != NULL)
-        srv_adm_observe(jr->adm, now, queue, run);
+        srv_adm_observe_job(jr->adm, classed ? kind : NULL, cost, now, queue, run);
     if (jr->met != NULL)
         srv_met_job_times(jr->met, kind, queue, run);
+}
+
+static void jr_account(struct jr_req *r, const struct pool_job *job)
+{
+    struct srv_jobroute *jr = r->route->jr;
+    if (jr->adm != NULL)
+        srv_adm_release(jr->adm, &r->adm, ctx_now_ns());
+    jr_observe(jr, r->kind->name, true, r->cost, job);
+}
+
+void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job)
+{
+    jr_observe(jr, kind, false, 0, job); /* a batch's sub-job: its size is not known here */
 }
 
 /* The pool's done callback: loop thread, request context current, exactly once per job. */
@@ -296,8 +306,9 @@ static void jr_cancel_hook(struct srv_req *req, enum ctx_reason reason, void *ar
  * shorter, the context's deadline; -EAGAIN or -ENOMEM with r->adm_refused set when admission
  * refused (r->adm says why); -EINVAL for a request admission cannot judge. The caller answers
  * once the state is freed (the state may point at the body). */
-int srv_jobroute_admit(struct srv_jobroute *jr, struct srv_req *req, unsigned jobs,
-                       struct srv_adm_decision *d, bool *refused)
+static int jr_admit_class(struct srv_jobroute *jr, struct srv_req *req, unsigned jobs,
+                          const char *kind, uint64_t cost, struct srv_adm_decision *d,
+                          bool *refused)
 {
     *refused = false;
     memset(d, 0, sizeof(*d));
@@ -313,7 +324,11 @@ int srv_jobroute_admit(struct srv_jobroute *jr, struct srv_req *req, unsigned jo
                              .queue_depth = (size_t)ps.queued,
                              .tenant_queue_depth = pool_tenant_queued(jr->pool, ctx_tenant(c)),
                              .active_tenants = pool_tenants_active(jr->pool),
-                             .jobs = jobs};
+                             .jobs = jobs,
+                             .kind = kind,
+                             .cost = cost,
+                             .idle_workers =
+                                 ps.workers > ps.running ? (size_t)(ps.workers - ps.running) : 0};
     int rc = srv_adm_decide(jr->adm, &ar, d);
     if (rc == -EAGAIN || rc == -ENOMEM)
         *refused = true;
@@ -324,11 +339,18 @@ int srv_jobroute_admit(struct srv_jobroute *jr, struct srv_req *req, unsigned jo
     return 0;
 }
 
-/* Admission of one job: the decision lives in `r` and is given back in jr_done (or at once when
- * pool_submit refuses). */
+int srv_jobroute_admit(struct srv_jobroute *jr, struct srv_req *req, unsigned jobs,
+                       struct srv_adm_decision *d, bool *refused)
+{
+    return jr_admit_class(jr, req, jobs, NULL, 0, d, refused);
+}
+
+/* Admission of one job, judged by the run-time estimate of its kind and size: the decision lives
+ * in `r` and is given back in jr_done (or at once when pool_submit refuses). */
 static int jr_admit(const struct jr_route *route, struct srv_req *req, struct jr_req *r)
 {
-    int rc = srv_jobroute_admit(route->jr, req, 1, &r->adm, &r->adm_refused);
+    r->cost = r->kind->cost != NULL ? r->kind->cost(r->state) : 0;
+    int rc = jr_admit_class(route->jr, req, 1, r->kind->name, r->cost, &r->adm, &r->adm_refused);
     r->job.weight = rc == 0 ? r->adm.weight : 1;
     return rc;
 }
@@ -359,14 +381,25 @@ static void jr_adm_message(const struct srv_adm_decision *d, const char *tenant,
     }
 }
 
-/* Answer an admission refusal at once: its status, reason and Retry-After. */
+/* Retry-After in whole seconds (RFC 9110: rounded up, at least 1) and the precise hint in
+ * Retry-After-Ms (at least 1). */
+static void jr_retry_headers(struct srv_req *req, uint64_t ms)
+{
+    char v[24];
+    ms = ms > 0 ? ms : 1;
+    snprintf(v, sizeof(v), "%llu", (unsigned long long)((ms + 999) / 1000));
+    (void)srv_req_header_add(req, "Retry-After", v); /* -ENOMEM: answer without it */
+    snprintf(v, sizeof(v), "%llu", (unsigned long long)ms);
+    (void)srv_req_header_add(req, "Retry-After-Ms", v);
+}
+
+/* Answer an admission refusal at once: its status, reason, Retry-After and Retry-After-Ms. */
 void srv_jobroute_adm_refused(struct srv_jobroute *jr, struct srv_req *req,
                               const struct srv_adm_decision *d)
 {
-    char ra[16], msg[160];
+    char msg[160];
     const char *reason = srv_adm_reason_name(d->reason);
-    snprintf(ra, sizeof(ra), "%u", d->retry_after_s > 0 ? d->retry_after_s : 1);
-    (void)srv_req_header_add(req, "Retry-After", ra); /* -ENOMEM: answer without it */
+    jr_retry_headers(req, d->retry_after_ms);
     jr_adm_message(d, ctx_tenant(srv_req_ctx(req)), msg, sizeof(msg));
     if (jr->met != NULL)
         srv_met_refusal(jr->met, reason, d->tenant_label);
@@ -414,7 +447,7 @@ void srv_jobroute_submit_refused(struct srv_jobroute *jr, struct srv_req *req, i
 {
     switch (rc) {
     case -EAGAIN:
-        (void)srv_req_header_add(req, "Retry-After", JR_RETRY_AFTER_S);
+        jr_retry_headers(req, JR_RETRY_AFTER_MS);
         if (jr->met != NULL)
             srv_met_refusal(jr->met, "queue_full", label);
         jr_error(req, 503, "queue_full", "the job queue is full");

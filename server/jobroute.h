@@ -13,7 +13,8 @@
  *   POOL_REFUSED_SHUTDOWN   503 shutting_down
  *   admission refused       429 tenant_rate_limited, 429 tenant_concurrency_limited,
  *                           503 queue_full, 503 deadline_unmeetable, 503 too_many_tenants,
- *                           503 out_of_memory, each with Retry-After (server/admission.h)
+ *                           503 out_of_memory, each with Retry-After (seconds) and
+ *                           Retry-After-Ms (the precise hint; server/admission.h)
  *   pool_submit refused     503 queue_full + Retry-After (-EAGAIN), 503 shutting_down
  *                           (-ESHUTDOWN), 503 out_of_memory (-ENOMEM)
  *

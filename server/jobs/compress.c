@@ -298,6 +298,13 @@ static void compress_free(void *state)
     free(st);
 }
 
+/* Higher levels cost more per byte: the level scales the body length. */
+static uint64_t compress_cost(const void *state)
+{
+    const struct compress_state *st = state;
+    return (uint64_t)st->body_len * (uint64_t)(st->level > 0 ? st->level : 1);
+}
+
 static const struct srv_job_kind srv_job_compress = {
     .name = "compress",
     .summary = "the body compressed with zstd or gzip",
@@ -306,5 +313,6 @@ static const struct srv_job_kind srv_job_compress = {
     .run = compress_run,
     .answer = compress_answer,
     .free = compress_free,
+    .cost = compress_cost,
 };
 SRV_JOB_KIND_REGISTER(srv_job_compress);

@@ -92,6 +92,12 @@ typedef void srv_job_answer_fn(const void *state, struct srv_job_answer *out);
  * free(NULL) is a no-op. */
 typedef void srv_job_free_fn(void *state);
 
+/* A number that grows with the run time a parsed `state` may be expected to take (primes: n,
+ * spin: ms, sha256: rounds and body, compress: body and level), for admission's run-time
+ * estimate of jobs of that size (server/admission.h). Loop thread, cheap; only compared by order
+ * of magnitude. */
+typedef uint64_t srv_job_cost_fn(const void *state);
+
 struct srv_job_kind {
     const char *name;    /* the <kind> in /v1/jobs/<kind>: lower-case letters and digits */
     const char *summary; /* one line for listings, e.g. "count primes <= n by trial division" */
@@ -100,6 +106,7 @@ struct srv_job_kind {
     srv_job_run_fn *run;
     srv_job_answer_fn *answer;
     srv_job_free_fn *free;
+    srv_job_cost_fn *cost; /* NULL: every job of the kind takes about as long */
 };
 
 /* ---- registry ------------------------------------------------------------------------------ */

@@ -95,6 +95,11 @@ static void primes_free(void *state)
     free(state);
 }
 
+static uint64_t primes_cost(const void *state)
+{
+    return ((const struct primes_state *)state)->n;
+}
+
 static const struct srv_job_kind srv_job_primes = {
     .name = "primes",
     .summary = "count primes <= n by trial division",
@@ -103,5 +108,6 @@ static const struct srv_job_kind srv_job_primes = {
     .run = primes_run,
     .answer = primes_answer,
     .free = primes_free,
+    .cost = primes_cost,
 };
 SRV_JOB_KIND_REGISTER(srv_job_primes);

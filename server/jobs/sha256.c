@@ -163,6 +163,13 @@ static void sha256_free(void *state)
     free(state);
 }
 
+/* Round 1 hashes the body (64-byte blocks), every later round one 32-byte digest. */
+static uint64_t sha256_cost(const void *state)
+{
+    const struct sha256_state *st = state;
+    return st->rounds + st->body_len / 64;
+}
+
 static const struct srv_job_kind srv_job_sha256 = {
     .name = "sha256",
     .summary = "iterated SHA-256 of the body",
@@ -171,5 +178,6 @@ static const struct srv_job_kind srv_job_sha256 = {
     .run = sha256_run,
     .answer = sha256_answer,
     .free = sha256_free,
+    .cost = sha256_cost,
 };
 SRV_JOB_KIND_REGISTER(srv_job_sha256);

@@ -74,6 +74,11 @@ static void spin_free(void *state)
     free(state);
 }
 
+static uint64_t spin_cost(const void *state)
+{
+    return ((const struct spin_state *)state)->ms;
+}
+
 static const struct srv_job_kind srv_job_spin = {
     .name = "spin",
     .summary = "burn ms milliseconds of CPU in a busy loop",
@@ -82,5 +87,6 @@ static const struct srv_job_kind srv_job_spin = {
     .run = spin_run,
     .answer = spin_answer,
     .free = spin_free,
+    .cost = spin_cost,
 };
 SRV_JOB_KIND_REGISTER(srv_job_spin);

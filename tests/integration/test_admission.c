@@ -312,6 +312,100 @@ out:
     HS_FINISH(s);
 }
 
+/* The issue's first recipe: five primes?n=4000000 (each far longer than 300 ms) used to make every
+ * request with X-Timeout-Ms: 300 a 503 deadline_unmeetable, even a noop on an idle server. The
+ * estimate is now per kind and size, and an idle worker with nothing queued never refuses. */
+static void test_adm_deadline_long_primes_then_short_noop(void)
+{
+    const char *ov[] = {"pool.workers=1", NULL};
+    struct hs_server *s = hs_start(ov);
+    struct hs_conn *c = NULL;
+    struct hs_resp r = {0};
+    HS_CHECK(s != NULL);
+    c = hs_connect(s);
+    HS_CHECK(c != NULL);
+    for (int i = 0; i < 5; i++) {
+        HS_CHECK(post_exchange(c, "/v1/jobs/primes?n=4000000", "", &r) == 0);
+        CU_ASSERT_EQUAL(r.status, 200);
+    }
+    for (int i = 0; i < 3; i++) {
+        HS_CHECK(post_exchange(c, "/v1/jobs/noop", "X-Timeout-Ms: 300\r\n", &r) == 0);
+        CU_ASSERT_EQUAL(r.status, 200);
+    }
+    /* the long kind itself: the worker is idle, so it runs (and meets its deadline or not) */
+    HS_CHECK(post_exchange(c, "/v1/jobs/primes?n=4000000", "X-Timeout-Ms: 300\r\n", &r) == 0);
+    CU_ASSERT(r.status == 200 || hs_resp_is_error(&r, 504, "deadline_exceeded"));
+out:
+    hs_resp_fini(&r);
+    hs_close(c);
+    HS_FINISH(s);
+}
+
+/* The issue's second recipe: with default_timeout_ms = 1000, one spin of 1.5 s (with a longer
+ * X-Timeout-Ms) used to make every later plain request a 503 for good. */
+static void test_adm_deadline_one_long_spin_then_plain(void)
+{
+    const char *ov[] = {"pool.workers=1", "limits.default_timeout_ms=1000", NULL};
+    struct hs_server *s = hs_start(ov);
+    struct hs_conn *c = NULL;
+    struct hs_resp r = {0};
+    HS_CHECK(s != NULL);
+    c = hs_connect(s);
+    HS_CHECK(c != NULL);
+    /* one spin of 1.5 s, with a deadline of its own that it meets */
+    HS_CHECK(post_exchange(c, "/v1/jobs/spin?ms=1500", "X-Timeout-Ms: 5000\r\n", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    HS_CHECK(post_exchange(c, "/v1/jobs/noop", "", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    HS_CHECK(post_exchange(c, "/v1/jobs/spin?ms=10", "", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    HS_CHECK(post_exchange(c, "/v1/jobs/primes?n=1000", "", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    /* the same long spin is run again (504 at its deadline), not refused with 503 */
+    HS_CHECK(post_exchange(c, "/v1/jobs/spin?ms=1500", "", &r) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 504, "deadline_exceeded"));
+out:
+    hs_resp_fini(&r);
+    hs_close(c);
+    HS_FINISH(s);
+}
+
+/* Retry-After-Ms next to Retry-After: at 40 requests/s the hint is tens of milliseconds where
+ * Retry-After must say 1 second, and refusals in a row are given successive token slots. */
+static void test_adm_rate_limited_retry_after_ms(void)
+{
+    const char *ov[] = {TENANTS("[tenant.r40]\nrate = 40\nburst = 10\n"), NULL};
+    struct hs_server *s = hs_start(ov);
+    struct hs_conn *c = NULL;
+    struct hs_resp r = {0};
+    long hints[6];
+    int refused = 0;
+    HS_CHECK(s != NULL);
+    c = hs_connect(s);
+    HS_CHECK(c != NULL);
+    for (int i = 0; i < 40 && refused < 6; i++) {
+        HS_CHECK(post_exchange(c, "/v1/jobs/noop", "X-Tenant-Id: r40\r\n", &r) == 0);
+        if (r.status == 200)
+            continue;
+        CU_ASSERT(hs_resp_is_error(&r, 429, "tenant_rate_limited"));
+        CU_ASSERT_EQUAL(retry_after(&r), 1);
+        char v[32];
+        HS_CHECK(hs_resp_header(&r, "Retry-After-Ms", v, sizeof(v)));
+        hints[refused] = strtol(v, NULL, 10);
+        /* at most one bucket (10 tokens at 40/s) ahead */
+        CU_ASSERT(hints[refused] >= 1 && hints[refused] <= 250);
+        refused++;
+    }
+    HS_CHECK(refused == 6);
+    /* each refusal is given a later slot than the one before, unless a whole token interval
+     * passed between them (a very slow machine): never all the same hint */
+    CU_ASSERT(hints[5] > hints[0] || hints[5] == 250);
+out:
+    hs_resp_fini(&r);
+    hs_close(c);
+    HS_FINISH(s);
+}
+
 /* A tenant's weight reaches the fair queue: with one worker busy, 3 jobs queued by "light"
  * (weight 1) and 3 by "heavy" (weight 3) afterwards, heavy's first three start before light's
  * last two. Checked through the order of the "job start" lines. */
@@ -513,6 +607,11 @@ int suite_integration_admission(void)
     CU_add_test(s, "test_adm_tenant_concurrency_limited", test_adm_tenant_concurrency_limited);
     CU_add_test(s, "test_adm_queue_full_and_health", test_adm_queue_full_and_health);
     CU_add_test(s, "test_adm_deadline_unmeetable", test_adm_deadline_unmeetable);
+    CU_add_test(s, "test_adm_deadline_long_primes_then_short_noop",
+                test_adm_deadline_long_primes_then_short_noop);
+    CU_add_test(s, "test_adm_deadline_one_long_spin_then_plain",
+                test_adm_deadline_one_long_spin_then_plain);
+    CU_add_test(s, "test_adm_rate_limited_retry_after_ms", test_adm_rate_limited_retry_after_ms);
     CU_add_test(s, "test_adm_weight_from_config", test_adm_weight_from_config);
     CU_add_test(s, "test_adm_too_many_tenants", test_adm_too_many_tenants);
     CU_add_test(s, "test_adm_random_tenants_bounded", test_adm_random_tenants_bounded);

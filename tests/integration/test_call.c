@@ -46,6 +46,7 @@ struct fake {
     pthread_t thread;
     const char *const *script; /* answers; NULL entry = keep the request unanswered */
     size_t nscript;
+    int listen_after_ms; /* > 0: bound at once but listening only after this (refused before) */
     /* written by the thread, read after the join */
     unsigned nreq;
     long long at_ms[FAKE_MAX_REQ];
@@ -138,6 +139,13 @@ static void *fake_main(void *arg)
     conns[0].fd = f->lfd;
     for (int i = 1; i <= FAKE_MAX_CONN; i++)
         conns[i].fd = -1;
+    if (f->listen_after_ms > 0) {
+        struct pollfd w = {.fd = f->wake[0], .events = POLLIN};
+        if (poll(&w, 1, f->listen_after_ms) != 0 || listen(f->lfd, 16) != 0) {
+            free(conns);
+            return NULL;
+        }
+    }
     for (;;) {
         for (int i = 0; i <= FAKE_MAX_CONN; i++)
             pfd[i] = (struct pollfd){.fd = conns[i].fd, .events = POLLIN};
@@ -159,14 +167,15 @@ static void *fake_main(void *arg)
     return NULL;
 }
 
-/* A listening socket on 127.0.0.1:0 (port in *port), or -1. */
-static int call_listen(int *port)
+/* A socket bound to 127.0.0.1:0 (port in *port), listening unless `later`, or -1. Connections
+ * to a bound socket that does not listen yet are refused. */
+static int call_bind(int *port, bool later)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 16) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        (!later && listen(fd, 16) != 0) || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
         if (fd >= 0)
             close(fd);
         return -1;
@@ -175,12 +184,20 @@ static int call_listen(int *port)
     return fd;
 }
 
-static int fake_start(struct fake *f, const char *const *script, size_t n)
+/* A listening socket on 127.0.0.1:0 (port in *port), or -1. */
+static int call_listen(int *port)
+{
+    return call_bind(port, false);
+}
+
+/* Start the fake server; with listen_after_ms > 0 it refuses connections until then. */
+static int fake_start_late(struct fake *f, const char *const *script, size_t n, int listen_after_ms)
 {
     memset(f, 0, sizeof(*f));
     f->script = script;
     f->nscript = n;
-    f->lfd = call_listen(&f->port);
+    f->listen_after_ms = listen_after_ms;
+    f->lfd = call_bind(&f->port, listen_after_ms > 0);
     if (f->lfd < 0)
         return -1;
     if (pipe2(f->wake, O_CLOEXEC) != 0) {
@@ -194,6 +211,11 @@ static int fake_start(struct fake *f, const char *const *script, size_t n)
         return -1;
     }
     return 0;
+}
+
+static int fake_start(struct fake *f, const char *const *script, size_t n)
+{
+    return fake_start_late(f, script, n, 0);
 }
 
 static void fake_stop(struct fake *f)
@@ -758,14 +780,15 @@ static void test_call_refused_breaker(void)
     const char *args[] = {"call",       "-s",        call_server(url, sizeof(url), port),
                           "-b",         path,        "--retries",
                           "3",          "--breaker", "5",
-                          "--cooldown", "60000",     "--backoff-base",
+                          "--cooldown", "300",       "--backoff-base",
                           "1",          NULL};
     long long t0 = hs_now_ms();
     struct call_result r = call_run(args);
+    long long took = hs_now_ms() - t0;
     json_t *lines = call_lines(r.out), *sum = call_summary(lines), *l;
     size_t i, refused = 0, open = 0;
     CU_ASSERT_EQUAL(r.code, 1);
-    CU_ASSERT(hs_now_ms() - t0 < 10000);
+    CU_ASSERT(took >= 300 && took < 10000); /* the cooldown was waited out, once */
     CU_ASSERT_EQUAL(json_array_size(lines), 11);
     json_array_foreach(lines, i, l)
     {
@@ -779,10 +802,17 @@ static void test_call_refused_breaker(void)
             CU_ASSERT_EQUAL(call_int(l, "index"), 0);
         } else if (strcmp(code, "circuit_open") == 0) {
             open++;
-            CU_ASSERT(call_int(l, "attempts") <= 1); /* job 1's only attempt opened it */
+            /* job 1: the attempt that opened it and the failed probe; the rest never went */
+            CU_ASSERT(call_int(l, "attempts") <= 2);
+            json_t *e = json_object_get(l, "error");
+            const char *cause = json_string_value(json_object_get(e, "cause"));
+            CU_ASSERT(cause != NULL && strcmp(cause, "connection_refused") == 0);
+            const char *msg = json_string_value(json_object_get(e, "message"));
+            CU_ASSERT(msg != NULL && strstr(msg, "Connection refused") != NULL);
         }
     }
-    /* job 0: 4 refused attempts; job 1: the 5th failure opens the circuit; the rest never go */
+    /* job 0: 4 refused attempts; job 1: the 5th failure opens the circuit, the probe after the
+     * cooldown fails: every job left fails fast, naming the cause */
     CU_ASSERT_EQUAL(refused, 1);
     CU_ASSERT_EQUAL(open, 9);
     CU_ASSERT_EQUAL(call_int(sum, "failed"), 10);
@@ -790,6 +820,74 @@ static void test_call_refused_breaker(void)
     json_decref(lines);
     call_free(&r);
     free(path);
+}
+
+/* The issue's recipe: a server that comes up 0.6 s after the client starts. The first failures
+ * open the circuit, but the jobs wait out --cooldown, one probe finds the server up, and every
+ * job of the batch succeeds. */
+static void test_call_late_server_breaker_waits(void)
+{
+    static const char *const script[] = {ANSWER_200};
+    struct fake f;
+    CU_ASSERT_EQUAL_FATAL(fake_start_late(&f, script, 1, 600), 0);
+    char *path = call_batch_file("late20.jsonl", 20, -1);
+    char url[64];
+    const char *args[] = {"call",       "-s",        call_server(url, sizeof(url), f.port),
+                          "-b",         path,        "--concurrency",
+                          "8",          "--breaker", "5",
+                          "--cooldown", "1000",      "--backoff-base",
+                          "1",          NULL};
+    struct call_result r = call_run(args);
+    fake_stop(&f);
+    json_t *lines = call_lines(r.out), *sum = call_summary(lines);
+    CU_ASSERT_EQUAL(r.code, 0);
+    CU_ASSERT_EQUAL(call_int(sum, "succeeded"), 20);
+    CU_ASSERT_EQUAL(call_int(sum, "failed"), 0);
+    CU_ASSERT_PTR_NULL(strstr(r.out, "circuit_open"));
+    json_decref(lines);
+    call_free(&r);
+    free(path);
+}
+
+/* A 200-job batch against a tenant limited to 40 jobs/s (burst 10): with Retry-After-Ms honoured
+ * it takes about (200 - 10) / 40 = 4.75 s; with whole seconds it took about 19 s. Every job
+ * succeeds, none needs more than its retries, and the bound on the time is generous. */
+static void test_call_real_rate_limited_batch(void)
+{
+    const char *ov[] = {"log.access=true\n\n[tenant.r40]\nrate = 40\nburst = 10\n", NULL};
+    struct hs_server *s = hs_start(ov);
+    char *path = NULL, *text = NULL;
+    struct call_result r = {0};
+    json_t *lines = NULL;
+    HS_CHECK(s != NULL);
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    HS_CHECK(f != NULL);
+    for (int i = 0; i < 200; i++)
+        fprintf(f, "{\"kind\":\"noop\"}\n");
+    fclose(f);
+    path = proc_file_write(call_dir, "rate200.jsonl", text);
+    HS_CHECK(path != NULL);
+    char url[64];
+    const char *args[] = {"call", "-s",       call_server(url, sizeof(url), hs_port(s)),
+                          "-b",   path,       "--concurrency",
+                          "8",    "--tenant", "r40",
+                          NULL};
+    r = call_run(args);
+    lines = call_lines(r.out);
+    json_t *sum = call_summary(lines);
+    CU_ASSERT_EQUAL(r.code, 0);
+    CU_ASSERT_EQUAL(call_int(sum, "succeeded"), 200);
+    long long wall = call_int(sum, "wall_ms");
+    fprintf(stderr, "(200 jobs at 40/s: %lld ms, %lld retried) ", wall, call_int(sum, "retried"));
+    CU_ASSERT(wall >= 4000); /* the rate was kept */
+    CU_ASSERT(wall < 12000); /* not Retry-After's whole seconds (about 19 s) */
+out:
+    json_decref(lines);
+    call_free(&r);
+    free(path);
+    free(text);
+    HS_FINISH(s);
 }
 
 static void test_call_usage_errors(void)
@@ -829,6 +927,8 @@ int suite_integration_call(void)
     CU_add_test(s, "test_call_fake_server_closes", test_call_fake_server_closes);
     CU_add_test(s, "test_call_fake_client_timeout", test_call_fake_client_timeout);
     CU_add_test(s, "test_call_refused_breaker", test_call_refused_breaker);
+    CU_add_test(s, "test_call_late_server_breaker_waits", test_call_late_server_breaker_waits);
+    CU_add_test(s, "test_call_real_rate_limited_batch", test_call_real_rate_limited_batch);
     CU_add_test(s, "test_call_usage_errors", test_call_usage_errors);
     return CU_get_error();
 }

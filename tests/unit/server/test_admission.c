@@ -162,12 +162,55 @@ static void test_srv_adm_decide_rate_limited_retry_after(void)
     CU_ASSERT_EQUAL(admit_release(a, "s", T0), 0);
     rc = decide(a, "s", T0, 0, 0, &d);
     assert_refused(rc, &d, SRV_ADM_TENANT_RATE_LIMITED, 429, 4);
-    rc = decide(a, "s", T0 + 1 * SEC, 0, 0, &d); /* 0.25 token: 3 s to go */
-    assert_refused(rc, &d, SRV_ADM_TENANT_RATE_LIMITED, 429, 3);
-    rc = decide(a, "s", T0 + 3500 * MS, 0, 0, &d); /* 0.875 token: 0.5 s to go, at least 1 */
-    assert_refused(rc, &d, SRV_ADM_TENANT_RATE_LIMITED, 429, 1);
+    CU_ASSERT_EQUAL(d.retry_after_ms, 4000);
+    /* The token at T0 + 4 s is promised to that refusal: the next one is given the one after,
+     * but never more than one bucket (4 s) ahead. */
+    rc = decide(a, "s", T0 + 1 * SEC, 0, 0, &d);
+    assert_refused(rc, &d, SRV_ADM_TENANT_RATE_LIMITED, 429, 4);
+    CU_ASSERT_EQUAL(d.retry_after_ms, 4000);
+    srv_adm_free(a);
+
+    /* Without promises outstanding the hint is the time to the next token. */
+    a = adm_make(&slow, 8, 0, 1);
+    CU_ASSERT_EQUAL(admit_release(a, "s", T0), 0);
     CU_ASSERT_EQUAL(admit_release(a, "s", T0 + 4 * SEC), 0);
-    CU_ASSERT_EQUAL(srv_adm_refusals(a, SRV_ADM_TENANT_RATE_LIMITED, "other"), 3);
+    rc = decide(a, "s", T0 + 5 * SEC, 0, 0, &d); /* 0.25 token: 3 s to go */
+    assert_refused(rc, &d, SRV_ADM_TENANT_RATE_LIMITED, 429, 3);
+    CU_ASSERT_EQUAL(d.retry_after_ms, 3000);
+    CU_ASSERT_EQUAL(admit_release(a, "s", T0 + 8 * SEC), 0);
+    rc = decide(a, "s", T0 + 11500 * MS, 0, 0, &d); /* 0.875 token: 0.5 s to go, at least 1 */
+    assert_refused(rc, &d, SRV_ADM_TENANT_RATE_LIMITED, 429, 1);
+    CU_ASSERT_EQUAL(d.retry_after_ms, 500);
+    CU_ASSERT_EQUAL(admit_release(a, "s", T0 + 12 * SEC), 0);
+    CU_ASSERT_EQUAL(srv_adm_refusals(a, SRV_ADM_TENANT_RATE_LIMITED, "other"), 2);
+    srv_adm_free(a);
+}
+
+/* Rate 40/s: refusals at the same moment are given successive tokens 25 ms apart, so clients
+ * that come back at their Retry-After-Ms find their token; Retry-After stays whole seconds. */
+static void test_srv_adm_rate_limited_hints_spread_in_ms(void)
+{
+    struct srv_tenant_limits def = {.rate = 40, .burst = 10};
+    struct srv_adm *a = adm_make(&def, 8, 0, 1);
+    struct srv_adm_decision d;
+    for (int i = 0; i < 10; i++)
+        CU_ASSERT_EQUAL(admit_release(a, "r", T0), 0);
+    for (uint64_t k = 1; k <= 8; k++) {
+        int rc = decide(a, "r", T0, 0, 0, &d);
+        assert_refused(rc, &d, SRV_ADM_TENANT_RATE_LIMITED, 429, 1);
+        CU_ASSERT_EQUAL(d.retry_after_ms, 25 * k);
+    }
+    /* each comes back at its hint and is admitted */
+    for (uint64_t k = 1; k <= 8; k++)
+        CU_ASSERT_EQUAL(admit_release(a, "r", T0 + 25 * k * MS), 0);
+    /* a request arriving 5 ms after the last token waits 20 ms for the next one */
+    int rc = decide(a, "r", T0 + 205 * MS, 0, 0, &d);
+    assert_refused(rc, &d, SRV_ADM_TENANT_RATE_LIMITED, 429, 1);
+    CU_ASSERT_EQUAL(d.retry_after_ms, 20);
+    /* promises never reach further than one bucket (10 tokens, 250 ms) ahead */
+    for (int i = 0; i < 100; i++)
+        (void)decide(a, "r", T0 + 205 * MS, 0, 0, &d);
+    CU_ASSERT_EQUAL(d.retry_after_ms, 250);
     srv_adm_free(a);
 }
 
@@ -343,13 +386,122 @@ static void test_srv_adm_expected_wait_estimator(void)
     srv_adm_observe(a, T0, 30 * MS, 100 * MS); /* the first sample sets the averages */
     CU_ASSERT_EQUAL(srv_adm_expected_wait_ns(a, 0), 0);
     CU_ASSERT_EQUAL(srv_adm_expected_wait_ns(a, 10), 500 * MS); /* 100 ms * 10 / 2 workers */
-    srv_adm_observe(a, T0 + MS, 50 * MS, 200 * MS);
+    srv_adm_observe(a, T0, 50 * MS, 200 * MS);
     /* 0.2 * 200 + 0.8 * 100 = 120 ms per job */
     CU_ASSERT_EQUAL(srv_adm_expected_wait_ns(a, 10), 600 * MS);
     struct srv_adm_stats st;
     srv_adm_stats_get(a, &st);
     CU_ASSERT_DOUBLE_EQUAL(st.ewma_run_ns, 120e6, 1);
     CU_ASSERT_DOUBLE_EQUAL(st.ewma_wait_ns, 34e6, 1);
+    srv_adm_free(a);
+}
+
+/* Run times are estimated per kind and size bucket: long primes say nothing about noop or about
+ * small primes. */
+static void test_srv_adm_run_estimate_by_kind_and_size(void)
+{
+    struct srv_tenant_limits def = {0};
+    struct srv_adm *a = adm_make(&def, 8, 0, 1);
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "primes", 4000000, T0), 0); /* no evidence */
+    for (int i = 0; i < 5; i++)
+        srv_adm_observe_job(a, "primes", 4000000, T0, 0, 500 * MS);
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "primes", 4000000, T0), 500 * MS);
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "primes", 4100000, T0), 500 * MS); /* same bucket */
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "primes", 10, T0), 0);
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "primes", 8000000, T0), 0); /* a doubling away */
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "noop", 0, T0), 0);
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, NULL, 0, T0), 500 * MS); /* overall */
+    srv_adm_observe_job(a, "noop", 0, T0, 0, 20000);
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "noop", 0, T0), 20000);
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "primes", 4000000, T0), 500 * MS);
+    /* a long kind name has no class of its own, only the overall average */
+    char longname[SRV_ADM_KIND_MAX + 2];
+    memset(longname, 'k', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    srv_adm_observe_job(a, longname, 0, T0, 0, MS);
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, longname, 0, T0), 0);
+    /* the table stays bounded: many sizes of many kinds replace the stalest classes */
+    for (uint64_t i = 0; i < 4 * SRV_ADM_CLASSES; i++) {
+        char kind[16];
+        snprintf(kind, sizeof(kind), "k%llu", (unsigned long long)(i % 97));
+        srv_adm_observe_job(a, kind, i * 1000, T0 + i, 0, MS);
+    }
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "k53", 1023000, T0 + 1023), MS); /* the last */
+    srv_adm_free(a);
+}
+
+/* An estimate fades with its age (half-life SRV_ADM_DECAY_HALF_LIFE_MS), and a fresh sample
+ * outweighs a stale average. */
+static void test_srv_adm_run_estimate_decays_with_time(void)
+{
+    const uint64_t half = (uint64_t)SRV_ADM_DECAY_HALF_LIFE_MS * MS;
+    struct srv_tenant_limits def = {0};
+    struct srv_adm *a = adm_make(&def, 8, 0, 1);
+    srv_adm_observe_job(a, "spin", 1500, T0, 0, 1500 * MS);
+    CU_ASSERT_EQUAL(srv_adm_run_estimate_ns(a, "spin", 1500, T0), 1500 * MS);
+    uint64_t e = srv_adm_run_estimate_ns(a, "spin", 1500, T0 + half);
+    CU_ASSERT(e > 749 * MS && e < 751 * MS);
+    e = srv_adm_run_estimate_ns(a, NULL, 0, T0 + 6 * half);
+    CU_ASSERT(e > 23 * MS && e < 24 * MS); /* 1500 / 64 */
+    /* after 6 half-lives the old average keeps 0.8 / 64 of its weight */
+    srv_adm_observe_job(a, "spin", 1500, T0 + 6 * half, 0, 100 * MS);
+    e = srv_adm_run_estimate_ns(a, "spin", 1500, T0 + 6 * half);
+    CU_ASSERT(e > 117 * MS && e < 119 * MS); /* 0.0125 * 1500 + 0.9875 * 100 = 117.5 */
+    srv_adm_free(a);
+}
+
+/* The issue's two recipes at the decision level: evidence of long jobs never refuses a short
+ * deadline while a worker is idle and nothing is queued, nor refuses another kind for good. */
+static void test_srv_adm_deadline_idle_worker_admits(void)
+{
+    struct srv_tenant_limits def = {0};
+    struct srv_adm *a = adm_make(&def, 8, 0, 2);
+    struct srv_adm_decision d;
+    for (int i = 0; i < 5; i++)
+        srv_adm_observe_job(a, "primes", 4000000, T0, 0, 900 * MS);
+    struct srv_adm_req noop = {.tenant = "t",
+                               .now_ns = T0,
+                               .deadline_ns = T0 + 300 * MS,
+                               .kind = "noop",
+                               .idle_workers = 2};
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &noop, &d), 0);
+    srv_adm_release(a, &d, T0);
+    /* even a job of the long class: a worker is idle and nothing is queued ahead */
+    struct srv_adm_req big = noop;
+    big.kind = "primes";
+    big.cost = 4000000;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &big, &d), 0);
+    srv_adm_release(a, &d, T0);
+    /* busy workers, nothing queued: judged by its own class (noop: no evidence) */
+    noop.idle_workers = big.idle_workers = 0;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &noop, &d), 0);
+    srv_adm_release(a, &d, T0);
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &big, &d), -EAGAIN);
+    CU_ASSERT_EQUAL(d.reason, SRV_ADM_DEADLINE_UNMEETABLE);
+    /* one queued ahead of 2 workers: 450 ms expected wait */
+    noop.queue_depth = 1;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &noop, &d), -EAGAIN);
+    CU_ASSERT_EQUAL(d.reason, SRV_ADM_DEADLINE_UNMEETABLE);
+    CU_ASSERT(d.retry_after_ms >= 1 && d.retry_after_s >= 1);
+    /* one worker idle takes the queued job: the newcomer starts on the other */
+    noop.idle_workers = 2;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &noop, &d), 0);
+    srv_adm_release(a, &d, T0);
+    /* a batch of 3 with 2 idle workers: judged by the overall average */
+    struct srv_adm_req batch = {
+        .tenant = "t", .now_ns = T0, .deadline_ns = T0 + 300 * MS, .jobs = 3, .idle_workers = 2};
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &batch, &d), -EAGAIN);
+    batch.jobs = 2;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &batch, &d), 0);
+    srv_adm_release(a, &d, T0);
+    /* a deadline already past is refused all the same */
+    noop.deadline_ns = T0;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &noop, &d), -EAGAIN);
+    /* a minute later the old evidence has faded: the long class is admitted again */
+    big.now_ns = T0 + 60 * SEC;
+    big.deadline_ns = big.now_ns + 300 * MS;
+    CU_ASSERT_EQUAL(srv_adm_decide(a, &big, &d), 0);
+    srv_adm_release(a, &d, big.now_ns);
     srv_adm_free(a);
 }
 
@@ -671,6 +823,10 @@ int suite_server_admission(void)
         T(test_srv_adm_decide_queue_full_retry_after),
         T(test_srv_adm_drain_rate_counts_batched_completions),
         T(test_srv_adm_expected_wait_estimator),
+        T(test_srv_adm_run_estimate_by_kind_and_size),
+        T(test_srv_adm_run_estimate_decays_with_time),
+        T(test_srv_adm_deadline_idle_worker_admits),
+        T(test_srv_adm_rate_limited_hints_spread_in_ms),
         T(test_srv_adm_jobs_ahead_follows_the_fair_queue),
         T(test_srv_adm_decide_deadline_unmeetable),
         T(test_srv_adm_refusal_consumes_nothing),

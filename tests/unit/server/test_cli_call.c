@@ -3,6 +3,7 @@
  * percent-encoding, and the command line.
  */
 #include <CUnit/CUnit.h>
+#include <limits.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -133,29 +134,38 @@ static void test_srv_cli_breaker_opens_after_threshold(void)
     CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 55), 1);
     srv_cli_breaker_record(&b, false, false, 60);
     CU_ASSERT_EQUAL(b.state, SRV_CLI_BREAKER_OPEN);
-    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 61), 0);
-    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 1059), 0);
+    /* no probe has failed yet: requests wait for the cooldown instead of failing */
+    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 61), SRV_CLI_BREAKER_WAIT);
+    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 1059), SRV_CLI_BREAKER_WAIT);
+    CU_ASSERT_EQUAL(srv_cli_breaker_retry_ms(&b), 1060);
 }
 
 static void test_srv_cli_breaker_half_open_probe(void)
 {
     struct srv_cli_breaker b;
     srv_cli_breaker_init(&b, 1, 1000);
-    srv_cli_breaker_record(&b, false, false, 100);
+    CU_ASSERT_TRUE(srv_cli_breaker_record(&b, false, false, 100)); /* this one opened it */
     CU_ASSERT_EQUAL(b.state, SRV_CLI_BREAKER_OPEN);
     /* late results of requests sent before it opened change nothing */
     srv_cli_breaker_record(&b, false, true, 200);
     CU_ASSERT_EQUAL(b.state, SRV_CLI_BREAKER_OPEN);
-    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 1100), 2); /* cooldown over: the probe */
+    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 1099), SRV_CLI_BREAKER_WAIT);
+    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 1100), SRV_CLI_BREAKER_PROBE); /* cooldown over */
     CU_ASSERT_EQUAL(b.state, SRV_CLI_BREAKER_HALF_OPEN);
-    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 1101), 0); /* one probe only */
-    srv_cli_breaker_record(&b, false, true, 1102);       /* not the probe: ignored */
+    /* one probe only: the others wait for its report */
+    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 1101), SRV_CLI_BREAKER_WAIT);
+    CU_ASSERT_EQUAL(srv_cli_breaker_retry_ms(&b), LLONG_MAX);
+    CU_ASSERT_FALSE(srv_cli_breaker_record(&b, false, true, 1102)); /* not the probe: ignored */
     CU_ASSERT_EQUAL(b.state, SRV_CLI_BREAKER_HALF_OPEN);
-    srv_cli_breaker_record(&b, true, false, 1200); /* the probe failed: open again */
+    /* the probe failed: open again, and now requests fail fast */
+    CU_ASSERT_TRUE(srv_cli_breaker_record(&b, true, false, 1200));
     CU_ASSERT_EQUAL(b.state, SRV_CLI_BREAKER_OPEN);
-    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 2100), 0); /* the cooldown restarted at 1200 */
-    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 2200), 2);
+    CU_ASSERT_EQUAL(srv_cli_breaker_retry_ms(&b), 0);
+    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 2100), SRV_CLI_BREAKER_REFUSE); /* restarted */
+    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 2200), SRV_CLI_BREAKER_PROBE);
+    CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 2201), SRV_CLI_BREAKER_REFUSE);
     srv_cli_breaker_record(&b, true, true, 2300); /* the probe succeeded: closed */
+    CU_ASSERT_EQUAL(b.failed_probes, 0);
     CU_ASSERT_EQUAL(b.state, SRV_CLI_BREAKER_CLOSED);
     CU_ASSERT_EQUAL(b.failures, 0);
     CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 2301), 1);
@@ -170,6 +180,18 @@ static void test_srv_cli_breaker_disabled(void)
         srv_cli_breaker_record(&b, false, false, i);
     CU_ASSERT_EQUAL(b.state, SRV_CLI_BREAKER_CLOSED);
     CU_ASSERT_EQUAL(srv_cli_breaker_allow(&b, 200), 1);
+}
+
+static void test_srv_cli_retry_after_ms_hint_parse(void)
+{
+    CU_ASSERT_EQUAL(srv_cli_retry_after_ms_hint("25"), 25);
+    CU_ASSERT_EQUAL(srv_cli_retry_after_ms_hint(" 1 "), 1);
+    CU_ASSERT_EQUAL(srv_cli_retry_after_ms_hint("0"), 0);
+    CU_ASSERT_EQUAL(srv_cli_retry_after_ms_hint("99999999999"), 86400000);
+    CU_ASSERT_EQUAL(srv_cli_retry_after_ms_hint(""), -1);
+    CU_ASSERT_EQUAL(srv_cli_retry_after_ms_hint("2.5"), -1);
+    CU_ASSERT_EQUAL(srv_cli_retry_after_ms_hint("-3"), -1);
+    CU_ASSERT_EQUAL(srv_cli_retry_after_ms_hint("Sun, 06 Nov 1994 08:49:37 GMT"), -1);
 }
 
 /* ---- URL ---- */
@@ -331,6 +353,8 @@ int suite_server_cli_call(void)
                 test_srv_cli_breaker_opens_after_threshold);
     CU_add_test(s, "test_srv_cli_breaker_half_open_probe", test_srv_cli_breaker_half_open_probe);
     CU_add_test(s, "test_srv_cli_breaker_disabled", test_srv_cli_breaker_disabled);
+    CU_add_test(s, "test_srv_cli_retry_after_ms_hint_parse",
+                test_srv_cli_retry_after_ms_hint_parse);
     CU_add_test(s, "test_srv_cli_url_parse_forms", test_srv_cli_url_parse_forms);
     CU_add_test(s, "test_srv_cli_url_parse_rejects", test_srv_cli_url_parse_rejects);
     CU_add_test(s, "test_srv_cli_percent_encode_reserved", test_srv_cli_percent_encode_reserved);
