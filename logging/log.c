@@ -130,8 +130,8 @@ static _Thread_local uint64_t tls_wait_max = UINT64_MAX; /* log_thread_wait_max_
 static _Thread_local bool tls_gave_up;                   /* gave up at wpos tls_gave_up_wpos */
 static _Thread_local uint64_t tls_gave_up_wpos;
 
-#define TEXT__(x) #x
-#define TEXT_(x)  TEXT__(x)
+#define LOG_NUM_RAW(x) #x
+#define LOG_NUM(x)     LOG_NUM_RAW(x)
 
 #define DEFAULT_BUFFER (1u << 20)
 /* A batch smaller than this waits up to LINGER_NS for more lines unless someone waits on it:
@@ -258,7 +258,7 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Wait on `cv` (CLOCK_MONOTONIC, see cv_clock_init) until signalled or `until_ns`. */
+/* Wait on `cv` (CLOCK_MONOTONIC, see writer_cv_init) until signalled or `until_ns`. */
 static void cond_wait_until(pthread_cond_t *cv, uint64_t until_ns)
 {
     if (until_ns == UINT64_MAX) {
@@ -293,7 +293,7 @@ static void lose_locked(int why)
 static const char *lost_why_text(int why)
 {
     if (why == LOST_STALLED)
-        return "log sink stalled: nothing written for " TEXT_(LOG_STALL_MS) " ms";
+        return "log sink stalled: nothing written for " LOG_NUM(LOG_STALL_MS) " ms";
     if (why == LOST_BOUND)
         return "log buffer full: the thread may not wait for it (event loop)";
     return strerror(why);
