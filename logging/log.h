@@ -7,6 +7,15 @@
  * waits when the buffer is full and the wait is counted. With the drop policy, lines that do not
  * fit are counted and reported in a later line, never silently lost.
  *
+ * A broken sink (a write fails: ENOSPC, EIO, EPIPE, ...) or a stalled one (nothing written for
+ * LOG_STALL_MS: a FIFO nobody reads) never hangs the process and never loses lines silently: the
+ * writer says so on stderr at once (then at most every LOG_STDERR_EVERY_MS), counts each failed
+ * write, and retries the same bytes with backoff (LOG_RETRY_MIN_MS doubling up to
+ * LOG_RETRY_MAX_MS); the buffer keeps the oldest lines. While the sink is broken or stalled a
+ * line that does not fit is lost at once instead of waiting (counted in `lost`); once the sink
+ * takes bytes again, the writer adds {"level":"error","msg":"log lines lost","lost":N,...}.
+ * A thread may bound its own wait for space (log_thread_wait_max_set(): the event loop).
+ *
  * Threads: every function may be called from any thread unless it says otherwise. Before
  * log_start() and after log_stop(), lines are formatted and written directly to stderr (or the
  * configured file) by the caller, so nothing is lost at start-up or exit.
@@ -90,8 +99,16 @@ struct log_stats {
     uint64_t waits;   /* times a producer had to wait for buffer space */
     uint64_t dropped; /* lines dropped by the drop policy */
     uint64_t bytes;   /* bytes written */
-    uint64_t errors;  /* write errors (the line is retried, then counted here if it failed) */
+    uint64_t errors;  /* failed write calls (each retry that fails counts again) */
+    uint64_t lost;    /* lines lost to a broken or stalled sink, or to a thread's wait bound */
 };
+
+/* Bounds for a broken or stalled sink (see the top of this file). */
+#define LOG_STALL_MS        5000 /* no progress this long: waiting producers give up */
+#define LOG_STOP_STALL_MS   2000 /* log_stop() gives up on a sink without progress this long */
+#define LOG_RETRY_MIN_MS    10
+#define LOG_RETRY_MAX_MS    500
+#define LOG_STDERR_EVERY_MS 10000
 
 /* Open the log file (O_APPEND|O_CREAT, 0644), start the writer thread. Call once, from the main
  * thread, with all signals blocked in the thread that calls it (the writer inherits the mask).
@@ -99,16 +116,31 @@ struct log_stats {
 int log_start(const struct log_config *cfg);
 
 /* Write every line enqueued before the call, stop and join the writer, close the file. Later lines
- * go straight to the file descriptor (still lossless). Safe when not started. */
+ * go straight to the file descriptor (still lossless). Safe when not started. Bounded: when the
+ * sink has taken nothing for LOG_STOP_STALL_MS, what is left is given up (counted in `lost` and
+ * said on stderr); a writer stuck inside a blocking write (stderr on a pipe nobody reads) is then
+ * left behind, and log_start() refuses to run again (-EBUSY). */
 void log_stop(void);
 
-/* Block until every line enqueued before the call has been written. Returns 0, or -ESHUTDOWN when
- * not started. */
+/* Block until every line enqueued before the call has been written. Returns 0, -ESHUTDOWN when
+ * not started, or -EIO when the sink is broken or stalled (the lines stay queued). */
 int log_flush(void);
 
 /* Reopen the file by path (after rotation); lines enqueued before the call go to the old file,
- * later ones to the new. Returns 0 or a negative errno (the old file stays open on failure). */
+ * later ones to the new. Does not wait for the writer (the event loop calls it): the switch
+ * happens when the writer reaches that point; a second reopen before then replaces the first
+ * (which would have received nothing). A FIFO is opened without waiting for a reader (-ENXIO).
+ * Returns 0 or a negative errno from open() (the old file stays open on failure), -ESHUTDOWN. */
 int log_reopen(void);
+
+/* The path of the log file (borrowed, "" for stderr): valid until the next log_start(). */
+const char *log_path(void);
+
+/* Bound the calling thread's wait for buffer space under the block policy: after `max_ns`, or at
+ * once when the sink has taken nothing since this thread last gave up, a line that still does not
+ * fit is lost (counted in `lost`, reported). UINT64_MAX (the default) waits as long as the sink
+ * makes progress (LOG_STALL_MS). For threads that must never stall on the log: the event loop. */
+void log_thread_wait_max_set(uint64_t max_ns);
 
 /* Current level; change it at any time (atomic). */
 void log_set_level(enum log_level level);

@@ -627,11 +627,22 @@ static struct srv_met_family *add(struct srv_met *m, enum srv_met_type type, con
 int srv_met_server_init(struct srv_met_server *s, struct srv_met *m)
 {
     static const char *const names[] = {
-        "spindle_http_requests_total", "spindle_inflight_requests", "spindle_queue_depth",
-        "spindle_tenant_queue_depth",  "spindle_refusals_total",    "spindle_job_wait_seconds",
-        "spindle_job_run_seconds",     "spindle_loop_lag_seconds",  "spindle_loop_utilization",
-        "spindle_open_connections",    "spindle_log_lines_total",   "spindle_log_waits_total",
-        "spindle_log_dropped_total",   "spindle_batch_jobs_total",
+        "spindle_http_requests_total",
+        "spindle_inflight_requests",
+        "spindle_queue_depth",
+        "spindle_tenant_queue_depth",
+        "spindle_refusals_total",
+        "spindle_job_wait_seconds",
+        "spindle_job_run_seconds",
+        "spindle_loop_lag_seconds",
+        "spindle_loop_utilization",
+        "spindle_open_connections",
+        "spindle_log_lines_total",
+        "spindle_log_waits_total",
+        "spindle_log_dropped_total",
+        "spindle_batch_jobs_total",
+        "spindle_log_write_errors_total",
+        "spindle_log_lost_total",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (family_find(m, names[i]) != NULL)
@@ -660,12 +671,16 @@ int srv_met_server_init(struct srv_met_server *s, struct srv_met *m)
     s->log_dropped = add(m, C, names[12], "Log lines dropped by the drop policy.", NULL, NULL, 0);
     s->batch_jobs = add(m, C, names[13], "Sub-jobs of batch requests finished, by mode and status.",
                         "mode", "status", BATCH_SERIES);
+    s->log_write_errors = add(m, C, names[14], "Failed writes to the log sink.", NULL, NULL, 0);
+    s->log_lost =
+        add(m, C, names[15], "Log lines lost to a failing or stalled log sink.", NULL, NULL, 0);
     /* Only out of memory can fail past the name check; families already added stay registered
      * (the registry frees them) and the caller gives up on metrics. */
     struct srv_met_family *all[] = {
-        s->http_requests, s->inflight,  s->queue_depth, s->tenant_queue_depth, s->refusals,
-        s->job_wait,      s->job_run,   s->loop_lag,    s->loop_utilization,   s->open_connections,
-        s->log_lines,     s->log_waits, s->log_dropped, s->batch_jobs,
+        s->http_requests,    s->inflight,         s->queue_depth,      s->tenant_queue_depth,
+        s->refusals,         s->job_wait,         s->job_run,          s->loop_lag,
+        s->loop_utilization, s->open_connections, s->log_lines,        s->log_waits,
+        s->log_dropped,      s->batch_jobs,       s->log_write_errors, s->log_lost,
     };
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         if (all[i] == NULL)

@@ -129,6 +129,8 @@ struct srv_met_server {
     struct srv_met_family *log_lines;          /* counter spindle_log_lines_total */
     struct srv_met_family *log_waits;          /* counter spindle_log_waits_total */
     struct srv_met_family *log_dropped;        /* counter spindle_log_dropped_total */
+    struct srv_met_family *log_write_errors;   /* counter spindle_log_write_errors_total */
+    struct srv_met_family *log_lost;           /* counter spindle_log_lost_total */
     struct srv_met_family *batch_jobs;         /* counter spindle_batch_jobs_total{mode,status} */
 };
 

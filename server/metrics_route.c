@@ -215,6 +215,22 @@ static double mr_log_dropped(void *arg)
     return (double)st.dropped;
 }
 
+static double mr_log_write_errors(void *arg)
+{
+    (void)arg;
+    struct log_stats st;
+    log_stats_get(&st);
+    return (double)st.errors;
+}
+
+static double mr_log_lost(void *arg)
+{
+    (void)arg;
+    struct log_stats st;
+    log_stats_get(&st);
+    return (double)st.lost;
+}
+
 static double mr_loop_lag(void *arg)
 {
     const struct srv_mroute *m = arg;
@@ -257,6 +273,8 @@ static int mr_callbacks_add(struct srv_mroute *m, struct mr_tenant_arg *targs)
         {f->log_lines, mr_log_lines, NULL},
         {f->log_waits, mr_log_waits, NULL},
         {f->log_dropped, mr_log_dropped, NULL},
+        {f->log_write_errors, mr_log_write_errors, NULL},
+        {f->log_lost, mr_log_lost, NULL},
         {f->loop_lag, mr_loop_lag, m},
         {f->loop_utilization, mr_loop_util, m},
     };

@@ -270,7 +270,7 @@ int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reloa
 {
     int rc = log_reopen();
     if (rc != 0)
-        LOG_E("log reopen failed", LOG_STR("error", strerror(-rc)));
+        LOG_E("log reopen failed", LOG_STR("path", log_path()), LOG_STR("error", strerror(-rc)));
     char err[1024] = "";
     struct srv_cfg *loaded = malloc(sizeof(*loaded));
     struct srv_cfg *merged = malloc(sizeof(*merged));

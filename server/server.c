@@ -55,6 +55,9 @@
 #include "server/server.h"
 
 #define RUN_SECOND_GRACE_S 0.5 /* after a second stop signal: for the 503 answers to go out */
+/* The loop waits at most this long for log buffer space; then the line is lost (counted and
+ * reported by the logger), so a stalled log sink never stops health checks, refusals or a stop. */
+#define RUN_LOG_WAIT_NS 5000000u
 
 struct srv_run_state {
     struct ev_loop *loop;
@@ -152,7 +155,7 @@ static void run_reopen_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     int rc = log_reopen();
     if (rc != 0)
-        LOG_E("log reopen failed", LOG_STR("error", strerror(-rc)));
+        LOG_E("log reopen failed", LOG_STR("path", log_path()), LOG_STR("error", strerror(-rc)));
     else
         LOG_I("log reopened", LOG_STR("signal", strsignal(w->signum)));
 }
@@ -380,6 +383,7 @@ int srv_run(const struct srv_cfg *cfg, const char *config_path,
             const struct srv_cfg_override *overrides, size_t noverrides)
 {
     log_thread_name_set("loop");
+    log_thread_wait_max_set(RUN_LOG_WAIT_NS);
     uint64_t t0 = ctx_now_ns();
     struct srv_run_state st = {0};
     st.config_path = config_path;
@@ -426,6 +430,8 @@ out:;
     free(st.cfg);
     ctx_unref(root);
     ev_loop_destroy(st.loop);
+    /* No loop to keep going, but a stop stays bounded (LOG_STOP_STALL_MS). */
+    log_thread_wait_max_set((uint64_t)LOG_STOP_STALL_MS * 1000000u);
     if (code == 0)
         run_log_stopped(&stats, st.drain_start_ns, t0);
     return code;

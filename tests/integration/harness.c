@@ -11,7 +11,9 @@
  */
 #include "tests/integration/harness.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +159,9 @@ static int hs_config_write(struct hs_server *s, const char *const *overrides)
         }
     }
     s->listen_count = hs_listen_count(e, n);
+    for (size_t i = 0; i < n; i++) /* a test may put the log elsewhere (a small tmpfs) */
+        if (strcmp(e[i].section, "log") == 0 && strcmp(e[i].key, "file") == 0)
+            snprintf(s->log_path, sizeof(s->log_path), "%s", e[i].value);
     char *text = hs_config_text(e, n);
     if (text == NULL)
         return -ENOMEM;
@@ -213,7 +218,7 @@ static void hs_report(struct hs_server *s, const char *why)
 {
     fprintf(stderr, "harness: %s\n--- server stderr ---\n%s\n", why, hs_stderr(s));
     size_t size = 0;
-    FILE *f = fopen(s->log_path, "re");
+    FILE *f = s->log_path[0] != '\0' ? fopen(s->log_path, "re") : NULL;
     if (f != NULL) {
         char chunk[4096];
         size_t got;
@@ -226,14 +231,91 @@ static void hs_report(struct hs_server *s, const char *why)
     }
 }
 
+/* Start the server; a sink server's port comes from /proc (see hs_start_sink); with
+ * nofile_soft > 0 it runs under prlimit(1) with those open file limits. */
+static struct hs_server *hs_start_how(const char *const *overrides, const char *const *extra,
+                                      bool sink, long nofile_soft, long nofile_hard);
+
 struct hs_server *hs_start(const char *const *overrides)
 {
     return hs_start_args(overrides, NULL);
 }
 
-/* Start the server; with nofile_soft > 0 under prlimit(1) with those open file limits. */
-static struct hs_server *hs_start_with(const char *const *overrides, const char *const *extra,
-                                       long nofile_soft, long nofile_hard)
+struct hs_server *hs_start_args(const char *const *overrides, const char *const *extra)
+{
+    return hs_start_how(overrides, extra, false, 0, 0);
+}
+
+struct hs_server *hs_start_nofile(const char *const *overrides, long soft, long hard)
+{
+    return hs_start_how(overrides, NULL, false, soft, hard);
+}
+
+struct hs_server *hs_start_sink(const char *const *overrides)
+{
+    return hs_start_how(overrides, NULL, true, 0, 0);
+}
+
+/* The inode of every socket `pid` has open (from /proc/PID/fd); returns how many, at most max. */
+static size_t hs_socket_inodes(pid_t pid, unsigned long *inodes, size_t max)
+{
+    char dir[64], link[PATH_MAX], target[128];
+    size_t n = 0;
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < max) {
+        snprintf(link, sizeof(link), "%s/%s", dir, de->d_name);
+        ssize_t len = readlink(link, target, sizeof(target) - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (sscanf(target, "socket:[%lu]", &inodes[n]) == 1)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* For a server whose log the harness cannot read: the port of a TCP socket it listens on
+ * (/proc/net/tcp, state 0A), 0 while there is none. */
+static int hs_proc_port(pid_t pid)
+{
+    unsigned long inodes[256];
+    size_t n = hs_socket_inodes(pid, inodes, sizeof(inodes) / sizeof(inodes[0]));
+    FILE *f = fopen("/proc/net/tcp", "re");
+    if (f == NULL)
+        return 0;
+    char line[512];
+    int port = 0;
+    while (port == 0 && fgets(line, sizeof(line), f) != NULL) {
+        unsigned lport, state;
+        unsigned long inode;
+        if (sscanf(line, " %*u: %*x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu", &lport, &state,
+                   &inode) != 3 ||
+            state != 0x0A)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            if (inodes[i] == inode)
+                port = (int)lport;
+    }
+    fclose(f);
+    return port;
+}
+
+static bool hs_ready(struct hs_server *s, bool sink)
+{
+    if (!sink)
+        return hs_listening(s);
+    s->port = hs_proc_port(proc_pid(s->proc));
+    snprintf(s->addr[0], sizeof(s->addr[0]), "127.0.0.1:%d", s->port);
+    return s->port > 0;
+}
+
+static struct hs_server *hs_start_how(const char *const *overrides, const char *const *extra,
+                                      bool sink, long nofile_soft, long nofile_hard)
 {
     struct hs_server *s = calloc(1, sizeof(*s));
     char nofile[64];
@@ -242,6 +324,8 @@ static struct hs_server *hs_start_with(const char *const *overrides, const char 
     s->dir = proc_tmpdir_new();
     if (s->dir == NULL || hs_config_write(s, overrides) != 0)
         goto fail;
+    if (sink)
+        s->log_path[0] = '\0';
     const char *args[20];
     size_t n = 0;
     if (nofile_soft > 0) {
@@ -264,7 +348,7 @@ static struct hs_server *hs_start_with(const char *const *overrides, const char 
         goto fail;
     }
     long long deadline = hs_now_ms() + HS_START_MS;
-    while (!hs_listening(s)) {
+    while (!hs_ready(s, sink)) {
         if (!hs_alive(s)) {
             hs_report(s, "the server exited during start-up");
             goto fail;
@@ -279,16 +363,6 @@ static struct hs_server *hs_start_with(const char *const *overrides, const char 
 fail:
     hs_free(s);
     return NULL;
-}
-
-struct hs_server *hs_start_args(const char *const *overrides, const char *const *extra)
-{
-    return hs_start_with(overrides, extra, 0, 0);
-}
-
-struct hs_server *hs_start_nofile(const char *const *overrides, long soft, long hard)
-{
-    return hs_start_with(overrides, NULL, soft, hard);
 }
 
 int hs_stop(struct hs_server *s)
@@ -375,7 +449,7 @@ static char *hs_file_read(const char *path, size_t *len)
 json_t *hs_log_lines(const struct hs_server *s)
 {
     size_t len = 0;
-    char *data = hs_file_read(s->log_path, &len);
+    char *data = s->log_path[0] != '\0' ? hs_file_read(s->log_path, &len) : NULL;
     if (data == NULL)
         return NULL;
     json_t *lines = json_array();

@@ -53,7 +53,8 @@ struct hs_server;
 /* ---- the server ----------------------------------------------------------------------------- */
 
 /* Start the server. `overrides` (borrowed, NULL-terminated, NULL = none) are "section.key=value"
- * strings that replace the harness defaults or add keys, e.g. "limits.max_headers=10". Returns a
+ * strings that replace the harness defaults or add keys, e.g. "limits.max_headers=10" (a
+ * "log.file=PATH" is where the log is then read from). Returns a
  * running server listening on 127.0.0.1 (its port in hs_port()), or NULL after printing why (the
  * server's stderr and log included) on stderr. */
 struct hs_server *hs_start(const char *const *overrides);
@@ -65,6 +66,11 @@ struct hs_server *hs_start_args(const char *const *overrides, const char *const 
 /* hs_start with the server's open file limits (RLIMIT_NOFILE) set to `soft` and `hard` (soft > 0,
  * hard >= soft, hard at most the test's own), through prlimit(1) from util-linux. */
 struct hs_server *hs_start_nofile(const char *const *overrides, long soft, long hard);
+
+/* hs_start for a log.file the harness cannot read (a device such as /dev/full, a FIFO the test
+ * reads itself): the port is found from the process's listening socket (/proc) instead of the
+ * "listening" line, and hs_log_lines() returns NULL. */
+struct hs_server *hs_start_sink(const char *const *overrides);
 
 /* Send SIGTERM, wait up to HS_STOP_MS and return the exit code (0 after a clean stop; 137 when it
  * had to be killed; negative errno when it could not be signalled). The server's stderr is printed

@@ -13,9 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tests/integration/harness.h"
 #include "tests/integration/ops.h"
+#include "tests/integration/proc.h"
 
 int suite_integration_rotate(void);
 
@@ -157,6 +159,63 @@ out:
     HS_FINISH(s);
 }
 
+/* The string field `key` of `line` is `want` (absent is not). */
+static bool rt_str_is(const json_t *line, const char *key, const char *want)
+{
+    const char *v = hs_json_str(line, key);
+    return v != NULL && strcmp(v, want) == 0;
+}
+
+/* A reopen that fails (the directory was renamed away) says which path it could not open; the
+ * line goes to the file still open. */
+static void test_rotate_reopen_failure_names_the_path(void)
+{
+    char *dir = NULL, *sub = NULL, *moved = NULL, *log_path = NULL, spec[1200];
+    struct hs_server *s = NULL;
+    json_t *line = NULL;
+    bool renamed = false;
+    HS_CHECK((dir = proc_tmpdir_new()) != NULL);
+    HS_CHECK((sub = ops_path(dir, "logs")) != NULL && (moved = ops_path(dir, "logs.old")) != NULL);
+    HS_CHECK(mkdir(sub, 0700) == 0);
+    HS_CHECK((log_path = ops_path(sub, "spindle.log")) != NULL);
+    snprintf(spec, sizeof(spec), "log.file=%s", log_path);
+    const char *const over[] = {spec, NULL};
+    HS_CHECK((s = hs_start(over)) != NULL);
+    HS_CHECK(rename(sub, moved) == 0);
+    renamed = true;
+    HS_CHECK(kill(hs_pid(s), SIGUSR1) == 0);
+    /* Found in the file at its old place; it is read from the configured path once back. */
+    HS_CHECK(hs_log_wait(s, "log reopened", NULL, NULL, 0) == NULL);
+    long long until = hs_now_ms() + HS_IO_MS;
+    json_t *lines = NULL;
+    char *moved_log = ops_path(moved, "spindle.log");
+    while (line == NULL && moved_log != NULL && hs_now_ms() < until) {
+        lines = ops_log_read(moved_log, &(bool){false});
+        size_t i;
+        json_t *l;
+        json_array_foreach(lines, i, l)
+        {
+            const char *msg = hs_json_str(l, "msg");
+            if (line == NULL && msg != NULL && strcmp(msg, "log reopen failed") == 0)
+                line = json_incref(l);
+        }
+        json_decref(lines);
+    }
+    free(moved_log);
+    HS_CHECK(line != NULL);
+    CU_ASSERT(rt_str_is(line, "path", log_path));
+    CU_ASSERT(rt_str_is(line, "error", "No such file or directory"));
+out:
+    if (renamed)
+        CU_ASSERT_EQUAL(rename(moved, sub), 0);
+    json_decref(line);
+    HS_FINISH(s);
+    free(log_path);
+    free(sub);
+    free(moved);
+    (void)proc_tmpdir_free(dir);
+}
+
 int suite_integration_rotate(void)
 {
     CU_pSuite s = CU_add_suite("integration_rotate", NULL, NULL);
@@ -164,5 +223,7 @@ int suite_integration_rotate(void)
         return CU_get_error();
     CU_add_test(s, "test_rotate_usr1_under_load", test_rotate_usr1_under_load);
     CU_add_test(s, "test_rotate_hup_reopens", test_rotate_hup_reopens);
+    CU_add_test(s, "test_rotate_reopen_failure_names_the_path",
+                test_rotate_reopen_failure_names_the_path);
     return CU_get_error();
 }

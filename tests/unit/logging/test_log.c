@@ -647,6 +647,128 @@ static void test_log_write_block_policy_counts_waits(void)
     unlink(path);
 }
 
+/* ---- a broken or stalled sink --------------------------------------------------------------- */
+
+/* Lines in a parsed file: the "seq" ones in order, and the sum of the "log lines lost" reports
+ * (all with `why` as their error). Returns how many seq lines there were. */
+static long long check_seq_and_lost(struct parsed *p, const char *why, long long *lost)
+{
+    long long last = -1, kept = 0;
+    *lost = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        if (strcmp(get_str(p->v[i], "msg"), "log lines lost") == 0) {
+            CU_ASSERT_STRING_EQUAL(get_str(p->v[i], "level"), "error");
+            CU_ASSERT_PTR_NOT_NULL(strstr(get_str(p->v[i], "error"), why));
+            *lost += get_int(p->v[i], "lost");
+            continue;
+        }
+        long long seq = get_int(p->v[i], "seq");
+        CU_ASSERT_FATAL(seq > last); /* in order, none twice */
+        last = seq;
+        kept++;
+    }
+    return kept;
+}
+
+/* Every write fails: nothing hangs, every failure and every line lost is counted. */
+static void test_log_write_failing_sink_counts_errors_and_losses(void)
+{
+    const int lines = 2000; /* ~0.5 MB: far more than the ring */
+    struct log_config cfg = {.path = "/dev/full",
+                             .level = LOG_LEVEL_INFO,
+                             .buffer_bytes = 64 << 10,
+                             .policy = LOG_POLICY_BLOCK};
+    CU_ASSERT_EQUAL_FATAL(log_start(&cfg), 0);
+    for (int i = 0; i < lines; i++)
+        LOG_I("lost on a full disk", LOG_INT("seq", i), LOG_STR("pad", pad200));
+    struct log_stats s;
+    log_stats_get(&s);
+    CU_ASSERT(s.lost > 0);
+    CU_ASSERT_EQUAL(s.lines + s.lost, (uint64_t)lines);
+    CU_ASSERT_EQUAL(log_flush(), -EIO);
+    log_stats_get(&s);
+    CU_ASSERT(s.errors > 0);
+    log_stop(); /* bounded: gives the ring up */
+    log_stats_get(&s);
+    CU_ASSERT_EQUAL(s.written, 0);
+    CU_ASSERT_EQUAL(s.lost, (uint64_t)lines);
+}
+
+/* The reader of the FIFO goes away (EPIPE) and comes back: what the ring held is written, the
+ * rest is reported lost with the error. */
+static void test_log_write_broken_sink_recovers_and_reports(void)
+{
+    const int lines = 3000;
+    int rfd = open_fifo_reader();
+    CU_ASSERT_EQUAL_FATAL(start(LOG_POLICY_BLOCK, 64 << 10), 0);
+    close(rfd); /* nothing written yet: no line dies in the pipe */
+    for (int i = 0; i < lines; i++)
+        LOG_I("maybe lost", LOG_INT("seq", i), LOG_STR("pad", pad200));
+    struct log_stats s;
+    log_stats_get(&s);
+    CU_ASSERT(s.errors > 0);
+    CU_ASSERT(s.lost > 0);
+    CU_ASSERT_EQUAL(s.lines + s.lost, (uint64_t)lines);
+
+    rfd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    CU_ASSERT_FATAL(rfd >= 0);
+    struct drain d;
+    pthread_t t;
+    start_drain(&d, &t, rfd);
+    log_stop();
+    CU_ASSERT_EQUAL(pthread_join(t, NULL), 0);
+    close(rfd);
+    unlink(path);
+    drain_to_file(&d);
+    free(d.buf);
+
+    log_stats_get(&s);
+    struct parsed p = {0};
+    long long lost;
+    append_file(&p, path);
+    CU_ASSERT_EQUAL(check_seq_and_lost(&p, "Broken pipe", &lost), (long long)s.written);
+    CU_ASSERT_EQUAL(lost, (long long)s.lost); /* every loss reported once the sink works */
+    CU_ASSERT_EQUAL(s.written + s.lost, (uint64_t)lines);
+    parsed_free(&p);
+    unlink(path);
+}
+
+/* A thread with a wait bound (the event loop) never blocks on a stalled sink: what does not fit
+ * in time is lost, counted and reported. */
+static void test_log_thread_wait_max_set_loses_instead_of_blocking(void)
+{
+    const int lines = 3000;
+    int rfd = open_fifo_reader();
+    CU_ASSERT_EQUAL_FATAL(start(LOG_POLICY_BLOCK, 64 << 10), 0);
+    log_thread_wait_max_set(1000000); /* 1 ms */
+    for (int i = 0; i < lines; i++)
+        LOG_I("maybe lost", LOG_INT("seq", i), LOG_STR("pad", pad200));
+    log_thread_wait_max_set(UINT64_MAX);
+    struct log_stats s;
+    log_stats_get(&s);
+    CU_ASSERT(s.lost > 0);
+    CU_ASSERT_EQUAL(s.lines + s.lost, (uint64_t)lines);
+    CU_ASSERT_EQUAL(s.errors, 0);
+
+    struct drain d;
+    pthread_t t;
+    start_drain(&d, &t, rfd);
+    log_stop();
+    CU_ASSERT_EQUAL(pthread_join(t, NULL), 0);
+    close(rfd);
+    unlink(path);
+    drain_to_file(&d);
+    free(d.buf);
+
+    struct parsed p = {0};
+    long long lost;
+    append_file(&p, path);
+    CU_ASSERT_EQUAL(check_seq_and_lost(&p, "log buffer full", &lost), (long long)s.lines);
+    CU_ASSERT_EQUAL(lost, (long long)s.lost);
+    parsed_free(&p);
+    unlink(path);
+}
+
 int suite_logging_log(void);
 int suite_logging_log(void)
 {
@@ -670,6 +792,12 @@ int suite_logging_log(void)
                 test_log_reopen_during_writes_loses_nothing);
     CU_add_test(s, "test_log_write_drop_policy_counts_and_reports",
                 test_log_write_drop_policy_counts_and_reports);
+    CU_add_test(s, "test_log_write_failing_sink_counts_errors_and_losses",
+                test_log_write_failing_sink_counts_errors_and_losses);
+    CU_add_test(s, "test_log_write_broken_sink_recovers_and_reports",
+                test_log_write_broken_sink_recovers_and_reports);
+    CU_add_test(s, "test_log_thread_wait_max_set_loses_instead_of_blocking",
+                test_log_thread_wait_max_set_loses_instead_of_blocking);
     CU_add_test(s, "test_log_write_block_policy_counts_waits",
                 test_log_write_block_policy_counts_waits);
     return CU_get_error();

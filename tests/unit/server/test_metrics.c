@@ -452,6 +452,8 @@ static void test_srv_met_server_families(void)
         "# TYPE spindle_log_lines_total counter\nspindle_log_lines_total 0\n",
         "# TYPE spindle_log_waits_total counter\nspindle_log_waits_total 0\n",
         "# TYPE spindle_log_dropped_total counter\nspindle_log_dropped_total 4\n",
+        "# TYPE spindle_log_write_errors_total counter\nspindle_log_write_errors_total 0\n",
+        "# TYPE spindle_log_lost_total counter\nspindle_log_lost_total 0\n",
         "# TYPE spindle_batch_jobs_total counter\n",
         "spindle_batch_jobs_total{mode=\"any\",status=\"ok\"} 1\n",
         "spindle_batch_jobs_total{mode=\"any\",status=\"cancelled\"} 2\n",
@@ -465,7 +467,7 @@ static void test_srv_met_server_families(void)
     size_t helps = 0;
     for (const char *p = text; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
-    CU_ASSERT_EQUAL(helps, 14);
+    CU_ASSERT_EQUAL(helps, 16);
     srv_met_buf_fini(&b);
     srv_met_free(m);
 }
