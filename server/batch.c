@@ -16,10 +16,12 @@
  * left (the loop's cached time brought up to date first) that cancels the context when it passes.
  *
  * Deciding: the first item whose outcome decides the mode's answer (srv_batch_settle: the first
- * failure for all, the first success for any, the first to finish for race) claims `decided` with
+ * failure for all, the first success for any, the first to finish for race) claims `verdict` with
  * a compare-and-swap and cancels every sibling through its own context (sibling_failed /
  * sibling_won: a queued one never runs, a running one stops at its next check), the ones not
- * started first, so that a worker freed by a stopping loser finds no queued loser. An item that ran
+ * started first, so that a worker freed by a stopping loser finds no queued loser; and an item a
+ * worker takes after the verdict (between two of those cancels) sees the verdict and does not run
+ * its kind. So a queued loser never runs, however the decider is scheduled. An item that ran
  * decides from its worker, right after its run returns, so that no worker can take a queued
  * sibling that has already lost; an item that never ran (cancelled or expired while queued)
  * decides from its done callback on the loop. A sibling cancelled before it could even be queued
@@ -42,7 +44,7 @@
  * The request body is not referenced by any state (the items' bodies live in the JSON tree).
  *
  * Threads: everything runs on the loop thread except bt_run (a worker, with the item's context
- * current), which touches its item's state and, to decide, the atomic `decided` and the item
+ * current), which touches its item's state and, to decide, the atomic `verdict` and the item
  * contexts (made before the first submit, freed with the batch; ctx_cancel is thread-safe). The
  * pool orders the hand-offs.
  */
@@ -72,6 +74,8 @@ struct bt_item {
     uint64_t deadline_ns; /* its own deadline (ctx_now_ns scale), 0 = none */
     bool timed, submitted;
     _Atomic bool started; /* its run began on a worker (set there, read by a deciding sibling) */
+    bool lost_queued; /* a worker took it after a sibling decided: its kind never ran (written by
+                         the worker before its run returns, read by the loop in the done) */
     struct srv_batch_outcome *out; /* b->outs[index] */
 };
 
@@ -84,10 +88,10 @@ struct bt_batch {
     struct srv_batch_spec spec;  /* the items' kinds and states */
     struct srv_adm_decision adm; /* N slots, given back when the last item is done */
     size_t n, pending;
-    _Atomic size_t decided; /* the item whose outcome answers, SRV_BATCH_NONE until one does;
-                               claimed once, by a worker or the loop (bt_decide) */
-    int submit_rc;          /* pool_submit refused an item: the answer */
-    bool server_cancelled;  /* the HTTP layer answered or dropped the request already */
+    _Atomic uint64_t verdict;       /* 0 until an item decides the answer, then (why << 32) |
+                                       (index + 1): claimed once, by a worker or the loop (bt_decide) */
+    int submit_rc;                  /* pool_submit refused an item: the answer */
+    bool server_cancelled;          /* the HTTP layer answered or dropped the request already */
     struct srv_batch_outcome *outs; /* n, in index order: what the answer reports (tail of b) */
     struct bt_item items[];
 };
@@ -102,10 +106,18 @@ _Static_assert(_Alignof(struct bt_item) % _Alignof(struct srv_batch_outcome) == 
 static bool bt_decide(struct bt_batch *b, size_t i, enum srv_batch_status s, enum ctx_reason *why)
 {
     struct srv_batch_outcome o = {.status = s};
-    size_t d = SRV_BATCH_NONE, none = SRV_BATCH_NONE;
+    size_t d = SRV_BATCH_NONE;
+    uint64_t none = 0;
     if (!srv_batch_settle(b->mode, &o, i, &d, why))
         return false;
-    return atomic_compare_exchange_strong(&b->decided, &none, i);
+    return atomic_compare_exchange_strong(&b->verdict, &none, (uint64_t)*why << 32 | (i + 1));
+}
+
+/* The item whose outcome answers, SRV_BATCH_NONE while none has decided. */
+static size_t bt_decided(struct bt_batch *b)
+{
+    uint64_t v = atomic_load(&b->verdict);
+    return v != 0 ? (size_t)(v & 0xffffffffu) - 1 : SRV_BATCH_NONE;
 }
 
 /* Cancel every item but `except` with `why` (items already done are not affected: their
@@ -147,6 +159,17 @@ static int bt_run(struct pool_job *job)
     struct bt_item *it = job->data;
     struct bt_batch *b = it->b;
     atomic_store(&it->started, true);
+    /* A worker took this item after a sibling decided but before the decider's cancel reached
+     * it (the decider may be descheduled between two cancels): it lost while queued, so its kind
+     * never runs. The decider publishes the verdict before it reads `started`, and this reads the
+     * verdict after publishing `started` (both sequentially consistent), so either the item sees
+     * the verdict here or the decider sees it started and cancels it as a running loser. */
+    uint64_t verdict = atomic_load(&b->verdict);
+    if (verdict != 0) {
+        (void)ctx_cancel(it->ctx, (enum ctx_reason)(verdict >> 32)); /* -EALREADY: cancelled */
+        it->lost_queued = true;
+        return -ECANCELED;
+    }
     int rc = srv_jobroute_run_kind(b->spec.items[it->index].kind, b->spec.items[it->index].state);
     if (rc == 0 && ctx_expired(it->ctx, ctx_now_ns())) {
         (void)ctx_cancel(it->ctx, CTX_REASON_DEADLINE); /* -EALREADY: another reason came first */
@@ -219,7 +242,7 @@ static void bt_answer(struct bt_batch *b)
     int status = 0;
     char *body = NULL;
     size_t len = 0;
-    int rc = srv_batch_answer(b->mode, b->outs, b->n, atomic_load(&b->decided),
+    int rc = srv_batch_answer(b->mode, b->outs, b->n, bt_decided(b),
                               ctx_request_id(srv_req_ctx(req)), &status, &body, &len);
     if (rc < 0) {
         (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");
@@ -261,6 +284,8 @@ static void bt_outcome(struct bt_item *it, enum pool_status status)
     struct srv_batch_outcome *o = it->out;
     const struct srv_batch_item *si = &it->b->spec.items[it->index];
     srv_jobroute_times(&it->job, ctx_now_ns(), &o->queue_ns, &o->run_ns);
+    if (it->lost_queued)
+        o->run_ns = 0; /* claimed, but its kind never ran */
     o->reason = status == POOL_DONE || status == POOL_FAILED ? CTX_REASON_NONE : it->job.reason;
     if (status == POOL_DONE) {
         srv_batch_outcome_ok(o, si);
@@ -445,7 +470,7 @@ static struct bt_batch *bt_prepare(struct srv_jobroute *jr, struct srv_req *req,
     b->n = spec.count;
     b->outs = (struct srv_batch_outcome *)(b->items + b->n);
     b->parent = srv_req_ctx(req);
-    atomic_init(&b->decided, SRV_BATCH_NONE);
+    atomic_init(&b->verdict, 0);
     return b;
 
 err_batch:
@@ -491,7 +516,7 @@ static int bt_submit(struct bt_batch *b, size_t i)
     struct bt_item *it = &b->items[i];
     struct ctx *prev = ctx_enter(it->ctx);
     int rc = pool_submit(b->jr->pool, &it->job);
-    if (rc == -ECANCELED && atomic_load(&b->decided) != SRV_BATCH_NONE) {
+    if (rc == -ECANCELED && bt_decided(b) != SRV_BATCH_NONE) {
         it->out->status = SRV_BATCH_CANCELLED;
         it->out->reason = ctx_err(it->ctx);
         bt_log(it);
