@@ -15,8 +15,10 @@
 VARIANT ?= debug
 BUILD_DIR ?= build
 B := $(BUILD_DIR)/$(VARIANT)
-# Restrict the library and unit suites to some modules (e.g. MODULES="context logging").
-MODULES ?= context pool logging server
+# Restrict the library and unit suites to some modules (e.g. MODULES="context logging"). A
+# module is a top-level folder; its sources and unit suites may sit in nested folders
+# (server/http/conn.c, tests/unit/server/http/test_conn.c).
+MODULES ?= context pool logging server cli
 CC ?= cc
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
@@ -46,21 +48,24 @@ TEST_LIBS := -lcunit -ljansson
 
 # ---- sources -------------------------------------------------------------------------------
 MAIN_SRC := server/main.c
-LIB_SRCS := $(filter-out $(MAIN_SRC) server/fuzz_%.c,\
-              $(sort $(wildcard $(addsuffix /*.c,$(MODULES)) $(if $(filter server,$(MODULES)),server/jobs/*.c))))
+# every .c under each module's folder, at any depth
+rwildcard = $(foreach d,$(wildcard $(1:=/*)),$(call rwildcard,$(d),$(2)) $(filter $(subst *,%,$(2)),$(d)))
+LIB_SRCS := $(filter-out $(MAIN_SRC),$(sort $(call rwildcard,$(MODULES),*.c)))
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
 BIN := $(B)/spindle
 
-UNIT_SRCS := $(sort $(wildcard $(MODULES:%=tests/unit/%/test_*.c)))
-UNIT_SUPPORT := $(filter-out $(wildcard tests/unit/*/test_*.c),$(sort $(wildcard tests/unit/*.c)))
+UNIT_SRCS := $(sort $(foreach f,$(foreach m,$(MODULES),$(call rwildcard,tests/unit/$(m),*.c)),\
+               $(if $(filter test_%,$(notdir $(f))),$(f))))
+UNIT_SUPPORT := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/test_*.c))
 INTEG_SUPPORT := $(filter-out $(INTEG_SRCS),$(sort $(wildcard tests/integration/*.c)))
 UNIT_BIN := $(B)/tests/unit_tests
 INTEG_BIN := $(B)/tests/integration_tests
 
-# suite_<dir>_<file>() for tests/unit/<dir>/test_<file>.c; suite_integration_<file>() for
-# tests/integration/test_<file>.c. The runner calls each one; a new file needs no other edit.
-unit_suite = suite_$(subst /test_,_,$(patsubst tests/unit/%.c,%,$(1)))
+# suite_<dirs>_<file>() for tests/unit/<dir>/.../test_<file>.c (the folders joined by "_":
+# tests/unit/server/http/test_conn.c defines suite_server_http_conn); suite_integration_<file>()
+# for tests/integration/test_<file>.c. The runner calls each one; a new file needs no other edit.
+unit_suite = suite_$(subst /,_,$(subst /test_,_,$(patsubst tests/unit/%.c,%,$(1))))
 integ_suite = suite_integration_$(patsubst tests/integration/test_%.c,%,$(1))
 
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
@@ -163,7 +168,7 @@ $(B)/bench/%: bench/%.c $(LIB_OBJS)
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $(filter %.c %.o,$^) $(LIBS)
 
 # ---- fuzzing (clang + libFuzzer; not part of test, asan or CI) ------------------------------
-# make fuzz [FUZZ_TARGET=http|batch]: build the targets (server/fuzz_<target>.c over the library,
+# make fuzz [FUZZ_TARGET=http|batch]: build the targets (tests/fuzz/fuzz_<target>.c over the library,
 # instrumented for coverage with AddressSanitizer + UBSan) and run one for FUZZ_SECONDS over its
 # seeds: http (connection parsing and routing) over tests/fuzz/corpus/, crashers to
 # tests/fuzz/crashes/ (replayed by the integration suite); batch (POST /v1/batch bodies: parse,
@@ -196,11 +201,11 @@ $(FUZZ_DIR)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
-$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/server/fuzz_%.o $(FUZZ_OBJS)
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/tests/fuzz/fuzz_%.o $(FUZZ_OBJS)
 	$(FUZZ_CC) -pthread -fsanitize=fuzzer,address,undefined -o $@ $^ $(LIBS)
 
 # the objects of a pattern-built target are kept between runs, not removed as intermediates
-.SECONDARY: $(FUZZ_OBJS) $(FUZZ_DIR)/server/fuzz_http.o $(FUZZ_DIR)/server/fuzz_batch.o
+.SECONDARY: $(FUZZ_OBJS) $(FUZZ_DIR)/tests/fuzz/fuzz_http.o $(FUZZ_DIR)/tests/fuzz/fuzz_batch.o
 
 ifneq ($(filter fuzz fuzz-build,$(MAKECMDGOALS)),)
 -include $(shell find $(FUZZ_DIR) -name '*.d' 2>/dev/null)

@@ -13,7 +13,7 @@
 #include <stdio.h>
 
 #include "logging/log.h"
-#include "server/admission.h"
+#include "server/admission/admission.h"
 
 #define SRV_CFG_MAX_LISTEN  8
 #define SRV_CFG_ADDR_MAX    64 /* "HOST:PORT" or "[v6]:PORT" */
@@ -133,8 +133,8 @@ const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, cons
 void srv_cfg_tenant_limits(const struct srv_cfg *cfg, const char *name,
                            struct srv_tenant_limits *out);
 
-/* A new admission limit set (server/admission.h) holding the defaults and every tenant section's
- * effective limits. NULL when out of memory. */
+/* A new admission limit set (server/admission/admission.h) holding the defaults and every tenant
+ * section's effective limits. NULL when out of memory. */
 struct srv_adm_limits *srv_cfg_adm_limits_new(const struct srv_cfg *cfg);
 
 #endif

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "logging/log.h"
-#include "server/cli.h"
+#include "cli/cli.h"
 #include "server/config.h"
 #include "server/server.h"
 

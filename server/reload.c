@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "logging/log.h"
-#include "server/admission.h"
-#include "server/http.h"
+#include "server/admission/admission.h"
+#include "server/http/http.h"
 #include "server/reload.h"
 
 enum reload_class {

@@ -26,13 +26,14 @@
  * File descriptors: at start the soft RLIMIT_NOFILE is raised to the hard limit, and
  * max_connections is bounded by what it leaves after SRV_HTTP_NOFILE_RESERVE (a warning names the
  * numbers), so the connection limit answers 503 before accept(2) could fail with EMFILE.
- * The worker pool runs the job routes' work (server/jobroute.c), behind admission control
- * (server/admission.h, limits from the configuration); GET /metrics (server/metrics_route.c)
- * reports on all of it. Admission and the metrics are made after the pool and freed after
- * pool_stop, whose last done callbacks still release into them. It outlives the loop run: after
- * ev_run, pool_stop (bounded by the drain deadline) runs the last done callbacks, which answer or
- * release every request still held by a job handler; only then may srv_http_free run (it requires
- * every handler to have answered), and the job routes and the pool are freed after it.
+ * The worker pool runs the job routes' work (server/api/jobs.c), behind admission control
+ * (server/admission/admission.h, limits from the configuration); GET /metrics
+ * (server/api/metrics.c) reports on all of it. Admission and the metrics are made after the pool
+ * and freed after pool_stop, whose last done callbacks still release into them. It outlives the
+ * loop run: after ev_run, pool_stop (bounded by the drain deadline) runs the last done callbacks,
+ * which answer or release every request still held by a job handler; only then may srv_http_free
+ * run (it requires every handler to have answered), and the job routes and the pool are freed after
+ * it.
  */
 #include <errno.h>
 #include <ev.h>
@@ -46,10 +47,10 @@
 #include "context/ctx.h"
 #include "logging/log.h"
 #include "pool/pool.h"
-#include "server/admission.h"
-#include "server/http.h"
-#include "server/jobroute.h"
-#include "server/metrics_route.h"
+#include "server/admission/admission.h"
+#include "server/http/http.h"
+#include "server/api/api.h"
+#include "server/api/metrics.h"
 #include "server/reload.h"
 #include "server/sdnotify.h"
 #include "server/server.h"
@@ -64,7 +65,7 @@ struct srv_run_state {
     struct srv_http *http;
     struct pool *pool;
     struct srv_jobroute *jobs;
-    struct srv_adm *adm;        /* admission in front of the pool (server/admission.h) */
+    struct srv_adm *adm;        /* admission in front of the pool (server/admission/admission.h) */
     struct srv_mroute *metrics; /* GET /metrics and the loop figures */
     struct srv_sd *sd;          /* systemd notifications (inert without systemd) */
     struct srv_cfg *cfg;        /* the running configuration (updated by reloads) */

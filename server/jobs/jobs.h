@@ -94,8 +94,8 @@ typedef void srv_job_free_fn(void *state);
 
 /* A number that grows with the run time a parsed `state` may be expected to take (primes: n,
  * spin: ms, sha256: rounds and body, compress: body and level), for admission's run-time
- * estimate of jobs of that size (server/admission.h). Loop thread, cheap; only compared by order
- * of magnitude. */
+ * estimate of jobs of that size (server/admission/admission.h). Loop thread, cheap; only compared
+ * by order of magnitude. */
 typedef uint64_t srv_job_cost_fn(const void *state);
 
 struct srv_job_kind {

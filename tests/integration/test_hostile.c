@@ -322,7 +322,7 @@ out:
 /* ---- fuzz inputs replayed ---------------------------------------------------------------------
  */
 
-/* Replay one fuzz input (server/fuzz_http.c format: a mode byte, then the client's bytes) on a
+/* Replay one fuzz input (tests/fuzz/fuzz_http.c format: a mode byte, then the client's bytes) on a
  * real connection: send it, half-close (or vanish, as the mode says), and expect the server to
  * close within the bound. Returns false when the server did not. */
 static bool replay_one(struct hs_server *s, const char *path)

@@ -1,0 +1,28 @@
+/* health.c - GET/HEAD /healthz (liveness) and /readyz (readiness: 503 while draining).
+ *
+ * Design: two cheap handlers that answer on the loop thread at once. /healthz says the loop is
+ * turning; /readyz says new work is welcome, so a load balancer stops sending requests as soon as
+ * a drain begins (the answer then also carries Connection: close).
+ */
+#include "server/http/http.h"
+
+static void health_healthz(struct srv_req *req)
+{
+    (void)srv_req_answer(req, 200, "text/plain", "ok\n", 3);
+}
+
+static void health_readyz(struct srv_req *req)
+{
+    if (srv_http_draining(srv_req_http(req)))
+        (void)srv_req_answer_error(req, 503, "draining", "the server is shutting down");
+    else
+        (void)srv_req_answer(req, 200, "text/plain", "ready\n", 6);
+}
+
+int srv_health_routes_add(struct srv_http *h)
+{
+    int rc = srv_http_route_add(h, "GET", "/healthz", health_healthz, NULL);
+    if (rc == 0)
+        rc = srv_http_route_add(h, "GET", "/readyz", health_readyz, NULL);
+    return rc;
+}

@@ -1,0 +1,104 @@
+/* route.c - the route table: exact method + path to a handler, 404 and 405 with Allow.
+ *
+ * Design: a small array searched linearly (a handful of routes; a request compares at most a few
+ * short strings). Routes are added at start-up on the loop thread and never removed while the
+ * server runs, so a found route stays valid. A GET route also serves HEAD unless a HEAD route for
+ * the same path exists; Allow lists the path's methods in the order they were added, HEAD right
+ * after GET.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/http/internal.h"
+
+int srv_http_route_add(struct srv_http *h, const char *method, const char *path, srv_handler_fn *fn,
+                       void *arg)
+{
+    SRV_ASSERT_LOOP(h);
+    if (method == NULL || path == NULL || fn == NULL || path[0] != '/' || method[0] == '\0')
+        return -EINVAL;
+    for (size_t i = 0; i < h->nroutes; i++)
+        if (strcmp(h->routes[i].method, method) == 0 && strcmp(h->routes[i].path, path) == 0)
+            return -EEXIST;
+    if (h->nroutes == h->route_cap) {
+        size_t cap = h->route_cap ? h->route_cap * 2 : 8;
+        struct srv_route *r = realloc(h->routes, cap * sizeof(*r));
+        if (r == NULL)
+            return -ENOMEM;
+        h->routes = r;
+        h->route_cap = cap;
+    }
+    struct srv_route *r = &h->routes[h->nroutes];
+    r->method = strdup(method);
+    r->path = strdup(path);
+    if (r->method == NULL || r->path == NULL) {
+        free(r->method);
+        free(r->path);
+        return -ENOMEM;
+    }
+    r->fn = fn;
+    r->arg = arg;
+    h->nroutes++;
+    return 0;
+}
+
+void srv_routes_free(struct srv_http *h)
+{
+    for (size_t i = 0; i < h->nroutes; i++) {
+        free(h->routes[i].method);
+        free(h->routes[i].path);
+    }
+    free(h->routes);
+    h->routes = NULL;
+    h->nroutes = h->route_cap = 0;
+}
+
+static const struct srv_route *route_exact(const struct srv_http *h, const char *method,
+                                           const char *path)
+{
+    for (size_t i = 0; i < h->nroutes; i++)
+        if (strcmp(h->routes[i].method, method) == 0 && strcmp(h->routes[i].path, path) == 0)
+            return &h->routes[i];
+    return NULL;
+}
+
+/* Append ", METHOD" (or "METHOD" first) to allow, cutting at size. */
+static void route_allow_add(char *allow, size_t size, const char *method)
+{
+    size_t len = strlen(allow);
+    if (len >= size)
+        return;
+    snprintf(allow + len, size - len, "%s%s", len ? ", " : "", method);
+}
+
+const struct srv_route *srv_route_find(const struct srv_http *h, const char *method,
+                                       const char *path, int *status, char *allow, size_t size)
+{
+    const struct srv_route *r = route_exact(h, method, path);
+    if (r == NULL && strcmp(method, "HEAD") == 0)
+        r = route_exact(h, "GET", path);
+    if (r != NULL)
+        return r;
+    if (size > 0)
+        allow[0] = '\0';
+    bool known = false, head = route_exact(h, "HEAD", path) != NULL;
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (strcmp(h->routes[i].path, path) != 0)
+            continue;
+        known = true;
+        if (strcmp(h->routes[i].method, "HEAD") == 0)
+            continue; /* listed right after GET, or at the end */
+        route_allow_add(allow, size, h->routes[i].method);
+        if (strcmp(h->routes[i].method, "GET") == 0) {
+            route_allow_add(allow, size, "HEAD");
+            head = false;
+        }
+    }
+    if (head)
+        route_allow_add(allow, size, "HEAD");
+    *status = known ? 405 : 404;
+    return NULL;
+}

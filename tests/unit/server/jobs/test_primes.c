@@ -1,0 +1,141 @@
+/* test_primes.c - the primes job kind (server/jobs/primes.c): parameters, counts against
+ * known values and an independent sieve, the answer, and cancellation before and during a run. */
+#include <CUnit/CUnit.h>
+#include <errno.h>
+#include <jansson.h>
+#include <string.h>
+
+#include "server/jobs/jobs.h"
+#include "tests/unit/server/jobs/support.h"
+
+int suite_server_jobs_primes(void);
+
+static void test_primes_parse_accepts(void)
+{
+    const struct srv_job_kind *k = jt_kind("primes");
+    struct srv_cfg cfg = jt_limits();
+    struct srv_job_param zero[] = {JT_P("n", "0")};
+    k->free(jt_parse_ok(k, zero, 1, NULL, 0, &cfg));
+    struct srv_job_param max[] = {JT_P("n", "100000000")};
+    k->free(jt_parse_ok(k, max, 1, "ignored", 7, &cfg));
+}
+
+static void test_primes_parse_rejects(void)
+{
+    const struct srv_job_kind *k = jt_kind("primes");
+    struct srv_cfg cfg = jt_limits();
+    const char *range = "n must be an integer between 0 and 100000000";
+
+    jt_parse_err(k, NULL, 0, NULL, 0, &cfg, "missing required parameter 'n'");
+    struct srv_job_param over[] = {JT_P("n", "100000001")};
+    jt_parse_err(k, over, 1, NULL, 0, &cfg, range);
+    struct srv_job_param ovf[] = {JT_P("n", "36893488147419103232")};
+    jt_parse_err(k, ovf, 1, NULL, 0, &cfg, range);
+    struct srv_job_param neg[] = {JT_P("n", "-1")};
+    jt_parse_err(k, neg, 1, NULL, 0, &cfg, range);
+    struct srv_job_param sp[] = {JT_P("n", "10 ")};
+    jt_parse_err(k, sp, 1, NULL, 0, &cfg, range);
+    struct srv_job_param dup[] = {JT_P("n", "10"), JT_P("n", "20")};
+    jt_parse_err(k, dup, 2, NULL, 0, &cfg, "duplicate parameter 'n'");
+    struct srv_job_param unk[] = {JT_P("N", "10")};
+    jt_parse_err(k, unk, 1, NULL, 0, &cfg, "unknown parameter 'N'");
+
+    cfg.max_primes_n = 1000;
+    struct srv_job_param big[] = {JT_P("n", "1001")};
+    jt_parse_err(k, big, 1, NULL, 0, &cfg, "n must be an integer between 0 and 1000");
+}
+
+/* primes?n=<n> through parse, run and answer; checks the answer's shape, returns count. */
+static long long primes_count(unsigned long n)
+{
+    const struct srv_job_kind *k = jt_kind("primes");
+    struct srv_cfg cfg = jt_limits();
+    char val[32];
+    struct srv_job_answer ans;
+    long long count = -1;
+
+    int len = snprintf(val, sizeof(val), "%lu", n);
+    struct srv_job_param p = {"n", val, 1, (size_t)len};
+    void *st = jt_parse_ok(k, &p, 1, NULL, 0, &cfg);
+    CU_ASSERT_EQUAL_FATAL(jt_run(k, st, false, NULL), 0);
+    char *s = jt_answer_str(k, st, &ans);
+    CU_ASSERT_EQUAL(ans.status, 200);
+    CU_ASSERT_STRING_EQUAL(ans.content_type, "application/json");
+    json_t *j = json_loads(s, 0, NULL);
+    CU_ASSERT_PTR_NOT_NULL(j);
+    if (j != NULL) {
+        CU_ASSERT_EQUAL(json_object_size(j), 2);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "n")), (json_int_t)n);
+        count = json_integer_value(json_object_get(j, "count"));
+        json_decref(j);
+    }
+    free(s);
+    k->free(st);
+    return count;
+}
+
+static void test_primes_run_small_n(void)
+{
+    static const struct {
+        unsigned long n;
+        long long count;
+    } cases[] = {{0, 0}, {1, 0},  {2, 1},  {3, 2},   {4, 2},    {5, 3},    {8, 4},
+                 {9, 4}, {10, 4}, {25, 9}, {49, 15}, {100, 25}, {121, 30}, {1000, 168}};
+    for (size_t i = 0; i < JT_N(cases); i++)
+        CU_ASSERT_EQUAL(primes_count(cases[i].n), cases[i].count);
+}
+
+static void test_primes_run_reference_values(void)
+{
+    CU_ASSERT_EQUAL(primes_count(100000), 9592);
+    CU_ASSERT_EQUAL(primes_count(200000), 17984);
+}
+
+/* The count for every n up to 3000 equals an independent sieve of Eratosthenes. */
+static void test_primes_run_matches_sieve(void)
+{
+    enum { MAX = 3000 };
+    static bool composite[MAX + 1];
+    long long count = 0;
+    for (unsigned long i = 2; i <= MAX; i++) {
+        if (composite[i])
+            continue;
+        for (unsigned long m = i * i; m <= MAX; m += i)
+            composite[m] = true;
+    }
+    for (unsigned long n = 0; n <= MAX; n++) {
+        if (n >= 2 && !composite[n])
+            count++;
+        if (n % 97 == 0 || n == MAX)
+            CU_ASSERT_EQUAL(primes_count(n), count);
+    }
+}
+
+static void test_primes_run_cancelled_before(void)
+{
+    struct srv_cfg cfg = jt_limits();
+    struct srv_job_param p[] = {JT_P("n", "100000000")};
+    jt_check_cancel_first(jt_kind("primes"), p, 1, NULL, 0, &cfg);
+}
+
+static void test_primes_run_cancelled_midrun(void)
+{
+    struct srv_cfg cfg = jt_limits();
+    struct srv_job_param p[] = {JT_P("n", "100000000")};
+    (void)jt_check_cancel_midrun(jt_kind("primes"), p, 1, NULL, 0, &cfg);
+}
+
+int suite_server_jobs_primes(void)
+{
+    CU_pSuite s = CU_add_suite("server_jobs_primes", NULL, NULL);
+    if (s == NULL)
+        return CU_get_error();
+    CU_add_test(s, "test_primes_parse_accepts", test_primes_parse_accepts);
+    CU_add_test(s, "test_primes_parse_rejects", test_primes_parse_rejects);
+    CU_add_test(s, "test_primes_run_small_n", test_primes_run_small_n);
+    CU_add_test(s, "test_primes_run_reference_values", test_primes_run_reference_values);
+    CU_add_test(s, "test_primes_run_matches_sieve", test_primes_run_matches_sieve);
+    CU_add_test(s, "test_primes_run_cancelled_before", test_primes_run_cancelled_before);
+    CU_add_test(s, "test_primes_run_cancelled_midrun", test_primes_run_cancelled_midrun);
+    return CU_get_error();
+}
