@@ -214,21 +214,22 @@ static void jr_answer_failed(struct jr_req *r, struct srv_req *req, int result)
 
 /* Give the admission decision back and feed what the job's times say to the estimators and the
  * metrics (only for a job that started: a job that never ran says nothing about service time). */
-static void jr_account(struct jr_req *r, const struct pool_job *job)
+static void jr_account(struct jr_req *r, const struct pool_job *job, enum pool_status status)
 {
     struct srv_jobroute *jr = r->route->jr;
     if (jr->adm != NULL)
         srv_adm_release(jr->adm, &r->adm, ctx_now_ns());
-    srv_jobroute_observe(jr, r->kind->name, job);
+    srv_jobroute_observe(jr, r->kind->name, job, status);
 }
 
-void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job)
+void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job,
+                          enum pool_status status)
 {
     if (job->t_start_ns == 0)
         return;
     uint64_t now = ctx_now_ns(), queue, run;
     srv_jobroute_times(job, now, &queue, &run);
-    if (jr->adm != NULL)
+    if (jr->adm != NULL && (status == POOL_DONE || status == POOL_FAILED))
         srv_adm_observe(jr->adm, now, queue, run);
     if (jr->met != NULL)
         srv_met_job_times(jr->met, kind, queue, run);
@@ -241,7 +242,7 @@ static void jr_done(struct pool_job *job, enum pool_status status)
     struct srv_req *req = r->req;
     srv_req_on_cancel(req, NULL, NULL);
     jr_timing(req, job, !r->server_cancelled);
-    jr_account(r, job);
+    jr_account(r, job, status);
     if (r->server_cancelled) {
         /* Already answered (504/503) or the client is gone (499): only let go. */
         jr_state_free(r);

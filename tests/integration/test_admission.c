@@ -374,6 +374,44 @@ out:
     HS_FINISH(s);
 }
 
+/* Runs cut short by a cancel do not lower the service-time estimate: after one 400 ms job, five
+ * more are cancelled moments after they start (their clients leave); one job queued ahead of
+ * 400 ms plus the job's own 400 ms still cannot meet a 600 ms deadline. Counting the partial runs
+ * had brought the estimate down to a fraction of 400 ms, and the request was admitted. */
+static void test_adm_cancelled_runs_not_estimates(void)
+{
+    const char *ov[] = {"pool.workers=1", NULL};
+    struct hs_server *s = hs_start(ov);
+    struct hs_conn *held = NULL, *queued = NULL, *c = NULL;
+    struct hs_resp r = {0};
+    HS_CHECK(s != NULL);
+    c = hs_connect(s);
+    HS_CHECK(c != NULL);
+    HS_CHECK(post_exchange(c, "/v1/jobs/spin?ms=400", "", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    for (int i = 0; i < 5; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "adm-cut-%d", i);
+        held = hold_worker(s, id, "a"); /* running: its client leaves now */
+        HS_CHECK(held != NULL);
+        hs_close(held);
+        held = NULL;
+    }
+    held = hold_worker(s, "adm-cut-hold", "a");
+    HS_CHECK(held != NULL);
+    queued = queue_job(s, "adm-cut-queued", "");
+    HS_CHECK(queued != NULL);
+    hs_resp_fini(&r);
+    HS_CHECK(post_exchange(c, "/v1/jobs/noop", "X-Timeout-Ms: 600\r\n", &r) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 503, "deadline_unmeetable"));
+out:
+    hs_resp_fini(&r);
+    hs_close(held);
+    hs_close(queued);
+    hs_close(c);
+    HS_FINISH(s);
+}
+
 /* A tenant's weight reaches the fair queue: with one worker busy, 3 jobs queued by "light"
  * (weight 1) and 3 by "heavy" (weight 3) afterwards, heavy's first three start before light's
  * last two. Checked through the order of the "job start" lines. */
@@ -578,6 +616,7 @@ int suite_integration_admission(void)
     CU_add_test(s, "test_adm_tenant_concurrency_limited", test_adm_tenant_concurrency_limited);
     CU_add_test(s, "test_adm_queue_full_and_health", test_adm_queue_full_and_health);
     CU_add_test(s, "test_adm_deadline_unmeetable", test_adm_deadline_unmeetable);
+    CU_add_test(s, "test_adm_cancelled_runs_not_estimates", test_adm_cancelled_runs_not_estimates);
     CU_add_test(s, "test_adm_weight_from_config", test_adm_weight_from_config);
     CU_add_test(s, "test_adm_too_many_tenants", test_adm_too_many_tenants);
     CU_add_test(s, "test_adm_random_tenants_bounded", test_adm_random_tenants_bounded);
