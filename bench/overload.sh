@@ -256,7 +256,7 @@ summary() {
                     else if (cond ~ /^v == /) ok += v == substr(cond, 6) + 0
                 }
                 t = cond == "" ? "" : sprintf("   target %s: %d of %d", substr(cond, 3), ok, runs)
-                printf "%-36s %10.1f [%s..%s] %s%s\n", name, med, a[1], a[n], unit, t
+                printf "%-36s %10.2f [%s..%s] %s%s\n", name, med, a[1], a[n], unit, t
             }'
     done <<<"$FIGURES"
 }
