@@ -549,6 +549,9 @@ static enum srv_adm_reason check(const struct srv_adm *a, const struct srv_adm_r
         last.tenant_queue_depth += jobs - 1;
         last.queue_depth += jobs - 1;
         uint64_t need = srv_adm_expected_wait_ns(a, srv_adm_jobs_ahead(&last));
+        /* the estimate errs in proportion to the wait (the workers' CPU share moves): keep a
+         * tenth of it in hand, or jobs admitted at the edge miss their deadline mid-run */
+        need += need / SRV_ADM_WAIT_SLACK_DIV;
         if (left == 0 || need + (uint64_t)a->ewma_run_ns > left) {
             *retry_s = drain_retry_s(a, req->queue_depth, req->now_ns);
             return SRV_ADM_DEADLINE_UNMEETABLE;
