@@ -8,11 +8,13 @@
  * share the server's own machinery leaves. Threads start together on a barrier; each counts its
  * jobs and times itself from the barrier to the end of its last job, and jobs_per_s is the sum of
  * the threads' rates; thread_us_per_job is the wall time a thread spends per job (threads /
- * jobs_per_s), which exceeds the CPU time when other processes share the CPUs. Output is one line
- * per workload, key=value, for scripts:
+ * jobs_per_s), which exceeds the CPU time when other processes share the CPUs; cpu_us_per_job is
+ * the threads' own CPU time (CLOCK_THREAD_CPUTIME_ID) per job, which other load hardly moves:
+ * the figure to compare two builds by on a busy machine. Output is one line per workload,
+ * key=value, for scripts:
  *
  *   limit kind=primes params=n=200000 body=0 threads=2 seconds=3.00 jobs=1234 jobs_per_s=411.3
- *         thread_us_per_job=4862.0
+ *         thread_us_per_job=4862.0 cpu_us_per_job=4850.2
  *
  * Usage: limit [-d SECONDS] [-t THREADS] [KIND...]   (KIND filters by kind name, e.g. primes)
  */
@@ -64,7 +66,8 @@ struct limit_thread {
     struct limit_run *run;
     uint64_t jobs;
     uint64_t elapsed_ns;
-    int rc; /* 0, or the first failure */
+    uint64_t cpu_ns; /* the thread's own CPU time over the same span */
+    int rc;          /* 0, or the first failure */
 };
 
 /* Semi-compressible text (about 3.5x with zstd 3): words and numbers from a fixed-seed
@@ -112,6 +115,13 @@ static int limit_one(const struct limit_run *r)
     return rc;
 }
 
+static uint64_t limit_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void *limit_thread_main(void *arg)
 {
     struct limit_thread *t = arg;
@@ -120,7 +130,7 @@ static void *limit_thread_main(void *arg)
     struct ctx *prev = ctx_enter(c);
 
     pthread_barrier_wait(&r->start);
-    uint64_t t0 = ctx_now_ns();
+    uint64_t t0 = ctx_now_ns(), cpu0 = limit_thread_cpu_ns();
     while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
         t->rc = c == NULL ? -ENOMEM : limit_one(r);
         if (t->rc < 0)
@@ -128,6 +138,7 @@ static void *limit_thread_main(void *arg)
         t->jobs++;
     }
     t->elapsed_ns = ctx_now_ns() - t0;
+    t->cpu_ns = limit_thread_cpu_ns() - cpu0;
     ctx_leave(prev);
     ctx_unref(c);
     return NULL;
@@ -187,13 +198,14 @@ static int limit_workload_run(const struct limit_workload *w, const unsigned cha
     limit_sleep(seconds);
     atomic_store(&r.stop, true);
 
-    uint64_t jobs = 0;
+    uint64_t jobs = 0, cpu_ns = 0;
     double rate = 0, secs = 0;
     for (unsigned i = 0; i < threads; i++) {
         pthread_join(t[i].th, NULL);
         if (t[i].rc < 0 && rc == 0)
             rc = t[i].rc;
         jobs += t[i].jobs;
+        cpu_ns += t[i].cpu_ns;
         secs += (double)t[i].elapsed_ns / 1e9 / threads;
         if (t[i].elapsed_ns > 0)
             rate += (double)t[i].jobs * 1e9 / (double)t[i].elapsed_ns;
@@ -204,9 +216,9 @@ static int limit_workload_run(const struct limit_workload *w, const unsigned cha
         return rc;
     limit_params_str(w, params, sizeof(params));
     printf("limit kind=%s params=%s body=%zu threads=%u seconds=%.2f jobs=%llu jobs_per_s=%.1f "
-           "thread_us_per_job=%.1f\n",
+           "thread_us_per_job=%.1f cpu_us_per_job=%.1f\n",
            w->kind, params, w->body_len, threads, secs, (unsigned long long)jobs, rate,
-           rate > 0 ? threads * 1e6 / rate : 0.0);
+           rate > 0 ? threads * 1e6 / rate : 0.0, jobs > 0 ? (double)cpu_ns / 1e3 / jobs : 0.0);
     fflush(stdout);
     return 0;
 }

@@ -661,6 +661,9 @@ static bool deadline_unmeetable(const struct srv_adm *a, const struct srv_adm_re
     size_t ahead = srv_adm_jobs_ahead(&last);
     ahead = ahead > req->idle_workers ? ahead - req->idle_workers : 0;
     double wait = est_at(&a->run, req->now_ns) * (double)ahead / a->cfg.workers;
+    /* the estimate errs in proportion to the wait (the workers' CPU share moves): keep a tenth of
+     * it in hand, or jobs admitted at the edge miss their deadline mid-run */
+    wait += wait / SRV_ADM_WAIT_SLACK_DIV;
     double run = (double)srv_adm_run_estimate_ns(a, req->kind, req->cost, req->now_ns);
     return wait + run > (double)left;
 }

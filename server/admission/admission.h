@@ -36,7 +36,11 @@
  *     depth at once (an empty queue means no wait). The jobs ahead are the job's place in the
  *     fair queue (srv_adm_jobs_ahead): a tenant with a short backlog waits behind one job of each
  *     active tenant per job of its own, not behind the whole queue. A deadline is unmeetable
- *     when that wait plus the run estimate of the job's class exceeds the time left. It is never
+ *     when that wait, taken a tenth longer, plus the run estimate of the job's class exceeds the
+ *     time left: the estimate errs in proportion to the wait (the workers' share of the CPUs
+ *     moves), and a job admitted with no time in hand is cancelled mid-run at its deadline, the
+ *     work wasted. Runs cut short by a cancel are not observed: they say nothing about service
+ *     time. It is never
  *     judged unmeetable by estimate while enough workers are idle to start the request's jobs
  *     and everything queued at once (queue_depth + jobs <= idle_workers): refusing would free
  *     nothing, and the job itself is the fresh evidence. Only a deadline already past is.
@@ -68,6 +72,7 @@
 #define SRV_ADM_TENANT_MAX         64    /* bytes of a tenant name (as X-Tenant-Id allows) */
 #define SRV_ADM_MAX_LABELS         256   /* tenant labels for refusal counters, besides "other" */
 #define SRV_ADM_EWMA_ALPHA         0.2   /* weight of the newest completion in the estimators */
+#define SRV_ADM_WAIT_SLACK_DIV     10    /* the expected wait is taken 1/10 longer (see above) */
 #define SRV_ADM_RETRY_MAX_S        60    /* queue_full / deadline_unmeetable Retry-After cap */
 #define SRV_ADM_DECAY_HALF_LIFE_MS 10000 /* an estimate's weight and value halve with this age */
 #define SRV_ADM_CLASSES            256   /* run-time estimate classes (kind, size bucket) at most */

@@ -351,7 +351,7 @@ static void bt_done(struct pool_job *job, enum pool_status status)
         ev_timer_stop(b->loop, &it->timer);
     bt_outcome(it, status);
     bt_log(it);
-    srv_jobroute_observe(b->jr, it->out->kind, job);
+    srv_jobroute_observe(b->jr, it->out->kind, job, status);
     if (b->jr->met != NULL)
         srv_met_batch_job(b->jr->met, srv_batch_mode_name(b->mode),
                           srv_batch_status_name(it->out->status));

@@ -60,9 +60,14 @@ void srv_jobroute_times(const struct pool_job *job, uint64_t now, uint64_t *queu
 /* Add "Server-Timing: queue;dur=MS, run;dur=MS" (from nanoseconds) to the answer of req. */
 void srv_jobroute_timing_header(struct srv_req *req, uint64_t queue, uint64_t run);
 
-/* A job of `kind` (borrowed) completed: feed its times to the admission estimators and the
- * metrics, when it started. */
-void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job);
+/* A job of `kind` (borrowed) completed with `status`: feed its times to the metrics when it
+ * started, and to the admission estimators when its run also ended by itself (done or failed). A
+ * run cut short by a cancel (a deadline, a client gone) says nothing about how long the work
+ * takes: counted, such partial runs pulled the service-time estimate down under overload, so
+ * admission let in more jobs than could finish before their deadlines, whose cancelled runs
+ * pulled it further down. */
+void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job,
+                          enum pool_status status);
 
 /* Run `state` with its kind between the debug lines "job start" and "job end" (kind, result,
  * run_ms), written with the current context. Worker thread. Returns what kind->run returned. */

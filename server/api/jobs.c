@@ -217,31 +217,33 @@ static void jr_answer_failed(struct jr_req *r, struct srv_req *req, int result)
 /* Give the admission decision back and feed what the job's times say to the estimators and the
  * metrics (only for a job that started: a job that never ran says nothing about service time). */
 /* srv_jobroute_observe, also feeding the run-time estimate of the job's class when `classed`
- * (the kind and cost are known). */
+ * (the kind and cost are known). Only runs that ended by themselves (done or failed) feed the
+ * estimators: a run cut short by a cancel says nothing about service time. */
 static void jr_observe(struct srv_jobroute *jr, const char *kind, bool classed, uint64_t cost,
-                       const struct pool_job *job)
+                       const struct pool_job *job, enum pool_status status)
 {
     if (job->t_start_ns == 0)
         return;
     uint64_t now = ctx_now_ns(), queue, run;
     srv_jobroute_times(job, now, &queue, &run);
-    if (jr->adm != NULL)
+    if (jr->adm != NULL && (status == POOL_DONE || status == POOL_FAILED))
         srv_adm_observe_job(jr->adm, classed ? kind : NULL, cost, now, queue, run);
     if (jr->met != NULL)
         srv_met_job_times(jr->met, kind, queue, run);
 }
 
-static void jr_account(struct jr_req *r, const struct pool_job *job)
+static void jr_account(struct jr_req *r, const struct pool_job *job, enum pool_status status)
 {
     struct srv_jobroute *jr = r->route->jr;
     if (jr->adm != NULL)
         srv_adm_release(jr->adm, &r->adm, ctx_now_ns());
-    jr_observe(jr, r->kind->name, true, r->cost, job);
+    jr_observe(jr, r->kind->name, true, r->cost, job, status);
 }
 
-void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job)
+void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job,
+                          enum pool_status status)
 {
-    jr_observe(jr, kind, false, 0, job); /* a batch's sub-job: its size is not known here */
+    jr_observe(jr, kind, false, 0, job, status); /* a batch's sub-job: its size is not known */
 }
 
 /* The pool's done callback: loop thread, request context current, exactly once per job. */
@@ -251,7 +253,7 @@ static void jr_done(struct pool_job *job, enum pool_status status)
     struct srv_req *req = r->req;
     srv_req_on_cancel(req, NULL, NULL);
     jr_timing(req, job, !r->server_cancelled);
-    jr_account(r, job);
+    jr_account(r, job, status);
     if (r->server_cancelled) {
         /* Already answered (504/503) or the client is gone (499): only let go. */
         jr_state_free(r);

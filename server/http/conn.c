@@ -21,7 +21,10 @@
  * ignoring Retry-After, makes the loop spend its CPU on refusals that the workers need. After
  * SRV_QUICK_RETRIES such instant retries in a row, each further one waits in phase HOLD for
  * server.retry_hold_ms before it is read (its deadline counts from its arrival); a request that
- * comes later than SRV_QUICK_RETRY_NS after a refusal, or any other answer, resets the count.
+ * comes later than SRV_QUICK_RETRY_NS (1 s, the least Retry-After) after a refusal, or any other
+ * answer, resets the count. The window is that wide on purpose: with a 1 ms one, a storming
+ * client that was descheduled for a millisecond (the normal case when the machine is busy)
+ * reset its count, and the storm was held in some runs and not in others.
  *
  * Draining: nothing is cut when a drain begins. Answers queued from then on say Connection: close
  * (request.c), and an answer queued before keeps its connection, whose next request is served; an

@@ -93,8 +93,13 @@ enum srv_phase {
     SRV_PH_HOLD,     /* a request retried at once after refusals waits retry_hold_ms */
 };
 
-#define SRV_QUICK_RETRY_NS 1000000u /* a request this soon after a refusal is an instant retry */
-#define SRV_QUICK_RETRIES  3        /* instant retries in a row before the connection is held */
+/* A request this soon after a refusal is an instant retry: before the Retry-After (>= 1 s) it was
+ * given could have passed. Not shorter: a storming client on a loaded machine takes milliseconds
+ * to react, and a window it can miss lets the storm through unheld. */
+#define SRV_QUICK_RETRY_NS 1000000000u
+/* A success this close to its deadline may reach the client after it: answered 504 instead. */
+#define SRV_ANSWER_TRAVEL_NS 1000000u
+#define SRV_QUICK_RETRIES    3 /* instant retries in a row before the connection is held */
 
 struct srv_conn {
     struct srv_conn *next, *prev;

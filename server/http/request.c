@@ -607,10 +607,13 @@ static bool req_handler_done(struct srv_req *req)
     return false;
 }
 
+/* True when a success ready now would reach the client at or after its deadline: the deadline
+ * has passed, or is nearer than SRV_ANSWER_TRAVEL_NS, the time an answer may take from here to
+ * the client's socket (the write, a loop preempted on a busy machine, the network stack). */
 static bool req_past_deadline(const struct srv_req *req)
 {
     uint64_t deadline = req->ctx != NULL ? ctx_deadline(req->ctx) : 0;
-    return deadline != 0 && ctx_now_ns() >= deadline;
+    return deadline != 0 && ctx_now_ns() + SRV_ANSWER_TRAVEL_NS >= deadline;
 }
 
 static int req_answer(struct srv_req *req, int status, const char *ctype, const void *body,
@@ -632,7 +635,8 @@ static int req_answer(struct srv_req *req, int status, const char *ctype, const 
         rc = -EINVAL;
     } else if (status < 300 && req_past_deadline(req)) {
         /* The deadline passed while the answer was on its way (its timer has not run yet in
-         * this loop iteration): a success the client has stopped waiting for is not sent. */
+         * this loop iteration), or is too near for the answer to arrive before it: a success
+         * the client has stopped waiting for is not sent. */
         if (take)
             free((void *)body);
         (void)ctx_cancel(req->ctx, CTX_REASON_DEADLINE);

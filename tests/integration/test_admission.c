@@ -597,6 +597,106 @@ out:
     HS_FINISH(s);
 }
 
+/* The client's own think time between reading an answer and sending its next request (part of
+ * the scenario, not a wait for the server). */
+static void client_pause_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Refusals of tenant "slow" (0.1 token/s, so Retry-After 10) on one connection, each request
+ * sent pause_ms[i] after the previous answer was read; returns the summary's retries_held. */
+static long retries_held_after(const long *pause_ms, int n)
+{
+    const char *ov[] = {"server.retry_hold_ms=100",
+                        TENANTS("[tenant.slow]\nrate = 0.1\nburst = 1\n"), NULL};
+    struct hs_server *s = hs_start(ov);
+    struct hs_conn *c = NULL;
+    struct hs_resp r = {0};
+    json_t *line = NULL;
+    long held = -1;
+    HS_CHECK(s != NULL);
+    c = hs_connect(s);
+    HS_CHECK(c != NULL);
+    HS_CHECK(post_exchange(c, "/v1/jobs/noop", "X-Tenant-Id: slow\r\n", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200); /* the bucket's one token */
+    for (int i = 0; i < n; i++) {
+        client_pause_ms(pause_ms[i]);
+        hs_resp_fini(&r);
+        HS_CHECK(post_exchange(c, "/v1/jobs/noop", "X-Tenant-Id: slow\r\n", &r) == 0);
+        CU_ASSERT(hs_resp_is_error(&r, 429, "tenant_rate_limited"));
+    }
+    hs_close(c);
+    c = NULL;
+    CU_ASSERT_EQUAL(hs_stop(s), 0);
+    line = hs_log_wait(s, "spindle stopped", NULL, NULL, 0);
+    CU_ASSERT_PTR_NOT_NULL(line);
+    held = (long)hs_json_int(line, "retries_held", -1);
+out:
+    json_decref(line);
+    hs_resp_fini(&r);
+    hs_close(c);
+    hs_free(s);
+    return held;
+}
+
+/* A retry storm from a client that needs a few milliseconds to react (as every client does on
+ * a loaded machine) is held just like a pipelined one: a retry counts as instant when it comes
+ * back within a second of the refusal, before any Retry-After (>= 1 s) could have passed.
+ * Of the six refused requests, 2-4 are instant retries 1-3, and 4, 5 and 6 are held. */
+static void test_adm_retry_storm_slow_client_held(void)
+{
+    const long pause[] = {0, 20, 20, 20, 20, 20};
+    CU_ASSERT_EQUAL(retries_held_after(pause, 6), 3);
+}
+
+/* A client that waits more than a second after a refusal starts the count again. */
+static void test_adm_retry_after_a_second_not_held(void)
+{
+    const long pause[] = {0, 20, 20, 1300, 20, 20};
+    CU_ASSERT_EQUAL(retries_held_after(pause, 6), 0);
+}
+
+/* Runs cut short by a cancel do not lower the service-time estimate: after one 400 ms job, five
+ * more are cancelled moments after they start (their clients leave); one job queued ahead of
+ * 400 ms plus the job's own 400 ms still cannot meet a 600 ms deadline. Counting the partial runs
+ * had brought the estimate down to a fraction of 400 ms, and the request was admitted. */
+static void test_adm_cancelled_runs_not_estimates(void)
+{
+    const char *ov[] = {"pool.workers=1", NULL};
+    struct hs_server *s = hs_start(ov);
+    struct hs_conn *held = NULL, *queued = NULL, *c = NULL;
+    struct hs_resp r = {0};
+    HS_CHECK(s != NULL);
+    c = hs_connect(s);
+    HS_CHECK(c != NULL);
+    HS_CHECK(post_exchange(c, "/v1/jobs/spin?ms=400", "", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    for (int i = 0; i < 5; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "adm-cut-%d", i);
+        held = hold_worker(s, id, "a"); /* running: its client leaves now */
+        HS_CHECK(held != NULL);
+        hs_close(held);
+        held = NULL;
+    }
+    held = hold_worker(s, "adm-cut-hold", "a");
+    HS_CHECK(held != NULL);
+    queued = queue_job(s, "adm-cut-queued", "");
+    HS_CHECK(queued != NULL);
+    hs_resp_fini(&r);
+    HS_CHECK(post_exchange(c, "/v1/jobs/noop", "X-Timeout-Ms: 600\r\n", &r) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 503, "deadline_unmeetable"));
+out:
+    hs_resp_fini(&r);
+    hs_close(held);
+    hs_close(queued);
+    hs_close(c);
+    HS_FINISH(s);
+}
+
 int suite_integration_admission(void)
 {
     CU_pSuite s = CU_add_suite("integration_admission", NULL, NULL);
@@ -616,5 +716,9 @@ int suite_integration_admission(void)
     CU_add_test(s, "test_adm_too_many_tenants", test_adm_too_many_tenants);
     CU_add_test(s, "test_adm_random_tenants_bounded", test_adm_random_tenants_bounded);
     CU_add_test(s, "test_adm_retry_storm_held", test_adm_retry_storm_held);
+    CU_add_test(s, "test_adm_retry_storm_slow_client_held", test_adm_retry_storm_slow_client_held);
+    CU_add_test(s, "test_adm_retry_after_a_second_not_held",
+                test_adm_retry_after_a_second_not_held);
+    CU_add_test(s, "test_adm_cancelled_runs_not_estimates", test_adm_cancelled_runs_not_estimates);
     return CU_get_error();
 }

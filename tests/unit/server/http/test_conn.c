@@ -210,6 +210,29 @@ static void test_conn_no_success_after_deadline(void)
     fixture_fini();
 }
 
+/* The handler's success is ready half a millisecond before the deadline: it could not reach the
+ * client in time, so 504. */
+static void nearly_overdue_handler(struct srv_req *req)
+{
+    ctx_set_deadline(srv_req_ctx(req), ctx_now_ns() + 500000);
+    fx.answer_rc = srv_req_answer(req, 200, "text/plain", "too late\n", 9);
+}
+
+static void test_conn_no_success_just_before_deadline(void)
+{
+    fixture_init();
+    CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "GET", "/nearly", nearly_overdue_handler, NULL), 0);
+    send_str("GET /nearly HTTP/1.1\r\nHost: t\r\nX-Timeout-Ms: 60000\r\nConnection: close\r\n\r\n");
+    ev_run(fx.loop, 0);
+    size_t len;
+    char *out = read_all(&len);
+    CU_ASSERT_EQUAL(fx.answer_rc, -ETIMEDOUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "HTTP/1.1 504 Gateway Timeout"));
+    CU_ASSERT_PTR_NULL(strstr(out, "too late"));
+    free(out);
+    fixture_fini();
+}
+
 /* Every request is refused, as under overload. */
 static void refusing_handler(struct srv_req *req)
 {
@@ -324,6 +347,8 @@ int suite_server_http_conn(void)
     CU_add_test(s, "test_conn_async_answer", test_conn_async_answer);
     CU_add_test(s, "test_conn_deadline_answers_504", test_conn_deadline_answers_504);
     CU_add_test(s, "test_conn_no_success_after_deadline", test_conn_no_success_after_deadline);
+    CU_add_test(s, "test_conn_no_success_just_before_deadline",
+                test_conn_no_success_just_before_deadline);
     CU_add_test(s, "test_conn_retry_storm_is_held", test_conn_retry_storm_is_held);
     CU_add_test(s, "test_conn_client_gone_cancels", test_conn_client_gone_cancels);
     CU_add_test(s, "test_conn_error_closes_without_parsing_more",

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <string.h>
 
+#include "server/jobs/internal.h"
 #include "server/jobs/jobs.h"
 #include "tests/unit/server/jobs/support.h"
 
@@ -111,6 +112,81 @@ static void test_primes_run_matches_sieve(void)
     }
 }
 
+/* The test's own reference: the algorithm as README states it, every operation in 64 bits. */
+static uint64_t ref_count(uint64_t lo, uint64_t hi)
+{
+    uint64_t count = 0;
+    for (uint64_t i = lo; i <= hi; i++) {
+        bool prime = i == 2 || (i > 2 && i % 2 == 1);
+        for (uint64_t d = 3; prime && i > 2 && d * d <= i; d += 2)
+            prime = i % d != 0;
+        count += prime;
+    }
+    return count;
+}
+
+/* Both widths and the reference agree on windows around every place where 32-bit arithmetic
+ * could go wrong: the square root crossing 2^16 (65521 is the largest prime below it, 65535^2
+ * the last square of a 16-bit number, where d*d would wrap), the top of the 32-bit range and
+ * the hand-over to 64 bits, and squares of primes as window ends (the carried root starts
+ * there). */
+static void test_srv_primes_count_widths_agree(void)
+{
+    const uint64_t p16 = 65521ull * 65521ull, top16 = 65535ull * 65535ull, u32 = UINT32_MAX;
+    const struct {
+        uint64_t lo, hi;
+    } win[] = {
+        {0, 3000},
+        {0, 0},
+        {2, 2},
+        {3, 3},
+        {120, 122},
+        {169, 169},
+        {p16 - 600, p16 + 600},
+        {p16, p16 + 40},
+        {p16 + 1, p16 + 41},
+        {top16 - 600, top16 + 600},
+        {top16, top16},
+        {u32 - 1200, u32},
+        {u32 - 1, u32 - 1},
+        {u32, u32},
+        {u32 - 500, u32 + 600},
+        {u32 + 1, u32 + 700},
+        {65537ull * 65537ull - 300, 65537ull * 65537ull + 300},
+    };
+    for (size_t i = 0; i < JT_N(win); i++) {
+        uint64_t c32 = ~0ull, c64 = ~0ull, want = ref_count(win[i].lo, win[i].hi);
+        CU_ASSERT_EQUAL(srv_primes_count(win[i].lo, win[i].hi, 32, NULL, &c32), 0);
+        CU_ASSERT_EQUAL(srv_primes_count(win[i].lo, win[i].hi, 64, NULL, &c64), 0);
+        CU_ASSERT_EQUAL(c32, want);
+        CU_ASSERT_EQUAL(c64, want);
+        if (c32 != want || c64 != want)
+            fprintf(stderr, "\nwindow %llu..%llu: 32-bit %llu, 64-bit %llu, reference %llu\n",
+                    (unsigned long long)win[i].lo, (unsigned long long)win[i].hi,
+                    (unsigned long long)c32, (unsigned long long)c64, (unsigned long long)want);
+    }
+    /* Known values: primes below 2^32 near its top (4294967291 is the largest 32-bit prime,
+     * 4294967311 the first above). */
+    uint64_t c;
+    CU_ASSERT_EQUAL(srv_primes_count(u32 - 4, u32 + 16, 32, NULL, &c), 0);
+    CU_ASSERT_EQUAL(c, 2);
+}
+
+/* A cancelled context stops either width within one budget of divisions. */
+static void test_srv_primes_count_cancelled(void)
+{
+    struct ctx *c = ctx_new_root();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(ctx_cancel(c, CTX_REASON_CANCELED), 0);
+    uint64_t n = 1;
+    CU_ASSERT_EQUAL(srv_primes_count(0, 100000000, 32, c, &n), -ECANCELED);
+    CU_ASSERT_EQUAL(n, 0);
+    n = 1;
+    CU_ASSERT_EQUAL(srv_primes_count(1ull << 32, (1ull << 32) + 100000000, 32, c, &n), -ECANCELED);
+    CU_ASSERT_EQUAL(n, 0);
+    ctx_unref(c);
+}
+
 static void test_primes_run_cancelled_before(void)
 {
     struct srv_cfg cfg = jt_limits();
@@ -135,6 +211,8 @@ int suite_server_jobs_primes(void)
     CU_add_test(s, "test_primes_run_small_n", test_primes_run_small_n);
     CU_add_test(s, "test_primes_run_reference_values", test_primes_run_reference_values);
     CU_add_test(s, "test_primes_run_matches_sieve", test_primes_run_matches_sieve);
+    CU_add_test(s, "test_srv_primes_count_widths_agree", test_srv_primes_count_widths_agree);
+    CU_add_test(s, "test_srv_primes_count_cancelled", test_srv_primes_count_cancelled);
     CU_add_test(s, "test_primes_run_cancelled_before", test_primes_run_cancelled_before);
     CU_add_test(s, "test_primes_run_cancelled_midrun", test_primes_run_cancelled_midrun);
     return CU_get_error();
