@@ -515,16 +515,18 @@ out:
     HS_FINISH(s);
 }
 
-/* A job that reads the body throughout (zstd level 19 of ~1 MB that compresses poorly, a few
- * hundred ms of CPU, so the deadline falls while it runs even on a busy machine) hits its
+/* A job that reads the body throughout (zstd level 19 of 6 MiB that compresses poorly: seconds
+ * of CPU, so a 600 ms deadline falls while it runs even on a busy machine or under a sanitizer,
+ * and the upload has time to arrive before it) hits its
  * deadline: 504 at once, the job stops at its next chunk. The request keeps the body alive until
  * the job let go of it (AddressSanitizer would catch a read after the request freed it). */
 static void test_jobs_deadline_body_job(void)
 {
-    struct hs_server *s = hs_start(NULL);
+    const char *const over[] = {"limits.max_body_bytes=8388608", NULL};
+    struct hs_server *s = hs_start(over);
     struct hs_conn *c = NULL;
     struct hs_resp r = {0};
-    size_t len = 1000000;
+    size_t len = 6u << 20;
     unsigned char *body = malloc(len);
     HS_CHECK(s != NULL && body != NULL);
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -536,7 +538,7 @@ static void test_jobs_deadline_body_job(void)
     HS_CHECK((c = hs_connect(s)) != NULL);
     long long t0 = hs_now_ms();
     HS_CHECK(job_exchange(c, "/v1/jobs/compress?codec=zstd&level=19",
-                          "X-Request-Id: dl-body\r\nX-Timeout-Ms: 120\r\n", body, len, &r) == 0);
+                          "X-Request-Id: dl-body\r\nX-Timeout-Ms: 600\r\n", body, len, &r) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 504, "deadline_exceeded"));
     CU_ASSERT(hs_now_ms() - t0 < BOUND_MS);
     json_decref(wait_job_end(s, "dl-body", "cancelled"));
