@@ -35,14 +35,17 @@ struct srv_adm;
 struct srv_met_server;
 
 /* Fill *out with the pool settings from `cfg` (borrowed): [pool] workers, queue_capacity,
- * cancel_grace_ms, and srv_jobroute_overdue as the overdue callback. */
+ * cancel_grace_ms, and srv_jobroute_overdue as the overdue callback. Every job submitted to a pool
+ * so configured must be one of these routes' (they embed a struct srv_api_job first:
+ * server/api/internal.h). */
 void srv_jobroute_pool_config(const struct srv_cfg *cfg, struct pool_config *out);
 
-/* Add POST /v1/jobs/<kind> to `h` (borrowed) for every registered kind, submitting to `pool`
- * (borrowed). Both must outlive the returned object, and the object must outlive the routes: free
- * it after srv_http_free(h). Loop thread. Returns a new object, or NULL when out of memory or a
- * route could not be added (the reason is logged at error level; routes added before the failure
- * stay in `h` and point at nothing: free `h` without serving). */
+/* Add POST /v1/jobs/<kind> to `h` (borrowed) for every registered kind, and POST /v1/batch
+ * (server/api/batch.h), submitting to `pool` (borrowed). Both must outlive the returned object,
+ * and the object must outlive the routes: free it after srv_http_free(h). Loop thread. Returns a
+ * new object, or NULL when out of memory or a route could not be added (the reason is logged at
+ * error level; routes added before the failure stay in `h` and point at nothing: free `h` without
+ * serving). */
 struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool);
 
 /* Put `adm` (borrowed; NULL = admit every job) in front of the pool for every later request, and
@@ -56,10 +59,11 @@ void srv_jobroute_admission_set(struct srv_jobroute *jr, struct srv_adm *adm,
  * have then all answered, so no job of these routes is left in the pool). NULL is a no-op. */
 void srv_jobroute_free(struct srv_jobroute *jr);
 
-/* The pool's overdue callback (pool_overdue_fn; `arg` is unused): a job still running
- * `overdue_ns` after its context was cancelled. Logs one warn line "job overdue after cancel"
- * with the job's context current (so its request_id and tenant), the kind when the job is one
- * of these routes', and overdue_ms. Any thread. */
+/* The pool's overdue callback (pool_overdue_fn; `arg` is unused): a job (one of these routes',
+ * see srv_jobroute_pool_config) still running `overdue_ns` after its context was cancelled. Logs
+ * one warn line "job overdue after cancel" with the job's context current (so its request_id and
+ * tenant), the job's kind (a batch item's own kind, "batch_parse" for the parse of a large batch
+ * body), the cancel reason and overdue_ms. Any thread. */
 void srv_jobroute_overdue(struct pool_job *job, uint64_t overdue_ns, void *arg);
 
 #endif

@@ -39,6 +39,11 @@
  * answering 503), and the children follow. Our cancel hook only records that the answer will be
  * discarded; the request is released from the last done callback.
  *
+ * Shared: srv_jobroute_new (server/api/common.c) registers this route; admission, the refusal
+ * answers, the timings, the estimators' feed and the logged run of a kind come from common.c, as
+ * for the job routes, whose file this one never calls. Each item and each body parse embeds a
+ * struct srv_api_job first, naming its kind for the pool's overdue callback.
+ *
  * Ownership: the batch owns the spec (the parsed JSON, whose strings the states may point at),
  * the states, the item contexts and the admission decision, and frees them all after answering.
  * The request body is not referenced by any state (the items' bodies live in the JSON tree).
@@ -66,7 +71,7 @@
 struct bt_batch;
 
 struct bt_item {
-    struct pool_job job; /* borrowed by the pool from submit to done */
+    struct srv_api_job aj; /* first: its pool_job is borrowed by the pool from submit to done */
     struct bt_batch *b;
     size_t index;
     struct ctx *ctx;      /* a child of the request's context (own reference) */
@@ -188,18 +193,6 @@ static int bt_run(struct pool_job *job)
     return rc;
 }
 
-static int bt_parse_run(struct pool_job *job);
-
-const char *srv_batch_job_kind(const struct pool_job *job)
-{
-    if (job->run == bt_parse_run)
-        return "batch_parse";
-    if (job->run != bt_run)
-        return NULL;
-    const struct bt_item *it = job->data;
-    return it->b->spec.items[it->index].kind->name;
-}
-
 /* ---- finishing (loop thread) ----------------------------------------------------------------- */
 
 static void bt_free(struct bt_batch *b)
@@ -216,7 +209,7 @@ static void bt_timing(struct bt_batch *b, bool header)
 {
     uint64_t queue = 0, first = 0, last = 0;
     for (size_t i = 0; i < b->n; i++) {
-        const struct pool_job *job = &b->items[i].job;
+        const struct pool_job *job = &b->items[i].aj.job;
         if (!b->items[i].submitted)
             continue;
         queue = b->outs[i].queue_ns > queue ? b->outs[i].queue_ns : queue;
@@ -283,20 +276,20 @@ static void bt_outcome(struct bt_item *it, enum pool_status status)
 {
     struct srv_batch_outcome *o = it->out;
     const struct srv_batch_item *si = &it->b->spec.items[it->index];
-    srv_jobroute_times(&it->job, ctx_now_ns(), &o->queue_ns, &o->run_ns);
+    srv_jobroute_times(&it->aj.job, ctx_now_ns(), &o->queue_ns, &o->run_ns);
     if (it->lost_queued)
         o->run_ns = 0; /* claimed, but its kind never ran */
-    o->reason = status == POOL_DONE || status == POOL_FAILED ? CTX_REASON_NONE : it->job.reason;
+    o->reason = status == POOL_DONE || status == POOL_FAILED ? CTX_REASON_NONE : it->aj.job.reason;
     if (status == POOL_DONE) {
         srv_batch_outcome_ok(o, si);
         return;
     }
     if (status == POOL_FAILED) {
         char msg[SRV_JOB_ERR_MAX];
-        if (it->job.result == -ENOMEM)
+        if (it->aj.job.result == -ENOMEM)
             return bt_failed(o, 503, "out_of_memory", "the job ran out of memory");
         snprintf(msg, sizeof(msg), "the %s job failed: %s", si->kind->name,
-                 strerror(-it->job.result));
+                 strerror(-it->aj.job.result));
         return bt_failed(o, 500, "job_failed", msg);
     }
     if (bt_parent_cancelled(it->b)) {
@@ -489,10 +482,11 @@ static int bt_item_init(struct bt_batch *b, size_t i, struct ctx *parent)
     it->index = i;
     it->out = &b->outs[i];
     it->out->kind = si->kind->name;
-    it->job.run = bt_run;
-    it->job.done = bt_done;
-    it->job.data = it;
-    it->job.weight = b->adm.weight;
+    it->aj.kind = si->kind->name;
+    it->aj.job.run = bt_run;
+    it->aj.job.done = bt_done;
+    it->aj.job.data = it;
+    it->aj.job.weight = b->adm.weight;
     it->ctx = ctx_new_child(parent);
     if (it->ctx == NULL)
         return -ENOMEM;
@@ -515,7 +509,7 @@ static int bt_submit(struct bt_batch *b, size_t i)
 {
     struct bt_item *it = &b->items[i];
     struct ctx *prev = ctx_enter(it->ctx);
-    int rc = pool_submit(b->jr->pool, &it->job);
+    int rc = pool_submit(b->jr->pool, &it->aj.job);
     if (rc == -ECANCELED && bt_decided(b) != SRV_BATCH_NONE) {
         it->out->status = SRV_BATCH_CANCELLED;
         it->out->reason = ctx_err(it->ctx);
@@ -566,7 +560,7 @@ static void bt_start(struct srv_jobroute *jr, struct srv_req *req, enum srv_batc
  * stays valid until it is answered or released) and its own copy of the configuration (a reload
  * may change the loop's meanwhile); everything else is the loop's. */
 struct bt_parse {
-    struct pool_job job; /* borrowed by the pool from submit to done */
+    struct srv_api_job aj; /* first: its pool_job is borrowed by the pool from submit to done */
     struct srv_jobroute *jr;
     struct srv_req *req;
     enum srv_batch_mode mode;
@@ -639,10 +633,11 @@ static void bt_parse_submit(struct srv_jobroute *jr, struct srv_req *req, enum s
     p->body = body;
     p->len = len;
     p->cfg = *srv_http_cfg(srv_req_http(req));
-    p->job.run = bt_parse_run;
-    p->job.done = bt_parse_done;
-    p->job.data = p;
-    int rc = pool_submit(jr->pool, &p->job); /* the request's context is current */
+    p->aj.kind = "batch_parse";
+    p->aj.job.run = bt_parse_run;
+    p->aj.job.done = bt_parse_done;
+    p->aj.job.data = p;
+    int rc = pool_submit(jr->pool, &p->aj.job); /* the request's context is current */
     if (rc < 0) {
         free(p);
         srv_jobroute_submit_refused(jr, req, rc, SRV_ADM_OTHER_LABEL);

@@ -1,6 +1,15 @@
-/* internal.h - what the job routes (server/api/jobs.c) share with the batch route
- * (server/api/batch.c): the route object, admission of a request of N jobs, the refusal answers,
- * the job-time accounting and the logged run of a kind. server/ only; loop thread unless said.
+/* internal.h - what the files of the api room share (server/ only; loop thread unless said).
+ *
+ * server/api/common.c holds everything the job routes (jobs.c) and the batch route (batch.c) both
+ * use: the route object and the registration of both kinds of route, admission of a request of N
+ * jobs, the refusal answers, the job-time accounting, the logged run of a kind and the pool's
+ * overdue callback. jobs.c and batch.c each call common.c only, never each other; common.c reaches
+ * them through their handlers.
+ *
+ * Every job this room submits to the pool (a job request, a batch item, a batch body parse) embeds
+ * a struct srv_api_job as its first member, which names its kind for the logs: the overdue
+ * callback, given only the struct pool_job, reaches it with container_of (srv_api_job_of) instead
+ * of telling the job types apart by their run functions.
  */
 #ifndef SPINDLE_SRV_JOBROUTE_INTERNAL_H
 #define SPINDLE_SRV_JOBROUTE_INTERNAL_H
@@ -34,6 +43,27 @@ struct srv_jobroute {
     struct jr_route routes[]; /* one per kind, in registry order */
 };
 
+/* ---- the jobs of the room ---------------------------------------------------------------------
+ */
+
+/* The first member of every job of the room. Immutable from submit to done, so any thread may read
+ * it while the pool borrows the job. */
+struct srv_api_job {
+    struct pool_job job; /* borrowed by the pool from submit to done */
+    const char *kind;    /* static: the kind name for the logs ("batch_parse" for a body parse) */
+};
+
+/* The struct srv_api_job that embeds `job` (container_of). Only for jobs of the room, which are
+ * every job of a pool configured by srv_jobroute_pool_config (server/api/api.h). */
+static inline const struct srv_api_job *srv_api_job_of(const struct pool_job *job)
+{
+    return (const struct srv_api_job *)(const void *)((const char *)job -
+                                                      offsetof(struct srv_api_job, job));
+}
+
+/* ---- shared by the routes (server/api/common.c) ------------------------------------------------
+ */
+
 /* Admit a request of `jobs` jobs (>= 1) on the tenant of req's context: fills *d (the caller gives
  * it back with srv_adm_release once every job is done; a no-op when nothing was admitted) and,
  * when the tenant's max_timeout_ms is shorter, moves the context's deadline earlier. Returns 0
@@ -42,6 +72,13 @@ struct srv_jobroute {
  * judge. */
 int srv_jobroute_admit(struct srv_jobroute *jr, struct srv_req *req, unsigned jobs,
                        struct srv_adm_decision *d, bool *refused);
+
+/* srv_jobroute_admit for one class of jobs: `kind` (borrowed; NULL = not known) of run-time
+ * estimate class `cost` (the kind's cost of its state), so that the deadline is judged by the
+ * estimate of that class. */
+int srv_jobroute_admit_class(struct srv_jobroute *jr, struct srv_req *req, unsigned jobs,
+                             const char *kind, uint64_t cost, struct srv_adm_decision *d,
+                             bool *refused);
 
 /* Answer an admission refusal at once: its status, reason code, message and Retry-After; count it
  * in the metrics. */
@@ -69,18 +106,22 @@ void srv_jobroute_timing_header(struct srv_req *req, uint64_t queue, uint64_t ru
 void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job,
                           enum pool_status status);
 
+/* srv_jobroute_observe, also feeding the run-time estimate of the job's class (`kind` of `cost`,
+ * as given to srv_jobroute_admit_class). */
+void srv_jobroute_observe_class(struct srv_jobroute *jr, const char *kind, uint64_t cost,
+                                const struct pool_job *job, enum pool_status status);
+
 /* Run `state` with its kind between the debug lines "job start" and "job end" (kind, result,
  * run_ms), written with the current context. Worker thread. Returns what kind->run returned. */
 int srv_jobroute_run_kind(const struct srv_job_kind *kind, void *state);
 
-/* ---- the batch route (server/api/batch.c) ------------------------------------------------------
+/* ---- the handlers, registered by server/api/common.c -------------------------------------------
  */
 
-/* The handler of POST /v1/batch; its route arg is the struct srv_jobroute. */
-void srv_batch_handle(struct srv_req *req);
+/* The handler of POST /v1/jobs/<kind> (server/api/jobs.c); its route arg is the struct jr_route. */
+void srv_jobs_handle(struct srv_req *req);
 
-/* The kind name of `job` when it is a batch sub-job, else NULL. Any thread (reads immutable
- * fields). */
-const char *srv_batch_job_kind(const struct pool_job *job);
+/* The handler of POST /v1/batch (server/api/batch.c); its route arg is the struct srv_jobroute. */
+void srv_batch_handle(struct srv_req *req);
 
 #endif

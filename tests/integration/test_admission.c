@@ -661,8 +661,9 @@ static void test_adm_retry_after_a_second_not_held(void)
 
 /* Runs cut short by a cancel do not lower the service-time estimate: after one 400 ms job, five
  * more are cancelled moments after they start (their clients leave); one job queued ahead of
- * 400 ms plus the job's own 400 ms still cannot meet a 600 ms deadline. Counting the partial runs
- * had brought the estimate down to a fraction of 400 ms, and the request was admitted. */
+ * 400 ms plus another 400 ms spin still cannot meet a 600 ms deadline. Counting the partial runs
+ * had brought the average run (which stands for the jobs queued ahead) down to a fraction of
+ * 400 ms, and the request was admitted. */
 static void test_adm_cancelled_runs_not_estimates(void)
 {
     const char *ov[] = {"pool.workers=1", NULL};
@@ -687,7 +688,7 @@ static void test_adm_cancelled_runs_not_estimates(void)
     queued = queue_job(s, "adm-cut-queued", "");
     HS_CHECK(queued != NULL);
     hs_resp_fini(&r);
-    HS_CHECK(post_exchange(c, "/v1/jobs/noop", "X-Timeout-Ms: 600\r\n", &r) == 0);
+    HS_CHECK(post_exchange(c, "/v1/jobs/spin?ms=400", "X-Timeout-Ms: 600\r\n", &r) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 503, "deadline_unmeetable"));
 out:
     hs_resp_fini(&r);
