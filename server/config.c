@@ -473,14 +473,14 @@ static int cfg_tenant_open(struct srv_cfg *cfg, const char *name, size_t len, ch
     int i = cfg_tenant_index(cfg, name, len);
     if (i >= 0)
         return i;
-    if (len > SRV_ADM_TENANT_MAX || !ctx_tenant_valid(name, len))
+    if (len > CTX_TENANT_MAX || !ctx_tenant_valid(name, len))
         return cfg_fail(msg, msz, "invalid tenant name (1..%d bytes of A-Z a-z 0-9 . _ -)",
-                        SRV_ADM_TENANT_MAX);
-    if (len == strlen(SRV_ADM_OTHER_LABEL) && memcmp(name, SRV_ADM_OTHER_LABEL, len) == 0)
+                        CTX_TENANT_MAX);
+    if (len == strlen(SRV_CFG_TENANT_RESERVED) && memcmp(name, SRV_CFG_TENANT_RESERVED, len) == 0)
         return cfg_fail(msg, msz,
                         "tenant name \"%s\" is reserved (the label of every tenant "
                         "without a section)",
-                        SRV_ADM_OTHER_LABEL);
+                        SRV_CFG_TENANT_RESERVED);
     if (cfg->tenant_count == SRV_CFG_MAX_TENANTS)
         return cfg_fail(msg, msz, "too many tenant sections (at most %d)", SRV_CFG_MAX_TENANTS);
     struct srv_cfg_tenant *t = &cfg->tenants[cfg->tenant_count];
@@ -706,21 +706,6 @@ void srv_cfg_tenant_limits(const struct srv_cfg *cfg, const char *name,
     }
     if (out->burst == 0) /* one second of rate, so a steady client at the rate is never refused */
         out->burst = out->rate > 1 ? (unsigned)ceil(out->rate) : 1;
-}
-
-struct srv_adm_limits *srv_cfg_adm_limits_new(const struct srv_cfg *cfg)
-{
-    struct srv_tenant_limits lim;
-    srv_cfg_tenant_limits(cfg, NULL, &lim);
-    struct srv_adm_limits *l = srv_adm_limits_new(&lim);
-    for (unsigned i = 0; l != NULL && i < cfg->tenant_count; i++) {
-        srv_cfg_tenant_limits(cfg, cfg->tenants[i].name, &lim);
-        if (srv_adm_limits_set_tenant(l, cfg->tenants[i].name, &lim) != 0) {
-            srv_adm_limits_free(l);
-            l = NULL;
-        }
-    }
-    return l;
 }
 
 /* ---- overrides ----------------------------------------------------------------------------- */
@@ -1096,7 +1081,7 @@ static int cfg_file_read(const char *path, char **out, size_t *len, char *err, s
 /* The tenants' cross-key check, blaming the later of the two lines involved. */
 static int cfg_parse_tenant_check(struct cfg_parse *ps)
 {
-    char msg[CFG_MSG_MAX], sec[sizeof(CFG_TENANT_PREFIX) + SRV_ADM_TENANT_MAX];
+    char msg[CFG_MSG_MAX], sec[sizeof(CFG_TENANT_PREFIX) + CTX_TENANT_MAX];
     int ti = cfg_tenant_check(&ps->scratch, msg, sizeof(msg));
     if (ti < 0)
         return 0;

@@ -3,6 +3,9 @@
  * The defaults compiled in here are identical to the shipped etc/spindle.conf (a test proves it).
  * Loading is all-or-nothing: a file is parsed into a scratch copy and only a fully valid result
  * is returned. Errors name file:line, [section] and key, and say what is wrong.
+ *
+ * A leaf: it depends on context/ and logging/ only. The policies read it (admission builds its
+ * limit set from struct srv_cfg), never the other way round.
  */
 #ifndef SPINDLE_CONFIG_H
 #define SPINDLE_CONFIG_H
@@ -12,13 +15,17 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "context/ctx.h"
 #include "logging/log.h"
-#include "server/admission/admission.h"
 
 #define SRV_CFG_MAX_LISTEN  8
 #define SRV_CFG_ADDR_MAX    64 /* "HOST:PORT" or "[v6]:PORT" */
 #define SRV_CFG_PATH_MAX    1024
 #define SRV_CFG_MAX_TENANTS 64 /* [tenant.NAME] sections at most */
+
+/* The tenant name no [tenant.NAME] section may take: the metrics label of every tenant without a
+ * section (SRV_ADM_OTHER_LABEL). */
+#define SRV_CFG_TENANT_RESERVED "other"
 
 /* Keys a [tenant.NAME] section may set (bits of struct srv_cfg_tenant.set). */
 #define SRV_CFG_TENANT_MAX_INFLIGHT   (1u << 0)
@@ -27,12 +34,21 @@
 #define SRV_CFG_TENANT_WEIGHT         (1u << 3)
 #define SRV_CFG_TENANT_MAX_TIMEOUT_MS (1u << 4)
 
+/* Limits of one tenant: the settings admission enforces (server/admission/admission.h). */
+struct srv_tenant_limits {
+    unsigned max_inflight;   /* requests admitted and not yet released at most; 0 = unlimited */
+    double rate;             /* requests per second refilled into the bucket; 0 = unlimited */
+    unsigned burst;          /* bucket size in requests (0 = 1); ignored when rate is 0 */
+    unsigned weight;         /* share in the pool's fair queue (0 = 1) */
+    unsigned max_timeout_ms; /* cap on the request's deadline; 0 = no tenant cap */
+};
+
 /* One [tenant.NAME] section: the keys it sets override the tenant defaults of [limits]; the keys
  * it leaves out inherit them (also when [limits] changes later, e.g. by srv_cfg_set). */
 struct srv_cfg_tenant {
-    char name[SRV_ADM_TENANT_MAX + 1]; /* [A-Za-z0-9._-]{1,64}, not "other" */
-    unsigned set;                      /* SRV_CFG_TENANT_* bits of the keys the section sets */
-    struct srv_tenant_limits lim;      /* the values of those keys; the others are 0 */
+    char name[CTX_TENANT_MAX + 1]; /* [A-Za-z0-9._-]{1,64}, not "other" */
+    unsigned set;                  /* SRV_CFG_TENANT_* bits of the keys the section sets */
+    struct srv_tenant_limits lim;  /* the values of those keys; the others are 0 */
 };
 struct srv_cfg {
     /* [server] */
@@ -132,9 +148,5 @@ const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, cons
  * max_timeout_ms applies to every request anyway). */
 void srv_cfg_tenant_limits(const struct srv_cfg *cfg, const char *name,
                            struct srv_tenant_limits *out);
-
-/* A new admission limit set (server/admission/admission.h) holding the defaults and every tenant
- * section's effective limits. NULL when out of memory. */
-struct srv_adm_limits *srv_cfg_adm_limits_new(const struct srv_cfg *cfg);
 
 #endif

@@ -249,7 +249,7 @@ int srv_reload_merge(const struct srv_cfg *running, const struct srv_cfg *loaded
 /* Swap in the tenant limits of `cfg`. Returns 0 or -ENOMEM (the old set stays). */
 static int reload_tenants_apply(struct srv_adm *adm, const struct srv_cfg *cfg)
 {
-    struct srv_adm_limits *limits = srv_cfg_adm_limits_new(cfg);
+    struct srv_adm_limits *limits = srv_adm_limits_from_cfg(cfg);
     if (limits == NULL)
         return -ENOMEM;
     srv_adm_limits_swap(adm, limits);

@@ -1,7 +1,7 @@
 /* test_config.c - unit tests for server/config.c: defaults equal etc/spindle.conf, every error
  * kind with its FILE:LINE, [section] and key, overrides, sizes, listen lists, print round-trip,
  * all-or-nothing loading, and the tenant limits: [limits] defaults, [tenant.NAME] sections,
- * inheritance, their errors and the admission limit set built from them.
+ * inheritance and their errors; and that config.h is a leaf (no policy header).
  *
  * Files are written into a private temporary directory made by the suite's init and removed by
  * its cleanup. The shipped file is $SPINDLE_ETC/spindle.conf, or etc/spindle.conf relative to the
@@ -17,6 +17,13 @@
 #include <unistd.h>
 
 #include "server/config.h"
+
+/* Read before any other spindle header: config.h alone must not pull in a policy module. */
+#ifdef SPINDLE_ADMISSION_H
+#define TC_CONFIG_H_PULLS_ADMISSION 1
+#else
+#define TC_CONFIG_H_PULLS_ADMISSION 0
+#endif
 
 int suite_server_config(void);
 
@@ -170,6 +177,23 @@ static void tc_keys_of(FILE *f, char *out, size_t size)
     }
 }
 
+/* The "section.key," list of every key srv_cfg_print writes for the defaults. */
+static void tc_print_keys(char *out, size_t size)
+{
+    struct srv_cfg defaults;
+    char *buf = NULL;
+    size_t len = 0;
+    srv_cfg_defaults(&defaults);
+    FILE *f = open_memstream(&buf, &len);
+    CU_ASSERT_FATAL(f != NULL);
+    srv_cfg_print(&defaults, f);
+    CU_ASSERT_FATAL(fflush(f) == 0);
+    rewind(f);
+    tc_keys_of(f, out, size);
+    fclose(f);
+    free(buf);
+}
+
 static void test_srv_cfg_defaults_equal_file(void)
 {
     char path[1024], err[512] = "", file_keys[4096], print_keys[4096];
@@ -185,16 +209,7 @@ static void test_srv_cfg_defaults_equal_file(void)
     CU_ASSERT_FATAL(f != NULL);
     tc_keys_of(f, file_keys, sizeof(file_keys));
     fclose(f);
-    char *buf = NULL;
-    size_t len = 0;
-    f = open_memstream(&buf, &len);
-    CU_ASSERT_FATAL(f != NULL);
-    srv_cfg_print(&defaults, f);
-    CU_ASSERT_FATAL(fflush(f) == 0);
-    rewind(f);
-    tc_keys_of(f, print_keys, sizeof(print_keys));
-    fclose(f);
-    free(buf);
+    tc_print_keys(print_keys, sizeof(print_keys));
     CU_ASSERT_STRING_EQUAL(file_keys, print_keys);
     for (size_t i = 0; i < TC_NKEYS; i++) {
         char name[96];
@@ -616,18 +631,6 @@ static void test_srv_cfg_tenant_sections(void)
     CU_ASSERT_EQUAL(lim.weight, 5);
     srv_cfg_tenant_limits(&c, "gold", &lim);
     CU_ASSERT_EQUAL(lim.weight, 8);
-
-    /* The admission limit set holds every section with its effective limits. */
-    struct srv_adm_limits *al = srv_cfg_adm_limits_new(&c);
-    CU_ASSERT_FATAL(al != NULL);
-    CU_ASSERT(srv_adm_limits_configured(al, "gold"));
-    CU_ASSERT(srv_adm_limits_configured(al, "empty"));
-    CU_ASSERT(!srv_adm_limits_configured(al, "stranger"));
-    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "gold")->weight, 8);
-    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "b-2_x.y")->max_inflight, 1);
-    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "stranger")->weight, 5);
-    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "stranger")->max_inflight, 20);
-    srv_adm_limits_free(al);
     tc_round_trip(&c);
 }
 
@@ -727,6 +730,12 @@ static void test_srv_cfg_tenant_set(void)
     tc_round_trip(&c);
 }
 
+/* config is a leaf that the policies read: its header includes no admission (nor other policy). */
+static void test_srv_cfg_header_is_a_leaf(void)
+{
+    CU_ASSERT_EQUAL(TC_CONFIG_H_PULLS_ADMISSION, 0);
+}
+
 int suite_server_config(void)
 {
     CU_pSuite s = CU_add_suite("server_config", tc_init, tc_cleanup);
@@ -748,5 +757,6 @@ int suite_server_config(void)
     CU_add_test(s, "test_srv_cfg_tenant_sections", test_srv_cfg_tenant_sections);
     CU_add_test(s, "test_srv_cfg_tenant_errors", test_srv_cfg_tenant_errors);
     CU_add_test(s, "test_srv_cfg_tenant_set", test_srv_cfg_tenant_set);
+    CU_add_test(s, "test_srv_cfg_header_is_a_leaf", test_srv_cfg_header_is_a_leaf);
     return CU_get_error();
 }
