@@ -5,7 +5,7 @@
  * is returned. Errors name file:line, [section] and key, and say what is wrong.
  *
  * A leaf: it depends on context/ and logging/ only. The policies read it (admission builds its
- * limit set from struct srv_cfg), never the other way round.
+ * limit set from struct srv_cfg, reload asks which keys may change live), never the other way.
  */
 #ifndef SPINDLE_CONFIG_H
 #define SPINDLE_CONFIG_H
@@ -138,6 +138,33 @@ void srv_cfg_print(const struct srv_cfg *cfg, FILE *out);
 
 /* True when both hold the same settings (source ignored; tenant sections compared in order). */
 bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b);
+
+/* What a reload (SIGHUP, server/reload.h) does with a setting whose value changed: the
+ * "reload" column of config.c's settings table, and the "live on reload" column of README's. */
+enum srv_cfg_reload {
+    SRV_CFG_RESTART,  /* needs a restart: reported, and the running value is kept */
+    SRV_CFG_LIVE,     /* applied at once */
+    SRV_CFG_LIVE_ADM, /* a tenant limit ([limits] max_inflight, rate, burst, weight and every
+                         [tenant.NAME] key): applied when admission takes a new limit set */
+};
+
+/* The class of `key` in `section` (both borrowed; section may be "tenant.NAME") into *out.
+ * Returns 0, or -ENOENT for an unknown key. */
+int srv_cfg_key_reload(const char *section, const char *key, enum srv_cfg_reload *out);
+
+/* Called with a setting's section ("tenant.NAME" for a tenant key; borrowed for the call), key
+ * and class. */
+typedef void srv_cfg_diff_fn(const char *section, const char *key, enum srv_cfg_reload reload,
+                             void *arg);
+
+/* Call fn once for every setting whose value differs between `a` and `b` (both borrowed), in
+ * print order: the keys of b, then the tenant keys only a sets (a key a tenant section sets in
+ * one and not the other differs). */
+void srv_cfg_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff_fn *fn, void *arg);
+
+/* Copy from `src` into `dst` (both borrowed; not aliased) every setting of class `reload`; for
+ * SRV_CFG_LIVE_ADM the [tenant.NAME] sections too, as a whole. */
+void srv_cfg_copy_class(struct srv_cfg *dst, const struct srv_cfg *src, enum srv_cfg_reload reload);
 
 /* The [tenant.NAME] section of `name` (borrowed), or NULL when there is none. */
 const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, const char *name);

@@ -1,7 +1,8 @@
 /* test_config.c - unit tests for server/config.c: defaults equal etc/spindle.conf, every error
  * kind with its FILE:LINE, [section] and key, overrides, sizes, listen lists, print round-trip,
  * all-or-nothing loading, and the tenant limits: [limits] defaults, [tenant.NAME] sections,
- * inheritance and their errors; and that config.h is a leaf (no policy header).
+ * inheritance and their errors; that config.h is a leaf (no policy header) and that README's
+ * table of keys matches the settings table, its "live on reload" column included.
  *
  * Files are written into a private temporary directory made by the suite's init and removed by
  * its cleanup. The shipped file is $SPINDLE_ETC/spindle.conf, or etc/spindle.conf relative to the
@@ -736,6 +737,54 @@ static void test_srv_cfg_header_is_a_leaf(void)
     CU_ASSERT_EQUAL(TC_CONFIG_H_PULLS_ADMISSION, 0);
 }
 
+/* README's table of keys (from "| section | key | default | unit | live on reload |" to the
+ * first line that is not a row) lists every key in print order, and its "live on reload" column
+ * says what the settings table says: "yes" for a live class, "restart" for SRV_CFG_RESTART. */
+static void test_srv_cfg_readme_table_matches(void)
+{
+    static const char head[] = "| section | key | default | unit | live on reload |";
+    char path[1024], line[1024], readme_keys[4096] = "", print_keys[4096];
+    const char *etc = getenv("SPINDLE_ETC");
+    size_t used = 0;
+    bool in_table = false;
+    snprintf(path, sizeof(path), "%s%sREADME.md", etc && *etc ? etc : "",
+             etc && *etc ? "/../" : "");
+    FILE *f = fopen(path, "r");
+    CU_ASSERT_FATAL(f != NULL);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char sec[64], key[64], live[16];
+        enum srv_cfg_reload r = SRV_CFG_RESTART;
+        if (!in_table) {
+            in_table = strncmp(line, head, sizeof(head) - 1) == 0;
+            continue;
+        }
+        if (strncmp(line, "|---", 4) == 0)
+            continue;
+        if (line[0] != '|')
+            break;
+        if (sscanf(line, "| %63[a-z] | %63[a-z_0-9] | %*[^|]| %*[^|]| %15[a-z] |", sec, key,
+                   live) != 3) {
+            fprintf(stderr, "\n  README row not understood: %s", line);
+            CU_FAIL("README row not understood");
+            continue;
+        }
+        CU_ASSERT_EQUAL(srv_cfg_key_reload(sec, key, &r), 0);
+        bool live_yes = strcmp(live, "yes") == 0;
+        CU_ASSERT(live_yes || strcmp(live, "restart") == 0);
+        CU_ASSERT_EQUAL(r != SRV_CFG_RESTART, live_yes);
+        if ((r != SRV_CFG_RESTART) != live_yes)
+            fprintf(stderr, "\n  README says %s.%s is \"%s\" on reload: the table disagrees", sec,
+                    key, live);
+        int n = snprintf(readme_keys + used, sizeof(readme_keys) - used, "%s.%s,", sec, key);
+        CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof(readme_keys) - used);
+        used += (size_t)n;
+    }
+    fclose(f);
+    CU_ASSERT(in_table);
+    tc_print_keys(print_keys, sizeof(print_keys));
+    CU_ASSERT_STRING_EQUAL(readme_keys, print_keys);
+}
+
 int suite_server_config(void)
 {
     CU_pSuite s = CU_add_suite("server_config", tc_init, tc_cleanup);
@@ -758,5 +807,6 @@ int suite_server_config(void)
     CU_add_test(s, "test_srv_cfg_tenant_errors", test_srv_cfg_tenant_errors);
     CU_add_test(s, "test_srv_cfg_tenant_set", test_srv_cfg_tenant_set);
     CU_add_test(s, "test_srv_cfg_header_is_a_leaf", test_srv_cfg_header_is_a_leaf);
+    CU_add_test(s, "test_srv_cfg_readme_table_matches", test_srv_cfg_readme_table_matches);
     return CU_get_error();
 }
