@@ -15,6 +15,11 @@
  * in the file. Everything is applied to a scratch copy that replaces the caller's only when the
  * whole file and the cross-key checks passed: nothing is ever half applied.
  *
+ * The table's last column says what a reload does with a changed value (enum srv_cfg_reload):
+ * reload.c asks this file which keys differ (srv_cfg_diff) and copies the live ones
+ * (srv_cfg_copy_class), so no key name or offset is written twice. The [tenant.NAME] keys share
+ * one class (CFG_TENANT) because a reload swaps the sections as a whole.
+ *
  * Sections resolve through cfg_section_find(). Per-tenant sections ([tenant.NAME]) are a second
  * section class: the pre-scan validates NAME (as X-Tenant-Id is validated, and not "other", the
  * metrics label of unconfigured tenants) and gives each distinct name a record in
@@ -67,81 +72,91 @@ struct cfg_key {
     size_t offset;
     bool bytes; /* a size: K, M and G suffixes (powers of 1024) are accepted */
     uint64_t min, max;
-    const char *def; /* the default, as it is written in etc/spindle.conf */
+    const char *def;            /* the default, as it is written in etc/spindle.conf */
+    enum srv_cfg_reload reload; /* what a reload does when the value changed */
 };
 
 #define CFG_OFF(field) offsetof(struct srv_cfg, field)
-#define CFG_NUM(sec, name, type, min, max, def)                                                    \
+#define CFG_NUM(sec, name, type, min, max, def, reload)                                            \
     {                                                                                              \
-        sec, #name, type, CFG_OFF(name), false, min, max, def                                      \
+        sec, #name, type, CFG_OFF(name), false, min, max, def, reload                              \
     }
-#define CFG_BYTES(sec, name, type, min, max, def)                                                  \
+#define CFG_BYTES(sec, name, type, min, max, def, reload)                                          \
     {                                                                                              \
-        sec, #name, type, CFG_OFF(name), true, min, max, def                                       \
+        sec, #name, type, CFG_OFF(name), true, min, max, def, reload                               \
     }
+#define CFG_RESTART SRV_CFG_RESTART
+#define CFG_LIVE    SRV_CFG_LIVE
+#define CFG_ADM     SRV_CFG_LIVE_ADM
+#define CFG_TENANT  CFG_ADM /* every [tenant.NAME] key: the sections are reloaded as a whole */
 
 static const char *const cfg_sections[] = {"server", "pool", "limits", "log", "shutdown"};
 
-/* Print order is table order; sections appear in the order of cfg_sections. */
+/* Print order is table order; sections appear in the order of cfg_sections. The last column says
+ * what a reload does with a changed value (enum srv_cfg_reload; README's table repeats it). */
 static const struct cfg_key cfg_keys[] = {
-    {"server", "listen", CFG_T_LISTEN, 0, false, 0, 0, "127.0.0.1:8080"},
-    CFG_NUM("server", backlog, CFG_T_UINT, 1, 65535, "511"),
-    CFG_NUM("server", max_connections, CFG_T_UINT, 1, 1000000, "10000"),
-    CFG_NUM("server", header_timeout_ms, CFG_T_UINT, 1, 3600000, "10000"),
-    CFG_NUM("server", body_timeout_ms, CFG_T_UINT, 1, 3600000, "10000"),
-    CFG_NUM("server", idle_timeout_ms, CFG_T_UINT, 1, 86400000, "60000"),
-    CFG_NUM("server", write_timeout_ms, CFG_T_UINT, 1, 3600000, "30000"),
-    CFG_NUM("server", max_keepalive_requests, CFG_T_UINT, 0, 1000000000, "0"),
-    CFG_NUM("server", retry_hold_ms, CFG_T_UINT, 0, 10000, "100"),
+    {"server", "listen", CFG_T_LISTEN, 0, false, 0, 0, "127.0.0.1:8080", CFG_RESTART},
+    CFG_NUM("server", backlog, CFG_T_UINT, 1, 65535, "511", CFG_RESTART),
+    CFG_NUM("server", max_connections, CFG_T_UINT, 1, 1000000, "10000", CFG_LIVE),
+    CFG_NUM("server", header_timeout_ms, CFG_T_UINT, 1, 3600000, "10000", CFG_LIVE),
+    CFG_NUM("server", body_timeout_ms, CFG_T_UINT, 1, 3600000, "10000", CFG_LIVE),
+    CFG_NUM("server", idle_timeout_ms, CFG_T_UINT, 1, 86400000, "60000", CFG_LIVE),
+    CFG_NUM("server", write_timeout_ms, CFG_T_UINT, 1, 3600000, "30000", CFG_LIVE),
+    CFG_NUM("server", max_keepalive_requests, CFG_T_UINT, 0, 1000000000, "0", CFG_LIVE),
+    CFG_NUM("server", retry_hold_ms, CFG_T_UINT, 0, 10000, "100", CFG_LIVE),
 
-    CFG_NUM("pool", workers, CFG_T_UINT, 0, 1024, "0"),
-    CFG_NUM("pool", queue_capacity, CFG_T_UINT, 1, 1048576, "1024"),
-    CFG_NUM("pool", cancel_grace_ms, CFG_T_UINT, 1, 60000, "100"),
+    CFG_NUM("pool", workers, CFG_T_UINT, 0, 1024, "0", CFG_RESTART),
+    CFG_NUM("pool", queue_capacity, CFG_T_UINT, 1, 1048576, "1024", CFG_RESTART),
+    CFG_NUM("pool", cancel_grace_ms, CFG_T_UINT, 1, 60000, "100", CFG_RESTART),
 
-    CFG_BYTES("limits", max_request_line, CFG_T_UINT, 64, 1048576, "8192"),
-    CFG_BYTES("limits", max_header_bytes, CFG_T_UINT, 256, 1048576, "16384"),
-    CFG_NUM("limits", max_headers, CFG_T_UINT, 1, 1024, "64"),
-    CFG_BYTES("limits", max_body_bytes, CFG_T_SIZE, 0, 1073741824, "1048576"),
-    CFG_BYTES("limits", max_pipeline_bytes, CFG_T_UINT, 0, 16777216, "65536"),
-    CFG_NUM("limits", max_query_params, CFG_T_UINT, 1, 1024, "32"),
-    CFG_NUM("limits", default_timeout_ms, CFG_T_UINT, 1, 86400000, "30000"),
-    CFG_NUM("limits", max_timeout_ms, CFG_T_UINT, 1, 86400000, "60000"),
-    CFG_NUM("limits", max_spin_ms, CFG_T_UINT, 1, 3600000, "60000"),
-    CFG_NUM("limits", max_primes_n, CFG_T_ULONG, 1, 10000000000ULL, "100000000"),
-    CFG_NUM("limits", max_sha256_rounds, CFG_T_ULONG, 1, 1000000000, "10000000"),
-    CFG_NUM("limits", max_compress_level_zstd, CFG_T_UINT, 1, 19, "19"),
-    CFG_NUM("limits", max_batch, CFG_T_UINT, 1, 1024, "64"),
-    CFG_NUM("limits", max_inflight, CFG_T_UINT, 0, 1000000, "0"),
-    CFG_NUM("limits", rate, CFG_T_RATE, 0, 1000000, "0"),
-    CFG_NUM("limits", burst, CFG_T_UINT, 0, 1000000, "0"),
-    CFG_NUM("limits", weight, CFG_T_UINT, 1, 1000, "1"),
-    CFG_NUM("limits", max_tenants, CFG_T_UINT, 1, 1000000, "10000"),
+    CFG_BYTES("limits", max_request_line, CFG_T_UINT, 64, 1048576, "8192", CFG_LIVE),
+    CFG_BYTES("limits", max_header_bytes, CFG_T_UINT, 256, 1048576, "16384", CFG_LIVE),
+    CFG_NUM("limits", max_headers, CFG_T_UINT, 1, 1024, "64", CFG_LIVE),
+    CFG_BYTES("limits", max_body_bytes, CFG_T_SIZE, 0, 1073741824, "1048576", CFG_LIVE),
+    CFG_BYTES("limits", max_pipeline_bytes, CFG_T_UINT, 0, 16777216, "65536", CFG_LIVE),
+    CFG_NUM("limits", max_query_params, CFG_T_UINT, 1, 1024, "32", CFG_LIVE),
+    CFG_NUM("limits", default_timeout_ms, CFG_T_UINT, 1, 86400000, "30000", CFG_LIVE),
+    CFG_NUM("limits", max_timeout_ms, CFG_T_UINT, 1, 86400000, "60000", CFG_LIVE),
+    CFG_NUM("limits", max_spin_ms, CFG_T_UINT, 1, 3600000, "60000", CFG_LIVE),
+    CFG_NUM("limits", max_primes_n, CFG_T_ULONG, 1, 10000000000ULL, "100000000", CFG_LIVE),
+    CFG_NUM("limits", max_sha256_rounds, CFG_T_ULONG, 1, 1000000000, "10000000", CFG_LIVE),
+    CFG_NUM("limits", max_compress_level_zstd, CFG_T_UINT, 1, 19, "19", CFG_LIVE),
+    CFG_NUM("limits", max_batch, CFG_T_UINT, 1, 1024, "64", CFG_LIVE),
+    CFG_NUM("limits", max_inflight, CFG_T_UINT, 0, 1000000, "0", CFG_ADM),
+    CFG_NUM("limits", rate, CFG_T_RATE, 0, 1000000, "0", CFG_ADM),
+    CFG_NUM("limits", burst, CFG_T_UINT, 0, 1000000, "0", CFG_ADM),
+    CFG_NUM("limits", weight, CFG_T_UINT, 1, 1000, "1", CFG_ADM),
+    CFG_NUM("limits", max_tenants, CFG_T_UINT, 1, 1000000, "10000", CFG_RESTART),
 
-    {"log", "level", CFG_T_LEVEL, CFG_OFF(log_level), false, 0, 0, "info"},
-    {"log", "file", CFG_T_PATH, CFG_OFF(log_file), false, 0, 0, ""},
+    {"log", "level", CFG_T_LEVEL, CFG_OFF(log_level), false, 0, 0, "info", CFG_LIVE},
+    {"log", "file", CFG_T_PATH, CFG_OFF(log_file), false, 0, 0, "", CFG_RESTART},
     {"log", "buffer_bytes", CFG_T_SIZE, CFG_OFF(log_buffer_bytes), true, 65536, 1073741824,
-     "4194304"},
-    {"log", "policy", CFG_T_POLICY, CFG_OFF(log_policy), false, 0, 0, "block"},
-    {"log", "access", CFG_T_BOOL, CFG_OFF(log_access), false, 0, 0, "true"},
+     "4194304", CFG_RESTART},
+    {"log", "policy", CFG_T_POLICY, CFG_OFF(log_policy), false, 0, 0, "block", CFG_RESTART},
+    {"log", "access", CFG_T_BOOL, CFG_OFF(log_access), false, 0, 0, "true", CFG_LIVE},
 
-    CFG_NUM("shutdown", drain_timeout_ms, CFG_T_UINT, 0, 3600000, "10000"),
+    CFG_NUM("shutdown", drain_timeout_ms, CFG_T_UINT, 0, 3600000, "10000", CFG_LIVE),
 };
 
 /* The keys of a [tenant.NAME] section: offsets into struct srv_tenant_limits, ranges as for the
  * [limits] key of the same name. Bit i of srv_cfg_tenant.set is entry i (SRV_CFG_TENANT_*). */
 #define CFG_TOFF(field) offsetof(struct srv_tenant_limits, field)
 static const struct cfg_key cfg_tenant_keys[] = {
-    {"tenant", "max_inflight", CFG_T_UINT, CFG_TOFF(max_inflight), false, 0, 1000000, NULL},
-    {"tenant", "rate", CFG_T_RATE, CFG_TOFF(rate), false, 0, 1000000, NULL},
-    {"tenant", "burst", CFG_T_UINT, CFG_TOFF(burst), false, 0, 1000000, NULL},
-    {"tenant", "weight", CFG_T_UINT, CFG_TOFF(weight), false, 1, 1000, NULL},
-    {"tenant", "max_timeout_ms", CFG_T_UINT, CFG_TOFF(max_timeout_ms), false, 1, 86400000, NULL},
+    {"tenant", "max_inflight", CFG_T_UINT, CFG_TOFF(max_inflight), false, 0, 1000000, NULL,
+     CFG_TENANT},
+    {"tenant", "rate", CFG_T_RATE, CFG_TOFF(rate), false, 0, 1000000, NULL, CFG_TENANT},
+    {"tenant", "burst", CFG_T_UINT, CFG_TOFF(burst), false, 0, 1000000, NULL, CFG_TENANT},
+    {"tenant", "weight", CFG_T_UINT, CFG_TOFF(weight), false, 1, 1000, NULL, CFG_TENANT},
+    {"tenant", "max_timeout_ms", CFG_T_UINT, CFG_TOFF(max_timeout_ms), false, 1, 86400000, NULL,
+     CFG_TENANT},
 };
 
 #define CFG_TENANT_PREFIX "tenant."
 #define CFG_NKEYS         (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
 #define CFG_NTKEYS        (sizeof(cfg_tenant_keys) / sizeof(cfg_tenant_keys[0]))
 #define CFG_NSECTIONS     (sizeof(cfg_sections) / sizeof(cfg_sections[0]))
+
+_Static_assert(CFG_NTKEYS < 32, "srv_cfg_tenant.set has a bit per tenant key");
 
 /* Longest log file path that still fits on one line as "file = PATH". */
 #define CFG_PATH_LEN_MAX (CFG_LINE_MAX - sizeof("file = ") + 1)
@@ -473,14 +488,14 @@ static int cfg_tenant_open(struct srv_cfg *cfg, const char *name, size_t len, ch
     int i = cfg_tenant_index(cfg, name, len);
     if (i >= 0)
         return i;
-    if (len > SRV_ADM_TENANT_MAX || !ctx_tenant_valid(name, len))
+    if (len > CTX_TENANT_MAX || !ctx_tenant_valid(name, len))
         return cfg_fail(msg, msz, "invalid tenant name (1..%d bytes of A-Z a-z 0-9 . _ -)",
-                        SRV_ADM_TENANT_MAX);
-    if (len == strlen(SRV_ADM_OTHER_LABEL) && memcmp(name, SRV_ADM_OTHER_LABEL, len) == 0)
+                        CTX_TENANT_MAX);
+    if (len == strlen(SRV_CFG_TENANT_RESERVED) && memcmp(name, SRV_CFG_TENANT_RESERVED, len) == 0)
         return cfg_fail(msg, msz,
                         "tenant name \"%s\" is reserved (the label of every tenant "
                         "without a section)",
-                        SRV_ADM_OTHER_LABEL);
+                        SRV_CFG_TENANT_RESERVED);
     if (cfg->tenant_count == SRV_CFG_MAX_TENANTS)
         return cfg_fail(msg, msz, "too many tenant sections (at most %d)", SRV_CFG_MAX_TENANTS);
     struct srv_cfg_tenant *t = &cfg->tenants[cfg->tenant_count];
@@ -587,17 +602,21 @@ static bool cfg_key_equal(const struct cfg_key *k, const struct srv_cfg *a, cons
     abort();
 }
 
+/* The values of tenant key `k` in two sections (whether they set it is the caller's concern). */
+static bool cfg_tenant_value_equal(const struct cfg_key *k, const struct srv_cfg_tenant *a,
+                                   const struct srv_cfg_tenant *b)
+{
+    const char *fa = (const char *)&a->lim + k->offset, *fb = (const char *)&b->lim + k->offset;
+    return k->type == CFG_T_RATE ? *(const double *)fa == *(const double *)fb
+                                 : *(const unsigned *)fa == *(const unsigned *)fb;
+}
+
 static bool cfg_tenant_equal(const struct srv_cfg_tenant *a, const struct srv_cfg_tenant *b)
 {
     if (strcmp(a->name, b->name) != 0 || a->set != b->set)
         return false;
     for (size_t i = 0; i < CFG_NTKEYS; i++) {
-        const struct cfg_key *k = &cfg_tenant_keys[i];
-        const char *fa = (const char *)&a->lim + k->offset, *fb = (const char *)&b->lim + k->offset;
-        if (!(a->set & (1u << i)))
-            continue;
-        if (k->type == CFG_T_RATE ? *(const double *)fa != *(const double *)fb
-                                  : *(const unsigned *)fa != *(const unsigned *)fb)
+        if ((a->set & (1u << i)) && !cfg_tenant_value_equal(&cfg_tenant_keys[i], a, b))
             return false;
     }
     return true;
@@ -684,6 +703,102 @@ void srv_cfg_print(const struct srv_cfg *cfg, FILE *out)
     }
 }
 
+/* ---- reload: what changed, what may change live ------------------------------------------ */
+
+int srv_cfg_key_reload(const char *section, const char *key, enum srv_cfg_reload *out)
+{
+    size_t slen = strlen(section), klen = strlen(key), tlen;
+    const char *tname;
+    const struct cfg_key *k = cfg_tenant_section(section, slen, &tname, &tlen)
+                                  ? cfg_tenant_key_find(key, klen)
+                                  : cfg_key_find(section, slen, key, klen);
+    if (k == NULL)
+        return -ENOENT;
+    *out = k->reload;
+    return 0;
+}
+
+/* Each key tenant section `t` sets and `other` (NULL: no such section) does not set, or, unless
+ * `unset_only`, sets to another value. */
+static void cfg_tenant_diff(const struct srv_cfg_tenant *t, const struct srv_cfg_tenant *other,
+                            bool unset_only, srv_cfg_diff_fn *fn, void *arg)
+{
+    char sec[sizeof(CFG_TENANT_PREFIX) + CTX_TENANT_MAX];
+    snprintf(sec, sizeof(sec), CFG_TENANT_PREFIX "%s", t->name);
+    for (size_t i = 0; i < CFG_NTKEYS; i++) {
+        const struct cfg_key *k = &cfg_tenant_keys[i];
+        if (!(t->set & (1u << i)))
+            continue;
+        if (other != NULL && (other->set & (1u << i)) &&
+            (unset_only || cfg_tenant_value_equal(k, t, other)))
+            continue;
+        fn(sec, k->key, k->reload, arg);
+    }
+}
+
+void srv_cfg_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff_fn *fn, void *arg)
+{
+    for (size_t s = 0; s < CFG_NSECTIONS; s++) {
+        for (size_t i = 0; i < CFG_NKEYS; i++) {
+            const struct cfg_key *k = &cfg_keys[i];
+            if (strcmp(k->section, cfg_sections[s]) == 0 && !cfg_key_equal(k, a, b))
+                fn(k->section, k->key, k->reload, arg);
+        }
+    }
+    for (unsigned t = 0; t < b->tenant_count; t++)
+        cfg_tenant_diff(&b->tenants[t], srv_cfg_tenant_find(a, b->tenants[t].name), false, fn, arg);
+    for (unsigned t = 0; t < a->tenant_count; t++) /* keys only `a` sets: they disappeared */
+        cfg_tenant_diff(&a->tenants[t], srv_cfg_tenant_find(b, a->tenants[t].name), true, fn, arg);
+}
+
+/* Bytes of a field of `type` (not CFG_T_LISTEN, which is two fields). */
+static size_t cfg_type_size(enum cfg_type type)
+{
+    switch (type) {
+    case CFG_T_UINT:
+        return sizeof(unsigned);
+    case CFG_T_ULONG:
+        return sizeof(unsigned long);
+    case CFG_T_SIZE:
+        return sizeof(size_t);
+    case CFG_T_LEVEL:
+        return sizeof(enum log_level);
+    case CFG_T_POLICY:
+        return sizeof(enum log_policy);
+    case CFG_T_BOOL:
+        return sizeof(bool);
+    case CFG_T_PATH:
+        return SRV_CFG_PATH_MAX;
+    case CFG_T_RATE:
+        return sizeof(double);
+    case CFG_T_LISTEN:
+        break;
+    }
+    abort(); /* no single field: broken invariant */
+}
+
+static void cfg_key_copy(const struct cfg_key *k, struct srv_cfg *dst, const struct srv_cfg *src)
+{
+    if (k->type == CFG_T_LISTEN) {
+        memcpy(dst->listen, src->listen, sizeof(dst->listen));
+        dst->listen_count = src->listen_count;
+        return;
+    }
+    memcpy((char *)dst + k->offset, (const char *)src + k->offset, cfg_type_size(k->type));
+}
+
+void srv_cfg_copy_class(struct srv_cfg *dst, const struct srv_cfg *src, enum srv_cfg_reload reload)
+{
+    for (size_t i = 0; i < CFG_NKEYS; i++) {
+        if (cfg_keys[i].reload == reload)
+            cfg_key_copy(&cfg_keys[i], dst, src);
+    }
+    if (reload == CFG_TENANT) {
+        memcpy(dst->tenants, src->tenants, sizeof(dst->tenants));
+        dst->tenant_count = src->tenant_count;
+    }
+}
+
 /* ---- tenant limits ------------------------------------------------------------------------- */
 
 const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, const char *name)
@@ -706,21 +821,6 @@ void srv_cfg_tenant_limits(const struct srv_cfg *cfg, const char *name,
     }
     if (out->burst == 0) /* one second of rate, so a steady client at the rate is never refused */
         out->burst = out->rate > 1 ? (unsigned)ceil(out->rate) : 1;
-}
-
-struct srv_adm_limits *srv_cfg_adm_limits_new(const struct srv_cfg *cfg)
-{
-    struct srv_tenant_limits lim;
-    srv_cfg_tenant_limits(cfg, NULL, &lim);
-    struct srv_adm_limits *l = srv_adm_limits_new(&lim);
-    for (unsigned i = 0; l != NULL && i < cfg->tenant_count; i++) {
-        srv_cfg_tenant_limits(cfg, cfg->tenants[i].name, &lim);
-        if (srv_adm_limits_set_tenant(l, cfg->tenants[i].name, &lim) != 0) {
-            srv_adm_limits_free(l);
-            l = NULL;
-        }
-    }
-    return l;
 }
 
 /* ---- overrides ----------------------------------------------------------------------------- */
@@ -1096,7 +1196,7 @@ static int cfg_file_read(const char *path, char **out, size_t *len, char *err, s
 /* The tenants' cross-key check, blaming the later of the two lines involved. */
 static int cfg_parse_tenant_check(struct cfg_parse *ps)
 {
-    char msg[CFG_MSG_MAX], sec[sizeof(CFG_TENANT_PREFIX) + SRV_ADM_TENANT_MAX];
+    char msg[CFG_MSG_MAX], sec[sizeof(CFG_TENANT_PREFIX) + CTX_TENANT_MAX];
     int ti = cfg_tenant_check(&ps->scratch, msg, sizeof(msg));
     if (ti < 0)
         return 0;

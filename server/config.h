@@ -3,6 +3,9 @@
  * The defaults compiled in here are identical to the shipped etc/spindle.conf (a test proves it).
  * Loading is all-or-nothing: a file is parsed into a scratch copy and only a fully valid result
  * is returned. Errors name file:line, [section] and key, and say what is wrong.
+ *
+ * A leaf: it depends on context/ and logging/ only. The policies read it (admission builds its
+ * limit set from struct srv_cfg, reload asks which keys may change live), never the other way.
  */
 #ifndef SPINDLE_CONFIG_H
 #define SPINDLE_CONFIG_H
@@ -12,13 +15,17 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "context/ctx.h"
 #include "logging/log.h"
-#include "server/admission/admission.h"
 
 #define SRV_CFG_MAX_LISTEN  8
 #define SRV_CFG_ADDR_MAX    64 /* "HOST:PORT" or "[v6]:PORT" */
 #define SRV_CFG_PATH_MAX    1024
 #define SRV_CFG_MAX_TENANTS 64 /* [tenant.NAME] sections at most */
+
+/* The tenant name no [tenant.NAME] section may take: the metrics label of every tenant without a
+ * section (SRV_ADM_OTHER_LABEL). */
+#define SRV_CFG_TENANT_RESERVED "other"
 
 /* Keys a [tenant.NAME] section may set (bits of struct srv_cfg_tenant.set). */
 #define SRV_CFG_TENANT_MAX_INFLIGHT   (1u << 0)
@@ -27,12 +34,21 @@
 #define SRV_CFG_TENANT_WEIGHT         (1u << 3)
 #define SRV_CFG_TENANT_MAX_TIMEOUT_MS (1u << 4)
 
+/* Limits of one tenant: the settings admission enforces (server/admission/admission.h). */
+struct srv_tenant_limits {
+    unsigned max_inflight;   /* requests admitted and not yet released at most; 0 = unlimited */
+    double rate;             /* requests per second refilled into the bucket; 0 = unlimited */
+    unsigned burst;          /* bucket size in requests (0 = 1); ignored when rate is 0 */
+    unsigned weight;         /* share in the pool's fair queue (0 = 1) */
+    unsigned max_timeout_ms; /* cap on the request's deadline; 0 = no tenant cap */
+};
+
 /* One [tenant.NAME] section: the keys it sets override the tenant defaults of [limits]; the keys
  * it leaves out inherit them (also when [limits] changes later, e.g. by srv_cfg_set). */
 struct srv_cfg_tenant {
-    char name[SRV_ADM_TENANT_MAX + 1]; /* [A-Za-z0-9._-]{1,64}, not "other" */
-    unsigned set;                      /* SRV_CFG_TENANT_* bits of the keys the section sets */
-    struct srv_tenant_limits lim;      /* the values of those keys; the others are 0 */
+    char name[CTX_TENANT_MAX + 1]; /* [A-Za-z0-9._-]{1,64}, not "other" */
+    unsigned set;                  /* SRV_CFG_TENANT_* bits of the keys the section sets */
+    struct srv_tenant_limits lim;  /* the values of those keys; the others are 0 */
 };
 struct srv_cfg {
     /* [server] */
@@ -123,6 +139,33 @@ void srv_cfg_print(const struct srv_cfg *cfg, FILE *out);
 /* True when both hold the same settings (source ignored; tenant sections compared in order). */
 bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b);
 
+/* What a reload (SIGHUP, server/reload.h) does with a setting whose value changed: the
+ * "reload" column of config.c's settings table, and the "live on reload" column of README's. */
+enum srv_cfg_reload {
+    SRV_CFG_RESTART,  /* needs a restart: reported, and the running value is kept */
+    SRV_CFG_LIVE,     /* applied at once */
+    SRV_CFG_LIVE_ADM, /* a tenant limit ([limits] max_inflight, rate, burst, weight and every
+                         [tenant.NAME] key): applied when admission takes a new limit set */
+};
+
+/* The class of `key` in `section` (both borrowed; section may be "tenant.NAME") into *out.
+ * Returns 0, or -ENOENT for an unknown key. */
+int srv_cfg_key_reload(const char *section, const char *key, enum srv_cfg_reload *out);
+
+/* Called with a setting's section ("tenant.NAME" for a tenant key; borrowed for the call), key
+ * and class. */
+typedef void srv_cfg_diff_fn(const char *section, const char *key, enum srv_cfg_reload reload,
+                             void *arg);
+
+/* Call fn once for every setting whose value differs between `a` and `b` (both borrowed), in
+ * print order: the keys of b, then the tenant keys only a sets (a key a tenant section sets in
+ * one and not the other differs). */
+void srv_cfg_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff_fn *fn, void *arg);
+
+/* Copy from `src` into `dst` (both borrowed; not aliased) every setting of class `reload`; for
+ * SRV_CFG_LIVE_ADM the [tenant.NAME] sections too, as a whole. */
+void srv_cfg_copy_class(struct srv_cfg *dst, const struct srv_cfg *src, enum srv_cfg_reload reload);
+
 /* The [tenant.NAME] section of `name` (borrowed), or NULL when there is none. */
 const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, const char *name);
 
@@ -132,9 +175,5 @@ const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, cons
  * max_timeout_ms applies to every request anyway). */
 void srv_cfg_tenant_limits(const struct srv_cfg *cfg, const char *name,
                            struct srv_tenant_limits *out);
-
-/* A new admission limit set (server/admission/admission.h) holding the defaults and every tenant
- * section's effective limits. NULL when out of memory. */
-struct srv_adm_limits *srv_cfg_adm_limits_new(const struct srv_cfg *cfg);
 
 #endif

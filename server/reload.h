@@ -1,13 +1,12 @@
 /* reload.h - configuration reload on SIGHUP: re-read the file, apply what can change while
  * running, report what needs a restart (server/ only).
  *
- * Live (applied at once): [server] max_connections, header_timeout_ms, body_timeout_ms,
- * retry_hold_ms, idle_timeout_ms, write_timeout_ms, max_keepalive_requests; every [limits] key
- * except max_tenants; [log] level and access; [shutdown] drain_timeout_ms; and, when an admission
- * controller is given, the tenant limits ([limits] max_inflight, rate, burst, weight and the
- * [tenant.NAME] sections). Restart needed (reported, kept at their running values): [server]
- * listen and backlog, [pool] workers, queue_capacity and cancel_grace_ms, [limits] max_tenants,
- * [log] file, buffer_bytes and policy (and the tenant limits without an admission controller).
+ * Which changed keys apply live is the "reload" column of config.c's settings table
+ * (srv_cfg_key_reload; README's Configuration table shows it): SRV_CFG_LIVE keys at once,
+ * SRV_CFG_LIVE_ADM keys (the tenant limits: [limits] max_inflight, rate, burst, weight and the
+ * [tenant.NAME] sections) when an admission controller is given. The others ([server] listen and
+ * backlog, [pool], [limits] max_tenants, [log] file, buffer_bytes and policy; the tenant limits
+ * without an admission controller) need a restart: reported, and kept at their running values.
  *
  * Loading is all-or-nothing (srv_cfg_load): an invalid or unreadable file changes nothing, and the
  * error, naming FILE:LINE, [section] and key, is logged at error level.
@@ -39,7 +38,8 @@ struct srv_reload_diff {
 
 /* Compare `running` and `loaded` (both borrowed) key by key and fill *diff; write into *merged
  * the configuration to run with: `running` with the live keys of `loaded` (the tenant limits
- * too when `tenants_live`). `merged` may not alias the inputs. Returns 0, -ENOMEM. */
+ * too when `tenants_live`). `merged` may not alias the inputs. Returns 0 (nothing here can
+ * fail; the int keeps callers' error paths). */
 int srv_reload_merge(const struct srv_cfg *running, const struct srv_cfg *loaded, bool tenants_live,
                      struct srv_cfg *merged, struct srv_reload_diff *diff);
 

@@ -285,7 +285,7 @@ static int run_admission_start(struct srv_run_state *st, const struct srv_cfg *c
     struct pool_stats ps;
     pool_stats_get(st->pool, &ps);
     struct srv_adm_config ac = {cfg->max_tenants, cfg->queue_capacity, ps.workers};
-    st->adm = srv_adm_new(&ac, srv_cfg_adm_limits_new(cfg)); /* takes the limits in every case */
+    st->adm = srv_adm_new(&ac, srv_adm_limits_from_cfg(cfg)); /* takes the limits in every case */
     if (st->adm == NULL) {
         LOG_E("start-up failed: admission", LOG_STR("error", strerror(ENOMEM)));
         return -ENOMEM;

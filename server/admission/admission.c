@@ -38,6 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A configured tenant's name always fits the tenant table (config validates it as a context's). */
+static_assert(SRV_ADM_TENANT_MAX == CTX_TENANT_MAX, "tenant name bounds differ");
+
 #define NOT_IN_HEAP SIZE_MAX
 #define ADM_PROBE   8 /* slots of the class table a class may sit in */
 
@@ -216,6 +219,21 @@ int srv_adm_limits_set_tenant(struct srv_adm_limits *l, const char *name,
     l->named[pos].lim = *t;
     l->count++;
     return 0;
+}
+
+struct srv_adm_limits *srv_adm_limits_from_cfg(const struct srv_cfg *cfg)
+{
+    struct srv_tenant_limits lim;
+    srv_cfg_tenant_limits(cfg, NULL, &lim);
+    struct srv_adm_limits *l = srv_adm_limits_new(&lim);
+    for (unsigned i = 0; l != NULL && i < cfg->tenant_count; i++) {
+        srv_cfg_tenant_limits(cfg, cfg->tenants[i].name, &lim);
+        if (srv_adm_limits_set_tenant(l, cfg->tenants[i].name, &lim) != 0) {
+            srv_adm_limits_free(l);
+            l = NULL;
+        }
+    }
+    return l;
 }
 
 static const struct adm_named *limits_named(const struct srv_adm_limits *l, const char *tenant)

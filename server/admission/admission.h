@@ -69,6 +69,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "server/config.h" /* struct srv_cfg, struct srv_tenant_limits (a plain setting) */
+
 #define SRV_ADM_TENANT_MAX         64    /* bytes of a tenant name (as X-Tenant-Id allows) */
 #define SRV_ADM_MAX_LABELS         256   /* tenant labels for refusal counters, besides "other" */
 #define SRV_ADM_EWMA_ALPHA         0.2   /* weight of the newest completion in the estimators */
@@ -77,16 +79,7 @@
 #define SRV_ADM_DECAY_HALF_LIFE_MS 10000 /* an estimate's weight and value halve with this age */
 #define SRV_ADM_CLASSES            256   /* run-time estimate classes (kind, size bucket) at most */
 #define SRV_ADM_KIND_MAX           32    /* bytes of a kind name that has its own estimates */
-#define SRV_ADM_OTHER_LABEL        "other" /* label of tenants that are not configured */
-
-/* Limits of one tenant. */
-struct srv_tenant_limits {
-    unsigned max_inflight;   /* requests admitted and not yet released at most; 0 = unlimited */
-    double rate;             /* requests per second refilled into the bucket; 0 = unlimited */
-    unsigned burst;          /* bucket size in requests (0 = 1); ignored when rate is 0 */
-    unsigned weight;         /* share in the pool's fair queue (0 = 1) */
-    unsigned max_timeout_ms; /* cap on the request's deadline; 0 = no tenant cap */
-};
+#define SRV_ADM_OTHER_LABEL        SRV_CFG_TENANT_RESERVED /* label of unconfigured tenants */
 
 enum srv_adm_reason {
     SRV_ADM_ADMITTED = 0,
@@ -114,6 +107,10 @@ struct srv_adm_limits;
 /* A new limit set with `defaults` (copied) for every tenant not named. NULL when out of memory or
  * when the limits are invalid (negative or non-finite rate). */
 struct srv_adm_limits *srv_adm_limits_new(const struct srv_tenant_limits *defaults);
+
+/* A new limit set from a configuration (borrowed): its [limits] tenant defaults and every
+ * [tenant.NAME] section's effective limits (srv_cfg_tenant_limits). NULL when out of memory. */
+struct srv_adm_limits *srv_adm_limits_from_cfg(const struct srv_cfg *cfg);
 
 /* srv_adm_limits_free(NULL) is a no-op. Never free a set handed to srv_adm_new/_swap. */
 void srv_adm_limits_free(struct srv_adm_limits *l);

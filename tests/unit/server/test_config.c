@@ -1,7 +1,8 @@
 /* test_config.c - unit tests for server/config.c: defaults equal etc/spindle.conf, every error
  * kind with its FILE:LINE, [section] and key, overrides, sizes, listen lists, print round-trip,
  * all-or-nothing loading, and the tenant limits: [limits] defaults, [tenant.NAME] sections,
- * inheritance, their errors and the admission limit set built from them.
+ * inheritance and their errors; that config.h is a leaf (no policy header) and that README's
+ * table of keys matches the settings table, its "live on reload" column included.
  *
  * Files are written into a private temporary directory made by the suite's init and removed by
  * its cleanup. The shipped file is $SPINDLE_ETC/spindle.conf, or etc/spindle.conf relative to the
@@ -17,6 +18,13 @@
 #include <unistd.h>
 
 #include "server/config.h"
+
+/* Read before any other spindle header: config.h alone must not pull in a policy module. */
+#ifdef SPINDLE_ADMISSION_H
+#define TC_CONFIG_H_PULLS_ADMISSION 1
+#else
+#define TC_CONFIG_H_PULLS_ADMISSION 0
+#endif
 
 int suite_server_config(void);
 
@@ -170,6 +178,23 @@ static void tc_keys_of(FILE *f, char *out, size_t size)
     }
 }
 
+/* The "section.key," list of every key srv_cfg_print writes for the defaults. */
+static void tc_print_keys(char *out, size_t size)
+{
+    struct srv_cfg defaults;
+    char *buf = NULL;
+    size_t len = 0;
+    srv_cfg_defaults(&defaults);
+    FILE *f = open_memstream(&buf, &len);
+    CU_ASSERT_FATAL(f != NULL);
+    srv_cfg_print(&defaults, f);
+    CU_ASSERT_FATAL(fflush(f) == 0);
+    rewind(f);
+    tc_keys_of(f, out, size);
+    fclose(f);
+    free(buf);
+}
+
 static void test_srv_cfg_defaults_equal_file(void)
 {
     char path[1024], err[512] = "", file_keys[4096], print_keys[4096];
@@ -185,16 +210,7 @@ static void test_srv_cfg_defaults_equal_file(void)
     CU_ASSERT_FATAL(f != NULL);
     tc_keys_of(f, file_keys, sizeof(file_keys));
     fclose(f);
-    char *buf = NULL;
-    size_t len = 0;
-    f = open_memstream(&buf, &len);
-    CU_ASSERT_FATAL(f != NULL);
-    srv_cfg_print(&defaults, f);
-    CU_ASSERT_FATAL(fflush(f) == 0);
-    rewind(f);
-    tc_keys_of(f, print_keys, sizeof(print_keys));
-    fclose(f);
-    free(buf);
+    tc_print_keys(print_keys, sizeof(print_keys));
     CU_ASSERT_STRING_EQUAL(file_keys, print_keys);
     for (size_t i = 0; i < TC_NKEYS; i++) {
         char name[96];
@@ -616,18 +632,6 @@ static void test_srv_cfg_tenant_sections(void)
     CU_ASSERT_EQUAL(lim.weight, 5);
     srv_cfg_tenant_limits(&c, "gold", &lim);
     CU_ASSERT_EQUAL(lim.weight, 8);
-
-    /* The admission limit set holds every section with its effective limits. */
-    struct srv_adm_limits *al = srv_cfg_adm_limits_new(&c);
-    CU_ASSERT_FATAL(al != NULL);
-    CU_ASSERT(srv_adm_limits_configured(al, "gold"));
-    CU_ASSERT(srv_adm_limits_configured(al, "empty"));
-    CU_ASSERT(!srv_adm_limits_configured(al, "stranger"));
-    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "gold")->weight, 8);
-    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "b-2_x.y")->max_inflight, 1);
-    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "stranger")->weight, 5);
-    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "stranger")->max_inflight, 20);
-    srv_adm_limits_free(al);
     tc_round_trip(&c);
 }
 
@@ -727,6 +731,60 @@ static void test_srv_cfg_tenant_set(void)
     tc_round_trip(&c);
 }
 
+/* config is a leaf that the policies read: its header includes no admission (nor other policy). */
+static void test_srv_cfg_header_is_a_leaf(void)
+{
+    CU_ASSERT_EQUAL(TC_CONFIG_H_PULLS_ADMISSION, 0);
+}
+
+/* README's table of keys (from "| section | key | default | unit | live on reload |" to the
+ * first line that is not a row) lists every key in print order, and its "live on reload" column
+ * says what the settings table says: "yes" for a live class, "restart" for SRV_CFG_RESTART. */
+static void test_srv_cfg_readme_table_matches(void)
+{
+    static const char head[] = "| section | key | default | unit | live on reload |";
+    char path[1024], line[1024], readme_keys[4096] = "", print_keys[4096];
+    const char *etc = getenv("SPINDLE_ETC");
+    size_t used = 0;
+    bool in_table = false;
+    snprintf(path, sizeof(path), "%s%sREADME.md", etc && *etc ? etc : "",
+             etc && *etc ? "/../" : "");
+    FILE *f = fopen(path, "r");
+    CU_ASSERT_FATAL(f != NULL);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char sec[64], key[64], live[16];
+        enum srv_cfg_reload r = SRV_CFG_RESTART;
+        if (!in_table) {
+            in_table = strncmp(line, head, sizeof(head) - 1) == 0;
+            continue;
+        }
+        if (strncmp(line, "|---", 4) == 0)
+            continue;
+        if (line[0] != '|')
+            break;
+        if (sscanf(line, "| %63[a-z] | %63[a-z_0-9] | %*[^|]| %*[^|]| %15[a-z] |", sec, key,
+                   live) != 3) {
+            fprintf(stderr, "\n  README row not understood: %s", line);
+            CU_FAIL("README row not understood");
+            continue;
+        }
+        CU_ASSERT_EQUAL(srv_cfg_key_reload(sec, key, &r), 0);
+        bool live_yes = strcmp(live, "yes") == 0;
+        CU_ASSERT(live_yes || strcmp(live, "restart") == 0);
+        CU_ASSERT_EQUAL(r != SRV_CFG_RESTART, live_yes);
+        if ((r != SRV_CFG_RESTART) != live_yes)
+            fprintf(stderr, "\n  README says %s.%s is \"%s\" on reload: the table disagrees", sec,
+                    key, live);
+        int n = snprintf(readme_keys + used, sizeof(readme_keys) - used, "%s.%s,", sec, key);
+        CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof(readme_keys) - used);
+        used += (size_t)n;
+    }
+    fclose(f);
+    CU_ASSERT(in_table);
+    tc_print_keys(print_keys, sizeof(print_keys));
+    CU_ASSERT_STRING_EQUAL(readme_keys, print_keys);
+}
+
 int suite_server_config(void)
 {
     CU_pSuite s = CU_add_suite("server_config", tc_init, tc_cleanup);
@@ -748,5 +806,7 @@ int suite_server_config(void)
     CU_add_test(s, "test_srv_cfg_tenant_sections", test_srv_cfg_tenant_sections);
     CU_add_test(s, "test_srv_cfg_tenant_errors", test_srv_cfg_tenant_errors);
     CU_add_test(s, "test_srv_cfg_tenant_set", test_srv_cfg_tenant_set);
+    CU_add_test(s, "test_srv_cfg_header_is_a_leaf", test_srv_cfg_header_is_a_leaf);
+    CU_add_test(s, "test_srv_cfg_readme_table_matches", test_srv_cfg_readme_table_matches);
     return CU_get_error();
 }

@@ -4,10 +4,12 @@
  * Every key is changed alone (srv_cfg_set over the defaults) and merged: a key reported live must
  * make the merged configuration equal to the loaded one, a key reported as needing a restart must
  * leave it equal to the running one. So the live-key table and the printed form agree for every
- * field config.c knows. (srv_reload itself, with a server and a file, is covered by the
+ * field config.c knows, and each key's class (srv_cfg_key_reload) is the one expected. (srv_reload
+ * itself, with a server and a file, is covered by the
  * integration suite test_reload.c.)
  */
 #include <CUnit/CUnit.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,6 +112,9 @@ static void tr_check_key(const struct tr_key *k, bool tenants_live)
     char name[96];
     snprintf(name, sizeof(name), "%s.%s", k->section, k->key);
     bool live = k->live && (tenants_live || !k->tenant);
+    enum srv_cfg_reload cls = SRV_CFG_RESTART;
+    CU_ASSERT_EQUAL(srv_cfg_key_reload(k->section, k->key, &cls), 0);
+    CU_ASSERT_EQUAL(cls, !k->live ? SRV_CFG_RESTART : k->tenant ? SRV_CFG_LIVE_ADM : SRV_CFG_LIVE);
     CU_ASSERT_EQUAL(t->diff.n_live + t->diff.n_restart, 1);
     CU_ASSERT_STRING_EQUAL(live ? t->diff.live : t->diff.restart, name);
     CU_ASSERT(srv_cfg_equal(&t->merged, live ? &t->loaded : &t->running));
@@ -150,6 +155,21 @@ static void test_srv_reload_merge_mixed(void)
     free(t);
 }
 
+/* Every key of a [tenant.NAME] section is a tenant limit; unknown keys have no class. */
+static void test_srv_reload_tenant_keys_class(void)
+{
+    static const char *const keys[] = {"max_inflight", "rate", "burst", "weight", "max_timeout_ms"};
+    enum srv_cfg_reload cls;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        cls = SRV_CFG_RESTART;
+        CU_ASSERT_EQUAL(srv_cfg_key_reload("tenant.any", keys[i], &cls), 0);
+        CU_ASSERT_EQUAL(cls, SRV_CFG_LIVE_ADM);
+    }
+    CU_ASSERT_EQUAL(srv_cfg_key_reload("tenant.any", "max_tenants", &cls), -ENOENT);
+    CU_ASSERT_EQUAL(srv_cfg_key_reload("server", "nope", &cls), -ENOENT);
+    CU_ASSERT_EQUAL(srv_cfg_key_reload("nope", "backlog", &cls), -ENOENT);
+}
+
 /* A tenant section that disappears from the file is a change too. */
 static void test_srv_reload_merge_tenant_removed(void)
 {
@@ -172,5 +192,6 @@ int suite_server_reload(void)
     CU_add_test(s, "test_srv_reload_merge_every_key", test_srv_reload_merge_every_key);
     CU_add_test(s, "test_srv_reload_merge_mixed", test_srv_reload_merge_mixed);
     CU_add_test(s, "test_srv_reload_merge_tenant_removed", test_srv_reload_merge_tenant_removed);
+    CU_add_test(s, "test_srv_reload_tenant_keys_class", test_srv_reload_tenant_keys_class);
     return CU_get_error();
 }

@@ -1,6 +1,7 @@
 /* test_admission.c - admission control (server/admission/admission.c): every refusal with its
  * status, reason and Retry-After, the token bucket over fake time, in-flight release, the bounded
- * tenant table, reload, the estimators and the refusal counters. */
+ * tenant table, reload, the limit set built from a configuration, the estimators and the refusal
+ * counters. */
 #include <CUnit/CUnit.h>
 #include <errno.h>
 #include <stdio.h>
@@ -807,6 +808,36 @@ static void test_srv_adm_refusals_by_reason_and_label(void)
     srv_adm_free(a);
 }
 
+static void cfg_set(struct srv_cfg *c, const char *section, const char *key, const char *value)
+{
+    char err[256];
+    CU_ASSERT_EQUAL_FATAL(srv_cfg_set(c, section, key, value, "test", err, sizeof(err)), 0);
+}
+
+/* The limit set holds every [tenant.NAME] section with its effective limits. */
+static void test_srv_adm_limits_from_cfg(void)
+{
+    struct srv_cfg c;
+    srv_cfg_defaults(&c);
+    cfg_set(&c, "limits", "max_inflight", "20");
+    cfg_set(&c, "limits", "weight", "5");
+    cfg_set(&c, "tenant.gold", "weight", "8");
+    cfg_set(&c, "tenant.b-2_x.y", "max_inflight", "1");
+    cfg_set(&c, "tenant.b-2_x.y", "rate", "0.5");
+    struct srv_adm_limits *al = srv_adm_limits_from_cfg(&c);
+    CU_ASSERT_FATAL(al != NULL);
+    CU_ASSERT(srv_adm_limits_configured(al, "gold"));
+    CU_ASSERT(srv_adm_limits_configured(al, "b-2_x.y"));
+    CU_ASSERT(!srv_adm_limits_configured(al, "stranger"));
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "gold")->weight, 8);
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "gold")->max_inflight, 20);
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "b-2_x.y")->max_inflight, 1);
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "b-2_x.y")->burst, 1);
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "stranger")->weight, 5);
+    CU_ASSERT_EQUAL(srv_adm_limits_get(al, "stranger")->max_inflight, 20);
+    srv_adm_limits_free(al);
+}
+
 int suite_server_admission_admission(void)
 {
     CU_pSuite s = CU_add_suite("server_admission", NULL, NULL);
@@ -839,6 +870,7 @@ int suite_server_admission_admission(void)
         T(test_srv_adm_random_tenants_stay_bounded),
         T(test_srv_adm_limits_swap_keeps_inflight),
         T(test_srv_adm_refusals_by_reason_and_label),
+        T(test_srv_adm_limits_from_cfg),
 #undef T
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
