@@ -15,13 +15,13 @@
  * An attempt ends with an answer or a transport error (refused, reset, closed early, timeout: the
  * attempt's deadline is X-Timeout-Ms plus CL_MARGIN_MS, or CL_WAIT_MS without --timeout). Retried:
  * transport errors, 503 and 429, up to --retries more attempts, each after
- * srv_cli_backoff_ms() (full jitter, the Retry-After header as a floor). Not retried: every
+ * cli_backoff_ms() (full jitter, the Retry-After header as a floor). Not retried: every
  * other status, 502 and 504 included (a gateway error or a deadline says the job may have run), and
  * an answer that is not HTTP. A socket kept alive that fails before any answer byte is the server
  * closing an idle connection at the same moment we reused it: that attempt is repeated at once on
  * a new connection without counting it (the request never reached a worker).
  *
- * The breaker (srv_cli_breaker_*) is asked before every attempt. While it is open and no probe
+ * The breaker (cli_breaker_*) is asked before every attempt. While it is open and no probe
  * has failed yet, the job waits on its slot (a server that is still starting gets its cooldown
  * and one probe, and the jobs go on once the probe succeeds); once a probe has failed, the job
  * fails at once with "circuit_open", naming the failure that opened the circuit, and nothing is
@@ -79,7 +79,7 @@ static int cl_url_error(char *err, size_t size, const char *msg, const char *url
 }
 
 /* Split "HOST[:PORT]" / "[V6][:PORT]" (len bytes) into u. */
-static int cl_url_authority(const char *a, size_t len, struct srv_cli_url *u)
+static int cl_url_authority(const char *a, size_t len, struct cli_url *u)
 {
     const char *host = a, *port = NULL;
     size_t hlen;
@@ -121,7 +121,7 @@ static int cl_url_authority(const char *a, size_t len, struct srv_cli_url *u)
     return 0;
 }
 
-int srv_cli_url_parse(const char *url, struct srv_cli_url *u, char *err, size_t size)
+int cli_url_parse(const char *url, struct cli_url *u, char *err, size_t size)
 {
     memset(u, 0, sizeof(*u));
     const char *p = url;
@@ -146,7 +146,7 @@ int srv_cli_url_parse(const char *url, struct srv_cli_url *u, char *err, size_t 
     return 0;
 }
 
-uint64_t srv_cli_rand_next(uint64_t *state)
+uint64_t cli_rand_next(uint64_t *state)
 {
     uint64_t x = *state ? *state : CL_RNG_DEFAULT_SEED;
     x ^= x >> 12;
@@ -156,8 +156,8 @@ uint64_t srv_cli_rand_next(uint64_t *state)
     return x * 0x2545f4914f6cdd1dULL;
 }
 
-long long srv_cli_backoff_ms(const struct srv_cli_backoff *b, unsigned attempt,
-                             long long retry_after_ms, uint64_t *rng)
+long long cli_backoff_ms(const struct cli_backoff *b, unsigned attempt, long long retry_after_ms,
+                         uint64_t *rng)
 {
     long long cap = b->cap_ms > 0 ? b->cap_ms : 0;
     long long ceil = b->base_ms > 0 ? b->base_ms : 0;
@@ -166,11 +166,11 @@ long long srv_cli_backoff_ms(const struct srv_cli_backoff *b, unsigned attempt,
         ceil *= 2;
     if (ceil > cap)
         ceil = cap;
-    long long d = (long long)(srv_cli_rand_next(rng) % (uint64_t)(ceil + 1));
+    long long d = (long long)(cli_rand_next(rng) % (uint64_t)(ceil + 1));
     return retry_after_ms > d ? retry_after_ms : d;
 }
 
-long long srv_cli_retry_after_ms_hint(const char *value)
+long long cli_retry_after_ms_hint(const char *value)
 {
     while (*value == ' ' || *value == '\t')
         value++;
@@ -183,7 +183,7 @@ long long srv_cli_retry_after_ms_hint(const char *value)
     return ms > CL_RETRY_AFTER_MAX ? CL_RETRY_AFTER_MAX : ms;
 }
 
-long long srv_cli_retry_after_ms(const char *value, time_t now)
+long long cli_retry_after_ms(const char *value, time_t now)
 {
     while (*value == ' ' || *value == '\t')
         value++;
@@ -205,61 +205,61 @@ long long srv_cli_retry_after_ms(const char *value, time_t now)
     return ms > CL_RETRY_AFTER_MAX ? CL_RETRY_AFTER_MAX : ms;
 }
 
-void srv_cli_breaker_init(struct srv_cli_breaker *b, unsigned threshold, long long cooldown_ms)
+void cli_breaker_init(struct cli_breaker *b, unsigned threshold, long long cooldown_ms)
 {
-    *b = (struct srv_cli_breaker){
-        .state = SRV_CLI_BREAKER_CLOSED,
+    *b = (struct cli_breaker){
+        .state = CLI_BREAKER_CLOSED,
         .threshold = threshold,
         .cooldown_ms = cooldown_ms,
     };
 }
 
-int srv_cli_breaker_allow(struct srv_cli_breaker *b, long long now_ms)
+int cli_breaker_allow(struct cli_breaker *b, long long now_ms)
 {
     /* until a probe has failed, the failures may be a server still starting: wait, do not fail */
-    int no = b->failed_probes > 0 ? SRV_CLI_BREAKER_REFUSE : SRV_CLI_BREAKER_WAIT;
+    int no = b->failed_probes > 0 ? CLI_BREAKER_REFUSE : CLI_BREAKER_WAIT;
     switch (b->state) {
-    case SRV_CLI_BREAKER_CLOSED:
-        return SRV_CLI_BREAKER_SEND;
-    case SRV_CLI_BREAKER_OPEN:
+    case CLI_BREAKER_CLOSED:
+        return CLI_BREAKER_SEND;
+    case CLI_BREAKER_OPEN:
         if (now_ms - b->opened_ms < b->cooldown_ms)
             return no;
-        b->state = SRV_CLI_BREAKER_HALF_OPEN;
+        b->state = CLI_BREAKER_HALF_OPEN;
         b->probe_out = true;
-        return SRV_CLI_BREAKER_PROBE;
-    case SRV_CLI_BREAKER_HALF_OPEN:
+        return CLI_BREAKER_PROBE;
+    case CLI_BREAKER_HALF_OPEN:
         if (b->probe_out)
             return no;
         b->probe_out = true;
-        return SRV_CLI_BREAKER_PROBE;
+        return CLI_BREAKER_PROBE;
     }
     return no;
 }
 
-long long srv_cli_breaker_retry_ms(const struct srv_cli_breaker *b)
+long long cli_breaker_retry_ms(const struct cli_breaker *b)
 {
     if (b->failed_probes > 0)
         return 0; /* the answer is known: fail fast, or go */
-    if (b->state == SRV_CLI_BREAKER_OPEN)
+    if (b->state == CLI_BREAKER_OPEN)
         return b->opened_ms + b->cooldown_ms;
-    if (b->state == SRV_CLI_BREAKER_HALF_OPEN && b->probe_out)
+    if (b->state == CLI_BREAKER_HALF_OPEN && b->probe_out)
         return LLONG_MAX;
     return 0;
 }
 
-static void cl_breaker_open(struct srv_cli_breaker *b, long long now_ms)
+static void cl_breaker_open(struct cli_breaker *b, long long now_ms)
 {
-    b->state = SRV_CLI_BREAKER_OPEN;
+    b->state = CLI_BREAKER_OPEN;
     b->opened_ms = now_ms;
     b->probe_out = false;
     b->failures = 0;
 }
 
-bool srv_cli_breaker_record(struct srv_cli_breaker *b, bool probe, bool ok, long long now_ms)
+bool cli_breaker_record(struct cli_breaker *b, bool probe, bool ok, long long now_ms)
 {
     if (b->threshold == 0)
         return false;
-    if (b->state == SRV_CLI_BREAKER_CLOSED) {
+    if (b->state == CLI_BREAKER_CLOSED) {
         b->failures = ok ? 0 : b->failures + 1;
         if (b->failures < b->threshold)
             return false;
@@ -267,10 +267,10 @@ bool srv_cli_breaker_record(struct srv_cli_breaker *b, bool probe, bool ok, long
         return true;
     }
     /* open or half-open: only the probe's outcome counts */
-    if (!probe || b->state != SRV_CLI_BREAKER_HALF_OPEN)
+    if (!probe || b->state != CLI_BREAKER_HALF_OPEN)
         return false;
     if (ok) {
-        srv_cli_breaker_init(b, b->threshold, b->cooldown_ms);
+        cli_breaker_init(b, b->threshold, b->cooldown_ms);
         return false;
     }
     b->failed_probes++;
@@ -278,7 +278,7 @@ bool srv_cli_breaker_record(struct srv_cli_breaker *b, bool probe, bool ok, long
     return true;
 }
 
-int srv_cli_percent_encode(FILE *out, const char *s, size_t len)
+int cli_percent_encode(FILE *out, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (size_t i = 0; i < len; i++) {
@@ -380,7 +380,7 @@ static int cl_num(const char *s, unsigned long long min, unsigned long long max,
 }
 
 /* The numeric options: which field, which range. */
-static int cl_num_opt(int c, const char *arg, struct srv_cli_call_opts *o)
+static int cl_num_opt(int c, const char *arg, struct cli_call_opts *o)
 {
     unsigned long long v;
     unsigned long long max = c == 'j' ? CL_CONCURRENCY_MAX : c == CL_OPT_RETRIES ? 1000 : 86400000;
@@ -420,7 +420,7 @@ static int cl_num_opt(int c, const char *arg, struct srv_cli_call_opts *o)
     return 0;
 }
 
-static int cl_opt_set(int c, struct srv_cli_call_opts *o)
+static int cl_opt_set(int c, struct cli_call_opts *o)
 {
     switch (c) {
     case 's':
@@ -450,7 +450,7 @@ static int cl_opt_set(int c, struct srv_cli_call_opts *o)
 }
 
 /* What the options say together once they are all read. */
-static int cl_args_check(struct srv_cli_call_opts *o, char *err, size_t size)
+static int cl_args_check(struct cli_call_opts *o, char *err, size_t size)
 {
     if (o->tenant && !ctx_tenant_valid(o->tenant, strlen(o->tenant)))
         return cl_arg_error(err, size, "--tenant wants 1-64 of [A-Za-z0-9._-], not", o->tenant);
@@ -489,10 +489,9 @@ static const char *cl_opt_name(int c)
     return "?";
 }
 
-int srv_cli_call_args_parse(int argc, char **argv, struct srv_cli_call_opts *o, char *err,
-                            size_t size)
+int cli_call_args_parse(int argc, char **argv, struct cli_call_opts *o, char *err, size_t size)
 {
-    *o = (struct srv_cli_call_opts){
+    *o = (struct cli_call_opts){
         .server = CL_DEFAULT_SERVER,
         .concurrency = 1,
         .retries = 3,
@@ -623,9 +622,9 @@ static int cl_query_add(FILE *q, bool *first, const char *key, size_t klen, cons
     if (!*first && fputc('&', q) == EOF)
         return -EIO;
     *first = false;
-    if (srv_cli_percent_encode(q, key, klen) != 0 || fputc('=', q) == EOF)
+    if (cli_percent_encode(q, key, klen) != 0 || fputc('=', q) == EOF)
         return -EIO;
-    return srv_cli_percent_encode(q, val, vlen);
+    return cli_percent_encode(q, val, vlen);
 }
 
 /* The query of a batch line's "params" object. */
@@ -795,18 +794,18 @@ struct cl_conn {
 };
 
 struct cl_run {
-    const struct srv_cli_call_opts *o;
-    struct srv_cli_url url;
+    const struct cli_call_opts *o;
+    struct cli_url url;
     struct addrinfo *addrs;
     struct cl_job *jobs;
     unsigned njobs;
     unsigned next; /* the next fresh job */
     struct cl_conn *conns;
     unsigned nconns;
-    struct srv_cli_breaker breaker;
+    struct cli_breaker breaker;
     char cause_code[48]; /* the failure that last opened the breaker */
     char cause_msg[256];
-    struct srv_cli_backoff backoff;
+    struct cli_backoff backoff;
     uint64_t rng;
     unsigned settled, succeeded, failed, retried;
     long long t0_ms;
@@ -1024,7 +1023,7 @@ static void cl_conn_close(struct cl_conn *c)
  * error set just before) as the cause that circuit_open failures report. */
 static void cl_breaker_report(struct cl_run *run, struct cl_conn *c, bool ok, long long now)
 {
-    if (!srv_cli_breaker_record(&run->breaker, c->probe, ok, now))
+    if (!cli_breaker_record(&run->breaker, c->probe, ok, now))
         return;
     json_t *e = cl_error_json(c->job);
     const char *code = json_string_value(json_object_get(e, "code"));
@@ -1047,8 +1046,8 @@ static void cl_attempt_done(struct cl_run *run, struct cl_conn *c, bool ok, bool
         /* The job keeps its slot while it waits: a server that asked us to back off does not
          * get the next job in its place. */
         j->due_ms = now + (exact ? retry_after_ms
-                                 : srv_cli_backoff_ms(&run->backoff, j->attempts - 1,
-                                                      retry_after_ms, &run->rng));
+                                 : cli_backoff_ms(&run->backoff, j->attempts - 1, retry_after_ms,
+                                                  &run->rng));
         c->state = CL_WAITING;
         return;
     }
@@ -1113,10 +1112,10 @@ static void cl_attempt_answer(struct cl_run *run, struct cl_conn *c, bool extra,
     memcpy(j->ctype, c->ctype, sizeof(j->ctype));
     memcpy(j->answer_id, c->reqid, sizeof(j->answer_id));
     /* the precise hint first; Retry-After (seconds or a date) when there is none */
-    long long ra = c->retry_after_ms[0] ? srv_cli_retry_after_ms_hint(c->retry_after_ms) : -1;
+    long long ra = c->retry_after_ms[0] ? cli_retry_after_ms_hint(c->retry_after_ms) : -1;
     bool exact = ra >= 0 && status == 429;
     if (ra < 0 && c->retry_after[0])
-        ra = srv_cli_retry_after_ms(c->retry_after, time(NULL));
+        ra = cli_retry_after_ms(c->retry_after, time(NULL));
     if (keep)
         c->reused = true;
     else
@@ -1434,14 +1433,14 @@ static void cl_conn_ready(struct cl_run *run, struct cl_conn *c, short revents, 
  * the breaker (cooldown, probe), or settles at once with circuit_open once a probe failed. */
 static void cl_attempt_start(struct cl_run *run, struct cl_conn *c, struct cl_job *j, long long now)
 {
-    int allow = srv_cli_breaker_allow(&run->breaker, now);
+    int allow = cli_breaker_allow(&run->breaker, now);
     c->job = j;
-    j->breaker_wait = allow == SRV_CLI_BREAKER_WAIT;
-    if (allow == SRV_CLI_BREAKER_WAIT) {
+    j->breaker_wait = allow == CLI_BREAKER_WAIT;
+    if (allow == CLI_BREAKER_WAIT) {
         c->state = CL_WAITING;
         return;
     }
-    if (allow == SRV_CLI_BREAKER_REFUSE) {
+    if (allow == CLI_BREAKER_REFUSE) {
         cl_job_error(j, "circuit_open",
                      "not sent: the circuit opened after %u consecutive failures and the probe "
                      "after its %lld ms cooldown failed too; the cause: %s: %s",
@@ -1454,7 +1453,7 @@ static void cl_attempt_start(struct cl_run *run, struct cl_conn *c, struct cl_jo
         cl_settle(run, j, false, now);
         return;
     }
-    c->probe = allow == SRV_CLI_BREAKER_PROBE;
+    c->probe = allow == CLI_BREAKER_PROBE;
     j->stale_retried = false;
     j->err_cause[0] = '\0';
     if (j->attempts++ == 0)
@@ -1465,7 +1464,7 @@ static void cl_attempt_start(struct cl_run *run, struct cl_conn *c, struct cl_jo
 /* When the job waiting on a slot may be tried again. */
 static long long cl_job_due(const struct cl_run *run, const struct cl_job *j)
 {
-    return j->breaker_wait ? srv_cli_breaker_retry_ms(&run->breaker) : j->due_ms;
+    return j->breaker_wait ? cli_breaker_retry_ms(&run->breaker) : j->due_ms;
 }
 
 /* Retries whose backoff is over go again; idle slots take fresh jobs in file order. Jobs that
@@ -1554,7 +1553,7 @@ static char *cl_batch_id(const char *base, unsigned n)
 /* The one job of single mode. Returns 0, -ENOMEM, or -EINVAL (message printed). */
 static int cl_jobs_single(struct cl_run *run, const char *base_id)
 {
-    const struct srv_cli_call_opts *o = run->o;
+    const struct cli_call_opts *o = run->o;
     struct cl_job *j = &run->jobs[0];
     run->njobs = 1;
     size_t qlen;
@@ -1635,7 +1634,7 @@ static int cl_resolve(struct cl_run *run)
 }
 
 /* Load the jobs and size the run. Returns 0, -ENOMEM, or -EINVAL (message printed). */
-static int cl_run_init(struct cl_run *run, const struct srv_cli_call_opts *o)
+static int cl_run_init(struct cl_run *run, const struct cli_call_opts *o)
 {
     char base[CTX_REQUEST_ID_MAX + 1];
     const char *base_id = o->request_id;
@@ -1681,7 +1680,7 @@ static void cl_run_fini(struct cl_run *run)
         freeaddrinfo(run->addrs);
 }
 
-static uint64_t cl_seed(const struct srv_cli_call_opts *o)
+static uint64_t cl_seed(const struct cli_call_opts *o)
 {
     if (o->seed)
         return o->seed;
@@ -1691,7 +1690,7 @@ static uint64_t cl_seed(const struct srv_cli_call_opts *o)
            ((uint64_t)getpid() << 32);
 }
 
-static int cl_run(struct cl_run *run, const struct srv_cli_call_opts *o)
+static int cl_run(struct cl_run *run, const struct cli_call_opts *o)
 {
     run->o = o;
     run->t0_ms = cl_now_ms();
@@ -1699,48 +1698,48 @@ static int cl_run(struct cl_run *run, const struct srv_cli_call_opts *o)
     run->lines = o->batch != NULL || o->json;
     run->progress = o->batch != NULL && isatty(STDERR_FILENO);
     run->rng = cl_seed(o);
-    run->backoff = (struct srv_cli_backoff){o->backoff_base_ms, o->backoff_cap_ms};
-    srv_cli_breaker_init(&run->breaker, o->breaker, o->cooldown_ms);
+    run->backoff = (struct cli_backoff){o->backoff_base_ms, o->backoff_cap_ms};
+    cli_breaker_init(&run->breaker, o->breaker, o->cooldown_ms);
     char err[512];
-    if (srv_cli_url_parse(o->server, &run->url, err, sizeof(err)) != 0) {
+    if (cli_url_parse(o->server, &run->url, err, sizeof(err)) != 0) {
         fprintf(stderr, "spindle: call: --server: %s\n", err);
-        return SRV_CLI_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     int rc = cl_run_init(run, o);
     if (rc == 0)
         rc = cl_resolve(run);
     if (rc == -EINVAL)
-        return SRV_CLI_EXIT_USAGE; /* an input file could not be read (said why) */
+        return CLI_EXIT_USAGE; /* an input file could not be read (said why) */
     if (rc == -EHOSTUNREACH)
-        return SRV_CLI_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     struct pollfd *pfd = rc == 0 ? calloc(run->nconns, sizeof(*pfd)) : NULL;
     if (rc == 0)
         rc = pfd ? cl_loop(run, pfd) : -ENOMEM;
     free(pfd);
     if (rc != 0) {
         fprintf(stderr, "spindle: call: %s\n", strerror(-rc));
-        return SRV_CLI_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     if (run->lines)
         cl_print_summary(run);
     if (fflush(stdout) != 0 && run->out_error == 0)
         run->out_error = errno;
     if (run->out_error != 0)
-        return SRV_CLI_EXIT_FAIL;
-    return run->failed ? SRV_CLI_EXIT_FAIL : SRV_CLI_EXIT_OK;
+        return CLI_EXIT_FAIL;
+    return run->failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
-int srv_cli_call_main(int argc, char **argv)
+int cli_call_main(int argc, char **argv)
 {
-    struct srv_cli_call_opts o;
+    struct cli_call_opts o;
     char err[512];
-    if (srv_cli_call_args_parse(argc, argv, &o, err, sizeof(err)) != 0) {
+    if (cli_call_args_parse(argc, argv, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "spindle: %s (see: spindle call --help)\n", err);
-        return SRV_CLI_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     if (o.help) {
         fputs(cl_usage, stdout);
-        return fflush(stdout) == 0 ? SRV_CLI_EXIT_OK : SRV_CLI_EXIT_FAIL;
+        return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     }
     struct cl_run run = {0};
     int code = cl_run(&run, &o);
