@@ -1,9 +1,9 @@
 /* logs.c - `spindle logs`: pretty-print, filter and follow spindle's JSON-lines logs.
  *
  * Design: a line reader (struct lg_reader) pulls bytes from one file descriptor into a growing
- * buffer and hands each complete line to cli_logs_line_print(), which parses it with jansson
- * and writes either the pretty form or, for anything that is not a JSON object, the line
- * unchanged (only when no filter is set: a filter cannot be judged on a line without fields).
+ * buffer and hands each complete line to cli_logs_line_print() (cli/internal.h), which parses it
+ * with jansson and writes either the pretty form or, for anything that is not a JSON object, the
+ * line unchanged (only when no filter is set: a filter cannot be judged on a line without fields).
  * A last line without its newline is kept until the newline comes; it is printed as it is only
  * when the input really ended (end of stdin or of the file without -f, or the file was rotated or
  * truncated away under -f). A line longer than LG_LINE_MAX is printed in pieces of that size.
@@ -33,7 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli/internal.h"
 
 #define LG_POLL_MS  200
 #define LG_READ_MAX 65536
