@@ -1,7 +1,9 @@
-/* call.c - `spindle call`: run one job, or a file of jobs, against a spindle server, with
- * retries, exponential backoff with full jitter, and a circuit breaker.
+/* call.c - `spindle call`, the runner: run one job, or a file of jobs, against a spindle server
+ * over keep-alive connections, and print the results. Its command line and --server URL are
+ * parsed here too. When to retry and when to hold back (backoff with jitter, Retry-After, the
+ * circuit breaker) is decided in policy.c; the jobs come from jobfile.c (cli/internal.h).
  *
- * Design: one thread and one poll() loop. A run holds the jobs (struct cl_job, all parsed before
+ * Design: one thread and one poll() loop. A run holds the jobs (struct cli_job, all parsed before
  * the first request) and `concurrency` connection slots (struct cl_conn); a slot carries at most
  * one job at a time and keeps its socket open between jobs (HTTP/1.1 keep-alive), so at most
  * `concurrency` requests are in flight. A job keeps its slot until it settles, also while it
@@ -14,14 +16,14 @@
  *
  * An attempt ends with an answer or a transport error (refused, reset, closed early, timeout: the
  * attempt's deadline is X-Timeout-Ms plus CL_MARGIN_MS, or CL_WAIT_MS without --timeout). Retried:
- * transport errors, 503 and 429, up to --retries more attempts, each after
- * srv_cli_backoff_ms() (full jitter, the Retry-After header as a floor). Not retried: every
- * other status, 502 and 504 included (a gateway error or a deadline says the job may have run), and
- * an answer that is not HTTP. A socket kept alive that fails before any answer byte is the server
+ * transport errors, 503 and 429 (cli_verdict_of), up to --retries more attempts, each after
+ * cli_backoff_ms() (full jitter, the Retry-After header as a floor). Not retried: every other
+ * status, 502 and 504 included (a gateway error or a deadline says the job may have run), and an
+ * answer that is not HTTP. A socket kept alive that fails before any answer byte is the server
  * closing an idle connection at the same moment we reused it: that attempt is repeated at once on
  * a new connection without counting it (the request never reached a worker).
  *
- * The breaker (srv_cli_breaker_*) is asked before every attempt. While it is open and no probe
+ * The breaker (cli_breaker_*) is asked before every attempt. While it is open and no probe
  * has failed yet, the job waits on its slot (a server that is still starting gets its cooldown
  * and one probe, and the jobs go on once the probe succeeds); once a probe has failed, the job
  * fails at once with "circuit_open", naming the failure that opened the circuit, and nothing is
@@ -57,20 +59,16 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "cli/internal.h"
 #include "context/ctx.h"
-#include "cli/cli.h"
 
-#define CL_DEFAULT_SERVER   "http://127.0.0.1:8080"
-#define CL_MARGIN_MS        1000  /* beyond X-Timeout-Ms: the server's 504 needs time to arrive */
-#define CL_WAIT_MS          60000 /* an attempt's bound without --timeout */
-#define CL_PROGRESS_MS      100   /* at most ~10 redraws a second */
-#define CL_FILE_MAX         (256L * 1024 * 1024) /* --body, --batch and an answer body */
-#define CL_HDR_MAX          256 /* a kept header value (Retry-After, X-Request-Id, Content-Type) */
-#define CL_CONCURRENCY_MAX  1024
-#define CL_RETRY_AFTER_MAX  86400000LL
-#define CL_RNG_DEFAULT_SEED 0x9e3779b97f4a7c15ULL
+#define CL_DEFAULT_SERVER  "http://127.0.0.1:8080"
+#define CL_MARGIN_MS       1000  /* beyond X-Timeout-Ms: the server's 504 needs time to arrive */
+#define CL_WAIT_MS         60000 /* an attempt's bound without --timeout */
+#define CL_PROGRESS_MS     100   /* at most ~10 redraws a second */
+#define CL_CONCURRENCY_MAX 1024
 
-/* ---- pure parts: URL, randomness, backoff, Retry-After, breaker, encoding ------------------ */
+/* ---- the server URL ------------------------------------------------------------------------ */
 
 static int cl_url_error(char *err, size_t size, const char *msg, const char *url)
 {
@@ -79,7 +77,7 @@ static int cl_url_error(char *err, size_t size, const char *msg, const char *url
 }
 
 /* Split "HOST[:PORT]" / "[V6][:PORT]" (len bytes) into u. */
-static int cl_url_authority(const char *a, size_t len, struct srv_cli_url *u)
+static int cl_url_authority(const char *a, size_t len, struct cli_url *u)
 {
     const char *host = a, *port = NULL;
     size_t hlen;
@@ -121,7 +119,7 @@ static int cl_url_authority(const char *a, size_t len, struct srv_cli_url *u)
     return 0;
 }
 
-int srv_cli_url_parse(const char *url, struct srv_cli_url *u, char *err, size_t size)
+int cli_url_parse(const char *url, struct cli_url *u, char *err, size_t size)
 {
     memset(u, 0, sizeof(*u));
     const char *p = url;
@@ -143,152 +141,6 @@ int srv_cli_url_parse(const char *url, struct srv_cli_url *u, char *err, size_t 
     if (cl_url_authority(p, alen, u) != 0)
         return cl_url_error(err, size,
                             "bad server address (want http://HOST:PORT, IPv6 as [::1]:PORT)", url);
-    return 0;
-}
-
-uint64_t srv_cli_rand_next(uint64_t *state)
-{
-    uint64_t x = *state ? *state : CL_RNG_DEFAULT_SEED;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
-long long srv_cli_backoff_ms(const struct srv_cli_backoff *b, unsigned attempt,
-                             long long retry_after_ms, uint64_t *rng)
-{
-    long long cap = b->cap_ms > 0 ? b->cap_ms : 0;
-    long long ceil = b->base_ms > 0 ? b->base_ms : 0;
-    /* base * 2^attempt, saturating at the cap before it could overflow */
-    for (unsigned i = 0; i < attempt && ceil < cap; i++)
-        ceil *= 2;
-    if (ceil > cap)
-        ceil = cap;
-    long long d = (long long)(srv_cli_rand_next(rng) % (uint64_t)(ceil + 1));
-    return retry_after_ms > d ? retry_after_ms : d;
-}
-
-long long srv_cli_retry_after_ms_hint(const char *value)
-{
-    while (*value == ' ' || *value == '\t')
-        value++;
-    size_t digits = strspn(value, "0123456789");
-    if (digits == 0 || value[digits + strspn(value + digits, " \t")] != '\0')
-        return -1;
-    if (digits > 9)
-        return CL_RETRY_AFTER_MAX;
-    long long ms = strtoll(value, NULL, 10);
-    return ms > CL_RETRY_AFTER_MAX ? CL_RETRY_AFTER_MAX : ms;
-}
-
-long long srv_cli_retry_after_ms(const char *value, time_t now)
-{
-    while (*value == ' ' || *value == '\t')
-        value++;
-    size_t digits = strspn(value, "0123456789");
-    if (digits > 0 && value[digits + strspn(value + digits, " \t")] == '\0') {
-        if (digits > 6)
-            return CL_RETRY_AFTER_MAX;
-        long long ms = strtoll(value, NULL, 10) * 1000;
-        return ms > CL_RETRY_AFTER_MAX ? CL_RETRY_AFTER_MAX : ms;
-    }
-    struct tm tm = {0};
-    const char *end = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (end == NULL || end[strspn(end, " \t")] != '\0')
-        return -1;
-    time_t at = timegm(&tm);
-    if (at <= now)
-        return 0;
-    long long ms = (long long)(at - now) * 1000;
-    return ms > CL_RETRY_AFTER_MAX ? CL_RETRY_AFTER_MAX : ms;
-}
-
-void srv_cli_breaker_init(struct srv_cli_breaker *b, unsigned threshold, long long cooldown_ms)
-{
-    *b = (struct srv_cli_breaker){
-        .state = SRV_CLI_BREAKER_CLOSED,
-        .threshold = threshold,
-        .cooldown_ms = cooldown_ms,
-    };
-}
-
-int srv_cli_breaker_allow(struct srv_cli_breaker *b, long long now_ms)
-{
-    /* until a probe has failed, the failures may be a server still starting: wait, do not fail */
-    int no = b->failed_probes > 0 ? SRV_CLI_BREAKER_REFUSE : SRV_CLI_BREAKER_WAIT;
-    switch (b->state) {
-    case SRV_CLI_BREAKER_CLOSED:
-        return SRV_CLI_BREAKER_SEND;
-    case SRV_CLI_BREAKER_OPEN:
-        if (now_ms - b->opened_ms < b->cooldown_ms)
-            return no;
-        b->state = SRV_CLI_BREAKER_HALF_OPEN;
-        b->probe_out = true;
-        return SRV_CLI_BREAKER_PROBE;
-    case SRV_CLI_BREAKER_HALF_OPEN:
-        if (b->probe_out)
-            return no;
-        b->probe_out = true;
-        return SRV_CLI_BREAKER_PROBE;
-    }
-    return no;
-}
-
-long long srv_cli_breaker_retry_ms(const struct srv_cli_breaker *b)
-{
-    if (b->failed_probes > 0)
-        return 0; /* the answer is known: fail fast, or go */
-    if (b->state == SRV_CLI_BREAKER_OPEN)
-        return b->opened_ms + b->cooldown_ms;
-    if (b->state == SRV_CLI_BREAKER_HALF_OPEN && b->probe_out)
-        return LLONG_MAX;
-    return 0;
-}
-
-static void cl_breaker_open(struct srv_cli_breaker *b, long long now_ms)
-{
-    b->state = SRV_CLI_BREAKER_OPEN;
-    b->opened_ms = now_ms;
-    b->probe_out = false;
-    b->failures = 0;
-}
-
-bool srv_cli_breaker_record(struct srv_cli_breaker *b, bool probe, bool ok, long long now_ms)
-{
-    if (b->threshold == 0)
-        return false;
-    if (b->state == SRV_CLI_BREAKER_CLOSED) {
-        b->failures = ok ? 0 : b->failures + 1;
-        if (b->failures < b->threshold)
-            return false;
-        cl_breaker_open(b, now_ms);
-        return true;
-    }
-    /* open or half-open: only the probe's outcome counts */
-    if (!probe || b->state != SRV_CLI_BREAKER_HALF_OPEN)
-        return false;
-    if (ok) {
-        srv_cli_breaker_init(b, b->threshold, b->cooldown_ms);
-        return false;
-    }
-    b->failed_probes++;
-    cl_breaker_open(b, now_ms);
-    return true;
-}
-
-int srv_cli_percent_encode(FILE *out, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                     c == '-' || c == '.' || c == '_' || c == '~';
-        int rc = plain ? fputc(c, out) : fprintf(out, "%%%c%c", hex[c >> 4], hex[c & 15]);
-        if (rc < 0)
-            return -EIO;
-    }
     return 0;
 }
 
@@ -380,7 +232,7 @@ static int cl_num(const char *s, unsigned long long min, unsigned long long max,
 }
 
 /* The numeric options: which field, which range. */
-static int cl_num_opt(int c, const char *arg, struct srv_cli_call_opts *o)
+static int cl_num_opt(int c, const char *arg, struct cli_call_opts *o)
 {
     unsigned long long v;
     unsigned long long max = c == 'j' ? CL_CONCURRENCY_MAX : c == CL_OPT_RETRIES ? 1000 : 86400000;
@@ -420,7 +272,7 @@ static int cl_num_opt(int c, const char *arg, struct srv_cli_call_opts *o)
     return 0;
 }
 
-static int cl_opt_set(int c, struct srv_cli_call_opts *o)
+static int cl_opt_set(int c, struct cli_call_opts *o)
 {
     switch (c) {
     case 's':
@@ -450,7 +302,7 @@ static int cl_opt_set(int c, struct srv_cli_call_opts *o)
 }
 
 /* What the options say together once they are all read. */
-static int cl_args_check(struct srv_cli_call_opts *o, char *err, size_t size)
+static int cl_args_check(struct cli_call_opts *o, char *err, size_t size)
 {
     if (o->tenant && !ctx_tenant_valid(o->tenant, strlen(o->tenant)))
         return cl_arg_error(err, size, "--tenant wants 1-64 of [A-Za-z0-9._-], not", o->tenant);
@@ -489,10 +341,9 @@ static const char *cl_opt_name(int c)
     return "?";
 }
 
-int srv_cli_call_args_parse(int argc, char **argv, struct srv_cli_call_opts *o, char *err,
-                            size_t size)
+int cli_call_args_parse(int argc, char **argv, struct cli_call_opts *o, char *err, size_t size)
 {
-    *o = (struct srv_cli_call_opts){
+    *o = (struct cli_call_opts){
         .server = CL_DEFAULT_SERVER,
         .concurrency = 1,
         .retries = 3,
@@ -526,236 +377,6 @@ int srv_cli_call_args_parse(int argc, char **argv, struct srv_cli_call_opts *o, 
     return cl_args_check(o, err, size);
 }
 
-/* ---- jobs ----------------------------------------------------------------------------------- */
-
-struct cl_job {
-    unsigned index;
-    unsigned line; /* batch: its line number in the file */
-    char *kind;    /* owned */
-    char *query;   /* owned, percent-encoded, "" when none */
-    char *body;    /* owned, NULL when none */
-    size_t body_len;
-    const char *tenant; /* owned when tenant_own */
-    bool tenant_own;
-    char *request_id; /* owned */
-    char *invalid;    /* owned: why the line is not a job (settled at once), NULL when valid */
-
-    unsigned attempts;
-    bool stale_retried; /* the current attempt was repeated once on a new connection */
-    long long start_ms; /* first attempt */
-    long long due_ms;   /* next attempt, while waiting out a backoff */
-    bool breaker_wait;  /* waiting for the breaker's cooldown or probe, not for a backoff */
-    int status;         /* the last HTTP status, 0 when none */
-    char *answer;       /* owned: the last answer body */
-    size_t answer_len;
-    char ctype[CL_HDR_MAX];
-    char answer_id[CL_HDR_MAX]; /* X-Request-Id of the last answer */
-    const char *err_code;       /* static, or NULL: taken from the answer */
-    char err_msg[512];
-    char err_cause[48]; /* circuit_open: the code of the failure that opened it */
-};
-
-static void cl_job_fini(struct cl_job *j)
-{
-    free(j->kind);
-    free(j->query);
-    free(j->body);
-    if (j->tenant_own)
-        free((char *)j->tenant);
-    free(j->request_id);
-    free(j->invalid);
-    free(j->answer);
-}
-
-/* Read all of `fd` (at most CL_FILE_MAX bytes). New buffer (NUL-terminated) or NULL + errno. */
-static char *cl_read_all(int fd, size_t *len)
-{
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf != NULL) {
-        if (cap - n < 2) {
-            if (cap >= (size_t)CL_FILE_MAX) {
-                errno = EFBIG;
-                break;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (nb == NULL)
-                break;
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + n, cap - n - 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            break;
-        if (r == 0) {
-            buf[n] = '\0';
-            *len = n;
-            return buf;
-        }
-        n += (size_t)r;
-    }
-    int e = errno;
-    free(buf);
-    errno = e;
-    return NULL;
-}
-
-static char *cl_read_path(const char *path, size_t *len)
-{
-    if (strcmp(path, "-") == 0)
-        return cl_read_all(STDIN_FILENO, len);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    char *buf = cl_read_all(fd, len);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return buf;
-}
-
-/* Append "KEY=VALUE" (percent-encoded) to a query stream, '&' first unless it is the first. */
-static int cl_query_add(FILE *q, bool *first, const char *key, size_t klen, const char *val,
-                        size_t vlen)
-{
-    if (!*first && fputc('&', q) == EOF)
-        return -EIO;
-    *first = false;
-    if (srv_cli_percent_encode(q, key, klen) != 0 || fputc('=', q) == EOF)
-        return -EIO;
-    return srv_cli_percent_encode(q, val, vlen);
-}
-
-/* The query of a batch line's "params" object. */
-static int cl_params_query(const json_t *params, char **query, char *why, size_t size)
-{
-    size_t qlen;
-    FILE *q = open_memstream(query, &qlen);
-    if (q == NULL)
-        return -ENOMEM;
-    bool first = true;
-    int rc = 0;
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)params, key, v)
-    {
-        char num[64];
-        const char *s = num;
-        if (json_is_string(v))
-            s = json_string_value(v);
-        else if (json_is_integer(v))
-            snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        else if (json_is_real(v))
-            snprintf(num, sizeof(num), "%.17g", json_real_value(v));
-        else if (json_is_boolean(v))
-            s = json_is_true(v) ? "true" : "false";
-        else {
-            snprintf(why, size, "params.%s is not a string, number or boolean", key);
-            rc = -EINVAL;
-            break;
-        }
-        rc = cl_query_add(q, &first, key, strlen(key), s, strlen(s));
-        if (rc != 0)
-            break;
-    }
-    if (fclose(q) != 0 && rc == 0)
-        rc = -ENOMEM;
-    if (rc != 0) {
-        free(*query);
-        *query = NULL;
-    }
-    return rc;
-}
-
-static bool cl_kind_valid(const char *k)
-{
-    size_t n = strlen(k);
-    return n > 0 && n <= 64 &&
-           strspn(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
-}
-
-/* Check a batch line's fields; `why` says what is wrong. */
-static int cl_line_check(const json_t *o, char *why, size_t size)
-{
-    static const char *const known[] = {"kind", "params", "body", "tenant", "id"};
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)o, key, v)
-    {
-        size_t i = 0;
-        while (i < sizeof(known) / sizeof(known[0]) && strcmp(key, known[i]) != 0)
-            i++;
-        if (i == sizeof(known) / sizeof(known[0])) {
-            snprintf(why, size, "unknown field \"%s\"", key);
-            return -EINVAL;
-        }
-    }
-    const char *kind = json_string_value(json_object_get(o, "kind"));
-    const json_t *params = json_object_get(o, "params");
-    const json_t *body = json_object_get(o, "body");
-    const json_t *tenant = json_object_get(o, "tenant");
-    const json_t *id = json_object_get(o, "id");
-    if (kind == NULL || !cl_kind_valid(kind))
-        snprintf(why, size, "\"kind\" must be a job kind name");
-    else if (params && !json_is_object(params))
-        snprintf(why, size, "\"params\" must be an object");
-    else if (body && !json_is_string(body))
-        snprintf(why, size, "\"body\" must be a string");
-    else if (tenant && (!json_is_string(tenant) ||
-                        !ctx_tenant_valid(json_string_value(tenant), json_string_length(tenant))))
-        snprintf(why, size, "\"tenant\" must be 1-64 of [A-Za-z0-9._-]");
-    else if (id && (!json_is_string(id) ||
-                    !ctx_request_id_valid(json_string_value(id), json_string_length(id))))
-        snprintf(why, size, "\"id\" must be 1-128 visible ASCII characters (no spaces)");
-    else
-        return 0;
-    return -EINVAL;
-}
-
-/* Fill j from one batch line (len bytes). -ENOMEM, or 0 (j->invalid set when the line is bad). */
-static int cl_job_from_line(struct cl_job *j, const char *line, size_t len)
-{
-    char why[256] = "";
-    json_error_t jerr;
-    json_t *o = json_loadb(line, len, 0, &jerr);
-    int rc = 0;
-    if (!json_is_object(o))
-        snprintf(why, sizeof(why), "not a JSON object: %s", o ? "wrong type" : jerr.text);
-    else if (cl_line_check(o, why, sizeof(why)) == 0) {
-        const json_t *params = json_object_get(o, "params");
-        const json_t *body = json_object_get(o, "body");
-        const json_t *tenant = json_object_get(o, "tenant");
-        const json_t *id = json_object_get(o, "id");
-        j->kind = strdup(json_string_value(json_object_get(o, "kind")));
-        rc = params ? cl_params_query(params, &j->query, why, sizeof(why)) : 0;
-        if (rc == 0 && !params)
-            j->query = strdup("");
-        if (body) {
-            j->body_len = json_string_length(body);
-            j->body = malloc(j->body_len + 1);
-            if (j->body)
-                memcpy(j->body, json_string_value(body), j->body_len + 1);
-        }
-        if (tenant) {
-            j->tenant = strdup(json_string_value(tenant));
-            j->tenant_own = true;
-        }
-        if (id)
-            j->request_id = strdup(json_string_value(id));
-        if (rc == 0 && (!j->kind || !j->query || (body && !j->body) || (tenant && !j->tenant) ||
-                        (id && !j->request_id)))
-            rc = -ENOMEM;
-        if (rc == -EINVAL)
-            rc = 0; /* `why` says it */
-    }
-    if (rc == 0 && why[0] != '\0' && (j->invalid = strdup(why)) == NULL)
-        rc = -ENOMEM;
-    json_decref(o);
-    return rc;
-}
-
 /* ---- the run -------------------------------------------------------------------------------- */
 
 enum cl_state {
@@ -770,7 +391,7 @@ struct cl_conn {
     int fd; /* -1 when closed */
     enum cl_state state;
     bool reused;         /* the socket carried an earlier exchange */
-    struct cl_job *job;  /* borrowed, NULL when idle */
+    struct cli_job *job; /* borrowed, NULL when idle */
     bool probe;          /* this attempt is the breaker's half-open probe */
     struct addrinfo *ai; /* the address being connected */
     long long deadline_ms;
@@ -787,26 +408,26 @@ struct cl_conn {
     size_t dst_len, dst_cap;
     char retry_after[64];
     char retry_after_ms[32];
-    char ctype[CL_HDR_MAX];
-    char reqid[CL_HDR_MAX];
+    char ctype[CLI_HDR_MAX];
+    char reqid[CLI_HDR_MAX];
     char *body; /* owned: the answer body being read */
     size_t body_len, body_cap;
     bool too_large;
 };
 
 struct cl_run {
-    const struct srv_cli_call_opts *o;
-    struct srv_cli_url url;
+    const struct cli_call_opts *o;
+    struct cli_url url;
     struct addrinfo *addrs;
-    struct cl_job *jobs;
+    struct cli_job *jobs;
     unsigned njobs;
     unsigned next; /* the next fresh job */
     struct cl_conn *conns;
     unsigned nconns;
-    struct srv_cli_breaker breaker;
+    struct cli_breaker breaker;
     char cause_code[48]; /* the failure that last opened the breaker */
     char cause_msg[256];
-    struct srv_cli_backoff backoff;
+    struct cli_backoff backoff;
     uint64_t rng;
     unsigned settled, succeeded, failed, retried;
     long long t0_ms;
@@ -824,11 +445,11 @@ static long long cl_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void cl_job_error(struct cl_job *j, const char *code, const char *fmt, ...)
+static void cl_job_error(struct cli_job *j, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* A failure of the client's own making (no answer, or not sent): code and message. */
-static void cl_job_error(struct cl_job *j, const char *code, const char *fmt, ...)
+static void cl_job_error(struct cli_job *j, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -840,7 +461,7 @@ static void cl_job_error(struct cl_job *j, const char *code, const char *fmt, ..
 /* ---- results -------------------------------------------------------------------------------- */
 
 /* {"code","message"}: the client's own, else the answer's spindle error, else http_<status>. */
-static json_t *cl_error_json(const struct cl_job *j)
+static json_t *cl_error_json(const struct cli_job *j)
 {
     if (j->err_code && j->err_cause[0])
         return json_pack("{s:s,s:s,s:s}", "code", j->err_code, "message", j->err_msg, "cause",
@@ -866,7 +487,7 @@ static json_t *cl_error_json(const struct cl_job *j)
 }
 
 /* The answer as JSON, or what it is when it is not JSON (compressed bytes). */
-static json_t *cl_result_json(const struct cl_job *j)
+static json_t *cl_result_json(const struct cli_job *j)
 {
     json_t *r = json_loadb(j->answer ? j->answer : "", j->answer_len, JSON_DECODE_ANY, NULL);
     if (r != NULL)
@@ -876,7 +497,7 @@ static json_t *cl_result_json(const struct cl_job *j)
                      (json_int_t)j->answer_len);
 }
 
-static const char *cl_job_request_id(const struct cl_job *j)
+static const char *cl_job_request_id(const struct cli_job *j)
 {
     return j->answer_id[0] ? j->answer_id : j->request_id;
 }
@@ -887,7 +508,7 @@ static void cl_progress_clear(struct cl_run *run)
         fputs("\r\033[K", stderr);
 }
 
-static void cl_print_line(struct cl_run *run, const struct cl_job *j, bool ok, long long now)
+static void cl_print_line(struct cl_run *run, const struct cli_job *j, bool ok, long long now)
 {
     json_t *line = json_object();
     if (line == NULL) {
@@ -931,7 +552,7 @@ static int cl_write_all(int fd, const char *buf, size_t len)
 }
 
 /* Single mode: the answer body to --output or stdout (a JSON answer gets its final newline). */
-static void cl_print_answer(struct cl_run *run, const struct cl_job *j)
+static void cl_print_answer(struct cl_run *run, const struct cli_job *j)
 {
     const char *path = run->o->output;
     int fd = STDOUT_FILENO;
@@ -953,7 +574,7 @@ static void cl_print_answer(struct cl_run *run, const struct cl_job *j)
 }
 
 /* Single mode, failed: one line on stderr. */
-static void cl_print_failure(const struct cl_job *j)
+static void cl_print_failure(const struct cli_job *j)
 {
     json_t *e = cl_error_json(j);
     const char *code = json_string_value(json_object_get(e, "code"));
@@ -967,7 +588,7 @@ static void cl_print_failure(const struct cl_job *j)
     json_decref(e);
 }
 
-static void cl_settle(struct cl_run *run, struct cl_job *j, bool ok, long long now)
+static void cl_settle(struct cl_run *run, struct cli_job *j, bool ok, long long now)
 {
     run->settled++;
     if (ok)
@@ -1024,7 +645,7 @@ static void cl_conn_close(struct cl_conn *c)
  * error set just before) as the cause that circuit_open failures report. */
 static void cl_breaker_report(struct cl_run *run, struct cl_conn *c, bool ok, long long now)
 {
-    if (!srv_cli_breaker_record(&run->breaker, c->probe, ok, now))
+    if (!cli_breaker_record(&run->breaker, c->probe, ok, now))
         return;
     json_t *e = cl_error_json(c->job);
     const char *code = json_string_value(json_object_get(e, "code"));
@@ -1040,15 +661,15 @@ static void cl_breaker_report(struct cl_run *run, struct cl_conn *c, bool ok, lo
 static void cl_attempt_done(struct cl_run *run, struct cl_conn *c, bool ok, bool retryable,
                             long long retry_after_ms, bool exact, long long now)
 {
-    struct cl_job *j = c->job;
+    struct cli_job *j = c->job;
     free(c->head);
     c->head = NULL;
     if (!ok && retryable && j->attempts <= run->o->retries) {
         /* The job keeps its slot while it waits: a server that asked us to back off does not
          * get the next job in its place. */
         j->due_ms = now + (exact ? retry_after_ms
-                                 : srv_cli_backoff_ms(&run->backoff, j->attempts - 1,
-                                                      retry_after_ms, &run->rng));
+                                 : cli_backoff_ms(&run->backoff, j->attempts - 1, retry_after_ms,
+                                                  &run->rng));
         c->state = CL_WAITING;
         return;
     }
@@ -1076,7 +697,7 @@ static const char *cl_errno_code(int err)
 /* The attempt ended without an answer (`err`: a positive errno; ECONNABORTED = closed early). */
 static void cl_attempt_transport(struct cl_run *run, struct cl_conn *c, int err, long long now)
 {
-    struct cl_job *j = c->job;
+    struct cli_job *j = c->job;
     bool stale = c->reused && c->received == 0 && err != ETIMEDOUT && !j->stale_retried;
     cl_conn_close(c);
     if (stale) {
@@ -1100,7 +721,7 @@ static void cl_attempt_transport(struct cl_run *run, struct cl_conn *c, int err,
 /* A complete answer arrived. `extra`: bytes followed it, or the request was not fully sent. */
 static void cl_attempt_answer(struct cl_run *run, struct cl_conn *c, bool extra, long long now)
 {
-    struct cl_job *j = c->job;
+    struct cli_job *j = c->job;
     int status = (int)c->parser.status_code;
     bool keep = !extra && http_should_keep_alive(&c->parser);
     free(j->answer);
@@ -1112,18 +733,13 @@ static void cl_attempt_answer(struct cl_run *run, struct cl_conn *c, bool extra,
     j->err_code = NULL;
     memcpy(j->ctype, c->ctype, sizeof(j->ctype));
     memcpy(j->answer_id, c->reqid, sizeof(j->answer_id));
-    /* the precise hint first; Retry-After (seconds or a date) when there is none */
-    long long ra = c->retry_after_ms[0] ? srv_cli_retry_after_ms_hint(c->retry_after_ms) : -1;
-    bool exact = ra >= 0 && status == 429;
-    if (ra < 0 && c->retry_after[0])
-        ra = srv_cli_retry_after_ms(c->retry_after, time(NULL));
+    struct cli_verdict v = cli_verdict_of(status, c->retry_after_ms, c->retry_after, time(NULL));
     if (keep)
         c->reused = true;
     else
         cl_conn_close(c);
-    cl_breaker_report(run, c, status < 500, now);
-    cl_attempt_done(run, c, status >= 200 && status < 300, status == 503 || status == 429, ra,
-                    exact, now);
+    cl_breaker_report(run, c, v.healthy, now);
+    cl_attempt_done(run, c, v.ok, v.retryable, v.retry_after_ms, v.exact, now);
 }
 
 /* ---- the answer parser (http-parser callbacks; c = parser->data) --------------------------- */
@@ -1201,7 +817,7 @@ static int cl_on_header_value(http_parser *p, const char *at, size_t n)
 static int cl_on_body(http_parser *p, const char *at, size_t n)
 {
     struct cl_conn *c = p->data;
-    if (n > (size_t)CL_FILE_MAX - c->body_len) {
+    if (n > (size_t)CLI_FILE_MAX - c->body_len) {
         c->too_large = true;
         return -1;
     }
@@ -1294,11 +910,11 @@ static void cl_conn_read(struct cl_run *run, struct cl_conn *c, long long now)
             return;
         }
         if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
-            struct cl_job *j = c->job;
+            struct cli_job *j = c->job;
             j->status = 0;
             if (c->too_large)
                 cl_job_error(j, "answer_too_large", "the answer is larger than %ld bytes",
-                             CL_FILE_MAX);
+                             CLI_FILE_MAX);
             else
                 cl_job_error(j, "bad_response", "the answer is not HTTP/1.1: %s",
                              http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
@@ -1358,7 +974,8 @@ static void cl_conn_connected(struct cl_run *run, struct cl_conn *c, long long n
         cl_attempt_transport(run, c, err, now);
 }
 
-static int cl_head_build(const struct cl_run *run, const struct cl_job *j, char **head, size_t *len)
+static int cl_head_build(const struct cl_run *run, const struct cli_job *j, char **head,
+                         size_t *len)
 {
     FILE *f = open_memstream(head, len);
     if (f == NULL)
@@ -1432,16 +1049,17 @@ static void cl_conn_ready(struct cl_run *run, struct cl_conn *c, short revents, 
 
 /* Start the next attempt of `j` on `c`, unless the breaker says no: then `j` waits on `c` for
  * the breaker (cooldown, probe), or settles at once with circuit_open once a probe failed. */
-static void cl_attempt_start(struct cl_run *run, struct cl_conn *c, struct cl_job *j, long long now)
+static void cl_attempt_start(struct cl_run *run, struct cl_conn *c, struct cli_job *j,
+                             long long now)
 {
-    int allow = srv_cli_breaker_allow(&run->breaker, now);
+    int allow = cli_breaker_allow(&run->breaker, now);
     c->job = j;
-    j->breaker_wait = allow == SRV_CLI_BREAKER_WAIT;
-    if (allow == SRV_CLI_BREAKER_WAIT) {
+    j->breaker_wait = allow == CLI_BREAKER_WAIT;
+    if (allow == CLI_BREAKER_WAIT) {
         c->state = CL_WAITING;
         return;
     }
-    if (allow == SRV_CLI_BREAKER_REFUSE) {
+    if (allow == CLI_BREAKER_REFUSE) {
         cl_job_error(j, "circuit_open",
                      "not sent: the circuit opened after %u consecutive failures and the probe "
                      "after its %lld ms cooldown failed too; the cause: %s: %s",
@@ -1454,7 +1072,7 @@ static void cl_attempt_start(struct cl_run *run, struct cl_conn *c, struct cl_jo
         cl_settle(run, j, false, now);
         return;
     }
-    c->probe = allow == SRV_CLI_BREAKER_PROBE;
+    c->probe = allow == CLI_BREAKER_PROBE;
     j->stale_retried = false;
     j->err_cause[0] = '\0';
     if (j->attempts++ == 0)
@@ -1463,9 +1081,9 @@ static void cl_attempt_start(struct cl_run *run, struct cl_conn *c, struct cl_jo
 }
 
 /* When the job waiting on a slot may be tried again. */
-static long long cl_job_due(const struct cl_run *run, const struct cl_job *j)
+static long long cl_job_due(const struct cl_run *run, const struct cli_job *j)
 {
-    return j->breaker_wait ? srv_cli_breaker_retry_ms(&run->breaker) : j->due_ms;
+    return j->breaker_wait ? cli_breaker_retry_ms(&run->breaker) : j->due_ms;
 }
 
 /* Retries whose backoff is over go again; idle slots take fresh jobs in file order. Jobs that
@@ -1477,7 +1095,7 @@ static void cl_dispatch(struct cl_run *run, long long now)
         if (c->state == CL_WAITING && cl_job_due(run, c->job) <= now)
             cl_attempt_start(run, c, c->job, now);
         while (c->job == NULL && run->next < run->njobs) {
-            struct cl_job *j = &run->jobs[run->next++];
+            struct cli_job *j = &run->jobs[run->next++];
             if (j->invalid) {
                 cl_job_error(j, "invalid_job", "line %u: %s", j->line, j->invalid);
                 cl_settle(run, j, false, now);
@@ -1544,84 +1162,6 @@ static int cl_loop(struct cl_run *run, struct pollfd *pfd)
 
 /* ---- setting up ----------------------------------------------------------------------------- */
 
-/* "<base>-<n>": a batch job's request id when its line has none. */
-static char *cl_batch_id(const char *base, unsigned n)
-{
-    char *id = NULL;
-    return asprintf(&id, "%s-%u", base, n) < 0 ? NULL : id;
-}
-
-/* The one job of single mode. Returns 0, -ENOMEM, or -EINVAL (message printed). */
-static int cl_jobs_single(struct cl_run *run, const char *base_id)
-{
-    const struct srv_cli_call_opts *o = run->o;
-    struct cl_job *j = &run->jobs[0];
-    run->njobs = 1;
-    size_t qlen;
-    FILE *q = open_memstream(&j->query, &qlen);
-    if (q == NULL)
-        return -ENOMEM;
-    bool first = true;
-    int rc = 0;
-    for (int i = 0; i < o->nparams && rc == 0; i++) {
-        const char *eq = strchr(o->params[i], '=');
-        rc = cl_query_add(q, &first, o->params[i], (size_t)(eq - o->params[i]), eq + 1,
-                          strlen(eq + 1));
-    }
-    if (fclose(q) != 0 || rc != 0)
-        return -ENOMEM;
-    j->kind = strdup(o->kind);
-    j->request_id = strdup(base_id);
-    j->tenant = o->tenant;
-    if (j->kind == NULL || j->request_id == NULL)
-        return -ENOMEM;
-    if (o->body && (j->body = cl_read_path(o->body, &j->body_len)) == NULL) {
-        fprintf(stderr, "spindle: call: --body %s: %s\n", o->body, strerror(errno));
-        return -EINVAL;
-    }
-    return 0;
-}
-
-/* Count the jobs of a batch text: its lines that are not blank. */
-static unsigned cl_batch_count(const char *text)
-{
-    unsigned n = 0;
-    for (const char *p = text; *p;) {
-        size_t len = strcspn(p, "\n");
-        if (strspn(p, " \t\r") < len)
-            n++;
-        p += len + (p[len] == '\n');
-    }
-    return n;
-}
-
-/* The jobs of --batch. Returns 0, -ENOMEM, or -EINVAL (message printed). */
-static int cl_jobs_batch(struct cl_run *run, const char *text, const char *base_id)
-{
-    unsigned n = 0, lineno = 0;
-    for (const char *p = text; *p;) {
-        size_t len = strcspn(p, "\n");
-        const char *line = p;
-        p += len + (p[len] == '\n');
-        lineno++;
-        if (strspn(line, " \t\r") >= len)
-            continue;
-        struct cl_job *j = &run->jobs[n];
-        j->index = n++;
-        j->line = lineno;
-        run->njobs = n; /* from here on j is freed with the run */
-        if (cl_job_from_line(j, line, len) != 0)
-            return -ENOMEM;
-        if (j->invalid)
-            continue;
-        if (j->tenant == NULL)
-            j->tenant = run->o->tenant;
-        if (j->request_id == NULL && (j->request_id = cl_batch_id(base_id, j->index)) == NULL)
-            return -ENOMEM;
-    }
-    return 0;
-}
-
 static int cl_resolve(struct cl_run *run)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
@@ -1634,8 +1174,19 @@ static int cl_resolve(struct cl_run *run)
     return 0;
 }
 
+/* The one job of single mode. Returns 0, -ENOMEM, or -EINVAL (message printed). */
+static int cl_job_single(struct cl_run *run, const char *request_id)
+{
+    char err[512];
+    run->njobs = 1; /* from here on the job is freed with the run */
+    int rc = cli_job_single(&run->jobs[0], run->o, request_id, err, sizeof(err));
+    if (rc == -EINVAL)
+        fprintf(stderr, "spindle: call: %s\n", err);
+    return rc;
+}
+
 /* Load the jobs and size the run. Returns 0, -ENOMEM, or -EINVAL (message printed). */
-static int cl_run_init(struct cl_run *run, const struct srv_cli_call_opts *o)
+static int cl_run_init(struct cl_run *run, const struct cli_call_opts *o)
 {
     char base[CTX_REQUEST_ID_MAX + 1];
     const char *base_id = o->request_id;
@@ -1647,11 +1198,11 @@ static int cl_run_init(struct cl_run *run, const struct srv_cli_call_opts *o)
     size_t len = 0;
     unsigned cap = 1;
     if (o->batch) {
-        if ((text = cl_read_path(o->batch, &len)) == NULL) {
+        if ((text = cli_file_read(o->batch, &len)) == NULL) {
             fprintf(stderr, "spindle: call: --batch %s: %s\n", o->batch, strerror(errno));
             return -EINVAL;
         }
-        cap = cl_batch_count(text);
+        cap = cli_jobs_count(text);
     }
     run->jobs = calloc(cap ? cap : 1, sizeof(*run->jobs));
     run->nconns = o->concurrency < cap ? o->concurrency : (cap ? cap : 1);
@@ -1660,7 +1211,8 @@ static int cl_run_init(struct cl_run *run, const struct srv_cli_call_opts *o)
     if (run->jobs && run->conns) {
         for (unsigned i = 0; i < run->nconns; i++)
             run->conns[i].fd = -1;
-        rc = o->batch ? cl_jobs_batch(run, text, base_id) : cl_jobs_single(run, base_id);
+        rc = o->batch ? cli_jobs_parse(run->jobs, &run->njobs, text, base_id, o->tenant)
+                      : cl_job_single(run, base_id);
     }
     free(text);
     return rc;
@@ -1674,14 +1226,14 @@ static void cl_run_fini(struct cl_run *run)
         free(run->conns[i].body);
     }
     for (unsigned i = 0; run->jobs && i < run->njobs; i++)
-        cl_job_fini(&run->jobs[i]);
+        cli_job_fini(&run->jobs[i]);
     free(run->conns);
     free(run->jobs);
     if (run->addrs)
         freeaddrinfo(run->addrs);
 }
 
-static uint64_t cl_seed(const struct srv_cli_call_opts *o)
+static uint64_t cl_seed(const struct cli_call_opts *o)
 {
     if (o->seed)
         return o->seed;
@@ -1691,7 +1243,7 @@ static uint64_t cl_seed(const struct srv_cli_call_opts *o)
            ((uint64_t)getpid() << 32);
 }
 
-static int cl_run(struct cl_run *run, const struct srv_cli_call_opts *o)
+static int cl_run(struct cl_run *run, const struct cli_call_opts *o)
 {
     run->o = o;
     run->t0_ms = cl_now_ms();
@@ -1699,48 +1251,48 @@ static int cl_run(struct cl_run *run, const struct srv_cli_call_opts *o)
     run->lines = o->batch != NULL || o->json;
     run->progress = o->batch != NULL && isatty(STDERR_FILENO);
     run->rng = cl_seed(o);
-    run->backoff = (struct srv_cli_backoff){o->backoff_base_ms, o->backoff_cap_ms};
-    srv_cli_breaker_init(&run->breaker, o->breaker, o->cooldown_ms);
+    run->backoff = (struct cli_backoff){o->backoff_base_ms, o->backoff_cap_ms};
+    cli_breaker_init(&run->breaker, o->breaker, o->cooldown_ms);
     char err[512];
-    if (srv_cli_url_parse(o->server, &run->url, err, sizeof(err)) != 0) {
+    if (cli_url_parse(o->server, &run->url, err, sizeof(err)) != 0) {
         fprintf(stderr, "spindle: call: --server: %s\n", err);
-        return SRV_CLI_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     int rc = cl_run_init(run, o);
     if (rc == 0)
         rc = cl_resolve(run);
     if (rc == -EINVAL)
-        return SRV_CLI_EXIT_USAGE; /* an input file could not be read (said why) */
+        return CLI_EXIT_USAGE; /* an input file could not be read (said why) */
     if (rc == -EHOSTUNREACH)
-        return SRV_CLI_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     struct pollfd *pfd = rc == 0 ? calloc(run->nconns, sizeof(*pfd)) : NULL;
     if (rc == 0)
         rc = pfd ? cl_loop(run, pfd) : -ENOMEM;
     free(pfd);
     if (rc != 0) {
         fprintf(stderr, "spindle: call: %s\n", strerror(-rc));
-        return SRV_CLI_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     if (run->lines)
         cl_print_summary(run);
     if (fflush(stdout) != 0 && run->out_error == 0)
         run->out_error = errno;
     if (run->out_error != 0)
-        return SRV_CLI_EXIT_FAIL;
-    return run->failed ? SRV_CLI_EXIT_FAIL : SRV_CLI_EXIT_OK;
+        return CLI_EXIT_FAIL;
+    return run->failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
-int srv_cli_call_main(int argc, char **argv)
+int cli_call_main(int argc, char **argv)
 {
-    struct srv_cli_call_opts o;
+    struct cli_call_opts o;
     char err[512];
-    if (srv_cli_call_args_parse(argc, argv, &o, err, sizeof(err)) != 0) {
+    if (cli_call_args_parse(argc, argv, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "spindle: %s (see: spindle call --help)\n", err);
-        return SRV_CLI_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     if (o.help) {
         fputs(cl_usage, stdout);
-        return fflush(stdout) == 0 ? SRV_CLI_EXIT_OK : SRV_CLI_EXIT_FAIL;
+        return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     }
     struct cl_run run = {0};
     int code = cl_run(&run, &o);

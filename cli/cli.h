@@ -2,190 +2,24 @@
  * job API with retries, backoff and a circuit breaker) and `spindle logs` (a pretty-printer and
  * follower for spindle's JSON-lines logs).
  *
- * The two *_main functions are what server/main.c dispatches to. The rest of this header is the
- * pure, deterministic part of each tool (argument parsing, URL parsing, backoff, the breaker
- * state machine, query encoding, the formatting and filtering of one log line), declared here so
- * the unit suites can test it without sockets or processes.
+ * This is the one public header of cli/: the two entry points server/main.c dispatches to and
+ * their exit codes. What the files of cli/ share with each other (and their unit suites test
+ * without sockets or processes) is in cli/internal.h.
  *
  * Threads: both tools are single-threaded and keep no global state (getopt's aside); `spindle logs
  * -f` blocks SIGINT/SIGTERM in the calling thread and waits for them with sigtimedwait().
  */
-#ifndef SPINDLE_SERVER_CLI_H
-#define SPINDLE_SERVER_CLI_H
-
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <time.h>
+#ifndef SPINDLE_CLI_H
+#define SPINDLE_CLI_H
 
 /* Exit codes shared by both tools. */
-#define SRV_CLI_EXIT_OK    0 /* every job succeeded / the log was read to its end */
-#define SRV_CLI_EXIT_FAIL  1 /* a job failed / an I/O error */
-#define SRV_CLI_EXIT_USAGE 2 /* bad arguments, unreadable input file, unsupported URL */
+#define CLI_EXIT_OK    0 /* every job succeeded / the log was read to its end */
+#define CLI_EXIT_FAIL  1 /* a job failed / an I/O error */
+#define CLI_EXIT_USAGE 2 /* bad arguments, unreadable input file, unsupported URL */
 
 /* `spindle call ...` and `spindle logs ...`: argv[0] is the subcommand name. Both return the
- * process exit code (SRV_CLI_EXIT_*) and print their own messages on stderr. */
-int srv_cli_call_main(int argc, char **argv);
-int srv_cli_logs_main(int argc, char **argv);
-
-/* ---- spindle call: the pure parts ------------------------------------------------------------ */
-
-#define SRV_CLI_HOST_MAX 256
-
-/* A parsed --server URL: "http://HOST[:PORT][/]" or "HOST[:PORT]"; HOST is a name, an IPv4
- * address or a bracketed IPv6 address. */
-struct srv_cli_url {
-    char host[SRV_CLI_HOST_MAX];           /* without brackets, for getaddrinfo */
-    char port[8];                          /* decimal, "80" when absent */
-    char authority[SRV_CLI_HOST_MAX + 10]; /* the Host header: "[::1]:8080", "example:80" */
-};
-
-/* Parse `url` (borrowed) into *u. Returns 0, or -EINVAL with a message in err (size bytes):
- * https (not supported), another scheme, an empty host, a bad port (not 1..65535), user info, a
- * path other than "/", a query or fragment. */
-int srv_cli_url_parse(const char *url, struct srv_cli_url *u, char *err, size_t size);
-
-/* The retry policy: delays in milliseconds. */
-struct srv_cli_backoff {
-    long long base_ms; /* the first retry's ceiling */
-    long long cap_ms;  /* no ceiling grows beyond this */
-};
-
-/* The next value of a xorshift64* generator whose state is *state (never 0: a 0 state is
- * replaced by a fixed constant). Deterministic for a given seed, so tests can replay it. */
-uint64_t srv_cli_rand_next(uint64_t *state);
-
-/* The delay before retry number `attempt` (0 = the first retry): full jitter, a uniform draw in
- * [0, min(cap_ms, base_ms * 2^attempt)] from *rng, then raised to `retry_after_ms` when that is
- * larger (the server's Retry-After is a floor; pass -1 when there was none). */
-long long srv_cli_backoff_ms(const struct srv_cli_backoff *b, unsigned attempt,
-                             long long retry_after_ms, uint64_t *rng);
-
-/* A Retry-After-Ms value (borrowed, NUL-terminated): a whole number of milliseconds, as spindle
- * sends next to Retry-After. Returns it (clamped to one day), or -1 when it is not one. */
-long long srv_cli_retry_after_ms_hint(const char *value);
-
-/* A Retry-After value (borrowed, NUL-terminated): delta-seconds ("2") or an HTTP-date ("Sun, 06
- * Nov 1994 08:49:37 GMT", taken relative to `now`). Returns milliseconds (0 for a date in the
- * past), or -1 when the value is neither. Values above one day are clamped to one day. */
-long long srv_cli_retry_after_ms(const char *value, time_t now);
-
-/* The circuit breaker. closed: every request goes; `threshold` consecutive failures open it.
- * open: nothing goes until `cooldown_ms` passed since it opened; then half-open: exactly one
- * probe goes; the probe's success closes it, its failure opens it again. Until a probe has
- * failed, requests that may not go wait (the failures may be a server still starting); once a
- * probe has failed since the circuit first opened, they fail fast until a probe succeeds.
- * Results of requests sent before the breaker opened are ignored once it is open or half-open.
- * A threshold of 0 disables it (always closed). Owned by one thread. */
-enum srv_cli_breaker_state {
-    SRV_CLI_BREAKER_CLOSED,
-    SRV_CLI_BREAKER_OPEN,
-    SRV_CLI_BREAKER_HALF_OPEN,
-};
-
-/* What srv_cli_breaker_allow answers. */
-enum srv_cli_breaker_verdict {
-    SRV_CLI_BREAKER_REFUSE = 0, /* fail fast: a probe failed and the circuit is still open */
-    SRV_CLI_BREAKER_SEND = 1,
-    SRV_CLI_BREAKER_PROBE = 2, /* send as the half-open probe (report it with probe = true) */
-    SRV_CLI_BREAKER_WAIT = 3,  /* not yet: ask again at srv_cli_breaker_retry_ms() */
-};
-
-struct srv_cli_breaker {
-    enum srv_cli_breaker_state state;
-    unsigned threshold;
-    unsigned failures; /* consecutive, while closed */
-    long long cooldown_ms;
-    long long opened_ms;    /* when it last opened (caller's monotonic clock) */
-    bool probe_out;         /* half-open: the probe was handed out and has not reported */
-    unsigned failed_probes; /* probes that failed since it last closed */
-};
-
-/* Initialise *b closed. */
-void srv_cli_breaker_init(struct srv_cli_breaker *b, unsigned threshold, long long cooldown_ms);
-
-/* May a request be sent at `now_ms`? Returns an enum srv_cli_breaker_verdict. Moves open to
- * half-open once the cooldown has passed (the caller then gets the probe). */
-int srv_cli_breaker_allow(struct srv_cli_breaker *b, long long now_ms);
-
-/* When a request told SRV_CLI_BREAKER_WAIT should ask again: the end of the cooldown, LLONG_MAX
- * while the probe is out, at once (0) in every other state. */
-long long srv_cli_breaker_retry_ms(const struct srv_cli_breaker *b);
-
-/* Report a request's outcome: `ok` false for a transport failure, a timeout or a 5xx answer.
- * `probe` is true for the request allow() returned SRV_CLI_BREAKER_PROBE for. Returns true when
- * this report opened the circuit (from closed, or again after a failed probe): the caller keeps
- * its failure as the cause to report. */
-bool srv_cli_breaker_record(struct srv_cli_breaker *b, bool probe, bool ok, long long now_ms);
-
-/* Append `s` (len bytes, borrowed) percent-encoded to `out` (a stream, e.g. open_memstream):
- * everything but the unreserved characters A-Z a-z 0-9 - . _ ~ becomes %XX. Returns 0 or -EIO. */
-int srv_cli_percent_encode(FILE *out, const char *s, size_t len);
-
-/* The command line of `spindle call`. Strings borrow argv. */
-struct srv_cli_call_opts {
-    const char *kind; /* single mode: the job kind */
-    char **params;    /* single mode: KEY=VALUE arguments (borrowed argv slice) */
-    int nparams;
-    const char *body;          /* --body FILE, "-" = stdin, NULL = no body */
-    const char *output;        /* --output FILE, NULL = stdout */
-    const char *batch;         /* --batch FILE ("-" = stdin), NULL = single mode */
-    const char *server;        /* --server URL */
-    const char *tenant;        /* --tenant, NULL = none sent */
-    const char *request_id;    /* --request-id, NULL = generated */
-    unsigned concurrency;      /* --concurrency, >= 1 */
-    unsigned retries;          /* --retries: extra attempts after the first */
-    unsigned breaker;          /* --breaker: consecutive failures that open it, 0 = off */
-    long long cooldown_ms;     /* --cooldown */
-    long long timeout_ms;      /* --timeout, 0 = none sent */
-    long long backoff_base_ms; /* --backoff-base */
-    long long backoff_cap_ms;  /* --backoff-max */
-    uint64_t seed;             /* --seed, 0 = from the clock */
-    bool json;                 /* --json: single mode prints result and summary lines too */
-    bool help;                 /* -h / --help was given: print usage, exit 0 */
-};
-
-/* Parse `spindle call` arguments (argv[0] = "call") into *o (defaults first). Returns 0, or
- * -EINVAL with a message in err (size bytes): unknown option, bad number, missing kind, both or
- * neither of kind and --batch, KEY=VALUE without '=', an invalid tenant or request id. */
-int srv_cli_call_args_parse(int argc, char **argv, struct srv_cli_call_opts *o, char *err,
-                            size_t size);
-
-/* ---- spindle logs: the pure parts ------------------------------------------------------------ */
-
-enum srv_cli_color {
-    SRV_CLI_COLOR_AUTO,
-    SRV_CLI_COLOR_ALWAYS,
-    SRV_CLI_COLOR_NEVER,
-};
-
-/* The command line of `spindle logs`. Strings borrow argv. */
-struct srv_cli_logs_opts {
-    const char *path;       /* FILE, NULL or "-" = stdin */
-    bool follow;            /* -f */
-    const char *request_id; /* --request-id: exact match, NULL = any */
-    const char *tenant;     /* --tenant: exact match, NULL = any */
-    int min_level;          /* --level: 0 (trace) .. 5 (fatal), -1 = any */
-    enum srv_cli_color color;
-    bool help;
-};
-
-/* Parse `spindle logs` arguments (argv[0] = "logs"). Returns 0, or -EINVAL with a message in err:
- * unknown option, unknown level or colour mode, more than one FILE, -f without a FILE. */
-int srv_cli_logs_args_parse(int argc, char **argv, struct srv_cli_logs_opts *o, char *err,
-                            size_t size);
-
-/* The rank of a level name ("trace" 0, "debug" 1, "info" 2, "warn" 3 ("warning" too), "error" 4,
- * "fatal" 5; case-insensitive), or -1. */
-int srv_cli_log_level_rank(const char *name);
-
-/* Format one log line (`len` bytes without its newline, borrowed) to `out` followed by '\n', when
- * it passes the filters of `o`. JSON objects are pretty-printed: "HH:MM:SS.mmm LEVEL [request_id
- * tenant trace8] msg key=value ...", colours (ANSI) when `color`; anything else is written
- * unchanged, but only when no filter is set. Returns 1 when written, 0 when filtered out, -EIO
- * on a write error, -ENOMEM. */
-int srv_cli_logs_line_print(const struct srv_cli_logs_opts *o, bool color, const char *line,
-                            size_t len, FILE *out);
+ * process exit code (CLI_EXIT_*) and print their own messages on stderr. */
+int cli_call_main(int argc, char **argv);
+int cli_logs_main(int argc, char **argv);
 
 #endif

@@ -1,9 +1,9 @@
 /* logs.c - `spindle logs`: pretty-print, filter and follow spindle's JSON-lines logs.
  *
  * Design: a line reader (struct lg_reader) pulls bytes from one file descriptor into a growing
- * buffer and hands each complete line to srv_cli_logs_line_print(), which parses it with jansson
- * and writes either the pretty form or, for anything that is not a JSON object, the line
- * unchanged (only when no filter is set: a filter cannot be judged on a line without fields).
+ * buffer and hands each complete line to cli_logs_line_print() (cli/internal.h), which parses it
+ * with jansson and writes either the pretty form or, for anything that is not a JSON object, the
+ * line unchanged (only when no filter is set: a filter cannot be judged on a line without fields).
  * A last line without its newline is kept until the newline comes; it is printed as it is only
  * when the input really ended (end of stdin or of the file without -f, or the file was rotated or
  * truncated away under -f). A line longer than LG_LINE_MAX is printed in pieces of that size.
@@ -33,7 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli/internal.h"
 
 #define LG_POLL_MS  200
 #define LG_READ_MAX 65536
@@ -69,7 +69,7 @@ static const char *const lg_level_colors[] = {
 static const char *const lg_fixed[] = {"ts",     "level",    "msg",    "request_id",
                                        "tenant", "trace_id", "span_id"};
 
-int srv_cli_log_level_rank(const char *name)
+int cli_log_level_rank(const char *name)
 {
     if (name == NULL)
         return -1;
@@ -100,14 +100,14 @@ static const struct option lg_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int lg_color_parse(const char *v, enum srv_cli_color *c)
+static int lg_color_parse(const char *v, enum cli_color *c)
 {
     if (v == NULL || strcmp(v, "always") == 0)
-        *c = SRV_CLI_COLOR_ALWAYS;
+        *c = CLI_COLOR_ALWAYS;
     else if (strcmp(v, "auto") == 0)
-        *c = SRV_CLI_COLOR_AUTO;
+        *c = CLI_COLOR_AUTO;
     else if (strcmp(v, "never") == 0)
-        *c = SRV_CLI_COLOR_NEVER;
+        *c = CLI_COLOR_NEVER;
     else
         return -EINVAL;
     return 0;
@@ -119,10 +119,9 @@ static int lg_arg_error(char *err, size_t size, const char *what, const char *ar
     return -EINVAL;
 }
 
-int srv_cli_logs_args_parse(int argc, char **argv, struct srv_cli_logs_opts *o, char *err,
-                            size_t size)
+int cli_logs_args_parse(int argc, char **argv, struct cli_logs_opts *o, char *err, size_t size)
 {
-    *o = (struct srv_cli_logs_opts){.min_level = -1, .color = SRV_CLI_COLOR_AUTO};
+    *o = (struct cli_logs_opts){.min_level = -1, .color = CLI_COLOR_AUTO};
     opterr = 0; /* our own messages */
     optind = 1;
     int c;
@@ -141,7 +140,7 @@ int srv_cli_logs_args_parse(int argc, char **argv, struct srv_cli_logs_opts *o, 
             o->tenant = optarg;
             break;
         case LG_OPT_LEVEL:
-            o->min_level = srv_cli_log_level_rank(optarg);
+            o->min_level = cli_log_level_rank(optarg);
             if (o->min_level < 0)
                 return lg_arg_error(err, size, "unknown level", optarg);
             break;
@@ -168,7 +167,7 @@ int srv_cli_logs_args_parse(int argc, char **argv, struct srv_cli_logs_opts *o, 
 
 /* ---- one line ------------------------------------------------------------------------------- */
 
-static bool lg_filtered(const struct srv_cli_logs_opts *o)
+static bool lg_filtered(const struct cli_logs_opts *o)
 {
     return o->request_id != NULL || o->tenant != NULL || o->min_level >= 0;
 }
@@ -184,13 +183,13 @@ static bool lg_str_is(const json_t *obj, const char *key, const char *want)
     return v != NULL && strcmp(v, want) == 0;
 }
 
-static bool lg_passes(const struct srv_cli_logs_opts *o, const json_t *line)
+static bool lg_passes(const struct cli_logs_opts *o, const json_t *line)
 {
     if (o->request_id != NULL && !lg_str_is(line, "request_id", o->request_id))
         return false;
     if (o->tenant != NULL && !lg_str_is(line, "tenant", o->tenant))
         return false;
-    if (o->min_level >= 0 && srv_cli_log_level_rank(lg_str(line, "level")) < o->min_level)
+    if (o->min_level >= 0 && cli_log_level_rank(lg_str(line, "level")) < o->min_level)
         return false;
     return true;
 }
@@ -253,7 +252,7 @@ static void lg_put_time(FILE *out, const char *ts)
 
 static void lg_put_level(FILE *out, const char *level, bool color)
 {
-    int r = srv_cli_log_level_rank(level);
+    int r = cli_log_level_rank(level);
     if (r < 0) {
         fprintf(out, "%-5s", level ? level : "-");
         return;
@@ -320,8 +319,8 @@ static void lg_put_pretty(FILE *out, const json_t *line, bool color)
     fputc('\n', out);
 }
 
-int srv_cli_logs_line_print(const struct srv_cli_logs_opts *o, bool color, const char *line,
-                            size_t len, FILE *out)
+int cli_logs_line_print(const struct cli_logs_opts *o, bool color, const char *line, size_t len,
+                        FILE *out)
 {
     json_error_t jerr;
     json_t *j = json_loadb(line, len, 0, &jerr);
@@ -350,7 +349,7 @@ out_free:
 /* ---- reading and following ------------------------------------------------------------------ */
 
 struct lg_reader {
-    const struct srv_cli_logs_opts *o;
+    const struct cli_logs_opts *o;
     bool color;
     int fd;
     dev_t dev;
@@ -362,7 +361,7 @@ struct lg_reader {
 
 static int lg_emit(struct lg_reader *r, const char *line, size_t len)
 {
-    int rc = srv_cli_logs_line_print(r->o, r->color, line, len, stdout);
+    int rc = cli_logs_line_print(r->o, r->color, line, len, stdout);
     return rc < 0 ? rc : 0;
 }
 
@@ -508,16 +507,15 @@ static int lg_follow(struct lg_reader *r)
     return rc;
 }
 
-static int lg_run(const struct srv_cli_logs_opts *o)
+static int lg_run(const struct cli_logs_opts *o)
 {
     struct lg_reader r = {.o = o, .fd = STDIN_FILENO};
-    r.color = o->color == SRV_CLI_COLOR_ALWAYS ||
-              (o->color == SRV_CLI_COLOR_AUTO && isatty(STDOUT_FILENO));
+    r.color = o->color == CLI_COLOR_ALWAYS || (o->color == CLI_COLOR_AUTO && isatty(STDOUT_FILENO));
     bool from_file = o->path != NULL && strcmp(o->path, "-") != 0;
     int rc = from_file ? lg_open(&r, o->path) : 0;
     if (rc != 0) {
         fprintf(stderr, "spindle: logs: %s: %s\n", o->path, strerror(-rc));
-        return SRV_CLI_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     if (o->follow) {
         rc = lg_follow(&r);
@@ -534,22 +532,22 @@ static int lg_run(const struct srv_cli_logs_opts *o)
     if (rc != 0) {
         fprintf(stderr, "spindle: logs: %s: %s\n", from_file ? o->path : "standard input",
                 strerror(-rc));
-        return SRV_CLI_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
-    return SRV_CLI_EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
-int srv_cli_logs_main(int argc, char **argv)
+int cli_logs_main(int argc, char **argv)
 {
-    struct srv_cli_logs_opts o;
+    struct cli_logs_opts o;
     char err[256];
-    if (srv_cli_logs_args_parse(argc, argv, &o, err, sizeof(err)) != 0) {
+    if (cli_logs_args_parse(argc, argv, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "spindle: %s (see: spindle logs --help)\n", err);
-        return SRV_CLI_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     if (o.help) {
         fputs(lg_usage, stdout);
-        return fflush(stdout) == 0 ? SRV_CLI_EXIT_OK : SRV_CLI_EXIT_FAIL;
+        return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     }
     return lg_run(&o);
 }

@@ -226,9 +226,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "serve") == 0)
         return main_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "call") == 0)
-        return srv_cli_call_main(argc - 1, argv + 1);
+        return cli_call_main(argc - 1, argv + 1);
     if (strcmp(cmd, "logs") == 0)
-        return srv_cli_logs_main(argc - 1, argv + 1);
+        return cli_logs_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2)
             return main_usage_error("version: unexpected argument", argv[2]);

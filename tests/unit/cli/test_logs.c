@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/internal.h"
 
 int suite_cli_logs(void);
 
@@ -19,34 +19,34 @@ static const char logs_access[] =
     "\"method\":\"POST\",\"status\":200,\"total_ms\":0.357,\"peer\":\"127.0.0.1:40618\","
     "\"note\":\"two words\",\"empty\":\"\",\"obj\":{\"a\":[1,true]},\"none\":null}";
 
-static const struct srv_cli_logs_opts logs_nofilter = {.min_level = -1};
+static const struct cli_logs_opts logs_nofilter = {.min_level = -1};
 
 /* Print `line` with `o` into a new string (caller frees); *rc gets the return value. */
-static char *logs_fmt(const struct srv_cli_logs_opts *o, bool color, const char *line, int *rc)
+static char *logs_fmt(const struct cli_logs_opts *o, bool color, const char *line, int *rc)
 {
     char *s = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&s, &len);
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-    *rc = srv_cli_logs_line_print(o, color, line, strlen(line), f);
+    *rc = cli_logs_line_print(o, color, line, strlen(line), f);
     CU_ASSERT_EQUAL(fclose(f), 0);
     return s;
 }
 
-static void test_srv_cli_log_level_rank_names(void)
+static void test_cli_log_level_rank_names(void)
 {
-    CU_ASSERT_EQUAL(srv_cli_log_level_rank("trace"), 0);
-    CU_ASSERT_EQUAL(srv_cli_log_level_rank("debug"), 1);
-    CU_ASSERT_EQUAL(srv_cli_log_level_rank("INFO"), 2);
-    CU_ASSERT_EQUAL(srv_cli_log_level_rank("warn"), 3);
-    CU_ASSERT_EQUAL(srv_cli_log_level_rank("warning"), 3);
-    CU_ASSERT_EQUAL(srv_cli_log_level_rank("error"), 4);
-    CU_ASSERT_EQUAL(srv_cli_log_level_rank("fatal"), 5);
-    CU_ASSERT_EQUAL(srv_cli_log_level_rank("loud"), -1);
-    CU_ASSERT_EQUAL(srv_cli_log_level_rank(NULL), -1);
+    CU_ASSERT_EQUAL(cli_log_level_rank("trace"), 0);
+    CU_ASSERT_EQUAL(cli_log_level_rank("debug"), 1);
+    CU_ASSERT_EQUAL(cli_log_level_rank("INFO"), 2);
+    CU_ASSERT_EQUAL(cli_log_level_rank("warn"), 3);
+    CU_ASSERT_EQUAL(cli_log_level_rank("warning"), 3);
+    CU_ASSERT_EQUAL(cli_log_level_rank("error"), 4);
+    CU_ASSERT_EQUAL(cli_log_level_rank("fatal"), 5);
+    CU_ASSERT_EQUAL(cli_log_level_rank("loud"), -1);
+    CU_ASSERT_EQUAL(cli_log_level_rank(NULL), -1);
 }
 
-static int logs_parse(struct srv_cli_logs_opts *o, char *err, int argc, ...)
+static int logs_parse(struct cli_logs_opts *o, char *err, int argc, ...)
 {
     char *argv[16];
     va_list ap;
@@ -56,18 +56,18 @@ static int logs_parse(struct srv_cli_logs_opts *o, char *err, int argc, ...)
     va_end(ap);
     argv[argc] = NULL;
     err[0] = '\0';
-    return srv_cli_logs_args_parse(argc, argv, o, err, 256);
+    return cli_logs_args_parse(argc, argv, o, err, 256);
 }
 
-static void test_srv_cli_logs_args_parse_options(void)
+static void test_cli_logs_args_parse_options(void)
 {
-    struct srv_cli_logs_opts o;
+    struct cli_logs_opts o;
     char err[256];
     CU_ASSERT_EQUAL(logs_parse(&o, err, 1, "logs"), 0);
     CU_ASSERT_PTR_NULL(o.path);
     CU_ASSERT(!o.follow);
     CU_ASSERT_EQUAL(o.min_level, -1);
-    CU_ASSERT_EQUAL(o.color, SRV_CLI_COLOR_AUTO);
+    CU_ASSERT_EQUAL(o.color, CLI_COLOR_AUTO);
     CU_ASSERT_EQUAL(logs_parse(&o, err, 9, "logs", "spindle.log", "-f", "--request-id", "r1",
                                "--tenant", "acme", "--level", "warn"),
                     0);
@@ -77,16 +77,16 @@ static void test_srv_cli_logs_args_parse_options(void)
     CU_ASSERT_STRING_EQUAL(o.tenant, "acme");
     CU_ASSERT_EQUAL(o.min_level, 3);
     CU_ASSERT_EQUAL(logs_parse(&o, err, 2, "logs", "--color=never"), 0);
-    CU_ASSERT_EQUAL(o.color, SRV_CLI_COLOR_NEVER);
+    CU_ASSERT_EQUAL(o.color, CLI_COLOR_NEVER);
     CU_ASSERT_EQUAL(logs_parse(&o, err, 2, "logs", "--color"), 0);
-    CU_ASSERT_EQUAL(o.color, SRV_CLI_COLOR_ALWAYS);
+    CU_ASSERT_EQUAL(o.color, CLI_COLOR_ALWAYS);
     CU_ASSERT_EQUAL(logs_parse(&o, err, 2, "logs", "--color=auto"), 0);
-    CU_ASSERT_EQUAL(o.color, SRV_CLI_COLOR_AUTO);
+    CU_ASSERT_EQUAL(o.color, CLI_COLOR_AUTO);
 }
 
-static void test_srv_cli_logs_args_parse_errors(void)
+static void test_cli_logs_args_parse_errors(void)
 {
-    struct srv_cli_logs_opts o;
+    struct cli_logs_opts o;
     char err[256];
     CU_ASSERT_EQUAL(logs_parse(&o, err, 2, "logs", "-f"), -EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "-f needs a FILE"));
@@ -99,7 +99,7 @@ static void test_srv_cli_logs_args_parse_errors(void)
     CU_ASSERT_EQUAL(logs_parse(&o, err, 2, "logs", "--tenant"), -EINVAL);
 }
 
-static void test_srv_cli_logs_line_print_plain(void)
+static void test_cli_logs_line_print_plain(void)
 {
     int rc;
     char *s = logs_fmt(&logs_nofilter, false, logs_access, &rc);
@@ -110,7 +110,7 @@ static void test_srv_cli_logs_line_print_plain(void)
     free(s);
 }
 
-static void test_srv_cli_logs_line_print_no_ids(void)
+static void test_cli_logs_line_print_no_ids(void)
 {
     int rc;
     const char *line = "{\"ts\":\"2026-11-22T03:53:05.7Z\",\"level\":\"error\","
@@ -126,7 +126,7 @@ static void test_srv_cli_logs_line_print_no_ids(void)
     free(s);
 }
 
-static void test_srv_cli_logs_line_print_colors(void)
+static void test_cli_logs_line_print_colors(void)
 {
     int rc;
     char *s = logs_fmt(&logs_nofilter, true, logs_access, &rc);
@@ -147,10 +147,10 @@ static void test_srv_cli_logs_line_print_colors(void)
     free(s);
 }
 
-static void test_srv_cli_logs_line_print_filters(void)
+static void test_cli_logs_line_print_filters(void)
 {
     int rc;
-    struct srv_cli_logs_opts o = {.min_level = -1, .request_id = "r1"};
+    struct cli_logs_opts o = {.min_level = -1, .request_id = "r1"};
     char *s = logs_fmt(&o, false, logs_access, &rc);
     CU_ASSERT_EQUAL(rc, 1);
     free(s);
@@ -159,7 +159,7 @@ static void test_srv_cli_logs_line_print_filters(void)
     CU_ASSERT_EQUAL(rc, 0);
     CU_ASSERT_STRING_EQUAL(s, "");
     free(s);
-    o = (struct srv_cli_logs_opts){.min_level = -1, .tenant = "acme"};
+    o = (struct cli_logs_opts){.min_level = -1, .tenant = "acme"};
     s = logs_fmt(&o, false, logs_access, &rc);
     CU_ASSERT_EQUAL(rc, 1);
     free(s);
@@ -167,7 +167,7 @@ static void test_srv_cli_logs_line_print_filters(void)
     s = logs_fmt(&o, false, logs_access, &rc);
     CU_ASSERT_EQUAL(rc, 0);
     free(s);
-    o = (struct srv_cli_logs_opts){.min_level = 3};
+    o = (struct cli_logs_opts){.min_level = 3};
     s = logs_fmt(&o, false, logs_access, &rc); /* info < warn */
     CU_ASSERT_EQUAL(rc, 0);
     free(s);
@@ -182,7 +182,7 @@ static void test_srv_cli_logs_line_print_filters(void)
     free(s);
 }
 
-static void test_srv_cli_logs_line_print_malformed(void)
+static void test_cli_logs_line_print_malformed(void)
 {
     static const char *const lines[] = {
         "plain text from a shell script",
@@ -200,7 +200,7 @@ static void test_srv_cli_logs_line_print_malformed(void)
         snprintf(want, sizeof(want), "%s\n", lines[i]);
         CU_ASSERT_STRING_EQUAL(s, want); /* unchanged, no colour */
         free(s);
-        struct srv_cli_logs_opts o = {.min_level = 0};
+        struct cli_logs_opts o = {.min_level = 0};
         s = logs_fmt(&o, false, lines[i], &rc);
         CU_ASSERT_EQUAL(rc, 0); /* a filter cannot judge them: hidden */
         CU_ASSERT_STRING_EQUAL(s, "");
@@ -210,17 +210,16 @@ static void test_srv_cli_logs_line_print_malformed(void)
 
 int suite_cli_logs(void)
 {
-    CU_pSuite s = CU_add_suite("server_cli_logs", NULL, NULL);
+    CU_pSuite s = CU_add_suite("cli_logs", NULL, NULL);
     if (s == NULL)
         return CU_get_error();
-    CU_add_test(s, "test_srv_cli_log_level_rank_names", test_srv_cli_log_level_rank_names);
-    CU_add_test(s, "test_srv_cli_logs_args_parse_options", test_srv_cli_logs_args_parse_options);
-    CU_add_test(s, "test_srv_cli_logs_args_parse_errors", test_srv_cli_logs_args_parse_errors);
-    CU_add_test(s, "test_srv_cli_logs_line_print_plain", test_srv_cli_logs_line_print_plain);
-    CU_add_test(s, "test_srv_cli_logs_line_print_no_ids", test_srv_cli_logs_line_print_no_ids);
-    CU_add_test(s, "test_srv_cli_logs_line_print_colors", test_srv_cli_logs_line_print_colors);
-    CU_add_test(s, "test_srv_cli_logs_line_print_filters", test_srv_cli_logs_line_print_filters);
-    CU_add_test(s, "test_srv_cli_logs_line_print_malformed",
-                test_srv_cli_logs_line_print_malformed);
+    CU_add_test(s, "test_cli_log_level_rank_names", test_cli_log_level_rank_names);
+    CU_add_test(s, "test_cli_logs_args_parse_options", test_cli_logs_args_parse_options);
+    CU_add_test(s, "test_cli_logs_args_parse_errors", test_cli_logs_args_parse_errors);
+    CU_add_test(s, "test_cli_logs_line_print_plain", test_cli_logs_line_print_plain);
+    CU_add_test(s, "test_cli_logs_line_print_no_ids", test_cli_logs_line_print_no_ids);
+    CU_add_test(s, "test_cli_logs_line_print_colors", test_cli_logs_line_print_colors);
+    CU_add_test(s, "test_cli_logs_line_print_filters", test_cli_logs_line_print_filters);
+    CU_add_test(s, "test_cli_logs_line_print_malformed", test_cli_logs_line_print_malformed);
     return CU_get_error();
 }
