@@ -28,8 +28,8 @@
 
 #include "pool/pool.h"
 #include "server/config.h"
-#include "server/http/http.h"
 
+struct srv_http;
 struct srv_jobroute;
 struct srv_adm;
 struct srv_met_server;
@@ -61,5 +61,11 @@ void srv_jobroute_free(struct srv_jobroute *jr);
  * with the job's context current (so its request_id and tenant), the kind when the job is one
  * of these routes', and overdue_ms. Any thread. */
 void srv_jobroute_overdue(struct pool_job *job, uint64_t overdue_ns, void *arg);
+
+/* ---- health (server/api/health.c) ---- */
+
+/* GET/HEAD /healthz (200 "ok\n") and /readyz (200 "ready\n", 503 `draining` while draining) on
+ * `h` (borrowed). Returns 0 or the error of srv_http_route_add(). Loop thread. */
+int srv_health_routes_add(struct srv_http *h);
 
 #endif

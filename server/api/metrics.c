@@ -30,6 +30,10 @@
 
 #include "context/ctx.h"
 #include "logging/log.h"
+#include "server/config.h"
+#include "server/http/http.h"
+#include "server/http/request.h"
+#include "server/http/route.h"
 
 struct srv_mroute {
     struct ev_loop *loop;
