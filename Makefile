@@ -240,6 +240,15 @@ format:
 check-format:
 	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
+# Every header compiles on its own: its includes and forward declarations are complete.
+.PHONY: check-headers
+check-headers:
+	@for h in $$(git ls-files '*.h'); do \
+	  printf '#include "%s"\n' "$$h" | \
+	    $(CC) -std=c11 -D_GNU_SOURCE -I. $(WARN) -Werror -fsyntax-only -x c - || \
+	    { echo "check-headers: $$h does not compile on its own"; exit 1; }; \
+	done
+
 clean:
 	rm -rf build bin
 

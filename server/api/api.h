@@ -28,8 +28,8 @@
 
 #include "pool/pool.h"
 #include "server/config.h"
-#include "server/http/http.h"
 
+struct srv_http;
 struct srv_jobroute;
 struct srv_adm;
 struct srv_met_server;
@@ -65,5 +65,11 @@ void srv_jobroute_free(struct srv_jobroute *jr);
  * tenant), the job's kind (a batch item's own kind, "batch_parse" for the parse of a large batch
  * body), the cancel reason and overdue_ms. Any thread. */
 void srv_jobroute_overdue(struct pool_job *job, uint64_t overdue_ns, void *arg);
+
+/* ---- health (server/api/health.c) ---- */
+
+/* GET/HEAD /healthz (200 "ok\n") and /readyz (200 "ready\n", 503 `draining` while draining) on
+ * `h` (borrowed). Returns 0 or the error of srv_http_route_add(). Loop thread. */
+int srv_health_routes_add(struct srv_http *h);
 
 #endif

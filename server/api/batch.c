@@ -66,6 +66,9 @@
 #include "server/admission/admission.h"
 #include "server/api/batch.h"
 #include "server/api/internal.h"
+#include "server/http/http.h"
+#include "server/http/query.h"
+#include "server/http/request.h"
 #include "server/metrics/metrics.h"
 
 struct bt_batch;

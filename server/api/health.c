@@ -4,7 +4,10 @@
  * turning; /readyz says new work is welcome, so a load balancer stops sending requests as soon as
  * a drain begins (the answer then also carries Connection: close).
  */
+#include "server/api/api.h"
 #include "server/http/http.h"
+#include "server/http/request.h"
+#include "server/http/route.h"
 
 static void health_healthz(struct srv_req *req)
 {

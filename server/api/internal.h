@@ -20,13 +20,14 @@
 
 #include "pool/pool.h"
 #include "server/admission/admission.h"
-#include "server/http/http.h"
 #include "server/jobs/jobs.h"
 
 #define JR_PATH_MAX    64 /* "/v1/jobs/" and a kind name */
 #define SRV_BATCH_PATH "/v1/batch"
 
+struct srv_http;
 struct srv_met_server;
+struct srv_req;
 
 struct jr_route {
     struct srv_jobroute *jr;

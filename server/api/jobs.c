@@ -51,6 +51,10 @@
 #include "server/admission/admission.h"
 #include "server/api/api.h"
 #include "server/api/internal.h"
+#include "server/http/http.h"
+#include "server/http/query.h"
+#include "server/http/request.h"
+#include "server/http/route.h"
 #include "server/jobs/jobs.h"
 #include "server/metrics/metrics.h"
 

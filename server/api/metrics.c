@@ -30,6 +30,10 @@
 
 #include "context/ctx.h"
 #include "logging/log.h"
+#include "server/config.h"
+#include "server/http/http.h"
+#include "server/http/request.h"
+#include "server/http/route.h"
 
 struct srv_mroute {
     struct ev_loop *loop;
@@ -255,8 +259,8 @@ static void mr_other_queued_set(struct srv_mroute *m)
         configured += pool_tenant_queued(m->pool, m->tenants[i]);
     /* Separate reads of a moving queue: never let the difference go below 0. */
     double other = st.queued > configured ? (double)(st.queued - configured) : 0;
-    srv_met_labels_set(m->fam.tenant_queue_depth, (const char *const[]){SRV_ADM_OTHER_LABEL},
-                       other);
+    srv_met_labels_set(m->fam.family[SRV_MET_TENANT_QUEUE_DEPTH],
+                       (const char *const[]){SRV_ADM_OTHER_LABEL}, other);
 }
 
 static int mr_callbacks_add(struct srv_mroute *m, struct mr_tenant_arg *targs)
@@ -267,16 +271,16 @@ static int mr_callbacks_add(struct srv_mroute *m, struct mr_tenant_arg *targs)
         srv_met_value_fn *fn;
         void *arg;
     } cbs[] = {
-        {f->queue_depth, mr_queue_depth, m},
-        {f->inflight, mr_inflight, m},
-        {f->open_connections, mr_open_connections, m->h},
-        {f->log_lines, mr_log_lines, NULL},
-        {f->log_waits, mr_log_waits, NULL},
-        {f->log_dropped, mr_log_dropped, NULL},
-        {f->log_write_errors, mr_log_write_errors, NULL},
-        {f->log_lost, mr_log_lost, NULL},
-        {f->loop_lag, mr_loop_lag, m},
-        {f->loop_utilization, mr_loop_util, m},
+        {f->family[SRV_MET_QUEUE_DEPTH], mr_queue_depth, m},
+        {f->family[SRV_MET_INFLIGHT], mr_inflight, m},
+        {f->family[SRV_MET_OPEN_CONNECTIONS], mr_open_connections, m->h},
+        {f->family[SRV_MET_LOG_LINES], mr_log_lines, NULL},
+        {f->family[SRV_MET_LOG_WAITS], mr_log_waits, NULL},
+        {f->family[SRV_MET_LOG_DROPPED], mr_log_dropped, NULL},
+        {f->family[SRV_MET_LOG_WRITE_ERRORS], mr_log_write_errors, NULL},
+        {f->family[SRV_MET_LOG_LOST], mr_log_lost, NULL},
+        {f->family[SRV_MET_LOOP_LAG], mr_loop_lag, m},
+        {f->family[SRV_MET_LOOP_UTILIZATION], mr_loop_util, m},
     };
     for (size_t i = 0; i < sizeof(cbs) / sizeof(cbs[0]); i++) {
         int rc = srv_met_series_fn(cbs[i].fam, NULL, cbs[i].fn, cbs[i].arg);
@@ -286,7 +290,8 @@ static int mr_callbacks_add(struct srv_mroute *m, struct mr_tenant_arg *targs)
     for (unsigned i = 0; i < m->ntenants; i++) {
         targs[i] = (struct mr_tenant_arg){m, i};
         const char *const values[] = {m->tenants[i]};
-        int rc = srv_met_series_fn(f->tenant_queue_depth, values, mr_tenant_queued, &targs[i]);
+        int rc = srv_met_series_fn(f->family[SRV_MET_TENANT_QUEUE_DEPTH], values, mr_tenant_queued,
+                                   &targs[i]);
         if (rc != 0)
             return rc;
     }

@@ -23,7 +23,6 @@
 
 #include "pool/pool.h"
 #include "server/admission/admission.h"
-#include "server/http/http.h"
 #include "server/metrics/metrics.h"
 
 #define SRV_MROUTE_PATH      "/metrics"
@@ -31,6 +30,8 @@
 #define SRV_MROUTE_WINDOW_MS 1000 /* lag maximum and utilisation are over this window */
 
 struct ev_loop;
+struct srv_cfg;
+struct srv_http;
 struct srv_mroute;
 
 /* A registry with spindle's families, GET /metrics on `h`, and the loop watchers on `loop`.

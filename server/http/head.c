@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "server/http/http.h"
+#include "server/http/head.h"
 
 enum {
     ST_LEAD = 0, /* before the request line: empty lines (CRLF) are skipped */

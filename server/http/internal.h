@@ -18,7 +18,12 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "server/config.h"
+#include "server/http/head.h"
 #include "server/http/http.h"
+#include "server/http/query.h"
+#include "server/http/request.h"
+#include "server/http/route.h"
 
 #define SRV_PEER_MAX           56    /* "[" INET6 "]:" port NUL */
 #define SRV_RBUF_MIN           4096  /* first read buffer */
@@ -213,6 +218,8 @@ struct srv_req {
 /* ---- http.c ---- */
 const char *srv_http_date(struct srv_http *h); /* cached per second */
 void srv_http_conn_closed(struct srv_http *h); /* a connection was freed: drained? */
+/* The reason phrase of `status` ("OK", "Not Found", ...; "Unknown" when not known). */
+const char *srv_http_reason(int status);
 
 /* ---- listener.c ---- */
 struct sockaddr;

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/http/http.h"
+#include "server/http/query.h"
 
 static int query_hex(unsigned char ch)
 {

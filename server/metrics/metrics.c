@@ -14,6 +14,10 @@
  * Threads: one owner thread for everything, asserted; render-time callbacks run on it too.
  * Rendering appends to a growing buffer; a failed allocation undoes the whole render, so the
  * output is never cut short.
+ *
+ * spindle's own families are one designated-initializer table indexed by enum
+ * srv_met_family_id (metrics.h), registered in the enum's order: a family is one entry, and
+ * srv_met_server_init neither restates names nor keeps a list in step with it.
  */
 #include "server/metrics/metrics.h"
 
@@ -611,80 +615,95 @@ const double srv_met_job_seconds_bounds[14] = {.0005, .001, .0025, .005, .01, .0
 #define KIND_SERIES    32
 #define BATCH_SERIES   12 /* 4 modes x 3 statuses */
 
-static struct srv_met_family *add(struct srv_met *m, enum srv_met_type type, const char *name,
-                                  const char *help, const char *l0, const char *l1, size_t max)
-{
-    struct srv_met_desc d = {.type = type, .name = name, .help = help, .max_series = max};
-    d.labels[0] = l0;
-    d.labels[1] = l0 != NULL ? l1 : NULL;
-    if (type == SRV_MET_HISTOGRAM) {
-        d.bounds = srv_met_job_seconds_bounds;
-        d.nbounds = sizeof(srv_met_job_seconds_bounds) / sizeof(srv_met_job_seconds_bounds[0]);
-    }
-    return srv_met_family_new(m, &d);
-}
+#define JOB_SECONDS                                                                                \
+    .bounds = srv_met_job_seconds_bounds,                                                          \
+    .nbounds = sizeof(srv_met_job_seconds_bounds) / sizeof(srv_met_job_seconds_bounds[0])
+
+/* One entry per family, in registration (and so rendering) order: the enum's order. */
+static const struct srv_met_desc server_families[] = {
+    [SRV_MET_HTTP_REQUESTS] = {.type = SRV_MET_COUNTER,
+                               .name = "spindle_http_requests_total",
+                               .help = "HTTP requests answered, by route and status.",
+                               .labels = {"route", "status"},
+                               .max_series = REQUEST_SERIES},
+    [SRV_MET_INFLIGHT] = {.type = SRV_MET_GAUGE,
+                          .name = "spindle_inflight_requests",
+                          .help = "Requests being served now."},
+    [SRV_MET_QUEUE_DEPTH] = {.type = SRV_MET_GAUGE,
+                             .name = "spindle_queue_depth",
+                             .help = "Jobs queued in the worker pool now."},
+    [SRV_MET_TENANT_QUEUE_DEPTH] = {.type = SRV_MET_GAUGE,
+                                    .name = "spindle_tenant_queue_depth",
+                                    .help = "Jobs queued now, by tenant.",
+                                    .labels = {"tenant"},
+                                    .max_series = TENANT_SERIES},
+    [SRV_MET_REFUSALS] = {.type = SRV_MET_COUNTER,
+                          .name = "spindle_refusals_total",
+                          .help = "Job requests refused by admission, by reason and tenant.",
+                          .labels = {"reason", "tenant"},
+                          .max_series = TENANT_SERIES},
+    [SRV_MET_JOB_WAIT] = {.type = SRV_MET_HISTOGRAM,
+                          .name = "spindle_job_wait_seconds",
+                          .help = "Time jobs waited in the queue, by job kind.",
+                          .labels = {"kind"},
+                          .max_series = KIND_SERIES,
+                          JOB_SECONDS},
+    [SRV_MET_JOB_RUN] = {.type = SRV_MET_HISTOGRAM,
+                         .name = "spindle_job_run_seconds",
+                         .help = "Time jobs ran on a worker, by job kind.",
+                         .labels = {"kind"},
+                         .max_series = KIND_SERIES,
+                         JOB_SECONDS},
+    [SRV_MET_LOOP_LAG] = {.type = SRV_MET_GAUGE,
+                          .name = "spindle_loop_lag_seconds",
+                          .help = "Event loop lag (timer lateness)."},
+    [SRV_MET_LOOP_UTILIZATION] = {.type = SRV_MET_GAUGE,
+                                  .name = "spindle_loop_utilization",
+                                  .help = "Share of time the event loop was busy (0..1)."},
+    [SRV_MET_OPEN_CONNECTIONS] = {.type = SRV_MET_GAUGE,
+                                  .name = "spindle_open_connections",
+                                  .help = "Client connections open now."},
+    [SRV_MET_LOG_LINES] = {.type = SRV_MET_COUNTER,
+                           .name = "spindle_log_lines_total",
+                           .help = "Log lines accepted for writing."},
+    [SRV_MET_LOG_WAITS] = {.type = SRV_MET_COUNTER,
+                           .name = "spindle_log_waits_total",
+                           .help = "Times a thread waited for log buffer space."},
+    [SRV_MET_LOG_DROPPED] = {.type = SRV_MET_COUNTER,
+                             .name = "spindle_log_dropped_total",
+                             .help = "Log lines dropped by the drop policy."},
+    [SRV_MET_BATCH_JOBS] = {.type = SRV_MET_COUNTER,
+                            .name = "spindle_batch_jobs_total",
+                            .help = "Sub-jobs of batch requests finished, by mode and status.",
+                            .labels = {"mode", "status"},
+                            .max_series = BATCH_SERIES},
+    [SRV_MET_LOG_WRITE_ERRORS] = {.type = SRV_MET_COUNTER,
+                                  .name = "spindle_log_write_errors_total",
+                                  .help = "Failed writes to the log sink."},
+    [SRV_MET_LOG_LOST] = {.type = SRV_MET_COUNTER,
+                          .name = "spindle_log_lost_total",
+                          .help = "Log lines lost to a failing or stalled log sink."},
+};
+
+_Static_assert(sizeof(server_families) / sizeof(server_families[0]) == SRV_MET_NFAMILIES,
+               "every enum srv_met_family_id has its entry in server_families");
 
 int srv_met_server_init(struct srv_met_server *s, struct srv_met *m)
 {
-    static const char *const names[] = {
-        "spindle_http_requests_total",
-        "spindle_inflight_requests",
-        "spindle_queue_depth",
-        "spindle_tenant_queue_depth",
-        "spindle_refusals_total",
-        "spindle_job_wait_seconds",
-        "spindle_job_run_seconds",
-        "spindle_loop_lag_seconds",
-        "spindle_loop_utilization",
-        "spindle_open_connections",
-        "spindle_log_lines_total",
-        "spindle_log_waits_total",
-        "spindle_log_dropped_total",
-        "spindle_batch_jobs_total",
-        "spindle_log_write_errors_total",
-        "spindle_log_lost_total",
-    };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (family_find(m, names[i]) != NULL)
+    for (size_t i = 0; i < SRV_MET_NFAMILIES; i++) {
+        /* A designated initializer leaves a forgotten id as a zeroed hole. */
+        assert(server_families[i].name != NULL);
+        if (family_find(m, server_families[i].name) != NULL)
             return -EEXIST;
-    const enum srv_met_type C = SRV_MET_COUNTER, G = SRV_MET_GAUGE, H = SRV_MET_HISTOGRAM;
+    }
     memset(s, 0, sizeof(*s));
-    s->http_requests = add(m, C, names[0], "HTTP requests answered, by route and status.", "route",
-                           "status", REQUEST_SERIES);
-    s->inflight = add(m, G, names[1], "Requests being served now.", NULL, NULL, 0);
-    s->queue_depth = add(m, G, names[2], "Jobs queued in the worker pool now.", NULL, NULL, 0);
-    s->tenant_queue_depth =
-        add(m, G, names[3], "Jobs queued now, by tenant.", "tenant", NULL, TENANT_SERIES);
-    s->refusals = add(m, C, names[4], "Job requests refused by admission, by reason and tenant.",
-                      "reason", "tenant", TENANT_SERIES);
-    s->job_wait = add(m, H, names[5], "Time jobs waited in the queue, by job kind.", "kind", NULL,
-                      KIND_SERIES);
-    s->job_run =
-        add(m, H, names[6], "Time jobs ran on a worker, by job kind.", "kind", NULL, KIND_SERIES);
-    s->loop_lag = add(m, G, names[7], "Event loop lag (timer lateness).", NULL, NULL, 0);
-    s->loop_utilization =
-        add(m, G, names[8], "Share of time the event loop was busy (0..1).", NULL, NULL, 0);
-    s->open_connections = add(m, G, names[9], "Client connections open now.", NULL, NULL, 0);
-    s->log_lines = add(m, C, names[10], "Log lines accepted for writing.", NULL, NULL, 0);
-    s->log_waits =
-        add(m, C, names[11], "Times a thread waited for log buffer space.", NULL, NULL, 0);
-    s->log_dropped = add(m, C, names[12], "Log lines dropped by the drop policy.", NULL, NULL, 0);
-    s->batch_jobs = add(m, C, names[13], "Sub-jobs of batch requests finished, by mode and status.",
-                        "mode", "status", BATCH_SERIES);
-    s->log_write_errors = add(m, C, names[14], "Failed writes to the log sink.", NULL, NULL, 0);
-    s->log_lost =
-        add(m, C, names[15], "Log lines lost to a failing or stalled log sink.", NULL, NULL, 0);
-    /* Only out of memory can fail past the name check; families already added stay registered
-     * (the registry frees them) and the caller gives up on metrics. */
-    struct srv_met_family *all[] = {
-        s->http_requests,    s->inflight,         s->queue_depth,      s->tenant_queue_depth,
-        s->refusals,         s->job_wait,         s->job_run,          s->loop_lag,
-        s->loop_utilization, s->open_connections, s->log_lines,        s->log_waits,
-        s->log_dropped,      s->batch_jobs,       s->log_write_errors, s->log_lost,
-    };
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-        if (all[i] == NULL)
+    for (size_t i = 0; i < SRV_MET_NFAMILIES; i++) {
+        /* Only out of memory can fail past the name check; families already added stay
+         * registered (the registry frees them) and the caller gives up on metrics. */
+        s->family[i] = srv_met_family_new(m, &server_families[i]);
+        if (s->family[i] == NULL)
             return -ENOMEM;
+    }
     return 0;
 }
 
@@ -692,22 +711,24 @@ void srv_met_http_request(const struct srv_met_server *s, const char *route, int
 {
     char code[16];
     snprintf(code, sizeof(code), "%d", status);
-    srv_met_labels_add(s->http_requests, (const char *const[]){route, code}, 1);
+    srv_met_labels_add(s->family[SRV_MET_HTTP_REQUESTS], (const char *const[]){route, code}, 1);
 }
 
 void srv_met_refusal(const struct srv_met_server *s, const char *reason, const char *tenant)
 {
-    srv_met_labels_add(s->refusals, (const char *const[]){reason, tenant}, 1);
+    srv_met_labels_add(s->family[SRV_MET_REFUSALS], (const char *const[]){reason, tenant}, 1);
 }
 
 void srv_met_batch_job(const struct srv_met_server *s, const char *mode, const char *status)
 {
-    srv_met_labels_add(s->batch_jobs, (const char *const[]){mode, status}, 1);
+    srv_met_labels_add(s->family[SRV_MET_BATCH_JOBS], (const char *const[]){mode, status}, 1);
 }
 
 void srv_met_job_times(const struct srv_met_server *s, const char *kind, uint64_t wait_ns,
                        uint64_t run_ns)
 {
-    srv_met_labels_observe(s->job_wait, (const char *const[]){kind}, (double)wait_ns / 1e9);
-    srv_met_labels_observe(s->job_run, (const char *const[]){kind}, (double)run_ns / 1e9);
+    srv_met_labels_observe(s->family[SRV_MET_JOB_WAIT], (const char *const[]){kind},
+                           (double)wait_ns / 1e9);
+    srv_met_labels_observe(s->family[SRV_MET_JOB_RUN], (const char *const[]){kind},
+                           (double)run_ns / 1e9);
 }

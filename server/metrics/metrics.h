@@ -114,24 +114,33 @@ int srv_met_render(const struct srv_met *m, struct srv_met_buf *out);
 /* Buckets of the job time histograms, in seconds. */
 extern const double srv_met_job_seconds_bounds[14];
 
-/* Created by srv_met_server_init; the server updates them or attaches callbacks. */
+/* spindle's families, in the order they are registered and rendered. Each has one entry in the
+ * table of server/metrics/metrics.c, `[SRV_MET_X] = {.type, .name, .help, .labels, ...}`: adding a
+ * family is an id here (before SRV_MET_NFAMILIES) and its entry there. */
+enum srv_met_family_id {
+    SRV_MET_HTTP_REQUESTS,      /* counter spindle_http_requests_total{route,status} */
+    SRV_MET_INFLIGHT,           /* gauge spindle_inflight_requests */
+    SRV_MET_QUEUE_DEPTH,        /* gauge spindle_queue_depth */
+    SRV_MET_TENANT_QUEUE_DEPTH, /* gauge spindle_tenant_queue_depth{tenant} */
+    SRV_MET_REFUSALS,           /* counter spindle_refusals_total{reason,tenant} */
+    SRV_MET_JOB_WAIT,           /* histogram spindle_job_wait_seconds{kind} */
+    SRV_MET_JOB_RUN,            /* histogram spindle_job_run_seconds{kind} */
+    SRV_MET_LOOP_LAG,           /* gauge spindle_loop_lag_seconds */
+    SRV_MET_LOOP_UTILIZATION,   /* gauge spindle_loop_utilization */
+    SRV_MET_OPEN_CONNECTIONS,   /* gauge spindle_open_connections */
+    SRV_MET_LOG_LINES,          /* counter spindle_log_lines_total */
+    SRV_MET_LOG_WAITS,          /* counter spindle_log_waits_total */
+    SRV_MET_LOG_DROPPED,        /* counter spindle_log_dropped_total */
+    SRV_MET_BATCH_JOBS,         /* counter spindle_batch_jobs_total{mode,status} */
+    SRV_MET_LOG_WRITE_ERRORS,   /* counter spindle_log_write_errors_total */
+    SRV_MET_LOG_LOST,           /* counter spindle_log_lost_total */
+    SRV_MET_NFAMILIES
+};
+
+/* Filled by srv_met_server_init; the server updates the families or attaches callbacks. */
 struct srv_met_server {
-    struct srv_met_family *http_requests; /* counter spindle_http_requests_total{route,status} */
-    struct srv_met_family *inflight;      /* gauge spindle_inflight_requests */
-    struct srv_met_family *queue_depth;   /* gauge spindle_queue_depth */
-    struct srv_met_family *tenant_queue_depth; /* gauge spindle_tenant_queue_depth{tenant} */
-    struct srv_met_family *refusals;           /* counter spindle_refusals_total{reason,tenant} */
-    struct srv_met_family *job_wait;           /* histogram spindle_job_wait_seconds{kind} */
-    struct srv_met_family *job_run;            /* histogram spindle_job_run_seconds{kind} */
-    struct srv_met_family *loop_lag;           /* gauge spindle_loop_lag_seconds */
-    struct srv_met_family *loop_utilization;   /* gauge spindle_loop_utilization */
-    struct srv_met_family *open_connections;   /* gauge spindle_open_connections */
-    struct srv_met_family *log_lines;          /* counter spindle_log_lines_total */
-    struct srv_met_family *log_waits;          /* counter spindle_log_waits_total */
-    struct srv_met_family *log_dropped;        /* counter spindle_log_dropped_total */
-    struct srv_met_family *log_write_errors;   /* counter spindle_log_write_errors_total */
-    struct srv_met_family *log_lost;           /* counter spindle_log_lost_total */
-    struct srv_met_family *batch_jobs;         /* counter spindle_batch_jobs_total{mode,status} */
+    struct srv_met_family *family[SRV_MET_NFAMILIES]; /* by enum srv_met_family_id, owned by the
+                                                         registry */
 };
 
 /* Register spindle's families in `m` and fill *s (families owned by m). Returns 0, -ENOMEM, or

@@ -36,7 +36,11 @@
 #include "context/ctx.h"
 #include "logging/log.h"
 #include "server/config.h"
+#include "server/api/api.h"
 #include "server/http/http.h"
+#include "server/http/query.h"
+#include "server/http/request.h"
+#include "server/http/route.h"
 
 #define SRV_FUZZ_GUARD_S 5.0
 

@@ -9,8 +9,11 @@
 #include <unistd.h>
 
 #include "logging/log.h"
+#include "server/api/api.h"
 #include "server/http/http.h"
 #include "server/http/internal.h"
+#include "server/http/request.h"
+#include "server/http/route.h"
 
 int suite_server_http_conn(void);
 

@@ -2,7 +2,7 @@
 #include <CUnit/CUnit.h>
 #include <string.h>
 
-#include "server/http/http.h"
+#include "server/http/head.h"
 
 int suite_server_http_head(void);
 

@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "server/http/http.h"
+#include "server/http/query.h"
 
 int suite_server_http_query(void);
 

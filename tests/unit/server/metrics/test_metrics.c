@@ -421,12 +421,13 @@ static void test_srv_met_server_families(void)
     srv_met_batch_job(&s, "any", "ok");
     srv_met_batch_job(&s, "any", "cancelled");
     srv_met_batch_job(&s, "any", "cancelled");
-    srv_met_labels_add(s.inflight, NULL, 3);
-    srv_met_labels_add(s.tenant_queue_depth, (const char *const[]){"gold"}, 2);
-    srv_met_labels_set(s.loop_utilization, NULL, 0.5);
+    srv_met_labels_add(s.family[SRV_MET_INFLIGHT], NULL, 3);
+    srv_met_labels_add(s.family[SRV_MET_TENANT_QUEUE_DEPTH], (const char *const[]){"gold"}, 2);
+    srv_met_labels_set(s.family[SRV_MET_LOOP_UTILIZATION], NULL, 0.5);
     struct probe depth = {.value = 7}, dropped = {.value = 4};
-    CU_ASSERT_EQUAL(srv_met_series_fn(s.queue_depth, NULL, read_probe, &depth), 0);
-    CU_ASSERT_EQUAL(srv_met_series_fn(s.log_dropped, NULL, read_probe, &dropped), 0);
+    CU_ASSERT_EQUAL(srv_met_series_fn(s.family[SRV_MET_QUEUE_DEPTH], NULL, read_probe, &depth), 0);
+    CU_ASSERT_EQUAL(srv_met_series_fn(s.family[SRV_MET_LOG_DROPPED], NULL, read_probe, &dropped),
+                    0);
 
     struct srv_met_buf b = {0};
     const char *text = render(m, &b);
@@ -472,6 +473,159 @@ static void test_srv_met_server_families(void)
     srv_met_free(m);
 }
 
+/* The exposition of spindle's families, byte for byte, after one update of each labelled kind:
+ * the text the server gave before its families became one table. */
+static void test_srv_met_server_render_exact_text(void)
+{
+    static const char want[] =
+        "# HELP spindle_http_requests_total HTTP requests answered, by route and status.\n"
+        "# TYPE spindle_http_requests_total counter\n"
+        "spindle_http_requests_total{route=\"/v1/jobs/noop\",status=\"200\"} 1\n"
+        "# HELP spindle_inflight_requests Requests being served now.\n"
+        "# TYPE spindle_inflight_requests gauge\n"
+        "spindle_inflight_requests 0\n"
+        "# HELP spindle_queue_depth Jobs queued in the worker pool now.\n"
+        "# TYPE spindle_queue_depth gauge\n"
+        "spindle_queue_depth 0\n"
+        "# HELP spindle_tenant_queue_depth Jobs queued now, by tenant.\n"
+        "# TYPE spindle_tenant_queue_depth gauge\n"
+        "# HELP spindle_refusals_total Job requests refused by admission, by reason and tenant.\n"
+        "# TYPE spindle_refusals_total counter\n"
+        "spindle_refusals_total{reason=\"queue_full\",tenant=\"gold\"} 1\n"
+        "# HELP spindle_job_wait_seconds Time jobs waited in the queue, by job kind.\n"
+        "# TYPE spindle_job_wait_seconds histogram\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.0005\"} 0\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.001\"} 0\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.0025\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.005\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.01\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.025\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.05\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.1\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.25\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"0.5\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"1\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"2.5\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"5\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"10\"} 1\n"
+        "spindle_job_wait_seconds_bucket{kind=\"spin\",le=\"+Inf\"} 1\n"
+        "spindle_job_wait_seconds_sum{kind=\"spin\"} 0.002\n"
+        "spindle_job_wait_seconds_count{kind=\"spin\"} 1\n"
+        "# HELP spindle_job_run_seconds Time jobs ran on a worker, by job kind.\n"
+        "# TYPE spindle_job_run_seconds histogram\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.0005\"} 0\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.001\"} 0\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.0025\"} 0\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.005\"} 0\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.01\"} 0\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.025\"} 0\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.05\"} 0\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.1\"} 0\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.25\"} 1\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"0.5\"} 1\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"1\"} 1\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"2.5\"} 1\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"5\"} 1\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"10\"} 1\n"
+        "spindle_job_run_seconds_bucket{kind=\"spin\",le=\"+Inf\"} 1\n"
+        "spindle_job_run_seconds_sum{kind=\"spin\"} 0.12\n"
+        "spindle_job_run_seconds_count{kind=\"spin\"} 1\n"
+        "# HELP spindle_loop_lag_seconds Event loop lag (timer lateness).\n"
+        "# TYPE spindle_loop_lag_seconds gauge\n"
+        "spindle_loop_lag_seconds 0\n"
+        "# HELP spindle_loop_utilization Share of time the event loop was busy (0..1).\n"
+        "# TYPE spindle_loop_utilization gauge\n"
+        "spindle_loop_utilization 0\n"
+        "# HELP spindle_open_connections Client connections open now.\n"
+        "# TYPE spindle_open_connections gauge\n"
+        "spindle_open_connections 0\n"
+        "# HELP spindle_log_lines_total Log lines accepted for writing.\n"
+        "# TYPE spindle_log_lines_total counter\n"
+        "spindle_log_lines_total 0\n"
+        "# HELP spindle_log_waits_total Times a thread waited for log buffer space.\n"
+        "# TYPE spindle_log_waits_total counter\n"
+        "spindle_log_waits_total 0\n"
+        "# HELP spindle_log_dropped_total Log lines dropped by the drop policy.\n"
+        "# TYPE spindle_log_dropped_total counter\n"
+        "spindle_log_dropped_total 0\n"
+        "# HELP spindle_batch_jobs_total Sub-jobs of batch requests finished, by mode and status.\n"
+        "# TYPE spindle_batch_jobs_total counter\n"
+        "spindle_batch_jobs_total{mode=\"race\",status=\"cancelled\"} 1\n"
+        "# HELP spindle_log_write_errors_total Failed writes to the log sink.\n"
+        "# TYPE spindle_log_write_errors_total counter\n"
+        "spindle_log_write_errors_total 0\n"
+        "# HELP spindle_log_lost_total Log lines lost to a failing or stalled log sink.\n"
+        "# TYPE spindle_log_lost_total counter\n"
+        "spindle_log_lost_total 0\n";
+    struct srv_met *m = srv_met_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    struct srv_met_server s;
+    CU_ASSERT_EQUAL_FATAL(srv_met_server_init(&s, m), 0);
+    srv_met_http_request(&s, "/v1/jobs/noop", 200);
+    srv_met_refusal(&s, "queue_full", "gold");
+    srv_met_job_times(&s, "spin", 2000000, 120000000); /* 2 ms waiting, 120 ms running */
+    srv_met_batch_job(&s, "race", "cancelled");
+    struct srv_met_buf b = {0};
+    const char *text = render(m, &b);
+    CU_ASSERT_EQUAL(b.len, sizeof(want) - 1);
+    CU_ASSERT_STRING_EQUAL(text, want);
+    srv_met_buf_fini(&b);
+    srv_met_free(m);
+}
+
+/* Every id of enum srv_met_family_id has its own family, registered (so rendered) in the enum's
+ * order under its name. */
+static void test_srv_met_server_init_one_family_per_id(void)
+{
+    static const char *const names[SRV_MET_NFAMILIES] = {
+        [SRV_MET_HTTP_REQUESTS] = "spindle_http_requests_total",
+        [SRV_MET_INFLIGHT] = "spindle_inflight_requests",
+        [SRV_MET_QUEUE_DEPTH] = "spindle_queue_depth",
+        [SRV_MET_TENANT_QUEUE_DEPTH] = "spindle_tenant_queue_depth",
+        [SRV_MET_REFUSALS] = "spindle_refusals_total",
+        [SRV_MET_JOB_WAIT] = "spindle_job_wait_seconds",
+        [SRV_MET_JOB_RUN] = "spindle_job_run_seconds",
+        [SRV_MET_LOOP_LAG] = "spindle_loop_lag_seconds",
+        [SRV_MET_LOOP_UTILIZATION] = "spindle_loop_utilization",
+        [SRV_MET_OPEN_CONNECTIONS] = "spindle_open_connections",
+        [SRV_MET_LOG_LINES] = "spindle_log_lines_total",
+        [SRV_MET_LOG_WAITS] = "spindle_log_waits_total",
+        [SRV_MET_LOG_DROPPED] = "spindle_log_dropped_total",
+        [SRV_MET_BATCH_JOBS] = "spindle_batch_jobs_total",
+        [SRV_MET_LOG_WRITE_ERRORS] = "spindle_log_write_errors_total",
+        [SRV_MET_LOG_LOST] = "spindle_log_lost_total",
+    };
+    struct srv_met *m = srv_met_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    struct srv_met_server s;
+    CU_ASSERT_EQUAL_FATAL(srv_met_server_init(&s, m), 0);
+    for (size_t i = 0; i < SRV_MET_NFAMILIES; i++) {
+        CU_ASSERT_PTR_NOT_NULL(s.family[i]);
+        for (size_t j = 0; j < i; j++)
+            CU_ASSERT_PTR_NOT_EQUAL(s.family[i], s.family[j]);
+    }
+    struct srv_met_buf b = {0};
+    const char *p = render(m, &b);
+    for (size_t i = 0; i < SRV_MET_NFAMILIES && p != NULL; i++) {
+        char type[96];
+        snprintf(type, sizeof(type), "# TYPE %s ", names[i]);
+        p = strstr(p, "# TYPE ");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+        CU_ASSERT_EQUAL(strncmp(p, type, strlen(type)), 0);
+        p++;
+    }
+    CU_ASSERT_PTR_NULL(strstr(p, "# TYPE ")); /* no family besides those */
+    /* An update through an id reaches the family of that name. */
+    srv_met_labels_add(s.family[SRV_MET_LOG_WAITS], NULL, 5);
+    srv_met_labels_set(s.family[SRV_MET_OPEN_CONNECTIONS], NULL, 9);
+    b.len = 0;
+    const char *text = render(m, &b);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "\nspindle_log_waits_total 5\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "\nspindle_open_connections 9\n"));
+    srv_met_buf_fini(&b);
+    srv_met_free(m);
+}
+
 int suite_server_metrics_metrics(void)
 {
     CU_pSuite s = CU_add_suite("server_metrics", NULL, NULL);
@@ -492,6 +646,8 @@ int suite_server_metrics_metrics(void)
         T(test_srv_met_family_new_rejects_bad_descriptions),
         T(test_srv_met_render_grows_the_buffer),
         T(test_srv_met_server_families),
+        T(test_srv_met_server_render_exact_text),
+        T(test_srv_met_server_init_one_family_per_id),
 #undef T
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
