@@ -34,6 +34,8 @@
 #include "server/admission/admission.h"
 #include "server/api/api.h"
 #include "server/api/internal.h"
+#include "server/http/request.h"
+#include "server/http/route.h"
 #include "server/jobs/jobs.h"
 #include "server/metrics/metrics.h"
 
