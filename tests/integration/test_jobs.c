@@ -26,6 +26,7 @@
 
 #include "server/jobs/jobs.h"
 #include "tests/integration/harness.h"
+#include "tests/suite.h"
 
 int suite_integration_jobs(void);
 
@@ -763,22 +764,21 @@ out:
 
 int suite_integration_jobs(void)
 {
-    CU_pSuite s = CU_add_suite("integration_jobs", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_jobs_noop_spin_primes", test_jobs_noop_spin_primes);
-    CU_add_test(s, "test_jobs_sha256", test_jobs_sha256);
-    CU_add_test(s, "test_jobs_compress", test_jobs_compress);
-    CU_add_test(s, "test_jobs_bad_params", test_jobs_bad_params);
-    CU_add_test(s, "test_jobs_every_kind_routed", test_jobs_every_kind_routed);
-    CU_add_test(s, "test_jobs_server_timing", test_jobs_server_timing);
-    CU_add_test(s, "test_jobs_log_lines_carry_context", test_jobs_log_lines_carry_context);
-    CU_add_test(s, "test_jobs_deadline_running", test_jobs_deadline_running);
-    CU_add_test(s, "test_jobs_deadline_body_job", test_jobs_deadline_body_job);
-    CU_add_test(s, "test_jobs_deadline_queued", test_jobs_deadline_queued);
-    CU_add_test(s, "test_jobs_client_close_cancels", test_jobs_client_close_cancels);
-    CU_add_test(s, "test_jobs_queue_full", test_jobs_queue_full);
-    CU_add_test(s, "test_jobs_stop_answers_running", test_jobs_stop_answers_running);
-    CU_add_test(s, "test_jobs_stop_cancels_after_drain", test_jobs_stop_cancels_after_drain);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_jobs_noop_spin_primes),
+        SPINDLE_TEST(test_jobs_sha256),
+        SPINDLE_TEST(test_jobs_compress),
+        SPINDLE_TEST(test_jobs_bad_params),
+        SPINDLE_TEST(test_jobs_every_kind_routed),
+        SPINDLE_TEST(test_jobs_server_timing),
+        SPINDLE_TEST(test_jobs_log_lines_carry_context),
+        SPINDLE_TEST(test_jobs_deadline_running),
+        SPINDLE_TEST(test_jobs_deadline_body_job),
+        SPINDLE_TEST(test_jobs_deadline_queued),
+        SPINDLE_TEST(test_jobs_client_close_cancels),
+        SPINDLE_TEST(test_jobs_queue_full),
+        SPINDLE_TEST(test_jobs_stop_answers_running),
+        SPINDLE_TEST(test_jobs_stop_cancels_after_drain),
+    };
+    return SPINDLE_SUITE_ADD("integration_jobs", NULL, NULL, tests);
 }

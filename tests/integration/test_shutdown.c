@@ -23,6 +23,7 @@
 
 #include "tests/integration/harness.h"
 #include "tests/integration/ops.h"
+#include "tests/suite.h"
 
 int suite_integration_shutdown(void);
 
@@ -403,14 +404,13 @@ static void test_shutdown_stopped_second_signal(void)
 
 int suite_integration_shutdown(void)
 {
-    CU_pSuite s = CU_add_suite("integration_shutdown", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_shutdown_under_load", test_shutdown_under_load);
-    CU_add_test(s, "test_shutdown_deadline_cancels", test_shutdown_deadline_cancels);
-    CU_add_test(s, "test_shutdown_second_signal", test_shutdown_second_signal);
-    CU_add_test(s, "test_shutdown_idle_connection_served", test_shutdown_idle_connection_served);
-    CU_add_test(s, "test_shutdown_stopped_no_drain", test_shutdown_stopped_no_drain);
-    CU_add_test(s, "test_shutdown_stopped_second_signal", test_shutdown_stopped_second_signal);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_shutdown_under_load),
+        SPINDLE_TEST(test_shutdown_deadline_cancels),
+        SPINDLE_TEST(test_shutdown_second_signal),
+        SPINDLE_TEST(test_shutdown_idle_connection_served),
+        SPINDLE_TEST(test_shutdown_stopped_no_drain),
+        SPINDLE_TEST(test_shutdown_stopped_second_signal),
+    };
+    return SPINDLE_SUITE_ADD("integration_shutdown", NULL, NULL, tests);
 }

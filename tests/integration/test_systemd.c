@@ -27,6 +27,7 @@
 #include "tests/integration/harness.h"
 #include "tests/integration/ops.h"
 #include "tests/integration/proc.h"
+#include "tests/suite.h"
 
 int suite_integration_systemd(void);
 
@@ -256,11 +257,10 @@ out:
 
 int suite_integration_systemd(void)
 {
-    CU_pSuite s = CU_add_suite("integration_systemd", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_systemd_notify", test_systemd_notify);
-    CU_add_test(s, "test_systemd_notify_socket_missing", test_systemd_notify_socket_missing);
-    CU_add_test(s, "test_systemd_socket_activation", test_systemd_socket_activation);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_systemd_notify),
+        SPINDLE_TEST(test_systemd_notify_socket_missing),
+        SPINDLE_TEST(test_systemd_socket_activation),
+    };
+    return SPINDLE_SUITE_ADD("integration_systemd", NULL, NULL, tests);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "tests/suite.h"
 
 int suite_cli_call(void);
 
@@ -338,28 +339,23 @@ static void test_srv_cli_call_args_parse_errors(void)
 
 int suite_cli_call(void)
 {
-    CU_pSuite s = CU_add_suite("server_cli_call", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_srv_cli_backoff_ms_bounds", test_srv_cli_backoff_ms_bounds);
-    CU_add_test(s, "test_srv_cli_backoff_ms_full_jitter", test_srv_cli_backoff_ms_full_jitter);
-    CU_add_test(s, "test_srv_cli_backoff_ms_cap_and_overflow",
-                test_srv_cli_backoff_ms_cap_and_overflow);
-    CU_add_test(s, "test_srv_cli_backoff_ms_seeded", test_srv_cli_backoff_ms_seeded);
-    CU_add_test(s, "test_srv_cli_backoff_ms_retry_after_floor",
-                test_srv_cli_backoff_ms_retry_after_floor);
-    CU_add_test(s, "test_srv_cli_retry_after_ms_parse", test_srv_cli_retry_after_ms_parse);
-    CU_add_test(s, "test_srv_cli_breaker_opens_after_threshold",
-                test_srv_cli_breaker_opens_after_threshold);
-    CU_add_test(s, "test_srv_cli_breaker_half_open_probe", test_srv_cli_breaker_half_open_probe);
-    CU_add_test(s, "test_srv_cli_breaker_disabled", test_srv_cli_breaker_disabled);
-    CU_add_test(s, "test_srv_cli_retry_after_ms_hint_parse",
-                test_srv_cli_retry_after_ms_hint_parse);
-    CU_add_test(s, "test_srv_cli_url_parse_forms", test_srv_cli_url_parse_forms);
-    CU_add_test(s, "test_srv_cli_url_parse_rejects", test_srv_cli_url_parse_rejects);
-    CU_add_test(s, "test_srv_cli_percent_encode_reserved", test_srv_cli_percent_encode_reserved);
-    CU_add_test(s, "test_srv_cli_call_args_parse_single", test_srv_cli_call_args_parse_single);
-    CU_add_test(s, "test_srv_cli_call_args_parse_batch", test_srv_cli_call_args_parse_batch);
-    CU_add_test(s, "test_srv_cli_call_args_parse_errors", test_srv_cli_call_args_parse_errors);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_cli_backoff_ms_bounds),
+        SPINDLE_TEST(test_srv_cli_backoff_ms_full_jitter),
+        SPINDLE_TEST(test_srv_cli_backoff_ms_cap_and_overflow),
+        SPINDLE_TEST(test_srv_cli_backoff_ms_seeded),
+        SPINDLE_TEST(test_srv_cli_backoff_ms_retry_after_floor),
+        SPINDLE_TEST(test_srv_cli_retry_after_ms_parse),
+        SPINDLE_TEST(test_srv_cli_breaker_opens_after_threshold),
+        SPINDLE_TEST(test_srv_cli_breaker_half_open_probe),
+        SPINDLE_TEST(test_srv_cli_breaker_disabled),
+        SPINDLE_TEST(test_srv_cli_retry_after_ms_hint_parse),
+        SPINDLE_TEST(test_srv_cli_url_parse_forms),
+        SPINDLE_TEST(test_srv_cli_url_parse_rejects),
+        SPINDLE_TEST(test_srv_cli_percent_encode_reserved),
+        SPINDLE_TEST(test_srv_cli_call_args_parse_single),
+        SPINDLE_TEST(test_srv_cli_call_args_parse_batch),
+        SPINDLE_TEST(test_srv_cli_call_args_parse_errors),
+    };
+    return SPINDLE_SUITE_ADD("cli_call", NULL, NULL, tests);
 }

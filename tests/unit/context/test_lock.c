@@ -3,6 +3,7 @@
  * call on a broken invariant (checked in a forked child, whose stderr is read back).
  */
 #include "context/lock.h"
+#include "tests/suite.h"
 
 #include <CUnit/CUnit.h>
 #include <signal.h>
@@ -120,13 +121,11 @@ int suite_context_lock(void);
 
 int suite_context_lock(void)
 {
-    CU_pSuite s = CU_add_suite("context_lock", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_ctx_mutex_lock_unlock_ok", test_ctx_mutex_lock_unlock_ok);
-    CU_add_test(s, "test_ctx_cond_timedwait_timeout", test_ctx_cond_timedwait_timeout);
-    CU_add_test(s, "test_ctx_cond_timedwait_signalled", test_ctx_cond_timedwait_signalled);
-    CU_add_test(s, "test_ctx_mutex_unlock_not_owner_aborts",
-                test_ctx_mutex_unlock_not_owner_aborts);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_ctx_mutex_lock_unlock_ok),
+        SPINDLE_TEST(test_ctx_cond_timedwait_timeout),
+        SPINDLE_TEST(test_ctx_cond_timedwait_signalled),
+        SPINDLE_TEST(test_ctx_mutex_unlock_not_owner_aborts),
+    };
+    return SPINDLE_SUITE_ADD("context_lock", NULL, NULL, tests);
 }
