@@ -695,19 +695,6 @@ out:
 
 /* ---- graceful stop --------------------------------------------------------------------------- */
 
-/* Wait (bounded poll of an external process) until the server has exited. */
-static bool wait_exit(struct hs_server *s, int ms)
-{
-    long long end = hs_now_ms() + ms;
-    while (hs_alive(s)) {
-        if (hs_now_ms() >= end)
-            return false;
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
-    }
-    return true;
-}
-
 /* SIGTERM while a job runs that ends within the drain period: it is answered (Connection:
  * close), then the server exits 0. */
 static void test_jobs_stop_answers_running(void)
@@ -724,7 +711,7 @@ static void test_jobs_stop_answers_running(void)
     HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
     CU_ASSERT_EQUAL(r.status, 200);
     CU_ASSERT(header_is(&r, "Connection", "close"));
-    CU_ASSERT(wait_exit(s, HS_STOP_MS));
+    CU_ASSERT(hs_wait_exit(s, HS_STOP_MS));
     check_access(s, "gs-run", 200, NULL);
 out:
     json_decref(line);
@@ -751,7 +738,7 @@ static void test_jobs_stop_cancels_after_drain(void)
     HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 503, "shutting_down"));
     CU_ASSERT(hs_now_ms() - t0 >= 150);
-    CU_ASSERT(wait_exit(s, HS_STOP_MS));
+    CU_ASSERT(hs_wait_exit(s, HS_STOP_MS));
     CU_ASSERT(hs_now_ms() - t0 < HS_STOP_MS);
     json_decref(wait_job_end(s, "gs-long", "cancelled"));
     check_access(s, "gs-long", 503, "shutdown");

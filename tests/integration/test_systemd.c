@@ -122,7 +122,7 @@ static void test_systemd_notify(void)
     HS_CHECK(kill(hs_pid(s), SIGTERM) == 0);
     HS_CHECK(sy_notify_wait(&n, "STOPPING=1", HS_IO_MS, &at));
     CU_ASSERT(at > ready);
-    HS_CHECK(ops_wait_exit(s, HS_STOP_MS));
+    HS_CHECK(hs_wait_exit(s, HS_STOP_MS));
 out:
     HS_FINISH(s);
     sy_notify_close(&n);
