@@ -16,7 +16,6 @@ set -eu
 cd "$(dirname "$0")/.."
 
 BUILD_DIR=${BUILD_DIR:-build}
-SPINDLE_BIN=${SPINDLE_BIN:-$BUILD_DIR/release/spindle}
 LOAD_BIN=${BATCHLOAD_BIN:-$BUILD_DIR/release/bench/batchload}
 SECONDS_RUN=${BENCH_SECONDS:-10}
 RUNS=${BENCH_RUNS:-5}
@@ -25,45 +24,16 @@ BODY=${BENCH_BODY:-1048576}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 RESULTS=${RESULTS:-bench/results/batchload.txt}
 
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
+. bench/lib.sh
 
-command -v curl >/dev/null || die "curl is missing: sudo apt-get install -y curl"
-[ -x "$SPINDLE_BIN" ] || die "$SPINDLE_BIN is missing: run make release"
-[ -x "$LOAD_BIN" ] || die "$LOAD_BIN is missing: run make VARIANT=release bench-bins"
+need_tool curl
+need_file "$SPINDLE_BIN" "run make release"
+need_file "$LOAD_BIN" "run make VARIANT=release bench-bins"
 
-TMP=$(mktemp -d /tmp/spindle-batchload-XXXXXX)
-SPINDLE_PID=
-
-cleanup() {
-    if [ -n "$SPINDLE_PID" ]; then
-        kill -TERM "$SPINDLE_PID" 2>/dev/null || true
-        wait "$SPINDLE_PID" 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
+bench_tmp batchload
 
 start_spindle() {
-    PORT=$(free_port)
-    cat >"$TMP/spindle.conf" <<CONF
-[server]
-listen = 127.0.0.1:$PORT
+    spindle_start "batchload-$1" <<CONF
 [pool]
 workers = $WORKERS
 [limits]
@@ -71,34 +41,18 @@ max_body_bytes = 2097152
 [log]
 level = warn
 access = false
-file = $TMP/spindle.log
+file = $TMP/batchload-$1/spindle.log
 CONF
-    "$SPINDLE_BIN" serve -c "$TMP/spindle.conf" >"$TMP/stdout" 2>"$TMP/stderr" &
-    SPINDLE_PID=$!
-    for _ in $(seq 1 500); do
-        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/healthz" && return 0
-        kill -0 "$SPINDLE_PID" 2>/dev/null || {
-            cat "$TMP/stderr" "$TMP/spindle.log" >&2
-            die "spindle exited"
-        }
-        sleep 0.02
-    done
-    die "spindle did not answer on port $PORT within 10 s"
+    PORT=$SPINDLE_PORT
 }
 
-stop_spindle() {
-    kill -TERM "$SPINDLE_PID" 2>/dev/null || true
-    local rc=0
-    wait "$SPINDLE_PID" 2>/dev/null || rc=$?
-    SPINDLE_PID=
-    [ "$rc" -eq 0 ] || die "spindle exited with code $rc"
-}
+stop_spindle() { spindle_stop "$SPINDLE_PID"; }
 
 field() { tr ' ' '\n' <"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 for i in $(seq 1 "$RUNS"); do
-    start_spindle
+    start_spindle "$i"
     "$LOAD_BIN" -p "$PORT" -r "$RATE" -d "$SECONDS_RUN" -s "$BODY" >"$TMP/run$i.txt" ||
         die "batchload failed"
     stop_spindle

@@ -32,7 +32,6 @@ set -eu
 cd "$(dirname "$0")/.."
 
 BUILD_DIR=${BUILD_DIR:-build}
-SPINDLE_BIN=${SPINDLE_BIN:-$BUILD_DIR/release/spindle}
 LIMIT_BIN=${LIMIT_BIN:-$BUILD_DIR/release/bench/limit}
 DURATION=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNS:-64}
@@ -40,79 +39,28 @@ THREADS=${BENCH_THREADS:-2}
 LIMIT_SECONDS=${LIMIT_SECONDS:-3}
 RESULTS=${RESULTS:-bench/results/jobs.txt}
 
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
+. bench/lib.sh
 
-command -v wrk >/dev/null || die "wrk is missing: sudo apt-get install -y wrk"
-command -v curl >/dev/null || die "curl is missing: sudo apt-get install -y curl"
-[ -x "$SPINDLE_BIN" ] || die "$SPINDLE_BIN is missing: run make release"
-[ -x "$LIMIT_BIN" ] || die "$LIMIT_BIN is missing: run make VARIANT=release bench-bins"
+need_tool wrk
+need_tool curl
+need_file "$SPINDLE_BIN" "run make release"
+need_file "$LIMIT_BIN" "run make VARIANT=release bench-bins"
 [ -f bench/post.lua ] || die "bench/post.lua is missing"
 
-TMP=$(mktemp -d /tmp/spindle-jobs-XXXXXX)
-SPINDLE_PID=
-
-cleanup() {
-    if [ -n "$SPINDLE_PID" ]; then
-        kill -TERM "$SPINDLE_PID" 2>/dev/null || true
-        wait "$SPINDLE_PID" 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A loopback port nothing listens on. (A fixed port rather than port 0: at level warn the
-# "listening" line that names the ephemeral port is not logged.)
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        # below the ephemeral range (32768-60999), where client sockets of earlier runs may sit
-        p=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
+bench_tmp jobs
 
 start_spindle() {
-    PORT=$(free_port)
-    cat >"$TMP/spindle.conf" <<CONF
-[server]
-listen = 127.0.0.1:$PORT
+    spindle_start jobs <<CONF
 backlog = 4096
 [log]
 level = warn
 access = false
-file = $TMP/spindle.log
+file = $TMP/jobs/spindle.log
 CONF
-    "$SPINDLE_BIN" serve -c "$TMP/spindle.conf" >"$TMP/stdout" 2>"$TMP/stderr" &
-    SPINDLE_PID=$!
-    for _ in $(seq 1 500); do
-        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/healthz" && return 0
-        kill -0 "$SPINDLE_PID" 2>/dev/null || {
-            cat "$TMP/stderr" "$TMP/spindle.log" >&2
-            die "spindle exited"
-        }
-        sleep 0.02
-    done
-    die "spindle did not answer on port $PORT within 10 s"
+    PORT=$SPINDLE_PORT
 }
 
-stop_spindle() {
-    kill -TERM "$SPINDLE_PID" 2>/dev/null || true
-    local rc=0
-    wait "$SPINDLE_PID" 2>/dev/null || rc=$?
-    SPINDLE_PID=
-    [ "$rc" -eq 0 ] || {
-        cat "$TMP/stderr" >&2
-        die "spindle exited with code $rc"
-    }
-}
+stop_spindle() { spindle_stop "$SPINDLE_PID"; }
 
 # limit_get FILE KIND PARAMS FIELD: FIELD (jobs_per_s, thread_us_per_job) of limit's workload in
 # its output FILE.

@@ -31,7 +31,6 @@ set -eu
 cd "$(dirname "$0")/.."
 
 BUILD_DIR=${BUILD_DIR:-build}
-SPINDLE_BIN=${SPINDLE_BIN:-$BUILD_DIR/release/spindle}
 OVERLOAD_BIN=${OVERLOAD_BIN:-$BUILD_DIR/release/bench/overload}
 SECONDS_RUN=${BENCH_SECONDS:-10}
 CAP_CONNS=${BENCH_CAP_CONNS:-16}
@@ -46,77 +45,31 @@ TIMEOUT_MS=2000
 WORKERS=${BENCH_WORKERS:-$(($(nproc) > 1 ? $(nproc) - 1 : 1))}
 RUNS=${BENCH_RUNS:-1}
 
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
+. bench/lib.sh
 
 [ "$RUNS" -ge 1 ] 2>/dev/null || die "BENCH_RUNS must be a positive integer"
-command -v wrk >/dev/null || die "wrk is missing: sudo apt-get install -y wrk"
-command -v curl >/dev/null || die "curl is missing: sudo apt-get install -y curl"
-[ -x "$SPINDLE_BIN" ] || die "$SPINDLE_BIN is missing: run make release"
-[ -x "$OVERLOAD_BIN" ] || die "$OVERLOAD_BIN is missing: run make VARIANT=release bench-bins"
+need_tool wrk
+need_tool curl
+need_file "$SPINDLE_BIN" "run make release"
+need_file "$OVERLOAD_BIN" "run make VARIANT=release bench-bins"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-TMP=$(mktemp -d /tmp/spindle-overload-XXXXXX)
-SPINDLE_PID=
-
-cleanup() {
-    if [ -n "$SPINDLE_PID" ]; then
-        kill -TERM "$SPINDLE_PID" 2>/dev/null || true
-        wait "$SPINDLE_PID" 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        # below the ephemeral range (32768-60999), where client sockets of earlier runs may sit
-        p=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
+bench_tmp overload
 
 start_spindle() {
-    PORT=$(free_port)
-    cat >"$TMP/spindle.conf" <<CONF
-[server]
-listen = 127.0.0.1:$PORT
+    spindle_start overload <<CONF
 backlog = 4096
 [pool]
 workers = $WORKERS
 [log]
 level = warn
 access = false
-file = $TMP/spindle.log
+file = $TMP/overload/spindle.log
 CONF
-    "$SPINDLE_BIN" serve -c "$TMP/spindle.conf" >"$TMP/stdout" 2>"$TMP/stderr" &
-    SPINDLE_PID=$!
-    for _ in $(seq 1 500); do
-        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/healthz" && return 0
-        kill -0 "$SPINDLE_PID" 2>/dev/null || {
-            cat "$TMP/stderr" "$TMP/spindle.log" >&2
-            die "spindle exited"
-        }
-        sleep 0.02
-    done
-    die "spindle did not answer on port $PORT within 10 s"
+    PORT=$SPINDLE_PORT
 }
 
-stop_spindle() {
-    kill -TERM "$SPINDLE_PID" 2>/dev/null || true
-    local rc=0
-    wait "$SPINDLE_PID" 2>/dev/null || rc=$?
-    SPINDLE_PID=
-    [ "$rc" -eq 0 ] || die "spindle exited with code $rc"
-}
+stop_spindle() { spindle_stop "$SPINDLE_PID"; }
 
 # gen NAME ARGS...: run bench/overload, keep its line in $TMP/NAME.txt and print it.
 gen() {

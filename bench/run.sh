@@ -11,108 +11,42 @@ set -eu
 cd "$(dirname "$0")/.."
 
 BUILD_DIR=${BUILD_DIR:-build}
-SPINDLE_BIN=${SPINDLE_BIN:-$BUILD_DIR/release/spindle}
 IDLE_BIN=${IDLE_BIN:-$BUILD_DIR/release/bench/idle_conns}
 DURATION=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNS:-64}
 THREADS=${BENCH_THREADS:-2}
 IDLE_COUNT=${IDLE_COUNT:-10000}
-RESULTS=bench/results/http.txt
+RESULTS=${RESULTS:-bench/results/http.txt}
 
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
+. bench/lib.sh
 
-NGINX=$(command -v nginx || true)
-[ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
-command -v wrk >/dev/null || die "wrk is missing: sudo apt-get install -y wrk"
+NGINX=$(find_nginx)
+need_tool wrk
 [ -n "$NGINX" ] || die "nginx is missing: sudo apt-get install -y nginx-light"
-command -v curl >/dev/null || die "curl is missing: sudo apt-get install -y curl"
-[ -x "$SPINDLE_BIN" ] || die "$SPINDLE_BIN is missing: run make release (or make bench)"
-[ -x "$IDLE_BIN" ] || die "$IDLE_BIN is missing: run make bench"
+need_tool curl
+need_file "$SPINDLE_BIN" "run make release (or make bench)"
+need_file "$IDLE_BIN" "run make bench"
 
-TMP=$(mktemp -d /tmp/spindle-bench-XXXXXX)
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_tmp bench
 
 # Both servers and idle_conns need many descriptors (20000 or the hard limit).
 ulimit -n "$(ulimit -Hn | sed 's/unlimited/20000/')" 2>/dev/null || true
 [ "$(ulimit -n)" -gt 20000 ] && ulimit -n 20000
 
-# A loopback port nothing listens on.
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        # below the ephemeral range (32768-60999), where client sockets of earlier runs may sit
-        p=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
-
-# Wait (bounded) until `curl URL` answers 200.
-wait_http() {
-    local url=$1
-    for _ in $(seq 1 500); do
-        curl -sf -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.02
-    done
-    die "$url did not answer within 10 s"
-}
-
-# start_spindle NAME [key=value ...]: start a spindle on a free loopback port with these [log]
-# settings; sets SPINDLE_PID and SPINDLE_PORT. (A fixed port rather than port 0: at level warn
-# the "listening" line that names the ephemeral port is not logged.)
+# start_spindle NAME [key=value ...]: start a spindle with these [log] settings (see lib.sh).
 start_spindle() {
-    local name=$1 dir="$TMP/$1"
+    local name=$1
     shift
-    mkdir -p "$dir"
-    SPINDLE_PORT=$(free_port)
-    {
-        echo "[server]"
-        echo "listen = 127.0.0.1:$SPINDLE_PORT"
+    spindle_start "$name" < <(
         echo "backlog = 4096"
         echo "max_connections = 20000"
         echo "idle_timeout_ms = 600000"
         echo "[log]"
-        echo "file = $dir/spindle.log"
+        echo "file = $TMP/$name/spindle.log"
         for kv in "$@"; do
             echo "${kv%%=*} = ${kv#*=}"
         done
-    } >"$dir/spindle.conf"
-    "$SPINDLE_BIN" serve -c "$dir/spindle.conf" >"$dir/stdout" 2>"$dir/stderr" &
-    SPINDLE_PID=$!
-    PIDS+=("$SPINDLE_PID")
-    for _ in $(seq 1 500); do
-        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$SPINDLE_PORT/healthz" && return 0
-        kill -0 "$SPINDLE_PID" 2>/dev/null || {
-            cat "$dir/stderr" "$dir/spindle.log" >&2
-            die "spindle ($name) exited"
-        }
-        sleep 0.02
-    done
-    die "spindle ($name) did not answer on port $SPINDLE_PORT within 10 s"
-}
-
-stop_pid() {
-    kill -TERM "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
+    )
 }
 
 start_nginx() {
@@ -123,8 +57,8 @@ start_nginx() {
         bench/nginx.conf >"$dir/nginx.conf"
     "$NGINX" -p "$dir" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" >"$dir/stdout" 2>&1 &
     NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-    wait_http "http://127.0.0.1:$NGINX_PORT/"
+    bench_track "$NGINX_PID"
+    wait_http "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID" nginx || die "nginx exited"
 }
 
 # run_wrk NAME URL: prints "RPS P99_MS" for the run and keeps wrk's output in $TMP/wrk-NAME.txt.
@@ -153,14 +87,14 @@ start_spindle quiet "level=warn" "access=false"
 QUIET_PID=$SPINDLE_PID
 read -r NGINX_RPS NGINX_P99 < <(run_wrk nginx "http://127.0.0.1:$NGINX_PORT/healthz")
 read -r SP_RPS SP_P99 < <(run_wrk spindle "http://127.0.0.1:$SPINDLE_PORT/healthz")
-stop_pid "$QUIET_PID"
+spindle_stop "$QUIET_PID" "$TMP/quiet"
 
 # The same with one access line per request (level info), to show what logging costs.
 start_spindle access "level=info" "access=true"
 ACCESS_PID=$SPINDLE_PID
 read -r SPA_RPS SPA_P99 < <(run_wrk spindle-access "http://127.0.0.1:$SPINDLE_PORT/healthz")
-stop_pid "$ACCESS_PID"
-stop_pid "$NGINX_PID"
+spindle_stop "$ACCESS_PID" "$TMP/access"
+bench_stop "$NGINX_PID"
 
 RATIO=$(awk -v a="$SP_RPS" -v b="$NGINX_RPS" 'BEGIN { printf("%.1f", (b > 0) ? 100 * a / b : 0) }')
 RATIO_A=$(awk -v a="$SPA_RPS" -v b="$NGINX_RPS" 'BEGIN { printf("%.1f", (b > 0) ? 100 * a / b : 0) }')
@@ -171,7 +105,7 @@ IDLE_OUT=$("$IDLE_BIN" "$SPINDLE_PORT" "$SPINDLE_PID" "$IDLE_COUNT") || {
     echo "$IDLE_OUT" >&2
     die "idle_conns failed"
 }
-stop_pid "$SPINDLE_PID"
+spindle_stop "$SPINDLE_PID"
 PER_CONN=$(echo "$IDLE_OUT" | sed -n 's/^kib_per_conn=//p')
 RSS_BEFORE=$(echo "$IDLE_OUT" | sed -n 's/^rss_before_kib=//p')
 RSS_AFTER=$(echo "$IDLE_OUT" | sed -n 's/^rss_after_kib=//p')

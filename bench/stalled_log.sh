@@ -27,21 +27,22 @@ SETTLE_S=${SETTLE_S:-2}
 STOP_S=${STOP_S:-20}
 RESULTS=${RESULTS:-bench/results/stalled_log.txt}
 
-for tool in wrk curl; do
-    command -v "$tool" >/dev/null || { echo "stalled_log: $tool is missing" >&2; exit 2; }
-done
-[ -x "$SPINDLE_BIN" ] || { echo "stalled_log: no $SPINDLE_BIN (make release)" >&2; exit 2; }
+. bench/lib.sh
 
-dir=$(mktemp -d /tmp/spindle-stalled-XXXXXX)
+need_tool wrk
+need_tool curl
+need_file "$SPINDLE_BIN" "run make release"
+
+bench_tmp stalled
+dir=$TMP
 pid=""
 wrk_pid=""
-cleanup() {
+# The server is killed, not stopped: with its log sink stalled it may not exit on SIGTERM.
+bench_cleanup_hook() {
     [ -n "$wrk_pid" ] && kill "$wrk_pid" 2>/dev/null || true
     [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
     exec 3<&- 2>/dev/null || true
-    rm -rf "$dir"
 }
-trap cleanup EXIT
 
 mkfifo "$dir/log.fifo"
 # Read and write ends in this shell: opening never blocks, and the server never sees EPIPE.
@@ -67,7 +68,7 @@ while IFS= read -r -t 10 -u 3 line; do
         ;;
     esac
 done
-[ -n "$addr" ] || { echo "stalled_log: no listening line" >&2; exit 1; }
+[ -n "$addr" ] || die "no listening line"
 url="http://$addr/healthz"
 
 # From here on nobody reads the FIFO.

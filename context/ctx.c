@@ -35,6 +35,7 @@
  */
 #include "context/ctx.h"
 #include "context/internal.h"
+#include "context/lock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -103,14 +104,12 @@ const char *ctx_reason_name(enum ctx_reason reason)
 /* A failing lock operation means a corrupted mutex: a broken invariant, not an error to report. */
 static void ctx_lock(struct ctx *c)
 {
-    if (pthread_mutex_lock(&c->lock) != 0)
-        abort();
+    ctx_mutex_lock(&c->lock);
 }
 
 static void ctx_unlock(struct ctx *c)
 {
-    if (pthread_mutex_unlock(&c->lock) != 0)
-        abort();
+    ctx_mutex_unlock(&c->lock);
 }
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -419,8 +418,7 @@ static void fire_watches(struct ctx *c, enum ctx_reason reason)
 
         ctx_lock(c);
         c->firing = NULL;
-        if (pthread_cond_broadcast(&c->fired_cv) != 0)
-            abort();
+        ctx_cond_broadcast(&c->fired_cv);
     }
     ctx_unlock(c);
 }
@@ -505,8 +503,7 @@ bool ctx_watch_remove(struct ctx_watch *w)
     } else if (c->firing == w && !running_here(w)) {
         /* The callback may still use what the caller is about to free. */
         while (c->firing == w) {
-            if (pthread_cond_wait(&c->fired_cv, &c->lock) != 0)
-                abort();
+            ctx_cond_wait(&c->fired_cv, &c->lock);
         }
     }
     ctx_unlock(c);

@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "context/lock.h"
 #include "logging/internal.h"
 
 enum log_state { LOG_ST_OFF = 0, LOG_ST_RUNNING, LOG_ST_STOPPING };
@@ -262,12 +263,12 @@ static uint64_t now_ns(void)
 static void cond_wait_until(pthread_cond_t *cv, uint64_t until_ns)
 {
     if (until_ns == UINT64_MAX) {
-        pthread_cond_wait(cv, &g.mu);
+        ctx_cond_wait(cv, &g.mu);
         return;
     }
     struct timespec ts = {.tv_sec = (time_t)(until_ns / 1000000000u),
                           .tv_nsec = (long)(until_ns % 1000000000u)};
-    (void)pthread_cond_timedwait(cv, &g.mu, &ts); /* a timeout is checked by the caller */
+    (void)ctx_cond_timedwait(cv, &g.mu, &ts); /* a timeout is checked by the caller */
 }
 
 /* The sink has taken nothing for `ms` (the progress stamp is set by another thread: it may be a
@@ -518,10 +519,10 @@ static void writer_write(const struct batch *b)
 give_up:
     stat_add(&st.bytes, done);
     atomic_store(&V.wpos, b->to);
-    pthread_mutex_lock(&g.mu);
+    ctx_mutex_lock(&g.mu);
     stat_add(&st.lost, b->lines);
     g.lost_why = err == EAGAIN ? LOST_STALLED : err;
-    pthread_mutex_unlock(&g.mu);
+    ctx_mutex_unlock(&g.mu);
 }
 
 /* mu held: drops or losses wait to be reported, or write errors the sink got over. */
@@ -568,7 +569,7 @@ static void writer_linger(void)
     }
     g.writer_lingering = true;
     while (g.writer_lingering && !writer_urgent() && pending_bytes() < batch_min()) {
-        if (pthread_cond_timedwait(&g.writer_cv, &g.mu, &until) == ETIMEDOUT)
+        if (!ctx_cond_timedwait(&g.writer_cv, &g.mu, &until))
             break;
     }
     g.writer_lingering = false;
@@ -658,9 +659,9 @@ static void writer_done(const struct batch *b)
         g.reopen_fd = -1;
     }
     if (g.space_waiters > 0)
-        pthread_cond_broadcast(&g.space_cv);
+        ctx_cond_broadcast(&g.space_cv);
     if (g.done_waiters > 0)
-        pthread_cond_broadcast(&g.done_cv);
+        ctx_cond_broadcast(&g.done_cv);
 }
 
 static void *writer_main(void *arg)
@@ -669,11 +670,11 @@ static void *writer_main(void *arg)
     (void)arg;
     tls_is_writer = true;
     log_thread_name_set("log-writer");
-    pthread_mutex_lock(&g.mu);
+    ctx_mutex_lock(&g.mu);
     for (;;) {
         while (!writer_has_work()) {
             g.writer_idle = true;
-            pthread_cond_wait(&g.writer_cv, &g.mu);
+            ctx_cond_wait(&g.writer_cv, &g.mu);
             sink_progress(); /* the stall clock starts when there is work */
         }
         g.writer_idle = false;
@@ -684,16 +685,16 @@ static void *writer_main(void *arg)
         writer_take(&b, report, &report_len);
         if (b.from == b.to && report_len == 0 && g.reopen_fd < 0 && g.stop)
             break;
-        pthread_mutex_unlock(&g.mu);
+        ctx_mutex_unlock(&g.mu);
         writer_write(&b);
-        pthread_mutex_lock(&g.mu);
+        ctx_mutex_lock(&g.mu);
         writer_done(&b);
     }
     g.state = LOG_ST_OFF; /* producers write synchronously from now on */
     g.writer_exited = true;
-    pthread_cond_broadcast(&g.space_cv);
-    pthread_cond_broadcast(&g.done_cv);
-    pthread_mutex_unlock(&g.mu);
+    ctx_cond_broadcast(&g.space_cv);
+    ctx_cond_broadcast(&g.done_cv);
+    ctx_mutex_unlock(&g.mu);
     return NULL;
 }
 
@@ -723,7 +724,7 @@ static void writer_kick_locked(void)
             sink_progress();
         g.writer_idle = false;
         g.writer_lingering = false;
-        pthread_cond_signal(&g.writer_cv);
+        ctx_cond_signal(&g.writer_cv);
     }
 }
 
@@ -843,7 +844,7 @@ void log_write(enum log_level level, const char *msg, const struct log_field *fi
     size_t len = format_line(level, msg, fields, n);
     bool fatal = level == LOG_LEVEL_FATAL, wake = false;
 
-    pthread_mutex_lock(&g.mu);
+    ctx_mutex_lock(&g.mu);
     int rc = g.state == LOG_ST_OFF ? -1 : ring_put_locked(tls_scratch, len, fatal);
     bool on_disk = true;
     if (rc < 0) {
@@ -853,9 +854,9 @@ void log_write(enum log_level level, const char *msg, const struct log_field *fi
     } else if (rc > 0) {
         wake = writer_wake_needed();
     }
-    pthread_mutex_unlock(&g.mu);
+    ctx_mutex_unlock(&g.mu);
     if (wake)
-        pthread_cond_signal(&g.writer_cv);
+        ctx_cond_signal(&g.writer_cv);
     if (fatal && (rc == 0 || !on_disk) && g.path[0] != '\0')
         say("%.*s", (int)len, tls_scratch); /* the sink failed: the last words go to stderr */
 }
@@ -930,7 +931,7 @@ int log_start(const struct log_config *cfg)
     char *ring = malloc(cap);
     if (ring == NULL)
         return -ENOMEM;
-    pthread_mutex_lock(&g.mu);
+    ctx_mutex_lock(&g.mu);
     if (g.state != LOG_ST_OFF || g.abandoned) {
         rc = g.abandoned ? -EBUSY : -EALREADY;
         goto err_unlock;
@@ -964,7 +965,7 @@ int log_start(const struct log_config *cfg)
     if (rc < 0)
         goto err_close;
     g.state = LOG_ST_RUNNING;
-    pthread_mutex_unlock(&g.mu);
+    ctx_mutex_unlock(&g.mu);
     return 0;
 
 err_close:
@@ -975,16 +976,16 @@ err_close:
         close(fd);
     g.own_fd = false;
 err_unlock:
-    pthread_mutex_unlock(&g.mu);
+    ctx_mutex_unlock(&g.mu);
     free(ring);
     return rc;
 }
 
 void log_stop(void)
 {
-    pthread_mutex_lock(&g.mu);
+    ctx_mutex_lock(&g.mu);
     if (g.state != LOG_ST_RUNNING) {
-        pthread_mutex_unlock(&g.mu);
+        ctx_mutex_unlock(&g.mu);
         return;
     }
     g.state = LOG_ST_STOPPING;
@@ -1005,15 +1006,15 @@ void log_stop(void)
     if (!g.writer_exited) {
         g.abandoned = true; /* ring and descriptor stay: the writer may still touch them */
         g.state = LOG_ST_OFF;
-        pthread_cond_broadcast(&g.space_cv);
-        pthread_cond_broadcast(&g.done_cv);
-        pthread_mutex_unlock(&g.mu);
+        ctx_cond_broadcast(&g.space_cv);
+        ctx_cond_broadcast(&g.done_cv);
+        ctx_mutex_unlock(&g.mu);
         pthread_detach(g.writer);
         say("spindle: log: %s takes nothing; stopped without it (lines may be lost)\n",
             sink_name());
         return;
     }
-    pthread_mutex_unlock(&g.mu);
+    ctx_mutex_unlock(&g.mu);
 
     int rc = pthread_join(g.writer, NULL);
     if (rc != 0)
@@ -1023,7 +1024,7 @@ void log_stop(void)
         say("spindle: log: %llu lines lost in all writing to %s (last: %s)\n",
             (unsigned long long)lost, sink_name(), lost_why_text(g.lost_why));
 
-    pthread_mutex_lock(&g.mu);
+    ctx_mutex_lock(&g.mu);
     int fd = atomic_exchange(&V.fd, -1);
     char *ring = g.ring;
     atomic_store(&V.ring, NULL);
@@ -1031,19 +1032,19 @@ void log_stop(void)
     if (g.own_fd)
         close(fd);
     g.own_fd = false;
-    pthread_mutex_unlock(&g.mu);
+    ctx_mutex_unlock(&g.mu);
     free(ring);
 }
 
 int log_flush(void)
 {
-    pthread_mutex_lock(&g.mu);
+    ctx_mutex_lock(&g.mu);
     if (g.state == LOG_ST_OFF) {
-        pthread_mutex_unlock(&g.mu);
+        ctx_mutex_unlock(&g.mu);
         return -ESHUTDOWN;
     }
     bool written = wait_written_locked(atomic_load(&V.head));
-    pthread_mutex_unlock(&g.mu);
+    ctx_mutex_unlock(&g.mu);
     return written ? 0 : -EIO;
 }
 
@@ -1070,12 +1071,12 @@ int log_reopen(void)
     char path[PATH_MAX];
     int rc = 0;
 
-    pthread_mutex_lock(&g.reopen_mu);
-    pthread_mutex_lock(&g.mu);
+    ctx_mutex_lock(&g.reopen_mu);
+    ctx_mutex_lock(&g.mu);
     if (g.state == LOG_ST_OFF)
         rc = -ESHUTDOWN;
     memcpy(path, g.path, sizeof(path));
-    pthread_mutex_unlock(&g.mu);
+    ctx_mutex_unlock(&g.mu);
     if (rc < 0 || path[0] == '\0')
         goto out; /* stderr is never reopened */
 
@@ -1085,12 +1086,12 @@ int log_reopen(void)
         rc = fd;
         goto out;
     }
-    pthread_mutex_lock(&g.mu);
+    ctx_mutex_lock(&g.mu);
     rc = reopen_handoff_locked(fd);
-    pthread_mutex_unlock(&g.mu);
+    ctx_mutex_unlock(&g.mu);
     if (rc < 0)
         close(fd);
 out:
-    pthread_mutex_unlock(&g.reopen_mu);
+    ctx_mutex_unlock(&g.reopen_mu);
     return rc;
 }

@@ -49,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "context/lock.h"
 #include "pool/internal.h"
 
 enum pool_job_state {
@@ -103,14 +104,12 @@ struct pool {
 
 static void pool_lock(struct pool *p)
 {
-    if (pthread_mutex_lock(&p->lock) != 0)
-        abort();
+    ctx_mutex_lock(&p->lock);
 }
 
 static void pool_unlock(struct pool *p)
 {
-    if (pthread_mutex_unlock(&p->lock) != 0)
-        abort();
+    ctx_mutex_unlock(&p->lock);
 }
 
 static inline bool on_loop_thread(const struct pool *p)
@@ -128,14 +127,11 @@ static struct timespec ns_to_timespec(uint64_t ns)
 static void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *m, uint64_t deadline_ns)
 {
     if (deadline_ns == UINT64_MAX) {
-        if (pthread_cond_wait(cv, m) != 0)
-            abort();
+        ctx_cond_wait(cv, m);
         return;
     }
     struct timespec ts = ns_to_timespec(deadline_ns);
-    int r = pthread_cond_timedwait(cv, m, &ts);
-    if (r != 0 && r != ETIMEDOUT)
-        abort();
+    (void)ctx_cond_timedwait(cv, m, &ts); /* the caller checks its deadline */
 }
 
 const char *pool_status_name(enum pool_status s)
@@ -185,7 +181,7 @@ static bool job_finish_locked(struct pool *p, struct pool_job *job, enum pool_st
         break;
     }
     job->cnext = NULL;
-    pthread_mutex_lock(&p->done_lock);
+    ctx_mutex_lock(&p->done_lock);
     bool was_empty = p->done_head == NULL;
     if (was_empty)
         p->done_head = job;
@@ -193,8 +189,8 @@ static bool job_finish_locked(struct pool *p, struct pool_job *job, enum pool_st
         p->done_tail->cnext = job;
     p->done_tail = job;
     if (p->done_waiting)
-        pthread_cond_signal(&p->done_cv);
-    pthread_mutex_unlock(&p->done_lock);
+        ctx_cond_signal(&p->done_cv);
+    ctx_mutex_unlock(&p->done_lock);
     return was_empty;
 }
 
@@ -218,10 +214,10 @@ static void job_complete(struct pool *p, struct pool_job *job)
 /* Loop thread: run the done callback of every finished job. */
 static void pool_drain(struct pool *p)
 {
-    pthread_mutex_lock(&p->done_lock);
+    ctx_mutex_lock(&p->done_lock);
     struct pool_job *job = p->done_head;
     p->done_head = p->done_tail = NULL;
-    pthread_mutex_unlock(&p->done_lock);
+    ctx_mutex_unlock(&p->done_lock);
     while (job) {
         struct pool_job *next = job->cnext; /* done() may free or resubmit the job */
         job_complete(p, job);
@@ -248,13 +244,13 @@ static bool pool_wait_pending(struct pool *p, uint64_t deadline_ns)
             return true;
         if (deadline_ns == 0 || ctx_now_ns() >= deadline_ns)
             return false;
-        pthread_mutex_lock(&p->done_lock);
+        ctx_mutex_lock(&p->done_lock);
         if (!p->done_head) {
             p->done_waiting = true;
             cond_wait_until(&p->done_cv, &p->done_lock, deadline_ns);
             p->done_waiting = false;
         }
-        pthread_mutex_unlock(&p->done_lock);
+        ctx_mutex_unlock(&p->done_lock);
     }
 }
 
@@ -279,7 +275,7 @@ static void job_on_cancel(struct ctx *c, enum ctx_reason reason, void *arg)
     case JOB_RUNNING:
         job->cancel_ns = ctx_now_ns();
         if (p->has_monitor)
-            pthread_cond_signal(&p->mon_cv);
+            ctx_cond_signal(&p->mon_cv);
         break;
     default:
         break;
@@ -323,7 +319,7 @@ static bool monitor_report_one(struct pool *p, uint64_t *next_ns)
             job_report_overdue(p, job, now - job->cancel_ns);
             pool_lock(p);
             job->pinned = false;
-            pthread_cond_broadcast(&p->pin_cv);
+            ctx_cond_broadcast(&p->pin_cv);
             return true;
         }
         uint64_t due = job->cancel_ns + p->cfg.cancel_grace_ns;
@@ -378,8 +374,7 @@ static struct pool_job *worker_claim_locked(struct pool *p)
         if (POOL_SPIN_NS > 0 && !p->quit && p->fq.queued == 0)
             worker_spin_unlocked(p);
         while (!p->quit && p->fq.queued == 0) {
-            if (pthread_cond_wait(&p->work_cv, &p->lock) != 0)
-                abort();
+            ctx_cond_wait(&p->work_cv, &p->lock);
         }
         if (p->quit)
             return NULL;
@@ -428,8 +423,7 @@ static enum pool_status job_run_status(struct pool_job *job, enum ctx_reason *re
 static bool worker_end_locked(struct pool *p, struct pool_job *job)
 {
     while (job->pinned) { /* the monitor is reporting it */
-        if (pthread_cond_wait(&p->pin_cv, &p->lock) != 0)
-            abort();
+        ctx_cond_wait(&p->pin_cv, &p->lock);
     }
     if (job->prev)
         job->prev->next = job->next;
@@ -521,7 +515,7 @@ static int pool_enqueue_locked(struct pool *p, struct pool_job *job)
     atomic_fetch_add(&p->pending, 1);
     STAT_ADD(p, queued, 1);
     STAT_ADD(p, submitted, 1);
-    pthread_cond_signal(&p->work_cv);
+    ctx_cond_signal(&p->work_cv);
     return 0;
 }
 
@@ -639,8 +633,8 @@ static void pool_join(struct pool *p)
 {
     pool_lock(p);
     p->quit = true;
-    pthread_cond_broadcast(&p->work_cv);
-    pthread_cond_broadcast(&p->mon_cv);
+    ctx_cond_broadcast(&p->work_cv);
+    ctx_cond_broadcast(&p->mon_cv);
     pool_unlock(p);
     for (unsigned i = 0; i < p->started; i++)
         pthread_join(p->workers[i].tid, NULL);

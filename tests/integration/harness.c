@@ -14,12 +14,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +58,22 @@ static void hs_nap_ms(long ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+bool hs_have_ipv6(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+const char *hs_skip_no_ipv6(void)
+{
+    return hs_have_ipv6() ? NULL : "this machine has no ::1 (IPv6 loopback)";
 }
 
 long hs_nofile_raise(long want)
@@ -188,6 +206,17 @@ bool hs_alive(struct hs_server *s)
     if (waitid(P_PID, proc_pid(s->proc), &si, WEXITED | WNOHANG | WNOWAIT) != 0)
         return false;
     return si.si_pid == 0;
+}
+
+bool hs_wait_exit(struct hs_server *s, int ms)
+{
+    long long end = hs_now_ms() + ms;
+    while (hs_alive(s)) {
+        if (hs_now_ms() >= end)
+            return false;
+        hs_nap_ms(2);
+    }
+    return true;
 }
 
 /* Collect the "listening" lines; true once there are as many as listen addresses. */

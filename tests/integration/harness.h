@@ -91,6 +91,9 @@ const char *hs_dir(const struct hs_server *s);
 const char *hs_stderr(struct hs_server *s);
 /* True while the server process runs (reaps it when it has exited). */
 bool hs_alive(struct hs_server *s);
+/* Wait up to `ms` for the server process to exit (a bounded poll of an external process). True
+ * when it exited; the exit code is then read by hs_stop(). */
+bool hs_wait_exit(struct hs_server *s, int ms);
 
 /* ---- the server's log ----------------------------------------------------------------------- */
 
@@ -191,6 +194,12 @@ int hs_roundtrip(const struct hs_server *s, const char *request, struct hs_resp 
 
 /* Monotonic milliseconds. */
 long long hs_now_ms(void);
+
+/* True when this machine can bind a TCP socket to ::1 (IPv6 loopback). */
+bool hs_have_ipv6(void);
+/* For SPINDLE_TEST_UNLESS (tests/suite.h): NULL when hs_have_ipv6(), else why the test cannot run
+ * (a static string); the test is then registered inactive and counted so, never as a pass. */
+const char *hs_skip_no_ipv6(void);
 
 /* Raise RLIMIT_NOFILE's soft limit to at least `want` (capped by the hard limit). Returns the
  * resulting soft limit. */

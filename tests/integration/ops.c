@@ -16,18 +16,6 @@
 
 #include "tests/integration/proc.h"
 
-bool ops_wait_exit(struct hs_server *s, int ms)
-{
-    long long end = hs_now_ms() + ms;
-    while (hs_alive(s)) {
-        if (hs_now_ms() >= end)
-            return false;
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
-    }
-    return true;
-}
-
 /* The state letter of `pid` in /proc/PID/stat, or 0 when it cannot be read. */
 static char ops_proc_state(pid_t pid)
 {

@@ -1,6 +1,5 @@
-/* ops.h - helpers shared by the operations suites (stop, reload, rotation, systemd): waiting for
- * the server process to end, reading a log file strictly (every line complete JSON), rewriting
- * the server's configuration file.
+/* ops.h - helpers shared by the operations suites (stop, reload, rotation, systemd): reading a
+ * log file strictly (every line complete JSON), rewriting the server's configuration file.
  *
  * Threads: none of these keep state; each call belongs to the calling thread.
  */
@@ -12,10 +11,6 @@
 #include <stddef.h>
 
 #include "tests/integration/harness.h"
-
-/* Wait up to `ms` for the server process to exit (bounded poll of an external process). True when
- * it exited; the exit code is then read by hs_stop(). */
-bool ops_wait_exit(struct hs_server *s, int ms);
 
 /* Wait up to `ms` (bounded poll) until the server process is in `state`, the letter of
  * /proc/PID/stat ('T': stopped by SIGSTOP). True when it is. */

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "tests/integration/harness.h"
+#include "tests/suite.h"
 
 int suite_integration_admission(void);
 
@@ -700,26 +701,22 @@ out:
 
 int suite_integration_admission(void)
 {
-    CU_pSuite s = CU_add_suite("integration_admission", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_adm_tenant_rate_limited", test_adm_tenant_rate_limited);
-    CU_add_test(s, "test_adm_limits_defaults_from_config", test_adm_limits_defaults_from_config);
-    CU_add_test(s, "test_adm_tenant_concurrency_limited", test_adm_tenant_concurrency_limited);
-    CU_add_test(s, "test_adm_queue_full_and_health", test_adm_queue_full_and_health);
-    CU_add_test(s, "test_adm_deadline_unmeetable", test_adm_deadline_unmeetable);
-    CU_add_test(s, "test_adm_deadline_long_primes_then_short_noop",
-                test_adm_deadline_long_primes_then_short_noop);
-    CU_add_test(s, "test_adm_deadline_one_long_spin_then_plain",
-                test_adm_deadline_one_long_spin_then_plain);
-    CU_add_test(s, "test_adm_rate_limited_retry_after_ms", test_adm_rate_limited_retry_after_ms);
-    CU_add_test(s, "test_adm_weight_from_config", test_adm_weight_from_config);
-    CU_add_test(s, "test_adm_too_many_tenants", test_adm_too_many_tenants);
-    CU_add_test(s, "test_adm_random_tenants_bounded", test_adm_random_tenants_bounded);
-    CU_add_test(s, "test_adm_retry_storm_held", test_adm_retry_storm_held);
-    CU_add_test(s, "test_adm_retry_storm_slow_client_held", test_adm_retry_storm_slow_client_held);
-    CU_add_test(s, "test_adm_retry_after_a_second_not_held",
-                test_adm_retry_after_a_second_not_held);
-    CU_add_test(s, "test_adm_cancelled_runs_not_estimates", test_adm_cancelled_runs_not_estimates);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_adm_tenant_rate_limited),
+        SPINDLE_TEST(test_adm_limits_defaults_from_config),
+        SPINDLE_TEST(test_adm_tenant_concurrency_limited),
+        SPINDLE_TEST(test_adm_queue_full_and_health),
+        SPINDLE_TEST(test_adm_deadline_unmeetable),
+        SPINDLE_TEST(test_adm_deadline_long_primes_then_short_noop),
+        SPINDLE_TEST(test_adm_deadline_one_long_spin_then_plain),
+        SPINDLE_TEST(test_adm_rate_limited_retry_after_ms),
+        SPINDLE_TEST(test_adm_weight_from_config),
+        SPINDLE_TEST(test_adm_too_many_tenants),
+        SPINDLE_TEST(test_adm_random_tenants_bounded),
+        SPINDLE_TEST(test_adm_retry_storm_held),
+        SPINDLE_TEST(test_adm_retry_storm_slow_client_held),
+        SPINDLE_TEST(test_adm_retry_after_a_second_not_held),
+        SPINDLE_TEST(test_adm_cancelled_runs_not_estimates),
+    };
+    return SPINDLE_SUITE_ADD("integration_admission", NULL, NULL, tests);
 }

@@ -23,6 +23,7 @@
 #include <zstd.h>
 
 #include "tests/integration/harness.h"
+#include "tests/suite.h"
 
 int suite_integration_batch(void);
 
@@ -898,25 +899,21 @@ out:
 
 int suite_integration_batch(void)
 {
-    CU_pSuite s = CU_add_suite("integration_batch", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_batch_all_ok", test_batch_all_ok);
-    CU_add_test(s, "test_batch_failure_all_vs_settled", test_batch_failure_all_vs_settled);
-    CU_add_test(s, "test_batch_any_and_race", test_batch_any_and_race);
-    CU_add_test(s, "test_batch_queued_loser_never_runs", test_batch_queued_loser_never_runs);
-    CU_add_test(s, "test_batch_queued_losers_never_run_after_a_win",
-                test_batch_queued_losers_never_run_after_a_win);
-    CU_add_test(s, "test_batch_item_timeout_counts_real_time",
-                test_batch_item_timeout_counts_real_time);
-    CU_add_test(s, "test_batch_item_late_success_fails", test_batch_item_late_success_fails);
-    CU_add_test(s, "test_batch_large_body_does_not_stall_loop",
-                test_batch_large_body_does_not_stall_loop);
-    CU_add_test(s, "test_batch_deadline_and_client_close", test_batch_deadline_and_client_close);
-    CU_add_test(s, "test_batch_shutdown", test_batch_shutdown);
-    CU_add_test(s, "test_batch_bad_input", test_batch_bad_input);
-    CU_add_test(s, "test_batch_tenant_inflight", test_batch_tenant_inflight);
-    CU_add_test(s, "test_batch_tenant_rate_and_queue", test_batch_tenant_rate_and_queue);
-    CU_add_test(s, "test_batch_body_kinds", test_batch_body_kinds);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_batch_all_ok),
+        SPINDLE_TEST(test_batch_failure_all_vs_settled),
+        SPINDLE_TEST(test_batch_any_and_race),
+        SPINDLE_TEST(test_batch_queued_loser_never_runs),
+        SPINDLE_TEST(test_batch_queued_losers_never_run_after_a_win),
+        SPINDLE_TEST(test_batch_item_timeout_counts_real_time),
+        SPINDLE_TEST(test_batch_item_late_success_fails),
+        SPINDLE_TEST(test_batch_large_body_does_not_stall_loop),
+        SPINDLE_TEST(test_batch_deadline_and_client_close),
+        SPINDLE_TEST(test_batch_shutdown),
+        SPINDLE_TEST(test_batch_bad_input),
+        SPINDLE_TEST(test_batch_tenant_inflight),
+        SPINDLE_TEST(test_batch_tenant_rate_and_queue),
+        SPINDLE_TEST(test_batch_body_kinds),
+    };
+    return SPINDLE_SUITE_ADD("integration_batch", NULL, NULL, tests);
 }

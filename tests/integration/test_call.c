@@ -28,6 +28,7 @@
 
 #include "tests/integration/harness.h"
 #include "tests/integration/proc.h"
+#include "tests/suite.h"
 
 int suite_integration_call(void);
 
@@ -547,23 +548,8 @@ out:
     HS_FINISH(s);
 }
 
-static bool call_have_ipv6(void)
-{
-    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    close(fd);
-    return ok;
-}
-
 static void test_call_real_ipv6(void)
 {
-    if (!call_have_ipv6()) {
-        printf("\n    skipped: this machine has no ::1 (IPv6 loopback) ");
-        return;
-    }
     const char *const over[] = {"server.listen=[::1]:0", NULL};
     struct hs_server *s = hs_start(over);
     struct call_result r = {0};
@@ -912,23 +898,22 @@ static void test_call_usage_errors(void)
 
 int suite_integration_call(void)
 {
-    CU_pSuite s = CU_add_suite("integration_call", call_init, call_cleanup);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_call_real_primes", test_call_real_primes);
-    CU_add_test(s, "test_call_real_batch", test_call_real_batch);
-    CU_add_test(s, "test_call_real_bad_param", test_call_real_bad_param);
-    CU_add_test(s, "test_call_real_body_and_output", test_call_real_body_and_output);
-    CU_add_test(s, "test_call_real_ipv6", test_call_real_ipv6);
-    CU_add_test(s, "test_call_fake_retry_after", test_call_fake_retry_after);
-    CU_add_test(s, "test_call_fake_429_then_ok", test_call_fake_429_then_ok);
-    CU_add_test(s, "test_call_fake_not_retried", test_call_fake_not_retried);
-    CU_add_test(s, "test_call_fake_reset_retried", test_call_fake_reset_retried);
-    CU_add_test(s, "test_call_fake_server_closes", test_call_fake_server_closes);
-    CU_add_test(s, "test_call_fake_client_timeout", test_call_fake_client_timeout);
-    CU_add_test(s, "test_call_refused_breaker", test_call_refused_breaker);
-    CU_add_test(s, "test_call_late_server_breaker_waits", test_call_late_server_breaker_waits);
-    CU_add_test(s, "test_call_real_rate_limited_batch", test_call_real_rate_limited_batch);
-    CU_add_test(s, "test_call_usage_errors", test_call_usage_errors);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_call_real_primes),
+        SPINDLE_TEST(test_call_real_batch),
+        SPINDLE_TEST(test_call_real_bad_param),
+        SPINDLE_TEST(test_call_real_body_and_output),
+        SPINDLE_TEST_UNLESS(test_call_real_ipv6, hs_skip_no_ipv6),
+        SPINDLE_TEST(test_call_fake_retry_after),
+        SPINDLE_TEST(test_call_fake_429_then_ok),
+        SPINDLE_TEST(test_call_fake_not_retried),
+        SPINDLE_TEST(test_call_fake_reset_retried),
+        SPINDLE_TEST(test_call_fake_server_closes),
+        SPINDLE_TEST(test_call_fake_client_timeout),
+        SPINDLE_TEST(test_call_refused_breaker),
+        SPINDLE_TEST(test_call_late_server_breaker_waits),
+        SPINDLE_TEST(test_call_real_rate_limited_batch),
+        SPINDLE_TEST(test_call_usage_errors),
+    };
+    return SPINDLE_SUITE_ADD("integration_call", call_init, call_cleanup, tests);
 }

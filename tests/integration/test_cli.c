@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tests/integration/proc.h"
+#include "tests/suite.h"
 
 int suite_integration_cli(void);
 
@@ -232,15 +233,14 @@ static void test_cli_print_config_round_trip(void)
 
 int suite_integration_cli(void)
 {
-    CU_pSuite s = CU_add_suite("integration_cli", cli_init, cli_cleanup);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_cli_version", test_cli_version);
-    CU_add_test(s, "test_cli_help", test_cli_help);
-    CU_add_test(s, "test_cli_usage_errors", test_cli_usage_errors);
-    CU_add_test(s, "test_cli_check_config_shipped", test_cli_check_config_shipped);
-    CU_add_test(s, "test_cli_check_config_bad", test_cli_check_config_bad);
-    CU_add_test(s, "test_cli_workers_abc", test_cli_workers_abc);
-    CU_add_test(s, "test_cli_print_config_round_trip", test_cli_print_config_round_trip);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_cli_version),
+        SPINDLE_TEST(test_cli_help),
+        SPINDLE_TEST(test_cli_usage_errors),
+        SPINDLE_TEST(test_cli_check_config_shipped),
+        SPINDLE_TEST(test_cli_check_config_bad),
+        SPINDLE_TEST(test_cli_workers_abc),
+        SPINDLE_TEST(test_cli_print_config_round_trip),
+    };
+    return SPINDLE_SUITE_ADD("integration_cli", cli_init, cli_cleanup, tests);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "tests/integration/harness.h"
+#include "tests/suite.h"
 
 int suite_integration_conns(void);
 
@@ -164,12 +165,10 @@ out:
 
 int suite_integration_conns(void)
 {
-    CU_pSuite s = CU_add_suite("integration_conns", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_conns_1000_concurrent", test_conns_1000_concurrent);
-    CU_add_test(s, "test_conns_nofile_raised_to_hard", test_conns_nofile_raised_to_hard);
-    CU_add_test(s, "test_conns_nofile_clamps_max_connections",
-                test_conns_nofile_clamps_max_connections);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_conns_1000_concurrent),
+        SPINDLE_TEST(test_conns_nofile_raised_to_hard),
+        SPINDLE_TEST(test_conns_nofile_clamps_max_connections),
+    };
+    return SPINDLE_SUITE_ADD("integration_conns", NULL, NULL, tests);
 }

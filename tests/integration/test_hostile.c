@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "tests/integration/harness.h"
+#include "tests/suite.h"
 
 int suite_integration_hostile(void);
 
@@ -392,32 +393,30 @@ out:
 
 int suite_integration_hostile(void)
 {
-    CU_pSuite s = CU_add_suite("integration_hostile", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_host_rules", test_host_rules);
-    CU_add_test(s, "test_malformed_cl_and_te", test_malformed_cl_and_te);
-    CU_add_test(s, "test_malformed_duplicate_cl", test_malformed_duplicate_cl);
-    CU_add_test(s, "test_malformed_negative_cl", test_malformed_negative_cl);
-    CU_add_test(s, "test_malformed_invalid_cl", test_malformed_invalid_cl);
-    CU_add_test(s, "test_malformed_bad_chunk_size", test_malformed_bad_chunk_size);
-    CU_add_test(s, "test_malformed_chunk_size_overflow", test_malformed_chunk_size_overflow);
-    CU_add_test(s, "test_malformed_unknown_transfer_coding",
-                test_malformed_unknown_transfer_coding);
-    CU_add_test(s, "test_malformed_obs_fold", test_malformed_obs_fold);
-    CU_add_test(s, "test_malformed_nul_request_line", test_malformed_nul_request_line);
-    CU_add_test(s, "test_malformed_nul_header", test_malformed_nul_header);
-    CU_add_test(s, "test_malformed_control_request_line", test_malformed_control_request_line);
-    CU_add_test(s, "test_malformed_control_header", test_malformed_control_header);
-    CU_add_test(s, "test_malformed_bare_lf", test_malformed_bare_lf);
-    CU_add_test(s, "test_malformed_bare_lf_in_headers", test_malformed_bare_lf_in_headers);
-    CU_add_test(s, "test_malformed_space_before_colon", test_malformed_space_before_colon);
-    CU_add_test(s, "test_malformed_bad_method", test_malformed_bad_method);
-    CU_add_test(s, "test_version_http2_preface", test_version_http2_preface);
-    CU_add_test(s, "test_version_http12", test_version_http12);
-    CU_add_test(s, "test_version_http20", test_version_http20);
-    CU_add_test(s, "test_slowloris_header_timeout", test_slowloris_header_timeout);
-    CU_add_test(s, "test_vanish_mid_request", test_vanish_mid_request);
-    CU_add_test(s, "test_fuzz_inputs_replay", test_fuzz_inputs_replay);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_host_rules),
+        SPINDLE_TEST(test_malformed_cl_and_te),
+        SPINDLE_TEST(test_malformed_duplicate_cl),
+        SPINDLE_TEST(test_malformed_negative_cl),
+        SPINDLE_TEST(test_malformed_invalid_cl),
+        SPINDLE_TEST(test_malformed_bad_chunk_size),
+        SPINDLE_TEST(test_malformed_chunk_size_overflow),
+        SPINDLE_TEST(test_malformed_unknown_transfer_coding),
+        SPINDLE_TEST(test_malformed_obs_fold),
+        SPINDLE_TEST(test_malformed_nul_request_line),
+        SPINDLE_TEST(test_malformed_nul_header),
+        SPINDLE_TEST(test_malformed_control_request_line),
+        SPINDLE_TEST(test_malformed_control_header),
+        SPINDLE_TEST(test_malformed_bare_lf),
+        SPINDLE_TEST(test_malformed_bare_lf_in_headers),
+        SPINDLE_TEST(test_malformed_space_before_colon),
+        SPINDLE_TEST(test_malformed_bad_method),
+        SPINDLE_TEST(test_version_http2_preface),
+        SPINDLE_TEST(test_version_http12),
+        SPINDLE_TEST(test_version_http20),
+        SPINDLE_TEST(test_slowloris_header_timeout),
+        SPINDLE_TEST(test_vanish_mid_request),
+        SPINDLE_TEST(test_fuzz_inputs_replay),
+    };
+    return SPINDLE_SUITE_ADD("integration_hostile", NULL, NULL, tests);
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "tests/integration/harness.h"
+#include "tests/suite.h"
 
 int suite_integration_http(void);
 
@@ -660,23 +661,8 @@ out:
     hs_free(s);
 }
 
-static bool have_ipv6_loopback(void)
-{
-    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    close(fd);
-    return ok;
-}
-
 static void test_ipv6_listen(void)
 {
-    if (!have_ipv6_loopback()) {
-        printf("\n    skipped: this machine has no ::1 (IPv6 loopback) ");
-        return;
-    }
     const char *const over[] = {"server.listen=127.0.0.1:0, [::1]:0", NULL};
     struct hs_server *s = hs_start(over);
     struct hs_conn *c = NULL;
@@ -701,38 +687,36 @@ out:
 
 int suite_integration_http(void)
 {
-    CU_pSuite s = CU_add_suite("integration_http", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_healthz_get", test_healthz_get);
-    CU_add_test(s, "test_healthz_head", test_healthz_head);
-    CU_add_test(s, "test_readyz_get", test_readyz_get);
-    CU_add_test(s, "test_readyz_head", test_readyz_head);
-    CU_add_test(s, "test_route_not_found", test_route_not_found);
-    CU_add_test(s, "test_route_method_not_allowed", test_route_method_not_allowed);
-    CU_add_test(s, "test_request_id_kept", test_request_id_kept);
-    CU_add_test(s, "test_request_id_invalid_generated", test_request_id_invalid_generated);
-    CU_add_test(s, "test_request_id_too_long_generated", test_request_id_too_long_generated);
-    CU_add_test(s, "test_request_id_absent_generated", test_request_id_absent_generated);
-    CU_add_test(s, "test_tenant_valid", test_tenant_valid);
-    CU_add_test(s, "test_tenant_default", test_tenant_default);
-    CU_add_test(s, "test_tenant_invalid", test_tenant_invalid);
-    CU_add_test(s, "test_traceparent_kept", test_traceparent_kept);
-    CU_add_test(s, "test_traceparent_malformed_new_trace", test_traceparent_malformed_new_trace);
-    CU_add_test(s, "test_traceparent_zero_trace_new_trace", test_traceparent_zero_trace_new_trace);
-    CU_add_test(s, "test_traceparent_bad_version_new_trace",
-                test_traceparent_bad_version_new_trace);
-    CU_add_test(s, "test_keepalive_sequential", test_keepalive_sequential);
-    CU_add_test(s, "test_pipeline_100_in_order", test_pipeline_100_in_order);
-    CU_add_test(s, "test_chunked_request_body", test_chunked_request_body);
-    CU_add_test(s, "test_expect_100_continue", test_expect_100_continue);
-    CU_add_test(s, "test_connection_close_honoured", test_connection_close_honoured);
-    CU_add_test(s, "test_http10_closes", test_http10_closes);
-    CU_add_test(s, "test_http10_keepalive", test_http10_keepalive);
-    CU_add_test(s, "test_access_log_fields", test_access_log_fields);
-    CU_add_test(s, "test_access_log_off", test_access_log_off);
-    CU_add_test(s, "test_startup_lines", test_startup_lines);
-    CU_add_test(s, "test_stop_closes_idle_connection", test_stop_closes_idle_connection);
-    CU_add_test(s, "test_ipv6_listen", test_ipv6_listen);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_healthz_get),
+        SPINDLE_TEST(test_healthz_head),
+        SPINDLE_TEST(test_readyz_get),
+        SPINDLE_TEST(test_readyz_head),
+        SPINDLE_TEST(test_route_not_found),
+        SPINDLE_TEST(test_route_method_not_allowed),
+        SPINDLE_TEST(test_request_id_kept),
+        SPINDLE_TEST(test_request_id_invalid_generated),
+        SPINDLE_TEST(test_request_id_too_long_generated),
+        SPINDLE_TEST(test_request_id_absent_generated),
+        SPINDLE_TEST(test_tenant_valid),
+        SPINDLE_TEST(test_tenant_default),
+        SPINDLE_TEST(test_tenant_invalid),
+        SPINDLE_TEST(test_traceparent_kept),
+        SPINDLE_TEST(test_traceparent_malformed_new_trace),
+        SPINDLE_TEST(test_traceparent_zero_trace_new_trace),
+        SPINDLE_TEST(test_traceparent_bad_version_new_trace),
+        SPINDLE_TEST(test_keepalive_sequential),
+        SPINDLE_TEST(test_pipeline_100_in_order),
+        SPINDLE_TEST(test_chunked_request_body),
+        SPINDLE_TEST(test_expect_100_continue),
+        SPINDLE_TEST(test_connection_close_honoured),
+        SPINDLE_TEST(test_http10_closes),
+        SPINDLE_TEST(test_http10_keepalive),
+        SPINDLE_TEST(test_access_log_fields),
+        SPINDLE_TEST(test_access_log_off),
+        SPINDLE_TEST(test_startup_lines),
+        SPINDLE_TEST(test_stop_closes_idle_connection),
+        SPINDLE_TEST_UNLESS(test_ipv6_listen, hs_skip_no_ipv6),
+    };
+    return SPINDLE_SUITE_ADD("integration_http", NULL, NULL, tests);
 }

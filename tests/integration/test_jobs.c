@@ -26,6 +26,7 @@
 
 #include "server/jobs/jobs.h"
 #include "tests/integration/harness.h"
+#include "tests/suite.h"
 
 int suite_integration_jobs(void);
 
@@ -696,19 +697,6 @@ out:
 
 /* ---- graceful stop --------------------------------------------------------------------------- */
 
-/* Wait (bounded poll of an external process) until the server has exited. */
-static bool wait_exit(struct hs_server *s, int ms)
-{
-    long long end = hs_now_ms() + ms;
-    while (hs_alive(s)) {
-        if (hs_now_ms() >= end)
-            return false;
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
-    }
-    return true;
-}
-
 /* SIGTERM while a job runs that ends within the drain period: it is answered (Connection:
  * close), then the server exits 0. */
 static void test_jobs_stop_answers_running(void)
@@ -725,7 +713,7 @@ static void test_jobs_stop_answers_running(void)
     HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
     CU_ASSERT_EQUAL(r.status, 200);
     CU_ASSERT(header_is(&r, "Connection", "close"));
-    CU_ASSERT(wait_exit(s, HS_STOP_MS));
+    CU_ASSERT(hs_wait_exit(s, HS_STOP_MS));
     check_access(s, "gs-run", 200, NULL);
 out:
     json_decref(line);
@@ -752,7 +740,7 @@ static void test_jobs_stop_cancels_after_drain(void)
     HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 503, "shutting_down"));
     CU_ASSERT(hs_now_ms() - t0 >= 150);
-    CU_ASSERT(wait_exit(s, HS_STOP_MS));
+    CU_ASSERT(hs_wait_exit(s, HS_STOP_MS));
     CU_ASSERT(hs_now_ms() - t0 < HS_STOP_MS);
     json_decref(wait_job_end(s, "gs-long", "cancelled"));
     check_access(s, "gs-long", 503, "shutdown");
@@ -765,22 +753,21 @@ out:
 
 int suite_integration_jobs(void)
 {
-    CU_pSuite s = CU_add_suite("integration_jobs", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_jobs_noop_spin_primes", test_jobs_noop_spin_primes);
-    CU_add_test(s, "test_jobs_sha256", test_jobs_sha256);
-    CU_add_test(s, "test_jobs_compress", test_jobs_compress);
-    CU_add_test(s, "test_jobs_bad_params", test_jobs_bad_params);
-    CU_add_test(s, "test_jobs_every_kind_routed", test_jobs_every_kind_routed);
-    CU_add_test(s, "test_jobs_server_timing", test_jobs_server_timing);
-    CU_add_test(s, "test_jobs_log_lines_carry_context", test_jobs_log_lines_carry_context);
-    CU_add_test(s, "test_jobs_deadline_running", test_jobs_deadline_running);
-    CU_add_test(s, "test_jobs_deadline_body_job", test_jobs_deadline_body_job);
-    CU_add_test(s, "test_jobs_deadline_queued", test_jobs_deadline_queued);
-    CU_add_test(s, "test_jobs_client_close_cancels", test_jobs_client_close_cancels);
-    CU_add_test(s, "test_jobs_queue_full", test_jobs_queue_full);
-    CU_add_test(s, "test_jobs_stop_answers_running", test_jobs_stop_answers_running);
-    CU_add_test(s, "test_jobs_stop_cancels_after_drain", test_jobs_stop_cancels_after_drain);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_jobs_noop_spin_primes),
+        SPINDLE_TEST(test_jobs_sha256),
+        SPINDLE_TEST(test_jobs_compress),
+        SPINDLE_TEST(test_jobs_bad_params),
+        SPINDLE_TEST(test_jobs_every_kind_routed),
+        SPINDLE_TEST(test_jobs_server_timing),
+        SPINDLE_TEST(test_jobs_log_lines_carry_context),
+        SPINDLE_TEST(test_jobs_deadline_running),
+        SPINDLE_TEST(test_jobs_deadline_body_job),
+        SPINDLE_TEST(test_jobs_deadline_queued),
+        SPINDLE_TEST(test_jobs_client_close_cancels),
+        SPINDLE_TEST(test_jobs_queue_full),
+        SPINDLE_TEST(test_jobs_stop_answers_running),
+        SPINDLE_TEST(test_jobs_stop_cancels_after_drain),
+    };
+    return SPINDLE_SUITE_ADD("integration_jobs", NULL, NULL, tests);
 }

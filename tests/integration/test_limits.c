@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "tests/integration/harness.h"
+#include "tests/suite.h"
 
 int suite_integration_limits(void);
 
@@ -424,22 +425,21 @@ out:
 
 int suite_integration_limits(void)
 {
-    CU_pSuite s = CU_add_suite("integration_limits", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_limit_uri_too_long", test_limit_uri_too_long);
-    CU_add_test(s, "test_limit_header_bytes", test_limit_header_bytes);
-    CU_add_test(s, "test_limit_header_count", test_limit_header_count);
-    CU_add_test(s, "test_limit_body_content_length", test_limit_body_content_length);
-    CU_add_test(s, "test_limit_body_chunked", test_limit_body_chunked);
-    CU_add_test(s, "test_limit_body_chunk_size_announced", test_limit_body_chunk_size_announced);
-    CU_add_test(s, "test_limit_query_params", test_limit_query_params);
-    CU_add_test(s, "test_limit_timeout_header_invalid", test_limit_timeout_header_invalid);
-    CU_add_test(s, "test_limit_header_timeout", test_limit_header_timeout);
-    CU_add_test(s, "test_limit_body_timeout", test_limit_body_timeout);
-    CU_add_test(s, "test_limit_idle_timeout", test_limit_idle_timeout);
-    CU_add_test(s, "test_limit_write_timeout", test_limit_write_timeout);
-    CU_add_test(s, "test_limit_max_connections", test_limit_max_connections);
-    CU_add_test(s, "test_limit_max_keepalive_requests", test_limit_max_keepalive_requests);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_limit_uri_too_long),
+        SPINDLE_TEST(test_limit_header_bytes),
+        SPINDLE_TEST(test_limit_header_count),
+        SPINDLE_TEST(test_limit_body_content_length),
+        SPINDLE_TEST(test_limit_body_chunked),
+        SPINDLE_TEST(test_limit_body_chunk_size_announced),
+        SPINDLE_TEST(test_limit_query_params),
+        SPINDLE_TEST(test_limit_timeout_header_invalid),
+        SPINDLE_TEST(test_limit_header_timeout),
+        SPINDLE_TEST(test_limit_body_timeout),
+        SPINDLE_TEST(test_limit_idle_timeout),
+        SPINDLE_TEST(test_limit_write_timeout),
+        SPINDLE_TEST(test_limit_max_connections),
+        SPINDLE_TEST(test_limit_max_keepalive_requests),
+    };
+    return SPINDLE_SUITE_ADD("integration_limits", NULL, NULL, tests);
 }

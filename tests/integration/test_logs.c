@@ -15,6 +15,7 @@
 
 #include "tests/integration/harness.h"
 #include "tests/integration/proc.h"
+#include "tests/suite.h"
 
 int suite_integration_logs(void);
 
@@ -282,13 +283,12 @@ out:
 
 int suite_integration_logs(void)
 {
-    CU_pSuite s = CU_add_suite("integration_logs", logs_init, logs_cleanup);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_logs_pretty_and_passthrough", test_logs_pretty_and_passthrough);
-    CU_add_test(s, "test_logs_filters", test_logs_filters);
-    CU_add_test(s, "test_logs_errors", test_logs_errors);
-    CU_add_test(s, "test_logs_real_server", test_logs_real_server);
-    CU_add_test(s, "test_logs_follow_rotation", test_logs_follow_rotation);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_logs_pretty_and_passthrough),
+        SPINDLE_TEST(test_logs_filters),
+        SPINDLE_TEST(test_logs_errors),
+        SPINDLE_TEST(test_logs_real_server),
+        SPINDLE_TEST(test_logs_follow_rotation),
+    };
+    return SPINDLE_SUITE_ADD("integration_logs", logs_init, logs_cleanup, tests);
 }

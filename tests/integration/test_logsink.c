@@ -23,6 +23,7 @@
 #include "tests/integration/harness.h"
 #include "tests/integration/ops.h"
 #include "tests/integration/proc.h"
+#include "tests/suite.h"
 
 int suite_integration_logsink(void);
 
@@ -253,13 +254,10 @@ out:
 
 int suite_integration_logsink(void)
 {
-    CU_pSuite s = CU_add_suite("integration_logsink", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_logsink_dev_full_is_never_silent", test_logsink_dev_full_is_never_silent);
-    CU_add_test(s, "test_logsink_full_tmpfs_reports_lost_lines",
-                test_logsink_full_tmpfs_reports_lost_lines);
-    CU_add_test(s, "test_logsink_stalled_fifo_keeps_serving",
-                test_logsink_stalled_fifo_keeps_serving);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_logsink_dev_full_is_never_silent),
+        SPINDLE_TEST(test_logsink_full_tmpfs_reports_lost_lines),
+        SPINDLE_TEST(test_logsink_stalled_fifo_keeps_serving),
+    };
+    return SPINDLE_SUITE_ADD("integration_logsink", NULL, NULL, tests);
 }

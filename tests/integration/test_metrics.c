@@ -19,6 +19,7 @@
 #include "tests/integration/harness.h"
 #include "tests/unit/promcheck.c"
 #include "tests/unit/promcheck.h"
+#include "tests/suite.h"
 
 int suite_integration_metrics(void);
 
@@ -313,13 +314,10 @@ out:
 
 int suite_integration_metrics(void)
 {
-    CU_pSuite s = CU_add_suite("integration_metrics", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_metrics_format_and_families", test_metrics_format_and_families);
-    CU_add_test(s, "test_metrics_counters_move", test_metrics_counters_move);
-    CU_add_test(s, "test_metrics_tenant_labels_bounded", test_metrics_tenant_labels_bounded);
-    CU_add_test(s, "test_metrics_gauges_live", test_metrics_gauges_live);
-    CU_add_test(s, "test_metrics_loop_figures", test_metrics_loop_figures);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_metrics_format_and_families),   SPINDLE_TEST(test_metrics_counters_move),
+        SPINDLE_TEST(test_metrics_tenant_labels_bounded), SPINDLE_TEST(test_metrics_gauges_live),
+        SPINDLE_TEST(test_metrics_loop_figures),
+    };
+    return SPINDLE_SUITE_ADD("integration_metrics", NULL, NULL, tests);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tests/integration/proc.h"
+#include "tests/suite.h"
 
 int suite_integration_proc(void);
 
@@ -148,13 +149,12 @@ static void test_proc_tmpdir(void)
 
 int suite_integration_proc(void)
 {
-    CU_pSuite s = CU_add_suite("integration_proc", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_proc_wait_exit_and_output", test_proc_wait_exit_and_output);
-    CU_add_test(s, "test_proc_wait_timeout_kills", test_proc_wait_timeout_kills);
-    CU_add_test(s, "test_proc_signal_and_output_wait", test_proc_signal_and_output_wait);
-    CU_add_test(s, "test_proc_spawn_missing", test_proc_spawn_missing);
-    CU_add_test(s, "test_proc_tmpdir", test_proc_tmpdir);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_proc_wait_exit_and_output),
+        SPINDLE_TEST(test_proc_wait_timeout_kills),
+        SPINDLE_TEST(test_proc_signal_and_output_wait),
+        SPINDLE_TEST(test_proc_spawn_missing),
+        SPINDLE_TEST(test_proc_tmpdir),
+    };
+    return SPINDLE_SUITE_ADD("integration_proc", NULL, NULL, tests);
 }

@@ -14,6 +14,7 @@
 
 #include "tests/integration/harness.h"
 #include "tests/integration/ops.h"
+#include "tests/suite.h"
 
 int suite_integration_reload(void);
 
@@ -177,12 +178,10 @@ out:
 
 int suite_integration_reload(void)
 {
-    CU_pSuite s = CU_add_suite("integration_reload", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_reload_valid_applies_live_keys", test_reload_valid_applies_live_keys);
-    CU_add_test(s, "test_reload_keeps_command_line_overrides",
-                test_reload_keeps_command_line_overrides);
-    CU_add_test(s, "test_reload_invalid_changes_nothing", test_reload_invalid_changes_nothing);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_reload_valid_applies_live_keys),
+        SPINDLE_TEST(test_reload_keeps_command_line_overrides),
+        SPINDLE_TEST(test_reload_invalid_changes_nothing),
+    };
+    return SPINDLE_SUITE_ADD("integration_reload", NULL, NULL, tests);
 }

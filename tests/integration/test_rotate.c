@@ -18,6 +18,7 @@
 #include "tests/integration/harness.h"
 #include "tests/integration/ops.h"
 #include "tests/integration/proc.h"
+#include "tests/suite.h"
 
 int suite_integration_rotate(void);
 
@@ -218,12 +219,10 @@ out:
 
 int suite_integration_rotate(void)
 {
-    CU_pSuite s = CU_add_suite("integration_rotate", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_rotate_usr1_under_load", test_rotate_usr1_under_load);
-    CU_add_test(s, "test_rotate_hup_reopens", test_rotate_hup_reopens);
-    CU_add_test(s, "test_rotate_reopen_failure_names_the_path",
-                test_rotate_reopen_failure_names_the_path);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_rotate_usr1_under_load),
+        SPINDLE_TEST(test_rotate_hup_reopens),
+        SPINDLE_TEST(test_rotate_reopen_failure_names_the_path),
+    };
+    return SPINDLE_SUITE_ADD("integration_rotate", NULL, NULL, tests);
 }

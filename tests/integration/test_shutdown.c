@@ -23,6 +23,7 @@
 
 #include "tests/integration/harness.h"
 #include "tests/integration/ops.h"
+#include "tests/suite.h"
 
 int suite_integration_shutdown(void);
 
@@ -156,7 +157,7 @@ static void test_shutdown_under_load(void)
     for (unsigned i = 0; i < started; i++)
         pthread_join(cl[i].th, NULL);
     started = 0;
-    HS_CHECK(ops_wait_exit(s, HS_STOP_MS));
+    HS_CHECK(hs_wait_exit(s, HS_STOP_MS));
     CU_ASSERT(hs_now_ms() - t0 < 5000); /* nothing left: no wait for the 10 s deadline */
     CU_ASSERT_EQUAL(hs_stop(s), 0);
     unsigned answered = 0, ok = 0;
@@ -236,7 +237,7 @@ static void test_shutdown_deadline_cancels(void)
     CU_ASSERT(answered_ms >= 350);
     CU_ASSERT(answered_ms < 400 + SD_MARGIN_MS);
     CU_ASSERT(hs_closed_quietly(quiet, HS_IO_MS));
-    HS_CHECK(ops_wait_exit(s, HS_STOP_MS));
+    HS_CHECK(hs_wait_exit(s, HS_STOP_MS));
     CU_ASSERT(hs_now_ms() - t0 < 400 + 2 * SD_MARGIN_MS);
     CU_ASSERT_EQUAL(hs_stop(s), 0);
     lines = sd_log_with_summary(s, &summary);
@@ -275,7 +276,7 @@ static void test_shutdown_second_signal(void)
     HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 503, "shutting_down"));
     CU_ASSERT(hs_now_ms() - t1 < 1000);
-    HS_CHECK(ops_wait_exit(s, HS_STOP_MS));
+    HS_CHECK(hs_wait_exit(s, HS_STOP_MS));
     CU_ASSERT(hs_now_ms() - t1 < SD_MARGIN_MS);
     CU_ASSERT_EQUAL(hs_stop(s), 0);
     lines = sd_log_with_summary(s, &summary);
@@ -311,7 +312,7 @@ static void test_shutdown_idle_connection_served(void)
     CU_ASSERT_EQUAL(r.status, 200);
     CU_ASSERT(ops_header_is(&r, "Connection", "close"));
     CU_ASSERT(hs_closed_quietly(c, HS_IO_MS));
-    HS_CHECK(ops_wait_exit(s, HS_STOP_MS));
+    HS_CHECK(hs_wait_exit(s, HS_STOP_MS));
     CU_ASSERT(hs_now_ms() - t0 < 5000); /* the last connection gone: no wait for the deadline */
     json_decref(line);
     line = hs_log_wait(s, "access", "request_id", "idle-1", HS_IO_MS);
@@ -373,7 +374,7 @@ static void sd_stopped_requests(const char *const *over, const int *sigs, size_t
     CU_ASSERT_EQUAL(answered, SD_STOP_KEPT + SD_STOP_NEW);
     for (int i = SD_STOP_KEPT + SD_STOP_NEW; i < N; i++)
         CU_ASSERT(hs_read_until_close(c[i], HS_STOP_MS) == 0);
-    HS_CHECK(ops_wait_exit(s, HS_STOP_MS));
+    HS_CHECK(hs_wait_exit(s, HS_STOP_MS));
     CU_ASSERT_EQUAL(hs_stop(s), 0);
     fprintf(stderr, " [%u answered, %u of them 503] ", answered, refused);
 out:
@@ -403,14 +404,13 @@ static void test_shutdown_stopped_second_signal(void)
 
 int suite_integration_shutdown(void)
 {
-    CU_pSuite s = CU_add_suite("integration_shutdown", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_shutdown_under_load", test_shutdown_under_load);
-    CU_add_test(s, "test_shutdown_deadline_cancels", test_shutdown_deadline_cancels);
-    CU_add_test(s, "test_shutdown_second_signal", test_shutdown_second_signal);
-    CU_add_test(s, "test_shutdown_idle_connection_served", test_shutdown_idle_connection_served);
-    CU_add_test(s, "test_shutdown_stopped_no_drain", test_shutdown_stopped_no_drain);
-    CU_add_test(s, "test_shutdown_stopped_second_signal", test_shutdown_stopped_second_signal);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_shutdown_under_load),
+        SPINDLE_TEST(test_shutdown_deadline_cancels),
+        SPINDLE_TEST(test_shutdown_second_signal),
+        SPINDLE_TEST(test_shutdown_idle_connection_served),
+        SPINDLE_TEST(test_shutdown_stopped_no_drain),
+        SPINDLE_TEST(test_shutdown_stopped_second_signal),
+    };
+    return SPINDLE_SUITE_ADD("integration_shutdown", NULL, NULL, tests);
 }

@@ -27,6 +27,7 @@
 #include "tests/integration/harness.h"
 #include "tests/integration/ops.h"
 #include "tests/integration/proc.h"
+#include "tests/suite.h"
 
 int suite_integration_systemd(void);
 
@@ -121,7 +122,7 @@ static void test_systemd_notify(void)
     HS_CHECK(kill(hs_pid(s), SIGTERM) == 0);
     HS_CHECK(sy_notify_wait(&n, "STOPPING=1", HS_IO_MS, &at));
     CU_ASSERT(at > ready);
-    HS_CHECK(ops_wait_exit(s, HS_STOP_MS));
+    HS_CHECK(hs_wait_exit(s, HS_STOP_MS));
 out:
     HS_FINISH(s);
     sy_notify_close(&n);
@@ -256,11 +257,10 @@ out:
 
 int suite_integration_systemd(void)
 {
-    CU_pSuite s = CU_add_suite("integration_systemd", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_systemd_notify", test_systemd_notify);
-    CU_add_test(s, "test_systemd_notify_socket_missing", test_systemd_notify_socket_missing);
-    CU_add_test(s, "test_systemd_socket_activation", test_systemd_socket_activation);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_systemd_notify),
+        SPINDLE_TEST(test_systemd_notify_socket_missing),
+        SPINDLE_TEST(test_systemd_socket_activation),
+    };
+    return SPINDLE_SUITE_ADD("integration_systemd", NULL, NULL, tests);
 }

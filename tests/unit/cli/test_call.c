@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/internal.h"
+#include "tests/suite.h"
 
 int suite_cli_call(void);
 
@@ -140,13 +141,10 @@ static void test_cli_call_args_parse_errors(void)
 
 int suite_cli_call(void)
 {
-    CU_pSuite s = CU_add_suite("cli_call", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_cli_url_parse_forms", test_cli_url_parse_forms);
-    CU_add_test(s, "test_cli_url_parse_rejects", test_cli_url_parse_rejects);
-    CU_add_test(s, "test_cli_call_args_parse_single", test_cli_call_args_parse_single);
-    CU_add_test(s, "test_cli_call_args_parse_batch", test_cli_call_args_parse_batch);
-    CU_add_test(s, "test_cli_call_args_parse_errors", test_cli_call_args_parse_errors);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_cli_url_parse_forms),        SPINDLE_TEST(test_cli_url_parse_rejects),
+        SPINDLE_TEST(test_cli_call_args_parse_single), SPINDLE_TEST(test_cli_call_args_parse_batch),
+        SPINDLE_TEST(test_cli_call_args_parse_errors),
+    };
+    return SPINDLE_SUITE_ADD("cli_call", NULL, NULL, tests);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/internal.h"
+#include "tests/suite.h"
 
 int suite_cli_jobfile(void);
 
@@ -165,14 +166,13 @@ static void test_cli_percent_encode_reserved(void)
 
 int suite_cli_jobfile(void)
 {
-    CU_pSuite s = CU_add_suite("cli_jobfile", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_cli_jobs_count_blank_lines", test_cli_jobs_count_blank_lines);
-    CU_add_test(s, "test_cli_jobs_parse_fields", test_cli_jobs_parse_fields);
-    CU_add_test(s, "test_cli_jobs_parse_invalid_lines", test_cli_jobs_parse_invalid_lines);
-    CU_add_test(s, "test_cli_job_single_params_and_body", test_cli_job_single_params_and_body);
-    CU_add_test(s, "test_cli_file_read_missing", test_cli_file_read_missing);
-    CU_add_test(s, "test_cli_percent_encode_reserved", test_cli_percent_encode_reserved);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_cli_jobs_count_blank_lines),
+        SPINDLE_TEST(test_cli_jobs_parse_fields),
+        SPINDLE_TEST(test_cli_jobs_parse_invalid_lines),
+        SPINDLE_TEST(test_cli_job_single_params_and_body),
+        SPINDLE_TEST(test_cli_file_read_missing),
+        SPINDLE_TEST(test_cli_percent_encode_reserved),
+    };
+    return SPINDLE_SUITE_ADD("cli_jobfile", NULL, NULL, tests);
 }

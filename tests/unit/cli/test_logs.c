@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli/internal.h"
+#include "tests/suite.h"
 
 int suite_cli_logs(void);
 
@@ -210,16 +211,15 @@ static void test_cli_logs_line_print_malformed(void)
 
 int suite_cli_logs(void)
 {
-    CU_pSuite s = CU_add_suite("cli_logs", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_cli_log_level_rank_names", test_cli_log_level_rank_names);
-    CU_add_test(s, "test_cli_logs_args_parse_options", test_cli_logs_args_parse_options);
-    CU_add_test(s, "test_cli_logs_args_parse_errors", test_cli_logs_args_parse_errors);
-    CU_add_test(s, "test_cli_logs_line_print_plain", test_cli_logs_line_print_plain);
-    CU_add_test(s, "test_cli_logs_line_print_no_ids", test_cli_logs_line_print_no_ids);
-    CU_add_test(s, "test_cli_logs_line_print_colors", test_cli_logs_line_print_colors);
-    CU_add_test(s, "test_cli_logs_line_print_filters", test_cli_logs_line_print_filters);
-    CU_add_test(s, "test_cli_logs_line_print_malformed", test_cli_logs_line_print_malformed);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_cli_log_level_rank_names),
+        SPINDLE_TEST(test_cli_logs_args_parse_options),
+        SPINDLE_TEST(test_cli_logs_args_parse_errors),
+        SPINDLE_TEST(test_cli_logs_line_print_plain),
+        SPINDLE_TEST(test_cli_logs_line_print_no_ids),
+        SPINDLE_TEST(test_cli_logs_line_print_colors),
+        SPINDLE_TEST(test_cli_logs_line_print_filters),
+        SPINDLE_TEST(test_cli_logs_line_print_malformed),
+    };
+    return SPINDLE_SUITE_ADD("cli_logs", NULL, NULL, tests);
 }

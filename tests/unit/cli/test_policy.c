@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "cli/internal.h"
+#include "tests/suite.h"
 
 int suite_cli_policy(void);
 
@@ -238,21 +239,19 @@ static void test_cli_verdict_of_hints(void)
 
 int suite_cli_policy(void)
 {
-    CU_pSuite s = CU_add_suite("cli_policy", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_cli_backoff_ms_bounds", test_cli_backoff_ms_bounds);
-    CU_add_test(s, "test_cli_backoff_ms_full_jitter", test_cli_backoff_ms_full_jitter);
-    CU_add_test(s, "test_cli_backoff_ms_cap_and_overflow", test_cli_backoff_ms_cap_and_overflow);
-    CU_add_test(s, "test_cli_backoff_ms_seeded", test_cli_backoff_ms_seeded);
-    CU_add_test(s, "test_cli_backoff_ms_retry_after_floor", test_cli_backoff_ms_retry_after_floor);
-    CU_add_test(s, "test_cli_retry_after_ms_parse", test_cli_retry_after_ms_parse);
-    CU_add_test(s, "test_cli_breaker_opens_after_threshold",
-                test_cli_breaker_opens_after_threshold);
-    CU_add_test(s, "test_cli_breaker_half_open_probe", test_cli_breaker_half_open_probe);
-    CU_add_test(s, "test_cli_breaker_disabled", test_cli_breaker_disabled);
-    CU_add_test(s, "test_cli_retry_after_ms_hint_parse", test_cli_retry_after_ms_hint_parse);
-    CU_add_test(s, "test_cli_verdict_of_statuses", test_cli_verdict_of_statuses);
-    CU_add_test(s, "test_cli_verdict_of_hints", test_cli_verdict_of_hints);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_cli_backoff_ms_bounds),
+        SPINDLE_TEST(test_cli_backoff_ms_full_jitter),
+        SPINDLE_TEST(test_cli_backoff_ms_cap_and_overflow),
+        SPINDLE_TEST(test_cli_backoff_ms_seeded),
+        SPINDLE_TEST(test_cli_backoff_ms_retry_after_floor),
+        SPINDLE_TEST(test_cli_retry_after_ms_parse),
+        SPINDLE_TEST(test_cli_breaker_opens_after_threshold),
+        SPINDLE_TEST(test_cli_breaker_half_open_probe),
+        SPINDLE_TEST(test_cli_breaker_disabled),
+        SPINDLE_TEST(test_cli_retry_after_ms_hint_parse),
+        SPINDLE_TEST(test_cli_verdict_of_statuses),
+        SPINDLE_TEST(test_cli_verdict_of_hints),
+    };
+    return SPINDLE_SUITE_ADD("cli_policy", NULL, NULL, tests);
 }

@@ -3,6 +3,7 @@
  * cancellation race (run it under VARIANT=tsan and VARIANT=asan).
  */
 #include "context/ctx.h"
+#include "tests/suite.h"
 
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -853,50 +854,38 @@ int suite_context_ctx(void);
 
 int suite_context_ctx(void)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-#define T(f) {#f, f}
-        T(test_ctx_reason_name_all),
-        T(test_ctx_new_root_defaults),
-        T(test_ctx_unref_null),
-        T(test_ctx_unref_child_keeps_parent),
-        T(test_ctx_unref_child_unlinks),
-        T(test_ctx_new_child_inherits_values),
-        T(test_ctx_set_request_id_rejects_invalid),
-        T(test_ctx_set_tenant_rejects_invalid),
-        T(test_ctx_set_trace_hex),
-        T(test_ctx_span_start_and_index),
-        T(test_ctx_deadline_min_rule),
-        T(test_ctx_expired_boundary),
-        T(test_ctx_now_ns_monotonic),
-        T(test_ctx_cancel_propagates_to_descendants),
-        T(test_ctx_cancel_future_children),
-        T(test_ctx_new_child_during_cancel),
-        T(test_ctx_cancel_first_reason_wins),
-        T(test_ctx_cancel_invalid_reason),
-        T(test_ctx_cancel_deep_chain),
-        T(test_ctx_watch_add_fires_once),
-        T(test_ctx_watch_add_many_on_one_context),
-        T(test_ctx_watch_add_after_cancel),
-        T(test_ctx_watch_remove_prevents_firing),
-        T(test_ctx_watch_remove_never_added),
-        T(test_ctx_watch_remove_after_context_freed),
-        T(test_ctx_watch_remove_inside_callback),
-        T(test_ctx_watch_remove_nested_callbacks),
-        T(test_ctx_watch_remove_waits_for_callback),
-        T(test_ctx_enter_nesting),
-        T(test_ctx_current_per_thread),
-        T(test_ctx_cancel_concurrent),
-#undef T
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_ctx_reason_name_all),
+        SPINDLE_TEST(test_ctx_new_root_defaults),
+        SPINDLE_TEST(test_ctx_unref_null),
+        SPINDLE_TEST(test_ctx_unref_child_keeps_parent),
+        SPINDLE_TEST(test_ctx_unref_child_unlinks),
+        SPINDLE_TEST(test_ctx_new_child_inherits_values),
+        SPINDLE_TEST(test_ctx_set_request_id_rejects_invalid),
+        SPINDLE_TEST(test_ctx_set_tenant_rejects_invalid),
+        SPINDLE_TEST(test_ctx_set_trace_hex),
+        SPINDLE_TEST(test_ctx_span_start_and_index),
+        SPINDLE_TEST(test_ctx_deadline_min_rule),
+        SPINDLE_TEST(test_ctx_expired_boundary),
+        SPINDLE_TEST(test_ctx_now_ns_monotonic),
+        SPINDLE_TEST(test_ctx_cancel_propagates_to_descendants),
+        SPINDLE_TEST(test_ctx_cancel_future_children),
+        SPINDLE_TEST(test_ctx_new_child_during_cancel),
+        SPINDLE_TEST(test_ctx_cancel_first_reason_wins),
+        SPINDLE_TEST(test_ctx_cancel_invalid_reason),
+        SPINDLE_TEST(test_ctx_cancel_deep_chain),
+        SPINDLE_TEST(test_ctx_watch_add_fires_once),
+        SPINDLE_TEST(test_ctx_watch_add_many_on_one_context),
+        SPINDLE_TEST(test_ctx_watch_add_after_cancel),
+        SPINDLE_TEST(test_ctx_watch_remove_prevents_firing),
+        SPINDLE_TEST(test_ctx_watch_remove_never_added),
+        SPINDLE_TEST(test_ctx_watch_remove_after_context_freed),
+        SPINDLE_TEST(test_ctx_watch_remove_inside_callback),
+        SPINDLE_TEST(test_ctx_watch_remove_nested_callbacks),
+        SPINDLE_TEST(test_ctx_watch_remove_waits_for_callback),
+        SPINDLE_TEST(test_ctx_enter_nesting),
+        SPINDLE_TEST(test_ctx_current_per_thread),
+        SPINDLE_TEST(test_ctx_cancel_concurrent),
     };
-    CU_pSuite s = CU_add_suite("context_ctx", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL)
-            return CU_get_error();
-    }
-    return CU_get_error();
+    return SPINDLE_SUITE_ADD("context_ctx", NULL, NULL, tests);
 }

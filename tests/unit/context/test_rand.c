@@ -2,6 +2,7 @@
  * reseeded in a forked child), the kernel source and the fork generation.
  */
 #include "context/internal.h"
+#include "tests/suite.h"
 
 #include <CUnit/CUnit.h>
 #include <pthread.h>
@@ -101,23 +102,11 @@ int suite_context_rand(void);
 
 int suite_context_rand(void)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-#define T(f) {#f, f}
-        T(test_ctx_rand_u64_varies),
-        T(test_ctx_rand_u64_per_thread_streams),
-        T(test_ctx_rand_u64_reseeded_after_fork),
-        T(test_ctx_rand_os_fills),
-#undef T
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_ctx_rand_u64_varies),
+        SPINDLE_TEST(test_ctx_rand_u64_per_thread_streams),
+        SPINDLE_TEST(test_ctx_rand_u64_reseeded_after_fork),
+        SPINDLE_TEST(test_ctx_rand_os_fills),
     };
-    CU_pSuite s = CU_add_suite("context_rand", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL)
-            return CU_get_error();
-    }
-    return CU_get_error();
+    return SPINDLE_SUITE_ADD("context_rand", NULL, NULL, tests);
 }

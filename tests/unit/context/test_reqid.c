@@ -2,6 +2,7 @@
  * across threads and across fork()) and the request id and tenant validity checks.
  */
 #include "context/ctx.h"
+#include "tests/suite.h"
 
 #include <CUnit/CUnit.h>
 #include <pthread.h>
@@ -149,25 +150,13 @@ int suite_context_reqid(void);
 
 int suite_context_reqid(void)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-#define T(f) {#f, f}
-        T(test_ctx_request_id_generate_format),
-        T(test_ctx_request_id_generate_small_buffer),
-        T(test_ctx_request_id_generate_unique_across_threads),
-        T(test_ctx_request_id_generate_after_fork),
-        T(test_ctx_request_id_valid_cases),
-        T(test_ctx_tenant_valid_cases),
-#undef T
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_ctx_request_id_generate_format),
+        SPINDLE_TEST(test_ctx_request_id_generate_small_buffer),
+        SPINDLE_TEST(test_ctx_request_id_generate_unique_across_threads),
+        SPINDLE_TEST(test_ctx_request_id_generate_after_fork),
+        SPINDLE_TEST(test_ctx_request_id_valid_cases),
+        SPINDLE_TEST(test_ctx_tenant_valid_cases),
     };
-    CU_pSuite s = CU_add_suite("context_reqid", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL)
-            return CU_get_error();
-    }
-    return CU_get_error();
+    return SPINDLE_SUITE_ADD("context_reqid", NULL, NULL, tests);
 }

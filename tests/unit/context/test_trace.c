@@ -3,6 +3,7 @@
  */
 #include "context/ctx.h"
 #include "context/internal.h"
+#include "tests/suite.h"
 
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -173,23 +174,15 @@ int suite_context_trace(void);
 
 int suite_context_trace(void)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-#define T(f) {#f, f}
-        T(test_ctx_trace_parse_valid),         T(test_ctx_trace_parse_uses_len),
-        T(test_ctx_trace_parse_invalid),       T(test_ctx_trace_format_round_trip),
-        T(test_ctx_trace_format_small_buffer), T(test_ctx_trace_new_random),
-        T(test_ctx_span_new_nonzero_distinct), T(test_ctx_hex_encode_lower),
-#undef T
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_ctx_trace_parse_valid),
+        SPINDLE_TEST(test_ctx_trace_parse_uses_len),
+        SPINDLE_TEST(test_ctx_trace_parse_invalid),
+        SPINDLE_TEST(test_ctx_trace_format_round_trip),
+        SPINDLE_TEST(test_ctx_trace_format_small_buffer),
+        SPINDLE_TEST(test_ctx_trace_new_random),
+        SPINDLE_TEST(test_ctx_span_new_nonzero_distinct),
+        SPINDLE_TEST(test_ctx_hex_encode_lower),
     };
-    CU_pSuite s = CU_add_suite("context_trace", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL)
-            return CU_get_error();
-    }
-    return CU_get_error();
+    return SPINDLE_SUITE_ADD("context_trace", NULL, NULL, tests);
 }

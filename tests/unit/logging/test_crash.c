@@ -14,6 +14,7 @@
 
 #include "context/ctx.h"
 #include "logging/log.h"
+#include "tests/suite.h"
 
 #define MAX_LINES 2000000
 
@@ -129,11 +130,10 @@ static void test_log_install_crash_handlers_bus(void)
 int suite_logging_crash(void);
 int suite_logging_crash(void)
 {
-    CU_pSuite s = CU_add_suite("logging_crash", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_log_install_crash_handlers_segv", test_log_install_crash_handlers_segv);
-    CU_add_test(s, "test_log_install_crash_handlers_abort", test_log_install_crash_handlers_abort);
-    CU_add_test(s, "test_log_install_crash_handlers_bus", test_log_install_crash_handlers_bus);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_log_install_crash_handlers_segv),
+        SPINDLE_TEST(test_log_install_crash_handlers_abort),
+        SPINDLE_TEST(test_log_install_crash_handlers_bus),
+    };
+    return SPINDLE_SUITE_ADD("logging_crash", NULL, NULL, tests);
 }

@@ -10,6 +10,7 @@
 
 #include "context/ctx.h"
 #include "logging/internal.h"
+#include "tests/suite.h"
 
 static char out[LOG_FMT_BUF];
 
@@ -394,21 +395,18 @@ static void test_log_level_name_and_parse(void)
 int suite_logging_format(void);
 int suite_logging_format(void)
 {
-    CU_pSuite s = CU_add_suite("logging_format", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_log_json_escape_specials", test_log_json_escape_specials);
-    CU_add_test(s, "test_log_json_escape_valid_utf8_kept", test_log_json_escape_valid_utf8_kept);
-    CU_add_test(s, "test_log_json_escape_invalid_utf8_replaced",
-                test_log_json_escape_invalid_utf8_replaced);
-    CU_add_test(s, "test_log_json_escape_truncates_ascii", test_log_json_escape_truncates_ascii);
-    CU_add_test(s, "test_log_json_escape_truncates_on_boundary",
-                test_log_json_escape_truncates_on_boundary);
-    CU_add_test(s, "test_log_fmt_ts_matches_gmtime", test_log_fmt_ts_matches_gmtime);
-    CU_add_test(s, "test_log_fmt_line_types_and_order", test_log_fmt_line_types_and_order);
-    CU_add_test(s, "test_log_fmt_line_nasty_strings", test_log_fmt_line_nasty_strings);
-    CU_add_test(s, "test_log_fmt_line_truncates_fields", test_log_fmt_line_truncates_fields);
-    CU_add_test(s, "test_log_fmt_line_context_fields", test_log_fmt_line_context_fields);
-    CU_add_test(s, "test_log_level_name_and_parse", test_log_level_name_and_parse);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_log_json_escape_specials),
+        SPINDLE_TEST(test_log_json_escape_valid_utf8_kept),
+        SPINDLE_TEST(test_log_json_escape_invalid_utf8_replaced),
+        SPINDLE_TEST(test_log_json_escape_truncates_ascii),
+        SPINDLE_TEST(test_log_json_escape_truncates_on_boundary),
+        SPINDLE_TEST(test_log_fmt_ts_matches_gmtime),
+        SPINDLE_TEST(test_log_fmt_line_types_and_order),
+        SPINDLE_TEST(test_log_fmt_line_nasty_strings),
+        SPINDLE_TEST(test_log_fmt_line_truncates_fields),
+        SPINDLE_TEST(test_log_fmt_line_context_fields),
+        SPINDLE_TEST(test_log_level_name_and_parse),
+    };
+    return SPINDLE_SUITE_ADD("logging_format", NULL, NULL, tests);
 }

@@ -20,6 +20,7 @@
 #include "context/ctx.h"
 #include "logging/internal.h"
 #include "logging/log.h"
+#include "tests/suite.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -772,33 +773,23 @@ static void test_log_thread_wait_max_set_loses_instead_of_blocking(void)
 int suite_logging_log(void);
 int suite_logging_log(void)
 {
-    CU_pSuite s = CU_add_suite("logging_log", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_log_write_line_fields", test_log_write_line_fields);
-    CU_add_test(s, "test_log_enabled_skips_arguments", test_log_enabled_skips_arguments);
-    CU_add_test(s, "test_log_write_context_fields", test_log_write_context_fields);
-    CU_add_test(s, "test_log_thread_name_set_and_system_name",
-                test_log_thread_name_set_and_system_name);
-    CU_add_test(s, "test_log_start_errors", test_log_start_errors);
-    CU_add_test(s, "test_log_write_after_stop_is_synchronous",
-                test_log_write_after_stop_is_synchronous);
-    CU_add_test(s, "test_log_flush_waits_for_writer", test_log_flush_waits_for_writer);
-    CU_add_test(s, "test_log_write_fatal_flushes_before_return",
-                test_log_write_fatal_flushes_before_return);
-    CU_add_test(s, "test_log_write_fatal_survives_abort", test_log_write_fatal_survives_abort);
-    CU_add_test(s, "test_log_write_threads_keep_order", test_log_write_threads_keep_order);
-    CU_add_test(s, "test_log_reopen_during_writes_loses_nothing",
-                test_log_reopen_during_writes_loses_nothing);
-    CU_add_test(s, "test_log_write_drop_policy_counts_and_reports",
-                test_log_write_drop_policy_counts_and_reports);
-    CU_add_test(s, "test_log_write_failing_sink_counts_errors_and_losses",
-                test_log_write_failing_sink_counts_errors_and_losses);
-    CU_add_test(s, "test_log_write_broken_sink_recovers_and_reports",
-                test_log_write_broken_sink_recovers_and_reports);
-    CU_add_test(s, "test_log_thread_wait_max_set_loses_instead_of_blocking",
-                test_log_thread_wait_max_set_loses_instead_of_blocking);
-    CU_add_test(s, "test_log_write_block_policy_counts_waits",
-                test_log_write_block_policy_counts_waits);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_log_write_line_fields),
+        SPINDLE_TEST(test_log_enabled_skips_arguments),
+        SPINDLE_TEST(test_log_write_context_fields),
+        SPINDLE_TEST(test_log_thread_name_set_and_system_name),
+        SPINDLE_TEST(test_log_start_errors),
+        SPINDLE_TEST(test_log_write_after_stop_is_synchronous),
+        SPINDLE_TEST(test_log_flush_waits_for_writer),
+        SPINDLE_TEST(test_log_write_fatal_flushes_before_return),
+        SPINDLE_TEST(test_log_write_fatal_survives_abort),
+        SPINDLE_TEST(test_log_write_threads_keep_order),
+        SPINDLE_TEST(test_log_reopen_during_writes_loses_nothing),
+        SPINDLE_TEST(test_log_write_drop_policy_counts_and_reports),
+        SPINDLE_TEST(test_log_write_failing_sink_counts_errors_and_losses),
+        SPINDLE_TEST(test_log_write_broken_sink_recovers_and_reports),
+        SPINDLE_TEST(test_log_thread_wait_max_set_loses_instead_of_blocking),
+        SPINDLE_TEST(test_log_write_block_policy_counts_waits),
+    };
+    return SPINDLE_SUITE_ADD("logging_log", NULL, NULL, tests);
 }

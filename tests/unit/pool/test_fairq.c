@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "pool/internal.h"
+#include "tests/suite.h"
 
 int suite_pool_fairq(void);
 
@@ -220,19 +221,15 @@ static void test_pool_fairq_push_names(void)
 
 int suite_pool_fairq(void)
 {
-    CU_pSuite s = CU_add_suite("pool_fairq", NULL, NULL);
-    if (!s)
-        return CU_get_error();
-    CU_add_test(s, "test_pool_fairq_pop_fifo_within_tenant",
-                test_pool_fairq_pop_fifo_within_tenant);
-    CU_add_test(s, "test_pool_fairq_pop_round_robin", test_pool_fairq_pop_round_robin);
-    CU_add_test(s, "test_pool_fairq_pop_weights", test_pool_fairq_pop_weights);
-    CU_add_test(s, "test_pool_fairq_push_newcomer_waits_one_turn",
-                test_pool_fairq_push_newcomer_waits_one_turn);
-    CU_add_test(s, "test_pool_fairq_push_newcomer_goes_first_once",
-                test_pool_fairq_push_newcomer_goes_first_once);
-    CU_add_test(s, "test_pool_fairq_remove_any_position", test_pool_fairq_remove_any_position);
-    CU_add_test(s, "test_pool_fairq_push_many_tenants", test_pool_fairq_push_many_tenants);
-    CU_add_test(s, "test_pool_fairq_push_names", test_pool_fairq_push_names);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_pool_fairq_pop_fifo_within_tenant),
+        SPINDLE_TEST(test_pool_fairq_pop_round_robin),
+        SPINDLE_TEST(test_pool_fairq_pop_weights),
+        SPINDLE_TEST(test_pool_fairq_push_newcomer_waits_one_turn),
+        SPINDLE_TEST(test_pool_fairq_push_newcomer_goes_first_once),
+        SPINDLE_TEST(test_pool_fairq_remove_any_position),
+        SPINDLE_TEST(test_pool_fairq_push_many_tenants),
+        SPINDLE_TEST(test_pool_fairq_push_names),
+    };
+    return SPINDLE_SUITE_ADD("pool_fairq", NULL, NULL, tests);
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "pool/internal.h"
+#include "tests/suite.h"
 
 int suite_pool_pool(void);
 
@@ -746,34 +747,23 @@ static void test_pool_submit_exactly_once_threads(void)
 
 int suite_pool_pool(void)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-        {"test_pool_status_name_all", test_pool_status_name_all},
-        {"test_pool_new_bad_config", test_pool_new_bad_config},
-        {"test_pool_new_thread_names", test_pool_new_thread_names},
-        {"test_pool_submit_errors", test_pool_submit_errors},
-        {"test_pool_submit_context_current", test_pool_submit_context_current},
-        {"test_pool_submit_fairness", test_pool_submit_fairness},
-        {"test_pool_submit_weights", test_pool_submit_weights},
-        {"test_pool_tenant_queued_empty_tenant", test_pool_tenant_queued_empty_tenant},
-        {"test_pool_submit_cancel_queued", test_pool_submit_cancel_queued},
-        {"test_pool_submit_cancel_running", test_pool_submit_cancel_running},
-        {"test_pool_submit_deadline_queued", test_pool_submit_deadline_queued},
-        {"test_pool_submit_queue_full", test_pool_submit_queue_full},
-        {"test_pool_overdue_reported_once", test_pool_overdue_reported_once},
-        {"test_pool_stop_in_time", test_pool_stop_in_time},
-        {"test_pool_stop_cancels_running_refuses_queued",
-         test_pool_stop_cancels_running_refuses_queued},
-        {"test_pool_submit_exactly_once_threads", test_pool_submit_exactly_once_threads},
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_pool_status_name_all),
+        SPINDLE_TEST(test_pool_new_bad_config),
+        SPINDLE_TEST(test_pool_new_thread_names),
+        SPINDLE_TEST(test_pool_submit_errors),
+        SPINDLE_TEST(test_pool_submit_context_current),
+        SPINDLE_TEST(test_pool_submit_fairness),
+        SPINDLE_TEST(test_pool_submit_weights),
+        SPINDLE_TEST(test_pool_tenant_queued_empty_tenant),
+        SPINDLE_TEST(test_pool_submit_cancel_queued),
+        SPINDLE_TEST(test_pool_submit_cancel_running),
+        SPINDLE_TEST(test_pool_submit_deadline_queued),
+        SPINDLE_TEST(test_pool_submit_queue_full),
+        SPINDLE_TEST(test_pool_overdue_reported_once),
+        SPINDLE_TEST(test_pool_stop_in_time),
+        SPINDLE_TEST(test_pool_stop_cancels_running_refuses_queued),
+        SPINDLE_TEST(test_pool_submit_exactly_once_threads),
     };
-    CU_pSuite s = CU_add_suite("pool_pool", NULL, NULL);
-    if (!s)
-        return CU_get_error();
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        if (!CU_add_test(s, tests[i].name, tests[i].fn))
-            return CU_get_error();
-    }
-    return CU_get_error();
+    return SPINDLE_SUITE_ADD("pool_pool", NULL, NULL, tests);
 }

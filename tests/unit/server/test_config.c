@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "server/config.h"
+#include "tests/suite.h"
 
 /* Read before any other spindle header: config.h alone must not pull in a policy module. */
 #ifdef SPINDLE_ADMISSION_H
@@ -787,26 +788,25 @@ static void test_srv_cfg_readme_table_matches(void)
 
 int suite_server_config(void)
 {
-    CU_pSuite s = CU_add_suite("server_config", tc_init, tc_cleanup);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_srv_cfg_defaults_equal_file", test_srv_cfg_defaults_equal_file);
-    CU_add_test(s, "test_srv_cfg_defaults_values", test_srv_cfg_defaults_values);
-    CU_add_test(s, "test_srv_cfg_load_syntax", test_srv_cfg_load_syntax);
-    CU_add_test(s, "test_srv_cfg_load_structure_errors", test_srv_cfg_load_structure_errors);
-    CU_add_test(s, "test_srv_cfg_load_value_errors", test_srv_cfg_load_value_errors);
-    CU_add_test(s, "test_srv_cfg_load_first_error", test_srv_cfg_load_first_error);
-    CU_add_test(s, "test_srv_cfg_load_io_errors", test_srv_cfg_load_io_errors);
-    CU_add_test(s, "test_srv_cfg_load_untouched", test_srv_cfg_load_untouched);
-    CU_add_test(s, "test_srv_cfg_load_sizes", test_srv_cfg_load_sizes);
-    CU_add_test(s, "test_srv_cfg_load_listen", test_srv_cfg_load_listen);
-    CU_add_test(s, "test_srv_cfg_set_overrides", test_srv_cfg_set_overrides);
-    CU_add_test(s, "test_srv_cfg_print_round_trip", test_srv_cfg_print_round_trip);
-    CU_add_test(s, "test_srv_cfg_tenant_defaults", test_srv_cfg_tenant_defaults);
-    CU_add_test(s, "test_srv_cfg_tenant_sections", test_srv_cfg_tenant_sections);
-    CU_add_test(s, "test_srv_cfg_tenant_errors", test_srv_cfg_tenant_errors);
-    CU_add_test(s, "test_srv_cfg_tenant_set", test_srv_cfg_tenant_set);
-    CU_add_test(s, "test_srv_cfg_header_is_a_leaf", test_srv_cfg_header_is_a_leaf);
-    CU_add_test(s, "test_srv_cfg_readme_table_matches", test_srv_cfg_readme_table_matches);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_cfg_defaults_equal_file),
+        SPINDLE_TEST(test_srv_cfg_defaults_values),
+        SPINDLE_TEST(test_srv_cfg_load_syntax),
+        SPINDLE_TEST(test_srv_cfg_load_structure_errors),
+        SPINDLE_TEST(test_srv_cfg_load_value_errors),
+        SPINDLE_TEST(test_srv_cfg_load_first_error),
+        SPINDLE_TEST(test_srv_cfg_load_io_errors),
+        SPINDLE_TEST(test_srv_cfg_load_untouched),
+        SPINDLE_TEST(test_srv_cfg_load_sizes),
+        SPINDLE_TEST(test_srv_cfg_load_listen),
+        SPINDLE_TEST(test_srv_cfg_set_overrides),
+        SPINDLE_TEST(test_srv_cfg_print_round_trip),
+        SPINDLE_TEST(test_srv_cfg_tenant_defaults),
+        SPINDLE_TEST(test_srv_cfg_tenant_sections),
+        SPINDLE_TEST(test_srv_cfg_tenant_errors),
+        SPINDLE_TEST(test_srv_cfg_tenant_set),
+        SPINDLE_TEST(test_srv_cfg_header_is_a_leaf),
+        SPINDLE_TEST(test_srv_cfg_readme_table_matches),
+    };
+    return SPINDLE_SUITE_ADD("server_config", tc_init, tc_cleanup, tests);
 }

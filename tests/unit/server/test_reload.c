@@ -15,6 +15,7 @@
 
 #include "server/config.h"
 #include "server/reload.h"
+#include "tests/suite.h"
 
 int suite_server_reload(void);
 
@@ -185,13 +186,12 @@ static void test_srv_reload_merge_tenant_removed(void)
 
 int suite_server_reload(void)
 {
-    CU_pSuite s = CU_add_suite("server_reload", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_srv_reload_merge_unchanged", test_srv_reload_merge_unchanged);
-    CU_add_test(s, "test_srv_reload_merge_every_key", test_srv_reload_merge_every_key);
-    CU_add_test(s, "test_srv_reload_merge_mixed", test_srv_reload_merge_mixed);
-    CU_add_test(s, "test_srv_reload_merge_tenant_removed", test_srv_reload_merge_tenant_removed);
-    CU_add_test(s, "test_srv_reload_tenant_keys_class", test_srv_reload_tenant_keys_class);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_reload_merge_unchanged),
+        SPINDLE_TEST(test_srv_reload_merge_every_key),
+        SPINDLE_TEST(test_srv_reload_merge_mixed),
+        SPINDLE_TEST(test_srv_reload_merge_tenant_removed),
+        SPINDLE_TEST(test_srv_reload_tenant_keys_class),
+    };
+    return SPINDLE_SUITE_ADD("server_reload", NULL, NULL, tests);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "server/admission/admission.h"
+#include "tests/suite.h"
 
 int suite_server_admission_admission(void);
 
@@ -840,41 +841,30 @@ static void test_srv_adm_limits_from_cfg(void)
 
 int suite_server_admission_admission(void)
 {
-    CU_pSuite s = CU_add_suite("server_admission", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-#define T(f) {#f, f}
-        T(test_srv_adm_reason_names_and_statuses),
-        T(test_srv_adm_decide_admits_with_tenant_settings),
-        T(test_srv_adm_decide_rejects_invalid_input),
-        T(test_srv_adm_decide_rate_limited_retry_after),
-        T(test_srv_adm_bucket_burst_and_refill),
-        T(test_srv_adm_decide_concurrency_limited_and_release),
-        T(test_srv_adm_decide_jobs_all_or_nothing),
-        T(test_srv_adm_decide_queue_full_retry_after),
-        T(test_srv_adm_drain_rate_counts_batched_completions),
-        T(test_srv_adm_expected_wait_estimator),
-        T(test_srv_adm_run_estimate_by_kind_and_size),
-        T(test_srv_adm_run_estimate_decays_with_time),
-        T(test_srv_adm_deadline_idle_worker_admits),
-        T(test_srv_adm_rate_limited_hints_spread_in_ms),
-        T(test_srv_adm_jobs_ahead_follows_the_fair_queue),
-        T(test_srv_adm_decide_deadline_unmeetable),
-        T(test_srv_adm_refusal_consumes_nothing),
-        T(test_srv_adm_decide_too_many_tenants),
-        T(test_srv_adm_eviction_waits_for_a_full_bucket),
-        T(test_srv_adm_random_tenants_stay_bounded),
-        T(test_srv_adm_limits_swap_keeps_inflight),
-        T(test_srv_adm_refusals_by_reason_and_label),
-        T(test_srv_adm_limits_from_cfg),
-#undef T
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_adm_reason_names_and_statuses),
+        SPINDLE_TEST(test_srv_adm_decide_admits_with_tenant_settings),
+        SPINDLE_TEST(test_srv_adm_decide_rejects_invalid_input),
+        SPINDLE_TEST(test_srv_adm_decide_rate_limited_retry_after),
+        SPINDLE_TEST(test_srv_adm_bucket_burst_and_refill),
+        SPINDLE_TEST(test_srv_adm_decide_concurrency_limited_and_release),
+        SPINDLE_TEST(test_srv_adm_decide_jobs_all_or_nothing),
+        SPINDLE_TEST(test_srv_adm_decide_queue_full_retry_after),
+        SPINDLE_TEST(test_srv_adm_drain_rate_counts_batched_completions),
+        SPINDLE_TEST(test_srv_adm_expected_wait_estimator),
+        SPINDLE_TEST(test_srv_adm_run_estimate_by_kind_and_size),
+        SPINDLE_TEST(test_srv_adm_run_estimate_decays_with_time),
+        SPINDLE_TEST(test_srv_adm_deadline_idle_worker_admits),
+        SPINDLE_TEST(test_srv_adm_rate_limited_hints_spread_in_ms),
+        SPINDLE_TEST(test_srv_adm_jobs_ahead_follows_the_fair_queue),
+        SPINDLE_TEST(test_srv_adm_decide_deadline_unmeetable),
+        SPINDLE_TEST(test_srv_adm_refusal_consumes_nothing),
+        SPINDLE_TEST(test_srv_adm_decide_too_many_tenants),
+        SPINDLE_TEST(test_srv_adm_eviction_waits_for_a_full_bucket),
+        SPINDLE_TEST(test_srv_adm_random_tenants_stay_bounded),
+        SPINDLE_TEST(test_srv_adm_limits_swap_keeps_inflight),
+        SPINDLE_TEST(test_srv_adm_refusals_by_reason_and_label),
+        SPINDLE_TEST(test_srv_adm_limits_from_cfg),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL)
-            return CU_get_error();
-    return CU_get_error();
+    return SPINDLE_SUITE_ADD("server_admission_admission", NULL, NULL, tests);
 }

@@ -9,6 +9,7 @@
 
 #include "server/api/batch.h"
 #include "tests/unit/server/jobs/support.h"
+#include "tests/suite.h"
 
 int suite_server_api_batch_json(void);
 
@@ -414,18 +415,17 @@ static void test_srv_batch_parse_fuzz_inputs(void)
 
 int suite_server_api_batch_json(void)
 {
-    CU_pSuite s = CU_add_suite("server_batch_json", NULL, NULL);
-    if (s == NULL)
-        return -1;
-    CU_add_test(s, "test_srv_batch_mode_parse_names", test_srv_batch_mode_parse_names);
-    CU_add_test(s, "test_srv_batch_parse_valid", test_srv_batch_parse_valid);
-    CU_add_test(s, "test_srv_batch_parse_shape_errors", test_srv_batch_parse_shape_errors);
-    CU_add_test(s, "test_srv_batch_parse_kind_errors", test_srv_batch_parse_kind_errors);
-    CU_add_test(s, "test_srv_batch_settle_modes", test_srv_batch_settle_modes);
-    CU_add_test(s, "test_srv_batch_answer_all", test_srv_batch_answer_all);
-    CU_add_test(s, "test_srv_batch_answer_all_settled", test_srv_batch_answer_all_settled);
-    CU_add_test(s, "test_srv_batch_answer_any", test_srv_batch_answer_any);
-    CU_add_test(s, "test_srv_batch_answer_race", test_srv_batch_answer_race);
-    CU_add_test(s, "test_srv_batch_parse_fuzz_inputs", test_srv_batch_parse_fuzz_inputs);
-    return 0;
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_batch_mode_parse_names),
+        SPINDLE_TEST(test_srv_batch_parse_valid),
+        SPINDLE_TEST(test_srv_batch_parse_shape_errors),
+        SPINDLE_TEST(test_srv_batch_parse_kind_errors),
+        SPINDLE_TEST(test_srv_batch_settle_modes),
+        SPINDLE_TEST(test_srv_batch_answer_all),
+        SPINDLE_TEST(test_srv_batch_answer_all_settled),
+        SPINDLE_TEST(test_srv_batch_answer_any),
+        SPINDLE_TEST(test_srv_batch_answer_race),
+        SPINDLE_TEST(test_srv_batch_parse_fuzz_inputs),
+    };
+    return SPINDLE_SUITE_ADD("server_api_batch_json", NULL, NULL, tests);
 }

@@ -14,6 +14,7 @@
 #include "server/api/api.h"
 #include "server/api/internal.h"
 #include "server/config.h"
+#include "tests/suite.h"
 
 int suite_server_api_common(void);
 
@@ -132,15 +133,13 @@ static void test_srv_jobroute_times_never_ran(void)
 
 int suite_server_api_common(void)
 {
-    CU_pSuite s = CU_add_suite("server_api_common", NULL, NULL);
-    if (s == NULL)
-        return -1;
-    CU_add_test(s, "test_srv_api_job_of_reaches_the_kind", test_srv_api_job_of_reaches_the_kind);
-    CU_add_test(s, "test_srv_jobroute_pool_config_overdue", test_srv_jobroute_pool_config_overdue);
-    CU_add_test(s, "test_srv_jobroute_overdue_logs_kind", test_srv_jobroute_overdue_logs_kind);
-    CU_add_test(s, "test_srv_jobroute_overdue_without_kind",
-                test_srv_jobroute_overdue_without_kind);
-    CU_add_test(s, "test_srv_jobroute_times_ran", test_srv_jobroute_times_ran);
-    CU_add_test(s, "test_srv_jobroute_times_never_ran", test_srv_jobroute_times_never_ran);
-    return 0;
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_api_job_of_reaches_the_kind),
+        SPINDLE_TEST(test_srv_jobroute_pool_config_overdue),
+        SPINDLE_TEST(test_srv_jobroute_overdue_logs_kind),
+        SPINDLE_TEST(test_srv_jobroute_overdue_without_kind),
+        SPINDLE_TEST(test_srv_jobroute_times_ran),
+        SPINDLE_TEST(test_srv_jobroute_times_never_ran),
+    };
+    return SPINDLE_SUITE_ADD("server_api_common", NULL, NULL, tests);
 }

@@ -14,6 +14,7 @@
 #include "server/http/internal.h"
 #include "server/http/request.h"
 #include "server/http/route.h"
+#include "tests/suite.h"
 
 int suite_server_http_conn(void);
 
@@ -342,20 +343,16 @@ static void test_conn_idle_connection_is_small(void)
 
 int suite_server_http_conn(void)
 {
-    CU_pSuite s = CU_add_suite("server_conn", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_conn_pipeline_in_order_then_close",
-                test_conn_pipeline_in_order_then_close);
-    CU_add_test(s, "test_conn_async_answer", test_conn_async_answer);
-    CU_add_test(s, "test_conn_deadline_answers_504", test_conn_deadline_answers_504);
-    CU_add_test(s, "test_conn_no_success_after_deadline", test_conn_no_success_after_deadline);
-    CU_add_test(s, "test_conn_no_success_just_before_deadline",
-                test_conn_no_success_just_before_deadline);
-    CU_add_test(s, "test_conn_retry_storm_is_held", test_conn_retry_storm_is_held);
-    CU_add_test(s, "test_conn_client_gone_cancels", test_conn_client_gone_cancels);
-    CU_add_test(s, "test_conn_error_closes_without_parsing_more",
-                test_conn_error_closes_without_parsing_more);
-    CU_add_test(s, "test_conn_idle_connection_is_small", test_conn_idle_connection_is_small);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_conn_pipeline_in_order_then_close),
+        SPINDLE_TEST(test_conn_async_answer),
+        SPINDLE_TEST(test_conn_deadline_answers_504),
+        SPINDLE_TEST(test_conn_no_success_after_deadline),
+        SPINDLE_TEST(test_conn_no_success_just_before_deadline),
+        SPINDLE_TEST(test_conn_retry_storm_is_held),
+        SPINDLE_TEST(test_conn_client_gone_cancels),
+        SPINDLE_TEST(test_conn_error_closes_without_parsing_more),
+        SPINDLE_TEST(test_conn_idle_connection_is_small),
+    };
+    return SPINDLE_SUITE_ADD("server_http_conn", NULL, NULL, tests);
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "server/http/head.h"
+#include "tests/suite.h"
 
 int suite_server_http_head(void);
 
@@ -136,16 +137,14 @@ static void test_srv_head_host_valid_forms(void)
 
 int suite_server_http_head(void)
 {
-    CU_pSuite s = CU_add_suite("server_head", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_srv_head_scan_accepts_valid", test_srv_head_scan_accepts_valid);
-    CU_add_test(s, "test_srv_head_scan_incremental", test_srv_head_scan_incremental);
-    CU_add_test(s, "test_srv_head_scan_rejects_lenient_framing",
-                test_srv_head_scan_rejects_lenient_framing);
-    CU_add_test(s, "test_srv_head_scan_rejects_nul", test_srv_head_scan_rejects_nul);
-    CU_add_test(s, "test_srv_head_scan_versions", test_srv_head_scan_versions);
-    CU_add_test(s, "test_srv_head_scan_limits", test_srv_head_scan_limits);
-    CU_add_test(s, "test_srv_head_host_valid_forms", test_srv_head_host_valid_forms);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_head_scan_accepts_valid),
+        SPINDLE_TEST(test_srv_head_scan_incremental),
+        SPINDLE_TEST(test_srv_head_scan_rejects_lenient_framing),
+        SPINDLE_TEST(test_srv_head_scan_rejects_nul),
+        SPINDLE_TEST(test_srv_head_scan_versions),
+        SPINDLE_TEST(test_srv_head_scan_limits),
+        SPINDLE_TEST(test_srv_head_host_valid_forms),
+    };
+    return SPINDLE_SUITE_ADD("server_http_head", NULL, NULL, tests);
 }

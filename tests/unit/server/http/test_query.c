@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "server/http/query.h"
+#include "tests/suite.h"
 
 int suite_server_http_query(void);
 
@@ -72,14 +73,12 @@ static void test_srv_query_parse_empty(void)
 
 int suite_server_http_query(void)
 {
-    CU_pSuite s = CU_add_suite("server_query", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_srv_query_parse_decodes_pairs", test_srv_query_parse_decodes_pairs);
-    CU_add_test(s, "test_srv_query_parse_keeps_nul_bytes", test_srv_query_parse_keeps_nul_bytes);
-    CU_add_test(s, "test_srv_query_parse_rejects_bad_escapes",
-                test_srv_query_parse_rejects_bad_escapes);
-    CU_add_test(s, "test_srv_query_parse_limits_count", test_srv_query_parse_limits_count);
-    CU_add_test(s, "test_srv_query_parse_empty", test_srv_query_parse_empty);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_query_parse_decodes_pairs),
+        SPINDLE_TEST(test_srv_query_parse_keeps_nul_bytes),
+        SPINDLE_TEST(test_srv_query_parse_rejects_bad_escapes),
+        SPINDLE_TEST(test_srv_query_parse_limits_count),
+        SPINDLE_TEST(test_srv_query_parse_empty),
+    };
+    return SPINDLE_SUITE_ADD("server_http_query", NULL, NULL, tests);
 }

@@ -11,6 +11,7 @@
 
 #include "server/jobs/jobs.h"
 #include "tests/unit/server/jobs/support.h"
+#include "tests/suite.h"
 
 int suite_server_jobs_compress(void);
 
@@ -282,18 +283,17 @@ static void test_compress_run_cancelled_midrun(void)
 
 int suite_server_jobs_compress(void)
 {
-    CU_pSuite s = CU_add_suite("server_jobs_compress", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_compress_parse_accepts", test_compress_parse_accepts);
-    CU_add_test(s, "test_compress_parse_rejects", test_compress_parse_rejects);
-    CU_add_test(s, "test_compress_run_zstd_roundtrip", test_compress_run_zstd_roundtrip);
-    CU_add_test(s, "test_compress_run_ratio", test_compress_run_ratio);
-    CU_add_test(s, "test_compress_run_gzip_roundtrip", test_compress_run_gzip_roundtrip);
-    CU_add_test(s, "test_compress_run_null_empty_body", test_compress_run_null_empty_body);
-    CU_add_test(s, "test_compress_run_incompressible", test_compress_run_incompressible);
-    CU_add_test(s, "test_compress_run_on_threads", test_compress_run_on_threads);
-    CU_add_test(s, "test_compress_run_cancelled_before", test_compress_run_cancelled_before);
-    CU_add_test(s, "test_compress_run_cancelled_midrun", test_compress_run_cancelled_midrun);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_compress_parse_accepts),
+        SPINDLE_TEST(test_compress_parse_rejects),
+        SPINDLE_TEST(test_compress_run_zstd_roundtrip),
+        SPINDLE_TEST(test_compress_run_ratio),
+        SPINDLE_TEST(test_compress_run_gzip_roundtrip),
+        SPINDLE_TEST(test_compress_run_null_empty_body),
+        SPINDLE_TEST(test_compress_run_incompressible),
+        SPINDLE_TEST(test_compress_run_on_threads),
+        SPINDLE_TEST(test_compress_run_cancelled_before),
+        SPINDLE_TEST(test_compress_run_cancelled_midrun),
+    };
+    return SPINDLE_SUITE_ADD("server_jobs_compress", NULL, NULL, tests);
 }

@@ -5,6 +5,7 @@
 
 #include "server/jobs/jobs.h"
 #include "tests/unit/server/jobs/support.h"
+#include "tests/suite.h"
 
 int suite_server_jobs_noop(void);
 
@@ -46,12 +47,10 @@ static void test_noop_run_answers_ok(void)
 
 int suite_server_jobs_noop(void)
 {
-    CU_pSuite s = CU_add_suite("server_jobs_noop", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_noop_parse_accepts_no_params_and_any_body",
-                test_noop_parse_accepts_no_params_and_any_body);
-    CU_add_test(s, "test_noop_parse_rejects_params", test_noop_parse_rejects_params);
-    CU_add_test(s, "test_noop_run_answers_ok", test_noop_run_answers_ok);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_noop_parse_accepts_no_params_and_any_body),
+        SPINDLE_TEST(test_noop_parse_rejects_params),
+        SPINDLE_TEST(test_noop_run_answers_ok),
+    };
+    return SPINDLE_SUITE_ADD("server_jobs_noop", NULL, NULL, tests);
 }

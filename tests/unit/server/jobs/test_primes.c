@@ -8,6 +8,7 @@
 #include "server/jobs/internal.h"
 #include "server/jobs/jobs.h"
 #include "tests/unit/server/jobs/support.h"
+#include "tests/suite.h"
 
 int suite_server_jobs_primes(void);
 
@@ -203,17 +204,16 @@ static void test_primes_run_cancelled_midrun(void)
 
 int suite_server_jobs_primes(void)
 {
-    CU_pSuite s = CU_add_suite("server_jobs_primes", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_primes_parse_accepts", test_primes_parse_accepts);
-    CU_add_test(s, "test_primes_parse_rejects", test_primes_parse_rejects);
-    CU_add_test(s, "test_primes_run_small_n", test_primes_run_small_n);
-    CU_add_test(s, "test_primes_run_reference_values", test_primes_run_reference_values);
-    CU_add_test(s, "test_primes_run_matches_sieve", test_primes_run_matches_sieve);
-    CU_add_test(s, "test_srv_primes_count_widths_agree", test_srv_primes_count_widths_agree);
-    CU_add_test(s, "test_srv_primes_count_cancelled", test_srv_primes_count_cancelled);
-    CU_add_test(s, "test_primes_run_cancelled_before", test_primes_run_cancelled_before);
-    CU_add_test(s, "test_primes_run_cancelled_midrun", test_primes_run_cancelled_midrun);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_primes_parse_accepts),
+        SPINDLE_TEST(test_primes_parse_rejects),
+        SPINDLE_TEST(test_primes_run_small_n),
+        SPINDLE_TEST(test_primes_run_reference_values),
+        SPINDLE_TEST(test_primes_run_matches_sieve),
+        SPINDLE_TEST(test_srv_primes_count_widths_agree),
+        SPINDLE_TEST(test_srv_primes_count_cancelled),
+        SPINDLE_TEST(test_primes_run_cancelled_before),
+        SPINDLE_TEST(test_primes_run_cancelled_midrun),
+    };
+    return SPINDLE_SUITE_ADD("server_jobs_primes", NULL, NULL, tests);
 }

@@ -6,6 +6,7 @@
 
 #include "server/jobs/jobs.h"
 #include "tests/unit/server/jobs/support.h"
+#include "tests/suite.h"
 
 int suite_server_jobs_registry(void);
 
@@ -170,16 +171,14 @@ static void test_srv_job_param_is_exact(void)
 
 int suite_server_jobs_registry(void)
 {
-    CU_pSuite s = CU_add_suite("server_jobs_registry", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_srv_job_kind_find_every_kind", test_srv_job_kind_find_every_kind);
-    CU_add_test(s, "test_srv_job_kind_find_unknown", test_srv_job_kind_find_unknown);
-    CU_add_test(s, "test_srv_job_kind_at_sorted", test_srv_job_kind_at_sorted);
-    CU_add_test(s, "test_srv_job_params_match_cases", test_srv_job_params_match_cases);
-    CU_add_test(s, "test_srv_job_params_match_echo_is_printable",
-                test_srv_job_params_match_echo_is_printable);
-    CU_add_test(s, "test_srv_job_param_uint_strict", test_srv_job_param_uint_strict);
-    CU_add_test(s, "test_srv_job_param_is_exact", test_srv_job_param_is_exact);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_job_kind_find_every_kind),
+        SPINDLE_TEST(test_srv_job_kind_find_unknown),
+        SPINDLE_TEST(test_srv_job_kind_at_sorted),
+        SPINDLE_TEST(test_srv_job_params_match_cases),
+        SPINDLE_TEST(test_srv_job_params_match_echo_is_printable),
+        SPINDLE_TEST(test_srv_job_param_uint_strict),
+        SPINDLE_TEST(test_srv_job_param_is_exact),
+    };
+    return SPINDLE_SUITE_ADD("server_jobs_registry", NULL, NULL, tests);
 }

@@ -10,6 +10,7 @@
 
 #include "server/jobs/jobs.h"
 #include "tests/unit/server/jobs/support.h"
+#include "tests/suite.h"
 
 int suite_server_jobs_sha256(void);
 
@@ -187,17 +188,16 @@ static void test_sha256_run_cancelled_in_body(void)
 
 int suite_server_jobs_sha256(void)
 {
-    CU_pSuite s = CU_add_suite("server_jobs_sha256", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_sha256_parse_accepts", test_sha256_parse_accepts);
-    CU_add_test(s, "test_sha256_parse_rejects", test_sha256_parse_rejects);
-    CU_add_test(s, "test_sha256_run_known_vectors", test_sha256_run_known_vectors);
-    CU_add_test(s, "test_sha256_run_many_rounds", test_sha256_run_many_rounds);
-    CU_add_test(s, "test_sha256_run_chunked_body", test_sha256_run_chunked_body);
-    CU_add_test(s, "test_sha256_run_on_threads", test_sha256_run_on_threads);
-    CU_add_test(s, "test_sha256_run_cancelled_before", test_sha256_run_cancelled_before);
-    CU_add_test(s, "test_sha256_run_cancelled_midrun", test_sha256_run_cancelled_midrun);
-    CU_add_test(s, "test_sha256_run_cancelled_in_body", test_sha256_run_cancelled_in_body);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_sha256_parse_accepts),
+        SPINDLE_TEST(test_sha256_parse_rejects),
+        SPINDLE_TEST(test_sha256_run_known_vectors),
+        SPINDLE_TEST(test_sha256_run_many_rounds),
+        SPINDLE_TEST(test_sha256_run_chunked_body),
+        SPINDLE_TEST(test_sha256_run_on_threads),
+        SPINDLE_TEST(test_sha256_run_cancelled_before),
+        SPINDLE_TEST(test_sha256_run_cancelled_midrun),
+        SPINDLE_TEST(test_sha256_run_cancelled_in_body),
+    };
+    return SPINDLE_SUITE_ADD("server_jobs_sha256", NULL, NULL, tests);
 }

@@ -7,6 +7,7 @@
 
 #include "server/jobs/jobs.h"
 #include "tests/unit/server/jobs/support.h"
+#include "tests/suite.h"
 
 int suite_server_jobs_spin(void);
 
@@ -101,13 +102,10 @@ static void test_spin_run_cancelled_midrun(void)
 
 int suite_server_jobs_spin(void)
 {
-    CU_pSuite s = CU_add_suite("server_jobs_spin", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_spin_parse_accepts", test_spin_parse_accepts);
-    CU_add_test(s, "test_spin_parse_rejects", test_spin_parse_rejects);
-    CU_add_test(s, "test_spin_run_burns_the_time", test_spin_run_burns_the_time);
-    CU_add_test(s, "test_spin_run_cancelled_before", test_spin_run_cancelled_before);
-    CU_add_test(s, "test_spin_run_cancelled_midrun", test_spin_run_cancelled_midrun);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_spin_parse_accepts),        SPINDLE_TEST(test_spin_parse_rejects),
+        SPINDLE_TEST(test_spin_run_burns_the_time),   SPINDLE_TEST(test_spin_run_cancelled_before),
+        SPINDLE_TEST(test_spin_run_cancelled_midrun),
+    };
+    return SPINDLE_SUITE_ADD("server_jobs_spin", NULL, NULL, tests);
 }

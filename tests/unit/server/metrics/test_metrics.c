@@ -8,6 +8,7 @@
 
 #include "server/metrics/metrics.h"
 #include "tests/unit/promcheck.h"
+#include "tests/suite.h"
 
 int suite_server_metrics_metrics(void);
 
@@ -628,30 +629,19 @@ static void test_srv_met_server_init_one_family_per_id(void)
 
 int suite_server_metrics_metrics(void)
 {
-    CU_pSuite s = CU_add_suite("server_metrics", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-#define T(f) {#f, f}
-        T(test_promcheck_accepts_valid_text),
-        T(test_promcheck_refuses_invalid_text),
-        T(test_srv_met_render_exact_text),
-        T(test_srv_met_render_escapes),
-        T(test_srv_met_values_formatting),
-        T(test_srv_met_series_get_folds_into_other),
-        T(test_srv_met_series_fn_read_at_render),
-        T(test_srv_met_family_new_rejects_bad_descriptions),
-        T(test_srv_met_render_grows_the_buffer),
-        T(test_srv_met_server_families),
-        T(test_srv_met_server_render_exact_text),
-        T(test_srv_met_server_init_one_family_per_id),
-#undef T
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_promcheck_accepts_valid_text),
+        SPINDLE_TEST(test_promcheck_refuses_invalid_text),
+        SPINDLE_TEST(test_srv_met_render_exact_text),
+        SPINDLE_TEST(test_srv_met_render_escapes),
+        SPINDLE_TEST(test_srv_met_values_formatting),
+        SPINDLE_TEST(test_srv_met_series_get_folds_into_other),
+        SPINDLE_TEST(test_srv_met_series_fn_read_at_render),
+        SPINDLE_TEST(test_srv_met_family_new_rejects_bad_descriptions),
+        SPINDLE_TEST(test_srv_met_render_grows_the_buffer),
+        SPINDLE_TEST(test_srv_met_server_families),
+        SPINDLE_TEST(test_srv_met_server_render_exact_text),
+        SPINDLE_TEST(test_srv_met_server_init_one_family_per_id),
     };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL)
-            return CU_get_error();
-    return CU_get_error();
+    return SPINDLE_SUITE_ADD("server_metrics_metrics", NULL, NULL, tests);
 }
