@@ -9,6 +9,7 @@
 #   make bench      benchmarks (release build, wrk over loopback), see bench/README.md
 #   make format     clang-format every source file
 #   make deps       check (and as root install) the Debian packages spindle needs
+#   make install    install under PREFIX (/usr/local) and DESTDIR; make uninstall removes it
 #
 # Variants build into build/<variant>/ with dependency files; WERROR=1 adds -Werror.
 
@@ -166,6 +167,68 @@ $(INTEG_BIN): $(B)/tests/integ_runner.o $(INTEG_SRCS:%.c=$(B)/%.o) \
 $(B)/bench/%: bench/%.c $(LIB_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $(filter %.c %.o,$^) $(LIBS)
+
+# ---- install --------------------------------------------------------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=DIR]: the release binary (INSTALL_BIN=PATH installs
+# another build), the man pages, README.md, the configuration (never overwritten), the systemd
+# unit and socket with the installed paths, the sysusers.d and tmpfiles.d entries (user spindle,
+# /var/lib/spindle, /var/log/spindle) and the logrotate file. The installed configuration is
+# etc/spindle.conf with [log] file = INSTALL_LOG, the file the logrotate file rotates.
+# make uninstall removes them again, except a configuration that was changed. README: Install.
+PREFIX ?= /usr/local
+bindir ?= $(PREFIX)/bin
+mandir ?= $(PREFIX)/share/man
+docdir ?= $(PREFIX)/share/doc/spindle
+sysconfdir ?= /etc
+unitdir ?= $(PREFIX)/lib/systemd/system
+sysusersdir ?= $(PREFIX)/lib/sysusers.d
+tmpfilesdir ?= $(PREFIX)/lib/tmpfiles.d
+INSTALL_BIN ?= $(BUILD_DIR)/release/spindle
+INSTALL_LOG := /var/log/spindle/spindle.log
+INSTALL ?= install
+I_CONF := $(DESTDIR)$(sysconfdir)/spindle/spindle.conf
+# the shipped unit names the /usr/local paths; the installed one names the real ones
+I_UNIT_SED := -e 's|/usr/local/bin/spindle|$(bindir)/spindle|g' \
+              -e 's|/etc/spindle/spindle.conf|$(sysconfdir)/spindle/spindle.conf|g' \
+              -e 's|/usr/local/share/doc/spindle|$(docdir)|g'
+I_CONF_SED := -e '1s|.*|\# spindle.conf - as installed: every key at its default, but [log] file.|' \
+              -e 's|^file =$$|file = $(INSTALL_LOG)|'
+I_FILES := $(bindir)/spindle $(mandir)/man8/spindle.8 $(mandir)/man1/spindle-call.1 \
+           $(mandir)/man1/spindle-logs.1 $(docdir)/README.md $(unitdir)/spindle.service \
+           $(unitdir)/spindle.socket $(sysusersdir)/spindle.conf $(tmpfilesdir)/spindle.conf \
+           $(sysconfdir)/logrotate.d/spindle
+
+.PHONY: install uninstall install-release
+install: $(if $(filter $(BUILD_DIR)/release/spindle,$(INSTALL_BIN)),install-release)
+	$(INSTALL) -d $(sort $(dir $(I_FILES:%=$(DESTDIR)%))) $(dir $(I_CONF))
+	$(INSTALL) -m 0755 $(INSTALL_BIN) $(DESTDIR)$(bindir)/spindle
+	$(INSTALL) -m 0644 doc/spindle.8 $(DESTDIR)$(mandir)/man8/spindle.8
+	$(INSTALL) -m 0644 doc/spindle-call.1 doc/spindle-logs.1 $(DESTDIR)$(mandir)/man1/
+	$(INSTALL) -m 0644 README.md $(DESTDIR)$(docdir)/README.md
+	sed $(I_UNIT_SED) etc/spindle.service | \
+	  $(INSTALL) -m 0644 /dev/stdin $(DESTDIR)$(unitdir)/spindle.service
+	@grep -qx 'ExecStart=$(bindir)/spindle serve -c $(sysconfdir)/spindle/spindle.conf' \
+	  $(DESTDIR)$(unitdir)/spindle.service || { echo "install: ExecStart not rewritten"; exit 1; }
+	$(INSTALL) -m 0644 etc/spindle.socket $(DESTDIR)$(unitdir)/spindle.socket
+	$(INSTALL) -m 0644 etc/sysusers.d/spindle.conf $(DESTDIR)$(sysusersdir)/spindle.conf
+	$(INSTALL) -m 0644 etc/tmpfiles.d/spindle.conf $(DESTDIR)$(tmpfilesdir)/spindle.conf
+	$(INSTALL) -m 0644 etc/logrotate.d/spindle $(DESTDIR)$(sysconfdir)/logrotate.d/spindle
+	@if [ -e $(I_CONF) ]; then echo "install: kept $(I_CONF) (present)"; else \
+	  echo "sed ... etc/spindle.conf > $(I_CONF)"; \
+	  sed $(I_CONF_SED) etc/spindle.conf | $(INSTALL) -m 0644 /dev/stdin $(I_CONF) && \
+	  grep -qx 'file = $(INSTALL_LOG)' $(I_CONF) || \
+	    { echo "install: [log] file not set in $(I_CONF)"; rm -f $(I_CONF); exit 1; }; fi
+
+install-release:
+	@$(MAKE) --no-print-directory VARIANT=release $(BUILD_DIR)/release/spindle
+
+uninstall:
+	rm -f $(I_FILES:%=$(DESTDIR)%)
+	@rmdir $(DESTDIR)$(docdir) 2>/dev/null || true
+	@if [ -e $(I_CONF) ]; then \
+	  if sed $(I_CONF_SED) etc/spindle.conf | cmp -s - $(I_CONF); then \
+	    echo "rm -f $(I_CONF)"; rm -f $(I_CONF); rmdir $(dir $(I_CONF)) 2>/dev/null || true; \
+	  else echo "uninstall: kept $(I_CONF) (changed)"; fi; fi
 
 # ---- fuzzing (clang + libFuzzer; not part of test, asan or CI) ------------------------------
 # make fuzz [FUZZ_TARGET=http|batch]: build the targets (tests/fuzz/fuzz_<target>.c over the library,
