@@ -23,9 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "tests/integration/harness.h"
 #include "tests/integration/proc.h"
+#include "tests/suite.h"
 
 int suite_integration_install(void);
 
@@ -489,14 +491,12 @@ out:
 
 int suite_integration_install(void)
 {
-    CU_pSuite s = CU_add_suite("integration_install", NULL, NULL);
-    if (s == NULL)
-        return CU_get_error();
-    CU_add_test(s, "test_install_files", test_install_files);
-    CU_add_test(s, "test_install_systemd_verify", test_install_systemd_verify);
-    CU_add_test(s, "test_install_logrotate", test_install_logrotate);
-    CU_add_test(s, "test_install_user_and_dirs", test_install_user_and_dirs);
-    CU_add_test(s, "test_install_keep_config_and_uninstall",
-                test_install_keep_config_and_uninstall);
-    return CU_get_error();
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_install_files),
+        SPINDLE_TEST(test_install_systemd_verify),
+        SPINDLE_TEST(test_install_logrotate),
+        SPINDLE_TEST(test_install_user_and_dirs),
+        SPINDLE_TEST(test_install_keep_config_and_uninstall),
+    };
+    return SPINDLE_SUITE_ADD("integration_install", NULL, NULL, tests);
 }
