@@ -39,6 +39,7 @@ struct sd_client {
     int port;
     unsigned idx;
     sem_t *progress;
+    sem_t *ready; /* posted once the client is connected (or could not connect) */
     /* results, read after join */
     unsigned sent, answered, ok, other, unanswered;
     bool closed_by_answer; /* the last answer said Connection: close */
@@ -50,6 +51,7 @@ static void *sd_client_main(void *arg)
     struct sd_client *cl = arg;
     struct hs_conn *c = hs_connect_host("127.0.0.1", cl->port, HS_IO_MS);
     struct hs_resp r = {0};
+    sem_post(cl->ready);
     if (c == NULL) {
         cl->connect_failed = true;
         sem_post(cl->progress);
@@ -140,17 +142,22 @@ static void test_shutdown_under_load(void)
                                 "log.level=info", NULL};
     struct hs_server *s = hs_start(over);
     struct sd_client cl[SD_CLIENTS];
-    sem_t progress;
+    sem_t progress, ready;
     unsigned started = 0;
     json_t *lines = NULL, *summary = NULL;
     memset(cl, 0, sizeof(cl));
     CU_ASSERT_FATAL(sem_init(&progress, 0, 0) == 0);
+    CU_ASSERT_FATAL(sem_init(&ready, 0, 0) == 0);
     HS_CHECK(s != NULL);
     for (unsigned i = 0; i < SD_CLIENTS; i++) {
-        cl[i] = (struct sd_client){.port = hs_port(s), .idx = i, .progress = &progress};
+        cl[i] = (struct sd_client){
+            .port = hs_port(s), .idx = i, .progress = &progress, .ready = &ready};
         HS_CHECK(pthread_create(&cl[i].th, NULL, sd_client_main, &cl[i]) == 0);
         started++;
     }
+    /* every client connected before the stop (a slow thread start must not meet a closed
+     * listener), then steady load */
+    HS_CHECK(sd_sem_wait_n(&ready, SD_CLIENTS, 4 * HS_IO_MS));
     HS_CHECK(sd_sem_wait_n(&progress, 2 * SD_CLIENTS, 4 * HS_IO_MS));
     long long t0 = hs_now_ms();
     HS_CHECK(kill(hs_pid(s), SIGTERM) == 0);
@@ -183,6 +190,7 @@ out:
         pthread_join(cl[i].th, NULL);
     json_decref(lines);
     sem_destroy(&progress);
+    sem_destroy(&ready);
     HS_FINISH(s);
 }
 
