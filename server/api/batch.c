@@ -580,7 +580,10 @@ struct bt_parse {
 static int bt_parse_run(struct pool_job *job)
 {
     struct bt_parse *p = job->data;
+    uint64_t t0 = ctx_now_ns();
     p->rc = srv_batch_parse(p->body, p->len, &p->cfg, &p->spec, &p->code, p->err, sizeof(p->err));
+    LOG_D("batch parsed", LOG_UINT("bytes", p->len), LOG_BOOL("ok", p->rc == 0),
+          LOG_DUR("parse_ms", ctx_now_ns() - t0));
     return 0; /* a refused body is an answer, not a failed job */
 }
 
