@@ -26,10 +26,7 @@
 #include "cli/cli.h"
 #include "server/config.h"
 #include "server/server.h"
-
-#ifndef SPINDLE_VERSION
-#define SPINDLE_VERSION "0.1.0"
-#endif
+#include "server/version.h"
 
 #define MAIN_EXIT_FAIL  1
 #define MAIN_EXIT_USAGE 2
@@ -232,7 +229,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2)
             return main_usage_error("version: unexpected argument", argv[2]);
-        printf("spindle %s\n", SPINDLE_VERSION);
+        printf("spindle %s (commit %s)\n", srv_version, srv_commit);
         return main_stdout_done();
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
