@@ -16,6 +16,10 @@
 VARIANT ?= debug
 BUILD_DIR ?= build
 B := $(BUILD_DIR)/$(VARIANT)
+# What `spindle version`, the start-up log line and spindle_build_info report. The commit comes
+# from git at build time; outside a git checkout (a release tarball) it is "unknown".
+VERSION := 0.1.0
+GIT_COMMIT := $(or $(shell git rev-parse --short=12 HEAD 2>/dev/null),unknown)
 # Restrict the library and unit suites to some modules (e.g. MODULES="context logging"). A
 # module is a top-level folder; its sources and unit suites may sit in nested folders
 # (server/http/conn.c, tests/unit/server/http/test_conn.c).
@@ -133,6 +137,17 @@ bench:
 bench-bins: $(BENCH_BINS)
 
 # ---- rules ---------------------------------------------------------------------------------
+# Only server/version.c sees the version and commit; its stamp changes when they do, so a new
+# commit rebuilds that one object.
+$(B)/version.stamp: FORCE
+	@mkdir -p $(@D)
+	@echo '$(VERSION) $(GIT_COMMIT)' > $@.tmp
+	@cmp -s $@.tmp $@ 2>/dev/null && rm -f $@.tmp || mv $@.tmp $@
+
+$(B)/server/version.o: CFLAGS_ALL += -DSPINDLE_VERSION='"$(VERSION)"' \
+                                     -DSPINDLE_COMMIT='"$(GIT_COMMIT)"'
+$(B)/server/version.o: $(B)/version.stamp
+
 $(B)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@

@@ -16,9 +16,11 @@
  * descriptor is read to its end first (a writer may have appended before it reopened), then the
  * new file is read from its start. It was truncated when its size drops below what was read:
  * reading restarts at offset 0. While the path names no file (between rename and create), the old
- * file keeps being read. The poll sleep is sigtimedwait() on SIGINT/SIGTERM, blocked for the
- * whole run, so a stop request is never lost between a check and the sleep; it ends the loop
- * cleanly (exit 0) after what was already read is printed.
+ * file keeps being read. A FILE that does not exist yet is waited for (a note on stderr, then the
+ * same poll until the path names a file, which is read from its start), so `spindle logs -f` can
+ * be started before the server creates its log. The poll sleep is sigtimedwait() on SIGINT/SIGTERM,
+ * blocked for the whole run, so a stop request is never lost between a check and the sleep; it ends
+ * the loop cleanly (exit 0) after what was already read is printed.
  *
  * Threads: one; the reader and the options belong to the main function.
  */
@@ -50,7 +52,8 @@ static const char lg_usage[] =
     "key=value. Lines that are not JSON are printed unchanged when no filter is set.\n"
     "\n"
     "  -f, --follow           keep reading as the file grows; follows rotation and truncation\n"
-    "                         (like tail -F); stop with SIGINT or SIGTERM\n"
+    "                         and waits for a FILE that does not exist yet (like tail -F);\n"
+    "                         stop with SIGINT or SIGTERM\n"
     "      --request-id ID    only lines of this request id\n"
     "      --tenant T         only lines of this tenant\n"
     "      --level L          only lines at L or above (trace, debug, info, warn, error, fatal)\n"
@@ -479,6 +482,19 @@ static bool lg_wait_stop(const sigset_t *stop)
     return sigtimedwait(stop, NULL, &ts) > 0;
 }
 
+/* Under -f with no file yet (r->fd < 0): open it once the path names one. Returns 1 when it is
+ * open now, 0 when it still does not exist, or -errno (a file that exists but cannot be read). */
+static int lg_open_late(struct lg_reader *r)
+{
+    int rc = lg_open(r, r->o->path);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc != 0)
+        return rc;
+    fprintf(stderr, "spindle: logs: %s has appeared; following it\n", r->o->path);
+    return 1;
+}
+
 static int lg_follow(struct lg_reader *r)
 {
     sigset_t stop;
@@ -487,6 +503,17 @@ static int lg_follow(struct lg_reader *r)
     sigaddset(&stop, SIGTERM);
     int rc = sigprocmask(SIG_BLOCK, &stop, NULL) != 0 ? -errno : 0;
     while (rc == 0) {
+        if (r->fd < 0) {
+            rc = lg_open_late(r);
+            if (rc < 0)
+                break;
+            if (rc == 0) {
+                if (lg_wait_stop(&stop))
+                    break;
+                continue;
+            }
+            rc = 0;
+        }
         rc = lg_drain(r);
         if (rc != 0)
             break;
@@ -513,6 +540,12 @@ static int lg_run(const struct cli_logs_opts *o)
     r.color = o->color == CLI_COLOR_ALWAYS || (o->color == CLI_COLOR_AUTO && isatty(STDOUT_FILENO));
     bool from_file = o->path != NULL && strcmp(o->path, "-") != 0;
     int rc = from_file ? lg_open(&r, o->path) : 0;
+    if (rc == -ENOENT && o->follow) {
+        /* like tail -F: wait for the file (the server may not have created it yet) */
+        fprintf(stderr, "spindle: logs: %s does not exist yet; waiting for it\n", o->path);
+        r.fd = -1;
+        rc = 0;
+    }
     if (rc != 0) {
         fprintf(stderr, "spindle: logs: %s: %s\n", o->path, strerror(-rc));
         return CLI_EXIT_FAIL;
@@ -524,7 +557,7 @@ static int lg_run(const struct cli_logs_opts *o)
         if (rc == 0)
             rc = lg_emit_partial(&r);
     }
-    if (from_file)
+    if (from_file && r.fd >= 0)
         close(r.fd);
     free(r.buf);
     if (fflush(stdout) != 0 && rc == 0)

@@ -10,10 +10,15 @@
  * indented lines to the previous value, and hands its callback no line numbers. The pre-scan
  * rejects over-long lines, continuation lines, malformed lines and unknown sections with their
  * line numbers, and records the line, section and key of every key line in order: the Nth
- * callback from ini_parse_string() is the Nth key line. The pre-scan's first error cuts the text
- * there, so libinih only parses the lines above it and the error reported is always the first one
- * in the file. Everything is applied to a scratch copy that replaces the caller's only when the
- * whole file and the cross-key checks passed: nothing is ever half applied.
+ * callback from ini_parse_string() is the Nth key line. A line the pre-scan refuses is blanked
+ * (spaces, its newline kept) before libinih sees it, with the key line a continuation belongs to
+ * and the key lines of a refused section, so parsing goes on and every error of the file is
+ * reported, one "FILE:LINE: ..." line each, sorted by line (the first one is the first in the
+ * file). An inline comment is `;` or `#` after a blank: libinih only knows `;`, so the pre-scan
+ * blanks a `#` comment too. The cross-key checks run only on a file without other errors (their
+ * verdict on half-applied values would mislead). Everything is applied to a scratch copy that
+ * replaces the caller's only when the whole file and the cross-key checks passed: nothing is ever
+ * half applied.
  *
  * The table's last column says what a reload does with a changed value (enum srv_cfg_reload):
  * reload.c asks this file which keys differ (srv_cfg_diff) and copies the live ones
@@ -38,9 +43,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <ini.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <math.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -898,20 +906,78 @@ struct cfg_line {
     unsigned key_off, key_len;
 };
 
+/* One error of a file: its line (0 = the whole file) and the message naming it. */
+struct cfg_error {
+    unsigned line;
+    unsigned seq; /* order found, for a stable sort */
+    char *text;
+};
+
 struct cfg_parse {
     const char *path;
-    const char *text;
+    char *text;
     struct cfg_line *keys; /* every key line, in order */
     size_t nkeys, cap;
     size_t next; /* index of the key line the next handler call belongs to */
     struct srv_cfg scratch;
     unsigned set_line[CFG_NKEYS]; /* line that set each key, 0 when not set */
     unsigned tenant_line[SRV_CFG_MAX_TENANTS][CFG_NTKEYS]; /* the same for tenant sections */
-    bool failed;                                           /* err holds a handler's error */
-    unsigned scan_line; /* line of the pre-scan's first error (in err), 0 if none */
-    char *err;
-    size_t size;
+    struct cfg_error *errs; /* every error found, in the order found */
+    size_t nerrs, errcap;
+    bool oom; /* an error could not be recorded */
 };
+
+/* Record an error ("ORIGIN:LINE: [SECTION] KEY: MESSAGE", see cfg_err). */
+static void cfg_perr(struct cfg_parse *ps, unsigned line, const char *section, int section_len,
+                     const char *key, int key_len, const char *msg)
+{
+    char buf[SRV_CFG_PATH_MAX + CFG_MSG_MAX + 2 * CFG_LINE_MAX];
+    cfg_err(buf, sizeof(buf), ps->path, line, section, section_len, key, key_len, msg);
+    if (ps->nerrs == ps->errcap) {
+        size_t cap = ps->errcap ? ps->errcap * 2 : 16;
+        struct cfg_error *e = realloc(ps->errs, cap * sizeof(*e));
+        if (e == NULL) {
+            ps->oom = true;
+            return;
+        }
+        ps->errs = e;
+        ps->errcap = cap;
+    }
+    char *text = strdup(buf);
+    if (text == NULL) {
+        ps->oom = true;
+        return;
+    }
+    ps->errs[ps->nerrs] = (struct cfg_error){line, (unsigned)ps->nerrs, text};
+    ps->nerrs++;
+}
+
+static int cfg_error_cmp(const void *a, const void *b)
+{
+    const struct cfg_error *x = a, *y = b;
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Every recorded error, by line, one per line into err (size bytes). A line that does not fit
+ * whole is left out, unless it is the first (then it is cut). */
+static void cfg_errors_write(struct cfg_parse *ps, char *err, size_t size)
+{
+    if (err == NULL || size == 0)
+        return;
+    qsort(ps->errs, ps->nerrs, sizeof(ps->errs[0]), cfg_error_cmp);
+    size_t len = 0;
+    err[0] = '\0';
+    for (size_t i = 0; i < ps->nerrs; i++) {
+        size_t n = strlen(ps->errs[i].text) + (i > 0);
+        if (i > 0 && len + n >= size)
+            break;
+        len += (size_t)snprintf(err + len, size - len, "%s%s", i > 0 ? "\n" : "", ps->errs[i].text);
+        if (len >= size)
+            break;
+    }
+}
 
 static const char *cfg_lskip(const char *s, const char *end)
 {
@@ -945,16 +1011,18 @@ struct cfg_scan {
     int section_len;
     const char *key; /* last key of the current section, NULL when none yet */
     int key_len;
-    size_t key_bol; /* offset of that key's line */
-    bool continued; /* the error is a continuation of that key's line */
+    size_t key_bol;   /* offset of that key's line */
+    bool continued;   /* the error is a continuation of that key's line */
+    bool key_dropped; /* that key's line is blanked and unrecorded already */
+    bool skip;        /* in a refused section: its lines are blanked without more errors */
 };
+
+#define CFG_SCAN_BLANK 1 /* cfg_scan_line: blank this line, no error */
 
 static int cfg_scan_error(struct cfg_parse *ps, unsigned line, const struct cfg_scan *st,
                           bool with_key, const char *msg)
 {
-    ps->scan_line = line;
-    cfg_err(ps->err, ps->size, ps->path, line, st->section, st->section_len,
-            with_key ? st->key : NULL, st->key_len, msg);
+    cfg_perr(ps, line, st->section, st->section_len, with_key ? st->key : NULL, st->key_len, msg);
     return -EINVAL;
 }
 
@@ -981,6 +1049,9 @@ static int cfg_scan_section(struct cfg_parse *ps, unsigned line, const char *s, 
                             struct cfg_scan *st)
 {
     const char *close = cfg_find(s + 1, e, "]");
+    /* Until the next good section line, key lines belong to a section that is not there. */
+    st->skip = true;
+    st->key = NULL;
     if (close == e || *close != ']')
         return cfg_scan_error(ps, line, st, false, "expected \"]\" to close the section name");
     const char *rest = cfg_lskip(close + 1, e);
@@ -996,17 +1067,31 @@ static int cfg_scan_section(struct cfg_parse *ps, unsigned line, const char *s, 
         char msg[CFG_MSG_MAX];
         if (cfg_tenant_open(&ps->scratch, tname, tlen, msg, sizeof(msg)) < 0)
             return cfg_scan_error(ps, line, st, false, msg);
+        st->skip = false;
         return 0;
     }
     if (!cfg_section_find(st->section, (size_t)st->section_len))
         return cfg_scan_error(
             ps, line, st, false,
             "unknown section (known: server, pool, limits, log, shutdown, tenant.NAME)");
+    st->skip = false;
     return 0;
 }
 
 /* Classify one line the way libinih will, and catch what it would get wrong or not name. */
-static int cfg_scan_line(struct cfg_parse *ps, unsigned line, const char *bol, const char *eol,
+/* Blank a `#` inline comment of the key line [s, e) (a `#` after a blank, as libinih treats `;`):
+ * libinih would keep it in the value. */
+static void cfg_hash_comment_blank(char *s, const char *e)
+{
+    for (char *p = s + 1; p < e; p++) {
+        if (*p == '#' && isspace((unsigned char)p[-1])) {
+            memset(p, ' ', (size_t)(e - p));
+            return;
+        }
+    }
+}
+
+static int cfg_scan_line(struct cfg_parse *ps, unsigned line, char *bol, const char *eol,
                          struct cfg_scan *st)
 {
     char msg[96];
@@ -1023,6 +1108,8 @@ static int cfg_scan_line(struct cfg_parse *ps, unsigned line, const char *bol, c
     const char *s = cfg_lskip(start, e);
     if (s == e || *s == ';' || *s == '#')
         return 0;
+    if (st->skip && *s != '[')
+        return CFG_SCAN_BLANK;
     if (st->key != NULL && s > start) {
         st->continued = true;
         return cfg_scan_error(ps, line, st, true,
@@ -1037,31 +1124,44 @@ static int cfg_scan_line(struct cfg_parse *ps, unsigned line, const char *bol, c
     st->key = s;
     st->key_len = (int)(cfg_rstrip(s, sep) - s);
     st->key_bol = (size_t)(bol - ps->text);
-    if (st->key_len == 0)
+    st->key_dropped = false;
+    if (st->key_len == 0) {
+        st->key = NULL;
         return cfg_scan_error(ps, line, st, false, "missing key name before the separator");
+    }
+    cfg_hash_comment_blank(bol + (sep - bol), e);
     return cfg_scan_record(ps, line, st);
 }
 
-/* Pre-scan the whole text. Returns 0, -EINVAL (err filled, *cut = offset of the bad line) or
+/* Spaces over [p, up to the next newline): libinih then sees an empty line, same numbering. */
+static void cfg_line_blank(char *p, const char *end)
+{
+    for (; p < end && *p != '\n'; p++)
+        *p = ' ';
+}
+
+/* Pre-scan the whole text, blanking the lines it refuses (errors recorded in ps). Returns 0 or
  * -ENOMEM. */
-static int cfg_scan_text(struct cfg_parse *ps, const char *text, size_t len, size_t *cut)
+static int cfg_scan_text(struct cfg_parse *ps, char *text, size_t len)
 {
     struct cfg_scan st = {0};
     unsigned line = 1;
     for (size_t off = 0; off < len; line++) {
-        const char *bol = text + off;
-        const char *nl = memchr(bol, '\n', len - off);
-        const char *eol = nl ? nl : text + len;
+        char *bol = text + off;
+        char *nl = memchr(bol, '\n', len - off);
+        char *eol = nl ? nl : text + len;
         int rc = cfg_scan_line(ps, line, bol, eol, &st);
-        if (rc == -EINVAL && st.continued) {
-            /* The key's value is incomplete: libinih must not see the key line either. */
-            *cut = st.key_bol;
-            ps->nkeys--;
-        } else if (rc != 0) {
-            *cut = off;
-        }
-        if (rc != 0)
+        if (rc == -ENOMEM)
             return rc;
+        if (rc == -EINVAL && st.continued && !st.key_dropped) {
+            /* The key's value is incomplete: libinih must not see the key line either. */
+            cfg_line_blank(text + st.key_bol, text + len);
+            ps->nkeys--;
+            st.key_dropped = true;
+        }
+        st.continued = false;
+        if (rc != 0)
+            cfg_line_blank(bol, eol);
         off = (size_t)(eol - text) + (nl ? 1 : 0);
     }
     return 0;
@@ -1070,10 +1170,8 @@ static int cfg_scan_text(struct cfg_parse *ps, const char *text, size_t len, siz
 static int cfg_handler_fail(struct cfg_parse *ps, const struct cfg_line *l, const char *msg)
 {
     const char *sec = l->sec_len ? ps->text + l->sec_off : NULL;
-    cfg_err(ps->err, ps->size, ps->path, l->line, sec, (int)l->sec_len, ps->text + l->key_off,
-            (int)l->key_len, msg);
-    ps->failed = true;
-    return 0;
+    cfg_perr(ps, l->line, sec, (int)l->sec_len, ps->text + l->key_off, (int)l->key_len, msg);
+    return 1; /* go on: the next keys are checked too */
 }
 
 /* A key line of a [tenant.NAME] section; the pre-scan opened the tenant's record. */
@@ -1103,11 +1201,10 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
     struct cfg_parse *ps = user;
     char msg[CFG_MSG_MAX];
     (void)section; /* the pre-scan's record names it, uncut */
-    if (name == NULL || ps->failed)
-        return 1; /* a new-section call, or past the first error: that one stands */
+    if (name == NULL)
+        return 1; /* a new-section call */
     if (ps->next >= ps->nkeys) {
-        cfg_err(ps->err, ps->size, ps->path, 0, NULL, 0, NULL, 0, "parser and pre-scan disagree");
-        ps->failed = true;
+        cfg_perr(ps, 0, NULL, 0, NULL, 0, "parser and pre-scan disagree");
         return 0;
     }
     const struct cfg_line *l = &ps->keys[ps->next++];
@@ -1204,31 +1301,31 @@ static int cfg_parse_tenant_check(struct cfg_parse *ps)
     size_t tk = (size_t)(cfg_tenant_key_find("max_timeout_ms", 14) - cfg_tenant_keys);
     unsigned tline = ps->tenant_line[ti][tk];
     if (ps->set_line[lk] > tline) {
-        cfg_err(ps->err, ps->size, ps->path, ps->set_line[lk], "limits", 6, "max_timeout_ms", 14,
-                msg);
+        cfg_perr(ps, ps->set_line[lk], "limits", 6, "max_timeout_ms", 14, msg);
     } else {
         int n = snprintf(sec, sizeof(sec), CFG_TENANT_PREFIX "%s", ps->scratch.tenants[ti].name);
-        cfg_err(ps->err, ps->size, ps->path, tline, sec, n, "max_timeout_ms", 14, msg);
+        cfg_perr(ps, tline, sec, n, "max_timeout_ms", 14, msg);
     }
     return -EINVAL;
 }
 
-/* After ini_parse_string() returned `r`: the first error, or the cross-key checks. */
+/* After ini_parse_string() returned `r`: the errors found, or the cross-key checks. */
 static int cfg_parse_finish(struct cfg_parse *ps, int r)
 {
     char msg[CFG_MSG_MAX];
-    if (ps->failed || ps->scan_line != 0)
+    if (ps->oom)
+        return -ENOMEM;
+    if (ps->nerrs > 0)
         return -EINVAL;
     if (r != 0 || ps->next != ps->nkeys) {
-        cfg_err(ps->err, ps->size, ps->path, r > 0 ? (unsigned)r : 0, NULL, 0, NULL, 0,
-                "cannot parse this line");
+        cfg_perr(ps, r > 0 ? (unsigned)r : 0, NULL, 0, NULL, 0, "cannot parse this line");
         return -EINVAL;
     }
     int bad = cfg_cross_check(&ps->scratch, ps->set_line, msg, sizeof(msg));
     if (bad >= 0) {
         const struct cfg_key *k = &cfg_keys[bad];
-        cfg_err(ps->err, ps->size, ps->path, ps->set_line[bad], k->section, (int)strlen(k->section),
-                k->key, (int)strlen(k->key), msg);
+        cfg_perr(ps, ps->set_line[bad], k->section, (int)strlen(k->section), k->key,
+                 (int)strlen(k->key), msg);
         return -EINVAL;
     }
     return cfg_parse_tenant_check(ps);
@@ -1237,7 +1334,7 @@ static int cfg_parse_finish(struct cfg_parse *ps, int r)
 int srv_cfg_load(const char *path, struct srv_cfg *cfg, char *err, size_t size)
 {
     char *text = NULL;
-    size_t len = 0, cut = 0;
+    size_t len = 0;
     int rc = cfg_file_read(path, &text, &len, err, size);
     if (rc != 0)
         return rc;
@@ -1248,20 +1345,21 @@ int srv_cfg_load(const char *path, struct srv_cfg *cfg, char *err, size_t size)
     }
     ps->path = path;
     ps->text = text;
-    ps->err = err;
-    ps->size = size;
     srv_cfg_defaults(&ps->scratch);
-    rc = cfg_scan_text(ps, text, len, &cut);
+    rc = cfg_scan_text(ps, text, len);
     if (rc == -ENOMEM)
         goto out_ps;
-    if (rc != 0)
-        text[cut] = '\0'; /* libinih parses only the lines above the first scan error */
     rc = cfg_parse_finish(ps, ini_parse_string(text, cfg_handler, ps));
     if (rc == 0) {
         snprintf(ps->scratch.source, sizeof(ps->scratch.source), "%s", path);
         *cfg = ps->scratch;
+    } else if (rc == -EINVAL) {
+        cfg_errors_write(ps, err, size);
     }
 out_ps:
+    for (size_t i = 0; i < ps->nerrs; i++)
+        free(ps->errs[i].text);
+    free(ps->errs);
     free(ps->keys);
     free(ps);
 out_text:
@@ -1280,6 +1378,105 @@ int srv_cfg_overrides_apply(struct srv_cfg *cfg, const struct srv_cfg_override *
         int rc = srv_cfg_set(cfg, ov[i].section, ov[i].key, ov[i].value, ov[i].origin, err, size);
         if (rc != 0)
             return rc;
+    }
+    return 0;
+}
+
+/* ---- paths (--check-config) ----------------------------------------------------------------- */
+
+/* A named user's identity: uid and every group it is in. */
+struct cfg_user {
+    uid_t uid;
+    gid_t groups[64];
+    int ngroups;
+};
+
+static int cfg_user_find(const char *name, struct cfg_user *u)
+{
+    char buf[4096];
+    struct passwd pw, *res = NULL;
+    if (getpwnam_r(name, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
+        return -ESRCH;
+    u->uid = pw.pw_uid;
+    u->ngroups = (int)(sizeof(u->groups) / sizeof(u->groups[0]));
+    if (getgrouplist(name, pw.pw_gid, u->groups, &u->ngroups) < 0) {
+        /* More groups than fit: the primary one and the first ones are kept. */
+        u->ngroups = (int)(sizeof(u->groups) / sizeof(u->groups[0]));
+    }
+    return 0;
+}
+
+/* Would `u` be allowed `want` (bits of the owner triplet: S_IWUSR | S_IXUSR) on `st`? */
+static bool cfg_user_may(const struct cfg_user *u, const struct stat *st, mode_t want)
+{
+    if (u->uid == 0)
+        return true;
+    if (st->st_uid == u->uid)
+        return (st->st_mode & want) == want;
+    for (int i = 0; i < u->ngroups; i++) {
+        if (u->groups[i] == st->st_gid)
+            return (st->st_mode & (want >> 3)) == (want >> 3);
+    }
+    return (st->st_mode & (want >> 6)) == (want >> 6);
+}
+
+__attribute__((format(printf, 4, 5))) static int cfg_path_fail(const struct srv_cfg *cfg, char *err,
+                                                               size_t size, const char *fmt, ...)
+{
+    char msg[CFG_MSG_MAX + SRV_CFG_PATH_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (err != NULL && size > 0) {
+        if (cfg->source[0] != '\0')
+            snprintf(err, size, "%s: [log] file: %s", cfg->source, msg);
+        else
+            snprintf(err, size, "[log] file: %s", msg);
+    }
+    return 0;
+}
+
+/* May the user (u, or the caller when NULL) write `path` (dir: create and enter)? */
+static bool cfg_may_write(const struct cfg_user *u, const char *path, const struct stat *st,
+                          bool dir)
+{
+    if (u == NULL)
+        return access(path, dir ? W_OK | X_OK : W_OK) == 0;
+    return cfg_user_may(u, st, dir ? S_IWUSR | S_IXUSR : S_IWUSR);
+}
+
+int srv_cfg_paths_check(const struct srv_cfg *cfg, const char *user, char *err, size_t size)
+{
+    const char *file = cfg->log_file;
+    if (file[0] == '\0' || strcmp(file, "-") == 0)
+        return 0;
+    struct cfg_user u;
+    if (user != NULL && cfg_user_find(user, &u) != 0) {
+        cfg_path_fail(cfg, err, size, "no user \"%s\" to check the log directory for", user);
+        return -ESRCH;
+    }
+    char copy[SRV_CFG_PATH_MAX];
+    snprintf(copy, sizeof(copy), "%s", file);
+    const char *dir = dirname(copy);
+    const char *who = user != NULL ? user : "this user";
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        int rc = -errno;
+        cfg_path_fail(cfg, err, size, "directory %s: %s", dir, strerror(-rc));
+        return rc;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        cfg_path_fail(cfg, err, size, "%s is not a directory", dir);
+        return -ENOTDIR;
+    }
+    if (!cfg_may_write(user ? &u : NULL, dir, &st, true)) {
+        cfg_path_fail(cfg, err, size, "directory %s is not writable by %s", dir, who);
+        return -EACCES;
+    }
+    if (stat(file, &st) == 0 && !cfg_may_write(user ? &u : NULL, file, &st, false)) {
+        cfg_path_fail(cfg, err, size, "%s is not writable by %s", file, who);
+        return -EACCES;
     }
     return 0;
 }

@@ -111,9 +111,20 @@ struct srv_cfg {
 void srv_cfg_defaults(struct srv_cfg *cfg);
 
 /* Load `path` (borrowed) over the defaults into *cfg. On error *cfg is untouched, and err (size
- * bytes) holds "FILE:LINE: [section] key: what is wrong" (or "FILE: reason" for I/O errors).
- * Returns 0, -ENOENT/-EACCES/... when unreadable, -EINVAL when invalid. */
+ * bytes) holds every error of the file, one "FILE:LINE: [section] key: what is wrong" line each,
+ * sorted by line and separated by "\n" (lines that do not fit are left out), or "FILE: reason"
+ * for I/O errors. Returns 0, -ENOENT/-EACCES/... when unreadable, -EINVAL when invalid. */
 int srv_cfg_load(const char *path, struct srv_cfg *cfg, char *err, size_t size);
+
+/* What the file cannot say about itself, for --check-config: `[log] file`'s directory exists
+ * and the user `user` (borrowed; NULL = the calling process's user) may create files in it, and
+ * may write the file when it exists. Nothing to check for the standard error (empty or "-").
+ * err (size bytes) gets "ORIGIN: [log] file: what is wrong" (ORIGIN is cfg->source, or "[log]
+ * file" alone when the value came from the defaults). Returns 0, -ENOENT (no such directory),
+ * -ENOTDIR, -EACCES (not writable by that user), -ESRCH (no such user), or another negative
+ * errno of stat(2). The mode bits and the user's groups decide for a named user (root may write
+ * anywhere); access(2) decides for the calling one. */
+int srv_cfg_paths_check(const struct srv_cfg *cfg, const char *user, char *err, size_t size);
 
 /* Apply one override as if `section.key = value` were in a file named `origin` (e.g.
  * "--workers"). `section` may be "tenant.NAME" (the tenant is added when new). Same error format

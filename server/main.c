@@ -26,10 +26,7 @@
 #include "cli/cli.h"
 #include "server/config.h"
 #include "server/server.h"
-
-#ifndef SPINDLE_VERSION
-#define SPINDLE_VERSION "0.1.0"
-#endif
+#include "server/version.h"
 
 #define MAIN_EXIT_FAIL  1
 #define MAIN_EXIT_USAGE 2
@@ -46,7 +43,9 @@ static const char main_usage[] =
     "\n"
     "spindle serve [options]:\n"
     "  -c, --config FILE        load FILE over the built-in defaults (without -c: defaults only)\n"
-    "      --check-config       check the configuration, print \"FILE: ok\" and exit\n"
+    "      --check-config       check the configuration (every error, one FILE:LINE line each)\n"
+    "                           and that [log] file's directory is writable; print \"FILE: ok\"\n"
+    "      --user NAME          with --check-config: check the log directory as user NAME\n"
     "      --print-config       print the effective configuration (INI) and exit\n"
     "      --listen ADDR[,ADDR] override [server] listen (A.B.C.D:PORT or [IPV6]:PORT)\n"
     "      --workers N          override [pool] workers (0 = one per online CPU)\n"
@@ -65,12 +64,14 @@ enum main_opt {
     MAIN_OPT_WORKERS,
     MAIN_OPT_LOG_LEVEL,
     MAIN_OPT_LOG_FILE,
+    MAIN_OPT_USER,
 };
 
 struct main_serve {
     const char *config_path; /* NULL = defaults only */
     bool check;
     bool print;
+    const char *user;              /* --user: whom --check-config checks the log directory for */
     struct srv_cfg_override ov[4]; /* indexed by enum main_opt - MAIN_OPT_LISTEN */
 };
 
@@ -82,6 +83,7 @@ static const struct option main_serve_options[] = {
     {"workers", required_argument, NULL, MAIN_OPT_WORKERS},
     {"log-level", required_argument, NULL, MAIN_OPT_LOG_LEVEL},
     {"log-file", required_argument, NULL, MAIN_OPT_LOG_FILE},
+    {"user", required_argument, NULL, MAIN_OPT_USER},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -126,6 +128,9 @@ static int main_serve_parse(int argc, char **argv, struct main_serve *s)
         case MAIN_OPT_PRINT:
             s->print = true;
             break;
+        case MAIN_OPT_USER:
+            s->user = optarg;
+            break;
         case MAIN_OPT_LISTEN:
         case MAIN_OPT_WORKERS:
         case MAIN_OPT_LOG_LEVEL:
@@ -140,16 +145,28 @@ static int main_serve_parse(int argc, char **argv, struct main_serve *s)
     }
     if (optind < argc)
         return main_usage_error("serve: unexpected argument", argv[optind]);
+    if (s->user != NULL && !s->check)
+        return main_usage_error("serve: --user goes with", "--check-config");
     return 0;
+}
+
+/* Print each line of `err` as "spindle: LINE". */
+static void main_errors_print(const char *err)
+{
+    for (const char *p = err; *p;) {
+        size_t n = strcspn(p, "\n");
+        fprintf(stderr, "spindle: %.*s\n", (int)n, p);
+        p += n + (p[n] == '\n');
+    }
 }
 
 /* Defaults, then the file, then the overrides. Returns 0 or an exit code (message printed). */
 static int main_serve_config(const struct main_serve *s, struct srv_cfg *cfg)
 {
-    char err[1024];
+    static char err[65536]; /* every error of a file; main runs once, on one thread */
     srv_cfg_defaults(cfg);
     if (s->config_path != NULL && srv_cfg_load(s->config_path, cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "spindle: %s\n", err);
+        main_errors_print(err);
         return MAIN_EXIT_USAGE;
     }
     if (srv_cfg_overrides_apply(cfg, s->ov, sizeof(s->ov) / sizeof(s->ov[0]), err, sizeof(err)) !=
@@ -207,6 +224,13 @@ static int main_serve(int argc, char **argv)
     rc = main_serve_config(&s, &cfg);
     if (rc != 0)
         return rc;
+    if (s.check) {
+        char err[2 * SRV_CFG_PATH_MAX];
+        if (srv_cfg_paths_check(&cfg, s.user, err, sizeof(err)) != 0) {
+            fprintf(stderr, "spindle: %s\n", err);
+            return MAIN_EXIT_USAGE;
+        }
+    }
     if (s.print)
         srv_cfg_print(&cfg, stdout);
     if (s.check)
@@ -232,7 +256,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2)
             return main_usage_error("version: unexpected argument", argv[2]);
-        printf("spindle %s\n", SPINDLE_VERSION);
+        printf("spindle %s (commit %s)\n", srv_version, srv_commit);
         return main_stdout_done();
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

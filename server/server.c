@@ -54,6 +54,7 @@
 #include "server/reload.h"
 #include "server/sdnotify.h"
 #include "server/server.h"
+#include "server/version.h"
 
 #define RUN_SECOND_GRACE_S 0.5 /* after a second stop signal: for the 503 answers to go out */
 /* The loop waits at most this long for log buffer space; then the line is lost (counted and
@@ -257,15 +258,15 @@ static unsigned long run_nofile_fit(struct srv_http *h)
     return soft;
 }
 
-/* `workers` is the effective count (a configured 0 means one per online CPU). */
-static void run_log_started(const struct srv_cfg *cfg, unsigned workers, unsigned long nofile)
+/* `workers` is the effective count (a configured 0 means one per online CPU). `listen` is what
+ * the server really serves (bound ports, inherited sockets), not the configuration's text. */
+static void run_log_started(struct srv_http *h, unsigned workers, unsigned long nofile)
 {
-    char listen[SRV_CFG_MAX_LISTEN * (SRV_CFG_ADDR_MAX + 1)] = "";
-    size_t len = 0;
-    for (unsigned i = 0; i < cfg->listen_count && len < sizeof(listen); i++)
-        len += (size_t)snprintf(listen + len, sizeof(listen) - len, "%s%s", i ? "," : "",
-                                cfg->listen[i]);
-    LOG_I("spindle started", LOG_STR("listen", listen), LOG_UINT("workers", workers),
+    const struct srv_cfg *cfg = srv_http_cfg(h);
+    char listen[1024];
+    (void)srv_http_listen_addrs(h, listen, sizeof(listen));
+    LOG_I("spindle started", LOG_STR("version", srv_version), LOG_STR("commit", srv_commit),
+          LOG_STR("listen", listen), LOG_UINT("workers", workers),
           LOG_UINT("queue_capacity", cfg->queue_capacity),
           LOG_UINT("max_connections", cfg->max_connections), LOG_UINT("nofile", nofile),
           LOG_STR("log_level", log_level_name(cfg->log_level)),
@@ -411,7 +412,7 @@ int srv_run(const struct srv_cfg *cfg, const char *config_path,
     run_signals_start(&st);
     struct pool_stats ps;
     pool_stats_get(st.pool, &ps);
-    run_log_started(srv_http_cfg(st.http), ps.workers, st.nofile);
+    run_log_started(st.http, ps.workers, st.nofile);
     srv_sd_ready(st.sd);
     ev_run(st.loop, 0);
     run_signals_stop(&st);

@@ -17,6 +17,9 @@
  * out of the admission table once a window, which keeps its memory at what is in use rather
  * than at max_tenants.
  *
+ * The process_* families read /proc once per scrape (server/metrics/process.h) into a snapshot
+ * their callbacks return; spindle_build_info is one series set to 1 at creation.
+ *
  * Threads: everything on the loop thread (the registry asserts it). The watchers are ev_unref'd
  * so they never keep ev_run going; each is ev_ref'd again just before it is stopped, as libev
  * requires.
@@ -34,6 +37,8 @@
 #include "server/http/http.h"
 #include "server/http/request.h"
 #include "server/http/route.h"
+#include "server/metrics/process.h"
+#include "server/version.h"
 
 struct srv_mroute {
     struct ev_loop *loop;
@@ -58,6 +63,8 @@ struct srv_mroute {
     double lag_max;        /* largest lag in the current window (s) */
     double lag_pub;        /* ... of the last complete window */
     double util_pub;       /* busy share of the last complete window */
+
+    struct srv_met_process proc; /* process_* figures, read just before each render */
 };
 
 /* The callback argument of a per-tenant queue depth series. */
@@ -172,6 +179,15 @@ static double mr_queue_depth(void *arg)
     return (double)st.queued;
 }
 
+static double mr_queue_capacity(void *arg)
+{
+    struct srv_mroute *m = arg;
+    struct pool_stats st = {0};
+    if (m->pool != NULL)
+        pool_stats_get(m->pool, &st);
+    return (double)st.capacity;
+}
+
 static double mr_tenant_queued(void *arg)
 {
     struct mr_tenant_arg *a = arg;
@@ -247,6 +263,20 @@ static double mr_loop_util(void *arg)
     return m->util_pub;
 }
 
+/* The process_* figures: one /proc read per scrape (mr_handle), one callback per family. */
+#define MR_PROC_FN(field)                                                                          \
+    static double mr_proc_##field(void *arg)                                                       \
+    {                                                                                              \
+        const struct srv_mroute *m = arg;                                                          \
+        return m->proc.field;                                                                      \
+    }
+MR_PROC_FN(cpu_seconds)
+MR_PROC_FN(resident_bytes)
+MR_PROC_FN(virtual_bytes)
+MR_PROC_FN(open_fds)
+MR_PROC_FN(max_fds)
+MR_PROC_FN(start_time)
+
 /* Jobs queued for tenants without a section: the "other" series (see the design note). */
 static void mr_other_queued_set(struct srv_mroute *m)
 {
@@ -281,6 +311,13 @@ static int mr_callbacks_add(struct srv_mroute *m, struct mr_tenant_arg *targs)
         {f->family[SRV_MET_LOG_LOST], mr_log_lost, NULL},
         {f->family[SRV_MET_LOOP_LAG], mr_loop_lag, m},
         {f->family[SRV_MET_LOOP_UTILIZATION], mr_loop_util, m},
+        {f->family[SRV_MET_PROCESS_CPU], mr_proc_cpu_seconds, m},
+        {f->family[SRV_MET_PROCESS_RESIDENT], mr_proc_resident_bytes, m},
+        {f->family[SRV_MET_PROCESS_VIRTUAL], mr_proc_virtual_bytes, m},
+        {f->family[SRV_MET_PROCESS_OPEN_FDS], mr_proc_open_fds, m},
+        {f->family[SRV_MET_PROCESS_MAX_FDS], mr_proc_max_fds, m},
+        {f->family[SRV_MET_PROCESS_START_TIME], mr_proc_start_time, m},
+        {f->family[SRV_MET_QUEUE_CAPACITY], mr_queue_capacity, m},
     };
     for (size_t i = 0; i < sizeof(cbs) / sizeof(cbs[0]); i++) {
         int rc = srv_met_series_fn(cbs[i].fam, NULL, cbs[i].fn, cbs[i].arg);
@@ -296,6 +333,8 @@ static int mr_callbacks_add(struct srv_mroute *m, struct mr_tenant_arg *targs)
             return rc;
     }
     mr_other_queued_set(m); /* so the series exists from the first scrape */
+    srv_met_labels_set(f->family[SRV_MET_BUILD_INFO],
+                       (const char *const[]){srv_version, srv_commit}, 1);
     return 0;
 }
 
@@ -313,6 +352,8 @@ static void mr_handle(struct srv_req *req)
     struct srv_mroute *m = srv_req_route_arg(req);
     struct srv_met_buf b = {0};
     mr_other_queued_set(m);
+    /* A failed read leaves the figures it could not read at 0; the scrape still answers. */
+    (void)srv_met_process_read(&m->proc);
     if (srv_met_render(m->reg, &b) != 0) {
         srv_met_buf_fini(&b);
         (void)srv_req_answer_error(req, 503, "out_of_memory", "out of memory");

@@ -10,11 +10,12 @@
  *     the time between the two is idle. The gauge is the busy share of the last window.
  * Its watchers do not keep the loop alive (ev_unref), so a draining server still stops.
  *
- * What is read at scrape time (callbacks): queue depth (pool), queue depth per configured tenant
- * and "other" (pool), in-flight job requests (admission), open connections (HTTP), log lines,
- * waits and drops (logger), loop lag and utilisation. What callers count as it happens (through
- * srv_mroute_families): answered requests by route and status, refusals by reason and tenant
- * label, job wait and run times by kind.
+ * What is read at scrape time (callbacks): queue depth and capacity (pool), queue depth per
+ * configured tenant and "other" (pool), in-flight job requests (admission), open connections
+ * (HTTP), log lines, waits and drops (logger), loop lag and utilisation, the process_* figures
+ * (/proc, read once per scrape). spindle_build_info is set once. What callers count as it happens
+ * (through srv_mroute_families): answered requests by route and status, refusals by reason and
+ * tenant label, job wait and run times by kind.
  *
  * Threads: loop thread only (the one that runs `loop`), like the HTTP server.
  */

@@ -51,6 +51,12 @@ int srv_http_listen(struct srv_http *h, const char *addr);
  * socket, -ESHUTDOWN while draining, -ENOMEM; on error `fd` still belongs to the caller. */
 int srv_http_listen_fd(struct srv_http *h, int fd);
 
+/* The addresses the server listens on now, as the "listening" lines name them, in the order they
+ * were added, joined by "," into `buf` (size bytes, NUL-terminated; an address that does not fit
+ * whole is left out). These are the real sockets: bound ports for port 0, and the inherited
+ * sockets under socket activation. Returns the number of listeners. Loop thread. */
+unsigned srv_http_listen_addrs(const struct srv_http *h, char *buf, size_t size);
+
 /* Hand an already connected stream socket `fd` to the server as if it had just been accepted
  * (same max_connections rule, timeouts and answers). `peer` (borrowed, copied, may be NULL for
  * "-") is what the access log shows. On success the server owns `fd` (sets O_NONBLOCK, closes it

@@ -195,6 +195,32 @@ static int listener_add(struct srv_http *h, int fd)
     return 0;
 }
 
+/* Append the addresses of `l` and the listeners after it, oldest (the list's tail) first. */
+static void listen_addrs_put(const struct srv_listener *l, char *buf, size_t size, size_t *len)
+{
+    if (l == NULL)
+        return;
+    listen_addrs_put(l->next, buf, size, len);
+    size_t need = strlen(l->addr) + (*len > 0 ? 1 : 0);
+    if (*len + need >= size)
+        return;
+    *len += (size_t)snprintf(buf + *len, size - *len, "%s%s", *len > 0 ? "," : "", l->addr);
+}
+
+unsigned srv_http_listen_addrs(const struct srv_http *h, char *buf, size_t size)
+{
+    SRV_ASSERT_LOOP(h);
+    size_t len = 0;
+    unsigned n = 0;
+    if (size > 0)
+        buf[0] = '\0';
+    for (const struct srv_listener *l = h->listeners; l != NULL; l = l->next)
+        n++;
+    if (size > 0)
+        listen_addrs_put(h->listeners, buf, size, &len);
+    return n;
+}
+
 int srv_http_listen(struct srv_http *h, const char *addr)
 {
     SRV_ASSERT_LOOP(h);

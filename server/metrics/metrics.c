@@ -683,6 +683,36 @@ static const struct srv_met_desc server_families[] = {
     [SRV_MET_LOG_LOST] = {.type = SRV_MET_COUNTER,
                           .name = "spindle_log_lost_total",
                           .help = "Log lines lost to a failing or stalled log sink."},
+    /* One series, value 1: the labels say what runs (join on it in queries). */
+    [SRV_MET_BUILD_INFO] = {.type = SRV_MET_GAUGE,
+                            .name = "spindle_build_info",
+                            .help = "The running build: version and source commit; always 1.",
+                            .labels = {"version", "commit"},
+                            .max_series = 1},
+    /* The standard process families, named and typed as the Prometheus client libraries do. */
+    [SRV_MET_PROCESS_CPU] = {.type = SRV_MET_COUNTER,
+                             .name = "process_cpu_seconds_total",
+                             .help = "Total user and system CPU time spent in seconds."},
+    [SRV_MET_PROCESS_RESIDENT] = {.type = SRV_MET_GAUGE,
+                                  .name = "process_resident_memory_bytes",
+                                  .help = "Resident memory size in bytes."},
+    [SRV_MET_PROCESS_VIRTUAL] = {.type = SRV_MET_GAUGE,
+                                 .name = "process_virtual_memory_bytes",
+                                 .help = "Virtual memory size in bytes."},
+    [SRV_MET_PROCESS_OPEN_FDS] = {.type = SRV_MET_GAUGE,
+                                  .name = "process_open_fds",
+                                  .help = "Number of open file descriptors."},
+    [SRV_MET_PROCESS_MAX_FDS] = {.type = SRV_MET_GAUGE,
+                                 .name = "process_max_fds",
+                                 .help = "Maximum number of open file descriptors."},
+    [SRV_MET_PROCESS_START_TIME] = {.type = SRV_MET_GAUGE,
+                                    .name = "process_start_time_seconds",
+                                    .help = "Start time of the process since unix epoch in "
+                                            "seconds."},
+    [SRV_MET_QUEUE_CAPACITY] = {.type = SRV_MET_GAUGE,
+                                .name = "spindle_queue_capacity",
+                                .help = "Jobs the worker pool's queue holds at most "
+                                        "(saturation = spindle_queue_depth / this)."},
 };
 
 _Static_assert(sizeof(server_families) / sizeof(server_families[0]) == SRV_MET_NFAMILIES,

@@ -134,6 +134,14 @@ enum srv_met_family_id {
     SRV_MET_BATCH_JOBS,         /* counter spindle_batch_jobs_total{mode,status} */
     SRV_MET_LOG_WRITE_ERRORS,   /* counter spindle_log_write_errors_total */
     SRV_MET_LOG_LOST,           /* counter spindle_log_lost_total */
+    SRV_MET_BUILD_INFO,         /* gauge spindle_build_info{version,commit} = 1 */
+    SRV_MET_PROCESS_CPU,        /* counter process_cpu_seconds_total */
+    SRV_MET_PROCESS_RESIDENT,   /* gauge process_resident_memory_bytes */
+    SRV_MET_PROCESS_VIRTUAL,    /* gauge process_virtual_memory_bytes */
+    SRV_MET_PROCESS_OPEN_FDS,   /* gauge process_open_fds */
+    SRV_MET_PROCESS_MAX_FDS,    /* gauge process_max_fds */
+    SRV_MET_PROCESS_START_TIME, /* gauge process_start_time_seconds */
+    SRV_MET_QUEUE_CAPACITY,     /* gauge spindle_queue_capacity */
     SRV_MET_NFAMILIES
 };
 

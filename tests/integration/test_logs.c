@@ -281,6 +281,38 @@ out:
     unlink(path);
 }
 
+/* -f on a file that does not exist yet waits for it (tail -F), then follows it and its rotation. */
+static void test_logs_follow_missing_file(void)
+{
+    char path[512], old[512], line[512];
+    snprintf(path, sizeof(path), "%s/later.log", logs_dir);
+    snprintf(old, sizeof(old), "%s/later.log.1", logs_dir);
+    unlink(path);
+    const char *args[] = {"logs", "-f", "--color=never", path, NULL};
+    struct proc *p = proc_spawn(args, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    int code = -1;
+    HS_CHECK(proc_output_wait(p, PROC_STDERR, "does not exist yet; waiting for it", LOGS_WAIT_MS));
+    CU_ASSERT_FALSE(proc_exited(p));
+    HS_CHECK(logs_append(path, logs_line(line, sizeof(line), "late-a1")) == 0);
+    HS_CHECK(proc_output_wait(p, PROC_STDOUT, " late-a1 thread=writer", LOGS_WAIT_MS));
+    HS_CHECK(proc_output_wait(p, PROC_STDERR, "has appeared; following it", LOGS_WAIT_MS));
+    HS_CHECK(logs_feed(p, path, "late-a2"));
+    /* and it follows the rotation of the file it waited for */
+    HS_CHECK(rename(path, old) == 0);
+    HS_CHECK(logs_append(path, logs_line(line, sizeof(line), "late-b1")) == 0);
+    HS_CHECK(proc_output_wait(p, PROC_STDOUT, " late-b1 thread=writer", LOGS_WAIT_MS));
+    HS_CHECK(proc_signal(p, SIGTERM) == 0);
+    HS_CHECK(proc_wait(p, LOGS_RUN_MS, &code) == 0);
+    CU_ASSERT_EQUAL(code, 0);
+    const char *out = proc_output(p, PROC_STDOUT, NULL);
+    CU_ASSERT_EQUAL(logs_count(out, "\n"), 3);
+out:
+    proc_free(p);
+    unlink(old);
+    unlink(path);
+}
+
 int suite_integration_logs(void)
 {
     static const struct spindle_test tests[] = {
@@ -289,6 +321,7 @@ int suite_integration_logs(void)
         SPINDLE_TEST(test_logs_errors),
         SPINDLE_TEST(test_logs_real_server),
         SPINDLE_TEST(test_logs_follow_rotation),
+        SPINDLE_TEST(test_logs_follow_missing_file),
     };
     return SPINDLE_SUITE_ADD("integration_logs", logs_init, logs_cleanup, tests);
 }

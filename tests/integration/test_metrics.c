@@ -26,11 +26,27 @@ int suite_integration_metrics(void);
 #define TENANTS(text) "log.access=true\n\n" text
 
 static const char *const met_families[] = {
-    "spindle_http_requests_total", "spindle_inflight_requests", "spindle_queue_depth",
-    "spindle_tenant_queue_depth",  "spindle_refusals_total",    "spindle_job_wait_seconds",
-    "spindle_job_run_seconds",     "spindle_loop_lag_seconds",  "spindle_loop_utilization",
-    "spindle_open_connections",    "spindle_log_lines_total",   "spindle_log_waits_total",
-    "spindle_log_dropped_total",   "spindle_batch_jobs_total",
+    "spindle_http_requests_total",
+    "spindle_inflight_requests",
+    "spindle_queue_depth",
+    "spindle_tenant_queue_depth",
+    "spindle_refusals_total",
+    "spindle_job_wait_seconds",
+    "spindle_job_run_seconds",
+    "spindle_loop_lag_seconds",
+    "spindle_loop_utilization",
+    "spindle_open_connections",
+    "spindle_log_lines_total",
+    "spindle_log_waits_total",
+    "spindle_log_dropped_total",
+    "spindle_batch_jobs_total",
+    "spindle_build_info",
+    "spindle_queue_capacity",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
 };
 
 /* ---- helpers --------------------------------------------------------------------------------- */

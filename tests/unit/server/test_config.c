@@ -336,7 +336,7 @@ static void test_srv_cfg_load_value_errors(void)
               ":3: [limits] max_timeout_ms: default_timeout_ms (5000) exceeds");
 }
 
-/* The first error in the file is the one reported, whichever check finds it. */
+/* The first error in the file is reported first, whichever check finds it. */
 static void test_srv_cfg_load_first_error(void)
 {
     char text[600];
@@ -349,6 +349,86 @@ static void test_srv_cfg_load_first_error(void)
     snprintf(text, sizeof(text), "[pool]\n%s\nworkers = x\n[nope]\n", longline);
     tc_expect(text, -EINVAL, ":2: [pool]: line longer than 199 bytes");
     tc_expect("[pool]\nworkers = 1\n[nope]\nworkers = x\n", -EINVAL, ":3: [nope]: unknown section");
+}
+
+/* Every error of the file, one "FILE:LINE: ..." line each, by line: the pre-scan's and the
+ * values' alike; the keys of a refused section and a continued key are not reported again. */
+static void test_srv_cfg_load_every_error(void)
+{
+    char longline[260];
+    memset(longline, 'y', sizeof(longline));
+    memcpy(longline, "file = /", 8);
+    longline[220] = '\0';
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "[pool]\n"                      /* 1 */
+             "workers = x\n"                 /* 2 bad value */
+             "queue_capacity = 9\n"          /* 3 fine */
+             "workerz = 1\n"                 /* 4 unknown key */
+             "[nope]\n"                      /* 5 unknown section */
+             "anything = 1\n"                /* 6 not reported again */
+             "[log]\n"                       /* 7 */
+             "%s\n"                          /* 8 too long */
+             "level = loud\n"                /* 9 bad value */
+             "access = true\n"               /* 10 fine */
+             "  true\n"                      /* 11 continuation */
+             "[limits]\n"                    /* 12 */
+             "default_timeout_ms = 70000\n", /* 13 cross-check: not run with other errors */
+             longline);
+    char *path = tc_file(text);
+    CU_ASSERT_FATAL(path != NULL);
+    struct srv_cfg cfg, before;
+    srv_cfg_defaults(&cfg);
+    before = cfg;
+    char err[4096] = "", want[4096];
+    CU_ASSERT_EQUAL(srv_cfg_load(path, &cfg, err, sizeof(err)), -EINVAL);
+    snprintf(
+        want, sizeof(want),
+        "%1$s:2: [pool] workers: expected a whole number, got \"x\"\n"
+        "%1$s:4: [pool] workerz: unknown key\n"
+        "%1$s:5: [nope]: unknown section (known: server, pool, limits, log, shutdown, "
+        "tenant.NAME)\n"
+        "%1$s:8: [log]: line longer than 199 bytes\n"
+        "%1$s:9: [log] level: expected trace, debug, info, warn, error or fatal, got \"loud\"\n"
+        "%1$s:11: [log] access: continuation line (indented after a key) is not supported; "
+        "write the value on one line",
+        path);
+    if (strcmp(err, want) != 0)
+        fprintf(stderr, "\n  want:\n%s\n  got:\n%s\n", want, err);
+    CU_ASSERT_STRING_EQUAL(err, want);
+    CU_ASSERT(memcmp(&cfg, &before, sizeof(cfg)) == 0);
+
+    /* Too small a buffer keeps whole lines (the first one cut if need be). */
+    char small[120];
+    CU_ASSERT_EQUAL(srv_cfg_load(path, &cfg, small, sizeof(small)), -EINVAL);
+    CU_ASSERT_EQUAL(strncmp(small, want, strlen(small)), 0);
+    CU_ASSERT(strchr(small, '\n') == NULL || small[strlen(small) - 1] != '\n');
+    free(path);
+
+    /* A value error above a syntax error: reported first, as in the file. */
+    tc_expect("[pool]\nworkers = x\n[pool\n", -EINVAL, ":2: [pool] workers: expected");
+    /* The cross-key checks report on a file with no other error. */
+    tc_expect("[limits]\ndefault_timeout_ms = 70000\n", -EINVAL,
+              ":2: [limits] default_timeout_ms: default_timeout_ms (70000) exceeds");
+}
+
+/* `#` after a blank starts an inline comment, as `;` does; inside a value it is kept. */
+static void test_srv_cfg_load_hash_comment(void)
+{
+    struct srv_cfg c;
+    tc_expect_ok("[pool]\nworkers = 5 # five\nqueue_capacity = 9\t# tab\n"
+                 "[log]\nfile = /tmp/a#b.log   # the log\nlevel = debug #\n"
+                 "[server]\nlisten = 127.0.0.1:1, 127.0.0.1:2 # two\n",
+                 &c);
+    CU_ASSERT_EQUAL(c.workers, 5);
+    CU_ASSERT_EQUAL(c.queue_capacity, 9);
+    CU_ASSERT_STRING_EQUAL(c.log_file, "/tmp/a#b.log");
+    CU_ASSERT_EQUAL(c.log_level, LOG_LEVEL_DEBUG);
+    CU_ASSERT_EQUAL(c.listen_count, 2);
+    CU_ASSERT_STRING_EQUAL(c.listen[1], "127.0.0.1:2");
+    /* A comment does not hide a bad value before it. */
+    tc_expect("[pool]\nworkers = x # comment\n", -EINVAL,
+              ":2: [pool] workers: expected a whole number, got \"x\"");
 }
 
 static void test_srv_cfg_load_io_errors(void)
@@ -795,6 +875,8 @@ int suite_server_config(void)
         SPINDLE_TEST(test_srv_cfg_load_structure_errors),
         SPINDLE_TEST(test_srv_cfg_load_value_errors),
         SPINDLE_TEST(test_srv_cfg_load_first_error),
+        SPINDLE_TEST(test_srv_cfg_load_every_error),
+        SPINDLE_TEST(test_srv_cfg_load_hash_comment),
         SPINDLE_TEST(test_srv_cfg_load_io_errors),
         SPINDLE_TEST(test_srv_cfg_load_untouched),
         SPINDLE_TEST(test_srv_cfg_load_sizes),

@@ -469,7 +469,7 @@ static void test_srv_met_server_families(void)
     size_t helps = 0;
     for (const char *p = text; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
-    CU_ASSERT_EQUAL(helps, 16);
+    CU_ASSERT_EQUAL(helps, 24);
     srv_met_buf_fini(&b);
     srv_met_free(m);
 }
@@ -557,7 +557,31 @@ static void test_srv_met_server_render_exact_text(void)
         "spindle_log_write_errors_total 0\n"
         "# HELP spindle_log_lost_total Log lines lost to a failing or stalled log sink.\n"
         "# TYPE spindle_log_lost_total counter\n"
-        "spindle_log_lost_total 0\n";
+        "spindle_log_lost_total 0\n"
+        "# HELP spindle_build_info The running build: version and source commit; always 1.\n"
+        "# TYPE spindle_build_info gauge\n"
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+        "# TYPE process_cpu_seconds_total counter\n"
+        "process_cpu_seconds_total 0\n"
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+        "# TYPE process_resident_memory_bytes gauge\n"
+        "process_resident_memory_bytes 0\n"
+        "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+        "# TYPE process_virtual_memory_bytes gauge\n"
+        "process_virtual_memory_bytes 0\n"
+        "# HELP process_open_fds Number of open file descriptors.\n"
+        "# TYPE process_open_fds gauge\n"
+        "process_open_fds 0\n"
+        "# HELP process_max_fds Maximum number of open file descriptors.\n"
+        "# TYPE process_max_fds gauge\n"
+        "process_max_fds 0\n"
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+        "# TYPE process_start_time_seconds gauge\n"
+        "process_start_time_seconds 0\n"
+        "# HELP spindle_queue_capacity Jobs the worker pool's queue holds at most (saturation = "
+        "spindle_queue_depth / this).\n"
+        "# TYPE spindle_queue_capacity gauge\n"
+        "spindle_queue_capacity 0\n";
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
     struct srv_met_server s;
@@ -595,6 +619,14 @@ static void test_srv_met_server_init_one_family_per_id(void)
         [SRV_MET_BATCH_JOBS] = "spindle_batch_jobs_total",
         [SRV_MET_LOG_WRITE_ERRORS] = "spindle_log_write_errors_total",
         [SRV_MET_LOG_LOST] = "spindle_log_lost_total",
+        [SRV_MET_BUILD_INFO] = "spindle_build_info",
+        [SRV_MET_PROCESS_CPU] = "process_cpu_seconds_total",
+        [SRV_MET_PROCESS_RESIDENT] = "process_resident_memory_bytes",
+        [SRV_MET_PROCESS_VIRTUAL] = "process_virtual_memory_bytes",
+        [SRV_MET_PROCESS_OPEN_FDS] = "process_open_fds",
+        [SRV_MET_PROCESS_MAX_FDS] = "process_max_fds",
+        [SRV_MET_PROCESS_START_TIME] = "process_start_time_seconds",
+        [SRV_MET_QUEUE_CAPACITY] = "spindle_queue_capacity",
     };
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
