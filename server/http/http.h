@@ -58,6 +58,11 @@ int srv_http_listen_fd(struct srv_http *h, int fd);
  * belongs to the caller. Used by socket activation, tests and the fuzz target (socketpair). */
 int srv_http_adopt_fd(struct srv_http *h, int fd, const char *peer);
 
+/* The addresses really served, comma-separated in the order the listeners were opened ("addr" of
+ * their "listening" lines: the ephemeral port resolved, the address of an inherited socket), into
+ * `buf` (size bytes; only whole addresses). Returns the number of listeners. */
+size_t srv_http_listen_addrs(const struct srv_http *h, char *buf, size_t size);
+
 typedef void srv_http_drained_fn(struct srv_http *h, void *arg);
 
 /* Start draining: accept the connections already waiting in the listen backlogs (their clients
@@ -99,6 +104,14 @@ void srv_http_cfg_update(struct srv_http *h, const struct srv_cfg *cfg);
  * caller reports it) and to every later srv_http_cfg_update (a larger value is lowered to `cap`
  * with a warning). Loop thread. */
 void srv_http_conn_cap_set(struct srv_http *h, unsigned cap);
+
+/* Announce a coming stop: /readyz answers 503 `draining` from now on, while everything else goes
+ * on as usual (listeners accept, answers keep their connection), so that a load balancer's health
+ * check takes the server out of rotation before srv_http_drain() closes the listeners. */
+void srv_http_announce(struct srv_http *h);
+
+/* True while new work is welcome: neither srv_http_announce() nor srv_http_drain() was called. */
+bool srv_http_ready(const struct srv_http *h);
 
 /* True once srv_http_drain() was called. */
 bool srv_http_draining(const struct srv_http *h);

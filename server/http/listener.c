@@ -282,3 +282,23 @@ int srv_http_listen_fd(struct srv_http *h, int fd)
         return -errno;
     return listener_add(h, fd);
 }
+
+size_t srv_http_listen_addrs(const struct srv_http *h, char *buf, size_t size)
+{
+    const struct srv_listener *ls[SRV_CFG_MAX_LISTEN * 8];
+    size_t n = 0, len = 0;
+    for (const struct srv_listener *l = h->listeners; l != NULL && n < sizeof(ls) / sizeof(ls[0]);
+         l = l->next)
+        ls[n++] = l; /* newest first */
+    if (size > 0)
+        buf[0] = '\0';
+    for (size_t i = n; i-- > 0 && len < size;) {
+        int w = snprintf(buf + len, size - len, "%s%s", len ? "," : "", ls[i]->addr);
+        if (w < 0 || (size_t)w >= size - len) {
+            buf[len] = '\0'; /* only whole addresses */
+            break;
+        }
+        len += (size_t)w;
+    }
+    return n;
+}
