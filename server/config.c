@@ -71,6 +71,8 @@ enum cfg_type {
     CFG_T_PATH,   /* char[SRV_CFG_PATH_MAX] */
     CFG_T_LISTEN, /* listen[] + listen_count */
     CFG_T_RATE,   /* double: a decimal with at most 3 fraction digits; min/max in whole units */
+    CFG_T_CIDRS,  /* struct srv_cfg_cidrs: comma-separated networks */
+    CFG_T_PATHS,  /* struct srv_cfg_paths: comma-separated request paths */
 };
 
 struct cfg_key {
@@ -112,6 +114,7 @@ static const struct cfg_key cfg_keys[] = {
     CFG_NUM("server", write_timeout_ms, CFG_T_UINT, 1, 3600000, "30000", CFG_LIVE),
     CFG_NUM("server", max_keepalive_requests, CFG_T_UINT, 0, 1000000000, "0", CFG_LIVE),
     CFG_NUM("server", retry_hold_ms, CFG_T_UINT, 0, 10000, "100", CFG_LIVE),
+    CFG_NUM("server", trusted_proxies, CFG_T_CIDRS, 0, 0, "", CFG_LIVE),
 
     CFG_NUM("pool", workers, CFG_T_UINT, 0, 1024, "0", CFG_RESTART),
     CFG_NUM("pool", queue_capacity, CFG_T_UINT, 1, 1048576, "1024", CFG_RESTART),
@@ -142,8 +145,10 @@ static const struct cfg_key cfg_keys[] = {
      "4194304", CFG_RESTART},
     {"log", "policy", CFG_T_POLICY, CFG_OFF(log_policy), false, 0, 0, "block", CFG_RESTART},
     {"log", "access", CFG_T_BOOL, CFG_OFF(log_access), false, 0, 0, "true", CFG_LIVE},
+    CFG_NUM("log", access_skip, CFG_T_PATHS, 0, 0, "", CFG_LIVE),
 
     CFG_NUM("shutdown", drain_timeout_ms, CFG_T_UINT, 0, 3600000, "10000", CFG_LIVE),
+    CFG_NUM("shutdown", announce_ms, CFG_T_UINT, 0, 3600000, "0", CFG_LIVE),
 };
 
 /* The keys of a [tenant.NAME] section: offsets into struct srv_tenant_limits, ranges as for the
@@ -404,6 +409,115 @@ static int cfg_path_apply(char *field, const char *value, char *msg, size_t msz)
     return 0;
 }
 
+/* The next comma-separated item of *p (blanks trimmed) into *item / *len; false at the end. */
+static bool cfg_list_next(const char **p, const char **item, size_t *len)
+{
+    const char *s = *p;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s == '\0')
+        return false;
+    const char *end = strchr(s, ',');
+    size_t n = end ? (size_t)(end - s) : strlen(s);
+    *p = end ? end + 1 : s + n;
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        n--;
+    *item = s;
+    *len = n;
+    return true;
+}
+
+int srv_cfg_cidr_parse(const char *text, size_t len, struct srv_cfg_cidr *out)
+{
+    char host[INET6_ADDRSTRLEN];
+    const char *slash = memchr(text, '/', len);
+    size_t hlen = slash ? (size_t)(slash - text) : len;
+    if (hlen == 0 || hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, text, hlen);
+    host[hlen] = '\0';
+    struct srv_cfg_cidr c = {0};
+    if (inet_pton(AF_INET, host, c.addr) == 1)
+        c.family = 4;
+    else if (inet_pton(AF_INET6, host, c.addr) == 1)
+        c.family = 6;
+    else
+        return -EINVAL;
+    unsigned max = c.family == 4 ? 32 : 128, bits = max;
+    if (slash != NULL) {
+        const char *b = slash + 1, *end = text + len;
+        if (b == end || end - b > 3)
+            return -EINVAL;
+        for (bits = 0; b < end; b++) {
+            if (!isdigit((unsigned char)*b))
+                return -EINVAL;
+            bits = bits * 10 + (unsigned)(*b - '0');
+        }
+        if (bits > max)
+            return -EINVAL;
+    }
+    c.bits = (unsigned char)bits;
+    for (unsigned i = 0; i < max / 8; i++) { /* clear the host bits: one form per network */
+        unsigned keep = bits > i * 8 ? bits - i * 8 : 0;
+        if (keep < 8)
+            c.addr[i] &= (unsigned char)(0xff00u >> keep);
+    }
+    *out = c;
+    return 0;
+}
+
+bool srv_cfg_cidr_match(const struct srv_cfg_cidr *net, unsigned char family,
+                        const unsigned char *addr)
+{
+    if (net->family != family)
+        return false;
+    unsigned full = net->bits / 8, rest = net->bits % 8;
+    if (memcmp(net->addr, addr, full) != 0)
+        return false;
+    return rest == 0 || ((net->addr[full] ^ addr[full]) & (0xff00u >> rest) & 0xff) == 0;
+}
+
+static int cfg_cidrs_apply(struct srv_cfg_cidrs *field, const char *value, char *msg, size_t msz)
+{
+    struct srv_cfg_cidrs set = {0};
+    const char *p = value, *item;
+    size_t len;
+    while (cfg_list_next(&p, &item, &len)) {
+        if (set.count == SRV_CFG_MAX_CIDRS)
+            return cfg_fail(msg, msz, "too many networks (at most %d)", SRV_CFG_MAX_CIDRS);
+        if (len == 0 || srv_cfg_cidr_parse(item, len, &set.net[set.count]) != 0)
+            return cfg_fail(msg, msz,
+                            "bad network \"%.*s\" (expected ADDR or ADDR/BITS, IPv4 or IPv6)",
+                            (int)(len < 80 ? len : 80), item);
+        set.count++;
+    }
+    *field = set;
+    return 0;
+}
+
+static int cfg_paths_apply(struct srv_cfg_paths *field, const char *value, char *msg, size_t msz)
+{
+    struct srv_cfg_paths set = {0};
+    const char *p = value, *item;
+    size_t len;
+    while (cfg_list_next(&p, &item, &len)) {
+        if (set.count == SRV_CFG_MAX_SKIP)
+            return cfg_fail(msg, msz, "too many paths (at most %d)", SRV_CFG_MAX_SKIP);
+        if (len == 0 || item[0] != '/' || len >= SRV_CFG_SKIP_MAX)
+            return cfg_fail(msg, msz, "bad path \"%.*s\" (expected /PATH, at most %d bytes)",
+                            (int)(len < 80 ? len : 80), item, SRV_CFG_SKIP_MAX - 1);
+        for (size_t i = 0; i < len; i++) {
+            if (isspace((unsigned char)item[i]) || iscntrl((unsigned char)item[i]) ||
+                item[i] == ';')
+                return cfg_fail(msg, msz, "bad path \"%.*s\" (blank or control character)",
+                                (int)(len < 80 ? len : 80), item);
+        }
+        memcpy(set.path[set.count++], item, len);
+    }
+    *field = set;
+    return 0;
+}
+
 static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const char *value, char *msg,
                          size_t msz)
 {
@@ -441,6 +555,10 @@ static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const cha
         return cfg_listen_apply(cfg, value, msg, msz);
     case CFG_T_RATE:
         return cfg_rate_apply(k, field, value, msg, msz);
+    case CFG_T_CIDRS:
+        return cfg_cidrs_apply(field, value, msg, msz);
+    case CFG_T_PATHS:
+        return cfg_paths_apply(field, value, msg, msz);
     }
     abort(); /* a table entry with no type: broken invariant */
 }
@@ -578,6 +696,8 @@ void srv_cfg_defaults(struct srv_cfg *cfg)
     }
 }
 
+static size_t cfg_type_size(enum cfg_type type);
+
 static bool cfg_key_equal(const struct cfg_key *k, const struct srv_cfg *a, const struct srv_cfg *b)
 {
     const void *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
@@ -598,6 +718,9 @@ static bool cfg_key_equal(const struct cfg_key *k, const struct srv_cfg *a, cons
         return strcmp(fa, fb) == 0;
     case CFG_T_RATE:
         return *(const double *)fa == *(const double *)fb;
+    case CFG_T_CIDRS:
+    case CFG_T_PATHS:
+        return memcmp(fa, fb, cfg_type_size(k->type)) == 0; /* unused entries are zero */
     case CFG_T_LISTEN:
         if (a->listen_count != b->listen_count)
             return false;
@@ -645,6 +768,17 @@ bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b)
     return true;
 }
 
+static void cfg_cidrs_print(const struct srv_cfg_cidrs *set, FILE *out)
+{
+    for (unsigned i = 0; i < set->count; i++) {
+        const struct srv_cfg_cidr *c = &set->net[i];
+        char host[INET6_ADDRSTRLEN] = "?";
+        inet_ntop(c->family == 4 ? AF_INET : AF_INET6, c->addr, host, sizeof(host));
+        fprintf(out, "%s%s/%u", i ? ", " : " ", host, c->bits);
+    }
+    fputc('\n', out);
+}
+
 static void cfg_key_print(const struct cfg_key *k, const struct srv_cfg *cfg, FILE *out)
 {
     const void *f = (const char *)cfg + k->offset;
@@ -678,6 +812,14 @@ static void cfg_key_print(const struct cfg_key *k, const struct srv_cfg *cfg, FI
         return;
     case CFG_T_RATE:
         cfg_rate_print(*(const double *)f, out);
+        return;
+    case CFG_T_CIDRS:
+        cfg_cidrs_print(f, out);
+        return;
+    case CFG_T_PATHS:
+        for (unsigned i = 0; i < ((const struct srv_cfg_paths *)f)->count; i++)
+            fprintf(out, "%s%s", i ? ", " : " ", ((const struct srv_cfg_paths *)f)->path[i]);
+        fputc('\n', out);
         return;
     }
     abort();
@@ -779,6 +921,10 @@ static size_t cfg_type_size(enum cfg_type type)
         return SRV_CFG_PATH_MAX;
     case CFG_T_RATE:
         return sizeof(double);
+    case CFG_T_CIDRS:
+        return sizeof(struct srv_cfg_cidrs);
+    case CFG_T_PATHS:
+        return sizeof(struct srv_cfg_paths);
     case CFG_T_LISTEN:
         break;
     }

@@ -22,6 +22,9 @@
 #define SRV_CFG_ADDR_MAX    64 /* "HOST:PORT" or "[v6]:PORT" */
 #define SRV_CFG_PATH_MAX    1024
 #define SRV_CFG_MAX_TENANTS 64 /* [tenant.NAME] sections at most */
+#define SRV_CFG_MAX_CIDRS   16 /* server.trusted_proxies networks at most */
+#define SRV_CFG_MAX_SKIP    8  /* log.access_skip paths at most */
+#define SRV_CFG_SKIP_MAX    64 /* bytes of one log.access_skip path, NUL included */
 
 /* The tenant name no [tenant.NAME] section may take: the metrics label of every tenant without a
  * section (SRV_ADM_OTHER_LABEL). */
@@ -50,6 +53,27 @@ struct srv_cfg_tenant {
     unsigned set;                  /* SRV_CFG_TENANT_* bits of the keys the section sets */
     struct srv_tenant_limits lim;  /* the values of those keys; the others are 0 */
 };
+/* One network of server.trusted_proxies: the address with its host bits cleared. Bytes only,
+ * so that a whole list compares with memcmp. */
+struct srv_cfg_cidr {
+    unsigned char family; /* 4 or 6 */
+    unsigned char bits;   /* prefix length: 0..32 or 0..128 */
+    unsigned char addr[16];
+};
+
+/* server.trusted_proxies: the peers whose forwarding headers name the client. Entries past
+ * `count` are zero. */
+struct srv_cfg_cidrs {
+    unsigned count;
+    struct srv_cfg_cidr net[SRV_CFG_MAX_CIDRS];
+};
+
+/* log.access_skip: request paths that get no access line. Entries past `count` are zero. */
+struct srv_cfg_paths {
+    unsigned count;
+    char path[SRV_CFG_MAX_SKIP][SRV_CFG_SKIP_MAX];
+};
+
 struct srv_cfg {
     /* [server] */
     char listen[SRV_CFG_MAX_LISTEN][SRV_CFG_ADDR_MAX]; /* listen = A, B (comma-separated) */
@@ -62,6 +86,7 @@ struct srv_cfg {
     unsigned write_timeout_ms;       /* a pending write must progress within */
     unsigned max_keepalive_requests; /* requests per connection (0 = unlimited) */
     unsigned retry_hold_ms;          /* hold a request retried at once after refusals (0 = off) */
+    struct srv_cfg_cidrs trusted_proxies; /* peers whose X-Forwarded-For & co. are believed */
 
     /* [pool] */
     unsigned workers;         /* 0 = online CPUs */
@@ -98,10 +123,12 @@ struct srv_cfg {
     char log_file[SRV_CFG_PATH_MAX]; /* "" or "-" = stderr */
     size_t log_buffer_bytes;
     enum log_policy log_policy;
-    bool log_access; /* write one access line per request */
+    bool log_access;                  /* write one access line per request */
+    struct srv_cfg_paths access_skip; /* paths without an access line */
 
     /* [shutdown] */
     unsigned drain_timeout_ms; /* in-flight work may finish within this; then it is cancelled */
+    unsigned announce_ms;      /* before the drain: readyz 503 while serving as usual */
 
     /* where it came from (for messages); "" for defaults */
     char source[SRV_CFG_PATH_MAX];
@@ -176,6 +203,14 @@ void srv_cfg_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff
 /* Copy from `src` into `dst` (both borrowed; not aliased) every setting of class `reload`; for
  * SRV_CFG_LIVE_ADM the [tenant.NAME] sections too, as a whole. */
 void srv_cfg_copy_class(struct srv_cfg *dst, const struct srv_cfg *src, enum srv_cfg_reload reload);
+
+/* Parse `text` (borrowed: "10.0.0.0/8", "::1", "2001:db8::/32"; no prefix = one address) into
+ * *out with its host bits cleared. Returns 0 or -EINVAL. */
+int srv_cfg_cidr_parse(const char *text, size_t len, struct srv_cfg_cidr *out);
+
+/* True when the address `addr` (4 or 16 bytes of `family` 4 or 6) lies in `net`. */
+bool srv_cfg_cidr_match(const struct srv_cfg_cidr *net, unsigned char family,
+                        const unsigned char *addr);
 
 /* The [tenant.NAME] section of `name` (borrowed), or NULL when there is none. */
 const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, const char *name);

@@ -4,7 +4,10 @@
  * the server's root context (parent of every request context), the HTTP server with its routes
  * and listeners, and ev_signal watchers (signalfd: main blocked every signal before any thread was
  * made, so signals reach the process only through the loop). The stop sequence:
- *   SIGTERM/SIGINT  drain: stop accepting, readyz 503, answers close their connection; idle
+ *   SIGTERM/SIGINT  announce (shutdown.announce_ms, when not 0): readyz 503 while everything else
+ *                   is served as usual, so a load balancer's health check takes the instance out
+ *                   before its listeners close; then
+ *   announce timer  drain: stop accepting, readyz 503, answers close their connection; idle
  *                   keep-alive connections stay open (a request may be on the wire) and are
  *                   served; the loop ends when the last connection is gone;
  *   drain timer     (shutdown.drain_timeout_ms) what is still in a handler is cancelled and
@@ -76,8 +79,9 @@ struct srv_run_state {
     uint64_t drain_deadline_ns; /* pool_stop's bound: the end of the drain period */
     uint64_t drain_start_ns;    /* when the first stop signal came (0: none) */
     ev_signal sig_int, sig_term, sig_hup, sig_usr1;
-    ev_timer drain_timer;
+    ev_timer drain_timer; /* the announce period, then the drain period, then the grace */
     int stop_signals;
+    bool announcing; /* the stop was announced and the drain has not begun */
     bool final_phase;
     unsigned long nofile; /* the soft open file limit after raising it (0: unknown/unlimited) */
 };
@@ -101,10 +105,30 @@ static void run_cancel_all(struct srv_run_state *st, double grace_s)
     ev_timer_start(st->loop, &st->drain_timer);
 }
 
+/* The drain: the listeners close, answers close their connections, and in-flight work may finish
+ * within shutdown.drain_timeout_ms (read now: a reload during the announce period counts). */
+static void run_drain_begin(struct srv_run_state *st)
+{
+    const struct srv_cfg *cfg = srv_http_cfg(st->http);
+    if (st->announcing)
+        LOG_I("announce period over: draining", LOG_UINT("announce_ms", cfg->announce_ms));
+    st->announcing = false;
+    st->drain_start_ns = ctx_now_ns();
+    st->drain_deadline_ns = st->drain_start_ns + (uint64_t)cfg->drain_timeout_ms * 1000000u;
+    ev_timer_stop(st->loop, &st->drain_timer);
+    ev_timer_set(&st->drain_timer, cfg->drain_timeout_ms / 1000.0, 0.0);
+    ev_timer_start(st->loop, &st->drain_timer);
+    srv_http_drain(st->http, run_drained, st);
+}
+
 static void run_drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct srv_run_state *st = w->data;
+    if (st->announcing) {
+        run_drain_begin(st);
+        return;
+    }
     if (!st->final_phase) {
         struct srv_http_stats stats;
         srv_http_stats_get(st->http, &stats);
@@ -137,18 +161,24 @@ static void run_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
         }
         LOG_W("second stop signal: cancelling everything now",
               LOG_STR("signal", strsignal(w->signum)));
+        if (st->announcing)
+            run_drain_begin(st);
         run_cancel_all(st, RUN_SECOND_GRACE_S);
         return;
     }
     const struct srv_cfg *cfg = srv_http_cfg(st->http);
     LOG_I("stopping", LOG_STR("signal", strsignal(w->signum)),
+          LOG_UINT("announce_ms", cfg->announce_ms),
           LOG_UINT("drain_timeout_ms", cfg->drain_timeout_ms));
-    st->drain_start_ns = ctx_now_ns();
-    st->drain_deadline_ns = st->drain_start_ns + (uint64_t)cfg->drain_timeout_ms * 1000000u;
-    ev_timer_set(&st->drain_timer, cfg->drain_timeout_ms / 1000.0, 0.0);
-    ev_timer_start(loop, &st->drain_timer);
     srv_sd_stopping(st->sd); /* before the drain: it may end the loop at once */
-    srv_http_drain(st->http, run_drained, st);
+    if (cfg->announce_ms == 0) {
+        run_drain_begin(st);
+        return;
+    }
+    st->announcing = true;
+    srv_http_announce(st->http);
+    ev_timer_set(&st->drain_timer, cfg->announce_ms / 1000.0, 0.0);
+    ev_timer_start(loop, &st->drain_timer);
 }
 
 static void run_reopen_cb(struct ev_loop *loop, ev_signal *w, int revents)

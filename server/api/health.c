@@ -2,7 +2,8 @@
  *
  * Design: two cheap handlers that answer on the loop thread at once. /healthz says the loop is
  * turning; /readyz says new work is welcome, so a load balancer stops sending requests as soon as
- * a drain begins (the answer then also carries Connection: close).
+ * a stop is announced (shutdown.announce_ms) or a drain begins (the answer then also carries
+ * Connection: close).
  */
 #include "server/api/api.h"
 #include "server/http/http.h"
@@ -16,7 +17,7 @@ static void health_healthz(struct srv_req *req)
 
 static void health_readyz(struct srv_req *req)
 {
-    if (srv_http_draining(srv_req_http(req)))
+    if (!srv_http_ready(srv_req_http(req)))
         (void)srv_req_answer_error(req, 503, "draining", "the server is shutting down");
     else
         (void)srv_req_answer(req, 200, "text/plain", "ready\n", 6);

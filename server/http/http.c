@@ -172,6 +172,17 @@ void srv_http_conn_cap_set(struct srv_http *h, unsigned cap)
     http_conn_cap_apply(h, false); /* the caller reports it, with the limits it knows */
 }
 
+void srv_http_announce(struct srv_http *h)
+{
+    SRV_ASSERT_LOOP(h);
+    h->announcing = true;
+}
+
+bool srv_http_ready(const struct srv_http *h)
+{
+    return !h->announcing && !h->draining;
+}
+
 bool srv_http_draining(const struct srv_http *h)
 {
     return h->draining;

@@ -106,6 +106,14 @@ void srv_http_cfg_update(struct srv_http *h, const struct srv_cfg *cfg);
  * with a warning). Loop thread. */
 void srv_http_conn_cap_set(struct srv_http *h, unsigned cap);
 
+/* Announce a coming stop: /readyz answers 503 `draining` from now on, while everything else goes
+ * on as usual (listeners accept, answers keep their connection), so that a load balancer's health
+ * check takes the server out of rotation before srv_http_drain() closes the listeners. */
+void srv_http_announce(struct srv_http *h);
+
+/* True while new work is welcome: neither srv_http_announce() nor srv_http_drain() was called. */
+bool srv_http_ready(const struct srv_http *h);
+
 /* True once srv_http_drain() was called. */
 bool srv_http_draining(const struct srv_http *h);
 

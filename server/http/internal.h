@@ -73,6 +73,7 @@ struct srv_http {
     unsigned nrejecting;
 
     bool draining;   /* srv_http_drain ran: no accepting, answers close their connection */
+    bool announcing; /* srv_http_announce ran: /readyz says 503, all else as usual */
     bool drain_over; /* srv_http_cancel_all ran: nothing new is served */
     srv_http_drained_fn *drained_fn;
     void *drained_arg;

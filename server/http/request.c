@@ -22,6 +22,7 @@
 
 #include "logging/log.h"
 #include "server/http/internal.h"
+#include "server/http/proxy.h"
 
 /* ---- a growing string for answer heads and JSON bodies ---------------------------------- */
 
@@ -138,6 +139,63 @@ static int req_bare_ctx(struct srv_req *req)
     return 0;
 }
 
+static const struct srv_hdr *req_hdr_find(const struct srv_req *req, const char *name,
+                                          unsigned *count);
+
+/* Header `name` for srv_proxy_client: its value, or its lines joined with ',' into `buf` (size
+ * bytes; the rightmost lines are kept when they do not all fit: the walk starts there). */
+static const char *req_hdr_joined(const struct srv_req *req, const char *name, char *buf,
+                                  size_t size, size_t *len)
+{
+    unsigned n;
+    const struct srv_hdr *first = req_hdr_find(req, name, &n);
+    *len = 0;
+    if (first == NULL || n == 1) {
+        *len = first ? first->value_len : 0;
+        return first ? first->value : NULL;
+    }
+    size_t at = size; /* filled from the end */
+    for (unsigned i = req->nhdrs; i-- > 0;) {
+        const struct srv_hdr *hd = &req->hdrs[i];
+        if (strcasecmp(hd->name, name) != 0)
+            continue;
+        size_t need = hd->value_len + (at < size ? 1 : 0);
+        if (need > at)
+            break;
+        if (at < size)
+            buf[--at] = ',';
+        at -= hd->value_len;
+        memcpy(buf + at, hd->value, hd->value_len);
+    }
+    *len = size - at;
+    return buf + at;
+}
+
+/* The access line's "client": the peer's address, or the one its trusted proxy names. */
+static void req_client(const struct srv_req *req, char *out, size_t size)
+{
+    char fwd[1024], xff[1024], rip[256];
+    struct srv_proxy_headers hd = {0};
+    const struct srv_cfg_cidrs *trusted = &req->h->cfg.trusted_proxies;
+    if (trusted->count > 0 && req->arena != NULL) { /* the headers were parsed */
+        hd.forwarded = req_hdr_joined(req, "Forwarded", fwd, sizeof(fwd), &hd.forwarded_len);
+        hd.xff = req_hdr_joined(req, "X-Forwarded-For", xff, sizeof(xff), &hd.xff_len);
+        hd.real_ip = req_hdr_joined(req, "X-Real-IP", rip, sizeof(rip), &hd.real_ip_len);
+    }
+    srv_proxy_client(trusted, req->peer, &hd, out, size);
+}
+
+/* True when log.access_skip names the request's path. */
+static bool req_access_skipped(const struct srv_req *req)
+{
+    const struct srv_cfg_paths *skip = &req->h->cfg.access_skip;
+    for (unsigned i = 0; req->path != NULL && i < skip->count; i++) {
+        if (strcmp(req->path, skip->path[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
 static void req_log_access(struct srv_req *req)
 {
     struct srv_http *h = req->h;
@@ -145,8 +203,10 @@ static void req_log_access(struct srv_req *req)
     if (h->answered != NULL)
         h->answered(req->route_path != NULL ? req->route_path : "other", req->status,
                     h->answered_arg);
-    if (!h->cfg.log_access)
+    if (!h->cfg.log_access || req_access_skipped(req))
         return;
+    char client[SRV_PROXY_CLIENT_MAX];
+    req_client(req, client, sizeof(client));
     struct ctx *prev = ctx_enter(req->ctx);
     uint64_t end = req->t_end_ns != 0 ? req->t_end_ns : ctx_now_ns();
     uint64_t total = end > req->t0_ns ? end - req->t0_ns : 0;
@@ -156,7 +216,7 @@ static void req_log_access(struct srv_req *req)
     LOG_STR("method", req->method), LOG_STR("path", path), LOG_INT("status", req->status),         \
         LOG_UINT("bytes_in", req->bytes_in), LOG_UINT("bytes_out", req->bytes_out),                \
         LOG_DUR("queue_ms", req->queue_ns), LOG_DUR("run_ms", req->run_ns),                        \
-        LOG_DUR("total_ms", total), LOG_STR("peer", req->peer)
+        LOG_DUR("total_ms", total), LOG_STR("peer", req->peer), LOG_STR("client", client)
     if (reason != CTX_REASON_NONE)
         LOG_I("access", REQ_ACCESS_FIELDS, LOG_STR("reason", ctx_reason_name(reason)));
     else
