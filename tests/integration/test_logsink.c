@@ -169,11 +169,19 @@ struct ls_fifo {
     size_t len, cap;
 };
 
-/* Read what the FIFO holds until `needle` is in it or `timeout_ms` passes. */
+/* True when the line holding `needle` has arrived whole (its newline too). */
+static bool ls_fifo_has_line(const struct ls_fifo *f, const char *needle)
+{
+    const char *p = f->buf != NULL ? strstr(f->buf, needle) : NULL;
+    return p != NULL && strchr(p, '\n') != NULL;
+}
+
+/* Read what the FIFO holds until the line holding `needle` is in it, whole, or `timeout_ms`
+ * passes (the writer may have written only part of it so far). */
 static bool ls_fifo_read_until(struct ls_fifo *f, const char *needle, int timeout_ms)
 {
     long long until = hs_now_ms() + timeout_ms;
-    while (f->buf == NULL || strstr(f->buf, needle) == NULL) {
+    while (!ls_fifo_has_line(f, needle)) {
         long long left = until - hs_now_ms();
         if (left <= 0)
             return false;
