@@ -55,6 +55,26 @@ char *ops_path(const char *dir, const char *name)
     return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
 }
 
+char *ops_file_read(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    char chunk[8192];
+    size_t n;
+    while (m != NULL && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        fwrite(chunk, 1, n, m);
+    fclose(f);
+    if (m == NULL || fclose(m) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 json_t *ops_log_read(const char *path, bool *complete)
 {
     FILE *f = fopen(path, "re");

@@ -22,6 +22,10 @@ bool ops_header_is(const struct hs_resp *r, const char *name, const char *want);
 /* `dir`/`name` as a new string (caller frees), NULL when out of memory. */
 char *ops_path(const char *dir, const char *name);
 
+/* The whole file at `path` as a new NUL-terminated string (caller frees), NULL when it cannot be
+ * read. */
+char *ops_file_read(const char *path);
+
 /* Every line of the file at `path` parsed as JSON (new reference to an array), strictly: *complete
  * is set false when a line is not a JSON object or the file does not end with a newline (a cut
  * line). NULL when the file cannot be read. */

@@ -62,24 +62,6 @@ static char *fr_etc_dir(void)
     return strdup(etc);
 }
 
-static char *fr_read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return NULL;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&text, &len);
-    char buf[4096];
-    size_t n;
-    while (m != NULL && (n = fread(buf, 1, sizeof(buf), f)) > 0)
-        fwrite(buf, 1, n, m);
-    if (m != NULL)
-        fclose(m);
-    fclose(f);
-    return text;
-}
-
 /* `text` with every `from` replaced by `to` (new string). */
 static char *fr_replace(const char *text, const char *from, const char *to)
 {
@@ -276,7 +258,7 @@ static void test_front_nginx_example_config(void)
     HS_CHECK(etc != NULL && dir != NULL);
     char path[1024];
     snprintf(path, sizeof(path), "%s/nginx/spindle.conf", etc);
-    HS_CHECK((src = fr_read_file(path)) != NULL);
+    HS_CHECK((src = ops_file_read(path)) != NULL);
     snprintf(path, sizeof(path), "%s/", dir);
     HS_CHECK((tmp = fr_replace(src, "/var/log/nginx/", path)) != NULL);
     HS_CHECK((text = fr_replace(tmp, "/run/", path)) != NULL);

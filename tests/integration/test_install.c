@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/ops.h"
 #include "tests/integration/proc.h"
 #include "tests/suite.h"
 
@@ -58,27 +59,6 @@ static char *in_fmt(const char *fmt, ...)
     int n = vasprintf(&s, fmt, ap);
     va_end(ap);
     return n < 0 ? NULL : s;
-}
-
-/* The whole file as a new NUL-terminated string, NULL when it cannot be read. */
-static char *in_read(const char *path)
-{
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&buf, &len);
-    char chunk[8192];
-    size_t n;
-    while (m != NULL && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        fwrite(chunk, 1, n, m);
-    fclose(f);
-    if (m == NULL || fclose(m) != 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
 }
 
 static bool in_exists(const char *root, const char *rel)
@@ -228,7 +208,7 @@ static void test_install_files(void)
     struct stat st;
     HS_CHECK(stat(bin, &st) == 0);
     CU_ASSERT_EQUAL(st.st_mode & 07777, 0755);
-    unit = in_read(unit_path);
+    unit = ops_file_read(unit_path);
     free(unit_path);
     HS_CHECK(unit != NULL);
     CU_ASSERT_PTR_NOT_NULL(strstr(unit, "\nExecStart=/usr/bin/spindle serve -c "
@@ -237,7 +217,7 @@ static void test_install_files(void)
     CU_ASSERT_PTR_NULL(strstr(unit, "/usr/local"));
 
     /* the installed configuration: logs to the rotated file, checks, and loads as installed */
-    conf = in_read(conf_path);
+    conf = ops_file_read(conf_path);
     HS_CHECK(conf != NULL);
     CU_ASSERT(stat(conf_path, &st) == 0 && (st.st_mode & 07777) == 0644);
     log = in_ini_value(conf, "file");
@@ -267,7 +247,7 @@ static void test_install_files(void)
     };
     for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
         char *page = in_fmt("%s/%s", root, pages[i].page);
-        char *src = page != NULL ? in_read(page) : NULL;
+        char *src = page != NULL ? ops_file_read(page) : NULL;
         char *help = NULL, *gout = NULL, *gerr = NULL;
         const char *groff[] = {"-man", "-Tutf8", "-ww", "-z", page, NULL};
         const char *cmd_help[] = {pages[i].cmd, "--help", NULL};
@@ -363,7 +343,7 @@ static void test_install_logrotate(void)
     /* logrotate -d writes its report on stderr; an error there exits 0 in some versions */
     CU_ASSERT_PTR_NULL(strstr(err, "error"));
     CU_ASSERT_PTR_NULL(strstr(out, "error"));
-    conf = in_read(conf_path);
+    conf = ops_file_read(conf_path);
     log = conf != NULL ? in_ini_value(conf, "file") : NULL;
     HS_CHECK(log != NULL);
     pattern = in_fmt("rotating pattern: %s ", log);
@@ -395,7 +375,7 @@ static void test_install_user_and_dirs(void)
     HS_CHECK(root_opt != NULL && passwd_path != NULL);
     const char *sysusers[] = {root_opt, NULL};
     CU_ASSERT_EQUAL(in_run("systemd-sysusers", sysusers, NULL, NULL), 0);
-    passwd = in_read(passwd_path);
+    passwd = ops_file_read(passwd_path);
     HS_CHECK(passwd != NULL);
     const char *line = strstr(passwd, "spindle:x:");
     HS_CHECK(line == passwd || (line != NULL && line[-1] == '\n'));
@@ -447,7 +427,7 @@ static void test_install_keep_config_and_uninstall(void)
         return;
     conf_path = in_fmt("%s/" IN_CONF, root);
     HS_CHECK(conf_path != NULL);
-    char *orig = in_read(conf_path);
+    char *orig = ops_file_read(conf_path);
     HS_CHECK(orig != NULL);
     changed = in_fmt("%s\n[tenant.ops]\nweight = 2\n", orig);
     free(orig);
@@ -459,7 +439,7 @@ static void test_install_keep_config_and_uninstall(void)
 
     CU_ASSERT_EQUAL(in_make("install", root, &out), 0);
     CU_ASSERT(out != NULL && strstr(out, "kept") != NULL);
-    now = in_read(conf_path);
+    now = ops_file_read(conf_path);
     CU_ASSERT(now != NULL && strcmp(now, changed) == 0);
     free(now);
     free(out);
@@ -472,7 +452,7 @@ static void test_install_keep_config_and_uninstall(void)
             fprintf(stderr, "\n  not uninstalled: %s\n", in_files[i]);
         CU_ASSERT(gone);
     }
-    now = in_read(conf_path);
+    now = ops_file_read(conf_path);
     CU_ASSERT(now != NULL && strcmp(now, changed) == 0);
     free(now);
 
