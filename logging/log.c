@@ -575,9 +575,10 @@ static void writer_linger(void)
     g.writer_lingering = false;
 }
 
-/* Writer only: format one report line into out (LOG_FMT_BUF bytes). */
-static size_t writer_report_line(char *out, enum log_level level, const char *msg,
-                                 const struct log_field *f, size_t n)
+/* Format one line into out (LOG_FMT_BUF bytes) with the calling thread's name, the time now and
+ * `ctx`'s ids (NULL: none). */
+static size_t format_line_into(char *out, enum log_level level, const char *msg,
+                               const struct ctx *ctx, const struct log_field *f, size_t n)
 {
     struct timespec ts;
     size_t nlen;
@@ -588,11 +589,19 @@ static size_t writer_report_line(char *out, enum log_level level, const char *ms
         .msg = msg,
         .thread = name,
         .thread_len = nlen,
+        .ctx = ctx,
         .sec = ts.tv_sec,
         .usec = (uint32_t)(ts.tv_nsec / 1000),
         .ts_cache = &tls_ts,
     };
     return log_fmt_line(out, &h, f, n);
+}
+
+/* Writer only: format one report line into out (LOG_FMT_BUF bytes); it belongs to no request. */
+static size_t writer_report_line(char *out, enum log_level level, const char *msg,
+                                 const struct log_field *f, size_t n)
+{
+    return format_line_into(out, level, msg, NULL, f, n);
 }
 
 /* mu held: the reports due (report has room for WRITER_REPORTS lines): drops; lines lost, with
@@ -814,21 +823,7 @@ static bool wait_written_locked(uint64_t target)
 static size_t format_line(enum log_level level, const char *msg, const struct log_field *fields,
                           size_t n)
 {
-    struct timespec ts;
-    size_t nlen;
-    const char *name = thread_name(&nlen);
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct log_line_head h = {
-        .level = level,
-        .msg = msg,
-        .thread = name,
-        .thread_len = nlen,
-        .ctx = ctx_current(),
-        .sec = ts.tv_sec,
-        .usec = (uint32_t)(ts.tv_nsec / 1000),
-        .ts_cache = &tls_ts,
-    };
-    return log_fmt_line(tls_scratch, &h, fields, n);
+    return format_line_into(tls_scratch, level, msg, ctx_current(), fields, n);
 }
 
 void log_write(enum log_level level, const char *msg, const struct log_field *fields, size_t n)
