@@ -73,6 +73,9 @@ enum cfg_type {
     CFG_T_RATE,   /* double: a decimal with at most 3 fraction digits; min/max in whole units */
     CFG_T_CIDRS,  /* struct srv_cfg_cidrs: comma-separated networks */
     CFG_T_PATHS,  /* struct srv_cfg_paths: comma-separated request paths */
+    CFG_T_ADDR,   /* char[SRV_CFG_ADDR_MAX]: "" or one listen address */
+    CFG_T_MODE,   /* enum srv_cfg_auth_mode */
+    CFG_T_KEYS,   /* struct srv_cfg_keys: comma-separated sha256:HEX digests, at most `max` */
 };
 
 struct cfg_key {
@@ -100,7 +103,7 @@ struct cfg_key {
 #define CFG_ADM     SRV_CFG_LIVE_ADM
 #define CFG_TENANT  CFG_ADM /* every [tenant.NAME] key: the sections are reloaded as a whole */
 
-static const char *const cfg_sections[] = {"server", "pool", "limits", "log", "shutdown"};
+static const char *const cfg_sections[] = {"server", "pool", "limits", "log", "auth", "shutdown"};
 
 /* Print order is table order; sections appear in the order of cfg_sections. The last column says
  * what a reload does with a changed value (enum srv_cfg_reload; README's table repeats it). */
@@ -115,6 +118,7 @@ static const struct cfg_key cfg_keys[] = {
     CFG_NUM("server", max_keepalive_requests, CFG_T_UINT, 0, 1000000000, "0", CFG_LIVE),
     CFG_NUM("server", retry_hold_ms, CFG_T_UINT, 0, 10000, "100", CFG_LIVE),
     CFG_NUM("server", trusted_proxies, CFG_T_CIDRS, 0, 0, "", CFG_LIVE),
+    CFG_NUM("server", admin_listen, CFG_T_ADDR, 0, 0, "", CFG_RESTART),
 
     CFG_NUM("pool", workers, CFG_T_UINT, 0, 1024, "0", CFG_RESTART),
     CFG_NUM("pool", queue_capacity, CFG_T_UINT, 1, 1048576, "1024", CFG_RESTART),
@@ -147,13 +151,24 @@ static const struct cfg_key cfg_keys[] = {
     {"log", "access", CFG_T_BOOL, CFG_OFF(log_access), false, 0, 0, "true", CFG_LIVE},
     CFG_NUM("log", access_skip, CFG_T_PATHS, 0, 0, "", CFG_LIVE),
 
+    {"auth", "mode", CFG_T_MODE, CFG_OFF(auth_mode), false, 0, 0, "none", CFG_RESTART},
+    {"auth", "allow_plaintext", CFG_T_BOOL, CFG_OFF(allow_plaintext), false, 0, 0, "false",
+     CFG_RESTART},
+    {"auth", "metrics_token", CFG_T_KEYS, CFG_OFF(metrics_token), false, 0, 1, "", CFG_LIVE},
+    CFG_NUM("auth", throttle_failures, CFG_T_UINT, 0, 1000000, "10", CFG_LIVE),
+    CFG_NUM("auth", throttle_window_ms, CFG_T_UINT, 1, 86400000, "60000", CFG_LIVE),
+    CFG_NUM("auth", throttle_block_ms, CFG_T_UINT, 1, 86400000, "60000", CFG_LIVE),
+    CFG_NUM("auth", throttle_addresses, CFG_T_UINT, 16, 1048576, "4096", CFG_RESTART),
+
     CFG_NUM("shutdown", drain_timeout_ms, CFG_T_UINT, 0, 3600000, "10000", CFG_LIVE),
     CFG_NUM("shutdown", announce_ms, CFG_T_UINT, 0, 3600000, "0", CFG_LIVE),
 };
 
-/* The keys of a [tenant.NAME] section: offsets into struct srv_tenant_limits, ranges as for the
- * [limits] key of the same name. Bit i of srv_cfg_tenant.set is entry i (SRV_CFG_TENANT_*). */
-#define CFG_TOFF(field) offsetof(struct srv_tenant_limits, field)
+/* The keys of a [tenant.NAME] section: offsets into struct srv_cfg_tenant (the limits in its
+ * `lim`), ranges as for the [limits] key of the same name. Bit i of srv_cfg_tenant.set is entry i
+ * (SRV_CFG_TENANT_*). */
+#define CFG_TOFF(field) offsetof(struct srv_cfg_tenant, lim.field)
+#define CFG_LIM_OFF     offsetof(struct srv_cfg_tenant, lim)
 static const struct cfg_key cfg_tenant_keys[] = {
     {"tenant", "max_inflight", CFG_T_UINT, CFG_TOFF(max_inflight), false, 0, 1000000, NULL,
      CFG_TENANT},
@@ -162,6 +177,8 @@ static const struct cfg_key cfg_tenant_keys[] = {
     {"tenant", "weight", CFG_T_UINT, CFG_TOFF(weight), false, 1, 1000, NULL, CFG_TENANT},
     {"tenant", "max_timeout_ms", CFG_T_UINT, CFG_TOFF(max_timeout_ms), false, 1, 86400000, NULL,
      CFG_TENANT},
+    {"tenant", "keys", CFG_T_KEYS, offsetof(struct srv_cfg_tenant, keys), false, 0,
+     SRV_CFG_MAX_KEYS, NULL, CFG_TENANT},
 };
 
 #define CFG_TENANT_PREFIX "tenant."
@@ -518,6 +535,109 @@ static int cfg_paths_apply(struct srv_cfg_paths *field, const char *value, char 
     return 0;
 }
 
+/* "" (none) or one address as [server] listen takes it. */
+static int cfg_addr_apply(char *field, const char *value, char *msg, size_t msz)
+{
+    size_t len = strlen(value);
+    if (len >= SRV_CFG_ADDR_MAX)
+        return cfg_fail(msg, msz, "address longer than %d bytes", SRV_CFG_ADDR_MAX - 1);
+    if (len > 0 && cfg_addr_check(value, msg, msz) != 0)
+        return -EINVAL;
+    memcpy(field, value, len + 1);
+    return 0;
+}
+
+static const char *const cfg_mode_names[] = {
+    [SRV_CFG_AUTH_NONE] = "none", [SRV_CFG_AUTH_KEYS] = "keys", [SRV_CFG_AUTH_PROXY] = "proxy"};
+
+static int cfg_mode_apply(enum srv_cfg_auth_mode *field, const char *value, char *msg, size_t msz)
+{
+    for (size_t i = 0; i < sizeof(cfg_mode_names) / sizeof(cfg_mode_names[0]); i++) {
+        if (strcmp(value, cfg_mode_names[i]) == 0) {
+            *field = (enum srv_cfg_auth_mode)i;
+            return 0;
+        }
+    }
+    return cfg_fail(msg, msz, "expected none, keys or proxy, got \"%.80s\"", value);
+}
+
+static int cfg_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* "sha256:" and 64 hex digits (len bytes of `s`) into a digest. Only a hash is ever accepted:
+ * the file must not hold a secret (spindle keygen prints the line). */
+static int cfg_digest_parse(const char *s, size_t len, unsigned char *out)
+{
+    static const char prefix[] = "sha256:";
+    size_t plen = sizeof(prefix) - 1;
+    if (len != plen + 2 * SRV_CFG_DIGEST || memcmp(s, prefix, plen) != 0)
+        return -EINVAL;
+    for (size_t i = 0; i < SRV_CFG_DIGEST; i++) {
+        int hi = cfg_hex_digit(s[plen + 2 * i]), lo = cfg_hex_digit(s[plen + 2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -EINVAL;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/* Comma-separated sha256:HEX digests, at most k->max, none repeated; "" = none. */
+static int cfg_keys_apply(const struct cfg_key *k, struct srv_cfg_keys *field, const char *value,
+                          char *msg, size_t msz)
+{
+    struct srv_cfg_keys set = {0};
+    const char *p = value, *item;
+    size_t len;
+    while (cfg_list_next(&p, &item, &len)) {
+        if (set.count == k->max)
+            return cfg_fail(msg, msz, "too many keys (at most %u)", (unsigned)k->max);
+        if (cfg_digest_parse(item, len, set.digest[set.count]) != 0)
+            return cfg_fail(msg, msz,
+                            "expected sha256:<64 hex digits> (a hash, never the token itself; "
+                            "spindle keygen prints it)");
+        for (unsigned i = 0; i < set.count; i++) {
+            if (memcmp(set.digest[i], set.digest[set.count], SRV_CFG_DIGEST) == 0)
+                return cfg_fail(msg, msz, "the same key is listed twice");
+        }
+        set.count++;
+    }
+    *field = set;
+    return 0;
+}
+
+static void cfg_keys_print(const struct srv_cfg_keys *set, FILE *out)
+{
+    for (unsigned i = 0; i < set->count; i++) {
+        fprintf(out, "%ssha256:", i ? ", " : " ");
+        for (size_t j = 0; j < SRV_CFG_DIGEST; j++)
+            fprintf(out, "%02x", set->digest[i][j]);
+    }
+    fputc('\n', out);
+}
+
+bool srv_cfg_addr_loopback(const char *addr)
+{
+    char host[SRV_CFG_ADDR_MAX];
+    unsigned char bin[16];
+    const char *end = addr[0] == '[' ? strchr(addr, ']') : strrchr(addr, ':');
+    const char *start = addr[0] == '[' ? addr + 1 : addr;
+    if (end == NULL || end < start || (size_t)(end - start) >= sizeof(host))
+        return false;
+    snprintf(host, sizeof(host), "%.*s", (int)(end - start), start);
+    if (inet_pton(AF_INET, host, bin) == 1)
+        return bin[0] == 127;
+    static const unsigned char v6_loop[16] = {[15] = 1};
+    static const unsigned char v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
+    if (inet_pton(AF_INET6, host, bin) != 1)
+        return false;
+    return memcmp(bin, v6_loop, 16) == 0 || (memcmp(bin, v4_mapped, 12) == 0 && bin[12] == 127);
+}
+
 static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const char *value, char *msg,
                          size_t msz)
 {
@@ -542,12 +662,12 @@ static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const cha
             return cfg_fail(msg, msz, "expected block or drop, got \"%.80s\"", value);
         return 0;
     case CFG_T_BOOL:
-        if (strcmp(value, "true") == 0)
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0)
             *(bool *)field = true;
-        else if (strcmp(value, "false") == 0)
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0)
             *(bool *)field = false;
         else
-            return cfg_fail(msg, msz, "expected true or false, got \"%.80s\"", value);
+            return cfg_fail(msg, msz, "expected true or false (yes or no), got \"%.80s\"", value);
         return 0;
     case CFG_T_PATH:
         return cfg_path_apply(field, value, msg, msz);
@@ -559,6 +679,12 @@ static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const cha
         return cfg_cidrs_apply(field, value, msg, msz);
     case CFG_T_PATHS:
         return cfg_paths_apply(field, value, msg, msz);
+    case CFG_T_ADDR:
+        return cfg_addr_apply(field, value, msg, msz);
+    case CFG_T_MODE:
+        return cfg_mode_apply(field, value, msg, msz);
+    case CFG_T_KEYS:
+        return cfg_keys_apply(k, field, value, msg, msz);
     }
     abort(); /* a table entry with no type: broken invariant */
 }
@@ -643,9 +769,10 @@ static const struct cfg_key *cfg_tenant_key_find(const char *key, size_t klen)
 static int cfg_tenant_key_apply(const struct cfg_key *k, struct srv_cfg_tenant *t,
                                 const char *value, char *msg, size_t msz)
 {
-    void *field = (char *)&t->lim + k->offset;
-    int rc = k->type == CFG_T_RATE ? cfg_rate_apply(k, field, value, msg, msz)
-                                   : cfg_num_apply(k, field, value, msg, msz);
+    void *field = (char *)t + k->offset;
+    int rc = k->type == CFG_T_RATE   ? cfg_rate_apply(k, field, value, msg, msz)
+             : k->type == CFG_T_KEYS ? cfg_keys_apply(k, field, value, msg, msz)
+                                     : cfg_num_apply(k, field, value, msg, msz);
     if (rc == 0)
         t->set |= 1u << (k - cfg_tenant_keys);
     return rc;
@@ -669,18 +796,90 @@ static int cfg_tenant_check(const struct srv_cfg *cfg, char *msg, size_t msz)
     return -1;
 }
 
+/* A key's index in cfg_keys (the key exists: a broken table aborts). */
+static int cfg_key_index(const char *section, const char *key)
+{
+    const struct cfg_key *k = cfg_key_find(section, strlen(section), key, strlen(key));
+    if (k == NULL)
+        abort();
+    return (int)(k - cfg_keys);
+}
+
+/* The later in the file of keys ia and ib (ia without lines). */
+static int cfg_later(const unsigned *lines, int ia, int ib)
+{
+    return (lines != NULL && lines[ib] > lines[ia]) ? ib : ia;
+}
+
+/* [auth] mode against where spindle listens: credentials sent in clear over a network need a TLS
+ * front end (trusted_proxies names it) or an explicit allow_plaintext; proxy mode without a
+ * trusted proxy could never name a tenant. Returns the key to blame or -1. */
+static int cfg_auth_check(const struct srv_cfg *cfg, const unsigned *lines, char *msg, size_t msz)
+{
+    int im = cfg_key_index("auth", "mode");
+    if (cfg->auth_mode == SRV_CFG_AUTH_PROXY && cfg->trusted_proxies.count == 0) {
+        snprintf(msg, msz,
+                 "mode = proxy needs [server] trusted_proxies (the front end that "
+                 "authenticates clients)");
+        return cfg_later(lines, im, cfg_key_index("server", "trusted_proxies"));
+    }
+    if (cfg->auth_mode != SRV_CFG_AUTH_KEYS || cfg->allow_plaintext ||
+        cfg->trusted_proxies.count > 0)
+        return -1;
+    for (unsigned i = 0; i < cfg->listen_count; i++) {
+        if (!srv_cfg_addr_loopback(cfg->listen[i])) {
+            snprintf(msg, msz,
+                     "mode = keys on the non-loopback address %s sends tokens in clear: put a "
+                     "TLS front end before it ([server] trusted_proxies) or set [auth] "
+                     "allow_plaintext = yes",
+                     cfg->listen[i]);
+            return cfg_later(lines, im, cfg_key_index("server", "listen"));
+        }
+    }
+    return -1;
+}
+
+/* One credential for one tenant: a key listed in two sections (or equal to [auth]
+ * metrics_token) would make the tenant it proves a matter of order. Returns the index of the
+ * later tenant at fault with msg filled, or -1. */
+static int cfg_tenant_keys_check(const struct srv_cfg *cfg, char *msg, size_t msz)
+{
+    for (unsigned i = 0; i < cfg->tenant_count; i++) {
+        const struct srv_cfg_keys *ki = &cfg->tenants[i].keys;
+        for (unsigned k = 0; k < ki->count; k++) {
+            if (cfg->metrics_token.count > 0 &&
+                memcmp(ki->digest[k], cfg->metrics_token.digest[0], SRV_CFG_DIGEST) == 0) {
+                snprintf(msg, msz, "a key of [tenant.%s] is also [auth] metrics_token",
+                         cfg->tenants[i].name);
+                return (int)i;
+            }
+            for (unsigned j = 0; j < i; j++) {
+                const struct srv_cfg_keys *kj = &cfg->tenants[j].keys;
+                for (unsigned m = 0; m < kj->count; m++) {
+                    if (memcmp(ki->digest[k], kj->digest[m], SRV_CFG_DIGEST) != 0)
+                        continue;
+                    snprintf(msg, msz, "a key of [tenant.%s] is also a key of [tenant.%s]",
+                             cfg->tenants[i].name, cfg->tenants[j].name);
+                    return (int)i;
+                }
+            }
+        }
+    }
+    return -1;
+}
+
 /* Settings that depend on each other. Returns the index of the key to blame (the later of the
  * pair in `lines`, or the first of the pair) with msg filled, or -1 when all is well. */
 static int cfg_cross_check(const struct srv_cfg *cfg, const unsigned *lines, char *msg, size_t msz)
 {
     if (cfg->default_timeout_ms <= cfg->max_timeout_ms)
-        return -1;
+        return cfg_auth_check(cfg, lines, msg, msz);
     const struct cfg_key *a = cfg_key_find("limits", 6, "default_timeout_ms", 18);
     const struct cfg_key *b = cfg_key_find("limits", 6, "max_timeout_ms", 14);
     int ia = (int)(a - cfg_keys), ib = (int)(b - cfg_keys);
     snprintf(msg, msz, "default_timeout_ms (%u) exceeds max_timeout_ms (%u)",
              cfg->default_timeout_ms, cfg->max_timeout_ms);
-    return (lines != NULL && lines[ib] > lines[ia]) ? ib : ia;
+    return cfg_later(lines, ia, ib);
 }
 
 /* ---- defaults, equality, printing ---------------------------------------------------------- */
@@ -715,7 +914,12 @@ static bool cfg_key_equal(const struct cfg_key *k, const struct srv_cfg *a, cons
     case CFG_T_BOOL:
         return *(const bool *)fa == *(const bool *)fb;
     case CFG_T_PATH:
+    case CFG_T_ADDR:
         return strcmp(fa, fb) == 0;
+    case CFG_T_MODE:
+        return *(const enum srv_cfg_auth_mode *)fa == *(const enum srv_cfg_auth_mode *)fb;
+    case CFG_T_KEYS:
+        return memcmp(fa, fb, sizeof(struct srv_cfg_keys)) == 0;
     case CFG_T_RATE:
         return *(const double *)fa == *(const double *)fb;
     case CFG_T_CIDRS:
@@ -737,7 +941,9 @@ static bool cfg_key_equal(const struct cfg_key *k, const struct srv_cfg *a, cons
 static bool cfg_tenant_value_equal(const struct cfg_key *k, const struct srv_cfg_tenant *a,
                                    const struct srv_cfg_tenant *b)
 {
-    const char *fa = (const char *)&a->lim + k->offset, *fb = (const char *)&b->lim + k->offset;
+    const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+    if (k->type == CFG_T_KEYS)
+        return memcmp(fa, fb, sizeof(struct srv_cfg_keys)) == 0;
     return k->type == CFG_T_RATE ? *(const double *)fa == *(const double *)fb
                                  : *(const unsigned *)fa == *(const unsigned *)fb;
 }
@@ -803,7 +1009,14 @@ static void cfg_key_print(const struct cfg_key *k, const struct srv_cfg *cfg, FI
         fprintf(out, " %s\n", *(const bool *)f ? "true" : "false");
         return;
     case CFG_T_PATH:
+    case CFG_T_ADDR:
         fprintf(out, "%s%s\n", *(const char *)f ? " " : "", (const char *)f);
+        return;
+    case CFG_T_MODE:
+        fprintf(out, " %s\n", cfg_mode_names[*(const enum srv_cfg_auth_mode *)f]);
+        return;
+    case CFG_T_KEYS:
+        cfg_keys_print(f, out);
         return;
     case CFG_T_LISTEN:
         for (unsigned i = 0; i < cfg->listen_count; i++)
@@ -841,11 +1054,13 @@ void srv_cfg_print(const struct srv_cfg *cfg, FILE *out)
         fprintf(out, "\n[" CFG_TENANT_PREFIX "%s]\n", tn->name);
         for (size_t i = 0; i < CFG_NTKEYS; i++) {
             const struct cfg_key *k = &cfg_tenant_keys[i];
-            const char *f = (const char *)&tn->lim + k->offset;
+            const char *f = (const char *)tn + k->offset;
             if (!(tn->set & (1u << i)))
                 continue;
             fprintf(out, "%s =", k->key);
-            if (k->type == CFG_T_RATE)
+            if (k->type == CFG_T_KEYS)
+                cfg_keys_print((const struct srv_cfg_keys *)(const void *)f, out);
+            else if (k->type == CFG_T_RATE)
                 cfg_rate_print(*(const double *)f, out);
             else
                 fprintf(out, " %u\n", *(const unsigned *)f);
@@ -925,6 +1140,12 @@ static size_t cfg_type_size(enum cfg_type type)
         return sizeof(struct srv_cfg_cidrs);
     case CFG_T_PATHS:
         return sizeof(struct srv_cfg_paths);
+    case CFG_T_ADDR:
+        return SRV_CFG_ADDR_MAX;
+    case CFG_T_MODE:
+        return sizeof(enum srv_cfg_auth_mode);
+    case CFG_T_KEYS:
+        return sizeof(struct srv_cfg_keys);
     case CFG_T_LISTEN:
         break;
     }
@@ -968,10 +1189,10 @@ void srv_cfg_tenant_limits(const struct srv_cfg *cfg, const char *name,
     const struct srv_cfg_tenant *t = srv_cfg_tenant_find(cfg, name);
     for (size_t i = 0; t != NULL && i < CFG_NTKEYS; i++) {
         const struct cfg_key *k = &cfg_tenant_keys[i];
-        if (!(t->set & (1u << i)))
+        if (!(t->set & (1u << i)) || k->type == CFG_T_KEYS)
             continue;
         size_t n = k->type == CFG_T_RATE ? sizeof(double) : sizeof(unsigned);
-        memcpy((char *)out + k->offset, (const char *)&t->lim + k->offset, n);
+        memcpy((char *)out + (k->offset - CFG_LIM_OFF), (const char *)t + k->offset, n);
     }
     if (out->burst == 0) /* one second of rate, so a steady client at the rate is never refused */
         out->burst = out->rate > 1 ? (unsigned)ceil(out->rate) : 1;
@@ -998,7 +1219,8 @@ static int cfg_tenant_set(struct srv_cfg *cfg, const char *section, const char *
         return -EINVAL;
     }
     if (cfg_tenant_key_apply(k, &scratch.tenants[ti], value, msg, sizeof(msg)) != 0 ||
-        cfg_tenant_check(&scratch, msg, sizeof(msg)) >= 0) {
+        cfg_tenant_check(&scratch, msg, sizeof(msg)) >= 0 ||
+        cfg_tenant_keys_check(&scratch, msg, sizeof(msg)) >= 0) {
         cfg_err(err, size, origin, 0, section, slen, key, klen, msg);
         return -EINVAL;
     }
@@ -1035,7 +1257,8 @@ int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const
                 cfg_keys[bad].key, (int)strlen(cfg_keys[bad].key), msg);
         return -EINVAL;
     }
-    if (cfg_tenant_check(&scratch, msg, sizeof(msg)) >= 0) {
+    if (cfg_tenant_check(&scratch, msg, sizeof(msg)) >= 0 ||
+        cfg_tenant_keys_check(&scratch, msg, sizeof(msg)) >= 0) {
         cfg_err(err, size, origin, 0, section, slen, key, klen, msg);
         return -EINVAL;
     }
@@ -1219,7 +1442,7 @@ static int cfg_scan_section(struct cfg_parse *ps, unsigned line, const char *s, 
     if (!cfg_section_find(st->section, (size_t)st->section_len))
         return cfg_scan_error(
             ps, line, st, false,
-            "unknown section (known: server, pool, limits, log, shutdown, tenant.NAME)");
+            "unknown section (known: server, pool, limits, log, auth, shutdown, tenant.NAME)");
     st->skip = false;
     return 0;
 }
@@ -1440,7 +1663,14 @@ static int cfg_file_read(const char *path, char **out, size_t *len, char *err, s
 static int cfg_parse_tenant_check(struct cfg_parse *ps)
 {
     char msg[CFG_MSG_MAX], sec[sizeof(CFG_TENANT_PREFIX) + CTX_TENANT_MAX];
-    int ti = cfg_tenant_check(&ps->scratch, msg, sizeof(msg));
+    int ti = cfg_tenant_keys_check(&ps->scratch, msg, sizeof(msg));
+    if (ti >= 0) {
+        size_t kk = (size_t)(cfg_tenant_key_find("keys", 4) - cfg_tenant_keys);
+        int n = snprintf(sec, sizeof(sec), CFG_TENANT_PREFIX "%s", ps->scratch.tenants[ti].name);
+        cfg_perr(ps, ps->tenant_line[ti][kk], sec, n, "keys", 4, msg);
+        return -EINVAL;
+    }
+    ti = cfg_tenant_check(&ps->scratch, msg, sizeof(msg));
     if (ti < 0)
         return 0;
     size_t lk = (size_t)(cfg_key_find("limits", 6, "max_timeout_ms", 14) - cfg_keys);

@@ -25,6 +25,8 @@
 #define SRV_CFG_MAX_CIDRS   16 /* server.trusted_proxies networks at most */
 #define SRV_CFG_MAX_SKIP    8  /* log.access_skip paths at most */
 #define SRV_CFG_SKIP_MAX    64 /* bytes of one log.access_skip path, NUL included */
+#define SRV_CFG_MAX_KEYS    2  /* keys of one [tenant.NAME]: a line holds two (199 bytes) */
+#define SRV_CFG_DIGEST      32 /* bytes of a SHA-256 digest */
 
 /* The tenant name no [tenant.NAME] section may take: the metrics label of every tenant without a
  * section (SRV_ADM_OTHER_LABEL). */
@@ -36,6 +38,7 @@
 #define SRV_CFG_TENANT_BURST          (1u << 2)
 #define SRV_CFG_TENANT_WEIGHT         (1u << 3)
 #define SRV_CFG_TENANT_MAX_TIMEOUT_MS (1u << 4)
+#define SRV_CFG_TENANT_KEYS           (1u << 5)
 
 /* Limits of one tenant: the settings admission enforces (server/admission/admission.h). */
 struct srv_tenant_limits {
@@ -46,12 +49,28 @@ struct srv_tenant_limits {
     unsigned max_timeout_ms; /* cap on the request's deadline; 0 = no tenant cap */
 };
 
+/* SHA-256 digests of credentials ("sha256:<64 hex>" in the file): never the secrets themselves.
+ * Entries past `count` are zero, so two sets compare with memcmp. */
+struct srv_cfg_keys {
+    unsigned count;
+    unsigned char digest[SRV_CFG_MAX_KEYS][SRV_CFG_DIGEST];
+};
+
 /* One [tenant.NAME] section: the keys it sets override the tenant defaults of [limits]; the keys
- * it leaves out inherit them (also when [limits] changes later, e.g. by srv_cfg_set). */
+ * it leaves out inherit them (also when [limits] changes later, e.g. by srv_cfg_set). `keys` are
+ * the tenant's credentials for [auth] mode = keys (server/auth/auth.h). */
 struct srv_cfg_tenant {
     char name[CTX_TENANT_MAX + 1]; /* [A-Za-z0-9._-]{1,64}, not "other" */
     unsigned set;                  /* SRV_CFG_TENANT_* bits of the keys the section sets */
     struct srv_tenant_limits lim;  /* the values of those keys; the others are 0 */
+    struct srv_cfg_keys keys;      /* keys = sha256:HEX, ... (count 0 when not set) */
+};
+
+/* [auth] mode: who a request's tenant is (server/auth/auth.h). */
+enum srv_cfg_auth_mode {
+    SRV_CFG_AUTH_NONE = 0, /* X-Tenant-Id as sent, else "default": no credentials */
+    SRV_CFG_AUTH_KEYS,     /* Authorization: Bearer TOKEN, whose hash names the tenant */
+    SRV_CFG_AUTH_PROXY,    /* X-Tenant-Id, believed only from server.trusted_proxies */
 };
 /* One network of server.trusted_proxies: the address with its host bits cleared. Bytes only,
  * so that a whole list compares with memcmp. */
@@ -87,6 +106,7 @@ struct srv_cfg {
     unsigned max_keepalive_requests; /* requests per connection (0 = unlimited) */
     unsigned retry_hold_ms;          /* hold a request retried at once after refusals (0 = off) */
     struct srv_cfg_cidrs trusted_proxies; /* peers whose X-Forwarded-For & co. are believed */
+    char admin_listen[SRV_CFG_ADDR_MAX];  /* "" or the operator listener's address */
 
     /* [pool] */
     unsigned workers;         /* 0 = online CPUs */
@@ -125,6 +145,15 @@ struct srv_cfg {
     enum log_policy log_policy;
     bool log_access;                  /* write one access line per request */
     struct srv_cfg_paths access_skip; /* paths without an access line */
+
+    /* [auth] */
+    enum srv_cfg_auth_mode auth_mode;
+    bool allow_plaintext;              /* mode = keys on a non-loopback address without a proxy */
+    struct srv_cfg_keys metrics_token; /* 0 or 1 digest: GET /metrics needs it when set */
+    unsigned throttle_failures;  /* failed attempts per address in a window; 0 = no throttle */
+    unsigned throttle_window_ms; /* the window those failures are counted in */
+    unsigned throttle_block_ms;  /* how long a throttled address gets 429 */
+    unsigned throttle_addresses; /* addresses tracked at once (a fixed table) */
 
     /* [shutdown] */
     unsigned drain_timeout_ms; /* in-flight work may finish within this; then it is cancelled */
@@ -211,6 +240,11 @@ int srv_cfg_cidr_parse(const char *text, size_t len, struct srv_cfg_cidr *out);
 /* True when the address `addr` (4 or 16 bytes of `family` 4 or 6) lies in `net`. */
 bool srv_cfg_cidr_match(const struct srv_cfg_cidr *net, unsigned char family,
                         const unsigned char *addr);
+
+/* True when `addr` (borrowed: "A.B.C.D:PORT", "[V6]:PORT") is a loopback address (127.0.0.0/8,
+ * ::1, ::ffff:127.0.0.0/104): only this machine can reach it. False for anything else, the
+ * wildcard addresses 0.0.0.0 and [::] and unparsable text included. */
+bool srv_cfg_addr_loopback(const char *addr);
 
 /* The [tenant.NAME] section of `name` (borrowed), or NULL when there is none. */
 const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, const char *name);

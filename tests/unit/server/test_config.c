@@ -40,6 +40,9 @@ struct tc_key {
     const char *other;
 };
 
+#define TC_KEY_A "sha256:aa1d6bb9048f30854e6b100a6519d5aec7429bde5654aea465437162765b807c"
+#define TC_KEY_B "sha256:c79edd2e15d5c679ab24306b39a502a5515a8bbb04296ec4f8a67b1df3c6ccdb"
+
 static const struct tc_key tc_keys[] = {
     {"server", "listen", "127.0.0.1:0, [::1]:0"},
     {"server", "backlog", "128"},
@@ -76,6 +79,14 @@ static const struct tc_key tc_keys[] = {
     {"log", "buffer_bytes", "1G"},
     {"log", "policy", "drop"},
     {"log", "access", "false"},
+    {"server", "admin_listen", "127.0.0.1:9091"},
+    {"auth", "mode", "keys"},
+    {"auth", "allow_plaintext", "true"},
+    {"auth", "metrics_token", TC_KEY_A},
+    {"auth", "throttle_failures", "3"},
+    {"auth", "throttle_window_ms", "1000"},
+    {"auth", "throttle_block_ms", "2000"},
+    {"auth", "throttle_addresses", "64"},
     {"shutdown", "drain_timeout_ms", "0"},
 };
 
@@ -325,7 +336,7 @@ static void test_srv_cfg_load_value_errors(void)
     tc_expect("[server]\nbacklog = 4294967296\n", -EINVAL, ":2: [server] backlog: value");
     tc_expect("[log]\nlevel = loud\n", -EINVAL, ":2: [log] level: expected trace, debug");
     tc_expect("[log]\npolicy = lossy\n", -EINVAL, ":2: [log] policy: expected block or drop");
-    tc_expect("[log]\naccess = yes\n", -EINVAL, ":2: [log] access: expected true or false");
+    tc_expect("[log]\naccess = maybe\n", -EINVAL, ":2: [log] access: expected true or false");
     tc_expect("[log]\nfile = /tmp/a ;b\n", 0, NULL); /* " ;b" is a comment: the path is /tmp/a */
     tc_expect("[limits]\ndefault_timeout_ms = 70000\n", -EINVAL,
               ":2: [limits] default_timeout_ms: default_timeout_ms (70000) exceeds max_timeout_ms "
@@ -386,7 +397,7 @@ static void test_srv_cfg_load_every_error(void)
         want, sizeof(want),
         "%1$s:2: [pool] workers: expected a whole number, got \"x\"\n"
         "%1$s:4: [pool] workerz: unknown key\n"
-        "%1$s:5: [nope]: unknown section (known: server, pool, limits, log, shutdown, "
+        "%1$s:5: [nope]: unknown section (known: server, pool, limits, log, auth, shutdown, "
         "tenant.NAME)\n"
         "%1$s:8: [log]: line longer than 199 bytes\n"
         "%1$s:9: [log] level: expected trace, debug, info, warn, error or fatal, got \"loud\"\n"
@@ -812,6 +823,66 @@ static void test_srv_cfg_tenant_set(void)
     tc_round_trip(&c);
 }
 
+/* [auth] and the tenant keys: hashes only, at most two per tenant, one tenant per key, and mode
+ * against where the server listens, each error naming FILE:LINE and the key. */
+static void test_srv_cfg_auth_keys(void)
+{
+    struct srv_cfg c;
+    tc_expect_ok("[auth]\nmode = keys\n[tenant.a]\nkeys = " TC_KEY_A ", " TC_KEY_B "\n", &c);
+    CU_ASSERT_EQUAL(c.auth_mode, SRV_CFG_AUTH_KEYS);
+    CU_ASSERT_EQUAL(c.tenants[0].keys.count, 2);
+    CU_ASSERT_EQUAL(c.tenants[0].keys.digest[0][0], 0xaa);
+    CU_ASSERT_EQUAL(c.tenants[0].keys.digest[1][31], 0xdb);
+    CU_ASSERT(c.tenants[0].set & SRV_CFG_TENANT_KEYS);
+    tc_round_trip(&c);
+    tc_expect("[tenant.a]\nkeys = spk_secret_token\n", -EINVAL,
+              ":2: [tenant.a] keys: expected sha256:<64 hex digits>");
+    tc_expect("[tenant.a]\nkeys = sha256:aa1d\n", -EINVAL, ":2: [tenant.a] keys: expected sha256:");
+    tc_expect("[tenant.a]\nkeys = " TC_KEY_A ", " TC_KEY_A "\n", -EINVAL,
+              ":2: [tenant.a] keys: the same key is listed twice");
+    tc_expect("[auth]\nmetrics_token = " TC_KEY_A ", " TC_KEY_B "\n", -EINVAL,
+              ":2: [auth] metrics_token: too many keys (at most 1)");
+    tc_expect("[tenant.a]\nkeys = " TC_KEY_A "\n[tenant.b]\nweight = 2\nkeys = " TC_KEY_A "\n",
+              -EINVAL, ":5: [tenant.b] keys: a key of [tenant.b] is also a key of [tenant.a]");
+    tc_expect("[auth]\nmetrics_token = " TC_KEY_B "\n[tenant.a]\nkeys = " TC_KEY_B "\n", -EINVAL,
+              ":4: [tenant.a] keys: a key of [tenant.a] is also [auth] metrics_token");
+    tc_expect("[auth]\nmode = open\n", -EINVAL, ":2: [auth] mode: expected none, keys or proxy");
+    tc_expect("[auth]\nmode = proxy\n", -EINVAL, ":2: [auth] mode: mode = proxy needs");
+    tc_expect_ok("[server]\ntrusted_proxies = 127.0.0.1\n[auth]\nmode = proxy\n", &c);
+    tc_expect("[server]\nlisten = 0.0.0.0:8080\n[auth]\nmode = keys\n", -EINVAL,
+              ":4: [auth] mode: mode = keys on the non-loopback address 0.0.0.0:8080");
+    tc_expect("[auth]\nmode = keys\n[server]\nlisten = 127.0.0.1:1, [::]:8080\n", -EINVAL,
+              ":4: [server] listen: mode = keys on the non-loopback address [::]:8080");
+    tc_expect_ok("[server]\nlisten = 0.0.0.0:8080\n[auth]\nmode = keys\nallow_plaintext = yes\n",
+                 &c);
+    CU_ASSERT(c.allow_plaintext);
+    tc_expect_ok("[server]\nlisten = 0.0.0.0:8080\ntrusted_proxies = 10.0.0.1\n[auth]\n"
+                 "mode = keys\n",
+                 &c);
+    tc_expect("[server]\nadmin_listen = localhost:9091\n", -EINVAL,
+              ":2: [server] admin_listen: bad address");
+    char err[512];
+    srv_cfg_defaults(&c);
+    CU_ASSERT_EQUAL(srv_cfg_set(&c, "auth", "mode", "keys", "-t", err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(
+        srv_cfg_set(&c, "server", "listen", "10.1.2.3:80", "--listen", err, sizeof(err)), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "non-loopback"));
+}
+
+static void test_srv_cfg_addr_loopback(void)
+{
+    CU_ASSERT(srv_cfg_addr_loopback("127.0.0.1:8080"));
+    CU_ASSERT(srv_cfg_addr_loopback("127.3.2.1:0"));
+    CU_ASSERT(srv_cfg_addr_loopback("[::1]:80"));
+    CU_ASSERT(srv_cfg_addr_loopback("[::ffff:127.0.0.1]:80"));
+    CU_ASSERT(!srv_cfg_addr_loopback("0.0.0.0:8080"));
+    CU_ASSERT(!srv_cfg_addr_loopback("[::]:8080"));
+    CU_ASSERT(!srv_cfg_addr_loopback("10.0.0.1:80"));
+    CU_ASSERT(!srv_cfg_addr_loopback("128.0.0.1:80"));
+    CU_ASSERT(!srv_cfg_addr_loopback("unix"));
+    CU_ASSERT(!srv_cfg_addr_loopback(""));
+}
+
 /* config is a leaf that the policies read: its header includes no admission (nor other policy). */
 static void test_srv_cfg_header_is_a_leaf(void)
 {
@@ -887,6 +958,8 @@ int suite_server_config(void)
         SPINDLE_TEST(test_srv_cfg_tenant_sections),
         SPINDLE_TEST(test_srv_cfg_tenant_errors),
         SPINDLE_TEST(test_srv_cfg_tenant_set),
+        SPINDLE_TEST(test_srv_cfg_auth_keys),
+        SPINDLE_TEST(test_srv_cfg_addr_loopback),
         SPINDLE_TEST(test_srv_cfg_header_is_a_leaf),
         SPINDLE_TEST(test_srv_cfg_readme_table_matches),
     };
