@@ -8,7 +8,9 @@
  * key is reported as needing a restart and keeps its running value. No key name or offset is
  * written here. The merged configuration then goes to the HTTP server (its copy is where handlers
  * and connections read limits and timeouts), to the logger (level) and, when admission is wired,
- * to a new tenant limit set swapped in (in-flight counts and buckets are kept).
+ * to a new tenant limit set swapped in (in-flight counts and buckets are kept), and to the
+ * authenticator, whose new key set is built before anything is applied and swapped in whole: a
+ * removed key fails from the next request on, a request already decided keeps its tenant.
  *
  * Threads: srv_reload runs on the loop thread; srv_reload_merge touches only its arguments.
  */
@@ -20,6 +22,7 @@
 
 #include "logging/log.h"
 #include "server/admission/admission.h"
+#include "server/auth/auth.h"
 #include "server/http/http.h"
 #include "server/reload.h"
 
@@ -113,10 +116,18 @@ int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reloa
     rc = srv_reload_merge(running, loaded, t->adm != NULL, merged, diff);
     if (rc != 0)
         goto fail;
+    struct srv_auth_keys *keys = t->auth != NULL ? srv_auth_keys_new(merged) : NULL;
+    if (t->auth != NULL && keys == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     if (t->adm != NULL && reload_tenants_apply(t->adm, merged) != 0) {
+        srv_auth_keys_free(keys);
         rc = -ENOMEM;
         goto fail; /* nothing was applied yet */
     }
+    if (t->auth != NULL)
+        srv_auth_update(t->auth, keys);
     log_set_level(merged->log_level);
     srv_http_cfg_update(t->http, merged);
     *running = *merged;

@@ -24,6 +24,7 @@
 
 struct srv_http;
 struct srv_adm;
+struct srv_auth;
 
 #define SRV_RELOAD_KEYS_MAX                                                                        \
     1024 /* bytes of a comma-separated key list (longer lists end "...")                           \
@@ -47,6 +48,8 @@ int srv_reload_merge(const struct srv_cfg *running, const struct srv_cfg *loaded
 struct srv_reload_target {
     struct srv_http *http; /* its copied configuration is updated (srv_http_cfg_update) */
     struct srv_adm *adm;   /* may be NULL: tenant limits then need a restart */
+    struct srv_auth *auth; /* may be NULL; else it takes the merged keys, metrics token and
+                              throttle settings (server/auth/auth.h: srv_auth_update) */
     const struct srv_cfg_override *overrides; /* the command line's, applied after the file */
     size_t noverrides;
 };

@@ -29,6 +29,11 @@
  * File descriptors: at start the soft RLIMIT_NOFILE is raised to the hard limit, and
  * max_connections is bounded by what it leaves after SRV_HTTP_NOFILE_RESERVE (a warning names the
  * numbers), so the connection limit answers 503 before accept(2) could fail with EMFILE.
+ * Credentials (server/auth/auth.h): one authenticator decides every request's tenant; a reload
+ * swaps its keys. At start, what the server really listens on (socket activation included) is
+ * checked against [auth] mode: mode = keys on a non-loopback address without a TLS front end
+ * (trusted_proxies) or allow_plaintext refuses to start (exit 2), mode = none there is a warning.
+ * [server] admin_listen adds a listener for the operator routes (GET /metrics) on the same loop.
  * The worker pool runs the job routes' work (server/api/jobs.c), behind admission control
  * (server/admission/admission.h, limits from the configuration); GET /metrics
  * (server/api/metrics.c) reports on all of it. Admission and the metrics are made after the pool
@@ -54,6 +59,7 @@
 #include "server/http/http.h"
 #include "server/api/api.h"
 #include "server/api/metrics.h"
+#include "server/auth/auth.h"
 #include "server/reload.h"
 #include "server/sdnotify.h"
 #include "server/server.h"
@@ -71,6 +77,7 @@ struct srv_run_state {
     struct srv_jobroute *jobs;
     struct srv_adm *adm;        /* admission in front of the pool (server/admission/admission.h) */
     struct srv_mroute *metrics; /* GET /metrics and the loop figures */
+    struct srv_auth *auth;      /* who each request is (server/auth/auth.h) */
     struct srv_sd *sd;          /* systemd notifications (inert without systemd) */
     struct srv_cfg *cfg;        /* the running configuration (updated by reloads) */
     const char *config_path;    /* re-read on SIGHUP; NULL when running on the defaults */
@@ -204,8 +211,11 @@ static void run_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     srv_sd_reloading(st->sd);
-    struct srv_reload_target t = {
-        .http = st->http, .adm = st->adm, .overrides = st->overrides, .noverrides = st->noverrides};
+    struct srv_reload_target t = {.http = st->http,
+                                  .adm = st->adm,
+                                  .auth = st->auth,
+                                  .overrides = st->overrides,
+                                  .noverrides = st->noverrides};
     (void)srv_reload(st->config_path, st->cfg, &t); /* logs what it did, or why not */
     srv_sd_ready(st->sd);
 }
@@ -324,6 +334,10 @@ static int run_admission_start(struct srv_run_state *st, const struct srv_cfg *c
     st->metrics = srv_mroute_new(st->loop, st->http, st->pool, st->adm, cfg);
     if (st->metrics == NULL)
         return -ENOMEM; /* logged by srv_mroute_new */
+    if (srv_mroute_auth_set(st->metrics, st->auth) != 0) {
+        LOG_E("start-up failed: metrics", LOG_STR("error", strerror(ENOMEM)));
+        return -ENOMEM;
+    }
     srv_jobroute_admission_set(st->jobs, st->adm, srv_mroute_families(st->metrics));
     return 0;
 }
@@ -351,21 +365,61 @@ static int run_listen_activated(struct srv_run_state *st)
     return n;
 }
 
+/* What the listeners really bind (socket activation included) against [auth] mode. Returns 0, or
+ * -EPERM after logging why the server must not start. */
+static int run_listen_check(struct srv_run_state *st, const struct srv_cfg *cfg)
+{
+    char addrs[1024];
+    (void)srv_http_listen_addrs(st->http, addrs, sizeof(addrs));
+    for (char *save = NULL, *a = strtok_r(addrs, ",", &save); a != NULL;
+         a = strtok_r(NULL, ",", &save)) {
+        if (srv_cfg_addr_loopback(a))
+            continue;
+        if (strcmp(a, cfg->admin_listen) == 0 && cfg->metrics_token.count == 0)
+            LOG_W("admin_listen on a non-loopback address without [auth] metrics_token",
+                  LOG_STR("addr", a));
+        if (cfg->auth_mode == SRV_CFG_AUTH_NONE)
+            LOG_W("[auth] mode = none on a non-loopback address: any client may claim any "
+                  "tenant with X-Tenant-Id",
+                  LOG_STR("addr", a));
+        if (cfg->auth_mode == SRV_CFG_AUTH_KEYS && !cfg->allow_plaintext &&
+            cfg->trusted_proxies.count == 0) {
+            LOG_E("start-up refused: [auth] mode = keys on a non-loopback address would take "
+                  "tokens in clear; put a TLS front end before it ([server] trusted_proxies) or "
+                  "set [auth] allow_plaintext = yes",
+                  LOG_STR("addr", a));
+            return -EPERM;
+        }
+    }
+    unsigned nkeys = 0;
+    for (unsigned i = 0; i < cfg->tenant_count; i++)
+        nkeys += cfg->tenants[i].keys.count;
+    if (cfg->auth_mode == SRV_CFG_AUTH_KEYS && nkeys == 0)
+        LOG_W("[auth] mode = keys and no [tenant.NAME] has keys: every job request is refused "
+              "(spindle keygen --tenant NAME makes one)");
+    return 0;
+}
+
 static int run_listen(struct srv_run_state *st, const struct srv_cfg *cfg)
 {
     int rc = run_listen_activated(st);
-    if (rc != 0)
-        return rc < 0 ? rc : 0;
-    if (cfg->listen_count == 0) {
+    if (rc < 0)
+        return rc;
+    if (rc == 0 && cfg->listen_count == 0) {
         LOG_E("start-up failed: no listen address", LOG_STR("config", cfg->source));
         return -EINVAL;
     }
-    for (unsigned i = 0; i < cfg->listen_count; i++) {
-        rc = srv_http_listen(st->http, cfg->listen[i]);
-        if (rc != 0)
-            return rc; /* logged by srv_http_listen */
+    for (unsigned i = 0; rc == 0 && i < cfg->listen_count; i++) {
+        int lrc = srv_http_listen(st->http, cfg->listen[i]);
+        if (lrc != 0)
+            return lrc; /* logged by srv_http_listen */
     }
-    return 0;
+    if (cfg->admin_listen[0] != '\0') { /* after the others: their "listening" lines come first */
+        rc = srv_http_listen_admin(st->http, cfg->admin_listen);
+        if (rc != 0)
+            return rc; /* logged by srv_http_listen_admin */
+    }
+    return run_listen_check(st, cfg);
 }
 
 static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct ctx *root)
@@ -376,6 +430,12 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
         return -ENOMEM;
     }
     st->nofile = run_nofile_fit(st->http);
+    st->auth = srv_auth_new(cfg);
+    if (st->auth == NULL) {
+        LOG_E("start-up failed: authentication", LOG_STR("error", strerror(ENOMEM)));
+        return -ENOMEM;
+    }
+    srv_http_auth_set(st->http, st->auth);
     int rc = srv_health_routes_add(st->http);
     if (rc != 0) {
         LOG_E("start-up failed: routes", LOG_STR("error", strerror(-rc)));
@@ -431,10 +491,9 @@ int srv_run(const struct srv_cfg *cfg, const char *config_path,
         return 1;
     }
     *st.cfg = *cfg;
-    int code = 0;
-    if (run_start(&st, cfg, root) != 0 ||
-        (st.sd = srv_sd_new(st.loop, run_sd_status, &st)) == NULL) {
-        code = 1;
+    int code = 0, rc = run_start(&st, cfg, root);
+    if (rc != 0 || (st.sd = srv_sd_new(st.loop, run_sd_status, &st)) == NULL) {
+        code = rc == -EPERM ? 2 : 1; /* EPERM: the configuration is unsafe where it listens */
         goto out;
     }
     ev_timer_init(&st.drain_timer, run_drain_timer_cb, 0.0, 0.0);
@@ -457,6 +516,7 @@ out:;
     srv_jobroute_free(st.jobs);
     srv_mroute_free(st.metrics); /* after srv_http_free: GET /metrics points at it */
     srv_adm_free(st.adm);        /* after pool_stop: the last done callbacks release into it */
+    srv_auth_free(st.auth);      /* after srv_http_free, which borrows it */
     pool_free(st.pool);
     srv_sd_free(st.sd);
     free(st.cfg);

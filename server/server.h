@@ -10,7 +10,8 @@
  * running on the defaults) is re-read on SIGHUP, with the `noverrides` command-line `overrides`
  * (borrowed, may be NULL when noverrides is 0; they must outlive the call) applied on top each
  * time. Returns the process exit code: 0 after a clean stop, 1 when start-up failed (the reason is
- * logged at error level). */
+ * logged at error level), 2 when [auth] forbids serving where the server listens (mode = keys on
+ * a non-loopback address without a TLS front end or allow_plaintext; logged at error level). */
 int srv_run(const struct srv_cfg *cfg, const char *config_path,
             const struct srv_cfg_override *overrides, size_t noverrides);
 

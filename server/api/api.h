@@ -69,7 +69,8 @@ void srv_jobroute_overdue(struct pool_job *job, uint64_t overdue_ns, void *arg);
 /* ---- health (server/api/health.c) ---- */
 
 /* GET/HEAD /healthz (200 "ok\n") and /readyz (200 "ready\n", 503 `draining` while draining) on
- * `h` (borrowed). Returns 0 or the error of srv_http_route_add(). Loop thread. */
+ * `h` (borrowed), open to anyone on every listener (SRV_AUTH_OPEN). Returns 0 or the error of
+ * srv_http_route_add(). Loop thread. */
 int srv_health_routes_add(struct srv_http *h);
 
 #endif

@@ -3,7 +3,8 @@
  * Design: two cheap handlers that answer on the loop thread at once. /healthz says the loop is
  * turning; /readyz says new work is welcome, so a load balancer stops sending requests as soon as
  * a stop is announced (shutdown.announce_ms) or a drain begins (the answer then also carries
- * Connection: close).
+ * Connection: close). Both are open (no credentials, whatever [auth] says) and served on every
+ * listener, the admin one included.
  */
 #include "server/api/api.h"
 #include "server/http/http.h"
@@ -28,5 +29,10 @@ int srv_health_routes_add(struct srv_http *h)
     int rc = srv_http_route_add(h, "GET", "/healthz", health_healthz, NULL);
     if (rc == 0)
         rc = srv_http_route_add(h, "GET", "/readyz", health_readyz, NULL);
+    /* open to anyone on every listener: a load balancer has no credentials */
+    if (rc == 0)
+        rc = srv_http_route_access_set(h, "/healthz", SRV_AUTH_OPEN);
+    if (rc == 0)
+        rc = srv_http_route_access_set(h, "/readyz", SRV_AUTH_OPEN);
     return rc;
 }

@@ -33,6 +33,7 @@
 
 #include "context/ctx.h"
 #include "logging/log.h"
+#include "server/auth/auth.h"
 #include "server/config.h"
 #include "server/http/http.h"
 #include "server/http/request.h"
@@ -65,6 +66,12 @@ struct srv_mroute {
     double util_pub;       /* busy share of the last complete window */
 
     struct srv_met_process proc; /* process_* figures, read just before each render */
+
+    struct srv_auth *auth; /* NULL until srv_mroute_auth_set */
+    struct mr_auth_arg {
+        struct srv_mroute *m;
+        enum srv_auth_result reason;
+    } auth_args[4];
 };
 
 /* The callback argument of a per-tenant queue depth series. */
@@ -338,6 +345,38 @@ static int mr_callbacks_add(struct srv_mroute *m, struct mr_tenant_arg *targs)
     return 0;
 }
 
+static double mr_auth_failures(void *arg)
+{
+    const struct mr_auth_arg *a = arg;
+    struct srv_auth_stats st;
+    srv_auth_stats_get(a->m->auth, ctx_now_ns(), &st);
+    return (double)st.failures[a->reason];
+}
+
+static double mr_auth_throttled(void *arg)
+{
+    const struct srv_mroute *m = arg;
+    struct srv_auth_stats st;
+    srv_auth_stats_get(m->auth, ctx_now_ns(), &st);
+    return st.throttled;
+}
+
+int srv_mroute_auth_set(struct srv_mroute *m, struct srv_auth *auth)
+{
+    static const enum srv_auth_result reasons[] = {SRV_AUTH_MISSING, SRV_AUTH_INVALID,
+                                                   SRV_AUTH_FORBIDDEN, SRV_AUTH_THROTTLED};
+    m->auth = auth;
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+        m->auth_args[i] = (struct mr_auth_arg){m, reasons[i]};
+        const char *const values[] = {srv_auth_result_name(reasons[i])};
+        int rc = srv_met_series_fn(m->fam.family[SRV_MET_AUTH_FAILURES], values, mr_auth_failures,
+                                   &m->auth_args[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return srv_met_series_fn(m->fam.family[SRV_MET_AUTH_THROTTLED], NULL, mr_auth_throttled, m);
+}
+
 /* ---- the route ------------------------------------------------------------------------------- */
 
 /* Requests by route and status, for every route: counted when the access line is due. */
@@ -402,6 +441,8 @@ struct srv_mroute *srv_mroute_new(struct ev_loop *loop, struct srv_http *h, stru
         rc = mr_callbacks_add(m, mr_targs(m));
     if (rc == 0)
         rc = srv_http_route_add(h, "GET", SRV_MROUTE_PATH, mr_handle, m);
+    if (rc == 0) /* [auth] metrics_token when set; the admin listener when there is one */
+        rc = srv_http_route_access_set(h, SRV_MROUTE_PATH, SRV_AUTH_OPERATOR);
     if (rc != 0)
         goto fail;
     srv_http_on_answered(h, mr_answered, m);

@@ -43,6 +43,13 @@ struct srv_mroute;
 struct srv_mroute *srv_mroute_new(struct ev_loop *loop, struct srv_http *h, struct pool *pool,
                                   struct srv_adm *adm, const struct srv_cfg *cfg);
 
+struct srv_auth;
+
+/* Count `auth`'s refusals (borrowed; must outlive `m`): spindle_auth_failures_total{reason} for
+ * missing, invalid, forbidden and throttled, and spindle_auth_throttled_addresses, read at scrape
+ * time. Returns 0 or -ENOMEM. Loop thread. */
+int srv_mroute_auth_set(struct srv_mroute *m, struct srv_auth *auth);
+
 /* Stop the watchers and free the registry. NULL is a no-op. */
 void srv_mroute_free(struct srv_mroute *m);
 

@@ -458,6 +458,13 @@ static bool conn_head_parse(struct srv_conn *c)
         conn_fail(c, 400, req->fatal_msg);
         return false;
     }
+    if (req->err_auth && !req->msg_complete) {
+        /* refused before its body: that body is never read, so the connection cannot go on */
+        c->close_after = true;
+        c->roff = c->rlen = 0;
+        srv_req_refuse_early(req, true);
+        return false;
+    }
     if (req->msg_complete) {
         conn_dispatch(c);
         return true;
@@ -925,7 +932,7 @@ static void conn_reject(struct srv_conn *c)
     srv_conn_exit(c);
 }
 
-int srv_conn_new(struct srv_http *h, int fd, const char *peer)
+int srv_conn_new(struct srv_http *h, int fd, const char *peer, bool admin)
 {
     if (h->nrejecting >= SRV_REJECT_MAX && h->nconns - h->nrejecting >= h->cfg.max_connections) {
         /* a flood beyond the cap: best effort, without holding the descriptor */
@@ -941,6 +948,7 @@ int srv_conn_new(struct srv_http *h, int fd, const char *peer)
     c->h = h;
     c->fd = fd;
     c->fresh = true;
+    c->admin = admin;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);

@@ -69,7 +69,13 @@ int srv_http_adopt_fd(struct srv_http *h, int fd, const char *peer)
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
-    return srv_conn_new(h, fd, peer != NULL ? peer : "-");
+    return srv_conn_new(h, fd, peer != NULL ? peer : "-", false);
+}
+
+void srv_http_auth_set(struct srv_http *h, struct srv_auth *auth)
+{
+    SRV_ASSERT_LOOP(h);
+    h->auth = auth;
 }
 
 static void http_check_drained(struct srv_http *h)

@@ -44,6 +44,17 @@ void srv_http_free(struct srv_http *h);
  * (the reason is logged at error level). */
 int srv_http_listen(struct srv_http *h, const char *addr);
 
+/* srv_http_listen for the operator listener ([server] admin_listen): its connections reach only
+ * the open and operator routes (route.h: srv_http_route_access_set), every other path is 404; and
+ * from its first call on, operator routes are no longer served on the ordinary listeners. Same
+ * returns as srv_http_listen. */
+int srv_http_listen_admin(struct srv_http *h, const char *addr);
+
+/* Decide every later request's tenant with `auth` (borrowed; must outlive the server; NULL: mode
+ * none without a metrics token, X-Tenant-Id as sent). Loop thread. */
+struct srv_auth;
+void srv_http_auth_set(struct srv_http *h, struct srv_auth *auth);
+
 /* Serve on an already bound and listening stream socket `fd` (socket activation: inherited
  * from the service manager). Sets O_NONBLOCK and FD_CLOEXEC, starts accepting and logs
  * {"msg":"listening","addr":"<address>"} like srv_http_listen(). Returns 0 (the server owns `fd`

@@ -18,6 +18,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "server/auth/auth.h"
 #include "server/config.h"
 #include "server/http/head.h"
 #include "server/http/http.h"
@@ -41,6 +42,7 @@ struct srv_listener {
     struct srv_http *h;
     ev_io io;
     int fd;
+    bool admin; /* [server] admin_listen: operator routes only */
     char addr[SRV_PEER_MAX];
 };
 
@@ -49,6 +51,7 @@ struct srv_route {
     char *path;
     srv_handler_fn *fn;
     void *arg;
+    enum srv_auth_class access; /* what a request needs; where the route is served */
 };
 
 struct srv_http {
@@ -67,6 +70,8 @@ struct srv_http {
 
     struct srv_route *routes;
     size_t nroutes, route_cap;
+    struct srv_auth *auth; /* borrowed (srv_http_auth_set); NULL: mode none */
+    bool has_admin;        /* an admin listener exists: operator routes are served only there */
 
     struct srv_conn *conns; /* doubly linked */
     unsigned nconns;
@@ -122,6 +127,7 @@ struct srv_conn {
     bool close_after;
     bool out_static;
     bool rejecting;
+    bool admin; /* accepted on the admin listener */
     unsigned depth;
     unsigned served;
     enum ctx_reason gone_reason; /* why the connection dropped (for its request) */
@@ -197,6 +203,11 @@ struct srv_req {
     int err_status;
     const char *err_code;
     const char *err_msg;
+    /* the error is an authentication refusal (401, 403, 429): answered before the body is read,
+     * closing the connection when a body follows (an unproven client never makes the server
+     * buffer a body) */
+    bool err_auth;
+    bool admin; /* came through the admin listener */
 
     bool handler_pending; /* the handler owes an answer or a release */
     bool answered;        /* an answer was queued (by the handler or the server) */
@@ -233,7 +244,7 @@ void srv_listeners_resume(struct srv_http *h);
 
 /* ---- conn.c ---- */
 void srv_conn_settings_init(http_parser_settings *s);
-int srv_conn_new(struct srv_http *h, int fd, const char *peer);
+int srv_conn_new(struct srv_http *h, int fd, const char *peer, bool admin);
 void srv_conn_enter(struct srv_conn *c);
 void srv_conn_exit(struct srv_conn *c);
 void srv_conn_kill(struct srv_conn *c, enum ctx_reason reason);
@@ -251,10 +262,13 @@ bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason);
 struct srv_req *srv_req_new(struct srv_conn *c);
 void srv_req_free(struct srv_req *req);
 /* Build the context and the strings from a parsed head; 0 or -ENOMEM. A head that breaks the
- * Host rules (RFC 9112 section 3.2) sets req->fatal_msg: answer 400 and close. */
+ * Host rules (RFC 9112 section 3.2) sets req->fatal_msg: answer 400 and close. The tenant is
+ * decided here, once (server/auth/auth.h); a refusal sets err_status with err_auth. */
 int srv_req_from_head(struct srv_req *req, const http_parser *p, const char *head);
 /* Route, check and call the handler (phase HANDLER). */
 void srv_req_dispatch(struct srv_req *req);
+/* Answer the head's error (err_status) at once, before the body: `close` when a body follows. */
+void srv_req_refuse_early(struct srv_req *req, bool close);
 /* A server answer (error or 504/503): JSON error, closing the connection when `close`. */
 void srv_req_send_error(struct srv_req *req, int status, const char *code, const char *msg,
                         bool close);
@@ -270,6 +284,10 @@ void srv_req_cancel(struct srv_req *req, enum ctx_reason reason, int status, con
  * the Allow value in allow (size bytes). */
 const struct srv_route *srv_route_find(const struct srv_http *h, const char *method,
                                        const char *path, int *status, char *allow, size_t size);
+/* srv_route_find for a connection of the admin listener (`admin`) or another: a listener serves
+ * only the routes it carries (route.h: srv_http_route_access_set). */
+const struct srv_route *srv_route_find_on(const struct srv_http *h, bool admin, const char *method,
+                                          const char *path, int *status, char *allow, size_t size);
 void srv_routes_free(struct srv_http *h);
 
 #endif

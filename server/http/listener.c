@@ -101,7 +101,7 @@ static void listener_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* One accepted socket: hand it to a connection. */
-static void listener_accepted(struct srv_http *h, int fd, const struct sockaddr *sa)
+static void listener_accepted(struct srv_http *h, int fd, const struct sockaddr *sa, bool admin)
 {
     char peer[SRV_PEER_MAX];
     srv_addr_format(sa, peer, sizeof(peer));
@@ -109,7 +109,7 @@ static void listener_accepted(struct srv_http *h, int fd, const struct sockaddr 
         h->accept_paused = false;
         LOG_I("accept resumed", LOG_UINT("connections", h->nconns));
     }
-    int rc = srv_conn_new(h, fd, peer);
+    int rc = srv_conn_new(h, fd, peer, admin);
     if (rc != 0) {
         LOG_W("connection dropped", LOG_STR("peer", peer), LOG_STR("error", strerror(-rc)));
         close(fd);
@@ -128,7 +128,7 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         socklen_t sl = sizeof(ss);
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            listener_accepted(h, fd, (struct sockaddr *)&ss);
+            listener_accepted(h, fd, (struct sockaddr *)&ss, l->admin);
             continue;
         }
         int err = errno;
@@ -168,7 +168,7 @@ fail:;
     return -err;
 }
 
-static int listener_add(struct srv_http *h, int fd)
+static int listener_add(struct srv_http *h, int fd, bool admin)
 {
     struct srv_listener *l = calloc(1, sizeof(*l));
     if (l == NULL)
@@ -183,6 +183,9 @@ static int listener_add(struct srv_http *h, int fd)
     srv_addr_format((struct sockaddr *)&ss, l->addr, sizeof(l->addr));
     l->h = h;
     l->fd = fd;
+    l->admin = admin;
+    if (admin)
+        h->has_admin = true;
     ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
     l->io.data = l;
     ev_timer_init(&h->accept_timer, listener_retry_cb, SRV_ACCEPT_RETRY_S, 0.0);
@@ -191,7 +194,10 @@ static int listener_add(struct srv_http *h, int fd)
     h->listeners = l;
     if (!h->accept_paused)
         ev_io_start(h->loop, &l->io);
-    LOG_I("listening", LOG_STR("addr", l->addr));
+    if (admin)
+        LOG_I("listening", LOG_STR("addr", l->addr), LOG_STR("routes", "operator"));
+    else
+        LOG_I("listening", LOG_STR("addr", l->addr));
     return 0;
 }
 
@@ -221,7 +227,19 @@ unsigned srv_http_listen_addrs(const struct srv_http *h, char *buf, size_t size)
     return n;
 }
 
+static int listen_addr(struct srv_http *h, const char *addr, bool admin);
+
 int srv_http_listen(struct srv_http *h, const char *addr)
+{
+    return listen_addr(h, addr, false);
+}
+
+int srv_http_listen_admin(struct srv_http *h, const char *addr)
+{
+    return listen_addr(h, addr, true);
+}
+
+static int listen_addr(struct srv_http *h, const char *addr, bool admin)
 {
     SRV_ASSERT_LOOP(h);
     char host[SRV_CFG_ADDR_MAX], port[16];
@@ -249,7 +267,7 @@ int srv_http_listen(struct srv_http *h, const char *addr)
     }
     freeaddrinfo(res);
     if (rc == 0) {
-        rc = listener_add(h, fd);
+        rc = listener_add(h, fd, admin);
         if (rc != 0)
             close(fd);
     }
@@ -267,7 +285,7 @@ void srv_listeners_accept_pending(struct srv_http *h)
             socklen_t sl = sizeof(ss);
             int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd >= 0) {
-                listener_accepted(h, fd, (struct sockaddr *)&ss);
+                listener_accepted(h, fd, (struct sockaddr *)&ss, l->admin);
                 continue;
             }
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM)
@@ -306,5 +324,5 @@ int srv_http_listen_fd(struct srv_http *h, int fd)
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
         return -errno;
-    return listener_add(h, fd);
+    return listener_add(h, fd, false);
 }

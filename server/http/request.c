@@ -5,6 +5,13 @@
  * method, path, headers and query copied into one arena, the de-chunked body, and the request
  * context (a child of the server's root: request id, tenant, trace, deadline).
  *
+ * The tenant is decided once, here, when the head has been read: the route the request will reach
+ * says what it needs (server/auth/auth.h) and the authenticator decides from the Authorization
+ * and X-Tenant-Id headers, the peer and the client its trusted proxy names. Everything later
+ * (admission, the pool's fair queue, jobs, batches, the logs) reads the context's tenant and
+ * nothing else. A refusal (401, 403, 429) is answered before the body is read; the failure is
+ * logged at warn with the peer and the client, never with the credentials.
+ *
  * Two owners share it: the connection (until the answer is fully written or the connection goes
  * away: srv_req_conn_done) and the handler (from the call until it answers or releases). It is
  * freed, after writing its access line, when both have let go. So an asynchronous handler can
@@ -114,6 +121,7 @@ struct srv_req *srv_req_new(struct srv_conn *c)
     req->h = c->h;
     req->conn = c;
     req->method = "-";
+    req->admin = c->admin;
     req->t0_ns = c->t_head_ns != 0 ? c->t_head_ns : ctx_now_ns();
     snprintf(req->peer, sizeof(req->peer), "%s", c->peer);
     ev_timer_init(&req->deadline, req_deadline_cb, 0.0, 0.0);
@@ -349,6 +357,8 @@ static uint64_t req_timeout_ms(const char *v)
     return ms;
 }
 
+static void req_set_tenant(struct srv_req *req);
+
 static void req_set_identity(struct srv_req *req)
 {
     struct ctx *c = req->ctx;
@@ -361,14 +371,6 @@ static void req_set_identity(struct srv_req *req)
         size_t len = ctx_request_id_generate(id, sizeof(id));
         ctx_set_request_id(c, id, len);
     }
-    hd = req_hdr_find(req, "X-Tenant-Id", &n);
-    if (n == 1 && ctx_tenant_valid(hd->value, hd->value_len)) {
-        ctx_set_tenant(c, hd->value, hd->value_len);
-    } else {
-        ctx_set_tenant(c, "default", 7);
-        if (n > 0)
-            req_error_later(req, "invalid_tenant", "X-Tenant-Id must be 1-64 of [A-Za-z0-9._-]");
-    }
     struct ctx_trace t;
     hd = req_hdr_find(req, "traceparent", &n);
     if (n == 1 && ctx_trace_parse(hd->value, hd->value_len, &t) == 0)
@@ -376,6 +378,135 @@ static void req_set_identity(struct srv_req *req)
     else
         ctx_trace_new(&t);
     ctx_set_trace(c, &t);
+    req_set_tenant(req); /* last: its log lines carry the ids */
+}
+
+/* ---- the tenant ------------------------------------------------------------------------------ */
+
+#define REQ_UNAUTHORIZED "missing or invalid credentials" /* one message for every 401 */
+#define REQ_BAD_TENANT   "X-Tenant-Id must be 1-64 of [A-Za-z0-9._-]"
+
+/* The head's error is an authentication refusal: answered before the body (srv_req_refuse_early
+ * when one follows), with its header. */
+static void req_refuse_auth(struct srv_req *req, int status, const char *code, const char *msg,
+                            const char *hname, const char *hvalue)
+{
+    if (req->err_status != 0)
+        return;
+    req->err_status = status;
+    req->err_code = code;
+    req->err_msg = msg;
+    req->err_auth = true;
+    if (hname != NULL)
+        (void)srv_req_header_add(req, hname, hvalue);
+}
+
+/* What the route this request reaches needs (an unknown path needs nothing: it is 404/405). */
+static enum srv_auth_class req_access(const struct srv_req *req)
+{
+    int status = 0;
+    char allow[128];
+    if (req->err_status != 0)
+        return SRV_AUTH_OPEN;
+    const struct srv_route *r = srv_route_find_on(req->h, req->admin, req->method, req->path,
+                                                  &status, allow, sizeof(allow));
+    return r != NULL ? r->access : SRV_AUTH_OPEN;
+}
+
+static bool req_peer_trusted(const struct srv_req *req)
+{
+    const struct srv_cfg_cidrs *trusted = &req->h->cfg.trusted_proxies;
+    unsigned char family, addr[16];
+    if (trusted->count == 0 || !srv_proxy_addr_parse(req->peer, strlen(req->peer), &family, addr))
+        return false;
+    for (unsigned i = 0; i < trusted->count; i++) {
+        if (srv_cfg_cidr_match(&trusted->net[i], family, addr))
+            return true;
+    }
+    return false;
+}
+
+/* The authenticator's view of the request (headers borrowed from the arena). */
+static void req_auth_input(const struct srv_req *req, const char *client, struct srv_auth_input *in)
+{
+    const struct srv_hdr *hd = req_hdr_find(req, "Authorization", &in->authorization_count);
+    in->authorization = hd != NULL ? hd->value : NULL;
+    in->authorization_len = hd != NULL ? hd->value_len : 0;
+    hd = req_hdr_find(req, "X-Tenant-Id", &in->tenant_count);
+    in->tenant = hd != NULL ? hd->value : NULL;
+    in->tenant_len = hd != NULL ? hd->value_len : 0;
+    in->peer_trusted = req_peer_trusted(req);
+    if (!srv_proxy_addr_parse(client, strlen(client), &in->family, in->addr))
+        in->family = 0;
+    in->now_ns = ctx_now_ns();
+}
+
+static void req_auth_log(struct srv_req *req, const struct srv_auth_verdict *v, const char *client)
+{
+    struct ctx *prev = ctx_enter(req->ctx);
+    LOG_W("authentication failed", LOG_STR("reason", srv_auth_result_name(v->result)),
+          LOG_STR("path", req->path), LOG_STR("peer", req->peer), LOG_STR("client", client),
+          LOG_UINT("failures", v->failures));
+    if (v->throttle_started)
+        LOG_W("client throttled: too many failed authentications", LOG_STR("client", client),
+              LOG_UINT("failures", v->failures),
+              LOG_UINT("throttle_block_ms", req->h->cfg.throttle_block_ms));
+    ctx_leave(prev);
+}
+
+static void req_auth_throttled(struct srv_req *req, uint64_t retry_ms)
+{
+    char secs[24], ms[24];
+    snprintf(secs, sizeof(secs), "%llu", (unsigned long long)((retry_ms + 999) / 1000));
+    snprintf(ms, sizeof(ms), "%llu", (unsigned long long)retry_ms);
+    req_refuse_auth(req, 429, "too_many_failures",
+                    "too many failed authentications from this address", "Retry-After", secs);
+    (void)srv_req_header_add(req, "Retry-After-Ms", ms);
+}
+
+/* Without an authenticator (mode none, nothing guarded): X-Tenant-Id as sent, else "default". */
+static void req_tenant_header(struct srv_req *req)
+{
+    unsigned n;
+    const struct srv_hdr *hd = req_hdr_find(req, "X-Tenant-Id", &n);
+    bool ok = n == 1 && ctx_tenant_valid(hd->value, hd->value_len);
+    ctx_set_tenant(req->ctx, ok ? hd->value : "default", ok ? hd->value_len : 7);
+    if (n > 0 && !ok)
+        req_error_later(req, "invalid_tenant", REQ_BAD_TENANT);
+}
+
+static void req_set_tenant(struct srv_req *req)
+{
+    char client[SRV_PROXY_CLIENT_MAX];
+    struct srv_auth_input in = {.cls = req_access(req)};
+    struct srv_auth_verdict v;
+    if (req->h->auth == NULL) {
+        req_tenant_header(req);
+        return;
+    }
+    req_client(req, client, sizeof(client));
+    req_auth_input(req, client, &in);
+    srv_auth_check(req->h->auth, &in, &v);
+    ctx_set_tenant(req->ctx, v.tenant, v.tenant_len);
+    switch (v.result) {
+    case SRV_AUTH_OK:
+        return;
+    case SRV_AUTH_BAD_TENANT:
+        req_error_later(req, "invalid_tenant", REQ_BAD_TENANT);
+        return;
+    case SRV_AUTH_THROTTLED:
+        req_auth_throttled(req, v.retry_after_ms);
+        return;
+    case SRV_AUTH_FORBIDDEN:
+        req_refuse_auth(req, 403, "forbidden", "X-Tenant-Id does not match the credentials", NULL,
+                        NULL);
+        break;
+    default:
+        req_refuse_auth(req, 401, "unauthorized", REQ_UNAUTHORIZED, "WWW-Authenticate",
+                        "Bearer realm=\"spindle\"");
+        break;
+    }
+    req_auth_log(req, &v, client);
 }
 
 static void req_set_deadline(struct srv_req *req)
@@ -498,6 +629,13 @@ static char *req_error_body(struct srv_req *req, const char *code, const char *m
     return b.p;
 }
 
+void srv_req_refuse_early(struct srv_req *req, bool close)
+{
+    struct ctx *prev = ctx_enter(req->ctx);
+    srv_req_send_error(req, req->err_status, req->err_code, req->err_msg, close);
+    ctx_leave(prev);
+}
+
 void srv_req_send_error(struct srv_req *req, int status, const char *code, const char *msg,
                         bool close)
 {
@@ -588,7 +726,7 @@ static const struct srv_route *req_route(struct srv_req *req)
     int status = 0;
     char allow[128];
     const struct srv_route *r =
-        srv_route_find(h, req->method, req->path, &status, allow, sizeof(allow));
+        srv_route_find_on(h, req->admin, req->method, req->path, &status, allow, sizeof(allow));
     if (r == NULL) {
         struct req_buf m = {0};
         if (status == 405) {

@@ -4,7 +4,8 @@
  * short strings). Routes are added at start-up on the loop thread and never removed while the
  * server runs, so a found route stays valid. A GET route also serves HEAD unless a HEAD route for
  * the same path exists; Allow lists the path's methods in the order they were added, HEAD right
- * after GET.
+ * after GET. A route's access class (server/auth/auth.h) also says which listeners carry it: a
+ * route a listener does not carry is, on that listener, a path that does not exist.
  */
 #include <assert.h>
 #include <errno.h>
@@ -41,8 +42,30 @@ int srv_http_route_add(struct srv_http *h, const char *method, const char *path,
     }
     r->fn = fn;
     r->arg = arg;
+    r->access = SRV_AUTH_TENANT;
     h->nroutes++;
     return 0;
+}
+
+int srv_http_route_access_set(struct srv_http *h, const char *path, enum srv_auth_class access)
+{
+    SRV_ASSERT_LOOP(h);
+    int rc = -ENOENT;
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (strcmp(h->routes[i].path, path) == 0) {
+            h->routes[i].access = access;
+            rc = 0;
+        }
+    }
+    return rc;
+}
+
+/* Does a connection of the admin listener (or of another) reach route r? */
+static bool route_carried(const struct srv_http *h, const struct srv_route *r, bool admin)
+{
+    if (admin)
+        return r->access != SRV_AUTH_TENANT;
+    return !(h->has_admin && r->access == SRV_AUTH_OPERATOR);
 }
 
 void srv_routes_free(struct srv_http *h)
@@ -56,11 +79,12 @@ void srv_routes_free(struct srv_http *h)
     h->nroutes = h->route_cap = 0;
 }
 
-static const struct srv_route *route_exact(const struct srv_http *h, const char *method,
+static const struct srv_route *route_exact(const struct srv_http *h, bool admin, const char *method,
                                            const char *path)
 {
     for (size_t i = 0; i < h->nroutes; i++)
-        if (strcmp(h->routes[i].method, method) == 0 && strcmp(h->routes[i].path, path) == 0)
+        if (strcmp(h->routes[i].method, method) == 0 && strcmp(h->routes[i].path, path) == 0 &&
+            route_carried(h, &h->routes[i], admin))
             return &h->routes[i];
     return NULL;
 }
@@ -77,16 +101,22 @@ static void route_allow_add(char *allow, size_t size, const char *method)
 const struct srv_route *srv_route_find(const struct srv_http *h, const char *method,
                                        const char *path, int *status, char *allow, size_t size)
 {
-    const struct srv_route *r = route_exact(h, method, path);
+    return srv_route_find_on(h, false, method, path, status, allow, size);
+}
+
+const struct srv_route *srv_route_find_on(const struct srv_http *h, bool admin, const char *method,
+                                          const char *path, int *status, char *allow, size_t size)
+{
+    const struct srv_route *r = route_exact(h, admin, method, path);
     if (r == NULL && strcmp(method, "HEAD") == 0)
-        r = route_exact(h, "GET", path);
+        r = route_exact(h, admin, "GET", path);
     if (r != NULL)
         return r;
     if (size > 0)
         allow[0] = '\0';
-    bool known = false, head = route_exact(h, "HEAD", path) != NULL;
+    bool known = false, head = route_exact(h, admin, "HEAD", path) != NULL;
     for (size_t i = 0; i < h->nroutes; i++) {
-        if (strcmp(h->routes[i].path, path) != 0)
+        if (strcmp(h->routes[i].path, path) != 0 || !route_carried(h, &h->routes[i], admin))
             continue;
         known = true;
         if (strcmp(h->routes[i].method, "HEAD") == 0)

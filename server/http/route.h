@@ -7,6 +7,8 @@
 #ifndef SPINDLE_HTTP_ROUTE_H
 #define SPINDLE_HTTP_ROUTE_H
 
+#include "server/auth/auth.h"
+
 struct srv_http;
 struct srv_req;
 
@@ -22,5 +24,13 @@ typedef void srv_handler_fn(struct srv_req *req);
  * Returns 0, -EEXIST for a duplicate method+path, -EINVAL, -ENOMEM. */
 int srv_http_route_add(struct srv_http *h, const char *method, const char *path, srv_handler_fn *fn,
                        void *arg);
+
+/* What every route of `path` (borrowed) needs (server/auth/auth.h), which also says where it is
+ * served: SRV_AUTH_TENANT (the default of srv_http_route_add: tenant work) on the ordinary
+ * listeners only, 404 on the admin listener (srv_http_listen_admin); SRV_AUTH_OPEN (health
+ * checks) on every listener; SRV_AUTH_OPERATOR (GET /metrics) on the admin listener when there is
+ * one, else on the ordinary ones. Returns 0, or -ENOENT when no route has that path. Set it at
+ * start-up, before serving. */
+int srv_http_route_access_set(struct srv_http *h, const char *path, enum srv_auth_class access);
 
 #endif

@@ -713,6 +713,16 @@ static const struct srv_met_desc server_families[] = {
                                 .name = "spindle_queue_capacity",
                                 .help = "Jobs the worker pool's queue holds at most "
                                         "(saturation = spindle_queue_depth / this)."},
+    [SRV_MET_AUTH_FAILURES] = {.type = SRV_MET_COUNTER,
+                               .name = "spindle_auth_failures_total",
+                               .help = "Requests refused for their credentials, by reason "
+                                       "(missing, invalid, forbidden, throttled).",
+                               .labels = {"reason"},
+                               .max_series = 8},
+    [SRV_MET_AUTH_THROTTLED] = {.type = SRV_MET_GAUGE,
+                                .name = "spindle_auth_throttled_addresses",
+                                .help = "Client addresses throttled now after failed "
+                                        "authentications."},
 };
 
 _Static_assert(sizeof(server_families) / sizeof(server_families[0]) == SRV_MET_NFAMILIES,

@@ -142,6 +142,8 @@ enum srv_met_family_id {
     SRV_MET_PROCESS_MAX_FDS,    /* gauge process_max_fds */
     SRV_MET_PROCESS_START_TIME, /* gauge process_start_time_seconds */
     SRV_MET_QUEUE_CAPACITY,     /* gauge spindle_queue_capacity */
+    SRV_MET_AUTH_FAILURES,      /* counter spindle_auth_failures_total{reason} */
+    SRV_MET_AUTH_THROTTLED,     /* gauge spindle_auth_throttled_addresses */
     SRV_MET_NFAMILIES
 };
 

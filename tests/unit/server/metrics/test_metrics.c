@@ -469,7 +469,7 @@ static void test_srv_met_server_families(void)
     size_t helps = 0;
     for (const char *p = text; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
-    CU_ASSERT_EQUAL(helps, 24);
+    CU_ASSERT_EQUAL(helps, 26);
     srv_met_buf_fini(&b);
     srv_met_free(m);
 }
@@ -581,7 +581,14 @@ static void test_srv_met_server_render_exact_text(void)
         "# HELP spindle_queue_capacity Jobs the worker pool's queue holds at most (saturation = "
         "spindle_queue_depth / this).\n"
         "# TYPE spindle_queue_capacity gauge\n"
-        "spindle_queue_capacity 0\n";
+        "spindle_queue_capacity 0\n"
+        "# HELP spindle_auth_failures_total Requests refused for their credentials, by reason "
+        "(missing, invalid, forbidden, throttled).\n"
+        "# TYPE spindle_auth_failures_total counter\n"
+        "# HELP spindle_auth_throttled_addresses Client addresses throttled now after failed "
+        "authentications.\n"
+        "# TYPE spindle_auth_throttled_addresses gauge\n"
+        "spindle_auth_throttled_addresses 0\n";
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
     struct srv_met_server s;
@@ -627,6 +634,8 @@ static void test_srv_met_server_init_one_family_per_id(void)
         [SRV_MET_PROCESS_MAX_FDS] = "process_max_fds",
         [SRV_MET_PROCESS_START_TIME] = "process_start_time_seconds",
         [SRV_MET_QUEUE_CAPACITY] = "spindle_queue_capacity",
+        [SRV_MET_AUTH_FAILURES] = "spindle_auth_failures_total",
+        [SRV_MET_AUTH_THROTTLED] = "spindle_auth_throttled_addresses",
     };
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
