@@ -161,6 +161,8 @@ static const char cl_usage[] =
     "  -b, --batch FILE        run the jobs of FILE (- = standard input)\n"
     "  -j, --concurrency N     at most N requests in flight (default 1)\n"
     "      --tenant T          send X-Tenant-Id: T\n"
+    "      --token-file FILE   send Authorization: Bearer <the first line of FILE>; without it,\n"
+    "                          $SPINDLE_TOKEN when set (never put a token on the command line)\n"
     "      --request-id ID     send X-Request-Id: ID (batch: ID-<n> unless a line has an id)\n"
     "      --timeout MS        send X-Timeout-Ms: MS; wait at most MS+1000 per attempt\n"
     "      --retries N         retry 503, 429 and connection errors N times (default 3)\n"
@@ -188,6 +190,7 @@ enum cl_opt {
     CL_OPT_BREAKER,
     CL_OPT_COOLDOWN,
     CL_OPT_SEED,
+    CL_OPT_TOKEN_FILE,
 };
 
 static const struct option cl_options[] = {
@@ -206,6 +209,7 @@ static const struct option cl_options[] = {
     {"breaker", required_argument, NULL, CL_OPT_BREAKER},
     {"cooldown", required_argument, NULL, CL_OPT_COOLDOWN},
     {"seed", required_argument, NULL, CL_OPT_SEED},
+    {"token-file", required_argument, NULL, CL_OPT_TOKEN_FILE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -296,6 +300,9 @@ static int cl_opt_set(int c, struct cli_call_opts *o)
     case CL_OPT_REQUEST_ID:
         o->request_id = optarg;
         return 0;
+    case CL_OPT_TOKEN_FILE:
+        o->token_file = optarg;
+        return 0;
     default:
         return cl_num_opt(c, optarg, o);
     }
@@ -377,6 +384,56 @@ int cli_call_args_parse(int argc, char **argv, struct cli_call_opts *o, char *er
     return cl_args_check(o, err, size);
 }
 
+/* ---- the token ------------------------------------------------------------------------------ */
+
+static bool cl_token_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           strchr("-._~+/=", c) != NULL;
+}
+
+int cli_token_load(const char *file, char *out, size_t size, char *err, size_t esize)
+{
+    char *text = NULL;
+    const char *src = NULL, *what = file;
+    size_t len = 0;
+    out[0] = '\0';
+    if (file != NULL) {
+        if ((text = cli_file_read(file, &len)) == NULL) {
+            snprintf(err, esize, "--token-file %s: %s", file, strerror(errno));
+            return -EINVAL;
+        }
+        src = text;
+    } else {
+        src = getenv("SPINDLE_TOKEN");
+        what = "$SPINDLE_TOKEN";
+        if (src == NULL || src[0] == '\0')
+            return 0;
+    }
+    while (*src == ' ' || *src == '\t')
+        src++;
+    size_t n = strcspn(src, "\r\n");
+    while (n > 0 && (src[n - 1] == ' ' || src[n - 1] == '\t'))
+        n--;
+    bool ok = n > 0 && n <= CLI_TOKEN_MAX && n < size;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = cl_token_char(src[i]);
+    if (ok) {
+        memcpy(out, src, n);
+        out[n] = '\0';
+    } else {
+        snprintf(err, esize,
+                 "%s%s does not hold a bearer token (one line of 1-%d characters of "
+                 "A-Z a-z 0-9 - . _ ~ + / =)",
+                 file ? "--token-file " : "", what, CLI_TOKEN_MAX);
+    }
+    if (text != NULL) {
+        explicit_bzero(text, len);
+        free(text);
+    }
+    return ok ? 0 : -EINVAL;
+}
+
 /* ---- the run -------------------------------------------------------------------------------- */
 
 enum cl_state {
@@ -435,7 +492,8 @@ struct cl_run {
     bool lines;           /* print result lines and the summary */
     bool progress;        /* stderr is a terminal */
     long long drawn_ms;
-    int out_error; /* a write to stdout or --output failed (positive errno) */
+    int out_error;                 /* a write to stdout or --output failed (positive errno) */
+    char token[CLI_TOKEN_MAX + 1]; /* the bearer token, "" = none (cli_token_load) */
 };
 
 static long long cl_now_ms(void)
@@ -985,6 +1043,8 @@ static int cl_head_build(const struct cl_run *run, const struct cli_job *j, char
     fprintf(f, "X-Request-Id: %s\r\n", j->request_id);
     if (j->tenant)
         fprintf(f, "X-Tenant-Id: %s\r\n", j->tenant);
+    if (run->token[0] != '\0')
+        fprintf(f, "Authorization: Bearer %s\r\n", run->token);
     if (run->o->timeout_ms > 0)
         fprintf(f, "X-Timeout-Ms: %lld\r\n", run->o->timeout_ms);
     if (j->body)
@@ -1258,6 +1318,10 @@ static int cl_run(struct cl_run *run, const struct cli_call_opts *o)
         fprintf(stderr, "spindle: call: --server: %s\n", err);
         return CLI_EXIT_USAGE;
     }
+    if (cli_token_load(o->token_file, run->token, sizeof(run->token), err, sizeof(err)) != 0) {
+        fprintf(stderr, "spindle: call: %s\n", err);
+        return CLI_EXIT_USAGE;
+    }
     int rc = cl_run_init(run, o);
     if (rc == 0)
         rc = cl_resolve(run);
@@ -1297,5 +1361,6 @@ int cli_call_main(int argc, char **argv)
     struct cl_run run = {0};
     int code = cl_run(&run, &o);
     cl_run_fini(&run);
+    explicit_bzero(run.token, sizeof(run.token));
     return code;
 }

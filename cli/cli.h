@@ -22,4 +22,8 @@
 int cli_call_main(int argc, char **argv);
 int cli_logs_main(int argc, char **argv);
 
+/* `spindle keygen [--tenant NAME | --metrics] [--token-file FILE]`: a new random token and the
+ * configuration line with its SHA-256 (cli/keygen.c). Returns the exit code. */
+int cli_keygen_main(int argc, char **argv);
+
 #endif

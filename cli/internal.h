@@ -46,6 +46,7 @@ struct cli_call_opts {
     const char *batch;         /* --batch FILE ("-" = stdin), NULL = single mode */
     const char *server;        /* --server URL */
     const char *tenant;        /* --tenant, NULL = none sent */
+    const char *token_file;    /* --token-file FILE: Authorization: Bearer <its first line> */
     const char *request_id;    /* --request-id, NULL = generated */
     unsigned concurrency;      /* --concurrency, >= 1 */
     unsigned retries;          /* --retries: extra attempts after the first */
@@ -63,6 +64,26 @@ struct cli_call_opts {
  * -EINVAL with a message in err (size bytes): unknown option, bad number, missing kind, both or
  * neither of kind and --batch, KEY=VALUE without '=', an invalid tenant or request id. */
 int cli_call_args_parse(int argc, char **argv, struct cli_call_opts *o, char *err, size_t size);
+
+/* ---- tokens (keygen.c, call.c) -------------------------------------------------------------- */
+
+#define CLI_TOKEN_LEN 47  /* "spk_" and 43 base64url characters: what keygen makes */
+#define CLI_TOKEN_MAX 512 /* a token read from a file or SPINDLE_TOKEN at most (as the server) */
+
+/* A new random token ("spk_" + base64url of 32 bytes from RAND_bytes) into `token` (size >=
+ * CLI_TOKEN_LEN + 1) and the hex SHA-256 of it into `hash_hex` (hash_size >= 65). Returns 0,
+ * -EINVAL (buffers too small), -EIO (no randomness or no hash). */
+int cli_token_make(char *token, size_t size, char *hash_hex, size_t hash_size);
+
+/* The hex SHA-256 of `len` bytes of `token` (borrowed) into hash_hex (hash_size >= 65): what the
+ * server compares. Returns 0, -EINVAL, -EIO. */
+int cli_token_hash(const char *token, size_t len, char *hash_hex, size_t hash_size);
+
+/* The bearer token to send into `out` (size >= CLI_TOKEN_MAX + 1): the first line of `file`
+ * (borrowed; NULL = none) with blanks around it removed, else $SPINDLE_TOKEN, else "" (none).
+ * Returns 0, or -EINVAL with a message in err (size bytes) naming the file or the variable (never
+ * the token): unreadable file, empty, too long, characters a bearer token cannot have. */
+int cli_token_load(const char *file, char *out, size_t size, char *err, size_t esize);
 
 /* ---- policy.c: backoff with jitter, Retry-After, the circuit breaker ----------------------- */
 

@@ -2,7 +2,8 @@
  * combination spends another tenant's limits, forwarding headers from an untrusted peer gain
  * nothing, 10,000 wrong tokens are throttled per address while the owner's token works from its
  * own address, a reload removing a key locks it out at once, /metrics and the admin listener,
- * proxy mode and the start-up refusal; and no token nor its hash ever appears in the log.
+ * proxy mode, the start-up refusal, keygen and `spindle call --token-file` / SPINDLE_TOKEN; and
+ * no token nor its hash ever appears in the log.
  *
  * Design: each test starts its own server (harness.h) in [auth] mode = keys with tenants "a"
  * (two keys) and "b" (one), written after [log] the way test_admission.c does (the harness splits
@@ -158,9 +159,8 @@ static void au_log_clean(const struct hs_server *s)
 static void test_auth_keys_no_header_combination_crosses_tenants(void)
 {
     char tenants[1024], t[80];
-    const char *over[] = {"auth.mode=keys", au_tenants(tenants, sizeof(tenants), 3,
-                                                       "rate = 0.001\nburst = 1"),
-                          NULL};
+    const char *over[] = {"auth.mode=keys",
+                          au_tenants(tenants, sizeof(tenants), 3, "rate = 0.001\nburst = 1"), NULL};
     struct hs_server *s = hs_start(over);
     struct hs_conn *c = NULL;
     struct hs_resp r = {0};
@@ -169,15 +169,14 @@ static void test_auth_keys_no_header_combination_crosses_tenants(void)
     HS_CHECK(au_post(c, "/v1/jobs/noop", "x-a1", BEARER(TOK_A1), &r) == 200);
     CU_ASSERT_STRING_EQUAL(au_access_tenant(s, "x-a1", t, sizeof(t)), "a");
     /* a's token claiming b: 403 before anything is charged, to anyone */
-    CU_ASSERT_EQUAL(au_post(c, "/v1/jobs/noop", "x-a-as-b", BEARER(TOK_A1) "X-Tenant-Id: b\r\n", &r),
-                    403);
+    CU_ASSERT_EQUAL(
+        au_post(c, "/v1/jobs/noop", "x-a-as-b", BEARER(TOK_A1) "X-Tenant-Id: b\r\n", &r), 403);
     CU_ASSERT(hs_resp_is_error(&r, 403, "forbidden"));
     CU_ASSERT_STRING_EQUAL(au_access_tenant(s, "x-a-as-b", t, sizeof(t)), "-");
     /* claims without a token, with a bad one, with two tokens: 401, one message for all */
     const char *claims[] = {"X-Tenant-Id: b\r\n",
                             "Authorization: Bearer spk_guess\r\nX-Tenant-Id: b\r\n",
-                            BEARER(TOK_B) BEARER(TOK_A1),
-                            "Authorization: Basic YjpiCg==\r\n",
+                            BEARER(TOK_B) BEARER(TOK_A1), "Authorization: Basic YjpiCg==\r\n",
                             BEARER(TOK_B) "X-Tenant-Id: b\r\nX-Tenant-Id: a\r\n"};
     for (size_t i = 0; i < sizeof(claims) / sizeof(claims[0]); i++) {
         int st = au_post(c, "/v1/jobs/noop", "x-claim", claims[i], &r);
@@ -247,9 +246,9 @@ static void test_auth_refused_before_the_body(void)
     struct hs_resp r = {0};
     HS_CHECK(s != NULL);
     HS_CHECK((c = hs_connect(s)) != NULL);
-    HS_CHECK(hs_send_str(c, "POST /v1/jobs/sha256?rounds=1 HTTP/1.1\r\nHost: t\r\n"
-                            "Authorization: Bearer spk_wrong\r\nContent-Length: 65536\r\n\r\n") ==
-             0);
+    HS_CHECK(hs_send_str(c,
+                         "POST /v1/jobs/sha256?rounds=1 HTTP/1.1\r\nHost: t\r\n"
+                         "Authorization: Bearer spk_wrong\r\nContent-Length: 65536\r\n\r\n") == 0);
     HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 401, "unauthorized"));
     CU_ASSERT(ops_header_is(&r, "Connection", "close"));
@@ -328,8 +327,7 @@ static void test_auth_throttle_ten_thousand_wrong_tokens(void)
     CU_ASSERT_EQUAL(au_sample(r.body, "spindle_auth_throttled_addresses"), 1);
     json_t *lines = hs_log_lines(s);
     CU_ASSERT_EQUAL(ops_count(lines, "authentication failed", NULL), 5);
-    CU_ASSERT_EQUAL(ops_count(lines, "client throttled: too many failed authentications", NULL),
-                    1);
+    CU_ASSERT_EQUAL(ops_count(lines, "client throttled: too many failed authentications", NULL), 1);
     json_decref(lines);
 out:
     hs_resp_fini(&r);
@@ -353,8 +351,8 @@ static void test_auth_reload_removes_a_key_at_once(void)
     HS_CHECK(s != NULL);
     HS_CHECK((c = hs_connect(s)) != NULL && (c2 = hs_connect(s)) != NULL);
     HS_CHECK(hs_send_str(c, "POST /v1/jobs/spin?ms=1500 HTTP/1.1\r\nHost: t\r\n"
-                            "X-Request-Id: x-inflight\r\n" BEARER(TOK_A1) "Content-Length: 0\r\n\r\n") ==
-             0);
+                            "X-Request-Id: x-inflight\r\n" BEARER(
+                                TOK_A1) "Content-Length: 0\r\n\r\n") == 0);
     json_t *started = hs_log_wait(s, "job start", "request_id", "x-inflight", HS_IO_MS);
     HS_CHECK(started != NULL);
     json_decref(started);
@@ -487,6 +485,62 @@ out:
     proc_tmpdir_free(dir);
 }
 
+/* keygen writes a token (0600) and prints its keys line; the server takes the line; spindle call
+ * sends the token from --token-file and from SPINDLE_TOKEN; the token is on no command line. */
+static void test_auth_keygen_and_call(void)
+{
+    char *dir = proc_tmpdir_new(), *tokfile = NULL, *out = NULL, *tok = NULL;
+    char sections[1024], server[64], t[80];
+    struct hs_server *s = NULL;
+    struct proc *p = NULL;
+    int code = -1;
+    HS_CHECK(dir != NULL && (tokfile = ops_path(dir, "a.token")) != NULL);
+    const char *kg[] = {"keygen", "--tenant", "a", "--token-file", tokfile, NULL};
+    HS_CHECK(proc_run(kg, HS_START_MS, &out, NULL, &code) == 0 && code == 0);
+    struct stat st;
+    CU_ASSERT(stat(tokfile, &st) == 0 && (st.st_mode & 0777) == 0600);
+    HS_CHECK((tok = ops_file_read(tokfile)) != NULL && strncmp(tok, "spk_", 4) == 0);
+    tok[strcspn(tok, "\n")] = '\0';
+    CU_ASSERT_PTR_NULL(strstr(out, tok)); /* the token went to the file only */
+    char hex[65], want[128];
+    snprintf(want, sizeof(want), "[tenant.a]\nkeys = sha256:%s\n", au_hex(tok, hex));
+    CU_ASSERT_STRING_EQUAL(out, want);
+    HS_CHECK(proc_run(kg, HS_START_MS, NULL, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 1); /* an existing token file is never overwritten */
+    snprintf(sections, sizeof(sections), "log.access=true\n\n%s", out);
+    const char *over[] = {"auth.mode=keys", sections, NULL};
+    HS_CHECK((s = hs_start(over)) != NULL);
+    snprintf(server, sizeof(server), "http://127.0.0.1:%d", hs_port(s));
+    const char *call[] = {"call",        "-s",   server, "--token-file", tokfile, "--request-id",
+                          "x-call-file", "noop", NULL};
+    HS_CHECK(proc_run(call, HS_START_MS, NULL, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 0);
+    CU_ASSERT_STRING_EQUAL(au_access_tenant(s, "x-call-file", t, sizeof(t)), "a");
+    char env[128];
+    snprintf(env, sizeof(env), "SPINDLE_TOKEN=%s", tok);
+    const char *call_env[] = {"call", "-s",   server, "--request-id", "x-call-env", "--retries",
+                              "0",    "noop", NULL};
+    const char *envs[] = {env, NULL};
+    HS_CHECK((p = proc_spawn(call_env, envs)) != NULL);
+    CU_ASSERT(proc_wait(p, HS_START_MS, &code) == 0 && code == 0);
+    CU_ASSERT_STRING_EQUAL(au_access_tenant(s, "x-call-env", t, sizeof(t)), "a");
+    const char *call_none[] = {"call", "-s", server, "--retries", "0", "noop", NULL};
+    HS_CHECK(proc_run(call_none, HS_START_MS, NULL, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 1); /* 401 */
+    char *log_path = ops_path(hs_dir(s), "spindle.log");
+    char *log = log_path != NULL ? ops_file_read(log_path) : NULL;
+    CU_ASSERT(log != NULL && strstr(log, tok) == NULL && strstr(log, hex) == NULL);
+    free(log);
+    free(log_path);
+out:
+    proc_free(p);
+    HS_FINISH(s);
+    free(out);
+    free(tok);
+    free(tokfile);
+    proc_tmpdir_free(dir);
+}
+
 int suite_integration_auth(void)
 {
     static const struct spindle_test tests[] = {
@@ -497,6 +551,7 @@ int suite_integration_auth(void)
         SPINDLE_TEST(test_auth_metrics_token_on_the_admin_listener),
         SPINDLE_TEST(test_auth_proxy_believes_only_trusted_peers),
         SPINDLE_TEST(test_auth_keys_refused_on_a_public_address),
+        SPINDLE_TEST(test_auth_keygen_and_call),
     };
     return SPINDLE_SUITE_ADD("integration_auth", NULL, NULL, tests);
 }

@@ -1,9 +1,13 @@
-/* test_call.c - the pure parts of cli/call.c: --server URL parsing and the command line. */
+/* test_call.c - the pure parts of cli/call.c: --server URL parsing, the command line and the
+ * token to send; and the tokens of cli/keygen.c. */
 #include <CUnit/CUnit.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/internal.h"
 #include "tests/suite.h"
@@ -139,12 +143,66 @@ static void test_cli_call_args_parse_errors(void)
                     -EINVAL);
 }
 
+/* ---- the token ---- */
+
+/* The first line of --token-file, blanks around it cut; else $SPINDLE_TOKEN; else none. Errors
+ * never repeat the token. */
+static void test_cli_token_load_file_then_env(void)
+{
+    char tok[CLI_TOKEN_MAX + 1], err[256], path[] = "/tmp/spindle-token-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_FATAL(write(fd, "  spk_abc-_~+/=  \nsecond line\n", 31) == 31);
+    close(fd);
+    CU_ASSERT_EQUAL(setenv("SPINDLE_TOKEN", "spk_from_env", 1), 0);
+    CU_ASSERT_EQUAL(cli_token_load(path, tok, sizeof(tok), err, sizeof(err)), 0);
+    CU_ASSERT_STRING_EQUAL(tok, "spk_abc-_~+/=");
+    CU_ASSERT_EQUAL(cli_token_load(NULL, tok, sizeof(tok), err, sizeof(err)), 0);
+    CU_ASSERT_STRING_EQUAL(tok, "spk_from_env");
+    CU_ASSERT_EQUAL(unsetenv("SPINDLE_TOKEN"), 0);
+    CU_ASSERT_EQUAL(cli_token_load(NULL, tok, sizeof(tok), err, sizeof(err)), 0);
+    CU_ASSERT_STRING_EQUAL(tok, "");
+    fd = open(path, O_WRONLY | O_TRUNC);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_FATAL(write(fd, "spk_has space\n", 14) == 14);
+    close(fd);
+    CU_ASSERT_EQUAL(cli_token_load(path, tok, sizeof(tok), err, sizeof(err)), -EINVAL);
+    CU_ASSERT_PTR_NULL(strstr(err, "spk_has"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
+    unlink(path);
+    CU_ASSERT_EQUAL(cli_token_load(path, tok, sizeof(tok), err, sizeof(err)), -EINVAL);
+}
+
+/* keygen's tokens: the documented shape, never twice the same, and the hash the server checks. */
+static void test_cli_token_make_and_hash(void)
+{
+    char t1[CLI_TOKEN_LEN + 1], t2[CLI_TOKEN_LEN + 1], h1[65], h2[65], h[65];
+    CU_ASSERT_EQUAL(cli_token_make(t1, sizeof(t1), h1, sizeof(h1)), 0);
+    CU_ASSERT_EQUAL(cli_token_make(t2, sizeof(t2), h2, sizeof(h2)), 0);
+    CU_ASSERT_EQUAL(strlen(t1), CLI_TOKEN_LEN);
+    CU_ASSERT_EQUAL(strncmp(t1, "spk_", 4), 0);
+    CU_ASSERT_EQUAL(
+        strspn(t1 + 4, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+        CLI_TOKEN_LEN - 4);
+    CU_ASSERT_STRING_NOT_EQUAL(t1, t2);
+    CU_ASSERT_STRING_NOT_EQUAL(h1, h2);
+    CU_ASSERT_EQUAL(cli_token_hash(t1, strlen(t1), h, sizeof(h)), 0);
+    CU_ASSERT_STRING_EQUAL(h, h1);
+    CU_ASSERT_EQUAL(cli_token_hash("abc", 3, h, sizeof(h)), 0); /* FIPS 180-2 test vector */
+    CU_ASSERT_STRING_EQUAL(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    CU_ASSERT_EQUAL(cli_token_make(t1, 8, h1, sizeof(h1)), -EINVAL);
+}
+
 int suite_cli_call(void)
 {
     static const struct spindle_test tests[] = {
-        SPINDLE_TEST(test_cli_url_parse_forms),        SPINDLE_TEST(test_cli_url_parse_rejects),
-        SPINDLE_TEST(test_cli_call_args_parse_single), SPINDLE_TEST(test_cli_call_args_parse_batch),
+        SPINDLE_TEST(test_cli_url_parse_forms),
+        SPINDLE_TEST(test_cli_url_parse_rejects),
+        SPINDLE_TEST(test_cli_call_args_parse_single),
+        SPINDLE_TEST(test_cli_call_args_parse_batch),
         SPINDLE_TEST(test_cli_call_args_parse_errors),
+        SPINDLE_TEST(test_cli_token_load_file_then_env),
+        SPINDLE_TEST(test_cli_token_make_and_hash),
     };
     return SPINDLE_SUITE_ADD("cli_call", NULL, NULL, tests);
 }
