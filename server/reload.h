@@ -4,8 +4,9 @@
  * Which changed keys apply live is the "reload" column of config.c's settings table
  * (srv_cfg_key_reload; README's Configuration table shows it): SRV_CFG_LIVE keys at once,
  * SRV_CFG_LIVE_ADM keys (the tenant limits: [limits] max_inflight, rate, burst, weight and the
- * [tenant.NAME] sections) when an admission controller is given. The others ([server] listen and
- * backlog, [pool], [limits] max_tenants, [log] file, buffer_bytes and policy; the tenant limits
+ * [tenant.NAME] sections, their keys included) when an admission controller is given. The others
+ * ([server] listen, backlog and admin_listen, [pool], [limits] max_tenants, [log] file,
+ * buffer_bytes and policy, [auth] mode, allow_plaintext and throttle_addresses; the tenant limits
  * without an admission controller) need a restart: reported, and kept at their running values.
  *
  * Loading is all-or-nothing (srv_cfg_load): an invalid or unreadable file changes nothing, and the

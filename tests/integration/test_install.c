@@ -223,6 +223,9 @@ static void test_install_files(void)
     log = in_ini_value(conf, "file");
     HS_CHECK(log != NULL);
     CU_ASSERT_STRING_EQUAL(log, IN_LOG);
+    char *mode = in_ini_value(conf, "mode"); /* an installed service proves its tenants */
+    CU_ASSERT(mode != NULL && strcmp(mode, "keys") == 0);
+    free(mode);
     /* --check-config also wants [log] file's directory: /var/log/spindle exists only once
      * systemd-tmpfiles ran on the real root (test_install_user_and_dirs checks it in DESTDIR), so
      * the file's own checks run here with the log on stderr. */
