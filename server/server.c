@@ -317,6 +317,9 @@ static void run_log_started(struct srv_http *h, unsigned workers, unsigned long 
           LOG_UINT("default_timeout_ms", cfg->default_timeout_ms),
           LOG_UINT("drain_timeout_ms", cfg->drain_timeout_ms),
           LOG_UINT("max_tenants", cfg->max_tenants), LOG_UINT("tenants", cfg->tenant_count),
+          LOG_STR("auth_mode", cfg->auth_mode == SRV_CFG_AUTH_KEYS    ? "keys"
+                               : cfg->auth_mode == SRV_CFG_AUTH_PROXY ? "proxy"
+                                                                      : "none"),
           LOG_STR("config", cfg->source[0] ? cfg->source : "(defaults)"));
 }
 
