@@ -401,16 +401,15 @@ static void req_refuse_auth(struct srv_req *req, int status, const char *code, c
         (void)srv_req_header_add(req, hname, hvalue);
 }
 
-/* What the route this request reaches needs (an unknown path needs nothing: it is 404/405). */
-static enum srv_auth_class req_access(const struct srv_req *req)
+/* The route this request reaches (NULL: unknown path or method, 404/405, which needs nothing). */
+static const struct srv_route *req_route_of(const struct srv_req *req)
 {
     int status = 0;
     char allow[128];
     if (req->err_status != 0)
-        return SRV_AUTH_OPEN;
-    const struct srv_route *r = srv_route_find_on(req->h, req->admin, req->method, req->path,
-                                                  &status, allow, sizeof(allow));
-    return r != NULL ? r->access : SRV_AUTH_OPEN;
+        return NULL;
+    return srv_route_find_on(req->h, req->admin, req->method, req->path, &status, allow,
+                             sizeof(allow));
 }
 
 static bool req_peer_trusted(const struct srv_req *req)
@@ -478,7 +477,8 @@ static void req_tenant_header(struct srv_req *req)
 static void req_set_tenant(struct srv_req *req)
 {
     char client[SRV_PROXY_CLIENT_MAX];
-    struct srv_auth_input in = {.cls = req_access(req)};
+    const struct srv_route *route = req_route_of(req);
+    struct srv_auth_input in = {.cls = route != NULL ? route->access : SRV_AUTH_OPEN};
     struct srv_auth_verdict v;
     if (req->h->auth == NULL) {
         req_tenant_header(req);
@@ -488,6 +488,8 @@ static void req_set_tenant(struct srv_req *req)
     req_auth_input(req, client, &in);
     srv_auth_check(req->h->auth, &in, &v);
     ctx_set_tenant(req->ctx, v.tenant, v.tenant_len);
+    if (v.result != SRV_AUTH_OK && v.result != SRV_AUTH_BAD_TENANT && route != NULL)
+        req->route_path = route->path; /* a refusal still counts under its route */
     switch (v.result) {
     case SRV_AUTH_OK:
         return;

@@ -221,6 +221,10 @@ static void test_auth_keys_no_header_combination_crosses_tenants(void)
         au_sample(r.body, "spindle_refusals_total{reason=\"tenant_rate_limited\",tenant=\"b\"}"),
         -1);
     CU_ASSERT_EQUAL(au_sample(r.body, "spindle_auth_failures_total{reason=\"forbidden\"}"), 3);
+    /* refusals are counted under the route they were refused */
+    CU_ASSERT_EQUAL(
+        au_sample(r.body, "spindle_http_requests_total{route=\"/v1/jobs/noop\",status=\"401\"}"),
+        4);
     /* health checks need nothing */
     CU_ASSERT_EQUAL(au_get(c, "/healthz", NULL, &r), 200);
     json_t *warn = hs_log_wait(s, "authentication failed", "reason", "invalid", HS_IO_MS);
