@@ -511,6 +511,16 @@ static void test_auth_keygen_and_call(void)
     CU_ASSERT_STRING_EQUAL(out, want);
     HS_CHECK(proc_run(kg, HS_START_MS, NULL, NULL, &code) == 0);
     CU_ASSERT_EQUAL(code, 1); /* an existing token file is never overwritten */
+    const char *kg_metrics[] = {"keygen", "--metrics", NULL};
+    char *mout = NULL;
+    HS_CHECK(proc_run(kg_metrics, HS_START_MS, &mout, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 0);
+    CU_ASSERT(mout != NULL && strncmp(mout, "spk_", 4) == 0 &&
+              strstr(mout, "\n[auth]\nmetrics_token = sha256:") != NULL);
+    free(mout);
+    const char *kg_bad[] = {"keygen", "--tenant", "no such", NULL};
+    HS_CHECK(proc_run(kg_bad, HS_START_MS, NULL, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 2);
     snprintf(sections, sizeof(sections), "log.access=true\n\n%s", out);
     const char *over[] = {"auth.mode=keys", sections, NULL};
     HS_CHECK((s = hs_start(over)) != NULL);

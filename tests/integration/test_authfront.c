@@ -31,7 +31,7 @@
 int suite_integration_authfront(void);
 
 #define AF_TOKEN_KEYS  "spk_front-keys-tenant-acme-0123456789ab"
-#define AF_TOKEN_PROXY "spk_front-proxy-session-of-acme-012345"
+#define AF_TOKEN_PROXY "spk_front-proxy-login-of-acme-01234567"
 
 /* ---- the stub authentication service -----------------------------------------------------------
  */
