@@ -425,8 +425,12 @@ static bool req_peer_trusted(const struct srv_req *req)
     return false;
 }
 
-/* The authenticator's view of the request (headers borrowed from the arena). */
-static void req_auth_input(const struct srv_req *req, const char *client, struct srv_auth_input *in)
+/* The authenticator's view of the request (headers borrowed from the arena). The client's
+ * address (for the throttle and the failure lines, into `client`) is worked out only when
+ * credentials can be checked at all: mode none on an open or tenant route decides from
+ * X-Tenant-Id alone, and costs no more than before. */
+static void req_auth_input(const struct srv_req *req, char *client, size_t size,
+                           struct srv_auth_input *in)
 {
     const struct srv_hdr *hd = req_hdr_find(req, "Authorization", &in->authorization_count);
     in->authorization = hd != NULL ? hd->value : NULL;
@@ -434,6 +438,11 @@ static void req_auth_input(const struct srv_req *req, const char *client, struct
     hd = req_hdr_find(req, "X-Tenant-Id", &in->tenant_count);
     in->tenant = hd != NULL ? hd->value : NULL;
     in->tenant_len = hd != NULL ? hd->value_len : 0;
+    in->family = 0;
+    snprintf(client, size, "%s", req->peer);
+    if (srv_auth_mode(req->h->auth) == SRV_CFG_AUTH_NONE && in->cls != SRV_AUTH_OPERATOR)
+        return;
+    req_client(req, client, size);
     in->peer_trusted = req_peer_trusted(req);
     if (!srv_proxy_addr_parse(client, strlen(client), &in->family, in->addr))
         in->family = 0;
@@ -476,7 +485,7 @@ static void req_tenant_header(struct srv_req *req)
 
 static void req_set_tenant(struct srv_req *req)
 {
-    char client[SRV_PROXY_CLIENT_MAX];
+    char client[SRV_PEER_MAX]; /* the peer, or the client its trusted proxy names */
     const struct srv_route *route = req_route_of(req);
     struct srv_auth_input in = {.cls = route != NULL ? route->access : SRV_AUTH_OPEN};
     struct srv_auth_verdict v;
@@ -484,8 +493,7 @@ static void req_set_tenant(struct srv_req *req)
         req_tenant_header(req);
         return;
     }
-    req_client(req, client, sizeof(client));
-    req_auth_input(req, client, &in);
+    req_auth_input(req, client, sizeof(client), &in);
     srv_auth_check(req->h->auth, &in, &v);
     ctx_set_tenant(req->ctx, v.tenant, v.tenant_len);
     if (v.result != SRV_AUTH_OK && v.result != SRV_AUTH_BAD_TENANT && route != NULL)
