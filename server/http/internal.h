@@ -261,6 +261,14 @@ bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason);
 /* ---- request.c ---- */
 struct srv_req *srv_req_new(struct srv_conn *c);
 void srv_req_free(struct srv_req *req);
+/* The first header `name` (case-insensitive) and, when count is not NULL, how many there are. */
+const struct srv_hdr *srv_req_hdr_find(const struct srv_req *req, const char *name,
+                                       unsigned *count);
+/* The access line's "client": the peer's address, or the one its trusted proxy names, into out
+ * (size >= SRV_PROXY_CLIENT_MAX). */
+void srv_req_client(const struct srv_req *req, char *out, size_t size);
+/* Record a 400 `code` found in the head, answered after the body (the first one wins). */
+void srv_req_error_later(struct srv_req *req, const char *code, const char *msg);
 /* Build the context and the strings from a parsed head; 0 or -ENOMEM. A head that breaks the
  * Host rules (RFC 9112 section 3.2) sets req->fatal_msg: answer 400 and close. The tenant is
  * decided here, once (server/auth/auth.h); a refusal sets err_status with err_auth. */
@@ -278,6 +286,11 @@ void srv_req_conn_done(struct srv_req *req, bool written, enum ctx_reason gone);
  * status/code when the connection is there, calls the cancel hook. */
 void srv_req_cancel(struct srv_req *req, enum ctx_reason reason, int status, const char *code,
                     const char *msg);
+
+/* ---- tenant.c ---- */
+/* Decide the request's tenant (server/auth/auth.h) into its context, once its head, route and
+ * identity are known; a refusal sets err_status with err_auth (see srv_req_refuse_early). */
+void srv_req_tenant_set(struct srv_req *req);
 
 /* ---- route.c ---- */
 /* Find the route for method+path. Returns the route, or NULL and sets *status to 404 or 405 with

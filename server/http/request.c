@@ -5,12 +5,9 @@
  * method, path, headers and query copied into one arena, the de-chunked body, and the request
  * context (a child of the server's root: request id, tenant, trace, deadline).
  *
- * The tenant is decided once, here, when the head has been read: the route the request will reach
- * says what it needs (server/auth/auth.h) and the authenticator decides from the Authorization
- * and X-Tenant-Id headers, the peer and the client its trusted proxy names. Everything later
- * (admission, the pool's fair queue, jobs, batches, the logs) reads the context's tenant and
- * nothing else. A refusal (401, 403, 429) is answered before the body is read; the failure is
- * logged at warn with the peer and the client, never with the credentials.
+ * The tenant is decided once, when the head has been read, by tenant.c (srv_req_tenant_set,
+ * from the route's access class and the authenticator): everything later reads the context's
+ * tenant and nothing else.
  *
  * Two owners share it: the connection (until the answer is fully written or the connection goes
  * away: srv_req_conn_done) and the handler (from the call until it answers or releases). It is
@@ -147,16 +144,13 @@ static int req_bare_ctx(struct srv_req *req)
     return 0;
 }
 
-static const struct srv_hdr *req_hdr_find(const struct srv_req *req, const char *name,
-                                          unsigned *count);
-
 /* Header `name` for srv_proxy_client: its value, or its lines joined with ',' into `buf` (size
  * bytes; the rightmost lines are kept when they do not all fit: the walk starts there). */
 static const char *req_hdr_joined(const struct srv_req *req, const char *name, char *buf,
                                   size_t size, size_t *len)
 {
     unsigned n;
-    const struct srv_hdr *first = req_hdr_find(req, name, &n);
+    const struct srv_hdr *first = srv_req_hdr_find(req, name, &n);
     *len = 0;
     if (first == NULL || n == 1) {
         *len = first ? first->value_len : 0;
@@ -180,7 +174,7 @@ static const char *req_hdr_joined(const struct srv_req *req, const char *name, c
 }
 
 /* The access line's "client": the peer's address, or the one its trusted proxy names. */
-static void req_client(const struct srv_req *req, char *out, size_t size)
+void srv_req_client(const struct srv_req *req, char *out, size_t size)
 {
     char fwd[1024], xff[1024], rip[256];
     struct srv_proxy_headers hd = {0};
@@ -214,7 +208,7 @@ static void req_log_access(struct srv_req *req)
     if (!h->cfg.log_access || req_access_skipped(req))
         return;
     char client[SRV_PROXY_CLIENT_MAX];
-    req_client(req, client, sizeof(client));
+    srv_req_client(req, client, sizeof(client));
     struct ctx *prev = ctx_enter(req->ctx);
     uint64_t end = req->t_end_ns != 0 ? req->t_end_ns : ctx_now_ns();
     uint64_t total = end > req->t0_ns ? end - req->t0_ns : 0;
@@ -258,8 +252,7 @@ static void req_maybe_free(struct srv_req *req)
 
 /* ---- from the parsed head ---------------------------------------------------------------- */
 
-static const struct srv_hdr *req_hdr_find(const struct srv_req *req, const char *name,
-                                          unsigned *count)
+const struct srv_hdr *srv_req_hdr_find(const struct srv_req *req, const char *name, unsigned *count)
 {
     const struct srv_hdr *first = NULL;
     unsigned n = 0;
@@ -333,7 +326,7 @@ static void req_split_url(struct srv_req *req, bool connect)
     }
 }
 
-static void req_error_later(struct srv_req *req, const char *code, const char *msg)
+void srv_req_error_later(struct srv_req *req, const char *code, const char *msg)
 {
     if (req->err_status != 0)
         return;
@@ -357,13 +350,11 @@ static uint64_t req_timeout_ms(const char *v)
     return ms;
 }
 
-static void req_set_tenant(struct srv_req *req);
-
 static void req_set_identity(struct srv_req *req)
 {
     struct ctx *c = req->ctx;
     unsigned n;
-    const struct srv_hdr *hd = req_hdr_find(req, "X-Request-Id", &n);
+    const struct srv_hdr *hd = srv_req_hdr_find(req, "X-Request-Id", &n);
     if (n == 1 && ctx_request_id_valid(hd->value, hd->value_len)) {
         ctx_set_request_id(c, hd->value, hd->value_len);
     } else {
@@ -372,163 +363,25 @@ static void req_set_identity(struct srv_req *req)
         ctx_set_request_id(c, id, len);
     }
     struct ctx_trace t;
-    hd = req_hdr_find(req, "traceparent", &n);
+    hd = srv_req_hdr_find(req, "traceparent", &n);
     if (n == 1 && ctx_trace_parse(hd->value, hd->value_len, &t) == 0)
         ctx_span_new(t.span_id); /* keep the trace id; this request is a new span */
     else
         ctx_trace_new(&t);
     ctx_set_trace(c, &t);
-    req_set_tenant(req); /* last: its log lines carry the ids */
-}
-
-/* ---- the tenant ------------------------------------------------------------------------------ */
-
-#define REQ_UNAUTHORIZED "missing or invalid credentials" /* one message for every 401 */
-#define REQ_BAD_TENANT   "X-Tenant-Id must be 1-64 of [A-Za-z0-9._-]"
-
-/* The head's error is an authentication refusal: answered before the body (srv_req_refuse_early
- * when one follows), with its header. */
-static void req_refuse_auth(struct srv_req *req, int status, const char *code, const char *msg,
-                            const char *hname, const char *hvalue)
-{
-    if (req->err_status != 0)
-        return;
-    req->err_status = status;
-    req->err_code = code;
-    req->err_msg = msg;
-    req->err_auth = true;
-    if (hname != NULL)
-        (void)srv_req_header_add(req, hname, hvalue);
-}
-
-/* The route this request reaches (NULL: unknown path or method, 404/405, which needs nothing). */
-static const struct srv_route *req_route_of(const struct srv_req *req)
-{
-    int status = 0;
-    char allow[128];
-    if (req->err_status != 0)
-        return NULL;
-    return srv_route_find_on(req->h, req->admin, req->method, req->path, &status, allow,
-                             sizeof(allow));
-}
-
-static bool req_peer_trusted(const struct srv_req *req)
-{
-    const struct srv_cfg_cidrs *trusted = &req->h->cfg.trusted_proxies;
-    unsigned char family, addr[16];
-    if (trusted->count == 0 || !srv_proxy_addr_parse(req->peer, strlen(req->peer), &family, addr))
-        return false;
-    for (unsigned i = 0; i < trusted->count; i++) {
-        if (srv_cfg_cidr_match(&trusted->net[i], family, addr))
-            return true;
-    }
-    return false;
-}
-
-/* The authenticator's view of the request (headers borrowed from the arena). The client's
- * address (for the throttle and the failure lines, into `client`) is worked out only when
- * credentials can be checked at all: mode none on an open or tenant route decides from
- * X-Tenant-Id alone, and costs no more than before. */
-static void req_auth_input(const struct srv_req *req, char *client, size_t size,
-                           struct srv_auth_input *in)
-{
-    const struct srv_hdr *hd = req_hdr_find(req, "Authorization", &in->authorization_count);
-    in->authorization = hd != NULL ? hd->value : NULL;
-    in->authorization_len = hd != NULL ? hd->value_len : 0;
-    hd = req_hdr_find(req, "X-Tenant-Id", &in->tenant_count);
-    in->tenant = hd != NULL ? hd->value : NULL;
-    in->tenant_len = hd != NULL ? hd->value_len : 0;
-    in->family = 0;
-    snprintf(client, size, "%s", req->peer);
-    if (srv_auth_mode(req->h->auth) == SRV_CFG_AUTH_NONE && in->cls != SRV_AUTH_OPERATOR)
-        return;
-    req_client(req, client, size);
-    in->peer_trusted = req_peer_trusted(req);
-    if (!srv_proxy_addr_parse(client, strlen(client), &in->family, in->addr))
-        in->family = 0;
-    in->now_ns = ctx_now_ns();
-}
-
-static void req_auth_log(struct srv_req *req, const struct srv_auth_verdict *v, const char *client)
-{
-    struct ctx *prev = ctx_enter(req->ctx);
-    LOG_W("authentication failed", LOG_STR("reason", srv_auth_result_name(v->result)),
-          LOG_STR("path", req->path), LOG_STR("peer", req->peer), LOG_STR("client", client),
-          LOG_UINT("failures", v->failures));
-    if (v->throttle_started)
-        LOG_W("client throttled: too many failed authentications", LOG_STR("client", client),
-              LOG_UINT("failures", v->failures),
-              LOG_UINT("throttle_block_ms", req->h->cfg.throttle_block_ms));
-    ctx_leave(prev);
-}
-
-static void req_auth_throttled(struct srv_req *req, uint64_t retry_ms)
-{
-    char secs[24], ms[24];
-    snprintf(secs, sizeof(secs), "%llu", (unsigned long long)((retry_ms + 999) / 1000));
-    snprintf(ms, sizeof(ms), "%llu", (unsigned long long)retry_ms);
-    req_refuse_auth(req, 429, "too_many_failures",
-                    "too many failed authentications from this address", "Retry-After", secs);
-    (void)srv_req_header_add(req, "Retry-After-Ms", ms);
-}
-
-/* Without an authenticator (mode none, nothing guarded): X-Tenant-Id as sent, else "default". */
-static void req_tenant_header(struct srv_req *req)
-{
-    unsigned n;
-    const struct srv_hdr *hd = req_hdr_find(req, "X-Tenant-Id", &n);
-    bool ok = n == 1 && ctx_tenant_valid(hd->value, hd->value_len);
-    ctx_set_tenant(req->ctx, ok ? hd->value : "default", ok ? hd->value_len : 7);
-    if (n > 0 && !ok)
-        req_error_later(req, "invalid_tenant", REQ_BAD_TENANT);
-}
-
-static void req_set_tenant(struct srv_req *req)
-{
-    char client[SRV_PEER_MAX]; /* the peer, or the client its trusted proxy names */
-    const struct srv_route *route = req_route_of(req);
-    struct srv_auth_input in = {.cls = route != NULL ? route->access : SRV_AUTH_OPEN};
-    struct srv_auth_verdict v;
-    if (req->h->auth == NULL) {
-        req_tenant_header(req);
-        return;
-    }
-    req_auth_input(req, client, sizeof(client), &in);
-    srv_auth_check(req->h->auth, &in, &v);
-    ctx_set_tenant(req->ctx, v.tenant, v.tenant_len);
-    if (v.result != SRV_AUTH_OK && v.result != SRV_AUTH_BAD_TENANT && route != NULL)
-        req->route_path = route->path; /* a refusal still counts under its route */
-    switch (v.result) {
-    case SRV_AUTH_OK:
-        return;
-    case SRV_AUTH_BAD_TENANT:
-        req_error_later(req, "invalid_tenant", REQ_BAD_TENANT);
-        return;
-    case SRV_AUTH_THROTTLED:
-        req_auth_throttled(req, v.retry_after_ms);
-        return;
-    case SRV_AUTH_FORBIDDEN:
-        req_refuse_auth(req, 403, "forbidden", "X-Tenant-Id does not match the credentials", NULL,
-                        NULL);
-        break;
-    default:
-        req_refuse_auth(req, 401, "unauthorized", REQ_UNAUTHORIZED, "WWW-Authenticate",
-                        "Bearer realm=\"spindle\"");
-        break;
-    }
-    req_auth_log(req, &v, client);
+    srv_req_tenant_set(req); /* last: its log lines carry the ids (tenant.c) */
 }
 
 static void req_set_deadline(struct srv_req *req)
 {
     const struct srv_cfg *cfg = &req->h->cfg;
     unsigned n;
-    const struct srv_hdr *hd = req_hdr_find(req, "X-Timeout-Ms", &n);
+    const struct srv_hdr *hd = srv_req_hdr_find(req, "X-Timeout-Ms", &n);
     uint64_t ms = cfg->default_timeout_ms;
     if (n > 0) {
         uint64_t v = n == 1 ? req_timeout_ms(hd->value) : 0;
         if (v == 0)
-            req_error_later(req, "invalid_timeout", "X-Timeout-Ms must be a positive integer");
+            srv_req_error_later(req, "invalid_timeout", "X-Timeout-Ms must be a positive integer");
         else
             ms = v < cfg->max_timeout_ms || cfg->max_timeout_ms == 0 ? v : cfg->max_timeout_ms;
     }
@@ -542,7 +395,7 @@ static void req_set_deadline(struct srv_req *req)
 static void req_check_host(struct srv_req *req)
 {
     unsigned n;
-    const struct srv_hdr *hd = req_hdr_find(req, "Host", &n);
+    const struct srv_hdr *hd = srv_req_hdr_find(req, "Host", &n);
     if (n == 0 && !req->http10)
         req->fatal_msg = "missing Host header (required in HTTP/1.1)";
     else if (n > 1)
@@ -567,7 +420,7 @@ int srv_req_from_head(struct srv_req *req, const http_parser *p, const char *hea
     req_set_identity(req);
     req_set_deadline(req);
     req_check_host(req);
-    const struct srv_hdr *expect = req_hdr_find(req, "Expect", NULL);
+    const struct srv_hdr *expect = srv_req_hdr_find(req, "Expect", NULL);
     req->expect_continue = expect != NULL && strcasecmp(expect->value, "100-continue") == 0;
     return 0;
 }
@@ -937,7 +790,7 @@ const void *srv_req_body(const struct srv_req *req, size_t *len)
 
 const char *srv_req_header(const struct srv_req *req, const char *name)
 {
-    const struct srv_hdr *hd = req_hdr_find(req, name, NULL);
+    const struct srv_hdr *hd = srv_req_hdr_find(req, name, NULL);
     return hd != NULL ? hd->value : NULL;
 }
 
