@@ -133,16 +133,17 @@ tsan:
 	@$(MAKE) --no-print-directory VARIANT=tsan test
 
 # Benchmarks: HTTP next to nginx and idle memory, jobs next to bench/limit, overload and
-# fairness, and the logger. Results are appended to bench/results/.
+# fairness, a module's kind next to the built-in one, and the logger. Results are appended to bench/results/.
 bench:
 	@$(MAKE) --no-print-directory VARIANT=release all bench-bins
 	@bench/run.sh
 	@bench/jobs.sh
 	@bench/overload.sh
+	@bench/module.sh
 	@$(BUILD_DIR)/release/bench/logbench | tee -a bench/results/log.txt
 
 .PHONY: bench-bins
-bench-bins: $(BENCH_BINS)
+bench-bins: $(BENCH_BINS) $(B)/tests/modules/mod_noop.so
 
 # ---- rules ---------------------------------------------------------------------------------
 # Only server/version.c sees the version and commit; its stamp changes when they do, so a new
