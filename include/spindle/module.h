@@ -180,7 +180,8 @@ struct spindle_host {
     /* Nonzero when the request gave parameter `index` (else param() is its default). */
     int (*param_given)(const struct spindle_job *job, unsigned index);
 
-    /* A STRING parameter's bytes (not NUL-terminated; *len set), or NULL when not given. */
+    /* A STRING parameter's bytes (not NUL-terminated; *len set), or NULL when not given. In
+     * parse only (copy what run needs into the state). */
     const char *(*param_str)(const struct spindle_job *job, unsigned index, size_t *len);
 
     /* Check a STRING (or INT) parameter as a decimal integer in [min, max]: 0 and *out, or
