@@ -32,7 +32,7 @@ ifeq ($(WERROR),1)
 WARN += -Werror
 endif
 
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -MMD -MP $(WARN)
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -Iinclude -MMD -MP $(WARN)
 ifeq ($(VARIANT),debug)
 VFLAGS := -O1 -g3 -fno-omit-frame-pointer
 else ifeq ($(VARIANT),release)
@@ -73,6 +73,11 @@ INTEG_BIN := $(B)/tests/integration_tests
 unit_suite = suite_$(subst /,_,$(subst /test_,_,$(patsubst tests/unit/%.c,%,$(1))))
 integ_suite = suite_integration_$(patsubst tests/integration/test_%.c,%,$(1))
 
+# Test modules: tests/modules/<name>.c -> build/<variant>/tests/modules/<name>.so, loaded by the
+# integration suites ([kind.NAME] module = ...; SPINDLE_MODULES names their folder).
+TEST_MODULE_SRCS := $(sort $(wildcard tests/modules/*.c))
+TEST_MODULES := $(TEST_MODULE_SRCS:tests/modules/%.c=$(B)/tests/modules/%.so)
+
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
@@ -97,17 +102,20 @@ run: all
 
 # Tests: unit suites first, then the real binary over loopback. Extra runner arguments (a suite
 # name to run only it) go in TESTS=...
-test: $(UNIT_BIN) $(INTEG_BIN) $(BIN)
+INTEG_ENV = SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) \
+            SPINDLE_MODULES=$(abspath $(B)/tests/modules)
+
+test: $(UNIT_BIN) $(INTEG_BIN) $(BIN) $(TEST_MODULES)
 	@echo "== unit tests ($(VARIANT))"
 	@$(TEST_ENV) $(abspath $(UNIT_BIN)) $(TESTS)
 	@echo "== integration tests ($(VARIANT))"
-	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) $(abspath $(INTEG_BIN)) $(TESTS)
+	@$(TEST_ENV) $(INTEG_ENV) $(abspath $(INTEG_BIN)) $(TESTS)
 
 unit: $(UNIT_BIN)
 	@$(TEST_ENV) $(abspath $(UNIT_BIN)) $(TESTS)
 
-integration: $(INTEG_BIN) $(BIN)
-	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) $(abspath $(INTEG_BIN)) $(TESTS)
+integration: $(INTEG_BIN) $(BIN) $(TEST_MODULES)
+	@$(TEST_ENV) $(INTEG_ENV) $(abspath $(INTEG_BIN)) $(TESTS)
 
 ifeq ($(VARIANT),asan)
 TEST_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1 \
@@ -125,16 +133,17 @@ tsan:
 	@$(MAKE) --no-print-directory VARIANT=tsan test
 
 # Benchmarks: HTTP next to nginx and idle memory, jobs next to bench/limit, overload and
-# fairness, and the logger. Results are appended to bench/results/.
+# fairness, a module's kind next to the built-in one, and the logger. Results are appended to bench/results/.
 bench:
 	@$(MAKE) --no-print-directory VARIANT=release all bench-bins
 	@bench/run.sh
 	@bench/jobs.sh
 	@bench/overload.sh
+	@bench/module.sh
 	@$(BUILD_DIR)/release/bench/logbench | tee -a bench/results/log.txt
 
 .PHONY: bench-bins
-bench-bins: $(BENCH_BINS)
+bench-bins: $(BENCH_BINS) $(B)/tests/modules/mod_noop.so
 
 # ---- rules ---------------------------------------------------------------------------------
 # Only server/version.c sees the version and commit; its stamp changes when they do, so a new
@@ -154,6 +163,11 @@ $(B)/%.o: %.c | $(DEPS_STAMP)
 
 $(BIN): $(B)/$(MAIN_SRC:.c=.o) $(LIB_OBJS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+# A module includes only the public header, as one built out of tree would.
+$(B)/tests/modules/%.so: tests/modules/%.c include/spindle/module.h | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) $(VFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<
 
 $(B)/tests/unit_suites.h: FORCE
 	@mkdir -p $(@D)
@@ -185,7 +199,9 @@ $(B)/bench/%: bench/%.c $(LIB_OBJS)
 
 # ---- install --------------------------------------------------------------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=DIR]: the release binary (INSTALL_BIN=PATH installs
-# another build), the man pages, README.md, the configuration (never overwritten), the systemd
+# another build), the man pages, README.md, the module header <spindle/module.h> with its
+# pkg-config file spindle-module.pc (Cflags only) and the example module examples/wordfreq/ (in
+# the doc directory), the configuration (never overwritten), the systemd
 # unit and socket with the installed paths, the sysusers.d and tmpfiles.d entries (user spindle,
 # /var/lib/spindle, /var/log/spindle) and the logrotate file. The installed configuration is
 # etc/spindle.conf with [log] file = INSTALL_LOG, the file the logrotate file rotates, and
@@ -199,10 +215,13 @@ sysconfdir ?= /etc
 unitdir ?= $(PREFIX)/lib/systemd/system
 sysusersdir ?= $(PREFIX)/lib/sysusers.d
 tmpfilesdir ?= $(PREFIX)/lib/tmpfiles.d
+includedir ?= $(PREFIX)/include
+pkgconfigdir ?= $(PREFIX)/share/pkgconfig
 INSTALL_BIN ?= $(BUILD_DIR)/release/spindle
 INSTALL_LOG := /var/log/spindle/spindle.log
 INSTALL ?= install
 I_CONF := $(DESTDIR)$(sysconfdir)/spindle/spindle.conf
+I_PC := $(DESTDIR)$(pkgconfigdir)/spindle-module.pc
 # the shipped unit names the /usr/local paths; the installed one names the real ones
 I_UNIT_SED := -e 's|/usr/local/bin/spindle|$(bindir)/spindle|g' \
               -e 's|/etc/spindle/spindle.conf|$(sysconfdir)/spindle/spindle.conf|g' \
@@ -212,7 +231,9 @@ I_CONF_SED := -e '1s|.*|\# spindle.conf - as installed: every key at its default
 I_FILES := $(bindir)/spindle $(mandir)/man8/spindle.8 $(mandir)/man1/spindle-call.1 \
            $(mandir)/man1/spindle-logs.1 $(docdir)/README.md $(unitdir)/spindle.service \
            $(unitdir)/spindle.socket $(sysusersdir)/spindle.conf $(tmpfilesdir)/spindle.conf \
-           $(sysconfdir)/logrotate.d/spindle
+           $(sysconfdir)/logrotate.d/spindle $(includedir)/spindle/module.h \
+           $(pkgconfigdir)/spindle-module.pc $(docdir)/examples/wordfreq/wordfreq.c \
+           $(docdir)/examples/wordfreq/Makefile
 
 .PHONY: install uninstall install-release
 install: $(if $(filter $(BUILD_DIR)/release/spindle,$(INSTALL_BIN)),install-release)
@@ -229,6 +250,12 @@ install: $(if $(filter $(BUILD_DIR)/release/spindle,$(INSTALL_BIN)),install-rele
 	$(INSTALL) -m 0644 etc/sysusers.d/spindle.conf $(DESTDIR)$(sysusersdir)/spindle.conf
 	$(INSTALL) -m 0644 etc/tmpfiles.d/spindle.conf $(DESTDIR)$(tmpfilesdir)/spindle.conf
 	$(INSTALL) -m 0644 etc/logrotate.d/spindle $(DESTDIR)$(sysconfdir)/logrotate.d/spindle
+	$(INSTALL) -m 0644 include/spindle/module.h $(DESTDIR)$(includedir)/spindle/module.h
+	printf '%s\n' 'prefix=$(PREFIX)' 'includedir=$(includedir)' '' 'Name: spindle-module' \
+	  'Description: the C ABI of spindle job kinds (modules)' 'Version: $(VERSION)' \
+	  'Cflags: -I$${includedir}' | $(INSTALL) -m 0644 /dev/stdin $(I_PC)
+	$(INSTALL) -m 0644 examples/wordfreq/wordfreq.c examples/wordfreq/Makefile \
+	  $(DESTDIR)$(docdir)/examples/wordfreq/
 	@if [ -e $(I_CONF) ]; then echo "install: kept $(I_CONF) (present)"; else \
 	  echo "sed ... etc/spindle.conf > $(I_CONF)"; \
 	  sed $(I_CONF_SED) etc/spindle.conf | $(INSTALL) -m 0644 /dev/stdin $(I_CONF) && \
@@ -241,7 +268,8 @@ install-release:
 
 uninstall:
 	rm -f $(I_FILES:%=$(DESTDIR)%)
-	@rmdir $(DESTDIR)$(docdir) 2>/dev/null || true
+	@rmdir $(DESTDIR)$(docdir)/examples/wordfreq $(DESTDIR)$(docdir)/examples \
+	  $(DESTDIR)$(docdir) $(DESTDIR)$(includedir)/spindle 2>/dev/null || true
 	@if [ -e $(I_CONF) ]; then \
 	  if sed $(I_CONF_SED) etc/spindle.conf | cmp -s - $(I_CONF); then \
 	    echo "rm -f $(I_CONF)"; rm -f $(I_CONF); rmdir $(dir $(I_CONF)) 2>/dev/null || true; \
@@ -325,7 +353,7 @@ check-format:
 check-headers:
 	@for h in $$(git ls-files '*.h'); do \
 	  printf '#include "%s"\n' "$$h" | \
-	    $(CC) -std=c11 -D_GNU_SOURCE -I. $(WARN) -Werror -fsyntax-only -x c - || \
+	    $(CC) -std=c11 -D_GNU_SOURCE -I. -Iinclude $(WARN) -Werror -fsyntax-only -x c - || \
 	    { echo "check-headers: $$h does not compile on its own"; exit 1; }; \
 	done
 

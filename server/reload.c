@@ -10,7 +10,11 @@
  * and connections read limits and timeouts), to the logger (level) and, when admission is wired,
  * to a new tenant limit set swapped in (in-flight counts and buckets are kept), and to the
  * authenticator, whose new key set is built before anything is applied and swapped in whole: a
- * removed key fails from the next request on, a request already decided keeps its tenant.
+ * removed key fails from the next request on, a request already decided keeps its tenant. When a
+ * [kind.NAME] key changed, a new snapshot of the job kinds is built from the merged configuration
+ * and installed (server/jobs/jobs.h): a kind that no longer builds fails the whole reload. Running
+ * jobs keep the snapshot they started with. A changed module is a restart (config.c keeps the
+ * running form of its kind).
  *
  * Threads: srv_reload runs on the loop thread; srv_reload_merge touches only its arguments.
  */
@@ -24,6 +28,7 @@
 #include "server/admission/admission.h"
 #include "server/auth/auth.h"
 #include "server/http/http.h"
+#include "server/jobs/jobs.h"
 #include "server/reload.h"
 
 /* ---- comparing and merging --------------------------------------------------------------- */
@@ -50,7 +55,10 @@ static void reload_diff_add(const char *section, const char *key, enum srv_cfg_r
 {
     struct reload_diff_ctx *c = arg;
     struct srv_reload_diff *d = c->diff;
-    bool live = reload == SRV_CFG_LIVE || (reload == SRV_CFG_LIVE_ADM && c->tenants_live);
+    bool live = reload == SRV_CFG_LIVE || reload == SRV_CFG_LIVE_KIND ||
+                (reload == SRV_CFG_LIVE_ADM && c->tenants_live);
+    if (reload == SRV_CFG_LIVE_KIND)
+        d->kinds_changed = true;
     char name[256];
     snprintf(name, sizeof(name), "%s.%s", section, key);
     reload_list_add(live ? d->live : d->restart, SRV_RELOAD_KEYS_MAX, name);
@@ -70,6 +78,7 @@ int srv_reload_merge(const struct srv_cfg *running, const struct srv_cfg *loaded
     srv_cfg_copy_class(merged, loaded, SRV_CFG_LIVE);
     if (tenants_live)
         srv_cfg_copy_class(merged, loaded, SRV_CFG_LIVE_ADM);
+    srv_cfg_copy_class(merged, loaded, SRV_CFG_LIVE_KIND);
     return 0;
 }
 
@@ -116,18 +125,27 @@ int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reloa
     rc = srv_reload_merge(running, loaded, t->adm != NULL, merged, diff);
     if (rc != 0)
         goto fail;
+    struct srv_kinds *kinds = NULL;
+    if (diff->kinds_changed && (kinds = srv_kinds_build(merged, err, sizeof(err))) == NULL) {
+        rc = -EINVAL;
+        goto fail; /* nothing was applied yet */
+    }
     struct srv_auth_keys *keys = t->auth != NULL ? srv_auth_keys_new(merged) : NULL;
     if (t->auth != NULL && keys == NULL) {
+        srv_kinds_unref(kinds);
         rc = -ENOMEM;
         goto fail;
     }
     if (t->adm != NULL && reload_tenants_apply(t->adm, merged) != 0) {
         srv_auth_keys_free(keys);
+        srv_kinds_unref(kinds);
         rc = -ENOMEM;
         goto fail; /* nothing was applied yet */
     }
     if (t->auth != NULL)
         srv_auth_update(t->auth, keys);
+    if (kinds != NULL)
+        srv_kinds_install(kinds);
     log_set_level(merged->log_level);
     srv_http_cfg_update(t->http, merged);
     *running = *merged;

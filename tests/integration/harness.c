@@ -32,7 +32,7 @@
 #define HS_MAX_LISTEN  8
 
 struct hs_entry {
-    char section[32];
+    char section[48];
     char key[64];
     char value[1024];
 };
@@ -92,12 +92,16 @@ long hs_nofile_raise(long want)
 
 /* ---- config --------------------------------------------------------------------------------- */
 
-/* Add or replace "section.key=value". Returns 0 or -EINVAL for a malformed entry. */
+/* Add or replace "section.key=value"; the key is after the last '.' before '=', so a section
+ * may have dots of its own ("kind.wc.exec=/usr/bin/wc"). Returns 0 or -EINVAL for a malformed
+ * entry. */
 static int hs_entry_set(struct hs_entry *e, size_t *n, const char *spec)
 {
-    const char *dot = strchr(spec, '.');
     const char *eq = strchr(spec, '=');
-    if (dot == NULL || eq == NULL || dot > eq)
+    const char *dot = NULL;
+    for (const char *p = spec; eq != NULL && p < eq; p++)
+        dot = *p == '.' ? p : dot;
+    if (dot == NULL || eq == NULL)
         return -EINVAL;
     struct hs_entry tmp;
     if ((size_t)(dot - spec) >= sizeof(tmp.section) || (size_t)(eq - dot - 1) >= sizeof(tmp.key) ||
