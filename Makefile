@@ -32,7 +32,7 @@ ifeq ($(WERROR),1)
 WARN += -Werror
 endif
 
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -MMD -MP $(WARN)
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -Iinclude -MMD -MP $(WARN)
 ifeq ($(VARIANT),debug)
 VFLAGS := -O1 -g3 -fno-omit-frame-pointer
 else ifeq ($(VARIANT),release)
@@ -323,7 +323,7 @@ check-format:
 check-headers:
 	@for h in $$(git ls-files '*.h'); do \
 	  printf '#include "%s"\n' "$$h" | \
-	    $(CC) -std=c11 -D_GNU_SOURCE -I. $(WARN) -Werror -fsyntax-only -x c - || \
+	    $(CC) -std=c11 -D_GNU_SOURCE -I. -Iinclude $(WARN) -Werror -fsyntax-only -x c - || \
 	    { echo "check-headers: $$h does not compile on its own"; exit 1; }; \
 	done
 

@@ -56,6 +56,7 @@
 #include <unistd.h>
 
 #include "context/ctx.h"
+#include "server/config_internal.h"
 
 #define CFG_FILE_MAX (1024 * 1024) /* bytes of a configuration file */
 #define CFG_LINE_MAX 199           /* libinih 55 keeps 199 bytes of a line and cuts the rest */
@@ -765,7 +766,7 @@ bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b)
         if (!cfg_tenant_equal(&a->tenants[i], &b->tenants[i]))
             return false;
     }
-    return true;
+    return srv_cfgk_equal(a, b);
 }
 
 static void cfg_cidrs_print(const struct srv_cfg_cidrs *set, FILE *out)
@@ -851,6 +852,7 @@ void srv_cfg_print(const struct srv_cfg *cfg, FILE *out)
                 fprintf(out, " %u\n", *(const unsigned *)f);
         }
     }
+    srv_cfgk_print(cfg, out);
 }
 
 /* ---- reload: what changed, what may change live ------------------------------------------ */
@@ -859,6 +861,8 @@ int srv_cfg_key_reload(const char *section, const char *key, enum srv_cfg_reload
 {
     size_t slen = strlen(section), klen = strlen(key), tlen;
     const char *tname;
+    if (srv_cfgk_section(section, slen, &tname, &tlen))
+        return srv_cfgk_key_reload(key, out);
     const struct cfg_key *k = cfg_tenant_section(section, slen, &tname, &tlen)
                                   ? cfg_tenant_key_find(key, klen)
                                   : cfg_key_find(section, slen, key, klen);
@@ -899,6 +903,7 @@ void srv_cfg_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff
         cfg_tenant_diff(&b->tenants[t], srv_cfg_tenant_find(a, b->tenants[t].name), false, fn, arg);
     for (unsigned t = 0; t < a->tenant_count; t++) /* keys only `a` sets: they disappeared */
         cfg_tenant_diff(&a->tenants[t], srv_cfg_tenant_find(b, a->tenants[t].name), true, fn, arg);
+    srv_cfgk_diff(a, b, fn, arg);
 }
 
 /* Bytes of a field of `type` (not CFG_T_LISTEN, which is two fields). */
@@ -951,6 +956,8 @@ void srv_cfg_copy_class(struct srv_cfg *dst, const struct srv_cfg *src, enum srv
         memcpy(dst->tenants, src->tenants, sizeof(dst->tenants));
         dst->tenant_count = src->tenant_count;
     }
+    if (reload == SRV_CFG_LIVE_KIND)
+        srv_cfgk_copy(dst, src);
 }
 
 /* ---- tenant limits ------------------------------------------------------------------------- */
@@ -1006,6 +1013,42 @@ static int cfg_tenant_set(struct srv_cfg *cfg, const char *section, const char *
     return 0;
 }
 
+/* srv_cfg_set for a [kind.NAME] section (NAME = kname, klen bytes). */
+static int cfg_kind_set(struct srv_cfg *cfg, const char *section, const char *kname, size_t klen,
+                        const char *key, const char *value, const char *origin, char *err,
+                        size_t size)
+{
+    char msg[CFG_MSG_MAX];
+    int slen = (int)strlen(section), keylen = (int)strlen(key);
+    struct srv_cfg *scratch = malloc(sizeof(*scratch));
+    if (scratch == NULL) {
+        cfg_err(err, size, origin, 0, section, slen, key, keylen, "out of memory");
+        return -ENOMEM;
+    }
+    *scratch = *cfg;
+    int rc = srv_cfgk_open(scratch, kname, klen, 0, msg, sizeof(msg));
+    if (rc < 0) {
+        cfg_err(err, size, origin, 0, section, slen, NULL, 0, msg);
+        goto out;
+    }
+    rc = srv_cfgk_key_apply(&scratch->kinds[rc], key, (size_t)keylen, value, 0, msg, sizeof(msg));
+    if (rc == -ENOENT)
+        snprintf(msg, sizeof(msg), "unknown key");
+    unsigned line;
+    const char *bad;
+    if (rc == 0 && srv_cfgk_check(scratch, &line, &bad, msg, sizeof(msg)) >= 0)
+        rc = -EINVAL;
+    if (rc != 0) {
+        cfg_err(err, size, origin, 0, section, slen, key, keylen, msg);
+        rc = -EINVAL;
+        goto out;
+    }
+    *cfg = *scratch;
+out:
+    free(scratch);
+    return rc;
+}
+
 int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const char *value,
                 const char *origin, char *err, size_t size)
 {
@@ -1015,6 +1058,8 @@ int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const
     size_t tlen;
     if (cfg_tenant_section(section, (size_t)slen, &tname, &tlen))
         return cfg_tenant_set(cfg, section, tname, tlen, key, value, origin, err, size);
+    if (srv_cfgk_section(section, (size_t)slen, &tname, &tlen))
+        return cfg_kind_set(cfg, section, tname, tlen, key, value, origin, err, size);
     const struct cfg_key *k = cfg_key_find(section, (size_t)slen, key, (size_t)klen);
     if (!cfg_section_find(section, (size_t)slen)) {
         cfg_err(err, size, origin, 0, section, slen, NULL, 0, "unknown section");
@@ -1216,10 +1261,17 @@ static int cfg_scan_section(struct cfg_parse *ps, unsigned line, const char *s, 
         st->skip = false;
         return 0;
     }
+    if (srv_cfgk_section(st->section, (size_t)st->section_len, &tname, &tlen)) {
+        char msg[CFG_MSG_MAX];
+        if (srv_cfgk_open(&ps->scratch, tname, tlen, line, msg, sizeof(msg)) < 0)
+            return cfg_scan_error(ps, line, st, false, msg);
+        st->skip = false;
+        return 0;
+    }
     if (!cfg_section_find(st->section, (size_t)st->section_len))
         return cfg_scan_error(
             ps, line, st, false,
-            "unknown section (known: server, pool, limits, log, shutdown, tenant.NAME)");
+            "unknown section (known: server, pool, limits, log, shutdown, tenant.NAME, kind.NAME)");
     st->skip = false;
     return 0;
 }
@@ -1342,6 +1394,23 @@ static int cfg_handler_tenant(struct cfg_parse *ps, const struct cfg_line *l, co
     return 1;
 }
 
+/* A key line of a [kind.NAME] section; the pre-scan opened the kind's record. */
+static int cfg_handler_kind(struct cfg_parse *ps, const struct cfg_line *l, const char *kname,
+                            size_t klen, const char *value)
+{
+    char msg[CFG_MSG_MAX];
+    int ki = srv_cfgk_index(&ps->scratch, kname, klen);
+    if (ki < 0)
+        return cfg_handler_fail(ps, l, "parser and pre-scan disagree");
+    int rc = srv_cfgk_key_apply(&ps->scratch.kinds[ki], ps->text + l->key_off, l->key_len, value,
+                                l->line, msg, sizeof(msg));
+    if (rc == -ENOENT)
+        return cfg_handler_fail(ps, l, "unknown key");
+    if (rc != 0)
+        return cfg_handler_fail(ps, l, msg);
+    return 1;
+}
+
 static int cfg_handler(void *user, const char *section, const char *name, const char *value)
 {
     struct cfg_parse *ps = user;
@@ -1365,6 +1434,8 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
     size_t tlen;
     if (cfg_tenant_section(ps->text + l->sec_off, l->sec_len, &tname, &tlen))
         return cfg_handler_tenant(ps, l, tname, tlen, value);
+    if (srv_cfgk_section(ps->text + l->sec_off, l->sec_len, &tname, &tlen))
+        return cfg_handler_kind(ps, l, tname, tlen, value);
     const struct cfg_key *k = cfg_key_find(ps->text + l->sec_off, l->sec_len, key, l->key_len);
     if (k == NULL)
         return cfg_handler_fail(ps, l, "unknown key");
@@ -1474,7 +1545,18 @@ static int cfg_parse_finish(struct cfg_parse *ps, int r)
                  (int)strlen(k->key), msg);
         return -EINVAL;
     }
-    return cfg_parse_tenant_check(ps);
+    if (cfg_parse_tenant_check(ps) != 0)
+        return -EINVAL;
+    unsigned line;
+    const char *key;
+    int ki = srv_cfgk_check(&ps->scratch, &line, &key, msg, sizeof(msg));
+    if (ki >= 0) {
+        char sec[sizeof(CFGK_PREFIX) + SRV_CFG_KIND_NAME_MAX];
+        int n = snprintf(sec, sizeof(sec), CFGK_PREFIX "%s", ps->scratch.kinds[ki].name);
+        cfg_perr(ps, line, sec, n, key, key ? (int)strlen(key) : 0, msg);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 int srv_cfg_load(const char *path, struct srv_cfg *cfg, char *err, size_t size)

@@ -37,6 +37,69 @@
 #define SRV_CFG_TENANT_WEIGHT         (1u << 3)
 #define SRV_CFG_TENANT_MAX_TIMEOUT_MS (1u << 4)
 
+/* [kind.NAME] sections: job kinds from a program (exec) or a C module (module). */
+#define SRV_CFG_MAX_KINDS     32  /* [kind.NAME] sections at most */
+#define SRV_CFG_KIND_NAME_MAX 31  /* bytes of NAME: [a-z0-9_], starting with a letter */
+#define SRV_CFG_VALUE_MAX     200 /* bytes of a string value with its NUL (one line of the file) */
+#define SRV_CFG_USER_MAX      33  /* bytes of a user name with its NUL */
+#define SRV_CFG_KIND_KEYS     14  /* keys a [kind.NAME] section may set (struct srv_cfg_kind) */
+
+/* One [kind.NAME] section, as written (config.c checks each value, and that exactly one of exec
+ * and module is set; which kinds exist and whether the program or module is usable is checked by
+ * the job registry, server/jobs/jobs.h). String values are "" when not set; numbers 0 when not
+ * set unless a default is named. Settings of exec kinds only are marked (exec). */
+struct srv_cfg_kind {
+    char name[SRV_CFG_KIND_NAME_MAX + 1];
+    char exec[SRV_CFG_VALUE_MAX];   /* (exec) argv: words split on blanks, no shell; {param} */
+    char module[SRV_CFG_VALUE_MAX]; /* path of the module's shared object */
+    char content_type[SRV_CFG_VALUE_MAX]; /* the answer's type; "" = the kind's own or
+                                             application/octet-stream */
+    char params[SRV_CFG_VALUE_MAX];       /* (exec) declared parameters: srv_cfg_params_parse */
+    unsigned max_inflight;                /* jobs of the kind in flight at most; 0 = unlimited */
+    unsigned timeout_ms;         /* default deadline of the kind's requests; 0 = [limits]'s */
+    size_t max_output_bytes;     /* answer bytes at most (default 16M) */
+    unsigned cancel_grace_ms;    /* (exec) SIGTERM to SIGKILL on cancel (default 2000) */
+    unsigned long rlimit_cpu_s;  /* (exec) RLIMIT_CPU seconds; 0 = inherited */
+    size_t rlimit_as;            /* (exec) RLIMIT_AS bytes; 0 = inherited */
+    unsigned rlimit_nofile;      /* (exec) RLIMIT_NOFILE; 0 = inherited */
+    char user[SRV_CFG_USER_MAX]; /* (exec) run as this user; "" = the server's */
+    char cwd[SRV_CFG_VALUE_MAX]; /* (exec) working directory; "" = the server's */
+    unsigned set;                /* bit i: key i of the section's table was set */
+    unsigned line;               /* line of the section's first header (0: not from a file) */
+    unsigned key_line[SRV_CFG_KIND_KEYS]; /* line of each key set (0: not from a file) */
+};
+
+/* Parameter declarations of `params =`: comma-separated NAME:TYPE[=DEFAULT] items with TYPE
+ * int:MIN..MAX, enum:A|B|C, bool or string; no default = required. For example
+ * "lines:int:0..1000=10, mode:enum:fast|best, verbose:bool=false". */
+#define SRV_CFG_PARAMS_MAX  16
+#define SRV_CFG_CHOICES_MAX 32
+
+enum srv_cfg_param_type {
+    SRV_CFG_PARAM_INT = 1, /* the numbering of SPINDLE_PARAM_* (include/spindle/module.h) */
+    SRV_CFG_PARAM_ENUM,
+    SRV_CFG_PARAM_BOOL,
+    SRV_CFG_PARAM_STRING,
+};
+
+struct srv_cfg_param {
+    char name[32];
+    enum srv_cfg_param_type type;
+    bool required;
+    int64_t min, max, def;           /* def: the number, 0/1, or the choice's index */
+    unsigned nchoices;               /* ENUM */
+    char choices[SRV_CFG_VALUE_MAX]; /* ENUM: the choices, each ended by a NUL */
+};
+
+struct srv_cfg_params {
+    unsigned count;
+    struct srv_cfg_param p[SRV_CFG_PARAMS_MAX];
+};
+
+/* Parse a `params =` value (borrowed) into *out. Returns 0, or -EINVAL with msg saying what is
+ * wrong with which item. */
+int srv_cfg_params_parse(const char *text, struct srv_cfg_params *out, char *msg, size_t size);
+
 /* Limits of one tenant: the settings admission enforces (server/admission/admission.h). */
 struct srv_tenant_limits {
     unsigned max_inflight;   /* requests admitted and not yet released at most; 0 = unlimited */
@@ -118,6 +181,10 @@ struct srv_cfg {
     struct srv_cfg_tenant tenants[SRV_CFG_MAX_TENANTS];
     unsigned tenant_count;
 
+    /* [kind.NAME] sections, in the order they first appear */
+    struct srv_cfg_kind kinds[SRV_CFG_MAX_KINDS];
+    unsigned kind_count;
+
     /* [log] */
     enum log_level log_level;
     char log_file[SRV_CFG_PATH_MAX]; /* "" or "-" = stderr */
@@ -180,10 +247,12 @@ bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b);
 /* What a reload (SIGHUP, server/reload.h) does with a setting whose value changed: the
  * "reload" column of config.c's settings table, and the "live on reload" column of README's. */
 enum srv_cfg_reload {
-    SRV_CFG_RESTART,  /* needs a restart: reported, and the running value is kept */
-    SRV_CFG_LIVE,     /* applied at once */
-    SRV_CFG_LIVE_ADM, /* a tenant limit ([limits] max_inflight, rate, burst, weight and every
-                         [tenant.NAME] key): applied when admission takes a new limit set */
+    SRV_CFG_RESTART,   /* needs a restart: reported, and the running value is kept */
+    SRV_CFG_LIVE,      /* applied at once */
+    SRV_CFG_LIVE_ADM,  /* a tenant limit ([limits] max_inflight, rate, burst, weight and every
+                          [tenant.NAME] key): applied when admission takes a new limit set */
+    SRV_CFG_LIVE_KIND, /* a [kind.NAME] key but module: applied when the job registry takes a new
+                          snapshot; a kind whose module changed keeps its running form */
 };
 
 /* The class of `key` in `section` (both borrowed; section may be "tenant.NAME") into *out.
@@ -211,6 +280,9 @@ int srv_cfg_cidr_parse(const char *text, size_t len, struct srv_cfg_cidr *out);
 /* True when the address `addr` (4 or 16 bytes of `family` 4 or 6) lies in `net`. */
 bool srv_cfg_cidr_match(const struct srv_cfg_cidr *net, unsigned char family,
                         const unsigned char *addr);
+
+/* The [kind.NAME] section of `name` (borrowed), or NULL when there is none. */
+const struct srv_cfg_kind *srv_cfg_kind_find(const struct srv_cfg *cfg, const char *name);
 
 /* The [tenant.NAME] section of `name` (borrowed), or NULL when there is none. */
 const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, const char *name);

@@ -387,7 +387,7 @@ static void test_srv_cfg_load_every_error(void)
         "%1$s:2: [pool] workers: expected a whole number, got \"x\"\n"
         "%1$s:4: [pool] workerz: unknown key\n"
         "%1$s:5: [nope]: unknown section (known: server, pool, limits, log, shutdown, "
-        "tenant.NAME)\n"
+        "tenant.NAME, kind.NAME)\n"
         "%1$s:8: [log]: line longer than 199 bytes\n"
         "%1$s:9: [log] level: expected trace, debug, info, warn, error or fatal, got \"loud\"\n"
         "%1$s:11: [log] access: continuation line (indented after a key) is not supported; "
