@@ -35,13 +35,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SRV_EXEC_STDERR_LINES   100         /* stderr lines logged per run, at most */
-#define SRV_EXEC_STDERR_BYTES   (64u << 10) /* stderr bytes logged per run, at most */
-#define SRV_EXEC_LINE_MAX       1024        /* a longer stderr line is cut to this many bytes */
-#define SRV_EXEC_MSG_MAX        (SRV_EXEC_LINE_MAX + 160)
-#define SRV_EXEC_DRAIN_MS       1000 /* after the program exits, wait this long for EOF at most */
-#define SRV_EXEC_OUTPUT_DEFAULT (16u << 20)
-#define SRV_EXEC_PATH           "/usr/local/bin:/usr/bin:/bin"
+#define SRV_EXEC_STDERR_LINES 100         /* stderr lines logged per run, at most */
+#define SRV_EXEC_STDERR_BYTES (64u << 10) /* stderr bytes logged per run, at most */
+#define SRV_EXEC_LINE_MAX     1024        /* a longer stderr line is cut to this many bytes */
+#define SRV_EXEC_MSG_MAX      (SRV_EXEC_LINE_MAX + 160)
+#define SRV_EXEC_DRAIN_MS     1000 /* after the program exits, wait this long for EOF at most */
+#define SRV_EXEC_PATH         "/usr/local/bin:/usr/bin:/bin"
 
 /* What a kind's configuration says about its program. Strings are borrowed during
  * srv_exec_prog_new() only. */
@@ -51,7 +50,7 @@ struct srv_exec_conf {
     size_t nparams;
     const char *user;          /* NULL or "": the server's own user */
     const char *cwd;           /* NULL or "": the server's working directory */
-    uint64_t max_output_bytes; /* 0: SRV_EXEC_OUTPUT_DEFAULT */
+    uint64_t max_output_bytes; /* 0: no limit */
     unsigned cancel_grace_ms;  /* SIGTERM to SIGKILL */
     uint64_t rlimit_cpu_s;     /* RLIMIT_CPU seconds; 0: inherited */
     uint64_t rlimit_as;        /* RLIMIT_AS bytes; 0: inherited */

@@ -291,7 +291,7 @@ struct srv_exec_prog *srv_exec_prog_new(const struct srv_exec_conf *conf, const 
     p->limits[EXEC_LIM_CPU] = conf->rlimit_cpu_s;
     p->limits[EXEC_LIM_AS] = conf->rlimit_as;
     p->limits[EXEC_LIM_NOFILE] = conf->rlimit_nofile;
-    p->max_output = conf->max_output_bytes ? conf->max_output_bytes : SRV_EXEC_OUTPUT_DEFAULT;
+    p->max_output = conf->max_output_bytes ? conf->max_output_bytes : SIZE_MAX - 1;
     p->grace_ms = conf->cancel_grace_ms;
     return p;
 fail:
