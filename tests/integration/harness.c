@@ -92,12 +92,14 @@ long hs_nofile_raise(long want)
 
 /* ---- config --------------------------------------------------------------------------------- */
 
-/* Add or replace "section.key=value". Returns 0 or -EINVAL for a malformed entry. */
+/* Add or replace "section.key=value"; the key is after the last dot before '=', so a section
+ * name may hold dots ("kind.wc.exec=/usr/bin/wc -c"). Returns 0 or -EINVAL for a malformed
+ * entry. */
 static int hs_entry_set(struct hs_entry *e, size_t *n, const char *spec)
 {
-    const char *dot = strchr(spec, '.');
     const char *eq = strchr(spec, '=');
-    if (dot == NULL || eq == NULL || dot > eq)
+    const char *dot = eq != NULL ? memrchr(spec, '.', (size_t)(eq - spec)) : NULL;
+    if (dot == NULL || eq == NULL)
         return -EINVAL;
     struct hs_entry tmp;
     if ((size_t)(dot - spec) >= sizeof(tmp.section) || (size_t)(eq - dot - 1) >= sizeof(tmp.key) ||
