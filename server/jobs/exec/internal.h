@@ -72,6 +72,10 @@ struct exec_child {
 int exec_spawn(const struct srv_exec_prog *p, const struct exec_args *args, struct exec_child *c,
                const char **stage);
 
+/* Tests only: when set, runs behave as on a kernel without pidfd_open (Linux < 5.3) and find the
+ * exit by polling waitid. */
+extern _Atomic bool exec_test_no_pidfd;
+
 /* stderr of one run, cut into lines and logged (stderr.c). */
 struct exec_lines {
     const char *kind;

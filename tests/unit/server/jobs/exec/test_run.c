@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "server/jobs/exec/exec.h"
+#include "server/jobs/exec/internal.h"
 #include "tests/suite.h"
 #include "tests/unit/server/jobs/exec/support.h"
 
@@ -528,6 +529,22 @@ static void test_srv_exec_run_user(void)
     leak_check();
 }
 
+/* Without a pidfd (Linux < 5.3) the exit is found by polling: answers, cancellation and
+ * reaping work the same. */
+static void test_srv_exec_run_without_pidfd(void)
+{
+    leak_start();
+    exec_test_no_pidfd = true;
+    struct srv_exec_result res;
+    CU_ASSERT_EQUAL(run_simple("/usr/bin/wc -c", "hello world", 11, &res), 0);
+    CU_ASSERT(res.out_len == 3 && memcmp(res.out, "11\n", 3) == 0);
+    srv_exec_result_fini(&res);
+    uint64_t ns = run_cancelled("sleep 30", NULL, "req-no-pidfd");
+    CU_ASSERT(ns < ET_PROMPT_NS);
+    exec_test_no_pidfd = false;
+    leak_check();
+}
+
 /* ---- several runs at once -------------------------------------------------------------------- */
 
 struct par {
@@ -589,6 +606,7 @@ int suite_server_jobs_exec_run(void)
         SPINDLE_TEST(test_srv_exec_run_rlimits),
         SPINDLE_TEST(test_srv_exec_run_cwd),
         SPINDLE_TEST_UNLESS(test_srv_exec_run_user, skip_unless_root),
+        SPINDLE_TEST(test_srv_exec_run_without_pidfd),
         SPINDLE_TEST(test_srv_exec_run_parallel),
     };
     return SPINDLE_SUITE_ADD("server_jobs_exec_run", et_log_init, et_log_fini, tests);
