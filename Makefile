@@ -73,6 +73,11 @@ INTEG_BIN := $(B)/tests/integration_tests
 unit_suite = suite_$(subst /,_,$(subst /test_,_,$(patsubst tests/unit/%.c,%,$(1))))
 integ_suite = suite_integration_$(patsubst tests/integration/test_%.c,%,$(1))
 
+# Test modules: tests/modules/<name>.c -> build/<variant>/tests/modules/<name>.so, loaded by the
+# integration suites ([kind.NAME] module = ...; SPINDLE_MODULES names their folder).
+TEST_MODULE_SRCS := $(sort $(wildcard tests/modules/*.c))
+TEST_MODULES := $(TEST_MODULE_SRCS:tests/modules/%.c=$(B)/tests/modules/%.so)
+
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
@@ -97,17 +102,20 @@ run: all
 
 # Tests: unit suites first, then the real binary over loopback. Extra runner arguments (a suite
 # name to run only it) go in TESTS=...
-test: $(UNIT_BIN) $(INTEG_BIN) $(BIN)
+INTEG_ENV = SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) \
+            SPINDLE_MODULES=$(abspath $(B)/tests/modules)
+
+test: $(UNIT_BIN) $(INTEG_BIN) $(BIN) $(TEST_MODULES)
 	@echo "== unit tests ($(VARIANT))"
 	@$(TEST_ENV) $(abspath $(UNIT_BIN)) $(TESTS)
 	@echo "== integration tests ($(VARIANT))"
-	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) $(abspath $(INTEG_BIN)) $(TESTS)
+	@$(TEST_ENV) $(INTEG_ENV) $(abspath $(INTEG_BIN)) $(TESTS)
 
 unit: $(UNIT_BIN)
 	@$(TEST_ENV) $(abspath $(UNIT_BIN)) $(TESTS)
 
-integration: $(INTEG_BIN) $(BIN)
-	@$(TEST_ENV) SPINDLE_BIN=$(abspath $(BIN)) SPINDLE_ETC=$(abspath etc) $(abspath $(INTEG_BIN)) $(TESTS)
+integration: $(INTEG_BIN) $(BIN) $(TEST_MODULES)
+	@$(TEST_ENV) $(INTEG_ENV) $(abspath $(INTEG_BIN)) $(TESTS)
 
 ifeq ($(VARIANT),asan)
 TEST_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1 \
@@ -154,6 +162,11 @@ $(B)/%.o: %.c | $(DEPS_STAMP)
 
 $(BIN): $(B)/$(MAIN_SRC:.c=.o) $(LIB_OBJS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+# A module includes only the public header, as one built out of tree would.
+$(B)/tests/modules/%.so: tests/modules/%.c include/spindle/module.h | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) $(VFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<
 
 $(B)/tests/unit_suites.h: FORCE
 	@mkdir -p $(@D)

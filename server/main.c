@@ -25,6 +25,7 @@
 #include "logging/log.h"
 #include "cli/cli.h"
 #include "server/config.h"
+#include "server/jobs/jobs.h"
 #include "server/server.h"
 #include "server/version.h"
 
@@ -231,13 +232,27 @@ static int main_serve(int argc, char **argv)
             return MAIN_EXIT_USAGE;
         }
     }
+    static char kerr[16384]; /* every kind's error */
+    struct srv_kinds *kinds = srv_kinds_build(&cfg, kerr, sizeof(kerr));
+    if (kinds == NULL) {
+        main_errors_print(kerr);
+        srv_kinds_shutdown();
+        return MAIN_EXIT_USAGE;
+    }
+    if (s.print || s.check) {
+        srv_kinds_unref(kinds);
+        srv_kinds_shutdown();
+    }
     if (s.print)
         srv_cfg_print(&cfg, stdout);
     if (s.check)
         printf("%s: ok\n", s.config_path ? s.config_path : "built-in defaults");
     if (s.print || s.check)
         return main_stdout_done();
-    return main_serve_run(&s, &cfg);
+    srv_kinds_install(kinds); /* modules are loaded before any thread starts */
+    rc = main_serve_run(&s, &cfg);
+    srv_kinds_shutdown(); /* every job is done */
+    return rc;
 }
 
 int main(int argc, char **argv)

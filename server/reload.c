@@ -8,7 +8,11 @@
  * key is reported as needing a restart and keeps its running value. No key name or offset is
  * written here. The merged configuration then goes to the HTTP server (its copy is where handlers
  * and connections read limits and timeouts), to the logger (level) and, when admission is wired,
- * to a new tenant limit set swapped in (in-flight counts and buckets are kept).
+ * to a new tenant limit set swapped in (in-flight counts and buckets are kept). When a [kind.NAME]
+ * key changed, a new snapshot of the job kinds is built from the merged configuration and
+ * installed (server/jobs/jobs.h): a kind that no longer builds fails the whole reload. Running
+ * jobs keep the snapshot they started with. A changed module is a restart (config.c keeps the
+ * running form of its kind).
  *
  * Threads: srv_reload runs on the loop thread; srv_reload_merge touches only its arguments.
  */
@@ -21,6 +25,7 @@
 #include "logging/log.h"
 #include "server/admission/admission.h"
 #include "server/http/http.h"
+#include "server/jobs/jobs.h"
 #include "server/reload.h"
 
 /* ---- comparing and merging --------------------------------------------------------------- */
@@ -47,7 +52,10 @@ static void reload_diff_add(const char *section, const char *key, enum srv_cfg_r
 {
     struct reload_diff_ctx *c = arg;
     struct srv_reload_diff *d = c->diff;
-    bool live = reload == SRV_CFG_LIVE || (reload == SRV_CFG_LIVE_ADM && c->tenants_live);
+    bool live = reload == SRV_CFG_LIVE || reload == SRV_CFG_LIVE_KIND ||
+                (reload == SRV_CFG_LIVE_ADM && c->tenants_live);
+    if (reload == SRV_CFG_LIVE_KIND)
+        d->kinds_changed = true;
     char name[256];
     snprintf(name, sizeof(name), "%s.%s", section, key);
     reload_list_add(live ? d->live : d->restart, SRV_RELOAD_KEYS_MAX, name);
@@ -67,6 +75,7 @@ int srv_reload_merge(const struct srv_cfg *running, const struct srv_cfg *loaded
     srv_cfg_copy_class(merged, loaded, SRV_CFG_LIVE);
     if (tenants_live)
         srv_cfg_copy_class(merged, loaded, SRV_CFG_LIVE_ADM);
+    srv_cfg_copy_class(merged, loaded, SRV_CFG_LIVE_KIND);
     return 0;
 }
 
@@ -113,10 +122,18 @@ int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reloa
     rc = srv_reload_merge(running, loaded, t->adm != NULL, merged, diff);
     if (rc != 0)
         goto fail;
+    struct srv_kinds *kinds = NULL;
+    if (diff->kinds_changed && (kinds = srv_kinds_build(merged, err, sizeof(err))) == NULL) {
+        rc = -EINVAL;
+        goto fail; /* nothing was applied yet */
+    }
     if (t->adm != NULL && reload_tenants_apply(t->adm, merged) != 0) {
+        srv_kinds_unref(kinds);
         rc = -ENOMEM;
         goto fail; /* nothing was applied yet */
     }
+    if (kinds != NULL)
+        srv_kinds_install(kinds);
     log_set_level(merged->log_level);
     srv_http_cfg_update(t->http, merged);
     *running = *merged;

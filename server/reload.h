@@ -34,12 +34,13 @@ struct srv_reload_diff {
     char live[SRV_RELOAD_KEYS_MAX];    /* changed and applied */
     char restart[SRV_RELOAD_KEYS_MAX]; /* changed in the file but kept until a restart */
     unsigned n_live, n_restart;
+    bool kinds_changed; /* a live [kind.NAME] key changed: the job kinds are rebuilt */
 };
 
 /* Compare `running` and `loaded` (both borrowed) key by key and fill *diff; write into *merged
  * the configuration to run with: `running` with the live keys of `loaded` (the tenant limits
- * too when `tenants_live`). `merged` may not alias the inputs. Returns 0 (nothing here can
- * fail; the int keeps callers' error paths). */
+ * too when `tenants_live`; the [kind.NAME] sections but a changed module kind). `merged` may not
+ * alias the inputs. Returns 0 (nothing here can fail; the int keeps callers' error paths). */
 int srv_reload_merge(const struct srv_cfg *running, const struct srv_cfg *loaded, bool tenants_live,
                      struct srv_cfg *merged, struct srv_reload_diff *diff);
 
@@ -53,8 +54,9 @@ struct srv_reload_target {
 
 /* Reopen the log file (log_reopen), then load `path` (borrowed) with the target's command-line
  * overrides on top (so "--log-level debug" outlives a reload) and, when it is valid, apply the
- * live keys to the target and the log level, update *running (the configuration in force, owned
- * by the caller) and log one info line "configuration reloaded" with `changed` and
+ * live keys to the target, the log level and the job kinds (a new snapshot when a [kind.NAME]
+ * key changed; a kind that does not build fails the reload), update *running (the configuration in
+ * force, owned by the caller) and log one info line "configuration reloaded" with `changed` and
  * `restart_required` key lists (plus a warn line when some keys need a restart). Returns 0, or
  * the negative errno of srv_cfg_load (-EINVAL, -ENOENT, ...) after logging the error: then
  * nothing changed. -ENOMEM when out of memory (nothing changed). Loop thread. */

@@ -178,13 +178,14 @@ static int bt_run(struct pool_job *job)
         it->lost_queued = true;
         return -ECANCELED;
     }
-    int rc = srv_jobroute_run_kind(b->spec.items[it->index].kind, b->spec.items[it->index].state);
+    struct srv_batch_item *si = &b->spec.items[it->index];
+    int rc = srv_jobroute_run_kind(si->kind, &si->job);
     if (rc == 0 && ctx_expired(it->ctx, ctx_now_ns())) {
         (void)ctx_cancel(it->ctx, CTX_REASON_DEADLINE); /* -EALREADY: another reason came first */
         rc = -ECANCELED;
     }
     enum srv_batch_status s = SRV_BATCH_FAILED;
-    if (rc == 0)
+    if (rc == 0 && si->job.err_status == 0) /* a kind's own error is a failure */
         s = SRV_BATCH_OK;
     else if (rc == -ECANCELED)
         s = ctx_err(it->ctx) == CTX_REASON_DEADLINE && !bt_parent_cancelled(b)
@@ -200,8 +201,13 @@ static int bt_run(struct pool_job *job)
 
 static void bt_free(struct bt_batch *b)
 {
-    for (size_t i = 0; i < b->n; i++)
+    for (size_t i = 0; i < b->n; i++) {
         ctx_unref(b->items[i].ctx);
+        free(b->outs[i].owned);
+        if (b->spec.items[i].counted)
+            atomic_fetch_sub_explicit(&((struct srv_kind *)b->spec.items[i].kind)->inflight, 1,
+                                      memory_order_relaxed);
+    }
     srv_batch_spec_fini(&b->spec);
     free(b);
 }
@@ -278,7 +284,7 @@ static void bt_failed(struct srv_batch_outcome *o, int http_status, const char *
 static void bt_outcome(struct bt_item *it, enum pool_status status)
 {
     struct srv_batch_outcome *o = it->out;
-    const struct srv_batch_item *si = &it->b->spec.items[it->index];
+    struct srv_batch_item *si = &it->b->spec.items[it->index];
     srv_jobroute_times(&it->aj.job, ctx_now_ns(), &o->queue_ns, &o->run_ns);
     if (it->lost_queued)
         o->run_ns = 0; /* claimed, but its kind never ran */
@@ -433,6 +439,26 @@ static int bt_fits(struct srv_jobroute *jr, struct srv_req *req, size_t n)
     return -E2BIG;
 }
 
+/* Refuse at once a batch with more jobs of a kind than its max_inflight leaves room for.
+ * Returns 0, or answers 503 kind_concurrency_limited and returns -EAGAIN. */
+static int bt_kinds_fit(struct srv_jobroute *jr, struct srv_req *req,
+                        const struct srv_batch_spec *spec)
+{
+    for (size_t i = 0; i < spec->count; i++) {
+        const struct srv_kind *k = spec->items[i].kind;
+        if (k->max_inflight == 0)
+            continue;
+        unsigned same = 0;
+        for (size_t j = 0; j < spec->count; j++)
+            same += spec->items[j].kind == k;
+        if (atomic_load_explicit(&k->inflight, memory_order_relaxed) + same > k->max_inflight) {
+            srv_jobroute_kind_refused(jr, req, k->name);
+            return -EAGAIN;
+        }
+    }
+    return 0;
+}
+
 /* Check and admit a parsed batch (`spec` taken: freed on error). Returns a new batch that owns
  * the spec, or NULL after answering. */
 static struct bt_batch *bt_prepare(struct srv_jobroute *jr, struct srv_req *req,
@@ -440,7 +466,7 @@ static struct bt_batch *bt_prepare(struct srv_jobroute *jr, struct srv_req *req,
 {
     int rc;
     struct bt_batch *b = NULL;
-    if (bt_fits(jr, req, spec.count) < 0)
+    if (bt_fits(jr, req, spec.count) < 0 || bt_kinds_fit(jr, req, &spec) < 0)
         goto err_spec;
     /* the items, then the outcomes (aligned: an item's size is a multiple of its alignment,
      * which is at least that of the outcome's 64-bit members) */
@@ -513,6 +539,12 @@ static int bt_submit(struct bt_batch *b, size_t i)
     struct bt_item *it = &b->items[i];
     struct ctx *prev = ctx_enter(it->ctx);
     int rc = pool_submit(b->jr->pool, &it->aj.job);
+    if (rc == 0) {
+        struct srv_batch_item *si = &b->spec.items[i];
+        atomic_fetch_add_explicit(&((struct srv_kind *)si->kind)->inflight, 1,
+                                  memory_order_relaxed);
+        si->counted = true;
+    }
     if (rc == -ECANCELED && bt_decided(b) != SRV_BATCH_NONE) {
         it->out->status = SRV_BATCH_CANCELLED;
         it->out->reason = ctx_err(it->ctx);

@@ -50,23 +50,25 @@ int srv_batch_mode_parse(const char *s, size_t len, enum srv_batch_mode *out);
 #define SRV_BATCH_INLINE_PARSE_MAX 16384
 
 struct srv_batch_item {
-    const struct srv_job_kind *kind; /* static */
-    void *state;                     /* the kind's (owned by the spec until taken: set NULL) */
-    unsigned timeout_ms;             /* the item's own deadline from its start; 0 = none */
+    const struct srv_kind *kind; /* borrowed from the snapshot the job refers to */
+    struct spindle_job job;      /* prepared; finished by srv_batch_spec_fini */
+    unsigned timeout_ms;         /* the item's own deadline from its start (its "timeout_ms", else
+                                    the kind's timeout_ms); 0 = none */
+    bool counted;                /* counted in its kind's in-flight jobs (server/api/batch.c) */
 };
 
 struct srv_batch_spec {
-    void *json; /* the parsed body (json_t); owns the "body" strings the states point at */
+    void *json; /* the parsed body (json_t); owns the "body" strings the jobs point at */
     size_t count;
     struct srv_batch_item *items; /* count entries */
 };
 
 /* Parse `len` bytes of `body` (borrowed for the call) into *out: a JSON array of 1..max_batch
- * objects with a registered "kind" (required), "params" (an object of strings and integers: the
- * kind's parameters, checked by the kind's parse against `cfg`'s limits), "body" (a string, only
- * for kinds that use a body) and "timeout_ms" (1..max_timeout_ms); nothing else. `cfg` is
- * borrowed for the call. Returns 0 and a filled *out (release with srv_batch_spec_fini), or:
- *   -EINVAL  *code is "bad_json" (not JSON: the message gives line and column), "bad_batch" (the
+ * objects with a "kind" of the current snapshot of kinds (required), "params" (an object of strings
+ * and integers: the kind's parameters, checked by the kind's parse against `cfg`'s limits), "body"
+ * (a string, only for kinds that use a body) and "timeout_ms" (1..max_timeout_ms); nothing else.
+ * `cfg` is borrowed for the call. Returns 0 and a filled *out (release with srv_batch_spec_fini),
+ * or: -EINVAL  *code is "bad_json" (not JSON: the message gives line and column), "bad_batch" (the
  *            shape: not an array, empty, too many items, an item not an object, an unknown or
  *            mistyped member, an unknown kind, a body for a kind without one) or "bad_param" (the
  *            kind refused its parameters: "jobs[I] (KIND): <the kind's message>"); err holds the
@@ -76,8 +78,8 @@ struct srv_batch_spec {
 int srv_batch_parse(const void *body, size_t len, const struct srv_cfg *cfg,
                     struct srv_batch_spec *out, const char **code, char *err, size_t size);
 
-/* Free the states still in the spec (items whose state is not NULL), the items and the JSON.
- * Leaves *s empty; safe on an empty spec. */
+/* Finish every item's job (srv_job_fini), free the items and the JSON. Leaves *s empty; safe on
+ * an empty spec. */
 void srv_batch_spec_fini(struct srv_batch_spec *s);
 
 /* ---- settling -------------------------------------------------------------------------------- */
@@ -99,17 +101,19 @@ struct srv_batch_outcome {
     const char *code;              /* FAILED: static error code, e.g. "deadline_exceeded" */
     char message[SRV_JOB_ERR_MAX]; /* FAILED: one line for the client */
     enum ctx_reason reason;        /* why its context was cancelled, NONE when it was not */
-    const char *content_type;      /* OK: static */
-    const void *body;              /* OK: borrowed (the kind's state), len bytes */
+    const char *content_type;      /* OK: static or borrowed from the kind's snapshot */
+    const void *body;              /* OK: borrowed (the item's job, or `owned`), len bytes */
+    void *owned;                   /* OK: a malloc'd body the outcome owns (free it), or NULL */
     size_t len;
     uint64_t queue_ns, run_ns; /* time queued, time run */
 };
 
 #define SRV_BATCH_NONE SIZE_MAX /* no deciding sub-job (yet) */
 
-/* Make *o an OK outcome with the answer of `item` (borrowed), whose run returned 0: its status,
- * content type and body (borrowed from the item's state). Other fields are left as they are. */
-void srv_batch_outcome_ok(struct srv_batch_outcome *o, const struct srv_batch_item *item);
+/* Make *o the outcome of `item` (borrowed), whose run returned 0: OK with its content type and
+ * body (borrowed from the item's job, or owned by *o), or FAILED with the error the kind set.
+ * Other fields are left as they are. Loop thread (runs the kind's answer function). */
+void srv_batch_outcome_ok(struct srv_batch_outcome *o, struct srv_batch_item *item);
 
 /* Sub-job `i` just finished with outcome `o` (borrowed; no longer PENDING). *decided is the index
  * of the sub-job whose outcome is the answer (SRV_BATCH_NONE until there is one); it is updated

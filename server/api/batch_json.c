@@ -98,9 +98,9 @@ static int bj_params(size_t i, const json_t *obj, struct srv_job_param *params,
 }
 
 /* Check the members of item i and find its kind, body and timeout. */
-static int bj_members(size_t i, const json_t *item, const struct srv_cfg *cfg,
-                      struct srv_batch_item *out, const json_t **params, const json_t **body,
-                      const char **code, char *err)
+static int bj_members(size_t i, const json_t *item, const struct srv_kinds *ks,
+                      const struct srv_cfg *cfg, struct srv_batch_item *out, const json_t **params,
+                      const json_t **body, const char **code, char *err)
 {
     const char *key;
     json_t *v;
@@ -122,13 +122,13 @@ static int bj_members(size_t i, const json_t *item, const struct srv_cfg *cfg,
         return bj_fail(code, "bad_batch", err, "jobs[%zu]: missing member 'kind'", i);
     if (!json_is_string(kind))
         return bj_fail(code, "bad_batch", err, "jobs[%zu]: kind must be a string", i);
-    out->kind = srv_job_kind_find(json_string_value(kind), json_string_length(kind));
+    out->kind = srv_kinds_find(ks, json_string_value(kind), json_string_length(kind));
     if (out->kind == NULL)
         return bj_fail(code, "bad_batch", err, "jobs[%zu]: unknown kind '%.64s'", i,
                        json_string_value(kind));
     if (*body != NULL && !json_is_string(*body))
         return bj_fail(code, "bad_batch", err, "jobs[%zu]: body must be a string", i);
-    if (*body != NULL && !out->kind->uses_body)
+    if (*body != NULL && !out->kind->desc.uses_body)
         return bj_fail(code, "bad_batch", err, "jobs[%zu]: kind '%s' takes no body", i,
                        out->kind->name);
     const json_t *t = json_object_get(item, "timeout_ms");
@@ -139,18 +139,21 @@ static int bj_members(size_t i, const json_t *item, const struct srv_cfg *cfg,
                            "jobs[%zu]: timeout_ms must be an integer between 1 and %u", i,
                            cfg->max_timeout_ms);
         out->timeout_ms = (unsigned)ms;
+    } else {
+        out->timeout_ms = out->kind->timeout_ms;
     }
     return 0;
 }
 
 /* Validate item i and build its state with its kind. */
-static int bj_item(size_t i, const json_t *item, const struct srv_cfg *cfg,
-                   struct srv_batch_item *out, const char **code, char *err)
+static int bj_item(size_t i, const json_t *item, const struct srv_kinds *ks,
+                   const struct srv_cfg *cfg, struct srv_batch_item *out, const char **code,
+                   char *err)
 {
     if (!json_is_object(item))
         return bj_fail(code, "bad_batch", err, "jobs[%zu] must be an object", i);
     const json_t *params = NULL, *body = NULL;
-    int rc = bj_members(i, item, cfg, out, &params, &body, code, err);
+    int rc = bj_members(i, item, ks, cfg, out, &params, &body, code, err);
     if (rc < 0)
         return rc;
     size_t cap = json_is_object(params) ? json_object_size(params) : 0;
@@ -164,12 +167,12 @@ static int bj_item(size_t i, const json_t *item, const struct srv_cfg *cfg,
     if (rc == 0)
         rc = bj_params(i, params, p, nums, &np, code, err);
     if (rc == 0) {
-        char kerr[SRV_JOB_ERR_MAX];
         const char *b = body != NULL ? json_string_value(body) : NULL;
         size_t blen = body != NULL ? json_string_length(body) : 0;
-        rc = out->kind->parse(np > 0 ? p : NULL, np, b, blen, cfg, &out->state, kerr, sizeof(kerr));
+        rc = srv_job_prepare(&out->job, out->kind, np > 0 ? p : NULL, np, b, blen, cfg);
         if (rc == -EINVAL)
-            bj_fail(code, "bad_param", err, "jobs[%zu] (%s): %s", i, out->kind->name, kerr);
+            bj_fail(code, "bad_param", err, "jobs[%zu] (%s): %s", i, out->kind->name,
+                    out->job.err_msg);
     }
     if (rc == -ENOMEM) {
         *code = "out_of_memory";
@@ -208,8 +211,10 @@ int srv_batch_parse(const void *body, size_t len, const struct srv_cfg *cfg,
         rc = -ENOMEM;
     if (rc == 0)
         out->count = n;
+    struct srv_kinds *ks = rc == 0 ? srv_kinds_current() : NULL;
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = bj_item(i, json_array_get(root, i), cfg, &out->items[i], code, msg);
+        rc = bj_item(i, json_array_get(root, i), ks, cfg, &out->items[i], code, msg);
+    srv_kinds_unref(ks); /* each prepared job holds its own reference */
     if (rc == -ENOMEM) {
         *code = "out_of_memory";
         snprintf(msg, sizeof(msg), "out of memory");
@@ -225,10 +230,8 @@ out:
 
 void srv_batch_spec_fini(struct srv_batch_spec *s)
 {
-    for (size_t i = 0; s->items != NULL && i < s->count; i++) {
-        if (s->items[i].state != NULL)
-            s->items[i].kind->free(s->items[i].state);
-    }
+    for (size_t i = 0; s->items != NULL && i < s->count; i++)
+        srv_job_fini(&s->items[i].job);
     free(s->items);
     json_decref(s->json);
     memset(s, 0, sizeof(*s));
@@ -236,14 +239,22 @@ void srv_batch_spec_fini(struct srv_batch_spec *s)
 
 /* ---- settling -------------------------------------------------------------------------------- */
 
-void srv_batch_outcome_ok(struct srv_batch_outcome *o, const struct srv_batch_item *item)
+void srv_batch_outcome_ok(struct srv_batch_outcome *o, struct srv_batch_item *item)
 {
     struct srv_job_answer ans;
-    item->kind->answer(item->state, &ans);
+    srv_job_outcome(&item->job, &ans);
+    if (ans.code != NULL) {
+        o->status = SRV_BATCH_FAILED;
+        o->http_status = ans.status;
+        o->code = ans.code;
+        snprintf(o->message, sizeof(o->message), "%s", ans.message);
+        return;
+    }
     o->status = SRV_BATCH_OK;
     o->content_type = ans.content_type;
     o->body = ans.body;
     o->len = ans.len;
+    o->owned = ans.owned ? (void *)ans.body : NULL;
 }
 
 bool srv_batch_settle(enum srv_batch_mode mode, const struct srv_batch_outcome *o, size_t i,

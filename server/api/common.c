@@ -2,11 +2,11 @@
  * every route that runs jobs, admission, the refusal answers, the job-time accounting, the logged
  * run of a kind and the pool's settings and overdue callback.
  *
- * Design: srv_jobroute_new() walks the job-kind registry and adds one route per kind
- * (server/api/jobs.c's handler, whose arg is a struct jr_route: the kind and the object), then
- * POST /v1/batch (server/api/batch.c's handler, whose arg is the object). The object holds what
- * both need: the HTTP server, the pool, the admission policy and the metrics. jobs.c and batch.c
- * call the functions here and never each other, so either can change without the other.
+ * Design: srv_jobroute_new() adds the pattern route POST /v1/jobs/<kind> (server/api/jobs.c's
+ * handler, which finds the kind per request in the current snapshot of the job-kind registry),
+ * then POST /v1/batch (server/api/batch.c's handler, whose arg is the object). The object holds
+ * what both need: the HTTP server, the pool, the admission policy and the metrics. jobs.c and
+ * batch.c call the functions here and never each other, so either can change without the other.
  *
  * Admission (server/admission/admission.h) decides on the tenant's rate and in-flight limits, the
  * queue capacity and the deadline, the latter by the run-time estimate of the job's class (its
@@ -39,7 +39,6 @@
 #include "server/jobs/jobs.h"
 #include "server/metrics/metrics.h"
 
-#define JR_PATH_PREFIX    "/v1/jobs/"
 #define JR_RETRY_AFTER_MS 1000 /* a full pool queue admission did not see coming */
 
 /* ---- the worker side ------------------------------------------------------------------------- */
@@ -58,13 +57,13 @@ static const char *jr_result_name(int rc)
     }
 }
 
-int srv_jobroute_run_kind(const struct srv_job_kind *kind, void *state)
+int srv_jobroute_run_kind(const struct srv_kind *kind, struct spindle_job *job)
 {
     if (!log_enabled(LOG_LEVEL_DEBUG))
-        return kind->run(state);
+        return srv_job_run(job);
     LOG_D("job start", LOG_STR("kind", kind->name));
     uint64_t t0 = ctx_now_ns();
-    int rc = kind->run(state);
+    int rc = srv_job_run(job);
     LOG_D("job end", LOG_STR("kind", kind->name), LOG_STR("result", jr_result_name(rc)),
           LOG_DUR("run_ms", ctx_now_ns() - t0));
     return rc;
@@ -252,6 +251,16 @@ void srv_jobroute_adm_refused(struct srv_jobroute *jr, struct srv_req *req,
     jr_error(req, d->status, reason, msg);
 }
 
+void srv_jobroute_kind_refused(struct srv_jobroute *jr, struct srv_req *req, const char *kind)
+{
+    char msg[128];
+    jr_retry_headers(req, JR_RETRY_AFTER_MS);
+    snprintf(msg, sizeof(msg), "the %s kind has its maximum of jobs in flight", kind);
+    if (jr->met != NULL)
+        srv_met_refusal(jr->met, "kind_concurrency_limited", SRV_ADM_OTHER_LABEL);
+    jr_error(req, 503, "kind_concurrency_limited", msg);
+}
+
 /* Answer a job refused by pool_submit (`rc`), after its state was freed. `label` is the
  * tenant's refusal label. The pool's own full queue is a race admission lost (the queue filled
  * between the two checks): answered as admission would. */
@@ -287,32 +296,20 @@ void srv_jobroute_submit_refused(struct srv_jobroute *jr, struct srv_req *req, i
 
 struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool)
 {
-    size_t n = srv_job_kind_count();
-    struct srv_jobroute *jr = calloc(1, sizeof(*jr) + n * sizeof(jr->routes[0]));
+    struct srv_jobroute *jr = calloc(1, sizeof(*jr));
     if (jr == NULL) {
         LOG_E("job routes", LOG_STR("error", strerror(ENOMEM)));
         return NULL;
     }
     jr->h = h;
     jr->pool = pool;
-    for (size_t i = 0; i < n; i++) {
-        const struct srv_job_kind *k = srv_job_kind_at(i);
-        char path[JR_PATH_MAX];
-        int len = snprintf(path, sizeof(path), JR_PATH_PREFIX "%s", k->name);
-        int rc = len > 0 && (size_t)len < sizeof(path) ? 0 : -ENAMETOOLONG;
-        jr->routes[i] = (struct jr_route){.jr = jr, .kind = k};
-        if (rc == 0) {
-            memcpy(jr->routes[i].path, path, (size_t)len + 1);
-            rc = srv_http_route_add(h, "POST", path, srv_jobs_handle, &jr->routes[i]);
-        }
-        if (rc < 0) {
-            LOG_E("job route", LOG_STR("kind", k->name), LOG_STR("error", strerror(-rc)));
-            free(jr);
-            return NULL;
-        }
-        jr->nroutes++;
+    int rc = srv_http_route_add(h, "POST", JR_PATH_PREFIX "*", srv_jobs_handle, jr);
+    if (rc < 0) {
+        LOG_E("job route", LOG_STR("error", strerror(-rc)));
+        free(jr);
+        return NULL;
     }
-    int rc = srv_http_route_add(h, "POST", SRV_BATCH_PATH, srv_batch_handle, jr);
+    rc = srv_http_route_add(h, "POST", SRV_BATCH_PATH, srv_batch_handle, jr);
     if (rc < 0) {
         LOG_E("batch route", LOG_STR("error", strerror(-rc)));
         free(jr);

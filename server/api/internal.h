@@ -23,25 +23,18 @@
 #include "server/jobs/jobs.h"
 
 #define JR_PATH_MAX    64 /* "/v1/jobs/" and a kind name */
+#define JR_PATH_PREFIX "/v1/jobs/"
 #define SRV_BATCH_PATH "/v1/batch"
 
 struct srv_http;
 struct srv_met_server;
 struct srv_req;
 
-struct jr_route {
-    struct srv_jobroute *jr;
-    const struct srv_job_kind *kind;
-    char path[JR_PATH_MAX]; /* the route's path: its label in the request counter */
-};
-
 struct srv_jobroute {
     struct srv_http *h;
     struct pool *pool;
     struct srv_adm *adm;              /* NULL: every job is admitted */
     const struct srv_met_server *met; /* NULL: nothing counted */
-    size_t nroutes;
-    struct jr_route routes[]; /* one per kind, in registry order */
 };
 
 /* ---- the jobs of the room ---------------------------------------------------------------------
@@ -112,14 +105,20 @@ void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struc
 void srv_jobroute_observe_class(struct srv_jobroute *jr, const char *kind, uint64_t cost,
                                 const struct pool_job *job, enum pool_status status);
 
-/* Run `state` with its kind between the debug lines "job start" and "job end" (kind, result,
- * run_ms), written with the current context. Worker thread. Returns what kind->run returned. */
-int srv_jobroute_run_kind(const struct srv_job_kind *kind, void *state);
+/* Answer a job refused because its kind has max_inflight jobs in flight: 503
+ * kind_concurrency_limited with Retry-After; counted as a refusal. `kind` borrowed. */
+void srv_jobroute_kind_refused(struct srv_jobroute *jr, struct srv_req *req, const char *kind);
+
+/* Run the prepared `job` of `kind` between the debug lines "job start" and "job end" (kind,
+ * result, run_ms), written with the current context. Worker thread. Returns what srv_job_run
+ * returned. */
+int srv_jobroute_run_kind(const struct srv_kind *kind, struct spindle_job *job);
 
 /* ---- the handlers, registered by server/api/common.c -------------------------------------------
  */
 
-/* The handler of POST /v1/jobs/<kind> (server/api/jobs.c); its route arg is the struct jr_route. */
+/* The handler of POST /v1/jobs/<kind> (server/api/jobs.c); its route arg is the struct
+ * srv_jobroute. */
 void srv_jobs_handle(struct srv_req *req);
 
 /* The handler of POST /v1/batch (server/api/batch.c); its route arg is the struct srv_jobroute. */

@@ -1,15 +1,21 @@
 /* jobs.c - POST /v1/jobs/<kind>: parse with the kind, queue on the worker pool, answer from
  * the pool's completion on the loop thread.
  *
- * Design: srv_jobroute_new() (server/api/common.c) adds one route per kind of the job-kind
- * registry, whose arg is a struct jr_route (the kind and the route object). The handler turns the
- * query into the kind's parameter array, calls the kind's parse (400 bad_param with its message),
+ * Design: srv_jobroute_new() (server/api/common.c) adds the pattern route POST /v1/jobs/<kind>,
+ * whose arg is the route object. The handler looks the kind up in the current snapshot of the
+ * job-kind registry (server/jobs/jobs.h) per request, so a reload adds and removes kinds (an
+ * unknown one is 404 not_found, counted under route "other"); a kind's own timeout_ms replaces
+ * the default deadline of a request without X-Timeout-Ms, and its max_inflight is checked before
+ * admission (503 kind_concurrency_limited with Retry-After). The handler turns the query into
+ * the parameter array and prepares the job (srv_job_prepare: the declared parameters, then the
+ * kind's parse; 400 bad_param or the kind's own error),
  * admits the job (jr_admit: srv_jobroute_admit_class in common.c decides on the tenant's rate and
  * in-flight limits, the queue capacity and the deadline, the latter by the run-time estimate of
  * the job's kind and size (the kind's cost); a refusal is answered at once with its status,
  * reason, Retry-After and Retry-After-Ms; an admitted job gets its tenant's weight and deadline
  * cap), and submits a struct jr_req: a per-request allocation that embeds the struct srv_api_job
- * (the struct pool_job and the kind's name, first), the kind, the kind's state and the admission
+ * (the struct pool_job and the kind's name, first), the kind, the job (struct spindle_job: its
+ * parameters, state and answer; it holds a reference to the kind's snapshot) and the admission
  * decision. The pool borrows it until its done callback, which runs exactly once on the loop
  * thread with the request context current, gives the decision back (srv_adm_release), feeds the
  * job's queue and run times to the admission estimators and the metrics, and answers. What the
@@ -21,10 +27,12 @@
  *
  * Ownership of the body: kinds that use the body (sha256, compress) keep a pointer to the request
  * body in their state, and the request owns those bytes until its answer or release (after which
- * it may be freed at once, even before that call returns). So every path frees the kind's state
- * BEFORE it answers or releases the request. A finished job's answer bytes belong to the state
- * too: they are copied into a malloc'd buffer, the state is freed, and the copy is handed to
- * srv_req_answer_take() (one copy, the same as srv_req_answer would make into the head buffer).
+ * it may be freed at once, even before that call returns). So every path finishes the job
+ * (srv_job_fini: the state) BEFORE it answers or releases the request. A finished job's answer
+ * bytes are the kind's to say: static ones (noop) are answered with srv_req_answer after the
+ * job is finished (its one copy into the head buffer); bytes borrowed from the state are copied
+ * into a malloc'd buffer first and handed to srv_req_answer_take (one copy, as before); malloc'd
+ * ones the kind gave away go to srv_req_answer_take as they are (no copy).
  *
  * Cancellation: the HTTP layer cancels the request context when the client goes away, at the
  * deadline (after answering 504) and at the end of a drain (after answering 503). The context
@@ -36,8 +44,8 @@
  *
  * Threads: the handler, the cancel hook and the done callback run on the loop thread; jr_run on a
  * worker with the request context current. A jr_req is handed between them by the pool (which
- * orders the accesses); `server_cancelled` is touched by the loop thread only. The route table is
- * immutable after srv_jobroute_new.
+ * orders the accesses); `server_cancelled` and the kinds' in-flight counts are touched by the loop
+ * thread only.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -63,15 +71,16 @@
 /* One job request: from pool_submit until the done callback. */
 struct jr_req {
     struct srv_api_job aj; /* first: its pool_job is borrowed by the pool until done */
-    const struct jr_route *route;
-    const struct srv_job_kind *kind;
+    struct srv_jobroute *jr;
+    const struct srv_kind *kind;   /* borrowed from the snapshot the job holds */
     struct srv_adm_decision adm;   /* admitted: what srv_adm_release gives back */
     bool adm_refused;              /* jr_admit refused it: adm says why */
+    bool counted;                  /* counted in the kind's in-flight jobs */
     enum ctx_reason cancel_reason; /* why the HTTP layer gave up (with server_cancelled) */
-    void *state;                   /* the kind's, owned; freed before the request is answered */
-    uint64_t cost;                 /* the kind's cost of the state: its run-time estimate class */
+    uint64_t cost;                 /* the kind's cost of the job: its run-time estimate class */
     struct srv_req *req;           /* valid until our answer/release */
     bool server_cancelled;         /* the HTTP layer answered or dropped it already (loop thread) */
+    struct spindle_job job;        /* the kind's job; finished before the request is answered */
 };
 
 /* ---- the worker side ------------------------------------------------------------------------- */
@@ -80,23 +89,26 @@ struct jr_req {
 static int jr_run(struct pool_job *job)
 {
     struct jr_req *r = job->data;
-    return srv_jobroute_run_kind(r->kind, r->state);
+    return srv_jobroute_run_kind(r->kind, &r->job);
 }
 
 /* ---- answering (loop thread) ----------------------------------------------------------------- */
-
-/* Free the kind's state: the last use of the request body (see the design note). */
-static void jr_state_free(struct jr_req *r)
-{
-    r->kind->free(r->state);
-    r->state = NULL;
-}
 
 /* srv_req_answer_error (requests by route and status are counted by the HTTP layer's observer
  * when the answer is written). */
 static void jr_error(struct srv_req *req, int status, const char *code, const char *msg)
 {
     (void)srv_req_answer_error(req, status, code, msg);
+}
+
+/* Finish the job: the last use of the request body (see the design note). The job's error
+ * strings stay readable until r is freed. */
+static void jr_job_fini(struct jr_req *r)
+{
+    srv_job_fini(&r->job);
+    if (r->counted)
+        atomic_fetch_sub_explicit(&((struct srv_kind *)r->kind)->inflight, 1, memory_order_relaxed);
+    r->counted = false;
 }
 
 /* The access log's queue_ms/run_ms and, unless the answer will be discarded, the Server-Timing
@@ -111,31 +123,37 @@ static void jr_timing(struct srv_req *req, const struct pool_job *job, bool head
         srv_jobroute_timing_header(req, queue, run);
 }
 
-/* POOL_DONE: copy the kind's answer out of the state, free the state, answer the copy. */
-static void jr_answer_done(struct jr_req *r, struct srv_req *req)
+/* Answer the job's outcome (a prepare refusal or a finished run), finishing the job first. */
+static void jr_answer_outcome(struct jr_req *r, struct srv_req *req)
 {
     struct srv_job_answer ans;
-    r->kind->answer(r->state, &ans);
-    char *copy = NULL;
-    if (ans.len > 0) {
+    srv_job_outcome(&r->job, &ans);
+    if (ans.code != NULL) {
+        jr_job_fini(r);
+        jr_error(req, ans.status, ans.code, ans.message);
+        return;
+    }
+    void *copy = ans.owned ? (void *)ans.body : NULL;
+    bool borrowed = !ans.owned && !ans.is_static && ans.len > 0;
+    if (borrowed) {
         copy = malloc(ans.len);
         if (copy == NULL) {
-            jr_state_free(r);
+            jr_job_fini(r);
             jr_error(req, 503, "out_of_memory", "out of memory");
             return;
         }
         memcpy(copy, ans.body, ans.len);
     }
-    int status = ans.status;
-    const char *ctype = ans.content_type; /* static */
-    size_t len = ans.len;
-    jr_state_free(r);
-    (void)srv_req_answer_take(req, status, ctype, copy, len);
+    jr_job_fini(r);
+    if (copy != NULL)
+        (void)srv_req_answer_take(req, ans.status, ans.content_type, copy, ans.len);
+    else
+        (void)srv_req_answer(req, ans.status, ans.content_type, ans.body, ans.len);
 }
 
 static void jr_answer_failed(struct jr_req *r, struct srv_req *req, int result)
 {
-    jr_state_free(r);
+    jr_job_fini(r);
     if (result == -ENOMEM) {
         jr_error(req, 503, "out_of_memory", "the job ran out of memory");
         return;
@@ -150,7 +168,7 @@ static void jr_answer_failed(struct jr_req *r, struct srv_req *req, int result)
  * metrics. */
 static void jr_account(struct jr_req *r, const struct pool_job *job, enum pool_status status)
 {
-    struct srv_jobroute *jr = r->route->jr;
+    struct srv_jobroute *jr = r->jr;
     if (jr->adm != NULL)
         srv_adm_release(jr->adm, &r->adm, ctx_now_ns());
     srv_jobroute_observe_class(jr, r->kind->name, r->cost, job, status);
@@ -166,13 +184,13 @@ static void jr_done(struct pool_job *job, enum pool_status status)
     jr_account(r, job, status);
     if (r->server_cancelled) {
         /* Already answered (504/503) or the client is gone (499): only let go. */
-        jr_state_free(r);
+        jr_job_fini(r);
         srv_req_release(req);
         goto out;
     }
     switch (status) {
     case POOL_DONE:
-        jr_answer_done(r, req);
+        jr_answer_outcome(r, req);
         break;
     case POOL_FAILED:
         jr_answer_failed(r, req, job->result);
@@ -180,7 +198,7 @@ static void jr_done(struct pool_job *job, enum pool_status status)
     case POOL_CANCELLED_QUEUED:
     case POOL_CANCELLED_RUNNING: {
         char msg[96];
-        jr_state_free(r);
+        jr_job_fini(r);
         if (job->reason == CTX_REASON_DEADLINE) {
             /* The tenant's max_timeout_ms came before the HTTP layer's deadline timer. */
             jr_error(req, 504, "deadline_exceeded", "the request's deadline passed");
@@ -192,7 +210,7 @@ static void jr_done(struct pool_job *job, enum pool_status status)
     }
     case POOL_REFUSED_SHUTDOWN:
     default:
-        jr_state_free(r);
+        jr_job_fini(r);
         jr_error(req, 503, "shutting_down", "the server is shutting down");
         break;
     }
@@ -214,29 +232,26 @@ static void jr_cancel_hook(struct srv_req *req, enum ctx_reason reason, void *ar
 
 /* Admission of one job, judged by the run-time estimate of its kind and size: the decision lives
  * in `r` and is given back in jr_done (or at once when pool_submit refuses). */
-static int jr_admit(const struct jr_route *route, struct srv_req *req, struct jr_req *r)
+static int jr_admit(struct srv_req *req, struct jr_req *r)
 {
-    r->cost = r->kind->cost != NULL ? r->kind->cost(r->state) : 0;
-    int rc = srv_jobroute_admit_class(route->jr, req, 1, r->kind->name, r->cost, &r->adm,
-                                      &r->adm_refused);
+    r->cost = srv_job_cost(&r->job);
+    int rc =
+        srv_jobroute_admit_class(r->jr, req, 1, r->kind->name, r->cost, &r->adm, &r->adm_refused);
     r->aj.job.weight = rc == 0 ? r->adm.weight : 1;
     return rc;
 }
 
-/* Parse the query and body with the kind. Returns 0 and the state, or answers (400/503) and
- * returns the negative errno. */
-static int jr_parse(const struct jr_route *route, struct srv_req *req, void **state)
+/* Prepare the job from the query and the body. Returns 0, or the negative errno of
+ * srv_job_prepare (the job's outcome says what to answer). */
+static int jr_prepare(struct jr_req *r, struct srv_req *req)
 {
-    const struct srv_job_kind *kind = route->kind;
     struct srv_job_param stack[JR_PARAMS_STACK];
     struct srv_job_param *params = stack;
     size_t n = srv_req_query_count(req);
     if (n > JR_PARAMS_STACK) {
         params = calloc(n, sizeof(*params));
-        if (params == NULL) {
-            jr_error(req, 503, "out_of_memory", "out of memory");
+        if (params == NULL)
             return -ENOMEM;
-        }
     }
     for (size_t i = 0; i < n; i++) {
         const struct srv_query_param *q = srv_req_query_at(req, i);
@@ -244,54 +259,91 @@ static int jr_parse(const struct jr_route *route, struct srv_req *req, void **st
     }
     size_t body_len = 0;
     const void *body = srv_req_body(req, &body_len);
-    char err[SRV_JOB_ERR_MAX];
-    int rc = kind->parse(n > 0 ? params : NULL, n, body, body_len, srv_http_cfg(srv_req_http(req)),
-                         state, err, sizeof(err));
+    int rc = srv_job_prepare(&r->job, r->kind, n > 0 ? params : NULL, n, body, body_len,
+                             srv_http_cfg(srv_req_http(req)));
     if (params != stack)
         free(params);
-    if (rc == -ENOMEM)
-        jr_error(req, 503, "out_of_memory", err);
-    else if (rc < 0)
-        jr_error(req, 400, "bad_param", err);
     return rc;
+}
+
+/* The kind named by the request's path in the current snapshot, or NULL after answering 404.
+ * *ks gets a reference to the snapshot (release it). */
+static const struct srv_kind *jr_kind(struct srv_req *req, struct srv_kinds **ks)
+{
+    const char *name = srv_req_path(req) + strlen(JR_PATH_PREFIX);
+    *ks = srv_kinds_current();
+    const struct srv_kind *k = *ks != NULL ? srv_kinds_find(*ks, name, strlen(name)) : NULL;
+    if (k == NULL) {
+        char msg[JR_PATH_MAX + 32];
+        snprintf(msg, sizeof(msg), "no route for POST %.*s", JR_PATH_MAX, srv_req_path(req));
+        srv_req_route_other(req);
+        jr_error(req, 404, "not_found", msg);
+    }
+    return k;
+}
+
+/* Refuse the job at once (its kind at max_inflight, admission, or the pool), its job finished. */
+static void jr_refuse(struct jr_req *r, struct srv_req *req, int rc, bool kind_full)
+{
+    struct srv_jobroute *jr = r->jr;
+    struct srv_adm_decision d = r->adm;
+    bool adm_refused = r->adm_refused;
+    char kind[SRV_CFG_KIND_NAME_MAX + 1];
+    snprintf(kind, sizeof(kind), "%s", r->kind->name);
+    if (jr->adm != NULL)
+        srv_adm_release(jr->adm, &r->adm, ctx_now_ns()); /* no-op unless admitted */
+    jr_job_fini(r);
+    free(r);
+    if (kind_full)
+        srv_jobroute_kind_refused(jr, req, kind);
+    else if (adm_refused)
+        srv_jobroute_adm_refused(jr, req, &d);
+    else
+        srv_jobroute_submit_refused(jr, req, rc,
+                                    d.tenant_label ? d.tenant_label : SRV_ADM_OTHER_LABEL);
 }
 
 void srv_jobs_handle(struct srv_req *req)
 {
-    const struct jr_route *route = srv_req_route_arg(req);
-    void *state = NULL;
-    if (jr_parse(route, req, &state) < 0)
-        return; /* answered */
-    struct jr_req *r = calloc(1, sizeof(*r));
-    if (r == NULL) {
-        route->kind->free(state);
+    struct srv_jobroute *jr = srv_req_route_arg(req);
+    struct srv_kinds *ks;
+    const struct srv_kind *k = jr_kind(req, &ks);
+    struct jr_req *r = k != NULL ? calloc(1, sizeof(*r)) : NULL;
+    if (k != NULL && r == NULL)
         jr_error(req, 503, "out_of_memory", "out of memory");
+    if (r == NULL) {
+        srv_kinds_unref(ks);
+        return; /* answered */
+    }
+    r->jr = jr;
+    r->kind = k;
+    r->req = req;
+    int rc = jr_prepare(r, req); /* the job holds its own reference to the snapshot */
+    srv_kinds_unref(ks);
+    if (rc < 0) {
+        jr_answer_outcome(r, req);
+        free(r);
         return;
     }
-    r->route = route;
-    r->kind = route->kind;
-    r->state = state;
-    r->req = req;
-    r->aj.kind = route->kind->name;
+    if (k->timeout_ms != 0 && !srv_req_timeout_given(req))
+        srv_req_deadline_set_ms(req, k->timeout_ms);
+    if (k->max_inflight != 0 &&
+        atomic_load_explicit(&k->inflight, memory_order_relaxed) >= k->max_inflight) {
+        jr_refuse(r, req, -EAGAIN, true);
+        return;
+    }
+    r->aj.kind = k->name;
     r->aj.job.run = jr_run;
     r->aj.job.done = jr_done;
     r->aj.job.data = r;
-    int rc = jr_admit(route, req, r);
+    rc = jr_admit(req, r);
     if (rc == 0)
-        rc = pool_submit(route->jr->pool, &r->aj.job); /* the request context is current */
+        rc = pool_submit(jr->pool, &r->aj.job); /* the request context is current */
     if (rc < 0) {
-        struct srv_adm_decision d = r->adm;
-        bool adm_refused = r->adm_refused;
-        if (route->jr->adm != NULL)
-            srv_adm_release(route->jr->adm, &r->adm, ctx_now_ns()); /* no-op unless admitted */
-        jr_state_free(r);
-        free(r);
-        if (adm_refused)
-            srv_jobroute_adm_refused(route->jr, req, &d);
-        else
-            srv_jobroute_submit_refused(route->jr, req, rc,
-                                        d.tenant_label ? d.tenant_label : SRV_ADM_OTHER_LABEL);
+        jr_refuse(r, req, rc, false);
         return;
     }
+    atomic_fetch_add_explicit(&((struct srv_kind *)k)->inflight, 1, memory_order_relaxed);
+    r->counted = true;
     srv_req_on_cancel(req, jr_cancel_hook, r);
 }

@@ -164,7 +164,9 @@ struct srv_req {
     struct ctx *ctx;
     srv_handler_fn *fn;
     void *route_arg;
-    const char *route_path; /* the matched route's path (owned by the route table), or NULL */
+    const char *route_path; /* the matched route's path (owned by the route table), the request's
+                               own for a pattern route, or NULL */
+    bool timeout_given;     /* the request sent X-Timeout-Ms */
     void *data;
     srv_req_cancel_fn *cancel_fn;
     void *cancel_arg;

@@ -384,6 +384,7 @@ static void req_set_deadline(struct srv_req *req)
     unsigned n;
     const struct srv_hdr *hd = req_hdr_find(req, "X-Timeout-Ms", &n);
     uint64_t ms = cfg->default_timeout_ms;
+    req->timeout_given = n > 0;
     if (n > 0) {
         uint64_t v = n == 1 ? req_timeout_ms(hd->value) : 0;
         if (v == 0)
@@ -617,6 +618,31 @@ static const struct srv_route *req_route(struct srv_req *req)
     return r;
 }
 
+bool srv_req_timeout_given(const struct srv_req *req)
+{
+    return req->timeout_given;
+}
+
+void srv_req_route_other(struct srv_req *req)
+{
+    req->route_path = NULL;
+}
+
+void srv_req_deadline_set_ms(struct srv_req *req, uint64_t ms)
+{
+    struct srv_http *h = req->h;
+    const struct srv_cfg *cfg = &h->cfg;
+    if (cfg->max_timeout_ms != 0 && ms > cfg->max_timeout_ms)
+        ms = cfg->max_timeout_ms;
+    if (ms == 0 || srv_req_cancelled(req))
+        return;
+    uint64_t deadline = req->t0_ns + ms * UINT64_C(1000000), now = ctx_now_ns();
+    ctx_set_deadline(req->ctx, deadline);
+    ev_timer_stop(h->loop, &req->deadline);
+    ev_timer_set(&req->deadline, deadline > now ? (double)(deadline - now) / 1e9 : 0.0, 0.0);
+    ev_timer_start(h->loop, &req->deadline);
+}
+
 void srv_req_dispatch(struct srv_req *req)
 {
     struct srv_http *h = req->h;
@@ -638,7 +664,8 @@ void srv_req_dispatch(struct srv_req *req)
     }
     req->fn = r->fn;
     req->route_arg = r->arg;
-    req->route_path = r->path;
+    req->route_path =
+        r->path[0] != '\0' && r->path[strlen(r->path) - 1] == '*' ? req->path : r->path;
     req->handler_pending = true;
     h->pending++;
     r->fn(req); /* may answer now (req may then be gone) or later */

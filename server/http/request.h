@@ -75,6 +75,18 @@ bool srv_req_cancelled(const struct srv_req *req);
  * X-Request-Id, Content-Type, Transfer-Encoding), -ENOMEM. */
 int srv_req_header_add(struct srv_req *req, const char *name, const char *value);
 
+/* True when the request sent X-Timeout-Ms (else its deadline is [limits] default_timeout_ms). */
+bool srv_req_timeout_given(const struct srv_req *req);
+
+/* Move the request's deadline to `ms` after its arrival (capped by [limits] max_timeout_ms) and
+ * re-arm its 504 timer: for a job kind's own default deadline. Its handler, before answering;
+ * a no-op once the server gave up on the request. */
+void srv_req_deadline_set_ms(struct srv_req *req, uint64_t ms);
+
+/* Count the request under route "other" in the requests-by-route metric: for the handler of a
+ * pattern route that serves nothing at this path (an unknown job kind). */
+void srv_req_route_other(struct srv_req *req);
+
 /* Record the job's queue and run time (nanoseconds) for the access log (queue_ms, run_ms). */
 void srv_req_set_timing(struct srv_req *req, uint64_t queue_ns, uint64_t run_ns);
 

@@ -1,5 +1,9 @@
 /* route.c - the route table: exact method + path to a handler, 404 and 405 with Allow.
  *
+ * A path ending in '*' is a pattern: "/v1/jobs/" and a star serves every path that starts with
+ * "/v1/jobs/" and has at least one more byte and no further '/'. Exact paths are tried before
+ * patterns.
+ *
  * Design: a small array searched linearly (a handful of routes; a request compares at most a few
  * short strings). Routes are added at start-up on the loop thread and never removed while the
  * server runs, so a found route stays valid. A GET route also serves HEAD unless a HEAD route for
@@ -7,6 +11,7 @@
  * after GET.
  */
 #include <assert.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,13 +61,31 @@ void srv_routes_free(struct srv_http *h)
     h->nroutes = h->route_cap = 0;
 }
 
+/* Does the route path `rp` (exact, or a pattern ending in '*') serve `path`? */
+static bool route_path_match(const char *rp, const char *path, bool pattern)
+{
+    size_t n = strlen(rp);
+    if (n == 0 || rp[n - 1] != '*')
+        return !pattern && strcmp(rp, path) == 0;
+    return pattern && strncmp(rp, path, n - 1) == 0 && path[n - 1] != '\0' &&
+           strchr(path + n - 1, '/') == NULL;
+}
+
 static const struct srv_route *route_exact(const struct srv_http *h, const char *method,
                                            const char *path)
 {
-    for (size_t i = 0; i < h->nroutes; i++)
-        if (strcmp(h->routes[i].method, method) == 0 && strcmp(h->routes[i].path, path) == 0)
-            return &h->routes[i];
+    for (int pattern = 0; pattern < 2; pattern++)
+        for (size_t i = 0; i < h->nroutes; i++)
+            if (strcmp(h->routes[i].method, method) == 0 &&
+                route_path_match(h->routes[i].path, path, pattern))
+                return &h->routes[i];
     return NULL;
+}
+
+/* Does any route, exact or pattern, serve `path`? */
+static bool route_path_any(const char *rp, const char *path)
+{
+    return route_path_match(rp, path, false) || route_path_match(rp, path, true);
 }
 
 /* Append ", METHOD" (or "METHOD" first) to allow, cutting at size. */
@@ -86,7 +109,7 @@ const struct srv_route *srv_route_find(const struct srv_http *h, const char *met
         allow[0] = '\0';
     bool known = false, head = route_exact(h, "HEAD", path) != NULL;
     for (size_t i = 0; i < h->nroutes; i++) {
-        if (strcmp(h->routes[i].path, path) != 0)
+        if (!route_path_any(h->routes[i].path, path))
             continue;
         known = true;
         if (strcmp(h->routes[i].method, "HEAD") == 0)

@@ -18,7 +18,8 @@
  * needed), and owned by the state until free; the answer borrows it. The body is borrowed from
  * the caller until free. Codec failures are -EIO.
  */
-#include "server/jobs/jobs.h"
+#include "server/jobs/internal.h"
+#include "spindle/module.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -91,63 +92,56 @@ static size_t compress_chunk(enum compress_codec codec, int level)
     return (size_t)zstd_kib[level] * 1024u;
 }
 
-static int compress_parse_level(const struct srv_job_param *p, enum compress_codec codec,
-                                const struct srv_cfg *limits, int *level, char *err, size_t size)
+static const struct spindle_host *compress_host;
+
+/* The level: zstd's range is capped by the server limit max_compress_level_zstd (and the
+ * library's maximum), gzip's is 1..9; each codec has its own default. */
+static int compress_parse_level(struct spindle_job *job, enum compress_codec codec, int *level)
 {
-    uint64_t max = COMPRESS_GZIP_MAX, v;
+    int64_t max = COMPRESS_GZIP_MAX, v;
     int def = COMPRESS_GZIP_DEFAULT;
 
     if (codec == COMPRESS_ZSTD) {
-        max = limits->max_compress_level_zstd;
-        if (max > (uint64_t)ZSTD_maxCLevel())
-            max = (uint64_t)ZSTD_maxCLevel();
+        uint64_t lim = (uint64_t)ZSTD_maxCLevel();
+        if (compress_host->limit(job, "max_compress_level_zstd", &lim) != 0)
+            lim = (uint64_t)ZSTD_maxCLevel();
+        max = lim > (uint64_t)ZSTD_maxCLevel() ? ZSTD_maxCLevel() : (int64_t)lim;
         if (max < 1)
             max = 1;
         def = max < COMPRESS_ZSTD_DEFAULT ? (int)max : COMPRESS_ZSTD_DEFAULT;
     }
-    if (p == NULL) {
+    if (!compress_host->param_given(job, 1)) {
         *level = def;
         return 0;
     }
-    int rc = srv_job_param_uint(p, 1, max, &v, err, size);
+    int rc = compress_host->param_int(job, 1, 1, max, &v);
     if (rc == 0)
         *level = (int)v;
     return rc;
 }
 
-static int compress_parse(const struct srv_job_param *params, size_t nparams, const void *body,
-                          size_t body_len, const struct srv_cfg *limits, void **state, char *err,
-                          size_t size)
+static int compress_parse(struct spindle_job *job, void **state)
 {
-    static const char *const names[] = {"codec", "level"};
-    const struct srv_job_param *found[2];
-    enum compress_codec codec;
+    enum compress_codec codec = compress_host->param(job, 0) == 0 ? COMPRESS_ZSTD : COMPRESS_GZIP;
     int level = 0;
+    uint64_t max_body = 0;
+    size_t len = 0;
+    const void *body = compress_host->body(job, &len);
 
-    *state = NULL;
-    int rc = srv_job_params_match(params, nparams, names, 2, found, err, size);
+    int rc = compress_parse_level(job, codec, &level);
     if (rc < 0)
         return rc;
-    if (found[0] == NULL)
-        return srv_job_err_missing("codec", err, size);
-    if (srv_job_param_is(found[0], "zstd"))
-        codec = COMPRESS_ZSTD;
-    else if (srv_job_param_is(found[0], "gzip"))
-        codec = COMPRESS_GZIP;
-    else
-        return srv_job_errf(err, size, "codec must be zstd or gzip");
-    rc = compress_parse_level(found[1], codec, limits, &level, err, size);
-    if (rc < 0)
-        return rc;
-    if (body_len > limits->max_body_bytes)
-        return srv_job_errf(err, size, "body is larger than %zu bytes", limits->max_body_bytes);
-    struct compress_state *st = srv_job_state_new(sizeof(*st), err, size);
+    if (compress_host->limit(job, "max_body_bytes", &max_body) == 0 && len > max_body) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "body is larger than %llu bytes", (unsigned long long)max_body);
+        compress_host->set_error(job, 400, "bad_param", msg);
+        return -EINVAL;
+    }
+    struct compress_state *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return -ENOMEM;
-    /* an empty body may come as NULL: point at a real empty string so that body + offset is
-     * always defined */
-    st->body = body != NULL ? body : (const unsigned char *)"";
-    st->body_len = body_len;
+    st->body = body;
+    st->body_len = len;
     st->codec = codec;
     st->level = level;
     *state = st;
@@ -197,7 +191,7 @@ static int compress_zstd_chunk(ZSTD_CCtx *cctx, struct compress_state *st, const
     return 0;
 }
 
-static int compress_zstd(struct compress_state *st, const struct ctx *c)
+static int compress_zstd(struct compress_state *st, struct spindle_job *job)
 {
     ZSTD_CCtx *cctx = compress_thread_cctx();
     size_t chunk = compress_chunk(st->codec, st->level), off = 0;
@@ -212,7 +206,7 @@ static int compress_zstd(struct compress_state *st, const struct ctx *c)
     if (st->out == NULL)
         return -ENOMEM;
     do {
-        if (srv_job_cancelled(c))
+        if (compress_host->cancelled(job))
             return -ECANCELED;
         size_t n = st->body_len - off < chunk ? st->body_len - off : chunk;
         ZSTD_EndDirective mode = off + n == st->body_len ? ZSTD_e_end : ZSTD_e_flush;
@@ -240,7 +234,7 @@ static int compress_gzip_chunk(z_stream *zs, struct compress_state *st, int flus
     return 0;
 }
 
-static int compress_gzip(struct compress_state *st, const struct ctx *c)
+static int compress_gzip(struct compress_state *st, struct spindle_job *job)
 {
     size_t chunk = compress_chunk(st->codec, st->level), off = 0;
     z_stream zs = {0};
@@ -255,7 +249,7 @@ static int compress_gzip(struct compress_state *st, const struct ctx *c)
         goto end_deflate;
     }
     do {
-        if (srv_job_cancelled(c)) {
+        if (compress_host->cancelled(job)) {
             rc = -ECANCELED;
             goto end_deflate;
         }
@@ -270,23 +264,16 @@ end_deflate:
     return rc;
 }
 
-static int compress_run(void *state)
+static int compress_run(struct spindle_job *job, void *state)
 {
     struct compress_state *st = state;
-    const struct ctx *c = ctx_current();
-
-    if (st->codec == COMPRESS_ZSTD)
-        return compress_zstd(st, c);
-    return compress_gzip(st, c);
-}
-
-static void compress_answer(const void *state, struct srv_job_answer *out)
-{
-    const struct compress_state *st = state;
-    out->status = 200;
-    out->content_type = st->codec == COMPRESS_ZSTD ? "application/zstd" : "application/gzip";
-    out->body = (const char *)st->out;
-    out->len = st->out_len;
+    int rc = st->codec == COMPRESS_ZSTD ? compress_zstd(st, job) : compress_gzip(st, job);
+    if (rc < 0)
+        return rc;
+    return compress_host->set_answer(job, st->out, st->out_len,
+                                     st->codec == COMPRESS_ZSTD ? "application/zstd"
+                                                                : "application/gzip",
+                                     SPINDLE_BYTES_BORROWED);
 }
 
 static void compress_free(void *state)
@@ -305,14 +292,33 @@ static uint64_t compress_cost(const void *state)
     return (uint64_t)st->body_len * (uint64_t)(st->level > 0 ? st->level : 1);
 }
 
-static const struct srv_job_kind srv_job_compress = {
+static const char *const compress_codecs[] = {"zstd", "gzip", NULL};
+
+static const struct spindle_param compress_params[] = {
+    {.name = "codec", .type = SPINDLE_PARAM_ENUM, .required = 1, .choices = compress_codecs},
+    {.name = "level", .type = SPINDLE_PARAM_STRING}, /* its range depends on the codec */
+};
+
+static const struct spindle_kind compress_kind = {
+    SPINDLE_KIND_HEAD,
     .name = "compress",
     .summary = "the body compressed with zstd or gzip",
-    .uses_body = true,
+    .uses_body = 1,
+    .params = compress_params,
+    .nparams = 2,
     .parse = compress_parse,
     .run = compress_run,
-    .answer = compress_answer,
     .free = compress_free,
     .cost = compress_cost,
 };
-SRV_JOB_KIND_REGISTER(srv_job_compress);
+
+static int compress_init(const struct spindle_host *host, const struct spindle_kind **kind,
+                         char *err, size_t size)
+{
+    (void)err;
+    (void)size;
+    compress_host = host;
+    *kind = &compress_kind;
+    return 0;
+}
+SRV_JOB_BUILTIN(compress_init);

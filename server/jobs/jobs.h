@@ -84,7 +84,8 @@ struct srv_kind {
     const char *source;       /* "FILE:LINE" of its section, "" for built-ins */
     struct srv_kinds *owner;  /* the snapshot it belongs to */
     atomic_uint inflight;     /* jobs of this kind admitted and not yet done */
-    char store[2 * SRV_CFG_VALUE_MAX + 64]; /* content_type and source */
+    char ctype_store[SRV_CFG_VALUE_MAX];      /* what content_type points at when set */
+    char source_store[SRV_CFG_PATH_MAX + 16]; /* what source points at */
 };
 
 /* ---- snapshots ------------------------------------------------------------------------------- */
@@ -117,7 +118,8 @@ const struct srv_kind *srv_kinds_at(const struct srv_kinds *ks, size_t i);
  * (it lives on while jobs hold it). Main (loop) thread. */
 void srv_kinds_install(struct srv_kinds *ks);
 
-/* A new reference to the current snapshot, or NULL before the first install. Any thread. */
+/* A new reference to the current snapshot (the built-in kinds alone before the first install).
+ * Any thread. */
 struct srv_kinds *srv_kinds_current(void);
 
 /* Release the current snapshot and let go of the loaded modules (their kinds' fini). At exit,
@@ -125,7 +127,7 @@ struct srv_kinds *srv_kinds_current(void);
 void srv_kinds_shutdown(void);
 
 /* The built-in kinds only, built once (no configuration needed): for tests and tools. A
- * borrowed snapshot valid until srv_kinds_shutdown. */
+ * borrowed snapshot that lives as long as the process. */
 const struct srv_kinds *srv_kinds_builtin(void);
 
 /* ---- one job --------------------------------------------------------------------------------- */
@@ -147,6 +149,7 @@ struct spindle_job {
     size_t ans_len;
     const char *ans_type;
     unsigned ans_flags; /* SPINDLE_BYTES_* */
+    bool ran;           /* run returned 0: the kind's answer function is still to run */
     int err_status;     /* 0: no error set */
     char err_code[SRV_JOB_CODE_MAX + 1];
     char err_msg[SRV_JOB_ERR_MAX];
@@ -160,6 +163,7 @@ struct srv_job_answer {
                                  `owned` */
     size_t len;
     bool owned;          /* body is malloc'd and now the caller's to free */
+    bool is_static;      /* body outlives the job (static storage): no copy needed */
     const char *code;    /* error: the code (borrowed from the job), NULL on success */
     const char *message; /* error: one line (borrowed from the job) */
 };
@@ -208,120 +212,5 @@ const struct spindle_host *srv_job_host(void);
  * in, a default returns -ENOTSUP and says so. */
 int srv_exec_kind_new(const struct srv_cfg_kind *ck, const struct spindle_host *host,
                       struct spindle_kind *out, char *err, size_t size);
-
-/* ---- the previous kind interface, until the built-in kinds move to the ABI ------------------ */
-
-/* Validate the query parameters and the body against `limits` and build the job's state.
- * Runs on the loop thread; cheap (no work proportional to the body).
- *   params:  nparams entries, borrowed for the call only (may be NULL when nparams is 0).
- *   body:    body_len bytes, borrowed. Kinds with uses_body keep a pointer to it in the state:
- *            the caller keeps these bytes alive and unchanged until free(state). Kinds without
- *            uses_body accept any body and ignore it. body may be NULL when body_len is 0.
- *   limits:  borrowed for the call (max_spin_ms, max_primes_n, max_sha256_rounds,
- *            max_compress_level_zstd, max_body_bytes are read).
- * Returns 0 and a new non-NULL *state (owned by the caller, released with free), or
- *   -EINVAL  bad input; err holds a one-line message for the client ("unknown parameter 'x'",
- *            "duplicate parameter 'n'", "missing required parameter 'n'",
- *            "n must be an integer between 0 and 100000000", "codec must be zstd or gzip"),
- *   -ENOMEM  out of memory (err says so).
- * On error *state is set to NULL. err may be NULL when size is 0. */
-typedef int srv_job_parse_fn(const struct srv_job_param *params, size_t nparams, const void *body,
-                             size_t body_len, const struct srv_cfg *limits, void **state, char *err,
-                             size_t size);
-
-/* Do the work. Runs on a worker thread with the request's context current (ctx_current());
- * checks ctx_cancelled() at least every millisecond of CPU. With no current context it runs to
- * completion. Called at most once per state.
- * Returns 0 (the answer is ready), -ECANCELED when it saw the context cancelled (the state holds
- * no answer; only free it), -ENOMEM when out of memory (503), -EIO when a library (libcrypto,
- * libzstd, zlib) failed (500). After an error the state is only good for free. */
-typedef int srv_job_run_fn(void *state);
-
-/* Fill *out from a state whose run returned 0. Runs on the loop thread; may be called more than
- * once; never fails. out->body is borrowed from the state. */
-typedef void srv_job_answer_fn(const void *state, struct srv_job_answer *out);
-
-/* Release a state from parse. Any thread, once, when neither run nor answer is running.
- * free(NULL) is a no-op. */
-typedef void srv_job_free_fn(void *state);
-
-/* A number that grows with the run time a parsed `state` may be expected to take (primes: n,
- * spin: ms, sha256: rounds and body, compress: body and level), for admission's run-time
- * estimate of jobs of that size (server/admission/admission.h). Loop thread, cheap; only compared
- * by order of magnitude. */
-typedef uint64_t srv_job_cost_fn(const void *state);
-
-struct srv_job_kind {
-    const char *name;    /* the <kind> in /v1/jobs/<kind>: lower-case letters and digits */
-    const char *summary; /* one line for listings, e.g. "count primes <= n by trial division" */
-    bool uses_body;      /* false: any body is accepted and ignored */
-    srv_job_parse_fn *parse;
-    srv_job_run_fn *run;
-    srv_job_answer_fn *answer;
-    srv_job_free_fn *free;
-    srv_job_cost_fn *cost; /* NULL: every job of the kind takes about as long */
-};
-
-/* ---- registry ------------------------------------------------------------------------------ */
-
-/* The kind called `name` (len bytes, borrowed, need not be NUL-terminated; exact, case-sensitive
- * match), or NULL when there is none. Any thread. */
-const struct srv_job_kind *srv_job_kind_find(const char *name, size_t len);
-
-/* Number of registered kinds. Any thread. */
-size_t srv_job_kind_count(void);
-
-/* The i-th kind in name order, NULL when i >= srv_job_kind_count(). Any thread. Listing:
- *     for (size_t i = 0; (k = srv_job_kind_at(i)) != NULL; i++) ... */
-const struct srv_job_kind *srv_job_kind_at(size_t i);
-
-/* Register `desc` (a `const struct srv_job_kind` object at file scope) from its own file. The
- * registration is a pointer placed in the linker section "srv_job_kinds"; GNU ld and lld define
- * __start_srv_job_kinds/__stop_srv_job_kinds around it because the name is a C identifier.
- * Two kinds with the same name abort the process at the first registry call. */
-#define SRV_JOB_KIND_REGISTER(desc)                                                                \
-    static const struct srv_job_kind *const srv_job_kind_reg_##desc                                \
-        __attribute__((used, section("srv_job_kinds"), aligned(sizeof(void *)))) = &(desc)
-
-/* ---- helpers for kind implementations ------------------------------------------------------ */
-
-/* Match params against `names` (nnames NUL-terminated names, borrowed): found[i] is set to the
- * parameter named names[i], or NULL when absent. Returns 0, or -EINVAL with a message for an
- * unknown parameter or one given twice. */
-int srv_job_params_match(const struct srv_job_param *params, size_t nparams,
-                         const char *const *names, size_t nnames,
-                         const struct srv_job_param **found, char *err, size_t size);
-
-/* Parse p's value as a decimal integer in [min, max]: digits only (no sign, space or trailing
- * bytes), at least one, overflow detected. Returns 0 and sets *out, or -EINVAL with
- * "<key> must be an integer between <min> and <max>". */
-int srv_job_param_uint(const struct srv_job_param *p, uint64_t min, uint64_t max, uint64_t *out,
-                       char *err, size_t size);
-
-/* True when p's value is exactly the NUL-terminated `s`. */
-bool srv_job_param_is(const struct srv_job_param *p, const char *s);
-
-/* Write "missing required parameter '<name>'" into err; returns -EINVAL. */
-int srv_job_err_missing(const char *name, char *err, size_t size);
-
-/* The common case of a kind with one required integer parameter: `name` must be the only
- * parameter, given once, with a value in [min, max]. Returns 0 and sets *out, or -EINVAL with the
- * message of srv_job_params_match, srv_job_err_missing or srv_job_param_uint. */
-int srv_job_param_only_uint(const struct srv_job_param *params, size_t nparams, const char *name,
-                            uint64_t min, uint64_t max, uint64_t *out, char *err, size_t size);
-
-/* A zeroed kind state of `len` bytes (new, owned by the caller), or NULL with "out of memory" in
- * err (the parse function then returns -ENOMEM). */
-void *srv_job_state_new(size_t len, char *err, size_t size);
-
-/* printf into err (when size > 0), cut to fit; returns -EINVAL. */
-int srv_job_errf(char *err, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* True when `c` (borrowed, may be NULL) is cancelled. What run loops call. */
-static inline bool srv_job_cancelled(const struct ctx *c)
-{
-    return c != NULL && ctx_cancelled(c);
-}
 
 #endif

@@ -19,7 +19,7 @@
  * every candidate in 64 bits, as before, so that bench/limit can compare the two builds.
  */
 #include "server/jobs/internal.h"
-#include "server/jobs/jobs.h"
+#include "spindle/module.h"
 
 #include <errno.h>
 #include <math.h>
@@ -57,7 +57,7 @@ static inline bool primes_tick(struct primes_walk *w)
     if (--w->budget != 0)
         return true;
     w->budget = PRIMES_CHECK_EVERY;
-    return !srv_job_cancelled(w->c);
+    return !srv_ctx_cancelled(w->c);
 }
 
 /* floor(sqrt(x)) for x < 2^32: the double root is within one of it, and is corrected exactly. */
@@ -85,7 +85,7 @@ static int primes_odd_u32(uint32_t lo, uint32_t hi, struct primes_walk *w)
         while (r < 65535 && (r + 1) * (r + 1) <= i) /* (r+1)^2 < 2^32 while r < 65535 */
             r++;
         if (w->budget <= (r + 1) / 2) {
-            if (srv_job_cancelled(w->c))
+            if (srv_ctx_cancelled(w->c))
                 return -ECANCELED;
             w->budget = PRIMES_CHECK_EVERY;
         }
@@ -142,47 +142,34 @@ int srv_primes_count(uint64_t lo, uint64_t hi, unsigned bits, const struct ctx *
     return rc;
 }
 
-static int primes_parse(const struct srv_job_param *params, size_t nparams, const void *body,
-                        size_t body_len, const struct srv_cfg *limits, void **state, char *err,
-                        size_t size)
-{
-    uint64_t n;
+static const struct spindle_host *primes_host;
 
-    (void)body;
-    (void)body_len;
-    *state = NULL;
-    int rc = srv_job_param_only_uint(params, nparams, "n", 0, limits->max_primes_n, &n, err, size);
-    if (rc < 0)
-        return rc;
-    struct primes_state *st = srv_job_state_new(sizeof(*st), err, size);
+static int primes_parse(struct spindle_job *job, void **state)
+{
+    struct primes_state *st = malloc(sizeof(*st));
     if (st == NULL)
         return -ENOMEM;
-    st->n = n;
+    st->n = (uint64_t)primes_host->param(job, 0);
     *state = st;
     return 0;
 }
 
-static int primes_run(void *state)
+/* The pool's context check, through the host as every kind does it: the count looks at the
+ * context it is given, which is the job's (current on this worker). */
+static int primes_run(struct spindle_job *job, void *state)
 {
     struct primes_state *st = state;
     const struct ctx *c = ctx_current();
 
-    if (srv_job_cancelled(c))
+    if (primes_host->cancelled(job))
         return -ECANCELED;
     int rc = srv_primes_count(0, st->n, SRV_PRIMES_BITS, c, &st->count);
     if (rc < 0)
         return rc;
     st->len = snprintf(st->json, sizeof(st->json), "{\"n\":%llu,\"count\":%llu}",
                        (unsigned long long)st->n, (unsigned long long)st->count);
-    return 0;
-}
-static void primes_answer(const void *state, struct srv_job_answer *out)
-{
-    const struct primes_state *st = state;
-    out->status = 200;
-    out->content_type = "application/json";
-    out->body = st->json;
-    out->len = (size_t)st->len;
+    return primes_host->set_answer(job, st->json, (size_t)st->len, "application/json",
+                                   SPINDLE_BYTES_BORROWED);
 }
 
 static void primes_free(void *state)
@@ -195,14 +182,28 @@ static uint64_t primes_cost(const void *state)
     return ((const struct primes_state *)state)->n;
 }
 
-static const struct srv_job_kind srv_job_primes = {
-    .name = "primes",
-    .summary = "count primes <= n by trial division",
-    .uses_body = false,
-    .parse = primes_parse,
-    .run = primes_run,
-    .answer = primes_answer,
-    .free = primes_free,
-    .cost = primes_cost,
+static const struct spindle_param primes_params[] = {
+    {.name = "n",
+     .type = SPINDLE_PARAM_INT,
+     .required = 1,
+     .min = 0,
+     .max = 10000000000LL,
+     .limit = "max_primes_n"},
 };
-SRV_JOB_KIND_REGISTER(srv_job_primes);
+
+static const struct spindle_kind primes_kind = {
+    SPINDLE_KIND_HEAD,       .name = "primes",    .summary = "count primes <= n by trial division",
+    .params = primes_params, .nparams = 1,        .parse = primes_parse,
+    .run = primes_run,       .free = primes_free, .cost = primes_cost,
+};
+
+static int primes_init(const struct spindle_host *host, const struct spindle_kind **kind, char *err,
+                       size_t size)
+{
+    (void)err;
+    (void)size;
+    primes_host = host;
+    *kind = &primes_kind;
+    return 0;
+}
+SRV_JOB_BUILTIN(primes_init);

@@ -13,7 +13,8 @@
  * SHA256_CHECK_ROUNDS, with a look at the context between them (each well under 1 ms).
  * Errors from libcrypto are -EIO. The body is borrowed from the caller until free.
  */
-#include "server/jobs/jobs.h"
+#include "server/jobs/internal.h"
+#include "spindle/module.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -68,39 +69,37 @@ static EVP_MD_CTX *sha256_thread_ctx(void)
     return mctx;
 }
 
-static int sha256_parse(const struct srv_job_param *params, size_t nparams, const void *body,
-                        size_t body_len, const struct srv_cfg *limits, void **state, char *err,
-                        size_t size)
-{
-    uint64_t rounds;
+static const struct spindle_host *sha256_host;
 
-    *state = NULL;
-    int rc = srv_job_param_only_uint(params, nparams, "rounds", 1, limits->max_sha256_rounds,
-                                     &rounds, err, size);
-    if (rc < 0)
-        return rc;
-    if (body_len > limits->max_body_bytes)
-        return srv_job_errf(err, size, "body is larger than %zu bytes", limits->max_body_bytes);
-    struct sha256_state *st = srv_job_state_new(sizeof(*st), err, size);
+static int sha256_parse(struct spindle_job *job, void **state)
+{
+    uint64_t max_body = 0;
+    size_t len = 0;
+    const void *body = sha256_host->body(job, &len);
+    if (sha256_host->limit(job, "max_body_bytes", &max_body) == 0 && len > max_body) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "body is larger than %llu bytes", (unsigned long long)max_body);
+        sha256_host->set_error(job, 400, "bad_param", msg);
+        return -EINVAL;
+    }
+    struct sha256_state *st = malloc(sizeof(*st));
     if (st == NULL)
         return -ENOMEM;
-    /* an empty body may come as NULL: point at a real empty string so that body + offset is
-     * always defined */
-    st->body = body != NULL ? body : (const unsigned char *)"";
-    st->body_len = body_len;
-    st->rounds = rounds;
+    st->body = body;
+    st->body_len = len;
+    st->rounds = (uint64_t)sha256_host->param(job, 0);
     *state = st;
     return 0;
 }
 
 /* Round 1: the body, in chunks. */
-static int sha256_body(EVP_MD_CTX *mctx, const struct sha256_state *st, const struct ctx *c,
+static int sha256_body(EVP_MD_CTX *mctx, const struct sha256_state *st, struct spindle_job *job,
                        unsigned char *md)
 {
     if (!EVP_DigestInit_ex2(mctx, sha256_md, NULL))
         return -EIO;
     for (size_t off = 0; off < st->body_len; off += SHA256_CHUNK) {
-        if (srv_job_cancelled(c))
+        if (sha256_host->cancelled(job))
             return -ECANCELED;
         size_t n = st->body_len - off < SHA256_CHUNK ? st->body_len - off : SHA256_CHUNK;
         if (!EVP_DigestUpdate(mctx, st->body + off, n))
@@ -124,10 +123,9 @@ static void sha256_format(struct sha256_state *st, const unsigned char *md)
                  (unsigned long long)st->rounds, st->body_len, digest);
 }
 
-static int sha256_run(void *state)
+static int sha256_run(struct spindle_job *job, void *state)
 {
     struct sha256_state *st = state;
-    const struct ctx *c = ctx_current();
     unsigned char md[SHA256_LEN];
 
     if (pthread_once(&sha256_once, sha256_init_once) != 0 || sha256_md == NULL)
@@ -135,27 +133,19 @@ static int sha256_run(void *state)
     EVP_MD_CTX *mctx = sha256_thread_ctx();
     if (mctx == NULL)
         return -ENOMEM;
-    int rc = sha256_body(mctx, st, c, md);
+    int rc = sha256_body(mctx, st, job, md);
     if (rc < 0)
         return rc;
     for (uint64_t r = 2; r <= st->rounds; r++) {
-        if (r % SHA256_CHECK_ROUNDS == 0 && srv_job_cancelled(c))
+        if (r % SHA256_CHECK_ROUNDS == 0 && sha256_host->cancelled(job))
             return -ECANCELED;
         if (!EVP_DigestInit_ex2(mctx, sha256_md, NULL) || !EVP_DigestUpdate(mctx, md, SHA256_LEN) ||
             !EVP_DigestFinal_ex(mctx, md, NULL))
             return -EIO;
     }
     sha256_format(st, md);
-    return 0;
-}
-
-static void sha256_answer(const void *state, struct srv_job_answer *out)
-{
-    const struct sha256_state *st = state;
-    out->status = 200;
-    out->content_type = "application/json";
-    out->body = st->json;
-    out->len = (size_t)st->len;
+    return sha256_host->set_answer(job, st->json, (size_t)st->len, "application/json",
+                                   SPINDLE_BYTES_BORROWED);
 }
 
 static void sha256_free(void *state)
@@ -170,14 +160,29 @@ static uint64_t sha256_cost(const void *state)
     return st->rounds + st->body_len / 64;
 }
 
-static const struct srv_job_kind srv_job_sha256 = {
-    .name = "sha256",
-    .summary = "iterated SHA-256 of the body",
-    .uses_body = true,
-    .parse = sha256_parse,
-    .run = sha256_run,
-    .answer = sha256_answer,
-    .free = sha256_free,
+static const struct spindle_param sha256_params[] = {
+    {.name = "rounds",
+     .type = SPINDLE_PARAM_INT,
+     .required = 1,
+     .min = 1,
+     .max = 1000000000,
+     .limit = "max_sha256_rounds"},
+};
+
+static const struct spindle_kind sha256_kind = {
+    SPINDLE_KIND_HEAD,     .name = "sha256",        .summary = "iterated SHA-256 of the body",
+    .uses_body = 1,        .params = sha256_params, .nparams = 1,
+    .parse = sha256_parse, .run = sha256_run,       .free = sha256_free,
     .cost = sha256_cost,
 };
-SRV_JOB_KIND_REGISTER(srv_job_sha256);
+
+static int sha256_init(const struct spindle_host *host, const struct spindle_kind **kind, char *err,
+                       size_t size)
+{
+    (void)err;
+    (void)size;
+    sha256_host = host;
+    *kind = &sha256_kind;
+    return 0;
+}
+SRV_JOB_BUILTIN(sha256_init);

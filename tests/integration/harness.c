@@ -32,7 +32,7 @@
 #define HS_MAX_LISTEN  8
 
 struct hs_entry {
-    char section[32];
+    char section[48];
     char key[64];
     char value[1024];
 };
@@ -92,13 +92,15 @@ long hs_nofile_raise(long want)
 
 /* ---- config --------------------------------------------------------------------------------- */
 
-/* Add or replace "section.key=value"; the key is after the last dot before '=', so a section
- * name may hold dots ("kind.wc.exec=/usr/bin/wc -c"). Returns 0 or -EINVAL for a malformed
+/* Add or replace "section.key=value"; the key is after the last '.' before '=', so a section
+ * may have dots of its own ("kind.wc.exec=/usr/bin/wc"). Returns 0 or -EINVAL for a malformed
  * entry. */
 static int hs_entry_set(struct hs_entry *e, size_t *n, const char *spec)
 {
     const char *eq = strchr(spec, '=');
-    const char *dot = eq != NULL ? memrchr(spec, '.', (size_t)(eq - spec)) : NULL;
+    const char *dot = NULL;
+    for (const char *p = spec; eq != NULL && p < eq; p++)
+        dot = *p == '.' ? p : dot;
     if (dot == NULL || eq == NULL)
         return -EINVAL;
     struct hs_entry tmp;

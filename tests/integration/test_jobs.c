@@ -395,11 +395,12 @@ static void test_jobs_every_kind_routed(void)
     struct hs_server *s = hs_start(NULL);
     struct hs_conn *c = NULL;
     struct hs_resp r = {0};
-    const struct srv_job_kind *k;
+    const struct srv_kind *k;
+    const struct srv_kinds *ks = srv_kinds_builtin();
     HS_CHECK(s != NULL);
     HS_CHECK((c = hs_connect(s)) != NULL);
-    CU_ASSERT(srv_job_kind_count() >= 5);
-    for (size_t i = 0; (k = srv_job_kind_at(i)) != NULL; i++) {
+    CU_ASSERT(srv_kinds_count(ks) >= 5);
+    for (size_t i = 0; (k = srv_kinds_at(ks, i)) != NULL; i++) {
         char target[128];
         snprintf(target, sizeof(target), "/v1/jobs/%s", k->name);
         HS_CHECK(job_exchange(c, target, "", NULL, 0, &r) == 0);

@@ -47,53 +47,68 @@ static inline struct srv_cfg jt_limits(void)
     return cfg;
 }
 
-static inline const struct srv_job_kind *jt_kind(const char *name)
+static inline const struct srv_kind *jt_kind(const char *name)
 {
-    const struct srv_job_kind *k = srv_job_kind_find(name, strlen(name));
+    const struct srv_kind *k = srv_kinds_find(srv_kinds_builtin(), name, strlen(name));
     CU_ASSERT_PTR_NOT_NULL_FATAL(k);
     return k;
 }
 
-/* Parse that must succeed; returns the state. */
-static inline void *jt_parse_ok(const struct srv_job_kind *k, const struct srv_job_param *params,
+/* Prepare a job that must be accepted; returns it (a malloc'd struct spindle_job: jt_free). */
+static inline void *jt_parse_ok(const struct srv_kind *k, const struct srv_job_param *params,
                                 size_t n, const void *body, size_t len, const struct srv_cfg *cfg)
 {
-    char err[SRV_JOB_ERR_MAX] = "";
-    void *st = (void *)1;
-    int rc = k->parse(params, n, body, len, cfg, &st, err, sizeof(err));
+    struct spindle_job *job = malloc(sizeof(*job));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(job);
+    int rc = srv_job_prepare(job, k, params, n, body, len, cfg);
     CU_ASSERT_EQUAL(rc, 0);
-    CU_ASSERT_STRING_EQUAL(err, "");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
-    return st;
+    if (rc != 0)
+        fprintf(stderr, "\n    prepare: %d %s\n", rc, job->err_msg);
+    return job;
 }
 
-/* Parse that must fail with -EINVAL, a NULL state and exactly the message `want`. */
-static inline void jt_parse_err(const struct srv_job_kind *k, const struct srv_job_param *params,
+/* Finish and free a job of jt_parse_ok (NULL is a no-op). */
+static inline void jt_free(void *job)
+{
+    if (job == NULL)
+        return;
+    srv_job_fini(job);
+    free(job);
+}
+
+/* Prepare that must fail with -EINVAL, a 400 bad_param and exactly the message `want`. */
+static inline void jt_parse_err(const struct srv_kind *k, const struct srv_job_param *params,
                                 size_t n, const void *body, size_t len, const struct srv_cfg *cfg,
                                 const char *want)
 {
-    char err[SRV_JOB_ERR_MAX] = "";
-    void *st = (void *)1;
-    int rc = k->parse(params, n, body, len, cfg, &st, err, sizeof(err));
+    struct spindle_job job;
+    struct srv_job_answer ans;
+    int rc = srv_job_prepare(&job, k, params, n, body, len, cfg);
     CU_ASSERT_EQUAL(rc, -EINVAL);
-    CU_ASSERT_PTR_NULL(st);
-    CU_ASSERT_STRING_EQUAL(err, want);
-    if (strcmp(err, want) != 0)
-        fprintf(stderr, "\n    parse message: got '%s', want '%s'\n", err, want);
+    CU_ASSERT_PTR_NULL(job.state);
+    srv_job_outcome(&job, &ans);
+    CU_ASSERT_EQUAL(ans.status, 400);
+    CU_ASSERT_STRING_EQUAL(ans.code != NULL ? ans.code : "", "bad_param");
+    CU_ASSERT_STRING_EQUAL(ans.message != NULL ? ans.message : "", want);
+    if (ans.message == NULL || strcmp(ans.message, want) != 0)
+        fprintf(stderr, "\n    parse message: got '%s', want '%s'\n",
+                ans.message ? ans.message : "(none)", want);
+    srv_job_fini(&job);
 }
 
 /* Run with a fresh root context current on this thread. If `cancel_first`, the context is
  * cancelled before the run. *elapsed_ns gets the run's duration. */
-static inline int jt_run(const struct srv_job_kind *k, void *st, bool cancel_first,
+static inline int jt_run(const struct srv_kind *k, void *st, bool cancel_first,
                          uint64_t *elapsed_ns)
 {
+    (void)k;
     struct ctx *c = ctx_new_root();
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     if (cancel_first)
         CU_ASSERT_EQUAL(ctx_cancel(c, CTX_REASON_CANCELED), 0);
     struct ctx *prev = ctx_enter(c);
     uint64_t t0 = ctx_now_ns();
-    int rc = k->run(st);
+    int rc = srv_job_run(st);
     if (elapsed_ns != NULL)
         *elapsed_ns = ctx_now_ns() - t0;
     ctx_leave(prev);
@@ -102,7 +117,7 @@ static inline int jt_run(const struct srv_job_kind *k, void *st, bool cancel_fir
 }
 
 /* Parse, cancel the context, run: -ECANCELED within JT_PROMPT_NS. */
-static inline void jt_check_cancel_first(const struct srv_job_kind *k,
+static inline void jt_check_cancel_first(const struct srv_kind *k,
                                          const struct srv_job_param *params, size_t n,
                                          const void *body, size_t len, const struct srv_cfg *cfg)
 {
@@ -110,12 +125,11 @@ static inline void jt_check_cancel_first(const struct srv_job_kind *k,
     uint64_t ns = 0;
     CU_ASSERT_EQUAL(jt_run(k, st, true, &ns), -ECANCELED);
     CU_ASSERT(ns < JT_PROMPT_NS);
-    k->free(st);
+    jt_free(st);
 }
 
 struct jt_runner {
-    const struct srv_job_kind *kind;
-    void *state;
+    void *job;
     struct ctx *ctx;
     sem_t started;
     int rc;
@@ -127,7 +141,7 @@ static inline void *jt_runner_main(void *arg)
     struct jt_runner *r = arg;
     struct ctx *prev = ctx_enter(r->ctx);
     sem_post(&r->started);
-    r->rc = r->kind->run(r->state);
+    r->rc = srv_job_run(r->job);
     r->t_end = ctx_now_ns();
     ctx_leave(prev);
     return NULL;
@@ -137,15 +151,15 @@ static inline void *jt_runner_main(void *arg)
  * (JT_CANCEL_AFTER_NS after the thread announced it is about to run): the run must return
  * -ECANCELED within JT_PROMPT_NS of the cancel. The parameters must make a run last seconds.
  * Returns the cancel-to-return latency in ns. */
-static inline uint64_t jt_check_cancel_midrun(const struct srv_job_kind *k,
+static inline uint64_t jt_check_cancel_midrun(const struct srv_kind *k,
                                               const struct srv_job_param *params, size_t n,
                                               const void *body, size_t len,
                                               const struct srv_cfg *cfg)
 {
-    struct jt_runner r = {.kind = k};
+    struct jt_runner r = {0};
     pthread_t th;
 
-    r.state = jt_parse_ok(k, params, n, body, len, cfg);
+    r.job = jt_parse_ok(k, params, n, body, len, cfg);
     r.ctx = ctx_new_root();
     CU_ASSERT_PTR_NOT_NULL_FATAL(r.ctx);
     CU_ASSERT_EQUAL_FATAL(sem_init(&r.started, 0, 0), 0);
@@ -166,20 +180,23 @@ static inline uint64_t jt_check_cancel_midrun(const struct srv_job_kind *k,
     printf(" [cancel to return: %llu us] ", (unsigned long long)(latency / 1000u));
     sem_destroy(&r.started);
     ctx_unref(r.ctx);
-    k->free(r.state);
+    jt_free(r.job);
     return latency;
 }
 
-/* Copy the answer's body into a new NUL-terminated string (free() it). */
-static inline char *jt_answer_str(const struct srv_job_kind *k, const void *st,
-                                  struct srv_job_answer *ans)
+/* The job's answer (after a run that returned 0) copied into a new NUL-terminated string
+ * (free() it); *ans describes it. */
+static inline char *jt_answer_str(const struct srv_kind *k, void *st, struct srv_job_answer *ans)
 {
-    memset(ans, 0, sizeof(*ans));
-    k->answer(st, ans);
+    (void)k;
+    srv_job_outcome(st, ans);
     char *s = malloc(ans->len + 1);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-    memcpy(s, ans->body, ans->len);
+    if (ans->len > 0)
+        memcpy(s, ans->body, ans->len);
     s[ans->len] = '\0';
+    if (ans->owned)
+        free((void *)ans->body);
     return s;
 }
 

@@ -17,21 +17,21 @@ int suite_server_jobs_compress(void);
 
 static void test_compress_parse_accepts(void)
 {
-    const struct srv_job_kind *k = jt_kind("compress");
+    const struct srv_kind *k = jt_kind("compress");
     struct srv_cfg cfg = jt_limits();
     struct srv_job_param z[] = {JT_P("codec", "zstd")};
-    k->free(jt_parse_ok(k, z, 1, "x", 1, &cfg));
+    jt_free(jt_parse_ok(k, z, 1, "x", 1, &cfg));
     struct srv_job_param g[] = {JT_P("level", "9"), JT_P("codec", "gzip")};
-    k->free(jt_parse_ok(k, g, 2, NULL, 0, &cfg));
+    jt_free(jt_parse_ok(k, g, 2, NULL, 0, &cfg));
     struct srv_job_param z19[] = {JT_P("codec", "zstd"), JT_P("level", "19")};
-    k->free(jt_parse_ok(k, z19, 2, "x", 1, &cfg));
+    jt_free(jt_parse_ok(k, z19, 2, "x", 1, &cfg));
     struct srv_job_param g1[] = {JT_P("codec", "gzip"), JT_P("level", "1")};
-    k->free(jt_parse_ok(k, g1, 2, "x", 1, &cfg));
+    jt_free(jt_parse_ok(k, g1, 2, "x", 1, &cfg));
 }
 
 static void test_compress_parse_rejects(void)
 {
-    const struct srv_job_kind *k = jt_kind("compress");
+    const struct srv_kind *k = jt_kind("compress");
     struct srv_cfg cfg = jt_limits();
 
     jt_parse_err(k, NULL, 0, "x", 1, &cfg, "missing required parameter 'codec'");
@@ -71,7 +71,7 @@ static void test_compress_parse_rejects(void)
 static unsigned char *compress_body(const char *codec, const char *level, const void *body,
                                     size_t len, size_t *out_len, const char **type)
 {
-    const struct srv_job_kind *k = jt_kind("compress");
+    const struct srv_kind *k = jt_kind("compress");
     struct srv_cfg cfg = jt_limits();
     struct srv_job_param p[2] = {{"codec", codec, 5, strlen(codec)}};
     size_t n = 1;
@@ -85,7 +85,7 @@ static unsigned char *compress_body(const char *codec, const char *level, const 
     CU_ASSERT_EQUAL(ans.status, 200);
     *type = ans.content_type;
     *out_len = ans.len;
-    k->free(st);
+    jt_free(st);
     return out;
 }
 

@@ -11,15 +11,15 @@ int suite_server_jobs_noop(void);
 
 static void test_noop_parse_accepts_no_params_and_any_body(void)
 {
-    const struct srv_job_kind *k = jt_kind("noop");
+    const struct srv_kind *k = jt_kind("noop");
     struct srv_cfg cfg = jt_limits();
-    k->free(jt_parse_ok(k, NULL, 0, NULL, 0, &cfg));
-    k->free(jt_parse_ok(k, NULL, 0, "ignored body", 12, &cfg));
+    jt_free(jt_parse_ok(k, NULL, 0, NULL, 0, &cfg));
+    jt_free(jt_parse_ok(k, NULL, 0, "ignored body", 12, &cfg));
 }
 
 static void test_noop_parse_rejects_params(void)
 {
-    const struct srv_job_kind *k = jt_kind("noop");
+    const struct srv_kind *k = jt_kind("noop");
     struct srv_cfg cfg = jt_limits();
     struct srv_job_param x[] = {JT_P("x", "1")};
     jt_parse_err(k, x, 1, NULL, 0, &cfg, "unknown parameter 'x'");
@@ -29,7 +29,7 @@ static void test_noop_parse_rejects_params(void)
 
 static void test_noop_run_answers_ok(void)
 {
-    const struct srv_job_kind *k = jt_kind("noop");
+    const struct srv_kind *k = jt_kind("noop");
     struct srv_cfg cfg = jt_limits();
     struct srv_job_answer ans;
     void *st = jt_parse_ok(k, NULL, 0, NULL, 0, &cfg);
@@ -40,9 +40,9 @@ static void test_noop_run_answers_ok(void)
     CU_ASSERT_STRING_EQUAL(s, "{\"ok\":true}");
     free(s);
     /* with no context current it runs too */
-    CU_ASSERT_EQUAL(k->run(st), 0);
-    k->free(st);
-    k->free(NULL);
+    CU_ASSERT_EQUAL(srv_job_run(st), 0);
+    jt_free(st);
+    jt_free(NULL);
 }
 
 int suite_server_jobs_noop(void)

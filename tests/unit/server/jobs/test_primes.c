@@ -14,17 +14,17 @@ int suite_server_jobs_primes(void);
 
 static void test_primes_parse_accepts(void)
 {
-    const struct srv_job_kind *k = jt_kind("primes");
+    const struct srv_kind *k = jt_kind("primes");
     struct srv_cfg cfg = jt_limits();
     struct srv_job_param zero[] = {JT_P("n", "0")};
-    k->free(jt_parse_ok(k, zero, 1, NULL, 0, &cfg));
+    jt_free(jt_parse_ok(k, zero, 1, NULL, 0, &cfg));
     struct srv_job_param max[] = {JT_P("n", "100000000")};
-    k->free(jt_parse_ok(k, max, 1, "ignored", 7, &cfg));
+    jt_free(jt_parse_ok(k, max, 1, "ignored", 7, &cfg));
 }
 
 static void test_primes_parse_rejects(void)
 {
-    const struct srv_job_kind *k = jt_kind("primes");
+    const struct srv_kind *k = jt_kind("primes");
     struct srv_cfg cfg = jt_limits();
     const char *range = "n must be an integer between 0 and 100000000";
 
@@ -50,7 +50,7 @@ static void test_primes_parse_rejects(void)
 /* primes?n=<n> through parse, run and answer; checks the answer's shape, returns count. */
 static long long primes_count(unsigned long n)
 {
-    const struct srv_job_kind *k = jt_kind("primes");
+    const struct srv_kind *k = jt_kind("primes");
     struct srv_cfg cfg = jt_limits();
     char val[32];
     struct srv_job_answer ans;
@@ -72,7 +72,7 @@ static long long primes_count(unsigned long n)
         json_decref(j);
     }
     free(s);
-    k->free(st);
+    jt_free(st);
     return count;
 }
 

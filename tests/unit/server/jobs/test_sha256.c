@@ -37,7 +37,7 @@ static void sha256_ref(const void *body, size_t len, unsigned long rounds, char 
 /* sha256?rounds=<rounds> over body through parse, run, answer: the digest must be `want`. */
 static void sha256_check(const void *body, size_t len, unsigned long rounds, const char *want)
 {
-    const struct srv_job_kind *k = jt_kind("sha256");
+    const struct srv_kind *k = jt_kind("sha256");
     struct srv_cfg cfg = jt_limits();
     struct srv_job_answer ans;
     char val[32];
@@ -62,22 +62,22 @@ static void sha256_check(const void *body, size_t len, unsigned long rounds, con
         json_decref(j);
     }
     free(s);
-    k->free(st);
+    jt_free(st);
 }
 
 static void test_sha256_parse_accepts(void)
 {
-    const struct srv_job_kind *k = jt_kind("sha256");
+    const struct srv_kind *k = jt_kind("sha256");
     struct srv_cfg cfg = jt_limits();
     struct srv_job_param one[] = {JT_P("rounds", "1")};
-    k->free(jt_parse_ok(k, one, 1, NULL, 0, &cfg));
+    jt_free(jt_parse_ok(k, one, 1, NULL, 0, &cfg));
     struct srv_job_param max[] = {JT_P("rounds", "100000000")};
-    k->free(jt_parse_ok(k, max, 1, "abc", 3, &cfg));
+    jt_free(jt_parse_ok(k, max, 1, "abc", 3, &cfg));
 }
 
 static void test_sha256_parse_rejects(void)
 {
-    const struct srv_job_kind *k = jt_kind("sha256");
+    const struct srv_kind *k = jt_kind("sha256");
     struct srv_cfg cfg = jt_limits();
     const char *range = "rounds must be an integer between 1 and 100000000";
 

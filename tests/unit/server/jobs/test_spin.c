@@ -13,17 +13,17 @@ int suite_server_jobs_spin(void);
 
 static void test_spin_parse_accepts(void)
 {
-    const struct srv_job_kind *k = jt_kind("spin");
+    const struct srv_kind *k = jt_kind("spin");
     struct srv_cfg cfg = jt_limits();
     struct srv_job_param zero[] = {JT_P("ms", "0")};
-    k->free(jt_parse_ok(k, zero, 1, NULL, 0, &cfg));
+    jt_free(jt_parse_ok(k, zero, 1, NULL, 0, &cfg));
     struct srv_job_param max[] = {JT_P("ms", "60000")};
-    k->free(jt_parse_ok(k, max, 1, "a body is ignored", 17, &cfg));
+    jt_free(jt_parse_ok(k, max, 1, "a body is ignored", 17, &cfg));
 }
 
 static void test_spin_parse_rejects(void)
 {
-    const struct srv_job_kind *k = jt_kind("spin");
+    const struct srv_kind *k = jt_kind("spin");
     struct srv_cfg cfg = jt_limits();
     const char *range = "ms must be an integer between 0 and 60000";
 
@@ -49,7 +49,7 @@ static void test_spin_parse_rejects(void)
 /* Run spin?ms=<ms> and check the answer: ms echoed, spun_ms >= ms. Returns spun_ms. */
 static double spin_once(const char *ms_str, unsigned ms)
 {
-    const struct srv_job_kind *k = jt_kind("spin");
+    const struct srv_kind *k = jt_kind("spin");
     struct srv_cfg cfg = jt_limits();
     struct srv_job_param p = {"ms", ms_str, 2, strlen(ms_str)};
     struct srv_job_answer ans;
@@ -74,7 +74,7 @@ static double spin_once(const char *ms_str, unsigned ms)
         json_decref(j);
     }
     free(s);
-    k->free(st);
+    jt_free(st);
     return spun;
 }
 
