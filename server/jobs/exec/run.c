@@ -19,6 +19,10 @@
  * cannot be reused while the rest of the group gets SIGKILL; then waitpid reaps it. After the
  * exit the loop reads what is left in stdout and stderr until EOF, for SRV_EXEC_DRAIN_MS at most
  * (a process that left the group may hold them). Every descriptor is closed on every path.
+ *
+ * Nothing else in the process may reap children (a SIGCHLD handler calling waitpid(-1), such as
+ * the one libev's default loop installs): the exit status would be lost. Should it happen anyway,
+ * the run answers a failure, never a success it did not see.
  */
 #include "server/jobs/exec/internal.h"
 
@@ -66,6 +70,7 @@ struct pump {
     struct exec_lines lines;
     enum exec_stop stop;
     bool exited, killed, epipe;
+    bool status_lost; /* the exit status was taken by another waitpid: never report success */
     int wstatus;
     uint64_t kill_at, drain_until;
 };
@@ -129,8 +134,14 @@ static void stop_start(struct pump *pu, enum exec_stop why, uint64_t now)
 static void reap(struct pump *pu, uint64_t now)
 {
     kill(-pu->ch.pid, SIGKILL);
-    while (waitpid(pu->ch.pid, &pu->wstatus, 0) < 0 && errno == EINTR)
+    int rc;
+    while ((rc = waitpid(pu->ch.pid, &pu->wstatus, 0)) < 0 && errno == EINTR)
         ;
+    if (rc < 0) { /* ECHILD: someone else reaped it (a waitpid(-1) elsewhere in the process) */
+        pu->status_lost = true;
+        LOG_E("job program reaped elsewhere: exit status lost", LOG_STR("kind", pu->lines.kind),
+              LOG_INT("pid", pu->ch.pid));
+    }
     pu->exited = true;
     pu->drain_until = now + SRV_EXEC_DRAIN_MS * MS;
     fd_close(&pu->ch.in_w);
@@ -306,6 +317,10 @@ static int result_fill(struct pump *pu)
         r->outcome = SRV_EXEC_OUTPUT_TOO_LARGE;
         snprintf(r->message, sizeof(r->message), "output over max_output_bytes (%llu)",
                  (unsigned long long)pu->p->max_output);
+    } else if (pu->status_lost) {
+        r->outcome = SRV_EXEC_SIGNALED;
+        snprintf(r->message, sizeof(r->message), "exit status unknown (reaped elsewhere)%s%s", sep,
+                 last);
     } else if (WIFEXITED(pu->wstatus) && WEXITSTATUS(pu->wstatus) == 0) {
         r->outcome = SRV_EXEC_OK;
         return 0;
