@@ -139,6 +139,7 @@ bench:
 	@bench/run.sh
 	@bench/jobs.sh
 	@bench/overload.sh
+	@bench/exec.sh
 	@$(BUILD_DIR)/release/bench/logbench | tee -a bench/results/log.txt
 
 .PHONY: bench-bins
