@@ -313,6 +313,80 @@ out:
     proc_tmpdir_free(dir);
 }
 
+/* The kind's own limits: max_inflight refuses a second job while one runs, timeout_ms is the
+ * deadline without X-Timeout-Ms, max_output_bytes stops a program writing 100 MB. */
+static void test_exec_kind_limits(void)
+{
+    const char *const over[] = {"kind.one.exec=/bin/sleep 30",
+                                "kind.one.max_inflight=1",
+                                "kind.quick.exec=/bin/sleep 30",
+                                "kind.quick.timeout_ms=300",
+                                "kind.big.exec=/usr/bin/head -c 100000000 /dev/zero",
+                                "kind.big.max_output_bytes=16M",
+                                NULL};
+    struct hs_server *s = hs_start(over);
+    struct hs_conn *c = NULL, *first = NULL;
+    struct hs_resp r = {0};
+    json_t *line = NULL;
+    HS_CHECK(s != NULL);
+    HS_CHECK((c = hs_connect(s)) != NULL);
+    HS_CHECK((first = hs_connect(s)) != NULL);
+    HS_CHECK(hs_send_str(first, "POST /v1/jobs/one HTTP/1.1\r\nHost: t\r\nX-Request-Id: "
+                                "ex-lim-1\r\nContent-Length: 0\r\n\r\n") == 0);
+    line = hs_log_wait(s, "job program started", "request_id", "ex-lim-1", EX_WAIT_MS);
+    HS_CHECK(line != NULL);
+    HS_CHECK(ex_post(c, "one", "ex-lim-2", NULL, "", &r) == 0);
+    CU_ASSERT(r.status == 429 || r.status == 503);
+    CU_ASSERT(hs_resp_header(&r, "Retry-After", (char[16]){0}, 16));
+    hs_close(first); /* the running one goes with its client */
+    first = NULL;
+    long long t0 = hs_now_ms();
+    HS_CHECK(ex_post(c, "quick", "ex-lim-3", NULL, "", &r) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 504, "deadline_exceeded"));
+    CU_ASSERT(hs_now_ms() - t0 < 20000);
+    HS_CHECK(ex_post(c, "big", "ex-lim-4", NULL, "", &r) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 502, "output_too_large"));
+    CU_ASSERT(ex_no_children(s));
+out:
+    json_decref(line);
+    hs_resp_fini(&r);
+    hs_close(first);
+    hs_close(c);
+    HS_FINISH(s);
+}
+
+/* SIGTERM while sleep 30 runs: at the end of the drain the job is cancelled (503), the program
+ * is killed, and the server exits 0 without leaving it behind. */
+static void test_exec_shutdown_kills(void)
+{
+    const char *const over[] = {"kind.sleepy.exec=/bin/sleep 30", "shutdown.drain_timeout_ms=400",
+                                NULL};
+    struct hs_server *s = hs_start(over);
+    struct hs_conn *c = NULL;
+    struct hs_resp r = {0};
+    json_t *line = NULL;
+    HS_CHECK(s != NULL);
+    HS_CHECK((c = hs_connect(s)) != NULL);
+    HS_CHECK(hs_send_str(c, "POST /v1/jobs/sleepy HTTP/1.1\r\nHost: t\r\nX-Request-Id: "
+                            "ex-stop-1\r\nContent-Length: 0\r\n\r\n") == 0);
+    line = hs_log_wait(s, "job program started", "request_id", "ex-stop-1", EX_WAIT_MS);
+    HS_CHECK(line != NULL);
+    pid_t prog = (pid_t)hs_json_int(line, "pid", 0);
+    HS_CHECK(prog > 0 && kill(prog, 0) == 0);
+    HS_CHECK(kill(hs_pid(s), SIGTERM) == 0);
+    HS_CHECK(hs_read_response(c, &r, false, EX_WAIT_MS) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 503, "shutting_down"));
+    CU_ASSERT(hs_wait_exit(s, HS_STOP_MS));
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d", (int)prog);
+    CU_ASSERT(access(path, F_OK) != 0); /* gone, not left to init */
+out:
+    json_decref(line);
+    hs_resp_fini(&r);
+    hs_close(c);
+    HS_FINISH(s);
+}
+
 /* --check-config names FILE:LINE for a missing program and a non-executable one. */
 static void test_exec_config_errors(void)
 {
@@ -393,6 +467,8 @@ int suite_integration_exec(void)
         SPINDLE_TEST(test_exec_client_gone_kills),
         SPINDLE_TEST(test_exec_batch_race_kills_loser),
         SPINDLE_TEST(test_exec_reload_adds_removes),
+        SPINDLE_TEST(test_exec_kind_limits),
+        SPINDLE_TEST(test_exec_shutdown_kills),
         SPINDLE_TEST(test_exec_config_errors),
         SPINDLE_TEST(test_exec_server_fds_cloexec),
     };
