@@ -133,17 +133,18 @@ tsan:
 	@$(MAKE) --no-print-directory VARIANT=tsan test
 
 # Benchmarks: HTTP next to nginx and idle memory, jobs next to bench/limit, overload and
-# fairness, and the logger. Results are appended to bench/results/.
+# fairness, a module's kind next to the built-in one, and the logger. Results are appended to bench/results/.
 bench:
 	@$(MAKE) --no-print-directory VARIANT=release all bench-bins
 	@bench/run.sh
 	@bench/jobs.sh
 	@bench/overload.sh
 	@bench/exec.sh
+	@bench/module.sh
 	@$(BUILD_DIR)/release/bench/logbench | tee -a bench/results/log.txt
 
 .PHONY: bench-bins
-bench-bins: $(BENCH_BINS)
+bench-bins: $(BENCH_BINS) $(B)/tests/modules/mod_noop.so
 
 # ---- rules ---------------------------------------------------------------------------------
 # Only server/version.c sees the version and commit; its stamp changes when they do, so a new
@@ -199,7 +200,9 @@ $(B)/bench/%: bench/%.c $(LIB_OBJS)
 
 # ---- install --------------------------------------------------------------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=DIR]: the release binary (INSTALL_BIN=PATH installs
-# another build), the man pages, README.md, the configuration (never overwritten), the systemd
+# another build), the man pages, README.md, the module header <spindle/module.h> with its
+# pkg-config file spindle-module.pc (Cflags only) and the example module examples/wordfreq/ (in
+# the doc directory), the configuration (never overwritten), the systemd
 # unit and socket with the installed paths, the sysusers.d and tmpfiles.d entries (user spindle,
 # /var/lib/spindle, /var/log/spindle) and the logrotate file. The installed configuration is
 # etc/spindle.conf with [log] file = INSTALL_LOG, the file the logrotate file rotates.
@@ -212,10 +215,13 @@ sysconfdir ?= /etc
 unitdir ?= $(PREFIX)/lib/systemd/system
 sysusersdir ?= $(PREFIX)/lib/sysusers.d
 tmpfilesdir ?= $(PREFIX)/lib/tmpfiles.d
+includedir ?= $(PREFIX)/include
+pkgconfigdir ?= $(PREFIX)/share/pkgconfig
 INSTALL_BIN ?= $(BUILD_DIR)/release/spindle
 INSTALL_LOG := /var/log/spindle/spindle.log
 INSTALL ?= install
 I_CONF := $(DESTDIR)$(sysconfdir)/spindle/spindle.conf
+I_PC := $(DESTDIR)$(pkgconfigdir)/spindle-module.pc
 # the shipped unit names the /usr/local paths; the installed one names the real ones
 I_UNIT_SED := -e 's|/usr/local/bin/spindle|$(bindir)/spindle|g' \
               -e 's|/etc/spindle/spindle.conf|$(sysconfdir)/spindle/spindle.conf|g' \
@@ -225,7 +231,9 @@ I_CONF_SED := -e '1s|.*|\# spindle.conf - as installed: every key at its default
 I_FILES := $(bindir)/spindle $(mandir)/man8/spindle.8 $(mandir)/man1/spindle-call.1 \
            $(mandir)/man1/spindle-logs.1 $(docdir)/README.md $(unitdir)/spindle.service \
            $(unitdir)/spindle.socket $(sysusersdir)/spindle.conf $(tmpfilesdir)/spindle.conf \
-           $(sysconfdir)/logrotate.d/spindle
+           $(sysconfdir)/logrotate.d/spindle $(includedir)/spindle/module.h \
+           $(pkgconfigdir)/spindle-module.pc $(docdir)/examples/wordfreq/wordfreq.c \
+           $(docdir)/examples/wordfreq/Makefile
 
 .PHONY: install uninstall install-release
 install: $(if $(filter $(BUILD_DIR)/release/spindle,$(INSTALL_BIN)),install-release)
@@ -242,6 +250,12 @@ install: $(if $(filter $(BUILD_DIR)/release/spindle,$(INSTALL_BIN)),install-rele
 	$(INSTALL) -m 0644 etc/sysusers.d/spindle.conf $(DESTDIR)$(sysusersdir)/spindle.conf
 	$(INSTALL) -m 0644 etc/tmpfiles.d/spindle.conf $(DESTDIR)$(tmpfilesdir)/spindle.conf
 	$(INSTALL) -m 0644 etc/logrotate.d/spindle $(DESTDIR)$(sysconfdir)/logrotate.d/spindle
+	$(INSTALL) -m 0644 include/spindle/module.h $(DESTDIR)$(includedir)/spindle/module.h
+	printf '%s\n' 'prefix=$(PREFIX)' 'includedir=$(includedir)' '' 'Name: spindle-module' \
+	  'Description: the C ABI of spindle job kinds (modules)' 'Version: $(VERSION)' \
+	  'Cflags: -I$${includedir}' | $(INSTALL) -m 0644 /dev/stdin $(I_PC)
+	$(INSTALL) -m 0644 examples/wordfreq/wordfreq.c examples/wordfreq/Makefile \
+	  $(DESTDIR)$(docdir)/examples/wordfreq/
 	@if [ -e $(I_CONF) ]; then echo "install: kept $(I_CONF) (present)"; else \
 	  echo "sed ... etc/spindle.conf > $(I_CONF)"; \
 	  sed $(I_CONF_SED) etc/spindle.conf | $(INSTALL) -m 0644 /dev/stdin $(I_CONF) && \
@@ -253,7 +267,8 @@ install-release:
 
 uninstall:
 	rm -f $(I_FILES:%=$(DESTDIR)%)
-	@rmdir $(DESTDIR)$(docdir) 2>/dev/null || true
+	@rmdir $(DESTDIR)$(docdir)/examples/wordfreq $(DESTDIR)$(docdir)/examples \
+	  $(DESTDIR)$(docdir) $(DESTDIR)$(includedir)/spindle 2>/dev/null || true
 	@if [ -e $(I_CONF) ]; then \
 	  if sed $(I_CONF_SED) etc/spindle.conf | cmp -s - $(I_CONF); then \
 	    echo "rm -f $(I_CONF)"; rm -f $(I_CONF); rmdir $(dir $(I_CONF)) 2>/dev/null || true; \

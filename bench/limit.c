@@ -51,7 +51,7 @@ static const struct limit_workload workloads[] = {
 };
 
 struct limit_run {
-    const struct srv_job_kind *kind;
+    const struct srv_kind *kind;
     struct srv_job_param params[LIMIT_MAX_PARAMS];
     size_t nparams;
     const unsigned char *body;
@@ -97,21 +97,20 @@ static void limit_fill_text(unsigned char *buf, size_t len)
 /* One job as the server does it, minus HTTP and the pool. */
 static int limit_one(const struct limit_run *r)
 {
-    char err[SRV_JOB_ERR_MAX];
     struct srv_job_answer ans;
-    void *st;
+    struct spindle_job job;
 
-    int rc =
-        r->kind->parse(r->params, r->nparams, r->body, r->body_len, &r->cfg, &st, err, sizeof(err));
-    if (rc < 0)
-        return rc;
-    rc = r->kind->run(st);
+    int rc = srv_job_prepare(&job, r->kind, r->params, r->nparams, r->body, r->body_len, &r->cfg);
+    if (rc == 0)
+        rc = srv_job_run(&job);
     if (rc == 0) {
-        r->kind->answer(st, &ans);
-        if (ans.len == 0)
+        srv_job_outcome(&job, &ans);
+        if (ans.len == 0 || ans.code != NULL)
             rc = -EIO;
+        if (ans.owned)
+            free((void *)ans.body);
     }
-    r->kind->free(st);
+    srv_job_fini(&job);
     return rc;
 }
 
@@ -166,8 +165,9 @@ static void limit_params_str(const struct limit_workload *w, char *buf, size_t s
 static int limit_workload_run(const struct limit_workload *w, const unsigned char *body,
                               unsigned threads, double seconds)
 {
-    struct limit_run r = {
-        .kind = srv_job_kind_find(w->kind, strlen(w->kind)), .body = body, .body_len = w->body_len};
+    struct limit_run r = {.kind = srv_kinds_find(srv_kinds_builtin(), w->kind, strlen(w->kind)),
+                          .body = body,
+                          .body_len = w->body_len};
     struct limit_thread *t = calloc(threads, sizeof(*t));
     char params[128];
     int rc = 0;
@@ -257,7 +257,7 @@ int main(int argc, char **argv)
             return limit_usage();
     }
     for (int i = optind; i < argc; i++) {
-        if (srv_job_kind_find(argv[i], strlen(argv[i])) == NULL) {
+        if (srv_kinds_find(srv_kinds_builtin(), argv[i], strlen(argv[i])) == NULL) {
             fprintf(stderr, "limit: unknown kind '%s'\n", argv[i]);
             return 2;
         }

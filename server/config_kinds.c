@@ -521,7 +521,7 @@ static void kind_diff(const struct srv_cfg_kind *k, const struct srv_cfg_kind *o
         if (other != NULL && (other->set & (1u << i)) &&
             (unset_only || kind_value_equal(kk, k, other)))
             continue;
-        enum srv_cfg_reload r;
+        enum srv_cfg_reload r = SRV_CFG_LIVE_KIND;
         srv_cfgk_key_reload(kk->key, &r);
         fn(sec, kk->key, restart ? SRV_CFG_RESTART : r, arg);
     }

@@ -207,7 +207,8 @@ struct spindle_host {
 
     /* A server limit by its configuration key in [limits] (max_body_bytes, max_spin_ms,
      * max_primes_n, max_sha256_rounds, max_compress_level_zstd, max_timeout_ms): 0 and *out, or
-     * -ENOENT. The value in force for this job (a reload may change it for later jobs). */
+     * -ENOENT. In parse only (the value in force for this job; a reload may change it for later
+     * jobs); -ENOENT elsewhere. */
     int (*limit)(const struct spindle_job *job, const char *name, uint64_t *out);
 
     /* The kind's own pointer (kind->data) for this job's kind. */
@@ -222,7 +223,8 @@ struct spindle_host {
 /* ---- the kind: what a module describes ------------------------------------------------------- */
 
 /* Returns 0 with *state set (NULL allowed), -EINVAL (bad request: the error set with set_error,
- * else 400 bad_param "invalid parameters") or -ENOMEM (503). Loop thread. */
+ * else 400 bad_param "invalid parameters") or -ENOMEM (503). Loop thread (a worker for the items
+ * of a large batch body: keep it reentrant). */
 typedef int spindle_parse_fn(struct spindle_job *job, void **state);
 
 /* Returns 0 (the answer or an error is set; none set: 200 with an empty body), -ECANCELED (it saw

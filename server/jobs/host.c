@@ -35,8 +35,8 @@
 
 /* ---- messages -------------------------------------------------------------------------------- */
 
-__attribute__((format(printf, 2, 3))) static int host_bad(struct spindle_job *job,
-                                                          const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static int host_bad(struct spindle_job *job, const char *fmt,
+                                                          ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -156,8 +156,9 @@ static int host_params(struct spindle_job *job, const struct srv_job_param *para
     char echo[HOST_KEY_ECHO + 4];
     for (size_t i = 0; i < n; i++) {
         unsigned j = 0;
-        while (j < k->nparams && !(strlen(k->params[j].name) == params[i].key_len &&
-                                   memcmp(k->params[j].name, params[i].key, params[i].key_len) == 0))
+        while (j < k->nparams &&
+               !(strlen(k->params[j].name) == params[i].key_len &&
+                 memcmp(k->params[j].name, params[i].key, params[i].key_len) == 0))
             j++;
         if (j == k->nparams)
             return host_bad(job, "unknown parameter '%s'",
@@ -328,8 +329,9 @@ static int h_set_answer(struct spindle_job *job, const void *bytes, size_t len,
         if (flags == SPINDLE_BYTES_MALLOC)
             free((void *)bytes);
         char msg[SRV_JOB_ERR_MAX];
-        snprintf(msg, sizeof(msg), "the %s job's answer of %zu bytes is over max_output_bytes (%zu)",
-                 job->kind->name, len, job->kind->max_output_bytes);
+        snprintf(msg, sizeof(msg),
+                 "the %s job's answer of %zu bytes is over max_output_bytes (%zu)", job->kind->name,
+                 len, job->kind->max_output_bytes);
         host_error(job, 500, "output_too_large", msg);
         return -EFBIG;
     }
@@ -461,7 +463,7 @@ void srv_job_outcome(struct spindle_job *job, struct srv_job_answer *out)
         return;
     }
     out->status = 200;
-    out->content_type = job->ans_type != NULL      ? job->ans_type
+    out->content_type = job->ans_type != NULL     ? job->ans_type
                         : k->content_type != NULL ? k->content_type
                                                   : "application/octet-stream";
     out->body = job->ans;

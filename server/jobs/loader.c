@@ -43,8 +43,11 @@ static const struct {
     size_t offset;
     size_t size;
 } limits[] = {
-#define LIM(f) {#f, offsetof(struct srv_cfg, f), sizeof(((struct srv_cfg *)0)->f)}
-    LIM(max_body_bytes),    LIM(max_spin_ms),   LIM(max_primes_n), LIM(max_sha256_rounds),
+#define LIM(f)                                                                                     \
+    {                                                                                              \
+#f, offsetof(struct srv_cfg, f), sizeof(((struct srv_cfg *)0)->f)                          \
+    }
+    LIM(max_body_bytes),          LIM(max_spin_ms),    LIM(max_primes_n), LIM(max_sha256_rounds),
     LIM(max_compress_level_zstd), LIM(max_timeout_ms),
 #undef LIM
 };
@@ -143,8 +146,8 @@ bad:
     return -EINVAL;
 }
 
-int srv_kind_describe(struct srv_kind *k, const struct spindle_kind *d, const char *what,
-                      char *msg, size_t msz)
+int srv_kind_describe(struct srv_kind *k, const struct spindle_kind *d, const char *what, char *msg,
+                      size_t msz)
 {
     if (d == NULL) {
         snprintf(msg, msz, "%s: no kind description", what);

@@ -37,12 +37,12 @@ static struct srv_cfg fb_cfg(void)
 }
 
 /* Fill outs[i] for the accepted sub-job i: its run, and an outcome shape picked by i. */
-static void fb_outcome(const struct srv_batch_item *it, size_t i, struct srv_batch_outcome *o)
+static void fb_outcome(struct srv_batch_item *it, size_t i, struct srv_batch_outcome *o)
 {
     memset(o, 0, sizeof(*o));
     o->kind = it->kind->name;
     o->queue_ns = i * 1000u;
-    if (it->kind->run(it->state) != 0 || i % 3 == 1) {
+    if (srv_job_run(&it->job) != 0 || i % 3 == 1) {
         o->status = SRV_BATCH_FAILED;
         o->http_status = i % 2 ? 504 : 500;
         o->code = i % 2 ? "deadline_exceeded" : "job_failed";

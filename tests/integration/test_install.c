@@ -1,6 +1,8 @@
 /* test_install.c - `make install` into a temporary DESTDIR, and the installed files checked by
  * their own tools: systemd-analyze verify (unit and socket), logrotate -d, systemd-sysusers and
- * systemd-tmpfiles (user and directories), groff (man pages), spindle serve --check-config.
+ * systemd-tmpfiles (user and directories), groff (man pages), spindle serve --check-config, and
+ * the module kit: the example module built out of tree from its installed copy against the
+ * installed header (pkg-config spindle-module), then served.
  *
  * Design: each test runs `make -C REPO install DESTDIR=TMP PREFIX=/usr INSTALL_BIN=$SPINDLE_BIN`
  * (REPO is the parent of $SPINDLE_ETC, which the Makefile's test rule sets), so the binary under
@@ -46,6 +48,10 @@ static const char *const in_files[] = {
     "usr/lib/sysusers.d/spindle.conf",
     "usr/lib/tmpfiles.d/spindle.conf",
     "etc/logrotate.d/spindle",
+    "usr/include/spindle/module.h",
+    "usr/share/pkgconfig/spindle-module.pc",
+    "usr/share/doc/spindle/examples/wordfreq/wordfreq.c",
+    "usr/share/doc/spindle/examples/wordfreq/Makefile",
 };
 #define IN_CONF "etc/spindle/spindle.conf"
 #define IN_LOG  "/var/log/spindle/spindle.log"
@@ -472,6 +478,76 @@ out:
     (void)proc_tmpdir_free(root);
 }
 
+/* The module kit: copy the installed example out of the tree, build it with its own Makefile
+ * against the install (PKG_CONFIG_PATH and PKG_CONFIG_SYSROOT_DIR point pkg-config at it), serve
+ * it and ask it something. */
+static void test_install_module_example(void)
+{
+    char *root = in_install(), *build = NULL, *src = NULL, *pc = NULL, *so = NULL, *ov = NULL;
+    char *sysroot = NULL;
+    struct hs_server *s = NULL;
+    struct hs_conn *c = NULL;
+    struct hs_resp r = {0};
+    json_t *j = NULL;
+    struct proc *p = NULL;
+    if (root == NULL)
+        return;
+    HS_CHECK((build = proc_tmpdir_new()) != NULL);
+    src = in_fmt("%s/usr/share/doc/spindle/examples/wordfreq/.", root);
+    pc = in_fmt("PKG_CONFIG_PATH=%s/usr/share/pkgconfig", root);
+    sysroot = in_fmt("PKG_CONFIG_SYSROOT_DIR=%s", root);
+    so = in_fmt("%s/wordfreq.so", build);
+    HS_CHECK(src != NULL && pc != NULL && sysroot != NULL && so != NULL);
+    HS_CHECK(in_run("cp", (const char *[]){"-R", src, build, NULL}, NULL, NULL) == 0);
+    const char *env[] = {"MAKEFLAGS=",
+                         "MFLAGS=",
+                         "MAKELEVEL=",
+                         "MAKEOVERRIDES=",
+                         pc,
+                         sysroot,
+                         "CFLAGS=-O1 -Wall -Wextra -Werror",
+                         NULL};
+    HS_CHECK((p = proc_spawn_exe("make", (const char *[]){"-C", build, NULL}, env)) != NULL);
+    int code = -1;
+    HS_CHECK(proc_wait(p, IN_RUN_MS, &code) == 0);
+    if (code != 0)
+        fprintf(stderr, "\n  make: %s %s\n", proc_output(p, PROC_STDOUT, NULL),
+                proc_output(p, PROC_STDERR, NULL));
+    HS_CHECK(code == 0);
+    /* the header came from the install, not from the tree */
+    HS_CHECK(strstr(proc_output(p, PROC_STDOUT, NULL), root) != NULL);
+    HS_CHECK(in_exists(build, "wordfreq.so"));
+    HS_CHECK((ov = in_fmt("kind.wordfreq.module=%s", so)) != NULL);
+    HS_CHECK((s = hs_start((const char *[]){ov, NULL})) != NULL);
+    HS_CHECK((c = hs_connect(s)) != NULL);
+    static const char req[] = "POST /v1/jobs/wordfreq?top=2 HTTP/1.1\r\nHost: t\r\n"
+                              "Content-Length: 33\r\n\r\nThe cat and the hat. The CAT sat!";
+    HS_CHECK(hs_exchange(c, req, &r) == 0);
+    HS_CHECK(r.status == 200);
+    HS_CHECK((j = hs_resp_json(&r)) != NULL);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "words")), 8);
+    json_t *top = json_object_get(j, "top");
+    CU_ASSERT_EQUAL(json_array_size(top), 2);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(json_array_get(top, 0), "word")),
+                           "the");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_array_get(top, 0), "count")), 3);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(json_array_get(top, 1), "word")),
+                           "cat");
+out:
+    json_decref(j);
+    hs_resp_fini(&r);
+    hs_close(c);
+    HS_FINISH(s);
+    proc_free(p);
+    free(ov);
+    free(so);
+    free(sysroot);
+    free(pc);
+    free(src);
+    (void)proc_tmpdir_free(build);
+    (void)proc_tmpdir_free(root);
+}
+
 int suite_integration_install(void)
 {
     static const struct spindle_test tests[] = {
@@ -480,6 +556,7 @@ int suite_integration_install(void)
         SPINDLE_TEST(test_install_logrotate),
         SPINDLE_TEST(test_install_user_and_dirs),
         SPINDLE_TEST(test_install_keep_config_and_uninstall),
+        SPINDLE_TEST(test_install_module_example),
     };
     return SPINDLE_SUITE_ADD("integration_install", NULL, NULL, tests);
 }

@@ -132,8 +132,8 @@ static void test_modules_batch(void)
     HS_CHECK(json_array_size(res) == 3);
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(json_array_get(res, 0), "kind")),
                            "modnoop");
-    CU_ASSERT(json_is_true(
-        json_object_get(json_object_get(json_array_get(res, 0), "result"), "ok")));
+    CU_ASSERT(
+        json_is_true(json_object_get(json_object_get(json_array_get(res, 0), "result"), "ok")));
     CU_ASSERT_STRING_EQUAL(
         json_string_value(json_object_get(json_array_get(res, 1), "result_base64")), "aGk=");
     /* a module's parse refusal names the item */

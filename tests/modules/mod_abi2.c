@@ -3,7 +3,8 @@
 #include <spindle/module.h>
 #include <stdlib.h>
 
-__attribute__((visibility("default"))) const uint32_t spindle_module_abi = SPINDLE_ABI_VERSION(2, 0);
+__attribute__((visibility("default"))) const uint32_t spindle_module_abi =
+    SPINDLE_ABI_VERSION(2, 0);
 
 int spindle_module_init(const struct spindle_host *host, const struct spindle_kind **kind,
                         char *err, size_t err_size);

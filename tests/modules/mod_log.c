@@ -55,14 +55,9 @@ static const struct spindle_param log_params[] = {
 };
 
 static const struct spindle_kind log_kind = {
-    SPINDLE_KIND_HEAD,
-    .name = "hello",
-    .summary = "log a line with fields",
-    .params = log_params,
-    .nparams = 1,
-    .parse = log_parse,
-    .run = log_run,
-    .free = log_free,
+    SPINDLE_KIND_HEAD,    .name = "hello",  .summary = "log a line with fields",
+    .params = log_params, .nparams = 1,     .parse = log_parse,
+    .run = log_run,       .free = log_free,
 };
 
 int spindle_module_init(const struct spindle_host *host, const struct spindle_kind **kind,

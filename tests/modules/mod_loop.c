@@ -43,12 +43,8 @@ static const struct spindle_param loop_params[] = {
 };
 
 static const struct spindle_kind loop_kind = {
-    SPINDLE_KIND_HEAD,
-    .name = "loop",
-    .summary = "loop until cancelled",
-    .params = loop_params,
-    .nparams = 1,
-    .run = loop_run,
+    SPINDLE_KIND_HEAD,     .name = "loop", .summary = "loop until cancelled",
+    .params = loop_params, .nparams = 1,   .run = loop_run,
 };
 
 int spindle_module_init(const struct spindle_host *host, const struct spindle_kind **kind,

@@ -44,8 +44,7 @@ static int th_run(struct spindle_job *job, void *state)
         return th_host->set_answer(job, p, strlen(p), "text/plain", SPINDLE_BYTES_MALLOC);
     }
     case TH_BORROWED:
-        return th_host->set_answer(job, state, strlen(state), "text/plain",
-                                   SPINDLE_BYTES_BORROWED);
+        return th_host->set_answer(job, state, strlen(state), "text/plain", SPINDLE_BYTES_BORROWED);
     case TH_ERROR:
         th_host->set_error(job, 409, "conflict", "it clashed");
         return -EIO;
@@ -64,27 +63,25 @@ static void th_free(void *state)
 }
 
 static const char *const th_modes[] = {"fast", "best", NULL};
-static const char *const th_dos[] = {"static", "malloc", "borrowed", "error", "big", "nothing",
-                                     NULL};
+static const char *const th_dos[] = {"static", "malloc",  "borrowed", "error",
+                                     "big",    "nothing", NULL};
 static const struct spindle_param th_params[] = {
     {.name = "n", .type = SPINDLE_PARAM_INT, .required = 1, .min = 0, .max = 100},
     {.name = "mode", .type = SPINDLE_PARAM_ENUM, .def = 1, .choices = th_modes},
     {.name = "v", .type = SPINDLE_PARAM_BOOL, .def = 0},
     {.name = "s", .type = SPINDLE_PARAM_STRING},
-    {.name = "c", .type = SPINDLE_PARAM_INT, .min = 0, .max = 1000, .def = 7,
+    {.name = "c",
+     .type = SPINDLE_PARAM_INT,
+     .min = 0,
+     .max = 1000,
+     .def = 7,
      .limit = "max_spin_ms"},
     {.name = "do", .type = SPINDLE_PARAM_ENUM, .def = 0, .choices = th_dos},
 };
 
 static const struct spindle_kind th_desc = {
-    SPINDLE_KIND_HEAD,
-    .name = "th",
-    .summary = "test kind",
-    .params = th_params,
-    .nparams = 6,
-    .parse = th_parse,
-    .run = th_run,
-    .free = th_free,
+    SPINDLE_KIND_HEAD, .name = "th",      .summary = "test kind", .params = th_params,
+    .nparams = 6,      .parse = th_parse, .run = th_run,          .free = th_free,
 };
 
 /* A kind described from th_desc, owned by the built-in snapshot (for its reference count). */
