@@ -103,6 +103,7 @@ static void test_exec_wc_answers(void)
     struct hs_server *s = hs_start(over);
     struct hs_conn *c = NULL;
     struct hs_resp r = {0};
+    json_t *doc = NULL;
     HS_CHECK(s != NULL);
     HS_CHECK((c = hs_connect(s)) != NULL);
     HS_CHECK(ex_post(c, "wc", "ex-wc-1", NULL, "hello world", &r) == 0);
@@ -110,11 +111,24 @@ static void test_exec_wc_answers(void)
     CU_ASSERT_STRING_EQUAL(r.body, "11\n");
     CU_ASSERT(ops_header_is(&r, "Content-Type", "text/plain"));
     CU_ASSERT(ops_header_is(&r, "X-Request-Id", "ex-wc-1"));
+    /* in a batch, with the item's body on stdin; the bytes come back in base64 */
+    const char *batch = "[{\"kind\":\"wc\",\"body\":\"abc\"}]";
+    char req[256];
+    snprintf(req, sizeof(req),
+             "POST /v1/batch?mode=all HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(batch), batch);
+    HS_CHECK(hs_exchange(c, req, &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    doc = hs_resp_json(&r);
+    json_t *item = json_array_get(json_object_get(doc, "results"), 0);
+    CU_ASSERT_STRING_EQUAL(ex_str(json_string_value(json_object_get(item, "result_base64"))),
+                           "Mwo="); /* "3\n" */
     /* an undeclared parameter is refused before anything runs */
     HS_CHECK(ex_post(c, "wc?lines=3", "ex-wc-2", NULL, "x", &r) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 400, "bad_param"));
     CU_ASSERT(ex_no_children(s));
 out:
+    json_decref(doc);
     hs_resp_fini(&r);
     hs_close(c);
     HS_FINISH(s);
