@@ -245,6 +245,25 @@ static void test_srv_exec_run_spawn_failed(void)
     leak_check();
 }
 
+/* A step before execve fails (the cwd was removed since): the step is named, nothing is left. */
+static void test_srv_exec_run_spawn_step_named(void)
+{
+    leak_start();
+    char dir[] = "/tmp/spindle-cwd-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    struct srv_exec_conf conf = {.exec = "pwd", .cwd = dir};
+    struct srv_exec_prog *p = et_prog_conf(&conf);
+    CU_ASSERT_EQUAL(rmdir(dir), 0);
+    struct srv_exec_result res;
+    CU_ASSERT_EQUAL(et_run_in(NULL, p, "t", NULL, NULL, 0, &res), 0);
+    CU_ASSERT_EQUAL(res.outcome, SRV_EXEC_SPAWN_FAILED);
+    CU_ASSERT_EQUAL(res.status, ENOENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.message, "No such file or directory (chdir)"));
+    srv_exec_result_fini(&res);
+    srv_exec_prog_free(p);
+    leak_check();
+}
+
 /* ---- stopping -------------------------------------------------------------------------------- */
 
 struct canceller {
@@ -596,6 +615,7 @@ int suite_server_jobs_exec_run(void)
         SPINDLE_TEST(test_srv_exec_run_exit_status),
         SPINDLE_TEST(test_srv_exec_run_signaled),
         SPINDLE_TEST(test_srv_exec_run_spawn_failed),
+        SPINDLE_TEST(test_srv_exec_run_spawn_step_named),
         SPINDLE_TEST(test_srv_exec_run_cancelled_sleep),
         SPINDLE_TEST(test_srv_exec_run_cancelled_ignores_term),
         SPINDLE_TEST(test_srv_exec_run_cancelled_before),
