@@ -173,7 +173,10 @@ static void test_srv_job_prepare_kind_error(void)
     srv_job_fini(&job);
 }
 
-/* Run with do=`what` and return the outcome (its body copied into `body`). */
+static char th_msg[SRV_JOB_ERR_MAX]; /* the last outcome's error message, copied */
+
+/* Run with do=`what` and return the outcome (its body, or its error code, copied into `body`;
+ * its message into th_msg: the outcome's strings go with the job). */
 static int th_run_do(const char *what, size_t max_out, struct srv_job_answer *ans, char *body,
                      size_t size)
 {
@@ -188,8 +191,11 @@ static int th_run_do(const char *what, size_t max_out, struct srv_job_answer *an
     snprintf(body, size, "%.*s", (int)ans->len, ans->body != NULL ? ans->body : "");
     if (ans->code != NULL)
         snprintf(body, size, "%s", ans->code);
+    snprintf(th_msg, sizeof(th_msg), "%s", ans->message != NULL ? ans->message : "");
     if (ans->owned)
         free((void *)ans->body);
+    ans->body = NULL;
+    ans->code = ans->message = NULL;
     jt_free(job);
     return rc;
 }
@@ -213,7 +219,7 @@ static void test_srv_job_answers(void)
     CU_ASSERT_EQUAL(th_run_do("error", 0, &ans, body, sizeof(body)), 0);
     CU_ASSERT_EQUAL(ans.status, 409);
     CU_ASSERT_STRING_EQUAL(body, "conflict");
-    CU_ASSERT_STRING_EQUAL(ans.message, "it clashed");
+    CU_ASSERT_STRING_EQUAL(th_msg, "it clashed");
     /* over max_output_bytes: 500 output_too_large, the bytes freed (ASan checks) */
     CU_ASSERT_EQUAL(th_run_do("big", 1024, &ans, body, sizeof(body)), 0);
     CU_ASSERT_EQUAL(ans.status, 500);
