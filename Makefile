@@ -139,6 +139,7 @@ bench:
 	@bench/run.sh
 	@bench/jobs.sh
 	@bench/overload.sh
+	@bench/exec.sh
 	@bench/module.sh
 	@$(BUILD_DIR)/release/bench/logbench | tee -a bench/results/log.txt
 

@@ -484,7 +484,10 @@ int srv_run(const struct srv_cfg *cfg, const char *config_path,
     st.config_path = config_path;
     st.overrides = overrides;
     st.noverrides = noverrides;
-    st.loop = ev_default_loop(EVFLAG_SIGNALFD);
+    /* Not libev's default loop: that one watches SIGCHLD and reaps any child with
+     * waitpid(-1), which would take the exit status of an exec kind's program from the worker
+     * that waits for it (server/jobs/exec/run.c). */
+    st.loop = ev_loop_new(EVFLAG_SIGNALFD);
     struct ctx *root = ctx_new_root();
     st.cfg = malloc(sizeof(*st.cfg));
     if (st.loop == NULL || root == NULL || st.cfg == NULL) {

@@ -105,10 +105,11 @@ static void jr_error(struct srv_req *req, int status, const char *code, const ch
  * strings stay readable until r is freed. */
 static void jr_job_fini(struct jr_req *r)
 {
-    srv_job_fini(&r->job);
+    /* before srv_job_fini: its reference may be the last one to the kind's snapshot */
     if (r->counted)
         atomic_fetch_sub_explicit(&((struct srv_kind *)r->kind)->inflight, 1, memory_order_relaxed);
     r->counted = false;
+    srv_job_fini(&r->job);
 }
 
 /* The access log's queue_ms/run_ms and, unless the answer will be discarded, the Server-Timing
