@@ -21,5 +21,7 @@
  * process exit code (CLI_EXIT_*) and print their own messages on stderr. */
 int cli_call_main(int argc, char **argv);
 int cli_logs_main(int argc, char **argv);
+/* `spindle tasks list|show|cancel|result ...`: argv[0] is "tasks". Returns CLI_EXIT_*. */
+int cli_tasks_main(int argc, char **argv);
 
 #endif

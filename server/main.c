@@ -38,6 +38,7 @@ static const char main_usage[] =
     "  serve     run the HTTP server in the foreground\n"
     "  call      run jobs against a server (see: spindle call --help)\n"
     "  logs      pretty-print, filter and follow the JSON log (see: spindle logs --help)\n"
+    "  tasks     list, show, cancel durable tasks, get their answers (see: spindle tasks --help)\n"
     "  version   print the version\n"
     "  help      print this help\n"
     "\n"
@@ -253,6 +254,8 @@ int main(int argc, char **argv)
         return cli_call_main(argc - 1, argv + 1);
     if (strcmp(cmd, "logs") == 0)
         return cli_logs_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "tasks") == 0)
+        return cli_tasks_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2)
             return main_usage_error("version: unexpected argument", argv[2]);
