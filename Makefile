@@ -48,7 +48,7 @@ endif
 
 CFLAGS_ALL := $(BASE_CFLAGS) $(VFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread $(filter -fsanitize=%,$(VFLAGS)) $(LDFLAGS)
-LIBS := -lev -lhttp_parser -linih -lcrypto -lzstd -lz -lsystemd -ljansson -lm
+LIBS := -lev -lhttp_parser -linih -lcrypto -lzstd -lz -lsystemd -ljansson -lsqlite3 -lm
 TEST_LIBS := -lcunit -ljansson
 
 # ---- sources -------------------------------------------------------------------------------

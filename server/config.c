@@ -102,7 +102,7 @@ struct cfg_key {
 #define CFG_ADM     SRV_CFG_LIVE_ADM
 #define CFG_TENANT  CFG_ADM /* every [tenant.NAME] key: the sections are reloaded as a whole */
 
-static const char *const cfg_sections[] = {"server", "pool", "limits", "log", "shutdown"};
+static const char *const cfg_sections[] = {"server", "pool", "limits", "log", "shutdown", "tasks"};
 
 /* Print order is table order; sections appear in the order of cfg_sections. The last column says
  * what a reload does with a changed value (enum srv_cfg_reload; README's table repeats it). */
@@ -151,6 +151,19 @@ static const struct cfg_key cfg_keys[] = {
 
     CFG_NUM("shutdown", drain_timeout_ms, CFG_T_UINT, 0, 3600000, "10000", CFG_LIVE),
     CFG_NUM("shutdown", announce_ms, CFG_T_UINT, 0, 3600000, "0", CFG_LIVE),
+
+    {"tasks", "store", CFG_T_PATH, CFG_OFF(task_store), false, 0, 0, "spindle-tasks.db",
+     CFG_RESTART},
+    {"tasks", "lease_ms", CFG_T_UINT, CFG_OFF(task_lease_ms), false, 300, 30000, "30000",
+     CFG_RESTART},
+    {"tasks", "retention_ms", CFG_T_UINT, CFG_OFF(task_retention_ms), false, 100, 2592000000u,
+     "86400000", CFG_RESTART},
+    {"tasks", "max_result_bytes", CFG_T_SIZE, CFG_OFF(task_max_result_bytes), true, 0, 67108864,
+     "1048576", CFG_LIVE},
+    {"tasks", "max_unfinished", CFG_T_UINT, CFG_OFF(task_max_unfinished), false, 1, 100000000,
+     "100000", CFG_LIVE},
+    {"tasks", "worker_share", CFG_T_UINT, CFG_OFF(task_worker_share), false, 1, 100, "50",
+     CFG_RESTART},
 };
 
 /* The keys of a [tenant.NAME] section: offsets into struct srv_tenant_limits, ranges as for the
@@ -1534,7 +1547,7 @@ static int cfg_scan_section(struct cfg_parse *ps, unsigned line, const char *s, 
     if (!cfg_section_find(st->section, (size_t)st->section_len))
         return cfg_scan_error(ps, line, st, false,
                               "unknown section (known: server, pool, limits, log, shutdown, "
-                              "tenant.NAME, schedule.NAME)");
+                              "tasks, tenant.NAME, schedule.NAME)");
     st->skip = false;
     return 0;
 }

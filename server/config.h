@@ -182,6 +182,14 @@ struct srv_cfg {
     unsigned drain_timeout_ms; /* in-flight work may finish within this; then it is cancelled */
     unsigned announce_ms;      /* before the drain: readyz 503 while serving as usual */
 
+    /* [tasks] (durable background tasks, server/tasks/tasks.h) */
+    char task_store[SRV_CFG_PATH_MAX]; /* the SQLite file; relative to the working directory */
+    unsigned task_lease_ms;            /* a running attempt's lease; heartbeats every third */
+    unsigned task_retention_ms;        /* finished tasks are kept this long, then purged */
+    size_t task_max_result_bytes;      /* a larger answer fails the attempt (result_too_large) */
+    unsigned task_max_unfinished;      /* a tenant's stored unfinished tasks at most (429) */
+    unsigned task_worker_share;        /* percent of the workers attempts may occupy at once */
+
     /* [schedule.NAME] sections, in the order they first appear */
     struct srv_cfg_schedule schedules[SRV_CFG_MAX_SCHEDULES];
     unsigned schedule_count;

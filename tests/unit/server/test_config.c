@@ -77,6 +77,12 @@ static const struct tc_key tc_keys[] = {
     {"log", "policy", "drop"},
     {"log", "access", "false"},
     {"shutdown", "drain_timeout_ms", "0"},
+    {"tasks", "store", "/var/lib/spindle/tasks.db"},
+    {"tasks", "lease_ms", "3000"},
+    {"tasks", "retention_ms", "60000"},
+    {"tasks", "max_result_bytes", "4K"},
+    {"tasks", "max_unfinished", "10"},
+    {"tasks", "worker_share", "25"},
 };
 
 #define TC_NKEYS (sizeof(tc_keys) / sizeof(tc_keys[0]))
@@ -386,7 +392,7 @@ static void test_srv_cfg_load_every_error(void)
         want, sizeof(want),
         "%1$s:2: [pool] workers: expected a whole number, got \"x\"\n"
         "%1$s:4: [pool] workerz: unknown key\n"
-        "%1$s:5: [nope]: unknown section (known: server, pool, limits, log, shutdown, "
+        "%1$s:5: [nope]: unknown section (known: server, pool, limits, log, shutdown, tasks, "
         "tenant.NAME, schedule.NAME)\n"
         "%1$s:8: [log]: line longer than 199 bytes\n"
         "%1$s:9: [log] level: expected trace, debug, info, warn, error or fatal, got \"loud\"\n"
