@@ -172,6 +172,14 @@ static int store_run_one(struct srv_task_store *s, struct srv_task_req *r, int64
         return o->list(s->st, t->tenant, &r->filter, r->tasks, &r->n);
     case SRV_TASK_OP_COUNTS:
         return o->counts(s->st, r->count_fn, r->count_arg, now, &r->oldest_queued);
+    case SRV_TASK_OP_SCHEDULE_FIRE: {
+        bool fired = false;
+        int rc = o->schedule_fire(s->st, r->schedule, r->tick_ms, now, t, r->cap, &fired);
+        r->existed = rc == 0 && !fired;
+        return rc;
+    }
+    case SRV_TASK_OP_SCHEDULE_LIST:
+        return o->schedule_list(s->st, r->sched_fn, r->sched_arg);
     }
     return -EINVAL;
 }
@@ -197,7 +205,8 @@ static void store_run_batch(struct srv_task_store *s, struct srv_task_req *list)
         r->rc = store_run_one(s, r, now);
         if (store_fatal(r->rc))
             rc = r->rc;
-        else if (r->op == SRV_TASK_OP_ENQUEUE && r->rc == 0 && !r->existed)
+        else if ((r->op == SRV_TASK_OP_ENQUEUE || r->op == SRV_TASK_OP_SCHEDULE_FIRE) &&
+                 r->rc == 0 && !r->existed)
             enq++;
     }
     uint64_t t0 = ctx_now_ns();

@@ -44,7 +44,11 @@ static const char sq_schema[] =
     "CREATE INDEX IF NOT EXISTS tasks_tenant ON tasks(tenant, state);"
     "CREATE INDEX IF NOT EXISTS tasks_kind ON tasks(state, kind);"
     "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_ms)"
-    " WHERE finished_ms IS NOT NULL;";
+    " WHERE finished_ms IS NOT NULL;"
+    /* the last tick each schedule fired (server/api/schedules.c) */
+    "CREATE TABLE IF NOT EXISTS schedules("
+    " name TEXT PRIMARY KEY, last_tick_ms INTEGER NOT NULL, last_task TEXT NOT NULL,"
+    " fired_ms INTEGER NOT NULL);";
 
 #define SQ_COLS                                                                                    \
     "id,tenant,kind,state,attempt,attempts,backoff_ms,timeout_ms,interrupted,created_ms,"          \
@@ -72,6 +76,9 @@ enum sq_stmt {
     SQ_EXPIRE,
     SQ_COUNTS,
     SQ_OLDEST,
+    SQ_SCHED_LAST,
+    SQ_SCHED_SET,
+    SQ_SCHED_LIST,
     SQ__COUNT
 };
 
@@ -118,6 +125,12 @@ static const char *const sq_sql[SQ__COUNT] = {
                   " WHERE state=1 AND lease_until_ms<?1",
     [SQ_COUNTS] = "SELECT state,kind,count(*) FROM tasks GROUP BY state,kind",
     [SQ_OLDEST] = "SELECT min(created_ms) FROM tasks WHERE state IN (0,2) AND run_at_ms<=?1",
+    [SQ_SCHED_LAST] = "SELECT last_tick_ms FROM schedules WHERE name=?1",
+    [SQ_SCHED_SET] = "INSERT INTO schedules(name,last_tick_ms,last_task,fired_ms)"
+                     " VALUES(?1,?2,?3,?4) ON CONFLICT(name) DO UPDATE SET"
+                     " last_tick_ms=excluded.last_tick_ms, last_task=excluded.last_task,"
+                     " fired_ms=excluded.fired_ms",
+    [SQ_SCHED_LIST] = "SELECT name,last_tick_ms,last_task,fired_ms FROM schedules ORDER BY name",
 };
 
 struct sq_store {
@@ -680,6 +693,58 @@ static int sq_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     return r == SQLITE_ROW ? 0 : sq_errno(r);
 }
 
+/* ---- schedules --------------------------------------------------------------------------------
+ */
+
+static int sq_schedule_fire(void *st, const char *name, int64_t tick_ms, int64_t now,
+                            struct srv_task *t, unsigned cap, bool *fired)
+{
+    struct sq_store *sq = st;
+    *fired = false;
+    sqlite3_stmt *s = sq_stmt(sq, SQ_SCHED_LAST);
+    if (s == NULL)
+        return sq_errno(sqlite3_errcode(sq->db));
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    bool done = rc == SQLITE_ROW && sqlite3_column_int64(s, 0) >= tick_ms;
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sq_errno(rc);
+    if (done)
+        return 0;
+    bool existed = false;
+    rc = sq_enqueue(sq, t, cap, &existed);
+    if (rc != 0)
+        return rc;
+    s = sq_stmt(sq, SQ_SCHED_SET);
+    if (s != NULL) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, tick_ms);
+        sqlite3_bind_text(s, 3, t->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 4, now);
+    }
+    rc = sq_run(sq, s, NULL);
+    *fired = rc == 0;
+    return rc;
+}
+
+static int sq_schedule_list(void *st, srv_task_schedule_fn *fn, void *arg)
+{
+    struct sq_store *sq = st;
+    sqlite3_stmt *s = sq_stmt(sq, SQ_SCHED_LIST);
+    if (s == NULL)
+        return sq_errno(sqlite3_errcode(sq->db));
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *name = sqlite3_column_text(s, 0);
+        const unsigned char *task = sqlite3_column_text(s, 2);
+        fn(name ? (const char *)name : "", sqlite3_column_int64(s, 1),
+           task ? (const char *)task : "", sqlite3_column_int64(s, 3), arg);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : sq_errno(rc);
+}
+
 const struct srv_task_store_ops srv_task_store_sqlite = {
     .name = "sqlite",
     .open = sq_open,
@@ -699,4 +764,6 @@ const struct srv_task_store_ops srv_task_store_sqlite = {
     .purge = sq_purge,
     .expire = sq_expire,
     .counts = sq_counts,
+    .schedule_fire = sq_schedule_fire,
+    .schedule_list = sq_schedule_list,
 };

@@ -113,6 +113,11 @@ struct srv_task_filter {
     unsigned limit;    /* 1..1000 */
 };
 
+/* One schedule's record (server/api/schedules.c): the last tick it fired, ms since the epoch, the
+ * task that tick enqueued (borrowed for the call) and when it fired. */
+typedef void srv_task_schedule_fn(const char *name, int64_t last_tick_ms, const char *last_task,
+                                  int64_t fired_ms, void *arg);
+
 /* Per-(state, kind) counts for the metrics. */
 typedef void srv_task_count_fn(enum srv_task_state s, const char *kind, uint64_t n, void *arg);
 
@@ -164,6 +169,15 @@ struct srv_task_store_ops {
     /* Call fn for each (state, kind) with tasks; *oldest_queued: the smallest created_ms of a
      * queued or retrying task whose run_at passed (0: none). */
     int (*counts)(void *st, srv_task_count_fn *fn, void *arg, int64_t now, int64_t *oldest_queued);
+    /* Schedules: enqueue *t (as enqueue, with `cap`) as the task of schedule `name`'s tick
+     * `tick_ms` and record the tick with the task's id, both in the caller's transaction; unless
+     * the schedule recorded this tick or a later one already: then nothing is written and *fired
+     * is false. So one tick never enqueues twice, across restarts and processes. An enqueue
+     * error (-EDQUOT, -EEXIST) records nothing. */
+    int (*schedule_fire)(void *st, const char *name, int64_t tick_ms, int64_t now,
+                         struct srv_task *t, unsigned cap, bool *fired);
+    /* Call fn for every schedule ever recorded (also ones no longer configured). */
+    int (*schedule_list)(void *st, srv_task_schedule_fn *fn, void *arg);
 };
 
 /* The SQLite backend (store_sqlite.c). */
@@ -181,6 +195,8 @@ enum srv_task_op {
     SRV_TASK_OP_GET,
     SRV_TASK_OP_LIST,
     SRV_TASK_OP_COUNTS,
+    SRV_TASK_OP_SCHEDULE_FIRE, /* schedule_fire: task, cap, schedule, tick_ms; out: existed */
+    SRV_TASK_OP_SCHEDULE_LIST, /* schedule_list: sched_fn (called on the store thread) */
 };
 
 struct srv_task_req;
@@ -204,9 +220,14 @@ struct srv_task_req {
     struct srv_task_filter filter; /* LIST (strings borrowed until done) */
     srv_task_count_fn *count_fn;   /* COUNTS: called on the store thread */
     void *count_arg;
+    const char *schedule;           /* SCHEDULE_FIRE: the schedule's name, borrowed until done */
+    int64_t tick_ms;                /* SCHEDULE_FIRE: the tick */
+    srv_task_schedule_fn *sched_fn; /* SCHEDULE_LIST: called on the store thread */
+    void *sched_arg;
     /* out */
     int rc;
-    bool existed;           /* ENQUEUE: an idempotent repeat; CANCEL: it was running */
+    bool existed;           /* ENQUEUE: an idempotent repeat; CANCEL: it was running;
+                               SCHEDULE_FIRE: the tick was recorded already (nothing written) */
     struct srv_task *tasks; /* CLAIM, LIST: n tasks (owned by the request: srv_task_req_fini) */
     unsigned n;
     int64_t oldest_queued; /* COUNTS */

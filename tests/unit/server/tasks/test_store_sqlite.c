@@ -384,6 +384,84 @@ static void test_open_refuses_newer_schema_and_garbage(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
 }
 
+/* Record every schedule the store lists. */
+struct ts_sched_seen {
+    unsigned n;
+    char name[4][32];
+    int64_t tick[4];
+    char task[4][SRV_TASK_ID_LEN + 1];
+};
+
+static void ts_sched_seen(const char *name, int64_t last_tick_ms, const char *last_task,
+                          int64_t fired_ms, void *arg)
+{
+    struct ts_sched_seen *seen = arg;
+    CU_ASSERT(fired_ms > 0);
+    if (seen->n < 4) {
+        snprintf(seen->name[seen->n], sizeof(seen->name[0]), "%s", name);
+        snprintf(seen->task[seen->n], sizeof(seen->task[0]), "%s", last_task);
+        seen->tick[seen->n++] = last_tick_ms;
+    }
+}
+
+static int ts_fire(void *st, const char *name, int64_t tick, struct srv_task *t, unsigned cap,
+                   bool *fired)
+{
+    CU_ASSERT_EQUAL(ops->begin(st), 0);
+    int rc = ops->schedule_fire(st, name, tick, srv_task_now_ms(), t, cap, fired);
+    CU_ASSERT_EQUAL(ops->commit(st), 0);
+    return rc;
+}
+
+static void test_schedule_fire_once_per_tick(void)
+{
+    void *st = ts_open();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    struct srv_task t, u, got;
+    bool fired = false;
+    ts_task(&t, "acme", "{\"kind\":\"noop\"}", NULL);
+    CU_ASSERT_EQUAL(ts_fire(st, "nightly", 60000, &t, 10, &fired), 0);
+    CU_ASSERT_TRUE(fired);
+    CU_ASSERT_EQUAL(ops->get(st, "acme", t.id, false, &got), 0);
+    CU_ASSERT_EQUAL(got.state, SRV_TASK_QUEUED);
+    srv_task_fini(&got);
+    /* the same tick, or an earlier one, again: nothing written */
+    ts_task(&u, "acme", "{\"kind\":\"noop\"}", NULL);
+    CU_ASSERT_EQUAL(ts_fire(st, "nightly", 60000, &u, 10, &fired), 0);
+    CU_ASSERT_FALSE(fired);
+    CU_ASSERT_EQUAL(ts_fire(st, "nightly", 0, &u, 10, &fired), 0);
+    CU_ASSERT_FALSE(fired);
+    CU_ASSERT_EQUAL(ops->get(st, "acme", u.id, false, &got), -ENOENT);
+    /* another schedule has its own ticks; the tenant cap records nothing */
+    CU_ASSERT_EQUAL(ts_fire(st, "hourly", 60000, &u, 10, &fired), 0);
+    CU_ASSERT_TRUE(fired);
+    struct srv_task v;
+    ts_task(&v, "acme", "{\"kind\":\"noop\"}", NULL);
+    CU_ASSERT_EQUAL(ts_fire(st, "hourly", 120000, &v, 2, &fired), -EDQUOT);
+    CU_ASSERT_FALSE(fired);
+    struct ts_sched_seen seen = {0};
+    CU_ASSERT_EQUAL(ops->schedule_list(st, ts_sched_seen, &seen), 0);
+    CU_ASSERT_EQUAL_FATAL(seen.n, 2);
+    CU_ASSERT_STRING_EQUAL(seen.name[0], "hourly");
+    CU_ASSERT_EQUAL(seen.tick[0], 60000);
+    CU_ASSERT_STRING_EQUAL(seen.task[0], u.id);
+    CU_ASSERT_STRING_EQUAL(seen.name[1], "nightly");
+    CU_ASSERT_STRING_EQUAL(seen.task[1], t.id);
+    /* the record outlives a reopen */
+    ops->close(st);
+    struct srv_task_store_opts o = {ts_path};
+    char err[256];
+    CU_ASSERT_EQUAL_FATAL(ops->open(&o, &st, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(ts_fire(st, "nightly", 60000, &v, 10, &fired), 0);
+    CU_ASSERT_FALSE(fired);
+    CU_ASSERT_EQUAL(ts_fire(st, "nightly", 120000, &v, 10, &fired), 0);
+    CU_ASSERT_TRUE(fired);
+    srv_task_fini(&t);
+    srv_task_fini(&u);
+    srv_task_fini(&v);
+    ops->close(st);
+}
+
 int suite_server_tasks_store_sqlite(void)
 {
     static const struct spindle_test tests[] = {
@@ -396,6 +474,7 @@ int suite_server_tasks_store_sqlite(void)
         SPINDLE_TEST(test_purge_bounded),
         SPINDLE_TEST(test_reopen_interrupts_running),
         SPINDLE_TEST(test_open_refuses_newer_schema_and_garbage),
+        SPINDLE_TEST(test_schedule_fire_once_per_tick),
     };
     return SPINDLE_SUITE_ADD("server_tasks_store_sqlite", ts_init, ts_cleanup, tests);
 }
