@@ -125,12 +125,14 @@ tsan:
 	@$(MAKE) --no-print-directory VARIANT=tsan test
 
 # Benchmarks: HTTP next to nginx and idle memory, jobs next to bench/limit, overload and
-# fairness, and the logger. Results are appended to bench/results/.
+# fairness, durable tasks next to bench/sqlite_limit and BullMQ, and the logger. Results are
+# appended to bench/results/.
 bench:
 	@$(MAKE) --no-print-directory VARIANT=release all bench-bins
 	@bench/run.sh
 	@bench/jobs.sh
 	@bench/overload.sh
+	@bench/tasks.sh
 	@$(BUILD_DIR)/release/bench/logbench | tee -a bench/results/log.txt
 
 .PHONY: bench-bins
