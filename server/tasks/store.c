@@ -157,12 +157,14 @@ static int store_run_one(struct srv_task_store *s, struct srv_task_req *r, int64
         char tenant[sizeof(t->tenant)], id[sizeof(t->id)];
         memcpy(tenant, t->tenant, sizeof(tenant));
         memcpy(id, t->id, sizeof(id));
+        srv_task_fini(t); /* a repeated request (a long-poll reading again) reuses it */
         return o->cancel(s->st, tenant, id, now, t, &r->existed);
     }
     case SRV_TASK_OP_GET: {
         char tenant[sizeof(t->tenant)], id[sizeof(t->id)];
         memcpy(tenant, t->tenant, sizeof(tenant));
         memcpy(id, t->id, sizeof(id));
+        srv_task_fini(t);
         return o->get(s->st, tenant, id, r->with_result, t);
     }
     case SRV_TASK_OP_LIST:
@@ -184,8 +186,10 @@ static int store_run_one(struct srv_task_store *s, struct srv_task_req *r, int64
     return -EINVAL;
 }
 
-static void store_observe_commit(struct srv_task_store *s, uint64_t ns)
+static void store_observe_commit(struct srv_task_store *s, uint64_t ns, bool wrote)
 {
+    if (!wrote)
+        return; /* a read-only transaction writes nothing and syncs nothing */
     unsigned i = 0;
     while (i < 15 && (double)ns / 1e9 > srv_task_commit_bucket_s(i))
         i++;
@@ -201,7 +205,10 @@ static void store_run_batch(struct srv_task_store *s, struct srv_task_req *list)
     int64_t now = srv_task_now_ms();
     int rc = s->ops->begin(s->st);
     unsigned enq = 0;
+    bool wrote = false;
     for (struct srv_task_req *r = list; rc == 0 && r != NULL; r = r->next) {
+        wrote |=
+            r->op != SRV_TASK_OP_GET && r->op != SRV_TASK_OP_LIST && r->op != SRV_TASK_OP_COUNTS;
         r->rc = store_run_one(s, r, now);
         if (store_fatal(r->rc))
             rc = r->rc;
@@ -214,15 +221,16 @@ static void store_run_batch(struct srv_task_store *s, struct srv_task_req *list)
         rc = s->ops->commit(s->st);
     if (rc == 0) {
         uint64_t dt = ctx_now_ns() - t0;
-        store_observe_commit(s, dt);
+        store_observe_commit(s, dt, wrote);
         atomic_fetch_add(&s->stats.enqueued, enq);
         for (struct srv_task_req *r = list; r != NULL; r = r->next)
             r->commit_ns = dt;
         return;
     }
+    LOG_E("task store transaction failed: rolled back", LOG_STR("error", strerror(-rc)),
+          LOG_STR("detail", s->ops->errmsg(s->st)));
     s->ops->rollback(s->st);
     atomic_fetch_add(&s->stats.errors, 1);
-    LOG_E("task store transaction failed: rolled back", LOG_STR("error", strerror(-rc)));
     for (struct srv_task_req *r = list; r != NULL; r = r->next) {
         for (unsigned i = 0; r->tasks != NULL && i < r->n; i++)
             srv_task_fini(&r->tasks[i]);
@@ -247,9 +255,10 @@ static void store_leases(struct srv_task_store *s)
     if (rc == 0)
         rc = s->ops->commit(s->st);
     if (rc != 0) {
+        LOG_E("task lease renewal failed", LOG_STR("error", strerror(-rc)),
+              LOG_STR("detail", s->ops->errmsg(s->st)));
         s->ops->rollback(s->st);
         atomic_fetch_add(&s->stats.errors, 1);
-        LOG_E("task lease renewal failed", LOG_STR("error", strerror(-rc)));
         return;
     }
     atomic_fetch_add(&s->stats.heartbeats, renewed);
@@ -271,8 +280,9 @@ static void store_purge(struct srv_task_store *s)
         if (rc == 0)
             rc = s->ops->commit(s->st);
         if (rc != 0) {
+            LOG_E("task purge failed", LOG_STR("error", strerror(-rc)),
+                  LOG_STR("detail", s->ops->errmsg(s->st)));
             s->ops->rollback(s->st);
-            LOG_E("task purge failed", LOG_STR("error", strerror(-rc)));
             break;
         }
         total += n;

@@ -130,6 +130,8 @@ struct srv_task_store_ops {
      * err. Interrupted attempts of a previous run are recovered later by expire. */
     int (*open)(const struct srv_task_store_opts *o, void **st, char *err, size_t size);
     void (*close)(void *st);
+    /* The backend's message for its last error (borrowed until the next call), for the logs. */
+    const char *(*errmsg)(void *st);
     int (*begin)(void *st);
     int (*commit)(void *st); /* durable when it returns 0 */
     void (*rollback)(void *st);
