@@ -216,8 +216,8 @@ static const struct cfg_sched_key cfg_sched_keys[SRV_CFG_SCHED__COUNT] = {
     [SRV_CFG_SCHED_PARAMS] = {"params", CFG_S_JSON, CFG_SOFF(params), 0, 0},
     [SRV_CFG_SCHED_BODY] = {"body", CFG_S_TEXT, CFG_SOFF(body), 0, 0},
     [SRV_CFG_SCHED_TENANT] = {"tenant", CFG_S_TENANT, CFG_SOFF(tenant), 0, 0},
-    [SRV_CFG_SCHED_ATTEMPTS] = {"attempts", CFG_S_UINT, CFG_SOFF(attempts), 1, 1000},
-    [SRV_CFG_SCHED_BACKOFF_MS] = {"backoff_ms", CFG_S_UINT, CFG_SOFF(backoff_ms), 0, 86400000},
+    [SRV_CFG_SCHED_ATTEMPTS] = {"attempts", CFG_S_UINT, CFG_SOFF(attempts), 1, 100},
+    [SRV_CFG_SCHED_BACKOFF_MS] = {"backoff_ms", CFG_S_UINT, CFG_SOFF(backoff_ms), 0, 3600000},
     [SRV_CFG_SCHED_TIMEOUT_MS] = {"timeout_ms", CFG_S_UINT, CFG_SOFF(timeout_ms), 1, 86400000},
     [SRV_CFG_SCHED_MISFIRE] = {"misfire", CFG_S_MISFIRE, CFG_SOFF(misfire), 0, 0},
 };

@@ -78,7 +78,7 @@ struct srv_cfg_schedule {
     char params[SRV_CFG_SCHED_VALUE_MAX]; /* a JSON object */
     char body[SRV_CFG_SCHED_VALUE_MAX];   /* the job's body; "" when unset */
     char tenant[CTX_TENANT_MAX + 1];
-    unsigned attempts;   /* 1..1000, 0 = the task default */
+    unsigned attempts;   /* 1..100, 0 = the task default */
     unsigned backoff_ms; /* 0 when unset = the task default */
     unsigned timeout_ms; /* 0 when unset = the task default */
     enum srv_cfg_misfire misfire;

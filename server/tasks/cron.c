@@ -455,3 +455,29 @@ int srv_cron_next(const struct srv_cron *c, const struct srv_tz *tz, int64_t aft
     }
     return -ERANGE;
 }
+
+int srv_cron_latest(const struct srv_cron *c, const struct srv_tz *tz, int64_t after, int64_t now,
+                    int64_t *tick)
+{
+    *tick = 0;
+    if (now <= after)
+        return 0;
+    if (c->every_s > 0) {
+        int64_t t = cron_fdiv(now, c->every_s) * c->every_s;
+        *tick = t > after ? t : 0;
+        return 0;
+    }
+    /* The last tick of (from, now] for a window that grows until it holds one or reaches after:
+     * a minute-by-minute expression finds its tick in the first hour. */
+    for (int64_t window = 3600;; window *= 32) {
+        int64_t from = now - window > after ? now - window : after, t = from, next;
+        while (srv_cron_next(c, tz, t, &next) == 0 && next <= now)
+            t = next;
+        if (t > from) {
+            *tick = t;
+            return 0;
+        }
+        if (from == after)
+            return 0;
+    }
+}

@@ -96,6 +96,12 @@ int srv_cron_next(const struct srv_cron *c, const struct srv_tz *tz, int64_t aft
 int64_t srv_cron_days_from_civil(int64_t y, unsigned m, unsigned d);
 void srv_cron_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
 
+/* The last time at or before `now` and strictly after `after` at which `c` fires in `tz`, into
+ * *tick (0 when there is none). Searches back from `now` in growing windows, so a long gap after
+ * `after` costs little. Returns 0 or -ERANGE (as srv_cron_next). */
+int srv_cron_latest(const struct srv_cron *c, const struct srv_tz *tz, int64_t after, int64_t now,
+                    int64_t *tick);
+
 /* Unix time `t` as RFC 3339 in UTC with seconds, "2026-12-06T14:05:00Z", into buf (size bytes,
  * at least 21). Returns buf. */
 char *srv_cron_time_format(int64_t t, char *buf, size_t size);

@@ -946,7 +946,7 @@ static void test_srv_cfg_schedule_errors(void)
     tc_expect("[schedule.x]\ncron = @daily\nkind = noop\ntenant = a b\n", -EINVAL,
               ":4: [schedule.x] tenant: invalid tenant \"a b\"");
     tc_expect("[schedule.x]\ncron = @daily\nkind = noop\nattempts = 0\n", -EINVAL,
-              ":4: [schedule.x] attempts: value 0 out of range 1..1000");
+              ":4: [schedule.x] attempts: value 0 out of range 1..100");
     tc_expect("[schedule.x]\ncron = @daily\nkind = noop\nmisfire = all\n", -EINVAL,
               ":4: [schedule.x] misfire: expected skip or once, got \"all\"");
     tc_expect("[schedule.x]\ncron = @daily\nkind = noop\nkind = spin\n", -EINVAL,

@@ -285,6 +285,36 @@ static void test_cron_calendar_round_trips(void)
                            "2000-02-29T23:59:59Z");
 }
 
+static void test_cron_latest(void)
+{
+    struct srv_cron c;
+    char err[256];
+    int64_t tick;
+    int64_t now = ct_utc(2026, 12, 6, 14, 3) + 17;
+    CU_ASSERT_EQUAL_FATAL(srv_cron_parse("*/5 * * * *", &c, err, 256), 0);
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, 0, now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, ct_utc(2026, 12, 6, 14, 0));
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2026, 12, 6, 14, 0), now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, 0); /* nothing after the last one */
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2026, 12, 6, 13, 55), now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, ct_utc(2026, 12, 6, 14, 0));
+    /* a yearly tick found far back, and not before `after` */
+    CU_ASSERT_EQUAL_FATAL(srv_cron_parse("0 0 1 1 *", &c, err, 256), 0);
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2020, 6, 1, 0, 0), now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, ct_utc(2026, 1, 1, 0, 0));
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2026, 1, 1, 0, 0), now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, 0);
+    /* a tick exactly at now counts */
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, 0, ct_utc(2026, 1, 1, 0, 0), &tick), 0);
+    CU_ASSERT_EQUAL(tick, ct_utc(2026, 1, 1, 0, 0));
+    /* @every: the multiple at or before now */
+    CU_ASSERT_EQUAL_FATAL(srv_cron_parse("@every 1h", &c, err, 256), 0);
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, 0, now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, ct_utc(2026, 12, 6, 14, 0));
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2026, 12, 6, 14, 0), now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, 0);
+}
+
 int suite_server_tasks_cron(void)
 {
     static const struct spindle_test tests[] = {
@@ -299,6 +329,7 @@ int suite_server_tasks_cron(void)
         SPINDLE_TEST(test_cron_next_month_ends),
         SPINDLE_TEST(test_cron_next_day_or_rule),
         SPINDLE_TEST(test_cron_calendar_round_trips),
+        SPINDLE_TEST(test_cron_latest),
     };
     return SPINDLE_SUITE_ADD("server_tasks_cron", NULL, NULL, tests);
 }
