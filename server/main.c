@@ -24,6 +24,7 @@
 
 #include "logging/log.h"
 #include "cli/cli.h"
+#include "server/api/schedules.h"
 #include "server/config.h"
 #include "server/server.h"
 #include "server/version.h"
@@ -227,7 +228,8 @@ static int main_serve(int argc, char **argv)
         return rc;
     if (s.check) {
         char err[2 * SRV_CFG_PATH_MAX];
-        if (srv_cfg_paths_check(&cfg, s.user, err, sizeof(err)) != 0) {
+        if (srv_sched_check(&cfg, err, sizeof(err)) != 0 ||
+            srv_cfg_paths_check(&cfg, s.user, err, sizeof(err)) != 0) {
             fprintf(stderr, "spindle: %s\n", err);
             return MAIN_EXIT_USAGE;
         }

@@ -20,6 +20,7 @@
 
 #include "logging/log.h"
 #include "server/admission/admission.h"
+#include "server/api/schedules.h"
 #include "server/http/http.h"
 #include "server/reload.h"
 
@@ -110,12 +111,18 @@ int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reloa
         rc = srv_cfg_overrides_apply(loaded, t->overrides, t->noverrides, err, sizeof(err));
     if (rc != 0)
         goto fail;
+    if (t->sched != NULL && (rc = srv_sched_check(loaded, err, sizeof(err))) != 0)
+        goto fail; /* a schedule whose task would be refused: nothing changes */
     rc = srv_reload_merge(running, loaded, t->adm != NULL, merged, diff);
     if (rc != 0)
         goto fail;
     if (t->adm != NULL && reload_tenants_apply(t->adm, merged) != 0) {
         rc = -ENOMEM;
         goto fail; /* nothing was applied yet */
+    }
+    if (t->sched != NULL && srv_sched_update(t->sched, merged) != 0) {
+        rc = -ENOMEM;
+        goto fail; /* the tenant limits may be new already; the rest is not */
     }
     log_set_level(merged->log_level);
     srv_http_cfg_update(t->http, merged);

@@ -54,6 +54,7 @@
 #include "server/http/http.h"
 #include "server/api/api.h"
 #include "server/api/metrics.h"
+#include "server/api/schedules.h"
 #include "server/api/tasks.h"
 #include "server/reload.h"
 #include "server/sdnotify.h"
@@ -71,6 +72,7 @@ struct srv_run_state {
     struct pool *pool;
     struct srv_jobroute *jobs;
     struct srv_tasks *tasks;    /* durable tasks: the store, the runner, /v1/tasks */
+    struct srv_sched *sched;    /* [schedule.NAME] timers and GET /v1/schedules */
     struct srv_adm *adm;        /* admission in front of the pool (server/admission/admission.h) */
     struct srv_mroute *metrics; /* GET /metrics and the loop figures */
     struct srv_sd *sd;          /* systemd notifications (inert without systemd) */
@@ -120,6 +122,7 @@ static void run_drain_begin(struct srv_run_state *st)
     ev_timer_stop(st->loop, &st->drain_timer);
     ev_timer_set(&st->drain_timer, cfg->drain_timeout_ms / 1000.0, 0.0);
     ev_timer_start(st->loop, &st->drain_timer);
+    srv_sched_stop(st->sched);  /* no more ticks */
     srv_tasks_drain(st->tasks); /* no more claims; long-polls answered now */
     srv_http_drain(st->http, run_drained, st);
 }
@@ -207,8 +210,11 @@ static void run_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     srv_sd_reloading(st->sd);
-    struct srv_reload_target t = {
-        .http = st->http, .adm = st->adm, .overrides = st->overrides, .noverrides = st->noverrides};
+    struct srv_reload_target t = {.http = st->http,
+                                  .adm = st->adm,
+                                  .sched = st->sched,
+                                  .overrides = st->overrides,
+                                  .noverrides = st->noverrides};
     (void)srv_reload(st->config_path, st->cfg, &t); /* logs what it did, or why not */
     srv_sd_ready(st->sd);
 }
@@ -404,6 +410,13 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
               LOG_STR("error", err));
         return -EIO;
     }
+    if (srv_sched_check(cfg, err, sizeof(err)) != 0) {
+        LOG_E("start-up failed: schedules", LOG_STR("error", err));
+        return -EINVAL;
+    }
+    st->sched = srv_sched_new(st->http, st->tasks, cfg);
+    if (st->sched == NULL)
+        return -ENOMEM; /* logged by srv_sched_new */
     return run_listen(st, cfg);
 }
 
@@ -466,6 +479,7 @@ out:;
         srv_http_stats_get(st.http, &stats);
     srv_http_free(st.http);
     srv_jobroute_free(st.jobs);
+    srv_sched_free(st.sched);    /* after srv_tasks_stop (its last fires) and srv_http_free */
     srv_tasks_free(st.tasks);    /* after srv_http_free: the task routes point at it */
     srv_mroute_free(st.metrics); /* after srv_http_free: GET /metrics points at it */
     srv_adm_free(st.adm);        /* after pool_stop: the last done callbacks release into it */
