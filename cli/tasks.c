@@ -4,8 +4,9 @@
  *
  * Design: each subcommand is one or a few blocking exchanges (fetch.c). `list` prints a table
  * (ID, STATE, KIND, ATTEMPT, CREATED) or, with --json, one task object per line; it follows the
- * answer's cursor ("next") page after page with --all, else prints one page and says on stderr
- * how to get the next. `show` prints the task's fields one per line (its errors too) or its JSON;
+ * answer's cursor ("next_after") page after page with --all, else prints one page and says on
+ * stderr how to get the next. `show` prints the task's fields one per line (its errors too) or its
+ * JSON;
  * `--wait MS` long-polls (?wait_ms=) until the state is final or MS passes. `cancel` is DELETE
  * (idempotent) and prints the state after it. `result` writes the stored answer bytes like
  * `spindle call` writes an answer (--output FILE, a JSON answer ends with a newline); before the
@@ -381,7 +382,7 @@ static int tk_list(const struct cli_tasks_opts *o, const struct cli_url *u)
             if (o->json ? tk_print_json(t) != 0 : puts(row) == EOF)
                 code = CLI_EXIT_FAIL;
         }
-        const char *next = json_string_value(json_object_get(j, "next"));
+        const char *next = json_string_value(json_object_get(j, "next_after"));
         free(after);
         after = next ? strdup(next) : NULL;
         json_decref(j);

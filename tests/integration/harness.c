@@ -95,9 +95,10 @@ long hs_nofile_raise(long want)
 /* Add or replace "section.key=value". Returns 0 or -EINVAL for a malformed entry. */
 static int hs_entry_set(struct hs_entry *e, size_t *n, const char *spec)
 {
-    const char *dot = strchr(spec, '.');
+    /* The key follows the last dot before '=': "schedule.tick.cron=..." is [schedule.tick] cron. */
     const char *eq = strchr(spec, '=');
-    if (dot == NULL || eq == NULL || dot > eq)
+    const char *dot = eq != NULL ? memrchr(spec, '.', (size_t)(eq - spec)) : NULL;
+    if (dot == NULL || eq == NULL)
         return -EINVAL;
     struct hs_entry tmp;
     if ((size_t)(dot - spec) >= sizeof(tmp.section) || (size_t)(eq - dot - 1) >= sizeof(tmp.key) ||

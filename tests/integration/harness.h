@@ -53,7 +53,8 @@ struct hs_server;
 /* ---- the server ----------------------------------------------------------------------------- */
 
 /* Start the server. `overrides` (borrowed, NULL-terminated, NULL = none) are "section.key=value"
- * strings that replace the harness defaults or add keys, e.g. "limits.max_headers=10" (a
+ * strings (the key after the last dot: "schedule.tick.cron=@every 1s" is [schedule.tick] cron)
+ * that replace the harness defaults or add keys, e.g. "limits.max_headers=10" (a
  * "log.file=PATH" is where the log is then read from). Returns a
  * running server listening on 127.0.0.1 (its port in hs_port()), or NULL after printing why (the
  * server's stderr and log included) on stderr. */
