@@ -207,6 +207,17 @@ static void test_tasks_enqueue_run_result(void)
     CU_ASSERT_STRING_EQUAL(hs_json_str(line, "trace_id"), TK_TRACE);
     CU_ASSERT_STRING_NOT_EQUAL(hs_json_str(line, "span_id"), "00f067aa0ba902b7");
     CU_ASSERT_EQUAL(tk_log_count(s, "job end", id, NULL), 1);
+    /* Counted: the attempt and the store's fsyncs at once, the task by state within a refresh. */
+    bool counted = false;
+    for (long long end = hs_now_ms() + TK_WAIT_MS; !counted && hs_now_ms() < end;) {
+        hs_resp_fini(&r);
+        HS_CHECK(tk_do(s, "GET", "/metrics", NULL, "", &r) == 0 && r.status == 200);
+        CU_ASSERT_PTR_NULL(strstr(r.body, "\nspindle_task_attempts_total 0\n"));
+        CU_ASSERT_PTR_NULL(strstr(r.body, "\nspindle_task_store_fsyncs_total 0\n"));
+        counted = strstr(r.body, "\nspindle_tasks{state=\"succeeded\",kind=\"primes\"} 1\n");
+        json_decref(hs_log_wait(s, "not a line", NULL, NULL, 250)); /* a bounded pause */
+    }
+    CU_ASSERT(counted);
 out:
     json_decref(line);
     json_decref(j);
