@@ -410,6 +410,11 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
               LOG_STR("error", err));
         return -EIO;
     }
+    rc = srv_tasks_metrics_set(st->tasks, srv_mroute_families(st->metrics));
+    if (rc != 0) {
+        LOG_E("start-up failed: task metrics", LOG_STR("error", strerror(-rc)));
+        return rc;
+    }
     if (srv_sched_check(cfg, err, sizeof(err)) != 0) {
         LOG_E("start-up failed: schedules", LOG_STR("error", err));
         return -EINVAL;

@@ -136,6 +136,7 @@ void srv_batch_handle(struct srv_req *req);
  */
 
 struct srv_task_store;
+struct srv_task_metrics;
 struct task_attempt;
 struct task_call;
 
@@ -166,8 +167,17 @@ struct srv_tasks {
     bool counting;
     srv_tasks_counts_done_fn *counts_done;
     void *counts_arg;
+    struct srv_task_metrics *metrics; /* NULL until srv_tasks_metrics_set */
     struct srv_tasks_stats stats;
 };
+
+/* ---- metrics (server/api/task_metrics.c) ---- */
+
+/* The store's on_commit hook: observe one transaction's commit time (arg: the struct srv_tasks). */
+void srv_tasks_on_commit(uint64_t commit_ns, void *arg);
+/* Stop the refresh timer (the store is stopping); free what srv_tasks_metrics_set made. */
+void srv_tasks_metrics_stop(struct srv_tasks *t);
+void srv_tasks_metrics_free(struct srv_tasks *t);
 
 /* ---- the JSON side (server/api/task_json.c; pure, any thread) ---- */
 

@@ -503,7 +503,9 @@ struct srv_tasks *srv_tasks_new(struct srv_http *h, struct srv_jobroute *jr, str
         struct srv_task_store_config sc = {.ops = &srv_task_store_sqlite,
                                            .opts = {.path = cfg->task_store},
                                            .lease_ms = cfg->task_lease_ms,
-                                           .retention_ms = cfg->task_retention_ms};
+                                           .retention_ms = cfg->task_retention_ms,
+                                           .on_commit = srv_tasks_on_commit,
+                                           .on_commit_arg = t};
         tasks_owner(sc.owner, sizeof(sc.owner));
         rc = srv_task_store_start(t->loop, &sc, &t->store, err, size);
         if (rc == 0)
@@ -537,6 +539,7 @@ void srv_tasks_stop(struct srv_tasks *t)
         return;
     t->draining = true;
     srv_tasks_runner_stop(t);
+    srv_tasks_metrics_stop(t);
     srv_task_store_stop(t->store); /* the last releases and completions are written here */
     t->store = NULL;
 }
@@ -546,6 +549,7 @@ void srv_tasks_free(struct srv_tasks *t)
     if (t == NULL)
         return;
     srv_tasks_runner_fini(t);
+    srv_tasks_metrics_free(t);
     free(t);
 }
 

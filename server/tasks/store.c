@@ -186,6 +186,24 @@ static int store_run_one(struct srv_task_store *s, struct srv_task_req *r, int64
     return -EINVAL;
 }
 
+/* Whether the request changed the store (a transaction without changes syncs nothing). */
+static bool store_wrote(const struct srv_task_req *r)
+{
+    switch (r->op) {
+    case SRV_TASK_OP_ENQUEUE:
+        return r->rc == 0 && !r->existed;
+    case SRV_TASK_OP_CLAIM:
+        return r->rc == 0 && r->n > 0;
+    case SRV_TASK_OP_COMPLETE:
+    case SRV_TASK_OP_FAIL:
+    case SRV_TASK_OP_RELEASE:
+    case SRV_TASK_OP_CANCEL:
+        return r->rc == 0;
+    default:
+        return false;
+    }
+}
+
 static void store_observe_commit(struct srv_task_store *s, uint64_t ns, bool wrote)
 {
     if (!wrote)
@@ -207,9 +225,8 @@ static void store_run_batch(struct srv_task_store *s, struct srv_task_req *list)
     unsigned enq = 0;
     bool wrote = false;
     for (struct srv_task_req *r = list; rc == 0 && r != NULL; r = r->next) {
-        wrote |=
-            r->op != SRV_TASK_OP_GET && r->op != SRV_TASK_OP_LIST && r->op != SRV_TASK_OP_COUNTS;
         r->rc = store_run_one(s, r, now);
+        wrote |= store_wrote(r);
         if (store_fatal(r->rc))
             rc = r->rc;
         else if ((r->op == SRV_TASK_OP_ENQUEUE || r->op == SRV_TASK_OP_SCHEDULE_FIRE) &&
@@ -225,6 +242,7 @@ static void store_run_batch(struct srv_task_store *s, struct srv_task_req *list)
         atomic_fetch_add(&s->stats.enqueued, enq);
         for (struct srv_task_req *r = list; r != NULL; r = r->next)
             r->commit_ns = dt;
+        list->commit_first = wrote;
         return;
     }
     LOG_E("task store transaction failed: rolled back", LOG_STR("error", strerror(-rc)),
@@ -373,6 +391,8 @@ static void store_done_run(struct srv_task_store *s)
         struct srv_task_req *r = list;
         list = r->next;
         r->next = NULL;
+        if (r->commit_first && s->cfg.on_commit != NULL)
+            s->cfg.on_commit(r->commit_ns, s->cfg.on_commit_arg);
         r->done(r);
     }
 }
@@ -471,6 +491,7 @@ int srv_task_store_submit(struct srv_task_store *s, struct srv_task_req *req)
     req->n = 0;
     req->existed = false;
     req->commit_ns = 0;
+    req->commit_first = false;
     pthread_mutex_lock(&s->lock);
     if (s->pending_tail != NULL)
         s->pending_tail->next = req;

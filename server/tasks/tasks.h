@@ -234,6 +234,7 @@ struct srv_task_req {
     unsigned n;
     int64_t oldest_queued; /* COUNTS */
     uint64_t commit_ns;    /* the transaction's commit time (0: none) */
+    bool commit_first;     /* the first request of its transaction (count a commit once) */
     /* private */
     struct srv_task_req *next;
 };
@@ -261,6 +262,10 @@ struct srv_task_store_config {
     unsigned lease_ms;     /* heartbeats every third */
     unsigned retention_ms; /* purge finished tasks older than this */
     unsigned purge_batch;  /* rows per purge transaction (0 = 500) */
+    /* Called on the loop thread once per transaction of requests that wrote, with its commit
+     * time, before the done callbacks of its requests (NULL = none). */
+    void (*on_commit)(uint64_t commit_ns, void *arg);
+    void *on_commit_arg;
 };
 
 struct srv_task_store;
