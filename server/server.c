@@ -422,6 +422,7 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
     st->sched = srv_sched_new(st->http, st->tasks, cfg);
     if (st->sched == NULL)
         return -ENOMEM; /* logged by srv_sched_new */
+    srv_sched_metrics_set(st->sched, srv_mroute_families(st->metrics));
     return run_listen(st, cfg);
 }
 

@@ -39,6 +39,7 @@
 #include "server/http/http.h"
 #include "server/http/request.h"
 #include "server/http/route.h"
+#include "server/metrics/metrics.h"
 #include "server/tasks/cron.h"
 
 #define SCHED_PATH "/v1/schedules"
@@ -83,7 +84,18 @@ struct srv_sched {
     bool stopped;                  /* draining: nothing fires */
     struct srv_task_req list;
     struct srv_sched_stats stats;
+    const struct srv_met_server *met; /* NULL: nothing counted */
 };
+
+/* One tick's outcome into the stats and the metrics. */
+static void sched_count(struct srv_sched *s, const char *name, const char *result, uint64_t *stat)
+{
+    (*stat)++;
+    if (s->met != NULL) {
+        const char *values[] = {name, result};
+        srv_met_labels_add(s->met->family[SRV_MET_SCHEDULE_FIRES], values, 1);
+    }
+}
 
 /* ---- the task of a schedule (pure) -------------------------------------------------------- */
 
@@ -234,7 +246,7 @@ static void sched_fire_done(struct srv_task_req *req)
         return;
     }
     if (req->rc == 0 && !req->existed) {
-        s->stats.fired++;
+        sched_count(s, e->cfg.name, "fired", &s->stats.fired);
         struct sched_record *r = sched_record_get(&s->rec, e->cfg.name);
         if (r != NULL) {
             r->tick_ms = tick * 1000;
@@ -246,11 +258,11 @@ static void sched_fire_done(struct srv_task_req *req)
               LOG_STR("tenant", e->cfg.tenant), LOG_STR("why", e->why));
         srv_tasks_runner_poke(s->tasks);
     } else if (req->rc == 0) {
-        s->stats.already++;
+        sched_count(s, e->cfg.name, "already", &s->stats.already);
         LOG_I("schedule tick fired already: nothing enqueued", LOG_STR("schedule", e->cfg.name),
               LOG_STR("tick", at));
     } else {
-        s->stats.failed++;
+        sched_count(s, e->cfg.name, "failed", &s->stats.failed);
         LOG_E("schedule fire failed: the tick is lost", LOG_STR("schedule", e->cfg.name),
               LOG_STR("tick", at),
               LOG_STR("error", req->rc == -EDQUOT ? "the tenant's max_unfinished tasks are stored"
@@ -273,7 +285,7 @@ static void sched_fire(struct sched_entry *e, int64_t tick, const char *why)
     int64_t now_ms = srv_task_now_ms();
     int rc = srv_task_body_parse(e->spec, e->spec_len, cfg, now_ms, &req->task, &code, err);
     if (rc != 0) {
-        s->stats.failed++;
+        sched_count(s, e->cfg.name, "failed", &s->stats.failed);
         LOG_E("schedule fire failed: the task is refused", LOG_STR("schedule", e->cfg.name),
               LOG_STR("code", code), LOG_STR("error", err));
         srv_task_fini(&req->task);
@@ -331,7 +343,7 @@ static void sched_plan(struct sched_entry *e)
             sched_fire(e, missed, "misfire_once");
             return;
         }
-        s->stats.skipped++;
+        sched_count(s, e->cfg.name, "skipped", &s->stats.skipped);
         LOG_I("schedule missed ticks while down: skipped", LOG_STR("schedule", e->cfg.name),
               LOG_STR("first_missed", first_at), LOG_STR("last_missed", last_at),
               LOG_STR("misfire", "skip"));
@@ -560,6 +572,11 @@ void srv_sched_free(struct srv_sched *s)
     free(s->rec.r);
     free(s->incoming.r);
     free(s);
+}
+
+void srv_sched_metrics_set(struct srv_sched *s, const struct srv_met_server *met)
+{
+    s->met = met;
 }
 
 void srv_sched_stats_get(const struct srv_sched *s, struct srv_sched_stats *out)

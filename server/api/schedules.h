@@ -36,6 +36,7 @@
 struct srv_http;
 struct srv_tasks;
 struct srv_sched;
+struct srv_met_server;
 
 /* Check what the configuration file cannot check alone: each schedule's kind exists and takes its
  * params and body (a POST /v1/tasks body built from the section, checked against `cfg`'s
@@ -61,6 +62,10 @@ void srv_sched_stop(struct srv_sched *s);
 /* Free, after srv_tasks_stop (which completes the store requests in flight) and srv_http_free.
  * NULL is a no-op. */
 void srv_sched_free(struct srv_sched *s);
+
+/* Count every tick into spindle_schedule_fires_total{schedule,result} of `met` (borrowed; it
+ * must outlive the object). Loop thread. */
+void srv_sched_metrics_set(struct srv_sched *s, const struct srv_met_server *met);
 
 /* Figures for the metrics and the tests. */
 struct srv_sched_stats {

@@ -745,6 +745,12 @@ static const struct srv_met_desc server_families[] = {
                              .name = "spindle_task_store_commit_seconds",
                              .help = "Time to commit a group of task store requests.",
                              JOB_SECONDS},
+    [SRV_MET_SCHEDULE_FIRES] = {.type = SRV_MET_COUNTER,
+                                .name = "spindle_schedule_fires_total",
+                                .help = "Schedule ticks by result: fired (a task stored), already "
+                                        "(recorded before), skipped (missed while down), failed.",
+                                .labels = {"schedule", "result"},
+                                .max_series = 256},
 };
 
 _Static_assert(sizeof(server_families) / sizeof(server_families[0]) == SRV_MET_NFAMILIES,

@@ -151,6 +151,7 @@ enum srv_met_family_id {
     SRV_MET_TASK_PURGED,        /* counter spindle_tasks_purged_total */
     SRV_MET_TASK_FSYNCS,        /* counter spindle_task_store_fsyncs_total */
     SRV_MET_TASK_COMMIT,        /* histogram spindle_task_store_commit_seconds */
+    SRV_MET_SCHEDULE_FIRES,     /* counter spindle_schedule_fires_total{schedule,result} */
     SRV_MET_NFAMILIES
 };
 

@@ -119,6 +119,10 @@ static void test_schedule_fires_at_each_tick(void)
     CU_ASSERT(strlen(sc_str(e, "last_task")) > 0);
     CU_ASSERT(strlen(sc_str(e, "last_run")) > 0);
     CU_ASSERT(strcmp(sc_str(e, "next_run"), sc_str(e, "last_tick")) > 0);
+    HS_CHECK(hs_roundtrip(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(r.body, "spindle_schedule_fires_total{schedule=\"tick\",result=\"fired\"} "));
+    hs_resp_fini(&r);
 out:
     json_decref(e);
     json_decref(task);
@@ -268,6 +272,13 @@ static void test_schedule_misfire_once_and_skip(void)
     CU_ASSERT_EQUAL(sc_fired(s, "skip", ticks, 4), 0);
     CU_ASSERT_EQUAL(sc_fired(s, "fresh", ticks, 4), 0);
     CU_ASSERT_EQUAL(sc_fired(s, "once", ticks, 4), 1);
+    struct hs_resp r = {0};
+    HS_CHECK(hs_roundtrip(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(r.body, "spindle_schedule_fires_total{schedule=\"skip\",result=\"skipped\"} 1"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(r.body, "spindle_schedule_fires_total{schedule=\"once\",result=\"fired\"} 1"));
+    hs_resp_fini(&r);
 out:
     json_decref(line);
     json_decref(once);

@@ -469,7 +469,7 @@ static void test_srv_met_server_families(void)
     size_t helps = 0;
     for (const char *p = text; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
-    CU_ASSERT_EQUAL(helps, 33);
+    CU_ASSERT_EQUAL(helps, 34);
     srv_met_buf_fini(&b);
     srv_met_free(m);
 }
@@ -627,7 +627,10 @@ static void test_srv_met_server_render_exact_text(void)
         "spindle_task_store_commit_seconds_bucket{le=\"10\"} 0\n"
         "spindle_task_store_commit_seconds_bucket{le=\"+Inf\"} 0\n"
         "spindle_task_store_commit_seconds_sum 0\n"
-        "spindle_task_store_commit_seconds_count 0\n";
+        "spindle_task_store_commit_seconds_count 0\n"
+        "# HELP spindle_schedule_fires_total Schedule ticks by result: fired (a task stored), "
+        "already (recorded before), skipped (missed while down), failed.\n"
+        "# TYPE spindle_schedule_fires_total counter\n";
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
     struct srv_met_server s;
@@ -682,6 +685,7 @@ static void test_srv_met_server_init_one_family_per_id(void)
         [SRV_MET_TASK_PURGED] = "spindle_tasks_purged_total",
         [SRV_MET_TASK_FSYNCS] = "spindle_task_store_fsyncs_total",
         [SRV_MET_TASK_COMMIT] = "spindle_task_store_commit_seconds",
+        [SRV_MET_SCHEDULE_FIRES] = "spindle_schedule_fires_total",
     };
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
