@@ -316,6 +316,7 @@ static void run_log_started(struct srv_http *h, unsigned workers, unsigned long 
           LOG_UINT("default_timeout_ms", cfg->default_timeout_ms),
           LOG_UINT("drain_timeout_ms", cfg->drain_timeout_ms),
           LOG_UINT("max_tenants", cfg->max_tenants), LOG_UINT("tenants", cfg->tenant_count),
+          LOG_STR("task_store", cfg->task_store),
           LOG_STR("config", cfg->source[0] ? cfg->source : "(defaults)"));
 }
 

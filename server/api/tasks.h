@@ -34,6 +34,7 @@
 #include "server/tasks/tasks.h"
 
 struct pool;
+struct srv_cfg;
 struct srv_http;
 struct srv_jobroute;
 struct srv_tasks;

@@ -40,11 +40,25 @@ static const char sq_schema[] =
     " errors TEXT NOT NULL DEFAULT '[]', result BLOB, content_type TEXT);"
     "CREATE UNIQUE INDEX IF NOT EXISTS tasks_idem ON tasks(tenant, idem_key)"
     " WHERE idem_key IS NOT NULL;"
-    "CREATE INDEX IF NOT EXISTS tasks_due ON tasks(state, run_at_ms);"
-    "CREATE INDEX IF NOT EXISTS tasks_tenant ON tasks(tenant, state);"
+    "CREATE INDEX IF NOT EXISTS tasks_due ON tasks(run_at_ms) WHERE state IN (0,2);"
+    "CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, owner);"
+    "CREATE INDEX IF NOT EXISTS tasks_tenant ON tasks(tenant, id);"
     "CREATE INDEX IF NOT EXISTS tasks_kind ON tasks(state, kind);"
     "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_ms)"
     " WHERE finished_ms IS NOT NULL;"
+    /* Unfinished tasks per tenant, kept by triggers in the same transactions: the tenant cap
+     * is one lookup, not a count over a backlog. */
+    "CREATE TABLE IF NOT EXISTS tenant_unfinished(tenant TEXT PRIMARY KEY, n INTEGER NOT NULL);"
+    "CREATE TRIGGER IF NOT EXISTS tasks_unfinished_ins AFTER INSERT ON tasks"
+    " WHEN NEW.state IN (0,1,2) BEGIN"
+    " INSERT INTO tenant_unfinished(tenant,n) VALUES(NEW.tenant,1)"
+    " ON CONFLICT(tenant) DO UPDATE SET n=n+1; END;"
+    "CREATE TRIGGER IF NOT EXISTS tasks_unfinished_upd AFTER UPDATE OF state ON tasks"
+    " WHEN OLD.state IN (0,1,2) AND NEW.state NOT IN (0,1,2) BEGIN"
+    " UPDATE tenant_unfinished SET n=n-1 WHERE tenant=NEW.tenant; END;"
+    "CREATE TRIGGER IF NOT EXISTS tasks_unfinished_del AFTER DELETE ON tasks"
+    " WHEN OLD.state IN (0,1,2) BEGIN"
+    " UPDATE tenant_unfinished SET n=n-1 WHERE tenant=OLD.tenant; END;"
     /* the last tick each schedule fired (server/api/schedules.c) */
     "CREATE TABLE IF NOT EXISTS schedules("
     " name TEXT PRIMARY KEY, last_tick_ms INTEGER NOT NULL, last_task TEXT NOT NULL,"
@@ -87,11 +101,12 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_COMMIT] = "COMMIT",
     [SQ_ROLLBACK] = "ROLLBACK",
     [SQ_BY_KEY] = "SELECT " SQ_COLS " FROM tasks WHERE tenant=?1 AND idem_key=?2",
-    [SQ_UNFINISHED] = "SELECT count(*) FROM tasks WHERE tenant=?1 AND state IN (0,1,2)",
+    [SQ_UNFINISHED] = "SELECT coalesce((SELECT n FROM tenant_unfinished WHERE tenant=?1),0)",
     [SQ_INSERT] = "INSERT INTO tasks(id,tenant,kind,state,attempts,backoff_ms,timeout_ms,"
                   "created_ms,run_at_ms,request_id,trace_id,idem_key,spec)"
                   " VALUES(?1,?2,?3,0,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
-    [SQ_DUE] = "SELECT id,tenant FROM tasks WHERE state IN (0,2) AND run_at_ms<=?1"
+    [SQ_DUE] = "SELECT id,tenant FROM tasks INDEXED BY tasks_due"
+               " WHERE state IN (0,2) AND run_at_ms<=?1"
                " ORDER BY run_at_ms LIMIT ?2",
     [SQ_CLAIM_ONE] = "UPDATE tasks SET state=1, attempt=attempt+1, started_ms=?2,"
                      " lease_until_ms=?3, owner=?4 WHERE id=?1 AND state IN (0,2)"
@@ -125,7 +140,7 @@ static const char *const sq_sql[SQ__COUNT] = {
                   " run_at_ms=?1, lease_until_ms=NULL, owner=NULL"
                   " WHERE state=1 AND lease_until_ms<?1",
     [SQ_COUNTS] = "SELECT state,kind,count(*) FROM tasks GROUP BY state,kind",
-    [SQ_OLDEST] = "SELECT min(created_ms) FROM tasks WHERE state IN (0,2) AND run_at_ms<=?1",
+    [SQ_OLDEST] = "SELECT min(run_at_ms) FROM tasks INDEXED BY tasks_due WHERE state IN (0,2)",
     [SQ_SCHED_LAST] = "SELECT last_tick_ms FROM schedules WHERE name=?1",
     [SQ_SCHED_SET] = "INSERT INTO schedules(name,last_tick_ms,last_task,fired_ms)"
                      " VALUES(?1,?2,?3,?4) ON CONFLICT(name) DO UPDATE SET"
@@ -692,9 +707,9 @@ static int sq_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     s = sq_stmt(sq, SQ_OLDEST);
     if (s == NULL)
         return sq_errno(sqlite3_errcode(sq->db));
-    sqlite3_bind_int64(s, 1, now);
     r = sqlite3_step(s);
-    *oldest_queued = r == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    int64_t oldest = r == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    *oldest_queued = oldest > 0 && oldest <= now ? oldest : 0; /* not due yet: no lag */
     sqlite3_reset(s);
     return r == SQLITE_ROW ? 0 : sq_errno(r);
 }

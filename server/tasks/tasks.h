@@ -168,8 +168,8 @@ struct srv_task_store_ops {
     /* Running tasks whose lease ended before `now`: an "interrupted" error, then retrying (run
      * at once) or failed when it was the last attempt. *n: how many. */
     int (*expire)(void *st, int64_t now, unsigned *n);
-    /* Call fn for each (state, kind) with tasks; *oldest_queued: the smallest created_ms of a
-     * queued or retrying task whose run_at passed (0: none). */
+    /* Call fn for each (state, kind) with tasks; *oldest_queued: the earliest run_at of a
+     * queued or retrying task when it has passed (how long the backlog waits; 0: none). */
     int (*counts)(void *st, srv_task_count_fn *fn, void *arg, int64_t now, int64_t *oldest_queued);
     /* Schedules: enqueue *t (as enqueue, with `cap`) as the task of schedule `name`'s tick
      * `tick_ms` and record the tick with the task's id, both in the caller's transaction; unless

@@ -455,6 +455,32 @@ out:
     HS_FINISH(s);
 }
 
+/* [tasks] max_unfinished per tenant: 429 with Retry-After beyond it; other tenants unaffected;
+ * an empty [tasks] store turns the routes off. */
+static void test_tasks_tenant_cap_and_disabled(void)
+{
+    const char *over[] = {"tasks.max_unfinished=2", NULL};
+    struct hs_server *s = hs_start(over), *off = NULL;
+    struct hs_resp r = {0};
+    char id[64];
+    HS_CHECK(s != NULL);
+    const char *body = "{\"kind\":\"noop\",\"delay_ms\":600000}";
+    CU_ASSERT_EQUAL(tk_post(s, body, "", id), 202);
+    CU_ASSERT_EQUAL(tk_post(s, body, "", id), 202);
+    HS_CHECK(tk_do(s, "POST", "/v1/tasks", body, "", &r) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 429, "tenant_task_limit"));
+    CU_ASSERT(ops_header_is(&r, "Retry-After", "1"));
+    CU_ASSERT_EQUAL(tk_post(s, body, "X-Tenant-Id: roomy\r\n", id), 202);
+    const char *none[] = {"tasks.store=", NULL};
+    HS_CHECK((off = hs_start(none)) != NULL);
+    CU_ASSERT(tk_error_is(off, "POST", "/v1/tasks", body, "", 503, "tasks_disabled"));
+    CU_ASSERT(tk_error_is(off, "GET", "/v1/tasks/x", NULL, "", 503, "tasks_disabled"));
+out:
+    hs_resp_fini(&r);
+    HS_FINISH(off);
+    HS_FINISH(s);
+}
+
 /* ---- stops, crashes, retention, store failures ------------------------------------------------
  */
 
@@ -726,6 +752,7 @@ int suite_integration_tasks(void)
         SPINDLE_TEST(test_tasks_retry_then_failed),
         SPINDLE_TEST(test_tasks_delete_queued_never_runs),
         SPINDLE_TEST(test_tasks_delete_running_spin),
+        SPINDLE_TEST(test_tasks_tenant_cap_and_disabled),
         SPINDLE_TEST(test_tasks_graceful_stop_gives_attempt_back),
         SPINDLE_TEST(test_tasks_kill9_running_reruns),
         SPINDLE_TEST(test_tasks_kill9_enqueue_storm),
