@@ -244,6 +244,14 @@ static void test_tasks_validated_whole_first(void)
     CU_ASSERT(tk_error_is(s, "POST", P, "{\"kind\":\"noop\",\"extra\":1}", "", 400, "bad_task"));
     CU_ASSERT(tk_error_is(s, "POST", P, "{\"kind\":\"noop\"}", "Idempotency-Key: a b\r\n", 400,
                           "bad_idempotency_key"));
+    /* The routes: an id path takes GET and DELETE; the bare prefix is no task. */
+    HS_CHECK(tk_do(s, "PUT", "/v1/tasks/abc", NULL, "", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 405);
+    CU_ASSERT(ops_header_is(&r, "Allow", "GET, HEAD, DELETE"));
+    hs_resp_fini(&r);
+    CU_ASSERT(tk_error_is(s, "GET", "/v1/tasks/", NULL, "", 404, "not_found"));
+    CU_ASSERT(tk_error_is(s, "GET", "/v1/tasks/abc/other", NULL, "", 404, "not_found"));
+    CU_ASSERT(tk_error_is(s, "GET", "/v1/tasks/abc?wait_ms=x", NULL, "", 400, "bad_param"));
     /* Nothing was stored. */
     HS_CHECK(tk_do(s, "GET", P, NULL, "", &r) == 0);
     CU_ASSERT_EQUAL(r.status, 200);
@@ -451,6 +459,25 @@ static void test_tasks_delete_running_spin(void)
 out:
     hs_resp_fini(&r);
     json_decref(line);
+    json_decref(j);
+    HS_FINISH(s);
+}
+
+/* An answer over [tasks] max_result_bytes fails the task at once (no retry can make it fit). */
+static void test_tasks_result_too_large(void)
+{
+    const char *over[] = {"tasks.max_result_bytes=8", NULL};
+    struct hs_server *s = hs_start(over);
+    json_t *j = NULL;
+    char id[64];
+    HS_CHECK(s != NULL);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"primes\",\"params\":{\"n\":10}}", "", id), 202);
+    j = tk_final(s, id, "");
+    HS_CHECK(tk_state_is(j, "failed"));
+    CU_ASSERT_EQUAL(hs_json_int(j, "attempt", 0), 1);
+    CU_ASSERT_STRING_EQUAL(hs_json_str(json_array_get(json_object_get(j, "errors"), 0), "code"),
+                           "result_too_large");
+out:
     json_decref(j);
     HS_FINISH(s);
 }
@@ -752,6 +779,7 @@ int suite_integration_tasks(void)
         SPINDLE_TEST(test_tasks_retry_then_failed),
         SPINDLE_TEST(test_tasks_delete_queued_never_runs),
         SPINDLE_TEST(test_tasks_delete_running_spin),
+        SPINDLE_TEST(test_tasks_result_too_large),
         SPINDLE_TEST(test_tasks_tenant_cap_and_disabled),
         SPINDLE_TEST(test_tasks_graceful_stop_gives_attempt_back),
         SPINDLE_TEST(test_tasks_kill9_running_reruns),
