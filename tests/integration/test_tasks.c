@@ -408,7 +408,7 @@ static void test_tasks_delete_queued_never_runs(void)
     char id[64], later[64], path[128];
     struct hs_resp r = {0};
     HS_CHECK(s != NULL);
-    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\",\"delay_ms\":300}", "", id), 202);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\",\"delay_ms\":2000}", "", id), 202);
     snprintf(path, sizeof(path), "/v1/tasks/%s", id);
     for (int i = 0; i < 2; i++) {
         hs_resp_fini(&r);
@@ -418,7 +418,7 @@ static void test_tasks_delete_queued_never_runs(void)
         CU_ASSERT(tk_state_is(j, "cancelled"));
     }
     /* Due after the first one: once it ran, the first one was due too. */
-    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\",\"delay_ms\":600}", "", later), 202);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\",\"delay_ms\":2400}", "", later), 202);
     k = tk_final(s, later, "");
     CU_ASSERT(tk_state_is(k, "succeeded"));
     CU_ASSERT_EQUAL(tk_log_count(s, "task attempt start", id, NULL), 0);
@@ -528,7 +528,7 @@ static void test_tasks_graceful_stop_gives_attempt_back(void)
     json_decref(line);
     HS_CHECK((line = tk_log_task(s, "task attempt end", id, "released")) != NULL);
     hs_free(s);
-    HS_CHECK((s = tk_start(store, NULL, NULL)) != NULL);
+    HS_CHECK((s = tk_start(store, "shutdown.drain_timeout_ms=200", NULL)) != NULL);
     json_decref(line);
     HS_CHECK((line = tk_log_task(s, "task attempt start", id, NULL)) != NULL);
     CU_ASSERT_EQUAL(hs_json_int(line, "attempt", 0), 1);
@@ -558,7 +558,7 @@ static void test_tasks_kill9_running_reruns(void)
     j = tk_final(s, done, "");
     HS_CHECK(tk_state_is(j, "succeeded"));
     for (int i = 0; i < 2; i++) {
-        CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"spin\",\"params\":{\"ms\":1500}}", "", ids[i]),
+        CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"spin\",\"params\":{\"ms\":4000}}", "", ids[i]),
                         202);
         json_decref(line);
         HS_CHECK((line = tk_log_task(s, "task attempt start", ids[i], NULL)) != NULL);
