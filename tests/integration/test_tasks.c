@@ -508,6 +508,50 @@ out:
     HS_FINISH(s);
 }
 
+/* One slot, busy: the next task waits claimed in the ready queue; cancelled there, it never
+ * runs, and the slot goes to the task after it. */
+static void test_tasks_cancel_while_waiting_for_a_slot(void)
+{
+    const char *over[] = {"pool.workers=1", "tasks.worker_share=100", NULL};
+    struct hs_server *s = hs_start(over);
+    json_t *line = NULL, *j = NULL;
+    char busy[64], waiting[64], after[64], path[128];
+    HS_CHECK(s != NULL);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"spin\",\"params\":{\"ms\":60000}}", "", busy), 202);
+    HS_CHECK((line = tk_log_task(s, "task attempt start", busy, NULL)) != NULL);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\"}", "", waiting), 202);
+    snprintf(path, sizeof(path), "/v1/tasks/%s", waiting);
+    /* Claimed (leased: "running" in the store) while it waits for the slot. */
+    bool claimed = false;
+    for (long long end = hs_now_ms() + TK_WAIT_MS; !claimed && hs_now_ms() < end;) {
+        int status;
+        json_t *w = tk_get(s, waiting, "", "", &status);
+        claimed = tk_state_is(w, "running");
+        json_decref(w);
+        if (!claimed)
+            json_decref(hs_log_wait(s, "not a line", NULL, NULL, 50)); /* a bounded pause */
+    }
+    CU_ASSERT(claimed);
+    struct hs_resp r = {0};
+    HS_CHECK(tk_do(s, "DELETE", path, NULL, "", &r) == 0 && r.status == 200);
+    hs_resp_fini(&r);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\"}", "", after), 202);
+    snprintf(path, sizeof(path), "/v1/tasks/%s", busy);
+    HS_CHECK(tk_do(s, "DELETE", path, NULL, "", &r) == 0 && r.status == 200);
+    hs_resp_fini(&r);
+    j = tk_final(s, after, "");
+    CU_ASSERT(tk_state_is(j, "succeeded"));
+    CU_ASSERT_EQUAL(tk_log_count(s, "task attempt start", waiting, NULL), 0);
+    json_decref(j);
+    int status;
+    j = tk_get(s, waiting, "", "", &status);
+    CU_ASSERT(tk_state_is(j, "cancelled"));
+out:
+    json_decref(line);
+    json_decref(j);
+    HS_FINISH(s);
+}
+
 /* ---- stops, crashes, retention, store failures ------------------------------------------------
  */
 
@@ -780,6 +824,7 @@ int suite_integration_tasks(void)
         SPINDLE_TEST(test_tasks_delete_queued_never_runs),
         SPINDLE_TEST(test_tasks_delete_running_spin),
         SPINDLE_TEST(test_tasks_result_too_large),
+        SPINDLE_TEST(test_tasks_cancel_while_waiting_for_a_slot),
         SPINDLE_TEST(test_tasks_tenant_cap_and_disabled),
         SPINDLE_TEST(test_tasks_graceful_stop_gives_attempt_back),
         SPINDLE_TEST(test_tasks_kill9_running_reruns),
