@@ -154,15 +154,14 @@ static void test_reload_invalid_changes_nothing(void)
     char *conf = NULL;
     HS_CHECK(s != NULL);
     HS_CHECK((c = hs_connect(s)) != NULL);
-    /* the rewritten file: [server] lines 1-2, [log] 4-7, [tasks] 9-10, [limits] 12, the bad
-     * value on 14 */
+    /* the rewritten file: [server] lines 1-2, [log] 4-7, [limits] 9, the bad value on 11 */
     HS_CHECK(ops_config_rewrite(s, "error", "[limits]\nmax_spin_ms = 20\nmax_headers = lots\n") ==
              0);
     HS_CHECK(rl_hup_and_wait(s, "configuration reload failed: nothing changed", 1));
     line = rl_last(s, "configuration reload failed: nothing changed");
     HS_CHECK(line != NULL);
     CU_ASSERT_STRING_EQUAL(hs_json_str(line, "level"), "error");
-    conf = ops_path(hs_dir(s), "spindle.conf:14:");
+    conf = ops_path(hs_dir(s), "spindle.conf:11:");
     const char *err = hs_json_str(line, "error");
     HS_CHECK(err != NULL && conf != NULL);
     CU_ASSERT(strstr(err, conf) != NULL);

@@ -304,14 +304,14 @@ static void test_schedule_reload(void)
     /* a schedule whose kind does not exist: the reload changes nothing */
     free(extra);
     extra = NULL;
-    /* ops_config_rewrite's lines 1-11 ([server], [log], [tasks]), then this from line 12 */
+    /* ops_config_rewrite's lines 1-8 ([server], [log]), then this from line 9 */
     HS_CHECK((extra = strdup("[schedule.bad]\ncron = @every 1s\nkind = nosuchkind\n")) != NULL);
     HS_CHECK(ops_config_rewrite(s, "debug", extra) == 0);
     HS_CHECK(kill(hs_pid(s), SIGHUP) == 0);
     json_t *fail =
         hs_log_wait(s, "configuration reload failed: nothing changed", NULL, NULL, SC_WAIT_MS);
     HS_CHECK(fail != NULL);
-    CU_ASSERT_PTR_NOT_NULL(strstr(hs_json_str(fail, "error"), ":14: [schedule.bad] kind: "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(hs_json_str(fail, "error"), ":11: [schedule.bad] kind: "));
     json_decref(fail);
     size_t before = hs_log_wait_count(s, "schedule fired", 0, 0);
     HS_CHECK(hs_log_wait_count(s, "schedule fired", before + 1, SC_WAIT_MS) > before);
