@@ -4,8 +4,7 @@
  * at enqueue; --detach then show --wait, result, list (pages), cancel of a delayed task and the
  * 409 of its result; another tenant's task is not there.
  *
- * The progress line is drawn only on a terminal, which these runs do not have: its text is tested
- * in tests/unit/cli/test_tasks.c.
+ * The progress line is drawn only on a terminal: one run gets a pty from script(1).
  */
 #include <CUnit/CUnit.h>
 #include <jansson.h>
@@ -189,12 +188,37 @@ out:
     HS_FINISH(s);
 }
 
+/* On a terminal (a pty from script(1), util-linux) the follow draws its progress line: the task,
+ * its state and attempt, redrawn after each long poll. */
+static void test_call_async_progress_on_a_terminal(void)
+{
+    struct hs_server *s = hs_start(NULL);
+    char cmd[512];
+    int code = -1;
+    HS_CHECK(s != NULL);
+    snprintf(cmd, sizeof(cmd), "%s call --async spin ms=2500 --server http://127.0.0.1:%d",
+             proc_bin(), hs_port(s));
+    const char *args[] = {"-qec", cmd, "/dev/null", NULL};
+    struct proc *p = proc_spawn_exe("script", args, NULL);
+    HS_CHECK(p != NULL);
+    CU_ASSERT_EQUAL(proc_wait(p, TC_RUN_MS, &code), 0);
+    CU_ASSERT_EQUAL(code, 0);
+    const char *text = proc_output(p, PROC_STDOUT, NULL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "\rtask "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, ": running, attempt 1/3, "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"ms\":2500")); /* then the answer */
+    proc_free(p);
+out:
+    HS_FINISH(s);
+}
+
 int suite_integration_tasks_cli(void)
 {
     static const struct spindle_test tests[] = {
         SPINDLE_TEST(test_call_async_prints_the_answer),
         SPINDLE_TEST(test_call_async_failed_and_refused),
         SPINDLE_TEST(test_tasks_commands),
+        SPINDLE_TEST(test_call_async_progress_on_a_terminal),
     };
     return SPINDLE_SUITE_ADD("integration_tasks_cli", NULL, NULL, tests);
 }
