@@ -319,8 +319,8 @@ static void sched_timer_cb(struct ev_loop *loop, ev_periodic *w, int revents)
     /* The last tick due: after a stall of the loop (or a suspend) several may be; one fires. */
     if (e->next > 0 && srv_cron_latest(&e->cron, e->tz, e->next - 1, now, &tick) == 0 && tick > 0)
         sched_fire(e, tick, "tick");
-    else
-        sched_arm(e, now > e->next ? now : e->next);
+    else /* early (the wall clock moved back meanwhile): the same tick again */
+        sched_arm(e, e->next > 0 ? e->next - 1 : now);
 }
 
 /* Plan an entry from its record: what the downtime missed (misfire), then the next tick. */
