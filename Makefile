@@ -48,7 +48,7 @@ endif
 
 CFLAGS_ALL := $(BASE_CFLAGS) $(VFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread $(filter -fsanitize=%,$(VFLAGS)) $(LDFLAGS)
-LIBS := -lev -lhttp_parser -linih -lcrypto -lzstd -lz -lsystemd -ljansson -lm
+LIBS := -lev -lhttp_parser -linih -lcrypto -lzstd -lz -lsystemd -ljansson -lsqlite3 -lm
 TEST_LIBS := -lcunit -ljansson
 
 # ---- sources -------------------------------------------------------------------------------
@@ -133,7 +133,8 @@ tsan:
 	@$(MAKE) --no-print-directory VARIANT=tsan test
 
 # Benchmarks: HTTP next to nginx and idle memory, jobs next to bench/limit, overload and
-# fairness, a module's kind next to the built-in one, and the logger. Results are appended to bench/results/.
+# fairness, a module's kind next to the built-in one, durable tasks next to bench/sqlite_limit and
+# BullMQ, and the logger. Results are appended to bench/results/.
 bench:
 	@$(MAKE) --no-print-directory VARIANT=release all bench-bins
 	@bench/run.sh
@@ -141,6 +142,7 @@ bench:
 	@bench/overload.sh
 	@bench/exec.sh
 	@bench/module.sh
+	@bench/tasks.sh
 	@$(BUILD_DIR)/release/bench/logbench | tee -a bench/results/log.txt
 
 .PHONY: bench-bins
@@ -205,8 +207,9 @@ $(B)/bench/%: bench/%.c $(LIB_OBJS)
 # the doc directory), the configuration (never overwritten), the systemd
 # unit and socket with the installed paths, the sysusers.d and tmpfiles.d entries (user spindle,
 # /var/lib/spindle, /var/log/spindle) and the logrotate file. The installed configuration is
-# etc/spindle.conf with [log] file = INSTALL_LOG, the file the logrotate file rotates, and
-# [auth] mode = keys (a service proves its tenants; `make run` keeps none on loopback).
+# etc/spindle.conf with [log] file = INSTALL_LOG, the file the logrotate file rotates,
+# [auth] mode = keys (a service proves its tenants; `make run` keeps none on loopback) and
+# [tasks] store = INSTALL_TASKS, in the service's state directory.
 # make uninstall removes them again, except a configuration that was changed. README: Install.
 PREFIX ?= /usr/local
 bindir ?= $(PREFIX)/bin
@@ -220,6 +223,7 @@ includedir ?= $(PREFIX)/include
 pkgconfigdir ?= $(PREFIX)/share/pkgconfig
 INSTALL_BIN ?= $(BUILD_DIR)/release/spindle
 INSTALL_LOG := /var/log/spindle/spindle.log
+INSTALL_TASKS := /var/lib/spindle/tasks.db
 INSTALL ?= install
 I_CONF := $(DESTDIR)$(sysconfdir)/spindle/spindle.conf
 I_PC := $(DESTDIR)$(pkgconfigdir)/spindle-module.pc
@@ -227,8 +231,9 @@ I_PC := $(DESTDIR)$(pkgconfigdir)/spindle-module.pc
 I_UNIT_SED := -e 's|/usr/local/bin/spindle|$(bindir)/spindle|g' \
               -e 's|/etc/spindle/spindle.conf|$(sysconfdir)/spindle/spindle.conf|g' \
               -e 's|/usr/local/share/doc/spindle|$(docdir)|g'
-I_CONF_SED := -e '1s|.*|\# spindle.conf - as installed: every key at its default, but [log] file and [auth] mode.|' \
-              -e 's|^file =$$|file = $(INSTALL_LOG)|' -e 's|^mode = none$$|mode = keys|'
+I_CONF_SED := -e '1s|.*|\# spindle.conf - as installed: every key at its default, but [log] file, [auth] mode and [tasks] store.|' \
+              -e 's|^file =$$|file = $(INSTALL_LOG)|' -e 's|^mode = none$$|mode = keys|' \
+              -e 's|^store = spindle-tasks.db$$|store = $(INSTALL_TASKS)|'
 I_FILES := $(bindir)/spindle $(mandir)/man8/spindle.8 $(mandir)/man1/spindle-call.1 \
            $(mandir)/man1/spindle-logs.1 $(docdir)/README.md $(unitdir)/spindle.service \
            $(unitdir)/spindle.socket $(sysusersdir)/spindle.conf $(tmpfilesdir)/spindle.conf \
@@ -260,9 +265,10 @@ install: $(if $(filter $(BUILD_DIR)/release/spindle,$(INSTALL_BIN)),install-rele
 	@if [ -e $(I_CONF) ]; then echo "install: kept $(I_CONF) (present)"; else \
 	  echo "sed ... etc/spindle.conf > $(I_CONF)"; \
 	  sed $(I_CONF_SED) etc/spindle.conf | $(INSTALL) -m 0644 /dev/stdin $(I_CONF) && \
-	  grep -qx 'file = $(INSTALL_LOG)' $(I_CONF) && grep -qx 'mode = keys' $(I_CONF) || \
-	    { echo "install: [log] file or [auth] mode not set in $(I_CONF)"; rm -f $(I_CONF); \
-	      exit 1; }; fi
+	  grep -qx 'file = $(INSTALL_LOG)' $(I_CONF) && grep -qx 'mode = keys' $(I_CONF) && \
+	  grep -qx 'store = $(INSTALL_TASKS)' $(I_CONF) || \
+	    { echo "install: [log] file, [auth] mode or [tasks] store not set in $(I_CONF)"; \
+	      rm -f $(I_CONF); exit 1; }; fi
 
 install-release:
 	@$(MAKE) --no-print-directory VARIANT=release $(BUILD_DIR)/release/spindle

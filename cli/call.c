@@ -176,6 +176,16 @@ static const char cl_usage[] =
     "      --seed N            seed the backoff jitter (default: from the clock)\n"
     "  -h, --help              print this help\n"
     "\n"
+    "Durable tasks (POST /v1/tasks): the job is stored, run in the background (again after a\n"
+    "failure or a restart) and followed with a progress line until it is final:\n"
+    "  -a, --async             enqueue KIND as a task, follow it, print its answer\n"
+    "      --attempts N        the task's attempts (default: the server's)\n"
+    "      --task-backoff MS   the task's first retry delay (default: the server's)\n"
+    "      --delay MS          run the task MS from now\n"
+    "      --timeout MS        (with --async) each attempt's deadline\n"
+    "      --idempotency-key K send Idempotency-Key: K (default: the request id)\n"
+    "      --detach            print the task and exit once it is stored\n"
+    "\n"
     "Exit status: 0 every job succeeded, 1 a job failed, 2 usage error.\n";
 
 enum cl_opt {
@@ -191,6 +201,11 @@ enum cl_opt {
     CL_OPT_COOLDOWN,
     CL_OPT_SEED,
     CL_OPT_TOKEN_FILE,
+    CL_OPT_ATTEMPTS,
+    CL_OPT_TASK_BACKOFF,
+    CL_OPT_DELAY,
+    CL_OPT_IDEMPOTENCY_KEY,
+    CL_OPT_DETACH,
 };
 
 static const struct option cl_options[] = {
@@ -210,6 +225,12 @@ static const struct option cl_options[] = {
     {"cooldown", required_argument, NULL, CL_OPT_COOLDOWN},
     {"seed", required_argument, NULL, CL_OPT_SEED},
     {"token-file", required_argument, NULL, CL_OPT_TOKEN_FILE},
+    {"async", no_argument, NULL, 'a'},
+    {"attempts", required_argument, NULL, CL_OPT_ATTEMPTS},
+    {"task-backoff", required_argument, NULL, CL_OPT_TASK_BACKOFF},
+    {"delay", required_argument, NULL, CL_OPT_DELAY},
+    {"idempotency-key", required_argument, NULL, CL_OPT_IDEMPOTENCY_KEY},
+    {"detach", no_argument, NULL, CL_OPT_DETACH},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -239,8 +260,10 @@ static int cl_num(const char *s, unsigned long long min, unsigned long long max,
 static int cl_num_opt(int c, const char *arg, struct cli_call_opts *o)
 {
     unsigned long long v;
-    unsigned long long max = c == 'j' ? CL_CONCURRENCY_MAX : c == CL_OPT_RETRIES ? 1000 : 86400000;
-    unsigned long long min = (c == 'j' || c == CL_OPT_TIMEOUT) ? 1 : 0;
+    unsigned long long max = c == 'j'                                        ? CL_CONCURRENCY_MAX
+                             : (c == CL_OPT_RETRIES || c == CL_OPT_ATTEMPTS) ? 1000
+                                                                             : 86400000;
+    unsigned long long min = (c == 'j' || c == CL_OPT_TIMEOUT || c == CL_OPT_ATTEMPTS) ? 1 : 0;
     if (c == CL_OPT_SEED)
         max = ULLONG_MAX;
     if (cl_num(arg, min, max, &v) != 0)
@@ -269,6 +292,15 @@ static int cl_num_opt(int c, const char *arg, struct cli_call_opts *o)
         break;
     case CL_OPT_SEED:
         o->seed = v;
+        break;
+    case CL_OPT_ATTEMPTS:
+        o->task_attempts = (unsigned)v;
+        break;
+    case CL_OPT_TASK_BACKOFF:
+        o->task_backoff_ms = (long long)v;
+        break;
+    case CL_OPT_DELAY:
+        o->task_delay_ms = (long long)v;
         break;
     default:
         return -EINVAL;
@@ -303,6 +335,15 @@ static int cl_opt_set(int c, struct cli_call_opts *o)
     case CL_OPT_TOKEN_FILE:
         o->token_file = optarg;
         return 0;
+    case 'a':
+        o->async = true;
+        return 0;
+    case CL_OPT_DETACH:
+        o->detach = true;
+        return 0;
+    case CL_OPT_IDEMPOTENCY_KEY:
+        o->idempotency_key = optarg;
+        return 0;
     default:
         return cl_num_opt(c, optarg, o);
     }
@@ -316,6 +357,21 @@ static int cl_args_check(struct cli_call_opts *o, char *err, size_t size)
     if (o->request_id && !ctx_request_id_valid(o->request_id, strlen(o->request_id)))
         return cl_arg_error(err, size, "--request-id wants 1-128 visible ASCII (no spaces), not",
                             o->request_id);
+    bool task_opts = o->task_attempts || o->task_backoff_ms >= 0 || o->task_delay_ms >= 0 ||
+                     o->idempotency_key || o->detach;
+    if (task_opts && !o->async)
+        return cl_arg_error(err, size,
+                            "--attempts, --task-backoff, --delay, --idempotency-key and --detach "
+                            "go with",
+                            "--async");
+    if (o->idempotency_key &&
+        (o->idempotency_key[0] == '\0' ||
+         !ctx_request_id_valid(o->idempotency_key, strlen(o->idempotency_key))))
+        return cl_arg_error(err, size,
+                            "--idempotency-key wants 1-128 visible ASCII (no spaces), not",
+                            o->idempotency_key);
+    if (o->async && o->batch)
+        return cl_arg_error(err, size, "--async runs one KIND, not with --batch", o->batch);
     if (o->batch) {
         if (o->kind)
             return cl_arg_error(err, size, "--batch takes no KIND or KEY=VALUE, got", o->kind);
@@ -358,11 +414,13 @@ int cli_call_args_parse(int argc, char **argv, struct cli_call_opts *o, char *er
         .cooldown_ms = 1000,
         .backoff_base_ms = 100,
         .backoff_cap_ms = 5000,
+        .task_backoff_ms = -1,
+        .task_delay_ms = -1,
     };
     opterr = 0; /* our own messages */
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, ":s:o:b:j:h", cl_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":s:o:b:j:ah", cl_options, NULL)) != -1) {
         if (c == 'h') {
             o->help = true;
             return 0;
@@ -1358,6 +1416,8 @@ int cli_call_main(int argc, char **argv)
         fputs(cl_usage, stdout);
         return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     }
+    if (o.async)
+        return cli_call_async(&o);
     struct cl_run run = {0};
     int code = cl_run(&run, &o);
     cl_run_fini(&run);

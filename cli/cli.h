@@ -21,6 +21,8 @@
  * process exit code (CLI_EXIT_*) and print their own messages on stderr. */
 int cli_call_main(int argc, char **argv);
 int cli_logs_main(int argc, char **argv);
+/* `spindle tasks list|show|cancel|result ...`: argv[0] is "tasks". Returns CLI_EXIT_*. */
+int cli_tasks_main(int argc, char **argv);
 
 /* `spindle keygen [--tenant NAME | --metrics] [--token-file FILE]`: a new random token and the
  * configuration line with its SHA-256 (cli/keygen.c). Returns the exit code. */

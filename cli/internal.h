@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "cli/cli.h"
 
 /* ---- call.c: the pure parts of the runner (server URL, command line) ------------------------- */
@@ -58,6 +60,13 @@ struct cli_call_opts {
     uint64_t seed;             /* --seed, 0 = from the clock */
     bool json;                 /* --json: single mode prints result and summary lines too */
     bool help;                 /* -h / --help was given: print usage, exit 0 */
+    /* --async: enqueue a durable task (POST /v1/tasks) and follow it (async.c) */
+    bool async;
+    bool detach;                 /* --detach: print the task and exit after the enqueue */
+    unsigned task_attempts;      /* --attempts, 0 = the server's default */
+    long long task_backoff_ms;   /* --task-backoff, -1 = the server's default */
+    long long task_delay_ms;     /* --delay, -1 = none */
+    const char *idempotency_key; /* --idempotency-key, NULL = the request id */
 };
 
 /* Parse `spindle call` arguments (argv[0] = "call") into *o (defaults first). Returns 0, or
@@ -238,6 +247,114 @@ unsigned cli_jobs_count(const char *text);
  * -ENOMEM. */
 int cli_jobs_parse(struct cli_job *jobs, unsigned *njobs, const char *text, const char *base_id,
                    const char *tenant);
+
+/* ---- fetch.c: one blocking HTTP/1.1 exchange (the task commands) ----------------------------- */
+
+/* A request: every pointer borrowed for the call. */
+struct cli_fetch_req {
+    const struct cli_url *url;
+    const char *method;          /* "GET", "POST", "DELETE" */
+    const char *target;          /* "/v1/tasks/ID?wait_ms=1000", already percent-encoded */
+    const char *tenant;          /* X-Tenant-Id, NULL = none */
+    const char *request_id;      /* X-Request-Id, NULL = none */
+    const char *idempotency_key; /* Idempotency-Key, NULL = none */
+    const char *body;            /* a JSON body, NULL = none */
+    size_t body_len;
+    long long timeout_ms; /* for the whole exchange */
+};
+
+/* An answer. Header values are cut to CLI_HDR_MAX - 1 bytes; "" when absent. */
+struct cli_fetch_resp {
+    int status;
+    char *body; /* owned, NUL-terminated, NULL when empty */
+    size_t body_len;
+    char ctype[CLI_HDR_MAX];
+    char location[CLI_HDR_MAX];
+    char request_id[CLI_HDR_MAX];
+    char retry_after[CLI_HDR_MAX];
+    char retry_after_ms[CLI_HDR_MAX];
+};
+
+/* Send `q` on a new connection (Connection: close) and read the whole answer into *r (zeroed
+ * first; release with cli_fetch_resp_fini). Returns 0 (any HTTP status), or a negative errno with
+ * a message in err (size bytes): -ECONNREFUSED and other connect errors, -ETIMEDOUT, -ECONNRESET
+ * (closed before a whole answer), -EPROTO (not HTTP), -EFBIG (more than CLI_FILE_MAX bytes),
+ * -EHOSTUNREACH (the name does not resolve), -ENOMEM. */
+int cli_fetch(const struct cli_fetch_req *q, struct cli_fetch_resp *r, char *err, size_t size);
+void cli_fetch_resp_fini(struct cli_fetch_resp *r);
+
+/* ---- tasks.c: `spindle tasks`, and what `spindle call --async` shares with it -----------------
+ */
+
+enum cli_tasks_cmd {
+    CLI_TASKS_LIST,
+    CLI_TASKS_SHOW,
+    CLI_TASKS_CANCEL,
+    CLI_TASKS_RESULT,
+};
+
+/* The command line of `spindle tasks`. Strings borrow argv. */
+struct cli_tasks_opts {
+    enum cli_tasks_cmd cmd;
+    const char *id;     /* show, cancel, result: the task */
+    const char *server; /* --server URL */
+    const char *tenant; /* --tenant, NULL = none sent */
+    const char *state;  /* list --state, NULL = any */
+    const char *kind;   /* list --kind, NULL = any */
+    const char *after;  /* list --after CURSOR, NULL = the first page */
+    unsigned limit;     /* list --limit, 0 = the server's default */
+    bool all;           /* list --all: follow every page */
+    bool json;          /* --json */
+    long long wait_ms;  /* show --wait MS, -1 = no wait */
+    const char *output; /* result --output FILE, NULL = stdout */
+    bool help;
+};
+
+/* Parse `spindle tasks` arguments (argv[0] = "tasks", argv[1] the subcommand). Returns 0, or
+ * -EINVAL with a message in err: no or an unknown subcommand, unknown option, bad number or
+ * state, a missing or extra ID, an option of another subcommand. */
+int cli_tasks_args_parse(int argc, char **argv, struct cli_tasks_opts *o, char *err, size_t size);
+
+/* "list", "show", "cancel", "result". */
+const char *cli_tasks_cmd_name(enum cli_tasks_cmd cmd);
+
+/* The request target of a list page: "/v1/tasks?state=..&kind=..&after=..&limit=N" with what o
+ * sets and `after` (borrowed, NULL = first page), percent-encoded, into buf. Returns 0,
+ * -ENAMETOOLONG or -ENOMEM. */
+int cli_tasks_list_target(const struct cli_tasks_opts *o, const char *after, char *buf,
+                          size_t size);
+
+/* True for the six task states; true for the final three (succeeded, failed, cancelled). */
+bool cli_task_state_valid(const char *state);
+bool cli_task_state_final(const char *state);
+
+/* A table row of a task object (borrowed): "ID STATE KIND ATTEMPT/ATTEMPTS CREATED". */
+void cli_task_row(const json_t *task, char *buf, size_t size);
+
+/* The progress line of a followed task: "task ID: STATE, attempt N/M, 1.2s". */
+void cli_task_progress(const json_t *task, long long elapsed_ms, char *buf, size_t size);
+
+/* The last error of a task (borrowed from it, "" when none); *code gets its code ("" when
+ * none). */
+const char *cli_task_last_error(const json_t *task, const char **code);
+
+/* Print an error answer on stderr: "spindle: WHAT: STATUS CODE: MESSAGE". */
+void cli_task_http_error(const char *what, const struct cli_fetch_resp *r);
+
+/* Write an answer's body to `path` (NULL = stdout, where a JSON answer gets a final newline).
+ * Returns 0 or a negative errno. */
+int cli_task_answer_write(const char *path, const struct cli_fetch_resp *r);
+
+/* ---- async.c: `spindle call --async` --------------------------------------------------------- */
+
+/* The JSON body of POST /v1/tasks for the single job of `o` and its body (borrowed, may be NULL):
+ * kind, params (strings), body, attempts, backoff_ms, delay_ms, timeout_ms. New string (caller
+ * frees) or NULL with a message in err: a body that is not UTF-8 text, out of memory. */
+char *cli_async_body(const struct cli_call_opts *o, const char *body, size_t body_len, char *err,
+                     size_t size);
+
+/* Run `spindle call --async` with the parsed options. Returns the exit code. */
+int cli_call_async(const struct cli_call_opts *o);
 
 /* ---- logs.c: the pure parts of `spindle logs` ------------------------------------------------ */
 

@@ -73,6 +73,8 @@ struct ctx {
     char span_hex[2 * sizeof(((struct ctx_trace *)0)->span_id) + 1];
     char parent_span_hex[2 * sizeof(((struct ctx_trace *)0)->span_id) + 1];
     long index; /* position among fan-out siblings, -1 = none */
+    char task_id[CTX_TASK_ID_MAX + 1];
+    unsigned task_attempt; /* 0 = not a task's attempt */
 };
 
 /* A callback this thread is running; frames live on the stack of fire_watches(). */
@@ -151,6 +153,8 @@ static void copy_values(struct ctx *dst, const struct ctx *src)
     memcpy(dst->span_hex, src->span_hex, sizeof(dst->span_hex));
     memcpy(dst->parent_span_hex, src->parent_span_hex, sizeof(dst->parent_span_hex));
     dst->index = src->index;
+    memcpy(dst->task_id, src->task_id, sizeof(dst->task_id));
+    dst->task_attempt = src->task_attempt;
 }
 
 /* The reason of the nearest cancelled ancestor, NONE when there is none. A cancellation being
@@ -331,6 +335,26 @@ void ctx_set_index(struct ctx *c, unsigned index)
 long ctx_index(const struct ctx *c)
 {
     return c->index;
+}
+
+int ctx_set_task(struct ctx *c, const char *id, size_t len, unsigned attempt)
+{
+    if (len > CTX_TASK_ID_MAX || !ctx_request_id_valid(id, len))
+        return -EINVAL;
+    memcpy(c->task_id, id, len);
+    c->task_id[len] = '\0';
+    c->task_attempt = attempt;
+    return 0;
+}
+
+const char *ctx_task_id(const struct ctx *c)
+{
+    return c->task_id;
+}
+
+unsigned ctx_task_attempt(const struct ctx *c)
+{
+    return c->task_attempt;
 }
 
 /* ---- deadline ------------------------------------------------------------------------------ */

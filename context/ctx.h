@@ -129,6 +129,17 @@ void ctx_set_index(struct ctx *c, unsigned index);
 /* The index set by ctx_set_index(), -1 when none. */
 long ctx_index(const struct ctx *c);
 
+#define CTX_TASK_ID_MAX 64 /* bytes, same alphabet as a request id */
+
+/* The durable task and attempt number (>= 1) a context runs, for the logs (task_id, attempt).
+ * Set before the context is shared; inherited by children. -EINVAL unless `id` (len bytes,
+ * borrowed) is 1..CTX_TASK_ID_MAX visible ASCII bytes. */
+int ctx_set_task(struct ctx *c, const char *id, size_t len, unsigned attempt);
+/* The task id, NUL-terminated, "" when none. Borrowed, lives as long as `c`. */
+const char *ctx_task_id(const struct ctx *c);
+/* The attempt set by ctx_set_task(), 0 when none. */
+unsigned ctx_task_attempt(const struct ctx *c);
+
 /* ---- deadline ------------------------------------------------------------------------------ */
 
 /* Monotonic clock in nanoseconds (CLOCK_MONOTONIC). */

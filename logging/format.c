@@ -501,6 +501,14 @@ static bool put_head(struct line *l, const struct log_line_head *h)
         put_key(l, f.key);
         put_value(l, &f);
     }
+    const char *task = ctx_task_id(h->ctx);
+    if (task[0] != '\0') {
+        if (!MEMBER_C(l, "task_id", task))
+            return false;
+        struct log_field f = LOG_UINT("attempt", ctx_task_attempt(h->ctx));
+        put_key(l, f.key);
+        put_value(l, &f);
+    }
     return true;
 }
 

@@ -46,6 +46,7 @@
 #include <grp.h>
 #include <ini.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <libgen.h>
 #include <math.h>
 #include <pwd.h>
@@ -57,6 +58,7 @@
 
 #include "context/ctx.h"
 #include "server/config_internal.h"
+#include "server/tasks/cron.h"
 
 #define CFG_FILE_MAX (1024 * 1024) /* bytes of a configuration file */
 #define CFG_LINE_MAX 199           /* libinih 55 keeps 199 bytes of a line and cuts the rest */
@@ -104,7 +106,8 @@ struct cfg_key {
 #define CFG_ADM     SRV_CFG_LIVE_ADM
 #define CFG_TENANT  CFG_ADM /* every [tenant.NAME] key: the sections are reloaded as a whole */
 
-static const char *const cfg_sections[] = {"server", "pool", "limits", "log", "auth", "shutdown"};
+static const char *const cfg_sections[] = {"server", "pool",     "limits", "log",
+                                           "auth",   "shutdown", "tasks"};
 
 /* Print order is table order; sections appear in the order of cfg_sections. The last column says
  * what a reload does with a changed value (enum srv_cfg_reload; README's table repeats it). */
@@ -163,6 +166,19 @@ static const struct cfg_key cfg_keys[] = {
 
     CFG_NUM("shutdown", drain_timeout_ms, CFG_T_UINT, 0, 3600000, "10000", CFG_LIVE),
     CFG_NUM("shutdown", announce_ms, CFG_T_UINT, 0, 3600000, "0", CFG_LIVE),
+
+    {"tasks", "store", CFG_T_PATH, CFG_OFF(task_store), false, 0, 0, "spindle-tasks.db",
+     CFG_RESTART},
+    {"tasks", "lease_ms", CFG_T_UINT, CFG_OFF(task_lease_ms), false, 300, 30000, "30000",
+     CFG_RESTART},
+    {"tasks", "retention_ms", CFG_T_UINT, CFG_OFF(task_retention_ms), false, 100, 2592000000u,
+     "86400000", CFG_RESTART},
+    {"tasks", "max_result_bytes", CFG_T_SIZE, CFG_OFF(task_max_result_bytes), true, 0, 67108864,
+     "1048576", CFG_LIVE},
+    {"tasks", "max_unfinished", CFG_T_UINT, CFG_OFF(task_max_unfinished), false, 1, 100000000,
+     "100000", CFG_LIVE},
+    {"tasks", "worker_share", CFG_T_UINT, CFG_OFF(task_worker_share), false, 1, 100, "50",
+     CFG_RESTART},
 };
 
 /* The keys of a [tenant.NAME] section: offsets into struct srv_cfg_tenant (the limits in its
@@ -188,6 +204,42 @@ static const struct cfg_key cfg_tenant_keys[] = {
 #define CFG_NSECTIONS     (sizeof(cfg_sections) / sizeof(cfg_sections[0]))
 
 _Static_assert(CFG_NTKEYS < 32, "srv_cfg_tenant.set has a bit per tenant key");
+
+/* The keys of a [schedule.NAME] section, in enum srv_cfg_sched_key order (print order), with
+ * offsets into struct srv_cfg_schedule. Every one is live on reload: the scheduler takes the
+ * sections as a whole (server/tasks/schedule.h). */
+enum cfg_stype {
+    CFG_S_CRON,    /* char[]: srv_cron_parse accepts it */
+    CFG_S_TZ,      /* char[]: srv_tz_load loads it */
+    CFG_S_KIND,    /* char[]: [A-Za-z0-9_-]{1,64} */
+    CFG_S_JSON,    /* char[]: a JSON object */
+    CFG_S_TEXT,    /* char[]: any one-line text */
+    CFG_S_TENANT,  /* char[]: a tenant name */
+    CFG_S_UINT,    /* unsigned in [min, max] */
+    CFG_S_MISFIRE, /* enum srv_cfg_misfire */
+};
+
+struct cfg_sched_key {
+    const char *key;
+    enum cfg_stype type;
+    size_t offset, size;
+    unsigned min, max;
+};
+
+#define CFG_SOFF(f)         offsetof(struct srv_cfg_schedule, f), sizeof(((struct srv_cfg_schedule *)0)->f)
+#define CFG_SCHEDULE_PREFIX "schedule."
+static const struct cfg_sched_key cfg_sched_keys[SRV_CFG_SCHED__COUNT] = {
+    [SRV_CFG_SCHED_CRON] = {"cron", CFG_S_CRON, CFG_SOFF(cron), 0, 0},
+    [SRV_CFG_SCHED_TZ] = {"tz", CFG_S_TZ, CFG_SOFF(tz), 0, 0},
+    [SRV_CFG_SCHED_KIND] = {"kind", CFG_S_KIND, CFG_SOFF(kind), 0, 0},
+    [SRV_CFG_SCHED_PARAMS] = {"params", CFG_S_JSON, CFG_SOFF(params), 0, 0},
+    [SRV_CFG_SCHED_BODY] = {"body", CFG_S_TEXT, CFG_SOFF(body), 0, 0},
+    [SRV_CFG_SCHED_TENANT] = {"tenant", CFG_S_TENANT, CFG_SOFF(tenant), 0, 0},
+    [SRV_CFG_SCHED_ATTEMPTS] = {"attempts", CFG_S_UINT, CFG_SOFF(attempts), 1, 100},
+    [SRV_CFG_SCHED_BACKOFF_MS] = {"backoff_ms", CFG_S_UINT, CFG_SOFF(backoff_ms), 0, 3600000},
+    [SRV_CFG_SCHED_TIMEOUT_MS] = {"timeout_ms", CFG_S_UINT, CFG_SOFF(timeout_ms), 1, 86400000},
+    [SRV_CFG_SCHED_MISFIRE] = {"misfire", CFG_S_MISFIRE, CFG_SOFF(misfire), 0, 0},
+};
 
 /* Longest log file path that still fits on one line as "file = PATH". */
 #define CFG_PATH_LEN_MAX (CFG_LINE_MAX - sizeof("file = ") + 1)
@@ -779,6 +831,164 @@ static int cfg_tenant_key_apply(const struct cfg_key *k, struct srv_cfg_tenant *
     return rc;
 }
 
+/* ---- schedule sections -------------------------------------------------------------------- */
+
+/* True when the section name (len bytes) is "schedule.NAME"; *sname and *slen then point at NAME.
+ */
+static bool cfg_schedule_section(const char *name, size_t len, const char **sname, size_t *slen)
+{
+    size_t plen = sizeof(CFG_SCHEDULE_PREFIX) - 1;
+    if (len < plen || memcmp(name, CFG_SCHEDULE_PREFIX, plen) != 0)
+        return false;
+    *sname = name + plen;
+    *slen = len - plen;
+    return true;
+}
+
+static int cfg_schedule_index(const struct srv_cfg *cfg, const char *name, size_t len)
+{
+    for (unsigned i = 0; i < cfg->schedule_count; i++) {
+        if (strlen(cfg->schedules[i].name) == len && memcmp(cfg->schedules[i].name, name, len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* The index of schedule NAME's record, added with its defaults (first seen on `line`) when new;
+ * or -EINVAL with msg filled. */
+static int cfg_schedule_open(struct srv_cfg *cfg, const char *name, size_t len, unsigned line,
+                             char *msg, size_t msz)
+{
+    int i = cfg_schedule_index(cfg, name, len);
+    if (i >= 0)
+        return i;
+    if (len > SRV_CFG_SCHED_NAME_MAX || !ctx_tenant_valid(name, len))
+        return cfg_fail(msg, msz, "invalid schedule name (1..%d bytes of A-Z a-z 0-9 . _ -)",
+                        SRV_CFG_SCHED_NAME_MAX);
+    if (cfg->schedule_count == SRV_CFG_MAX_SCHEDULES)
+        return cfg_fail(msg, msz, "too many schedule sections (at most %d)", SRV_CFG_MAX_SCHEDULES);
+    struct srv_cfg_schedule *sc = &cfg->schedules[cfg->schedule_count];
+    memset(sc, 0, sizeof(*sc));
+    memcpy(sc->name, name, len);
+    strcpy(sc->tz, "UTC");
+    strcpy(sc->params, "{}");
+    strcpy(sc->tenant, "default");
+    sc->line = line;
+    return (int)cfg->schedule_count++;
+}
+
+static const struct cfg_sched_key *cfg_sched_key_find(const char *key, size_t klen)
+{
+    for (size_t i = 0; i < SRV_CFG_SCHED__COUNT; i++) {
+        if (strlen(cfg_sched_keys[i].key) == klen && memcmp(cfg_sched_keys[i].key, key, klen) == 0)
+            return &cfg_sched_keys[i];
+    }
+    return NULL;
+}
+
+/* A string value of a schedule key: checked by its type, copied into `field`. */
+static int cfg_sched_string_apply(const struct cfg_sched_key *k, char *field, const char *value,
+                                  char *msg, size_t msz)
+{
+    size_t len = strlen(value);
+    if (len >= k->size)
+        return cfg_fail(msg, msz, "longer than %zu bytes", k->size - 1);
+    for (size_t i = 0; i < len; i++) {
+        if (iscntrl((unsigned char)value[i]))
+            return cfg_fail(msg, msz, "control character in the value");
+    }
+    char err[CFG_MSG_MAX];
+    struct srv_cron cron;
+    json_error_t jerr;
+    json_t *j;
+    switch (k->type) {
+    case CFG_S_CRON:
+        if (srv_cron_parse(value, &cron, err, sizeof(err)) != 0)
+            return cfg_fail(msg, msz, "%s", err);
+        break;
+    case CFG_S_TZ: {
+        struct srv_tz *tz = srv_tz_load(value, err, sizeof(err));
+        if (tz == NULL)
+            return cfg_fail(msg, msz, "%s", err);
+        srv_tz_free(tz);
+        break;
+    }
+    case CFG_S_KIND:
+        if (len == 0 || strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                      "0123456789_-") != len)
+            return cfg_fail(msg, msz, "bad kind \"%.80s\" (1..%d bytes of A-Z a-z 0-9 _ -)", value,
+                            SRV_CFG_SCHED_KIND_MAX);
+        break;
+    case CFG_S_JSON:
+        j = json_loads(value, JSON_REJECT_DUPLICATES, &jerr);
+        bool obj = json_is_object(j);
+        json_decref(j);
+        if (!obj)
+            return cfg_fail(msg, msz,
+                            "expected a JSON object like {\"n\": 1000}, got \"%.80s\"%s%s", value,
+                            j ? "" : ": ", j ? "" : jerr.text);
+        break;
+    case CFG_S_TENANT:
+        if (!ctx_tenant_valid(value, len))
+            return cfg_fail(msg, msz, "invalid tenant \"%.80s\" (1..%d bytes of A-Z a-z 0-9 . _ -)",
+                            value, CTX_TENANT_MAX);
+        break;
+    default:
+        break;
+    }
+    memcpy(field, value, len + 1);
+    return 0;
+}
+
+static int cfg_sched_key_apply(const struct cfg_sched_key *k, struct srv_cfg_schedule *sc,
+                               const char *value, char *msg, size_t msz)
+{
+    void *field = (char *)sc + k->offset;
+    int rc = 0;
+    if (k->type == CFG_S_UINT) {
+        struct cfg_key nk = {"schedule", k->key, CFG_T_UINT, 0,       false,
+                             k->min,     k->max, NULL,       CFG_LIVE};
+        rc = cfg_num_apply(&nk, field, value, msg, msz);
+    } else if (k->type == CFG_S_MISFIRE) {
+        if (strcmp(value, "skip") == 0)
+            sc->misfire = SRV_CFG_MISFIRE_SKIP;
+        else if (strcmp(value, "once") == 0)
+            sc->misfire = SRV_CFG_MISFIRE_ONCE;
+        else
+            rc = cfg_fail(msg, msz, "expected skip or once, got \"%.80s\"", value);
+    } else {
+        rc = cfg_sched_string_apply(k, field, value, msg, msz);
+    }
+    if (rc == 0)
+        sc->set |= 1u << (k - cfg_sched_keys);
+    return rc;
+}
+
+/* The keys a schedule needs. Returns the index of the first incomplete one with msg filled, or
+ * -1. */
+static int cfg_schedule_check(const struct srv_cfg *cfg, char *msg, size_t msz)
+{
+    for (unsigned i = 0; i < cfg->schedule_count; i++) {
+        const struct srv_cfg_schedule *sc = &cfg->schedules[i];
+        bool cron = sc->set & (1u << SRV_CFG_SCHED_CRON),
+             kind = sc->set & (1u << SRV_CFG_SCHED_KIND);
+        if (!cron || !kind) {
+            snprintf(msg, msz, "missing %s (a schedule needs cron and kind)",
+                     !cron && !kind ? "cron and kind"
+                     : !cron        ? "cron"
+                                    : "kind");
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+const struct srv_cfg_schedule *srv_cfg_schedule_find(const struct srv_cfg *cfg, const char *name)
+{
+    int i = name != NULL ? cfg_schedule_index(cfg, name, strlen(name)) : -1;
+    return i >= 0 ? &cfg->schedules[i] : NULL;
+}
+
 /* A tenant's max_timeout_ms above [limits] max_timeout_ms could never apply (every deadline is
  * capped by the latter first): refused, so a section never promises what it cannot give. Returns
  * the index of the first tenant at fault with msg filled, or -1. */
@@ -949,6 +1159,28 @@ static bool cfg_tenant_value_equal(const struct cfg_key *k, const struct srv_cfg
                                  : *(const unsigned *)fa == *(const unsigned *)fb;
 }
 
+/* Whether schedule key `k` has the same value in both (a set key never equals an unset one). */
+static bool cfg_sched_value_equal(const struct cfg_sched_key *k, const struct srv_cfg_schedule *a,
+                                  const struct srv_cfg_schedule *b)
+{
+    unsigned bit = 1u << (k - cfg_sched_keys);
+    if ((a->set & bit) != (b->set & bit))
+        return false;
+    return memcmp((const char *)a + k->offset, (const char *)b + k->offset, k->size) == 0;
+}
+
+/* 0 when the sections are equal (name and every value), else 1 + the first differing key. */
+static int cfg_schedule_differs(const struct srv_cfg_schedule *a, const struct srv_cfg_schedule *b)
+{
+    if (strcmp(a->name, b->name) != 0)
+        return 1;
+    for (size_t i = 0; i < SRV_CFG_SCHED__COUNT; i++) {
+        if (!cfg_sched_value_equal(&cfg_sched_keys[i], a, b))
+            return 1 + (int)i;
+    }
+    return 0;
+}
+
 static bool cfg_tenant_equal(const struct srv_cfg_tenant *a, const struct srv_cfg_tenant *b)
 {
     if (strcmp(a->name, b->name) != 0 || a->set != b->set)
@@ -970,6 +1202,12 @@ bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b)
         return false;
     for (unsigned i = 0; i < a->tenant_count; i++) {
         if (!cfg_tenant_equal(&a->tenants[i], &b->tenants[i]))
+            return false;
+    }
+    if (a->schedule_count != b->schedule_count)
+        return false;
+    for (unsigned i = 0; i < a->schedule_count; i++) {
+        if (cfg_schedule_differs(&a->schedules[i], &b->schedules[i]) != 0)
             return false;
     }
     return srv_cfgk_equal(a, b);
@@ -1039,6 +1277,24 @@ static void cfg_key_print(const struct cfg_key *k, const struct srv_cfg *cfg, FI
     abort();
 }
 
+static void cfg_schedule_print(const struct srv_cfg_schedule *sc, FILE *out)
+{
+    fprintf(out, "\n[" CFG_SCHEDULE_PREFIX "%s]\n", sc->name);
+    for (size_t i = 0; i < SRV_CFG_SCHED__COUNT; i++) {
+        const struct cfg_sched_key *k = &cfg_sched_keys[i];
+        const char *f = (const char *)sc + k->offset;
+        if (!(sc->set & (1u << i)))
+            continue;
+        if (k->type == CFG_S_UINT)
+            fprintf(out, "%s = %u\n", k->key, *(const unsigned *)f);
+        else if (k->type == CFG_S_MISFIRE)
+            fprintf(out, "%s = %s\n", k->key,
+                    sc->misfire == SRV_CFG_MISFIRE_ONCE ? "once" : "skip");
+        else
+            fprintf(out, "%s = %s\n", k->key, f);
+    }
+}
+
 void srv_cfg_print(const struct srv_cfg *cfg, FILE *out)
 {
     fprintf(out, "; spindle effective configuration%s%s\n", cfg->source[0] ? " from " : "",
@@ -1068,6 +1324,8 @@ void srv_cfg_print(const struct srv_cfg *cfg, FILE *out)
         }
     }
     srv_cfgk_print(cfg, out);
+    for (unsigned i = 0; i < cfg->schedule_count; i++)
+        cfg_schedule_print(&cfg->schedules[i], out);
 }
 
 /* ---- reload: what changed, what may change live ------------------------------------------ */
@@ -1078,6 +1336,12 @@ int srv_cfg_key_reload(const char *section, const char *key, enum srv_cfg_reload
     const char *tname;
     if (srv_cfgk_section(section, slen, &tname, &tlen))
         return srv_cfgk_key_reload(key, out);
+    if (cfg_schedule_section(section, slen, &tname, &tlen)) {
+        if (cfg_sched_key_find(key, klen) == NULL)
+            return -ENOENT;
+        *out = SRV_CFG_LIVE;
+        return 0;
+    }
     const struct cfg_key *k = cfg_tenant_section(section, slen, &tname, &tlen)
                                   ? cfg_tenant_key_find(key, klen)
                                   : cfg_key_find(section, slen, key, klen);
@@ -1105,6 +1369,21 @@ static void cfg_tenant_diff(const struct srv_cfg_tenant *t, const struct srv_cfg
     }
 }
 
+/* Each key of schedule `sc` whose value differs in `other` (NULL: no such section: every key it
+ * sets). All of them are live (the scheduler takes the sections as a whole). */
+static void cfg_schedule_diff(const struct srv_cfg_schedule *sc,
+                              const struct srv_cfg_schedule *other, srv_cfg_diff_fn *fn, void *arg)
+{
+    char sec[sizeof(CFG_SCHEDULE_PREFIX) + SRV_CFG_SCHED_NAME_MAX];
+    snprintf(sec, sizeof(sec), CFG_SCHEDULE_PREFIX "%s", sc->name);
+    for (size_t i = 0; i < SRV_CFG_SCHED__COUNT; i++) {
+        const struct cfg_sched_key *k = &cfg_sched_keys[i];
+        if (other == NULL ? !(sc->set & (1u << i)) : cfg_sched_value_equal(k, sc, other))
+            continue;
+        fn(sec, k->key, SRV_CFG_LIVE, arg);
+    }
+}
+
 void srv_cfg_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff_fn *fn, void *arg)
 {
     for (size_t s = 0; s < CFG_NSECTIONS; s++) {
@@ -1119,6 +1398,13 @@ void srv_cfg_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff
     for (unsigned t = 0; t < a->tenant_count; t++) /* keys only `a` sets: they disappeared */
         cfg_tenant_diff(&a->tenants[t], srv_cfg_tenant_find(b, a->tenants[t].name), true, fn, arg);
     srv_cfgk_diff(a, b, fn, arg);
+    for (unsigned i = 0; i < b->schedule_count; i++)
+        cfg_schedule_diff(&b->schedules[i], srv_cfg_schedule_find(a, b->schedules[i].name), fn,
+                          arg);
+    for (unsigned i = 0; i < a->schedule_count; i++) { /* schedules that disappeared */
+        if (srv_cfg_schedule_find(b, a->schedules[i].name) == NULL)
+            cfg_schedule_diff(&a->schedules[i], NULL, fn, arg);
+    }
 }
 
 /* Bytes of a field of `type` (not CFG_T_LISTEN, which is two fields). */
@@ -1179,6 +1465,10 @@ void srv_cfg_copy_class(struct srv_cfg *dst, const struct srv_cfg *src, enum srv
     }
     if (reload == SRV_CFG_LIVE_KIND)
         srv_cfgk_copy(dst, src);
+    if (reload == CFG_LIVE) {
+        memcpy(dst->schedules, src->schedules, sizeof(dst->schedules));
+        dst->schedule_count = src->schedule_count;
+    }
 }
 
 /* ---- tenant limits ------------------------------------------------------------------------- */
@@ -1271,6 +1561,36 @@ out:
     return rc;
 }
 
+/* srv_cfg_set for a [schedule.NAME] section (NAME = sname, slen bytes). */
+static int cfg_schedule_set(struct srv_cfg *cfg, const char *section, const char *sname,
+                            size_t snlen, const char *key, const char *value, const char *origin,
+                            char *err, size_t size)
+{
+    char msg[CFG_MSG_MAX];
+    int slen = (int)strlen(section), klen = (int)strlen(key);
+    struct srv_cfg *scratch = malloc(sizeof(*scratch));
+    if (scratch == NULL) {
+        cfg_err(err, size, origin, 0, section, slen, key, klen, "out of memory");
+        return -ENOMEM;
+    }
+    *scratch = *cfg;
+    int rc = -EINVAL;
+    int si = cfg_schedule_open(scratch, sname, snlen, 0, msg, sizeof(msg));
+    const struct cfg_sched_key *k = cfg_sched_key_find(key, (size_t)klen);
+    if (si < 0)
+        cfg_err(err, size, origin, 0, section, slen, NULL, 0, msg);
+    else if (k == NULL)
+        cfg_err(err, size, origin, 0, section, slen, key, klen, "unknown key");
+    else if (cfg_sched_key_apply(k, &scratch->schedules[si], value, msg, sizeof(msg)) != 0)
+        cfg_err(err, size, origin, 0, section, slen, key, klen, msg);
+    else
+        rc = 0;
+    if (rc == 0)
+        *cfg = *scratch;
+    free(scratch);
+    return rc;
+}
+
 int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const char *value,
                 const char *origin, char *err, size_t size)
 {
@@ -1282,6 +1602,8 @@ int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const
         return cfg_tenant_set(cfg, section, tname, tlen, key, value, origin, err, size);
     if (srv_cfgk_section(section, (size_t)slen, &tname, &tlen))
         return cfg_kind_set(cfg, section, tname, tlen, key, value, origin, err, size);
+    if (cfg_schedule_section(section, (size_t)slen, &tname, &tlen))
+        return cfg_schedule_set(cfg, section, tname, tlen, key, value, origin, err, size);
     const struct cfg_key *k = cfg_key_find(section, (size_t)slen, key, (size_t)klen);
     if (!cfg_section_find(section, (size_t)slen)) {
         cfg_err(err, size, origin, 0, section, slen, NULL, 0, "unknown section");
@@ -1491,11 +1813,17 @@ static int cfg_scan_section(struct cfg_parse *ps, unsigned line, const char *s, 
         st->skip = false;
         return 0;
     }
+    if (cfg_schedule_section(st->section, (size_t)st->section_len, &tname, &tlen)) {
+        char msg[CFG_MSG_MAX];
+        if (cfg_schedule_open(&ps->scratch, tname, tlen, line, msg, sizeof(msg)) < 0)
+            return cfg_scan_error(ps, line, st, false, msg);
+        st->skip = false;
+        return 0;
+    }
     if (!cfg_section_find(st->section, (size_t)st->section_len))
-        return cfg_scan_error(
-            ps, line, st, false,
-            "unknown section (known: server, pool, limits, log, auth, shutdown, tenant.NAME, "
-            "kind.NAME)");
+        return cfg_scan_error(ps, line, st, false,
+                              "unknown section (known: server, pool, limits, log, auth, shutdown, "
+                              "tasks, tenant.NAME, kind.NAME, schedule.NAME)");
     st->skip = false;
     return 0;
 }
@@ -1635,6 +1963,31 @@ static int cfg_handler_kind(struct cfg_parse *ps, const struct cfg_line *l, cons
     return 1;
 }
 
+/* A key line of a [schedule.NAME] section; the pre-scan opened the schedule's record. */
+static int cfg_handler_schedule(struct cfg_parse *ps, const struct cfg_line *l, const char *sname,
+                                size_t slen, const char *value)
+{
+    char msg[CFG_MSG_MAX];
+    int si = cfg_schedule_index(&ps->scratch, sname, slen);
+    if (si < 0)
+        return cfg_handler_fail(ps, l, "parser and pre-scan disagree");
+    struct srv_cfg_schedule *sc = &ps->scratch.schedules[si];
+    const struct cfg_sched_key *k = cfg_sched_key_find(ps->text + l->key_off, l->key_len);
+    if (k == NULL)
+        return cfg_handler_fail(ps, l,
+                                "unknown key (known: cron, tz, kind, params, body, tenant, "
+                                "attempts, backoff_ms, timeout_ms, misfire)");
+    unsigned *set_line = &sc->key_line[k - cfg_sched_keys];
+    if (*set_line != 0) {
+        snprintf(msg, sizeof(msg), "duplicate key (first set on line %u)", *set_line);
+        return cfg_handler_fail(ps, l, msg);
+    }
+    if (cfg_sched_key_apply(k, sc, value, msg, sizeof(msg)) != 0)
+        return cfg_handler_fail(ps, l, msg);
+    *set_line = l->line;
+    return 1;
+}
+
 static int cfg_handler(void *user, const char *section, const char *name, const char *value)
 {
     struct cfg_parse *ps = user;
@@ -1660,6 +2013,8 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
         return cfg_handler_tenant(ps, l, tname, tlen, value);
     if (srv_cfgk_section(ps->text + l->sec_off, l->sec_len, &tname, &tlen))
         return cfg_handler_kind(ps, l, tname, tlen, value);
+    if (cfg_schedule_section(ps->text + l->sec_off, l->sec_len, &tname, &tlen))
+        return cfg_handler_schedule(ps, l, tname, tlen, value);
     const struct cfg_key *k = cfg_key_find(ps->text + l->sec_off, l->sec_len, key, l->key_len);
     if (k == NULL)
         return cfg_handler_fail(ps, l, "unknown key");
@@ -1785,6 +2140,14 @@ static int cfg_parse_finish(struct cfg_parse *ps, int r)
         char sec[sizeof(CFGK_PREFIX) + SRV_CFG_KIND_NAME_MAX];
         int n = snprintf(sec, sizeof(sec), CFGK_PREFIX "%s", ps->scratch.kinds[ki].name);
         cfg_perr(ps, line, sec, n, key, key ? (int)strlen(key) : 0, msg);
+        return -EINVAL;
+    }
+    int si = cfg_schedule_check(&ps->scratch, msg, sizeof(msg));
+    if (si >= 0) {
+        char sec[sizeof(CFG_SCHEDULE_PREFIX) + SRV_CFG_SCHED_NAME_MAX];
+        int n =
+            snprintf(sec, sizeof(sec), CFG_SCHEDULE_PREFIX "%s", ps->scratch.schedules[si].name);
+        cfg_perr(ps, ps->scratch.schedules[si].line, sec, n, NULL, 0, msg);
         return -EINVAL;
     }
     return 0;

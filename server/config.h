@@ -103,6 +103,58 @@ struct srv_cfg_params {
  * wrong with which item. */
 int srv_cfg_params_parse(const char *text, struct srv_cfg_params *out, char *msg, size_t size);
 
+/* [schedule.NAME] sections: a task enqueued at every tick of a cron expression (server/tasks/
+ * schedule.h fires them, GET /v1/schedules lists them). */
+#define SRV_CFG_MAX_SCHEDULES   32  /* [schedule.NAME] sections at most */
+#define SRV_CFG_SCHED_NAME_MAX  64  /* bytes of NAME: [A-Za-z0-9._-] */
+#define SRV_CFG_SCHED_VALUE_MAX 200 /* bytes of a value, NUL included (a value fits one line) */
+#define SRV_CFG_SCHED_KIND_MAX  64
+
+/* What a schedule does with the ticks it missed while the server was down. */
+enum srv_cfg_misfire {
+    SRV_CFG_MISFIRE_SKIP, /* nothing: the next tick after the start fires */
+    SRV_CFG_MISFIRE_ONCE, /* the last missed tick fires once at start, then as usual */
+};
+
+/* Keys of a [schedule.NAME] section (bits of struct srv_cfg_schedule.set), in print order. */
+enum srv_cfg_sched_key {
+    SRV_CFG_SCHED_CRON,
+    SRV_CFG_SCHED_TZ,
+    SRV_CFG_SCHED_KIND,
+    SRV_CFG_SCHED_PARAMS,
+    SRV_CFG_SCHED_BODY,
+    SRV_CFG_SCHED_TENANT,
+    SRV_CFG_SCHED_ATTEMPTS,
+    SRV_CFG_SCHED_BACKOFF_MS,
+    SRV_CFG_SCHED_TIMEOUT_MS,
+    SRV_CFG_SCHED_MISFIRE,
+    SRV_CFG_SCHED__COUNT
+};
+
+/* One [schedule.NAME] section. Unset keys hold their defaults (tz "UTC", params "{}", tenant
+ * "default", misfire skip, the numbers 0 = the task defaults); cron and kind are required. The
+ * values are checked when read: cron parses (server/tasks/cron.h), tz names a zone that loads,
+ * params is a JSON object, tenant is a valid tenant name. Whether kind exists and takes these
+ * params is for the scheduler to say (it names key_line[SRV_CFG_SCHED_KIND]). */
+struct srv_cfg_schedule {
+    char name[SRV_CFG_SCHED_NAME_MAX + 1];
+    char cron[SRV_CFG_SCHED_VALUE_MAX];
+    char tz[SRV_CFG_SCHED_VALUE_MAX];
+    char kind[SRV_CFG_SCHED_KIND_MAX + 1];
+    char params[SRV_CFG_SCHED_VALUE_MAX]; /* a JSON object */
+    char body[SRV_CFG_SCHED_VALUE_MAX];   /* the job's body; "" when unset */
+    char tenant[CTX_TENANT_MAX + 1];
+    unsigned attempts;   /* 1..100, 0 = the task default */
+    unsigned backoff_ms; /* 0 when unset = the task default */
+    unsigned timeout_ms; /* 0 when unset = the task default */
+    enum srv_cfg_misfire misfire;
+    unsigned set; /* 1 << enum srv_cfg_sched_key for each key the section sets */
+    /* where it was read (for the scheduler's messages; not compared): the section's line and
+     * each set key's, 0 when not from a file */
+    unsigned line;
+    unsigned key_line[SRV_CFG_SCHED__COUNT];
+};
+
 /* Limits of one tenant: the settings admission enforces (server/admission/admission.h). */
 struct srv_tenant_limits {
     unsigned max_inflight;   /* requests admitted and not yet released at most; 0 = unlimited */
@@ -226,6 +278,18 @@ struct srv_cfg {
     unsigned drain_timeout_ms; /* in-flight work may finish within this; then it is cancelled */
     unsigned announce_ms;      /* before the drain: readyz 503 while serving as usual */
 
+    /* [tasks] (durable background tasks, server/tasks/tasks.h) */
+    char task_store[SRV_CFG_PATH_MAX]; /* the SQLite file; relative to the working directory */
+    unsigned task_lease_ms;            /* a running attempt's lease; heartbeats every third */
+    unsigned task_retention_ms;        /* finished tasks are kept this long, then purged */
+    size_t task_max_result_bytes;      /* a larger answer fails the attempt (result_too_large) */
+    unsigned task_max_unfinished;      /* a tenant's stored unfinished tasks at most (429) */
+    unsigned task_worker_share;        /* percent of the workers attempts may occupy at once */
+
+    /* [schedule.NAME] sections, in the order they first appear */
+    struct srv_cfg_schedule schedules[SRV_CFG_MAX_SCHEDULES];
+    unsigned schedule_count;
+
     /* where it came from (for messages); "" for defaults */
     char source[SRV_CFG_PATH_MAX];
 };
@@ -320,6 +384,9 @@ const struct srv_cfg_kind *srv_cfg_kind_find(const struct srv_cfg *cfg, const ch
 
 /* The [tenant.NAME] section of `name` (borrowed), or NULL when there is none. */
 const struct srv_cfg_tenant *srv_cfg_tenant_find(const struct srv_cfg *cfg, const char *name);
+
+/* The [schedule.NAME] section of `name` (borrowed), or NULL when there is none. */
+const struct srv_cfg_schedule *srv_cfg_schedule_find(const struct srv_cfg *cfg, const char *name);
 
 /* The effective limits of tenant `name` (borrowed; NULL = any tenant without a section) into
  * *out: its section's keys over the [limits] defaults, with burst 0 resolved to one second of

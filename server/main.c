@@ -24,6 +24,7 @@
 
 #include "logging/log.h"
 #include "cli/cli.h"
+#include "server/api/schedules.h"
 #include "server/config.h"
 #include "server/jobs/jobs.h"
 #include "server/server.h"
@@ -40,6 +41,7 @@ static const char main_usage[] =
     "  call      run jobs against a server (see: spindle call --help)\n"
     "  logs      pretty-print, filter and follow the JSON log (see: spindle logs --help)\n"
     "  keygen    make a client token and its configuration line (see: spindle keygen --help)\n"
+    "  tasks     list, show, cancel durable tasks, get their answers (see: spindle tasks --help)\n"
     "  version   print the version\n"
     "  help      print this help\n"
     "\n"
@@ -228,7 +230,8 @@ static int main_serve(int argc, char **argv)
         return rc;
     if (s.check) {
         char err[2 * SRV_CFG_PATH_MAX];
-        if (srv_cfg_paths_check(&cfg, s.user, err, sizeof(err)) != 0) {
+        if (srv_sched_check(&cfg, err, sizeof(err)) != 0 ||
+            srv_cfg_paths_check(&cfg, s.user, err, sizeof(err)) != 0) {
             fprintf(stderr, "spindle: %s\n", err);
             return MAIN_EXIT_USAGE;
         }
@@ -271,6 +274,8 @@ int main(int argc, char **argv)
         return cli_logs_main(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0)
         return cli_keygen_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "tasks") == 0)
+        return cli_tasks_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2)
             return main_usage_error("version: unexpected argument", argv[2]);

@@ -14,7 +14,9 @@
  * [kind.NAME] key changed, a new snapshot of the job kinds is built from the merged configuration
  * and installed (server/jobs/jobs.h): a kind that no longer builds fails the whole reload. Running
  * jobs keep the snapshot they started with. A changed module is a restart (config.c keeps the
- * running form of its kind).
+ * running form of its kind). The [schedule.NAME] sections are checked against the kinds they will
+ * run with (a schedule whose task would be refused fails the whole reload) and handed to the
+ * scheduler, which keeps the unchanged ones and plans the others from their recorded ticks.
  *
  * Threads: srv_reload runs on the loop thread; srv_reload_merge touches only its arguments.
  */
@@ -27,6 +29,7 @@
 #include "logging/log.h"
 #include "server/admission/admission.h"
 #include "server/auth/auth.h"
+#include "server/api/schedules.h"
 #include "server/http/http.h"
 #include "server/jobs/jobs.h"
 #include "server/reload.h"
@@ -104,6 +107,17 @@ static void reload_report(const char *path, const struct srv_reload_diff *d)
               LOG_STR("config", path), LOG_STR("keys", d->restart));
 }
 
+/* Check the schedules of `merged` against the kinds they will run with: the new snapshot `kinds`
+ * when the reload rebuilds them, else the current one. Returns 0 or -EINVAL with err filled. */
+static int reload_sched_check(const struct srv_cfg *merged, struct srv_kinds *kinds, char *err,
+                              size_t size)
+{
+    struct srv_kinds *ks = kinds != NULL ? srv_kinds_ref(kinds) : srv_kinds_current();
+    int rc = srv_sched_check(merged, ks, err, size);
+    srv_kinds_unref(ks);
+    return rc;
+}
+
 int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reload_target *t)
 {
     int rc = log_reopen();
@@ -130,6 +144,10 @@ int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reloa
         rc = -EINVAL;
         goto fail; /* nothing was applied yet */
     }
+    if (t->sched != NULL && (rc = reload_sched_check(merged, kinds, err, sizeof(err))) != 0) {
+        srv_kinds_unref(kinds);
+        goto fail; /* a schedule whose task would be refused: nothing changes */
+    }
     struct srv_auth_keys *keys = t->auth != NULL ? srv_auth_keys_new(merged) : NULL;
     if (t->auth != NULL && keys == NULL) {
         srv_kinds_unref(kinds);
@@ -141,6 +159,12 @@ int srv_reload(const char *path, struct srv_cfg *running, const struct srv_reloa
         srv_kinds_unref(kinds);
         rc = -ENOMEM;
         goto fail; /* nothing was applied yet */
+    }
+    if (t->sched != NULL && srv_sched_update(t->sched, merged) != 0) {
+        srv_auth_keys_free(keys);
+        srv_kinds_unref(kinds);
+        rc = -ENOMEM;
+        goto fail; /* the tenant limits may be new already; the rest is not */
     }
     if (t->auth != NULL)
         srv_auth_update(t->auth, keys);

@@ -26,6 +26,7 @@
 struct srv_http;
 struct srv_adm;
 struct srv_auth;
+struct srv_sched;
 
 #define SRV_RELOAD_KEYS_MAX                                                                        \
     1024 /* bytes of a comma-separated key list (longer lists end "...")                           \
@@ -48,19 +49,22 @@ int srv_reload_merge(const struct srv_cfg *running, const struct srv_cfg *loaded
 
 /* What srv_reload acts on (borrowed). */
 struct srv_reload_target {
-    struct srv_http *http; /* its copied configuration is updated (srv_http_cfg_update) */
-    struct srv_adm *adm;   /* may be NULL: tenant limits then need a restart */
-    struct srv_auth *auth; /* may be NULL; else it takes the merged keys, metrics token and
-                              throttle settings (server/auth/auth.h: srv_auth_update) */
+    struct srv_http *http;   /* its copied configuration is updated (srv_http_cfg_update) */
+    struct srv_adm *adm;     /* may be NULL: tenant limits then need a restart */
+    struct srv_auth *auth;   /* may be NULL; else it takes the merged keys, metrics token and
+                                throttle settings (server/auth/auth.h: srv_auth_update) */
+    struct srv_sched *sched; /* may be NULL: [schedule.NAME] sections are then not applied */
     const struct srv_cfg_override *overrides; /* the command line's, applied after the file */
     size_t noverrides;
 };
 
 /* Reopen the log file (log_reopen), then load `path` (borrowed) with the target's command-line
- * overrides on top (so "--log-level debug" outlives a reload) and, when it is valid, apply the
- * live keys to the target, the log level and the job kinds (a new snapshot when a [kind.NAME]
- * key changed; a kind that does not build fails the reload), update *running (the configuration in
- * force, owned by the caller) and log one info line "configuration reloaded" with `changed` and
+ * overrides on top (so "--log-level debug" outlives a reload) and, when it is valid (its
+ * schedules too, against the kinds they will run with: srv_sched_check,
+ * server/api/schedules.h), apply the live keys to the target, the log level, the job kinds (a
+ * new snapshot when a [kind.NAME] key changed; a kind that does not build fails the reload) and
+ * the schedules, update *running (the configuration in force, owned by the caller) and log one
+ * info line "configuration reloaded" with `changed` and
  * `restart_required` key lists (plus a warn line when some keys need a restart). Returns 0, or
  * the negative errno of srv_cfg_load (-EINVAL, -ENOENT, ...) after logging the error: then
  * nothing changed. -ENOMEM when out of memory (nothing changed). Loop thread. */

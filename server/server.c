@@ -60,6 +60,9 @@
 #include "server/api/api.h"
 #include "server/api/metrics.h"
 #include "server/auth/auth.h"
+#include "server/api/schedules.h"
+#include "server/api/tasks.h"
+#include "server/jobs/jobs.h"
 #include "server/reload.h"
 #include "server/sdnotify.h"
 #include "server/server.h"
@@ -75,6 +78,8 @@ struct srv_run_state {
     struct srv_http *http;
     struct pool *pool;
     struct srv_jobroute *jobs;
+    struct srv_tasks *tasks;    /* durable tasks: the store, the runner, /v1/tasks */
+    struct srv_sched *sched;    /* [schedule.NAME] timers and GET /v1/schedules */
     struct srv_adm *adm;        /* admission in front of the pool (server/admission/admission.h) */
     struct srv_mroute *metrics; /* GET /metrics and the loop figures */
     struct srv_auth *auth;      /* who each request is (server/auth/auth.h) */
@@ -125,6 +130,8 @@ static void run_drain_begin(struct srv_run_state *st)
     ev_timer_stop(st->loop, &st->drain_timer);
     ev_timer_set(&st->drain_timer, cfg->drain_timeout_ms / 1000.0, 0.0);
     ev_timer_start(st->loop, &st->drain_timer);
+    srv_sched_stop(st->sched);  /* no more ticks */
+    srv_tasks_drain(st->tasks); /* no more claims; long-polls answered now */
     srv_http_drain(st->http, run_drained, st);
 }
 
@@ -214,6 +221,7 @@ static void run_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
     struct srv_reload_target t = {.http = st->http,
                                   .adm = st->adm,
                                   .auth = st->auth,
+                                  .sched = st->sched,
                                   .overrides = st->overrides,
                                   .noverrides = st->noverrides};
     (void)srv_reload(st->config_path, st->cfg, &t); /* logs what it did, or why not */
@@ -320,6 +328,7 @@ static void run_log_started(struct srv_http *h, unsigned workers, unsigned long 
           LOG_STR("auth_mode", cfg->auth_mode == SRV_CFG_AUTH_KEYS    ? "keys"
                                : cfg->auth_mode == SRV_CFG_AUTH_PROXY ? "proxy"
                                                                       : "none"),
+          LOG_STR("task_store", cfg->task_store),
           LOG_STR("config", cfg->source[0] ? cfg->source : "(defaults)"));
 }
 
@@ -457,6 +466,29 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
     rc = run_admission_start(st, cfg);
     if (rc != 0)
         return rc;
+    char err[1024];
+    st->tasks = srv_tasks_new(st->http, st->jobs, st->pool, root, cfg, err, sizeof(err));
+    if (st->tasks == NULL) {
+        LOG_E("start-up failed: task store", LOG_STR("store", cfg->task_store),
+              LOG_STR("error", err));
+        return -EIO;
+    }
+    rc = srv_tasks_metrics_set(st->tasks, srv_mroute_families(st->metrics));
+    if (rc != 0) {
+        LOG_E("start-up failed: task metrics", LOG_STR("error", strerror(-rc)));
+        return rc;
+    }
+    struct srv_kinds *ks = srv_kinds_current(); /* the kinds main installed */
+    rc = srv_sched_check(cfg, ks, err, sizeof(err));
+    srv_kinds_unref(ks);
+    if (rc != 0) {
+        LOG_E("start-up failed: schedules", LOG_STR("error", err));
+        return -EINVAL;
+    }
+    st->sched = srv_sched_new(st->http, st->tasks, cfg);
+    if (st->sched == NULL)
+        return -ENOMEM; /* logged by srv_sched_new */
+    srv_sched_metrics_set(st->sched, srv_mroute_families(st->metrics));
     return run_listen(st, cfg);
 }
 
@@ -516,10 +548,13 @@ out:;
     struct srv_http_stats stats = {0};
     if (st.pool != NULL)
         (void)pool_stop(st.pool, st.drain_deadline_ns, CTX_REASON_SHUTDOWN); /* answers the rest */
+    srv_tasks_stop(st.tasks); /* after pool_stop: the attempts it cancelled are given back */
     if (st.http != NULL)
         srv_http_stats_get(st.http, &stats);
     srv_http_free(st.http);
     srv_jobroute_free(st.jobs);
+    srv_sched_free(st.sched);    /* after srv_tasks_stop (its last fires) and srv_http_free */
+    srv_tasks_free(st.tasks);    /* after srv_http_free: the task routes point at it */
     srv_mroute_free(st.metrics); /* after srv_http_free: GET /metrics points at it */
     srv_adm_free(st.adm);        /* after pool_stop: the last done callbacks release into it */
     srv_auth_free(st.auth);      /* after srv_http_free, which borrows it */

@@ -78,6 +78,18 @@ struct srv_batch_spec {
 int srv_batch_parse(const void *body, size_t len, const struct srv_cfg *cfg,
                     struct srv_batch_spec *out, const char **code, char *err, size_t size);
 
+/* Parse one item the way srv_batch_parse parses each, its kind found in `ks` (borrowed; NULL: the
+ * current snapshot): `item` is a json_t object (borrowed for the call; kinds with a body keep
+ * pointing into it: keep it alive until the job is finished), `who` (borrowed) names it in messages
+ * ("task: unknown kind 'x'"), and the members named in `extra` (NULL-terminated, borrowed; NULL =
+ * none) are skipped: the caller's own options, as for POST /v1/tasks. Returns 0 and *out, whose job
+ * is prepared and holds a reference to its kind's snapshot, or -EINVAL / -ENOMEM with *code and err
+ * (SRV_BATCH_ERR_MAX bytes) as for srv_batch_parse. In every case, finish out->job with
+ * srv_job_fini (a no-op when no kind was found). */
+int srv_batch_item_parse(const void *item, const char *who, const char *const *extra,
+                         const struct srv_kinds *ks, const struct srv_cfg *cfg,
+                         struct srv_batch_item *out, const char **code, char *err);
+
 /* Finish every item's job (srv_job_fini), free the items and the JSON. Leaves *s empty; safe on
  * an empty spec. */
 void srv_batch_spec_fini(struct srv_batch_spec *s);

@@ -1,8 +1,11 @@
-/* route.c - the route table: exact method + path to a handler, 404 and 405 with Allow.
+/* route.c - the route table: method + exact path (or a pattern) to a handler, 404 and 405 with
+ * Allow.
  *
  * A path ending in '*' is a pattern: "/v1/jobs/" and a star serves every path that starts with
- * "/v1/jobs/" and has at least one more byte and no further '/'. Exact paths are tried before
- * patterns.
+ * "/v1/jobs/" and has at least one more byte and no further '/'. A path ending in "/..." is a
+ * prefix pattern: "/v1/tasks/..." serves "/v1/tasks/ID" and "/v1/tasks/ID/result" (the handler
+ * reads the rest from the path). Exact paths are tried before patterns, patterns in the order
+ * they were added.
  *
  * Design: a small array searched linearly (a handful of routes; a request compares at most a few
  * short strings). Routes are added at start-up on the loop thread and never removed while the
@@ -12,8 +15,8 @@
  * route a listener does not carry is, on that listener, a path that does not exist.
  */
 #include <assert.h>
-#include <stdbool.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,10 +87,15 @@ void srv_routes_free(struct srv_http *h)
     h->nroutes = h->route_cap = 0;
 }
 
-/* Does the route path `rp` (exact, or a pattern ending in '*') serve `path`? */
+/* Does the route path `rp` serve `path`, as an exact path (pattern false) or as a pattern
+ * (pattern true)? A pattern ends in '*' (that prefix and one more segment: no further '/') or in
+ * "/..." (that prefix and anything after it, e.g. "/v1/tasks/..." serves "/v1/tasks/abc" and
+ * "/v1/tasks/abc/result", not "/v1/tasks/"). */
 static bool route_path_match(const char *rp, const char *path, bool pattern)
 {
     size_t n = strlen(rp);
+    if (n >= 4 && strcmp(rp + n - 4, "/...") == 0)
+        return pattern && strncmp(rp, path, n - 3) == 0 && path[n - 3] != '\0';
     if (n == 0 || rp[n - 1] != '*')
         return !pattern && strcmp(rp, path) == 0;
     return pattern && strncmp(rp, path, n - 1) == 0 && path[n - 1] != '\0' &&

@@ -1,4 +1,4 @@
-/* route.h - the route table of an HTTP server: exact method + path to a handler.
+/* route.h - the route table of an HTTP server: method + exact path or pattern to a handler.
  *
  * A request (struct srv_req, request.h) is handed to the handler of its route once its body has
  * been read; a path with routes but none for the request's method answers 405 with `Allow`, an
@@ -21,10 +21,14 @@ typedef void srv_handler_fn(struct srv_req *req);
  * "POST"; path starts with '/', no query) to `fn`. A path ending in '*' ("/v1/jobs/" and a star) is
  * a pattern: it serves every path with that prefix and one more segment (no further '/'), after the
  * exact routes; a request it serves is counted under its own path (srv_req_route_other takes that
- * back); `arg` is returned by srv_req_route_arg(). A GET route also answers HEAD (the body is left
- * out) unless a HEAD route exists. A path that has routes but not for the request's method answers
- * 405 with `Allow`; an unknown path 404. Returns 0, -EEXIST for a duplicate method+path, -EINVAL,
- * -ENOMEM. */
+ * back). A path ending in "/..." is a prefix pattern: it serves every path that starts with it
+ * (without the "...") and goes on, e.g. "/v1/tasks/..." for "/v1/tasks/ID" and
+ * "/v1/tasks/ID/result" (the handler reads the rest from srv_req_path), after the exact routes; a
+ * request it serves is counted under the pattern. Patterns are tried in the order they were added,
+ * the first match wins. `arg` is returned by srv_req_route_arg(). A GET route also answers HEAD
+ * (the body is left out) unless a HEAD route exists. A path that has routes but not for the
+ * request's method answers 405 with `Allow`; an unknown path 404. Returns 0, -EEXIST for a
+ * duplicate method+path, -EINVAL, -ENOMEM. */
 int srv_http_route_add(struct srv_http *h, const char *method, const char *path, srv_handler_fn *fn,
                        void *arg);
 
