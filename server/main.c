@@ -218,6 +218,17 @@ static int main_serve_run(const struct main_serve *s, const struct srv_cfg *cfg)
     return code;
 }
 
+/* --check-config: the schedules' tasks against the kinds of the same file (srv_run checks them
+ * again at start, against the kinds installed then). Returns 0, or 2 after printing why. */
+static int main_sched_check(const struct srv_cfg *cfg, const struct srv_kinds *kinds)
+{
+    char err[2 * SRV_CFG_PATH_MAX];
+    if (srv_sched_check(cfg, kinds, err, sizeof(err)) == 0)
+        return 0;
+    fprintf(stderr, "spindle: %s\n", err);
+    return MAIN_EXIT_USAGE;
+}
+
 static int main_serve(int argc, char **argv)
 {
     struct main_serve s = {0};
@@ -230,8 +241,7 @@ static int main_serve(int argc, char **argv)
         return rc;
     if (s.check) {
         char err[2 * SRV_CFG_PATH_MAX];
-        if (srv_sched_check(&cfg, err, sizeof(err)) != 0 ||
-            srv_cfg_paths_check(&cfg, s.user, err, sizeof(err)) != 0) {
+        if (srv_cfg_paths_check(&cfg, s.user, err, sizeof(err)) != 0) {
             fprintf(stderr, "spindle: %s\n", err);
             return MAIN_EXIT_USAGE;
         }
@@ -240,6 +250,11 @@ static int main_serve(int argc, char **argv)
     struct srv_kinds *kinds = srv_kinds_build(&cfg, kerr, sizeof(kerr));
     if (kinds == NULL) {
         main_errors_print(kerr);
+        srv_kinds_shutdown();
+        return MAIN_EXIT_USAGE;
+    }
+    if (s.check && main_sched_check(&cfg, kinds) != 0) {
+        srv_kinds_unref(kinds);
         srv_kinds_shutdown();
         return MAIN_EXIT_USAGE;
     }

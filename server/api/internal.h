@@ -187,6 +187,7 @@ void srv_tasks_metrics_free(struct srv_tasks *t);
 
 struct srv_batch_item;
 struct srv_cfg;
+struct srv_kinds;
 
 #define SRV_TASK_TIME_MAX 64 /* "2026-12-06T15:00:00.123Z" and its NUL, with room */
 
@@ -196,16 +197,20 @@ void srv_task_time_format(int64_t ms, char buf[SRV_TASK_TIME_MAX]);
 int srv_task_time_parse(const char *s, int64_t *ms);
 
 /* Validate a POST /v1/tasks body (len bytes, borrowed) against `cfg`: a /v1/batch item (through
- * srv_batch_item_parse; the kind's parameters checked) plus attempts (1..100, default 3),
+ * srv_batch_item_parse, its kind found in `ks`, borrowed, NULL: the current snapshot; the kind's
+ * parameters checked and its parse run, the job then finished) plus attempts (1..100, default 3),
  * backoff_ms (0..3600000, default 1000), delay_ms (0..30 days) or run_at (RFC 3339). Fills kind,
- * attempts, backoff_ms, timeout_ms, run_at_ms (from now_ms) and spec (a copy of the body, owned
- * by *t). Returns 0, or -EINVAL with *code "bad_json", "bad_task" or "bad_param" and err
- * (SRV_BATCH_ERR_MAX bytes), or -ENOMEM. */
-int srv_task_body_parse(const void *body, size_t len, const struct srv_cfg *cfg, int64_t now_ms,
-                        struct srv_task *t, const char **code, char *err);
+ * attempts, backoff_ms, timeout_ms (the body's own, 0 when it gives none), run_at_ms (from now_ms)
+ * and spec (a copy of the body, owned by *t). Returns 0, or -EINVAL with *code "bad_json",
+ * "bad_task" or "bad_param" and err (SRV_BATCH_ERR_MAX bytes), or -ENOMEM. */
+int srv_task_body_parse(const void *body, size_t len, const struct srv_kinds *ks,
+                        const struct srv_cfg *cfg, int64_t now_ms, struct srv_task *t,
+                        const char **code, char *err);
 
-/* Parse the stored spec of `t` (borrowed) into a runnable *item; *json (a json_t) holds what the
- * item's state points into: json_decref it after freeing the state. Same returns. */
+/* Parse the stored spec of `t` (borrowed) into a runnable *item against the current snapshot of
+ * kinds: its job is prepared (a reference to that snapshot) and item->timeout_ms is the task's,
+ * else the kind's. *json (a json_t) holds what the job's body points into: json_decref it after
+ * srv_job_fini(&item->job). Same returns; on error *item needs nothing more. */
 int srv_task_spec_item(const struct srv_task *t, const struct srv_cfg *cfg, void **json,
                        struct srv_batch_item *item, const char **code, char *err);
 

@@ -128,7 +128,7 @@ static char *sched_spec(const struct srv_cfg_schedule *sc, size_t *len, char *er
     return s;
 }
 
-int srv_sched_check(const struct srv_cfg *cfg, char *err, size_t size)
+int srv_sched_check(const struct srv_cfg *cfg, const struct srv_kinds *ks, char *err, size_t size)
 {
     for (unsigned i = 0; i < cfg->schedule_count; i++) {
         const struct srv_cfg_schedule *sc = &cfg->schedules[i];
@@ -138,8 +138,8 @@ int srv_sched_check(const struct srv_cfg *cfg, char *err, size_t size)
         struct srv_task t;
         memset(&t, 0, sizeof(t));
         char *spec = sched_spec(sc, &len, msg, sizeof(msg));
-        int rc =
-            spec ? srv_task_body_parse(spec, len, cfg, srv_task_now_ms(), &t, &code, msg) : -ENOMEM;
+        int rc = spec ? srv_task_body_parse(spec, len, ks, cfg, srv_task_now_ms(), &t, &code, msg)
+                      : -ENOMEM;
         free(spec);
         srv_task_fini(&t);
         if (rc == 0)
@@ -283,7 +283,7 @@ static void sched_fire(struct sched_entry *e, int64_t tick, const char *why)
     const char *code = "bad_task";
     char err[SRV_BATCH_ERR_MAX];
     int64_t now_ms = srv_task_now_ms();
-    int rc = srv_task_body_parse(e->spec, e->spec_len, cfg, now_ms, &req->task, &code, err);
+    int rc = srv_task_body_parse(e->spec, e->spec_len, NULL, cfg, now_ms, &req->task, &code, err);
     if (rc != 0) {
         sched_count(s, e->cfg.name, "failed", &s->stats.failed);
         LOG_E("schedule fire failed: the task is refused", LOG_STR("schedule", e->cfg.name),

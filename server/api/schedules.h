@@ -34,16 +34,18 @@
 #include "server/config.h"
 
 struct srv_http;
+struct srv_kinds;
 struct srv_tasks;
 struct srv_sched;
 struct srv_met_server;
 
-/* Check what the configuration file cannot check alone: each schedule's kind exists and takes its
- * params and body (a POST /v1/tasks body built from the section, checked against `cfg`'s
- * limits). err (size bytes) gets "ORIGIN:LINE: [schedule.NAME] kind: what is wrong" for the first
- * bad one (ORIGIN is cfg->source; LINE the kind's, or the section's). Returns 0 or -EINVAL.
- * Pure: also for --check-config. */
-int srv_sched_check(const struct srv_cfg *cfg, char *err, size_t size);
+/* Check what the configuration file cannot check alone: each schedule's kind exists in `ks` (the
+ * snapshot of kinds built from the same configuration, borrowed; NULL: the current one) and takes
+ * its params and body (a POST /v1/tasks body built from the section, checked against `cfg`'s
+ * limits, the kind's own parse included). err (size bytes) gets "ORIGIN:LINE: [schedule.NAME]
+ * kind: what is wrong" for the first bad one (ORIGIN is cfg->source; LINE the kind's, or the
+ * section's). Returns 0 or -EINVAL. Pure: also for --check-config. */
+int srv_sched_check(const struct srv_cfg *cfg, const struct srv_kinds *ks, char *err, size_t size);
 
 /* Start the schedules of `cfg` (checked with srv_sched_check by the caller) on `h`'s loop, firing
  * through `tasks` (both borrowed, outliving the object), and add GET /v1/schedules to `h`. The

@@ -160,8 +160,9 @@ static int tj_options_parse(const json_t *obj, int64_t now_ms, struct srv_task *
     return 0;
 }
 
-int srv_task_body_parse(const void *body, size_t len, const struct srv_cfg *cfg, int64_t now_ms,
-                        struct srv_task *t, const char **code, char *err)
+int srv_task_body_parse(const void *body, size_t len, const struct srv_kinds *ks,
+                        const struct srv_cfg *cfg, int64_t now_ms, struct srv_task *t,
+                        const char **code, char *err)
 {
     json_error_t je;
     json_t *root = json_loadb(body != NULL ? body : "", len, JSON_REJECT_DUPLICATES, &je);
@@ -171,15 +172,18 @@ int srv_task_body_parse(const void *body, size_t len, const struct srv_cfg *cfg,
                    : tj_fail(code, "bad_json", err, "the body is not JSON: %s (line %d, column %d)",
                              je.text, je.line, je.column);
     struct srv_batch_item item;
+    memset(&item, 0, sizeof(item));
     int rc = json_is_object(root)
-                 ? srv_batch_item_parse(root, "task", tj_options, cfg, &item, code, err)
+                 ? srv_batch_item_parse(root, "task", tj_options, ks, cfg, &item, code, err)
                  : tj_fail(code, "bad_task", err, "the body must be a JSON task object");
     if (rc == 0) {
         snprintf(t->kind, sizeof(t->kind), "%s", item.kind->name);
-        t->timeout_ms = item.timeout_ms;
-        item.kind->free(item.state);
+        /* only the task's own timeout_ms is stored: without one, each attempt takes the kind's
+         * timeout_ms of the moment it starts */
+        t->timeout_ms = json_object_get(root, "timeout_ms") != NULL ? item.timeout_ms : 0;
         rc = tj_options_parse(root, now_ms, t, code, err);
     }
+    srv_job_fini(&item.job); /* checked only: the runner prepares the job again per attempt */
     if (rc == -EINVAL && strcmp(*code, "bad_batch") == 0)
         *code = "bad_task";
     json_decref(root);
@@ -202,10 +206,12 @@ int srv_task_spec_item(const struct srv_task *t, const struct srv_cfg *cfg, void
 {
     json_t *root = json_loadb(t->spec != NULL ? t->spec : "", t->spec_len, 0, NULL);
     *json = NULL;
+    memset(item, 0, sizeof(*item));
     if (root == NULL)
         return tj_fail(code, "bad_task", err, "task: the stored body is not JSON");
-    int rc = srv_batch_item_parse(root, "task", tj_options, cfg, item, code, err);
+    int rc = srv_batch_item_parse(root, "task", tj_options, NULL, cfg, item, code, err);
     if (rc != 0) {
+        srv_job_fini(&item->job); /* before the tree its body may point into */
         json_decref(root);
         return rc;
     }

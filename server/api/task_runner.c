@@ -10,15 +10,21 @@
  * when the queue runs low, and every SRV_TASKS_POLL_S on its timer (delayed tasks and retries
  * become due by the clock). A task cancelled while it waits in the queue is dropped from it.
  *
- * An attempt (struct task_attempt) parses its stored spec with the batch item parser, makes a
- * context (a child of the server's root: the task's tenant, the enqueuing request's id and trace
- * id with a new span, task_id and attempt, the task's timeout as deadline), passes admission like
- * a request (the tenant's in-flight limit and weight; a refusal gives the attempt back) and runs
- * the kind through srv_jobroute_run_kind, the one place every route runs a kind. Its done
- * callback decides:
+ * An attempt (struct task_attempt) parses its stored spec with the batch item parser against
+ * the current snapshot of kinds (so every kind can be a task: built-in, module and exec kinds,
+ * each attempt with the kind's definition of the moment it starts; the prepared job holds a
+ * reference to that snapshot until it is finished, so a reload never pulls the kind from under
+ * it), makes a context (a child of the server's root: the task's tenant, the enqueuing request's
+ * id and trace id with a new span, task_id and attempt, the task's timeout_ms, else the kind's,
+ * as deadline), passes admission like a request (the tenant's in-flight limit and weight, the
+ * deadline judged by the kind's cost; a refusal gives the attempt back) and runs the job through
+ * srv_jobroute_run_kind, the one place every route runs a kind. A kind at its max_inflight is
+ * not started: its ready attempts wait in the queue (attempts of other kinds go first) until a
+ * job of the kind ends or the poll timer comes. An attempt counts in its kind's in-flight jobs
+ * from its submit to its done callback, which decides:
  *   ran to completion             complete (the answer stored, at most max_result_bytes)
- *   failed, deadline              fail: retried after a backoff with full jitter (a uniform delay
- *                                 in [0, backoff_ms * 2^(attempt-1)]) while attempts remain
+ *   failed, deadline, an error    fail: retried after a backoff with full jitter (a uniform delay
+ *   the kind set (4xx: final)     in [0, backoff_ms * 2^(attempt-1)]) while attempts remain
  *   cancelled by DELETE           nothing to write: the store already says cancelled
  *   stopped by shutdown, refused  release: back to queued without using up the attempt
  * Every write names the attempt; a write the store refuses as stale (the task was cancelled, or
@@ -30,6 +36,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,21 +45,24 @@
 #include "server/api/batch.h"
 #include "server/api/internal.h"
 #include "server/http/http.h"
+#include "server/jobs/jobs.h"
 
 #define TR_BACKOFF_CAP_MS 86400000ULL /* no retry waits longer than a day */
 
 struct task_attempt {
     struct srv_api_job aj; /* first: the pool job and the kind's name */
     struct srv_tasks *t;
-    struct srv_task task; /* as claimed (owns its spec and errors) */
-    void *json;           /* the parsed spec, which the item's state points into */
-    struct srv_batch_item item;
+    struct srv_task task;       /* as claimed (owns its spec and errors) */
+    void *json;                 /* the parsed spec, which the item's job points into */
+    struct srv_batch_item item; /* its job is prepared once the attempt starts */
     struct ctx *ctx;
     ev_timer deadline;
     bool deadline_armed;
     bool started;   /* left the ready queue (else counted in t->ready) */
     bool slot_held; /* counted in t->running: from its start until its outcome is decided */
     struct srv_adm_decision adm;
+    uint64_t cost;             /* the kind's cost of the job: its run-time estimate class */
+    unsigned timeout_ms;       /* the attempt's deadline from its start (0 = none) */
     struct srv_task_req sr;    /* the outcome's write */
     struct srv_task_req start; /* "it started": a lost lease now means interrupted */
     bool start_pending;        /* `start` is at the store: free only once it is back */
@@ -64,6 +74,7 @@ struct task_attempt {
 
 static void tr_claim_done(struct srv_task_req *sr);
 static void tr_mark_started(struct task_attempt *a);
+static void tr_uncount(struct task_attempt *a);
 
 /* ---- attempts -------------------------------------------------------------------------------- */
 
@@ -98,8 +109,8 @@ static void tr_attempt_free(struct task_attempt *a)
         a->next->prev = a->prev;
     if (a->deadline_armed)
         ev_timer_stop(t->loop, &a->deadline);
-    if (a->item.state != NULL)
-        a->item.kind->free(a->item.state);
+    tr_uncount(a);
+    srv_job_fini(&a->item.job); /* a no-op when it was never prepared */
     json_decref(a->json);
     ctx_unref(a->ctx);
     srv_task_req_fini(&a->sr);
@@ -112,6 +123,17 @@ static void tr_attempt_free(struct task_attempt *a)
     free(a->error_json);
     free(a);
     srv_tasks_runner_poke(t);
+}
+
+/* The attempt's job is done: it no longer counts in its kind's in-flight jobs. Before
+ * srv_job_fini, whose reference may be the last one to the kind's snapshot. */
+static void tr_uncount(struct task_attempt *a)
+{
+    if (!a->item.counted)
+        return;
+    a->item.counted = false;
+    atomic_fetch_sub_explicit(&((struct srv_kind *)a->item.kind)->inflight, 1,
+                              memory_order_relaxed);
 }
 
 static void tr_written(struct srv_task_req *sr)
@@ -196,11 +218,25 @@ static void tr_fail(struct task_attempt *a, const char *code, const char *messag
     tr_write(a, SRV_TASK_OP_FAIL, retry ? "retrying" : "failed");
 }
 
+/* The job ran: store its answer, or fail the attempt with the error the kind set (a 4xx is the
+ * request's fault: no later attempt would do better). */
 static void tr_complete(struct task_attempt *a)
 {
     struct srv_job_answer ans;
-    a->item.kind->answer(a->item.state, &ans);
+    srv_job_outcome(&a->item.job, &ans);
+    if (ans.code != NULL) {
+        tr_fail(a, ans.code, ans.message, ans.status >= 400 && ans.status < 500);
+        return;
+    }
     size_t max = srv_http_cfg(a->t->h)->task_max_result_bytes;
+    char *result = ans.len <= max ? malloc(ans.len + 1) : NULL;
+    if (result != NULL) {
+        if (ans.len > 0)
+            memcpy(result, ans.body, ans.len);
+        result[ans.len] = '\0';
+    }
+    if (ans.owned)
+        free((void *)ans.body);
     if (ans.len > max) {
         char msg[128];
         snprintf(msg, sizeof(msg), "the answer has %zu bytes, over [tasks] max_result_bytes %zu",
@@ -208,14 +244,11 @@ static void tr_complete(struct task_attempt *a)
         tr_fail(a, "result_too_large", msg, true);
         return;
     }
-    a->sr.task.result = malloc(ans.len + 1);
-    if (a->sr.task.result == NULL) {
+    if (result == NULL) {
         tr_fail(a, "out_of_memory", "out of memory storing the answer", false);
         return;
     }
-    if (ans.len > 0)
-        memcpy(a->sr.task.result, ans.body, ans.len);
-    a->sr.task.result[ans.len] = '\0';
+    a->sr.task.result = result;
     a->sr.task.result_len = ans.len;
     snprintf(a->sr.task.content_type, sizeof(a->sr.task.content_type), "%s",
              ans.content_type != NULL ? ans.content_type : "application/octet-stream");
@@ -233,7 +266,7 @@ static struct task_attempt *tr_of(struct pool_job *job)
 static int tr_run(struct pool_job *job)
 {
     struct task_attempt *a = tr_of(job);
-    return srv_jobroute_run_kind(a->item.kind, a->item.state);
+    return srv_jobroute_run_kind(a->item.kind, &a->item.job);
 }
 
 static void tr_decide(struct task_attempt *a, struct pool_job *job, enum pool_status status);
@@ -242,6 +275,7 @@ static void tr_done(struct pool_job *job, enum pool_status status)
 {
     struct task_attempt *a = tr_of(job);
     struct srv_tasks *t = a->t;
+    tr_uncount(a);
     tr_decide(a, job, status);
     srv_tasks_runner_poke(t); /* its slot is free: start the next ready attempt */
 }
@@ -255,7 +289,7 @@ static void tr_decide(struct task_attempt *a, struct pool_job *job, enum pool_st
     }
     if (t->jr->adm != NULL)
         srv_adm_release(t->jr->adm, &a->adm, ctx_now_ns());
-    srv_jobroute_observe(t->jr, a->item.kind->name, job, status);
+    srv_jobroute_observe_class(t->jr, a->item.kind->name, a->cost, job, status);
     enum ctx_reason why = status == POOL_CANCELLED_RUNNING || status == POOL_CANCELLED_QUEUED
                               ? job->reason
                               : CTX_REASON_NONE;
@@ -263,15 +297,19 @@ static void tr_decide(struct task_attempt *a, struct pool_job *job, enum pool_st
     case POOL_DONE:
         tr_complete(a);
         return;
-    case POOL_FAILED:
+    case POOL_FAILED: {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the %s job failed: %s", a->item.kind->name,
+                 strerror(-job->result));
         tr_fail(a, job->result == -ENOMEM ? "out_of_memory" : "job_failed",
-                job->result == -ENOMEM ? "the job ran out of memory" : "the job failed", false);
+                job->result == -ENOMEM ? "the job ran out of memory" : msg, false);
         return;
+    }
     case POOL_CANCELLED_QUEUED:
     case POOL_CANCELLED_RUNNING:
         if (why == CTX_REASON_DEADLINE) {
             char msg[96];
-            snprintf(msg, sizeof(msg), "its timeout_ms of %u ms passed", a->task.timeout_ms);
+            snprintf(msg, sizeof(msg), "its deadline of %u ms passed", a->timeout_ms);
             tr_fail(a, "deadline_exceeded", msg, false);
             return;
         }
@@ -292,16 +330,33 @@ static void tr_decide(struct task_attempt *a, struct pool_job *job, enum pool_st
     }
 }
 
+/* Seconds from now to the attempt's deadline, for its timer. libev counts a timer from its cached
+ * loop time, stale by whatever this iteration did before, so that time is brought up to date. */
+static double tr_timer_after(struct ev_loop *loop, uint64_t deadline_ns)
+{
+    ev_now_update(loop);
+    uint64_t now = ctx_now_ns();
+    return deadline_ns > now ? (double)(deadline_ns - now) / 1e9 : 0.0;
+}
+
+/* The attempt's deadline passed: cancel its context (the pool completes the job with the deadline
+ * reason). A timer early by the clocks' rounding is armed again for the rest. */
 static void tr_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct task_attempt *a = w->data;
+    uint64_t deadline = ctx_deadline(a->ctx);
+    if (ctx_now_ns() < deadline) {
+        ev_timer_set(w, tr_timer_after(loop, deadline), 0.0);
+        ev_timer_start(loop, w);
+        return;
+    }
     a->deadline_armed = false;
     (void)ctx_cancel(a->ctx, CTX_REASON_DEADLINE);
 }
 
-/* The attempt's context: the task's tenant, the enqueuing request's ids, a new span. */
+/* The attempt's context: the task's tenant, the enqueuing request's ids, a new span, and its
+ * deadline (a->timeout_ms from now). */
 static int tr_ctx(struct task_attempt *a)
 {
     const struct srv_task *k = &a->task;
@@ -319,42 +374,27 @@ static int tr_ctx(struct task_attempt *a)
     ctx_span_new(tr.span_id);
     ctx_set_trace(a->ctx, &tr);
     (void)ctx_set_task(a->ctx, k->id, strlen(k->id), k->attempt);
-    if (k->timeout_ms > 0) {
-        ctx_set_deadline(a->ctx, ctx_now_ns() + (uint64_t)k->timeout_ms * 1000000u);
-        ev_timer_init(&a->deadline, tr_deadline_cb, k->timeout_ms / 1000.0, 0.0);
-        a->deadline.data = a;
-    }
+    if (a->timeout_ms > 0)
+        ctx_set_deadline(a->ctx, ctx_now_ns() + (uint64_t)a->timeout_ms * 1000000u);
     return 0;
 }
 
-static void tr_start(struct task_attempt *a)
+/* Admit the attempt like a request of one job of its kind and submit it, its context current.
+ * Returns 0, or a negative errno after giving the attempt back. */
+static int tr_submit(struct task_attempt *a)
 {
     struct srv_tasks *t = a->t;
-    a->started = true;
-    a->slot_held = true;
-    t->ready--;
-    t->running++;
-    const char *code = "bad_task";
-    char err[SRV_BATCH_ERR_MAX];
-    int rc = srv_task_spec_item(&a->task, srv_http_cfg(t->h), &a->json, &a->item, &code, err);
-    if (rc == -EINVAL) { /* the limits changed since it was stored: it can never run */
-        tr_fail(a, code, err, true);
-        return;
-    }
-    if (rc != 0 || tr_ctx(a) != 0) {
-        tr_release(a, "released");
-        return;
-    }
-    a->aj.kind = a->item.kind->name;
+    const struct srv_kind *k = a->item.kind;
     bool refused = false;
-    uint64_t cost = a->item.kind->cost != NULL ? a->item.kind->cost(a->item.state) : 0;
-    rc = srv_jobroute_admit_ctx(t->jr, a->ctx, 1, a->item.kind->name, cost, &a->adm, &refused);
+    a->aj.kind = k->name;
+    a->cost = srv_job_cost(&a->item.job);
+    int rc = srv_jobroute_admit_ctx(t->jr, a->ctx, 1, k->name, a->cost, &a->adm, &refused);
     if (rc != 0) {
         if (refused) /* start nothing before admission's hint: retrying at once only churns */
             t->hold_until_ns =
                 ctx_now_ns() + (a->adm.retry_after_ms ? a->adm.retry_after_ms : 100) * 1000000u;
         tr_release(a, refused ? "refused by admission" : "released");
-        return;
+        return rc;
     }
     a->aj.job.run = tr_run;
     a->aj.job.done = tr_done;
@@ -368,11 +408,40 @@ static void tr_start(struct task_attempt *a)
         if (t->jr->adm != NULL)
             srv_adm_release(t->jr->adm, &a->adm, ctx_now_ns());
         tr_release(a, "refused by the pool");
+        return rc;
+    }
+    atomic_fetch_add_explicit(&((struct srv_kind *)k)->inflight, 1, memory_order_relaxed);
+    a->item.counted = true;
+    return 0;
+}
+
+static void tr_start(struct task_attempt *a)
+{
+    struct srv_tasks *t = a->t;
+    a->started = true;
+    a->slot_held = true;
+    t->ready--;
+    t->running++;
+    const char *code = "bad_task";
+    char err[SRV_BATCH_ERR_MAX];
+    int rc = srv_task_spec_item(&a->task, srv_http_cfg(t->h), &a->json, &a->item, &code, err);
+    if (rc == -EINVAL) { /* the limits or the kinds changed since it was stored: it never runs */
+        tr_fail(a, code, err, true);
         return;
     }
+    a->timeout_ms = a->item.timeout_ms; /* the task's own, else the kind's */
+    if (rc != 0 || tr_ctx(a) != 0) {
+        tr_release(a, "released");
+        return;
+    }
+    if (tr_submit(a) != 0)
+        return;
     t->stats.attempts++;
     tr_mark_started(a);
-    if (a->task.timeout_ms > 0) {
+    uint64_t deadline = ctx_deadline(a->ctx); /* the task's, or admission's earlier one */
+    if (deadline != 0) {
+        ev_timer_init(&a->deadline, tr_deadline_cb, tr_timer_after(t->loop, deadline), 0.0);
+        a->deadline.data = a;
         ev_timer_start(t->loop, &a->deadline);
         a->deadline_armed = true;
     }
@@ -422,12 +491,22 @@ static void tr_claim_done(struct srv_task_req *sr)
     srv_tasks_runner_poke(t);
 }
 
-/* The oldest attempt of the ready queue (the attempts list is newest first), NULL when none. */
-static struct task_attempt *tr_next_ready(struct srv_tasks *t)
+/* True when the kind called `name` is at its max_inflight in `ks` (an unknown kind is not: its
+ * attempt fails when it starts). */
+static bool tr_kind_full(const struct srv_kinds *ks, const char *name)
+{
+    const struct srv_kind *k = srv_kinds_find(ks, name, strlen(name));
+    return k != NULL && k->max_inflight != 0 &&
+           atomic_load_explicit(&k->inflight, memory_order_relaxed) >= k->max_inflight;
+}
+
+/* The oldest attempt of the ready queue (the attempts list is newest first) whose kind has room
+ * for another job in `ks` (NULL: any attempt), NULL when none. */
+static struct task_attempt *tr_next_ready(struct srv_tasks *t, const struct srv_kinds *ks)
 {
     struct task_attempt *found = NULL;
     for (struct task_attempt *a = t->attempts; a != NULL; a = a->next)
-        if (!a->started && a->sr.done == NULL)
+        if (!a->started && a->sr.done == NULL && (ks == NULL || !tr_kind_full(ks, a->task.kind)))
             found = a;
     return found;
 }
@@ -439,10 +518,12 @@ static void tr_pump(struct srv_tasks *t)
     if (t->pumping)
         return;
     t->pumping = true;
+    struct srv_kinds *ks = srv_kinds_current(); /* the one tr_start finds the kinds in */
     struct task_attempt *a;
     while (!t->draining && t->running < t->slots && ctx_now_ns() >= t->hold_until_ns &&
-           (a = tr_next_ready(t)) != NULL)
+           (a = tr_next_ready(t, ks)) != NULL)
         tr_start(a);
+    srv_kinds_unref(ks);
     t->pumping = false;
 }
 
@@ -511,7 +592,7 @@ void srv_tasks_runner_stop(struct srv_tasks *t)
     if (t->poll != NULL)
         ev_timer_stop(t->loop, t->poll);
     struct task_attempt *a; /* the ready queue goes back to the store, attempts unused */
-    while ((a = tr_next_ready(t)) != NULL)
+    while ((a = tr_next_ready(t, NULL)) != NULL)
         tr_release(a, "released");
 }
 

@@ -344,7 +344,7 @@ static void tasks_post(struct srv_req *req)
     const char *code = "bad_task";
     char err[SRV_BATCH_ERR_MAX];
     int64_t now = srv_task_now_ms();
-    int rc = srv_task_body_parse(body, len, cfg, now, task, &code, err);
+    int rc = srv_task_body_parse(body, len, NULL, cfg, now, task, &code, err);
     if (rc != 0) {
         tc_error(req, rc == -ENOMEM ? 503 : 400, code, err);
         tc_free(c);

@@ -34,11 +34,11 @@ static void test_srv_sched_check_accepts_valid_tasks(void)
     struct srv_cfg cfg;
     char err[512] = "";
     srv_cfg_defaults(&cfg);
-    CU_ASSERT_EQUAL(srv_sched_check(&cfg, err, sizeof(err)), 0); /* no schedule */
+    CU_ASSERT_EQUAL(srv_sched_check(&cfg, NULL, err, sizeof(err)), 0); /* no schedule */
     ts_cfg(&cfg, "primes", "{\"n\": 1000}");
-    CU_ASSERT_EQUAL(srv_sched_check(&cfg, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(srv_sched_check(&cfg, NULL, err, sizeof(err)), 0);
     ts_cfg(&cfg, "noop", NULL);
-    CU_ASSERT_EQUAL(srv_sched_check(&cfg, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(srv_sched_check(&cfg, NULL, err, sizeof(err)), 0);
 }
 
 static void test_srv_sched_check_names_the_kind(void)
@@ -46,7 +46,7 @@ static void test_srv_sched_check_names_the_kind(void)
     struct srv_cfg cfg;
     char err[512] = "";
     ts_cfg(&cfg, "nosuchkind", NULL);
-    CU_ASSERT_EQUAL(srv_sched_check(&cfg, err, sizeof(err)), -EINVAL);
+    CU_ASSERT_EQUAL(srv_sched_check(&cfg, NULL, err, sizeof(err)), -EINVAL);
     CU_ASSERT_EQUAL(strncmp(err, "/etc/spindle/spindle.conf:42: [schedule.s] kind: ", 49), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "nosuchkind"));
 }
@@ -56,22 +56,22 @@ static void test_srv_sched_check_names_the_params(void)
     struct srv_cfg cfg;
     char err[512] = "";
     ts_cfg(&cfg, "primes", "{\"n\": -5}");
-    CU_ASSERT_EQUAL(srv_sched_check(&cfg, err, sizeof(err)), -EINVAL);
+    CU_ASSERT_EQUAL(srv_sched_check(&cfg, NULL, err, sizeof(err)), -EINVAL);
     CU_ASSERT_EQUAL(strncmp(err, "/etc/spindle/spindle.conf:43: [schedule.s] params: ", 51), 0);
     /* a parameter the kind does not know */
     ts_cfg(&cfg, "noop", "{\"x\": 1}");
-    CU_ASSERT_EQUAL(srv_sched_check(&cfg, err, sizeof(err)), -EINVAL);
+    CU_ASSERT_EQUAL(srv_sched_check(&cfg, NULL, err, sizeof(err)), -EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, ":43: [schedule.s] params: "));
     /* over a limit of the configuration it is checked against */
     ts_cfg(&cfg, "spin", "{\"ms\": 10}");
     cfg.max_spin_ms = 5;
-    CU_ASSERT_EQUAL(srv_sched_check(&cfg, err, sizeof(err)), -EINVAL);
+    CU_ASSERT_EQUAL(srv_sched_check(&cfg, NULL, err, sizeof(err)), -EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "[schedule.s] params: "));
     /* without a file, without lines: the section alone */
     ts_cfg(&cfg, "nosuchkind", NULL);
     cfg.source[0] = '\0';
     cfg.schedules[0].key_line[SRV_CFG_SCHED_KIND] = 0;
-    CU_ASSERT_EQUAL(srv_sched_check(&cfg, err, sizeof(err)), -EINVAL);
+    CU_ASSERT_EQUAL(srv_sched_check(&cfg, NULL, err, sizeof(err)), -EINVAL);
     CU_ASSERT_EQUAL(strncmp(err, "[schedule.s] kind: ", 19), 0);
 }
 

@@ -22,7 +22,7 @@ static int parse(const char *body, struct srv_task *t, const char **code, char *
     struct srv_cfg cfg;
     srv_cfg_defaults(&cfg);
     memset(t, 0, sizeof(*t));
-    return srv_task_body_parse(body, strlen(body), &cfg, NOW, t, code, err);
+    return srv_task_body_parse(body, strlen(body), NULL, &cfg, NOW, t, code, err);
 }
 
 static void test_srv_task_body_parse_defaults(void)
@@ -114,12 +114,15 @@ static void test_srv_task_spec_item_runs_the_kind(void)
     struct srv_batch_item item;
     CU_ASSERT_EQUAL_FATAL(srv_task_spec_item(&t, &cfg, &json, &item, &code, err), 0);
     CU_ASSERT_STRING_EQUAL(item.kind->name, "primes");
-    CU_ASSERT_EQUAL(item.kind->run(item.state), 0);
+    CU_ASSERT_EQUAL(srv_job_run(&item.job), 0);
     struct srv_job_answer ans;
-    item.kind->answer(item.state, &ans);
+    srv_job_outcome(&item.job, &ans);
+    CU_ASSERT_PTR_NULL(ans.code);
     CU_ASSERT_EQUAL(ans.len, strlen("{\"n\":100,\"count\":25}"));
     CU_ASSERT_EQUAL(memcmp(ans.body, "{\"n\":100,\"count\":25}", ans.len), 0);
-    item.kind->free(item.state);
+    if (ans.owned)
+        free((void *)ans.body);
+    srv_job_fini(&item.job);
     json_decref(json);
     /* Limits lowered since it was stored: refused, never run. */
     cfg.max_primes_n = 10;
