@@ -16,7 +16,8 @@
  *            where a JSON answer ends with a newline); failed or cancelled: one line on stderr
  *            with the last attempt's error. With --json, the result line and the summary line
  *            of `spindle call --json`, with the task's id and state added.
- * --detach stops after the enqueue and prints the task's JSON.
+ * --detach stops after the enqueue and prints the task's JSON. Every exchange sends the token of
+ * --token-file (else $SPINDLE_TOKEN) as `spindle call` does.
  *
  * Exit codes as `spindle call`: 0 succeeded, 1 failed, cancelled or refused, 2 usage.
  */
@@ -40,6 +41,7 @@ struct as_run {
     struct cli_url url;
     char request_id[CTX_REQUEST_ID_MAX + 1];
     char location[AS_LOCATION_MAX]; /* "/v1/tasks/ID" */
+    char token[CLI_TOKEN_MAX + 1];  /* the bearer token, "" = none (cli_token_load) */
     uint64_t rng;
     long long t0_ms;
     bool progress;
@@ -173,9 +175,17 @@ static int as_enqueue(struct as_run *run, json_t **task)
         return CLI_EXIT_USAGE;
     }
     struct cli_fetch_req q = {
-        &run->url, "POST",          "/v1/tasks",
-        o->tenant, run->request_id, o->idempotency_key ? o->idempotency_key : run->request_id,
-        payload,   strlen(payload), AS_IO_MS};
+        .url = &run->url,
+        .method = "POST",
+        .target = "/v1/tasks",
+        .tenant = o->tenant,
+        .request_id = run->request_id,
+        .idempotency_key = o->idempotency_key ? o->idempotency_key : run->request_id,
+        .body = payload,
+        .body_len = strlen(payload),
+        .timeout_ms = AS_IO_MS,
+        .token = run->token,
+    };
     struct cli_fetch_resp r;
     int code = as_exchange(run, &q, &r, "POST /v1/tasks") == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     free(payload);
@@ -212,8 +222,12 @@ static int as_follow(struct as_run *run, json_t **task)
             fprintf(stderr, "\r%s\033[K", line);
             run->drawn = true;
         }
-        struct cli_fetch_req q = {&run->url, "GET", target, run->o->tenant, NULL,
-                                  NULL,      NULL,  0,      AS_IO_MS + wait};
+        struct cli_fetch_req q = {.url = &run->url,
+                                  .method = "GET",
+                                  .target = target,
+                                  .tenant = run->o->tenant,
+                                  .timeout_ms = AS_IO_MS + wait,
+                                  .token = run->token};
         struct cli_fetch_resp r;
         if (as_exchange(run, &q, &r, run->location) != 0)
             return CLI_EXIT_FAIL;
@@ -284,8 +298,12 @@ static int as_finish(struct as_run *run, const json_t *task)
     if (ok) {
         char target[AS_LOCATION_MAX + 16];
         snprintf(target, sizeof(target), "%s/result", run->location);
-        struct cli_fetch_req q = {&run->url, "GET", target, run->o->tenant, NULL,
-                                  NULL,      NULL,  0,      AS_IO_MS};
+        struct cli_fetch_req q = {.url = &run->url,
+                                  .method = "GET",
+                                  .target = target,
+                                  .tenant = run->o->tenant,
+                                  .timeout_ms = AS_IO_MS,
+                                  .token = run->token};
         if (as_exchange(run, &q, &r, target) != 0)
             return CLI_EXIT_FAIL;
         if (r.status / 100 != 2) {
@@ -324,6 +342,10 @@ int cli_call_async(const struct cli_call_opts *o)
         fprintf(stderr, "spindle: call: --server: %s\n", err);
         return CLI_EXIT_USAGE;
     }
+    if (cli_token_load(o->token_file, run.token, sizeof(run.token), err, sizeof(err)) != 0) {
+        fprintf(stderr, "spindle: call: %s\n", err);
+        return CLI_EXIT_USAGE;
+    }
     if (o->request_id)
         snprintf(run.request_id, sizeof(run.request_id), "%s", o->request_id);
     else
@@ -343,6 +365,7 @@ int cli_call_async(const struct cli_call_opts *o)
             code = as_finish(&run, task);
     }
     json_decref(task);
+    explicit_bzero(run.token, sizeof(run.token));
     if (fflush(stdout) != 0 && code == CLI_EXIT_OK)
         code = CLI_EXIT_FAIL;
     return code;

@@ -250,6 +250,8 @@ int cli_fetch(const struct cli_fetch_req *q, struct cli_fetch_resp *r, char *err
             q->method, q->target, q->url->authority);
     if (q->tenant)
         fprintf(f, "X-Tenant-Id: %s\r\n", q->tenant);
+    if (q->token != NULL && q->token[0] != '\0')
+        fprintf(f, "Authorization: Bearer %s\r\n", q->token);
     if (q->request_id)
         fprintf(f, "X-Request-Id: %s\r\n", q->request_id);
     if (q->idempotency_key)
@@ -266,6 +268,7 @@ int cli_fetch(const struct cli_fetch_req *q, struct cli_fetch_resp *r, char *err
     }
     int fd = fetch_connect(q->url, deadline);
     int rc = fd < 0 ? fd : fetch_send(fd, head, head_len, deadline);
+    explicit_bzero(head, head_len); /* it may hold the token */
     free(head);
     struct fetch_state s = {.r = r};
     if (rc == 0)

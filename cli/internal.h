@@ -261,6 +261,7 @@ struct cli_fetch_req {
     const char *body;            /* a JSON body, NULL = none */
     size_t body_len;
     long long timeout_ms; /* for the whole exchange */
+    const char *token;    /* Authorization: Bearer TOKEN (cli_token_load), NULL or "" = none */
 };
 
 /* An answer. Header values are cut to CLI_HDR_MAX - 1 bytes; "" when absent. */
@@ -296,17 +297,18 @@ enum cli_tasks_cmd {
 /* The command line of `spindle tasks`. Strings borrow argv. */
 struct cli_tasks_opts {
     enum cli_tasks_cmd cmd;
-    const char *id;     /* show, cancel, result: the task */
-    const char *server; /* --server URL */
-    const char *tenant; /* --tenant, NULL = none sent */
-    const char *state;  /* list --state, NULL = any */
-    const char *kind;   /* list --kind, NULL = any */
-    const char *after;  /* list --after CURSOR, NULL = the first page */
-    unsigned limit;     /* list --limit, 0 = the server's default */
-    bool all;           /* list --all: follow every page */
-    bool json;          /* --json */
-    long long wait_ms;  /* show --wait MS, -1 = no wait */
-    const char *output; /* result --output FILE, NULL = stdout */
+    const char *id;         /* show, cancel, result: the task */
+    const char *server;     /* --server URL */
+    const char *tenant;     /* --tenant, NULL = none sent */
+    const char *token_file; /* --token-file FILE: Authorization: Bearer <its first line> */
+    const char *state;      /* list --state, NULL = any */
+    const char *kind;       /* list --kind, NULL = any */
+    const char *after;      /* list --after CURSOR, NULL = the first page */
+    unsigned limit;         /* list --limit, 0 = the server's default */
+    bool all;               /* list --all: follow every page */
+    bool json;              /* --json */
+    long long wait_ms;      /* show --wait MS, -1 = no wait */
+    const char *output;     /* result --output FILE, NULL = stdout */
     bool help;
 };
 

@@ -10,7 +10,9 @@
  * `--wait MS` long-polls (?wait_ms=) until the state is final or MS passes. `cancel` is DELETE
  * (idempotent) and prints the state after it. `result` writes the stored answer bytes like
  * `spindle call` writes an answer (--output FILE, a JSON answer ends with a newline); before the
- * task succeeded the server answers 409 and the command fails.
+ * task succeeded the server answers 409 and the command fails. Every exchange sends the token of
+ * --token-file (else $SPINDLE_TOKEN) as `spindle call` does: with [auth] mode = keys the token,
+ * not --tenant, says whose tasks these are.
  *
  * Exit codes: CLI_EXIT_OK, CLI_EXIT_FAIL (an HTTP error answer, no answer, a task that is not
  * there or not finished), CLI_EXIT_USAGE.
@@ -44,6 +46,8 @@ static const char tk_usage[] =
     "\n"
     "  -s, --server URL     http://HOST:PORT (default " TK_DEFAULT_SERVER ")\n"
     "      --tenant T       send X-Tenant-Id: T (a tenant sees only its own tasks)\n"
+    "      --token-file FILE  send Authorization: Bearer <the first line of FILE>; without\n"
+    "                       it, $SPINDLE_TOKEN when set (never put a token on the command line)\n"
     "      --json           list: one task object per line; show: the task's JSON\n"
     "      --state S        list: only tasks in state S (queued, running, retrying,\n"
     "                       succeeded, failed, cancelled)\n"
@@ -60,6 +64,7 @@ static const char tk_usage[] =
 
 enum tk_opt {
     TK_OPT_TENANT = 256,
+    TK_OPT_TOKEN_FILE,
     TK_OPT_JSON,
     TK_OPT_STATE,
     TK_OPT_KIND,
@@ -72,6 +77,7 @@ enum tk_opt {
 static const struct option tk_options[] = {
     {"server", required_argument, NULL, 's'},
     {"tenant", required_argument, NULL, TK_OPT_TENANT},
+    {"token-file", required_argument, NULL, TK_OPT_TOKEN_FILE},
     {"json", no_argument, NULL, TK_OPT_JSON},
     {"state", required_argument, NULL, TK_OPT_STATE},
     {"kind", required_argument, NULL, TK_OPT_KIND},
@@ -82,6 +88,12 @@ static const struct option tk_options[] = {
     {"output", required_argument, NULL, 'o'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
+};
+
+/* Where the commands send their requests, and the bearer token they send (cli_token_load). */
+struct tk_server {
+    struct cli_url url;
+    char token[CLI_TOKEN_MAX + 1]; /* "" = none */
 };
 
 static const char *const tk_states[] = {"queued",    "running", "retrying",
@@ -130,6 +142,9 @@ static int tk_opt_set(int c, const char *arg, struct cli_tasks_opts *o, char *er
         if (!ctx_tenant_valid(arg, strlen(arg)))
             return tk_fail(err, size, "--tenant wants 1-64 of [A-Za-z0-9._-], not", arg);
         o->tenant = arg;
+        return 0;
+    case TK_OPT_TOKEN_FILE:
+        o->token_file = arg;
         return 0;
     case TK_OPT_JSON:
         o->json = true;
@@ -331,12 +346,16 @@ void cli_task_http_error(const char *what, const struct cli_fetch_resp *r)
 }
 
 /* GET/DELETE `target`, expecting 2xx and JSON. New reference, or NULL after saying why. */
-static json_t *tk_get_json(const struct cli_tasks_opts *o, const struct cli_url *u,
+static json_t *tk_get_json(const struct cli_tasks_opts *o, const struct tk_server *srv,
                            const char *method, const char *target, long long wait_ms)
 {
     char err[512];
-    struct cli_fetch_req q = {
-        u, method, target, o->tenant, NULL, NULL, NULL, 0, TK_IO_MS + (wait_ms > 0 ? wait_ms : 0)};
+    struct cli_fetch_req q = {.url = &srv->url,
+                              .method = method,
+                              .target = target,
+                              .tenant = o->tenant,
+                              .timeout_ms = TK_IO_MS + (wait_ms > 0 ? wait_ms : 0),
+                              .token = srv->token};
     struct cli_fetch_resp r;
     if (cli_fetch(&q, &r, err, sizeof(err)) != 0) {
         fprintf(stderr, "spindle: tasks: %s\n", err);
@@ -359,7 +378,7 @@ static int tk_print_json(const json_t *j)
     return rc;
 }
 
-static int tk_list(const struct cli_tasks_opts *o, const struct cli_url *u)
+static int tk_list(const struct cli_tasks_opts *o, const struct tk_server *srv)
 {
     char target[2048];
     char *after = o->after ? strdup(o->after) : NULL;
@@ -367,7 +386,7 @@ static int tk_list(const struct cli_tasks_opts *o, const struct cli_url *u)
     for (unsigned page = 0; page < TK_PAGES_MAX; page++) {
         json_t *j = NULL;
         if (cli_tasks_list_target(o, after, target, sizeof(target)) != 0 ||
-            (j = tk_get_json(o, u, "GET", target, 0)) == NULL) {
+            (j = tk_get_json(o, srv, "GET", target, 0)) == NULL) {
             code = CLI_EXIT_FAIL;
             break;
         }
@@ -397,7 +416,7 @@ static int tk_list(const struct cli_tasks_opts *o, const struct cli_url *u)
     return code;
 }
 
-static int tk_show(const struct cli_tasks_opts *o, const struct cli_url *u)
+static int tk_show(const struct cli_tasks_opts *o, const struct tk_server *srv)
 {
     char target[512];
     if (o->wait_ms > 0)
@@ -405,7 +424,7 @@ static int tk_show(const struct cli_tasks_opts *o, const struct cli_url *u)
     else
         snprintf(target, sizeof(target), "/v1/tasks/%s", o->id);
     json_t *j =
-        tk_get_json(o, u, o->cmd == CLI_TASKS_CANCEL ? "DELETE" : "GET", target, o->wait_ms);
+        tk_get_json(o, srv, o->cmd == CLI_TASKS_CANCEL ? "DELETE" : "GET", target, o->wait_ms);
     if (j == NULL)
         return CLI_EXIT_FAIL;
     int rc = 0;
@@ -453,11 +472,16 @@ int cli_task_answer_write(const char *path, const struct cli_fetch_resp *r)
     return rc;
 }
 
-static int tk_result(const struct cli_tasks_opts *o, const struct cli_url *u)
+static int tk_result(const struct cli_tasks_opts *o, const struct tk_server *srv)
 {
     char target[512], err[512];
     snprintf(target, sizeof(target), "/v1/tasks/%s/result", o->id);
-    struct cli_fetch_req q = {u, "GET", target, o->tenant, NULL, NULL, NULL, 0, TK_IO_MS};
+    struct cli_fetch_req q = {.url = &srv->url,
+                              .method = "GET",
+                              .target = target,
+                              .tenant = o->tenant,
+                              .timeout_ms = TK_IO_MS,
+                              .token = srv->token};
     struct cli_fetch_resp r;
     if (cli_fetch(&q, &r, err, sizeof(err)) != 0) {
         fprintf(stderr, "spindle: tasks: %s\n", err);
@@ -481,7 +505,7 @@ static int tk_result(const struct cli_tasks_opts *o, const struct cli_url *u)
 int cli_tasks_main(int argc, char **argv)
 {
     struct cli_tasks_opts o;
-    struct cli_url u;
+    struct tk_server srv;
     char err[512];
     if (cli_tasks_args_parse(argc, argv, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "spindle: %s (see: spindle tasks --help)\n", err);
@@ -491,22 +515,27 @@ int cli_tasks_main(int argc, char **argv)
         fputs(tk_usage, stdout);
         return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     }
-    if (cli_url_parse(o.server, &u, err, sizeof(err)) != 0) {
+    if (cli_url_parse(o.server, &srv.url, err, sizeof(err)) != 0) {
         fprintf(stderr, "spindle: tasks: --server: %s\n", err);
+        return CLI_EXIT_USAGE;
+    }
+    if (cli_token_load(o.token_file, srv.token, sizeof(srv.token), err, sizeof(err)) != 0) {
+        fprintf(stderr, "spindle: tasks: %s\n", err);
         return CLI_EXIT_USAGE;
     }
     int code;
     switch (o.cmd) {
     case CLI_TASKS_LIST:
-        code = tk_list(&o, &u);
+        code = tk_list(&o, &srv);
         break;
     case CLI_TASKS_RESULT:
-        code = tk_result(&o, &u);
+        code = tk_result(&o, &srv);
         break;
     default:
-        code = tk_show(&o, &u);
+        code = tk_show(&o, &srv);
         break;
     }
+    explicit_bzero(srv.token, sizeof(srv.token));
     if (fflush(stdout) != 0 && code == CLI_EXIT_OK) {
         fprintf(stderr, "spindle: tasks: writing to standard output: %s\n", strerror(errno));
         code = CLI_EXIT_FAIL;
