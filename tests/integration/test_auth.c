@@ -2,12 +2,14 @@
  * combination spends another tenant's limits, forwarding headers from an untrusted peer gain
  * nothing, 10,000 wrong tokens are throttled per address while the owner's token works from its
  * own address, a reload removing a key locks it out at once, /metrics and the admin listener,
- * proxy mode, the start-up refusal, keygen and `spindle call --token-file` / SPINDLE_TOKEN; and
- * no token nor its hash ever appears in the log.
+ * proxy mode, the start-up refusal, keygen and `spindle call --token-file` / SPINDLE_TOKEN; durable
+ * tasks belong to the token's tenant (every task route is 401 without one, another tenant's task
+ * is not there) and `spindle call --async` / `spindle tasks` send the token; and no token nor its
+ * hash ever appears in the log.
  *
  * Design: each test starts its own server (harness.h) in [auth] mode = keys with tenants "a"
- * (two keys) and "b" (one), written after [log] the way test_admission.c does (the harness splits
- * "section.key" at the first dot, which "tenant.NAME" cannot pass). Which tenant was charged is
+ * (two keys) and "b" (one), written after [log] the way test_admission.c does (one override
+ * entry whose value holds the whole sections). Which tenant was charged is
  * read from what the server itself says: the access line's "tenant" (by request id), the
  * refusals of a tenant limited to one request, and the auth counters of /metrics. The owner of a
  * throttled tenant connects from 127.0.0.2 (the whole 127.0.0.0/8 is loopback on Linux): the
@@ -224,8 +226,7 @@ static void test_auth_keys_no_header_combination_crosses_tenants(void)
     /* refusals are counted under the route they were refused: for /v1/jobs/<kind> that is the
      * route's pattern, so unauthenticated paths cannot add label values */
     CU_ASSERT_EQUAL(
-        au_sample(r.body, "spindle_http_requests_total{route=\"/v1/jobs/*\",status=\"401\"}"),
-        4);
+        au_sample(r.body, "spindle_http_requests_total{route=\"/v1/jobs/*\",status=\"401\"}"), 4);
     /* health checks need nothing */
     CU_ASSERT_EQUAL(au_get(c, "/healthz", NULL, &r), 200);
     json_t *warn = hs_log_wait(s, "authentication failed", "reason", "invalid", HS_IO_MS);
@@ -556,6 +557,152 @@ out:
     proc_tmpdir_free(dir);
 }
 
+/* METHOD `target` with header lines `extra` and `body` (NULL: none) on a connection of its own
+ * (a refusal before the body closes it); the status, -1 on a transport error; *r the answer. */
+static int au_do(const struct hs_server *s, const char *method, const char *target,
+                 const char *extra, const char *body, struct hs_resp *r)
+{
+    char req[2048];
+    snprintf(req, sizeof(req),
+             "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n%s",
+             method, target, extra ? extra : "", body ? strlen(body) : 0, body ? body : "");
+    hs_resp_fini(r);
+    return hs_roundtrip(s, req, r) == 0 ? r->status : -1;
+}
+
+/* The "id" of a task answer into id (64 bytes); false when there is none. */
+static bool au_task_id(const struct hs_resp *r, char *id)
+{
+    json_t *j = hs_resp_json(r);
+    const char *v = j != NULL ? hs_json_str(j, "id") : NULL;
+    snprintf(id, 64, "%s", v != NULL ? v : "");
+    json_decref(j);
+    return id[0] != '\0';
+}
+
+/* The task routes are tenant routes: without a token each one is 401 (counted under the route's
+ * pattern) and nothing is stored; with tokens, a's task does not exist for b (GET, its result,
+ * DELETE and b's list), b's token claiming a is 403, and the task stays a's, queued; a task a
+ * runs logs its attempt under tenant a. */
+static void test_auth_tasks_are_the_tokens_tenants(void)
+{
+    char tenants[1024], id[64] = "", ran[64] = "", path[160];
+    const char *over[] = {"auth.mode=keys", au_tenants(tenants, sizeof(tenants), 1, NULL), NULL};
+    struct hs_server *s = hs_start(over);
+    struct hs_resp r = {0};
+    json_t *j = NULL, *line = NULL;
+    HS_CHECK(s != NULL);
+    const char *delayed = "{\"kind\":\"noop\",\"delay_ms\":600000}";
+    const char *none[][2] = {{"POST", "/v1/tasks"},         {"GET", "/v1/tasks"},
+                             {"GET", "/v1/tasks/x"},        {"DELETE", "/v1/tasks/x"},
+                             {"GET", "/v1/tasks/x/result"}, {"GET", "/v1/schedules"}};
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        CU_ASSERT_EQUAL(au_do(s, none[i][0], none[i][1], "X-Tenant-Id: a\r\n",
+                              strcmp(none[i][0], "POST") == 0 ? delayed : NULL, &r),
+                        401);
+        CU_ASSERT(hs_resp_is_error(&r, 401, "unauthorized"));
+    }
+    HS_CHECK(au_do(s, "POST", "/v1/tasks", BEARER(TOK_A1), delayed, &r) == 202);
+    HS_CHECK(au_task_id(&r, id));
+    snprintf(path, sizeof(path), "/v1/tasks/%s", id);
+    CU_ASSERT_EQUAL(au_do(s, "GET", path, BEARER(TOK_B), NULL, &r), 404);
+    CU_ASSERT(hs_resp_is_error(&r, 404, "task_not_found"));
+    CU_ASSERT_EQUAL(au_do(s, "DELETE", path, BEARER(TOK_B), NULL, &r), 404);
+    CU_ASSERT_EQUAL(au_do(s, "GET", path, BEARER(TOK_B) "X-Tenant-Id: a\r\n", NULL, &r), 403);
+    CU_ASSERT_EQUAL(au_do(s, "GET", "/v1/tasks", BEARER(TOK_B), NULL, &r), 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "{\"tasks\":[],\"next_after\":null}");
+    snprintf(path, sizeof(path), "/v1/tasks/%s/result", id);
+    CU_ASSERT_EQUAL(au_do(s, "GET", path, BEARER(TOK_B), NULL, &r), 404);
+    CU_ASSERT_EQUAL(au_do(s, "GET", path, BEARER(TOK_A1), NULL, &r), 409); /* a's, not run */
+    snprintf(path, sizeof(path), "/v1/tasks/%s", id);
+    CU_ASSERT_EQUAL(au_do(s, "GET", path, BEARER(TOK_A1), NULL, &r), 200);
+    HS_CHECK((j = hs_resp_json(&r)) != NULL);
+    CU_ASSERT_STRING_EQUAL(hs_json_str(j, "state"), "queued"); /* b's DELETE did nothing */
+    CU_ASSERT_EQUAL(au_do(s, "GET", "/v1/tasks", BEARER(TOK_A1), NULL, &r), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, id));
+    CU_ASSERT_EQUAL(au_do(s, "DELETE", path, BEARER(TOK_A1), NULL, &r), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"state\":\"cancelled\""));
+    /* a task that runs: its attempt is a's */
+    HS_CHECK(au_do(s, "POST", "/v1/tasks", BEARER(TOK_A1), "{\"kind\":\"noop\"}", &r) == 202);
+    HS_CHECK(au_task_id(&r, ran));
+    HS_CHECK((line = hs_log_wait(s, "task attempt end", "task_id", ran, HS_IO_MS)) != NULL);
+    CU_ASSERT_STRING_EQUAL(hs_json_str(line, "tenant"), "a");
+    CU_ASSERT_STRING_EQUAL(hs_json_str(line, "outcome"), "succeeded");
+    HS_CHECK(au_do(s, "GET", "/metrics", NULL, NULL, &r) == 200);
+    CU_ASSERT_EQUAL(
+        au_sample(r.body, "spindle_http_requests_total{route=\"/v1/tasks/...\",status=\"401\"}"),
+        3);
+    CU_ASSERT_EQUAL(
+        au_sample(r.body, "spindle_http_requests_total{route=\"/v1/tasks\",status=\"401\"}"), 2);
+out:
+    json_decref(line);
+    json_decref(j);
+    hs_resp_fini(&r);
+    if (s != NULL)
+        au_log_clean(s);
+    HS_FINISH(s);
+}
+
+/* `spindle call --async` and `spindle tasks` send the token as `spindle call` does: from
+ * --token-file, else SPINDLE_TOKEN; without one the server refuses them (401: exit 1). The task
+ * is the token's tenant's: the other tenant's `tasks show` does not find it. */
+static void test_auth_task_commands_send_the_token(void)
+{
+    char tenants[1024], server[64], id[64] = "";
+    char *tokfile = NULL, *out = NULL;
+    const char *over[] = {"auth.mode=keys", au_tenants(tenants, sizeof(tenants), 1, NULL), NULL};
+    struct hs_server *s = hs_start(over);
+    struct proc *p = NULL;
+    int code = -1;
+    HS_CHECK(s != NULL);
+    HS_CHECK((tokfile = proc_file_write(hs_dir(s), "a.token", TOK_A1 "\n")) != NULL);
+    snprintf(server, sizeof(server), "http://127.0.0.1:%d", hs_port(s));
+    const char *async_file[] = {"call",         "-s",     server,     "--async",
+                                "--token-file", tokfile,  "--detach", "noop",
+                                "--delay",      "600000", NULL};
+    HS_CHECK(proc_run(async_file, HS_START_MS, &out, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 0);
+    json_t *task = out != NULL ? json_loads(out, 0, NULL) : NULL;
+    snprintf(id, sizeof(id), "%s", task != NULL ? hs_json_str(task, "id") : "");
+    json_decref(task);
+    HS_CHECK(id[0] != '\0');
+    const char *show_a[] = {"tasks", "show", id, "-s", server, "--token-file", tokfile, NULL};
+    HS_CHECK(proc_run(show_a, HS_START_MS, NULL, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 0);
+    const char *env_b[] = {"SPINDLE_TOKEN=" TOK_B, NULL};
+    const char *show_b[] = {"tasks", "show", id, "-s", server, NULL};
+    HS_CHECK((p = proc_spawn(show_b, env_b)) != NULL);
+    CU_ASSERT(proc_wait(p, HS_START_MS, &code) == 0 && code == 1); /* 404: not b's */
+    CU_ASSERT_PTR_NOT_NULL(strstr(proc_output(p, PROC_STDERR, NULL), "task_not_found"));
+    proc_free(p);
+    p = NULL;
+    const char *show_none[] = {"tasks", "show", id, "-s", server, NULL};
+    HS_CHECK(proc_run(show_none, HS_START_MS, NULL, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 1); /* 401 */
+    const char *async_env[] = {"call", "-s", server, "--async", "--retries", "0", "noop", NULL};
+    HS_CHECK((p = proc_spawn(async_env, env_b)) != NULL);
+    CU_ASSERT(proc_wait(p, HS_START_MS, &code) == 0 && code == 0);
+    CU_ASSERT_STRING_EQUAL(proc_output(p, PROC_STDOUT, NULL), "{\"ok\":true}\n");
+    proc_free(p);
+    p = NULL;
+    const char *async_none[] = {"call", "-s", server, "--async", "--retries", "0", "noop", NULL};
+    HS_CHECK(proc_run(async_none, HS_START_MS, NULL, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 1); /* 401 */
+    const char *list_a[] = {"tasks", "list", "-s", server, "--token-file", tokfile, NULL};
+    free(out);
+    out = NULL;
+    HS_CHECK(proc_run(list_a, HS_START_MS, &out, NULL, &code) == 0);
+    CU_ASSERT_EQUAL(code, 0);
+    CU_ASSERT(out != NULL && strstr(out, id) != NULL && strstr(out, "queued") != NULL);
+out:
+    proc_free(p);
+    free(out);
+    free(tokfile);
+    if (s != NULL)
+        au_log_clean(s);
+    HS_FINISH(s);
+}
+
 int suite_integration_auth(void)
 {
     static const struct spindle_test tests[] = {
@@ -567,6 +714,8 @@ int suite_integration_auth(void)
         SPINDLE_TEST(test_auth_proxy_believes_only_trusted_peers),
         SPINDLE_TEST(test_auth_keys_refused_on_a_public_address),
         SPINDLE_TEST(test_auth_keygen_and_call),
+        SPINDLE_TEST(test_auth_tasks_are_the_tokens_tenants),
+        SPINDLE_TEST(test_auth_task_commands_send_the_token),
     };
     return SPINDLE_SUITE_ADD("integration_auth", NULL, NULL, tests);
 }

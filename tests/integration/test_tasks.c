@@ -2,7 +2,9 @@
  * (queued, running, retrying, succeeded, failed, cancelled), validation, Idempotency-Key (also
  * two concurrent POSTs), tenant isolation, the result, pagination, long-polls, the attempt's log
  * lines, retention, a graceful stop giving attempts back, kill -9 during an enqueue storm and
- * during running attempts, a corrupt store stopping the start and a full disk.
+ * during running attempts, a corrupt store stopping the start, a full disk, and tasks of module
+ * and exec kinds (their parameters, parse errors, timeout_ms and max_inflight). Tenants proven by
+ * tokens are tested in test_auth.c.
  *
  * Waits are long-polls (wait_ms) and log lines (hs_log_wait), never sleeps; bounds are seconds.
  */
@@ -874,6 +876,116 @@ out:
     proc_tmpdir_free(mnt);
 }
 
+/* ---- every kind ------------------------------------------------------------------------------ */
+
+/* "$SPINDLE_MODULES/mod_<name>.so" into buf. */
+static const char *tk_mod(char *buf, size_t size, const char *name)
+{
+    const char *dir = getenv("SPINDLE_MODULES");
+    snprintf(buf, size, "%s/mod_%s.so", dir != NULL ? dir : "build/debug/tests/modules", name);
+    return buf;
+}
+
+/* The final task `id` succeeded with the answer `want` of type `ctype`. */
+static bool tk_answered(const struct hs_server *s, const char *id, const char *want,
+                        const char *ctype)
+{
+    char path[128];
+    json_t *j = tk_final(s, id, "");
+    bool ok = tk_state_is(j, "succeeded");
+    if (!ok)
+        fprintf(stderr, "\n  task %s: %s\n", id, j != NULL ? hs_json_str(j, "state") : "(none)");
+    json_decref(j);
+    struct hs_resp r = {0};
+    snprintf(path, sizeof(path), "/v1/tasks/%s/result", id);
+    ok = ok && tk_do(s, "GET", path, NULL, "", &r) == 0 && r.status == 200 && r.body != NULL &&
+         strcmp(r.body, want) == 0 && ops_header_is(&r, "Content-Type", ctype);
+    hs_resp_fini(&r);
+    return ok;
+}
+
+/* Tasks of the [kind.NAME] kinds run like their jobs: a program with the task's body on its stdin
+ * and declared parameters (checked at the enqueue), a module with its own parse error, and the
+ * kind's timeout_ms as the deadline of a task without one. */
+static void test_tasks_run_module_and_exec_kinds(void)
+{
+    char mod[1200], path[1024];
+    snprintf(mod, sizeof(mod), "kind.hello.module=%s", tk_mod(path, sizeof(path), "log"));
+    const char *over[] = {"kind.wc.exec=/usr/bin/wc -c",
+                          "kind.wc.content_type=text/plain",
+                          "kind.head.exec=/usr/bin/head -n {lines}",
+                          "kind.head.params=lines:int:1..100=1",
+                          "kind.slow.exec=/bin/sleep 30",
+                          "kind.slow.timeout_ms=300",
+                          mod,
+                          NULL};
+    struct hs_server *s = hs_start(over);
+    json_t *j = NULL;
+    char wc[64], head[64], hello[64], slow[64];
+    HS_CHECK(s != NULL);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"wc\",\"body\":\"hello world\\n\"}", "", wc), 202);
+    CU_ASSERT_EQUAL(
+        tk_post(s, "{\"kind\":\"head\",\"params\":{\"lines\":2},\"body\":\"a\\nb\\nc\\n\"}", "",
+                head),
+        202);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"hello\",\"params\":{\"word\":\"tasks\"}}", "", hello),
+                    202);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"slow\",\"attempts\":1}", "", slow), 202);
+    CU_ASSERT(tk_error_is(s, "POST", "/v1/tasks", "{\"kind\":\"head\",\"params\":{\"lines\":0}}",
+                          "", 400, "bad_param"));
+    CU_ASSERT(tk_error_is(s, "POST", "/v1/tasks", "{\"kind\":\"head\",\"params\":{\"n\":1}}", "",
+                          400, "bad_param"));
+    CU_ASSERT(tk_error_is(s, "POST", "/v1/tasks",
+                          "{\"kind\":\"hello\",\"params\":{\"word\":\"bad\"}}", "", 400,
+                          "bad_param"));
+    CU_ASSERT(tk_answered(s, wc, "12\n", "text/plain"));
+    CU_ASSERT(tk_answered(s, head, "a\nb\n", "application/octet-stream"));
+    CU_ASSERT(tk_answered(s, hello, "tasks", "text/plain"));
+    j = tk_final(s, slow, "");
+    HS_CHECK(tk_state_is(j, "failed"));
+    CU_ASSERT(json_is_null(json_object_get(j, "timeout_ms"))); /* the kind's, not stored */
+    json_t *e = json_array_get(json_object_get(j, "errors"), 0);
+    CU_ASSERT(e != NULL && strcmp(hs_json_str(e, "code"), "deadline_exceeded") == 0);
+    json_t *line = hs_log_wait(s, "module says hello", "word", "tasks", TK_WAIT_MS);
+    CU_ASSERT(line != NULL && hs_json_str(line, "task_id") != NULL &&
+              strcmp(hs_json_str(line, "task_id"), hello) == 0);
+    json_decref(line);
+out:
+    json_decref(j);
+    HS_FINISH(s);
+}
+
+/* A kind's max_inflight holds for its tasks as for its requests: while one task of the kind runs,
+ * a second one waits (and a request of the kind is refused, the task counting in the kind's
+ * jobs); when the first ends, the second starts. */
+static void test_tasks_kind_max_inflight(void)
+{
+    const char *over[] = {"kind.one.exec=/bin/sleep 30", "kind.one.max_inflight=1",
+                          "pool.workers=4", "tasks.worker_share=100", NULL};
+    struct hs_server *s = hs_start(over);
+    json_t *line = NULL;
+    struct hs_resp r = {0};
+    char first[64], second[64], path[128];
+    HS_CHECK(s != NULL);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"one\",\"attempts\":1}", "", first), 202);
+    HS_CHECK(tk_started(s, first));
+    HS_CHECK((line = hs_log_wait(s, "job program started", "task_id", first, TK_WAIT_MS)) != NULL);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"one\",\"attempts\":1}", "", second), 202);
+    CU_ASSERT(tk_error_is(s, "POST", "/v1/jobs/one", NULL, "", 503, "kind_concurrency_limited"));
+    json_decref(hs_log_wait(s, "not a line", NULL, NULL, 1000)); /* a few runner polls */
+    CU_ASSERT_EQUAL(tk_log_count(s, "task attempt start", second, NULL), 0);
+    snprintf(path, sizeof(path), "/v1/tasks/%s", first);
+    HS_CHECK(tk_do(s, "DELETE", path, NULL, "", &r) == 0 && r.status == 200);
+    CU_ASSERT(tk_started(s, second));
+    snprintf(path, sizeof(path), "/v1/tasks/%s", second);
+    hs_resp_fini(&r);
+    CU_ASSERT(tk_do(s, "DELETE", path, NULL, "", &r) == 0 && r.status == 200);
+out:
+    json_decref(line);
+    hs_resp_fini(&r);
+    HS_FINISH(s);
+}
+
 int suite_integration_tasks(void)
 {
     static const struct spindle_test tests[] = {
@@ -895,6 +1007,8 @@ int suite_integration_tasks(void)
         SPINDLE_TEST(test_tasks_retention_purge),
         SPINDLE_TEST(test_tasks_corrupt_store_stops_start),
         SPINDLE_TEST(test_tasks_disk_full),
+        SPINDLE_TEST(test_tasks_run_module_and_exec_kinds),
+        SPINDLE_TEST(test_tasks_kind_max_inflight),
     };
     return SPINDLE_SUITE_ADD("integration_tasks", NULL, NULL, tests);
 }
