@@ -26,6 +26,7 @@
 #include "cli/cli.h"
 #include "server/config.h"
 #include "server/server.h"
+#include "server/tasks/migrate.h"
 #include "server/version.h"
 
 #define MAIN_EXIT_FAIL  1
@@ -38,6 +39,7 @@ static const char main_usage[] =
     "  serve     run the HTTP server in the foreground\n"
     "  call      run jobs against a server (see: spindle call --help)\n"
     "  logs      pretty-print, filter and follow the JSON log (see: spindle logs --help)\n"
+    "  tasks migrate [--check]  create or migrate the task store's schema (--help)\n"
     "  version   print the version\n"
     "  help      print this help\n"
     "\n"
@@ -253,6 +255,8 @@ int main(int argc, char **argv)
         return cli_call_main(argc - 1, argv + 1);
     if (strcmp(cmd, "logs") == 0)
         return cli_logs_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "tasks") == 0 && argc > 2 && strcmp(argv[2], "migrate") == 0)
+        return srv_tasks_migrate_main(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2)
             return main_usage_error("version: unexpected argument", argv[2]);
