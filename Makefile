@@ -194,7 +194,8 @@ $(B)/bench/%: bench/%.c $(LIB_OBJS)
 # another build), the man pages, README.md, the configuration (never overwritten), the systemd
 # unit and socket with the installed paths, the sysusers.d and tmpfiles.d entries (user spindle,
 # /var/lib/spindle, /var/log/spindle) and the logrotate file. The installed configuration is
-# etc/spindle.conf with [log] file = INSTALL_LOG, the file the logrotate file rotates.
+# etc/spindle.conf with [log] file = INSTALL_LOG, the file the logrotate file rotates, and
+# [tasks] store = INSTALL_TASKS, in the service's state directory.
 # make uninstall removes them again, except a configuration that was changed. README: Install.
 PREFIX ?= /usr/local
 bindir ?= $(PREFIX)/bin
@@ -206,14 +207,16 @@ sysusersdir ?= $(PREFIX)/lib/sysusers.d
 tmpfilesdir ?= $(PREFIX)/lib/tmpfiles.d
 INSTALL_BIN ?= $(BUILD_DIR)/release/spindle
 INSTALL_LOG := /var/log/spindle/spindle.log
+INSTALL_TASKS := /var/lib/spindle/tasks.db
 INSTALL ?= install
 I_CONF := $(DESTDIR)$(sysconfdir)/spindle/spindle.conf
 # the shipped unit names the /usr/local paths; the installed one names the real ones
 I_UNIT_SED := -e 's|/usr/local/bin/spindle|$(bindir)/spindle|g' \
               -e 's|/etc/spindle/spindle.conf|$(sysconfdir)/spindle/spindle.conf|g' \
               -e 's|/usr/local/share/doc/spindle|$(docdir)|g'
-I_CONF_SED := -e '1s|.*|\# spindle.conf - as installed: every key at its default, but [log] file.|' \
-              -e 's|^file =$$|file = $(INSTALL_LOG)|'
+I_CONF_SED := -e '1s|.*|\# spindle.conf - as installed: every key at its default, but [log] file and [tasks] store.|' \
+              -e 's|^file =$$|file = $(INSTALL_LOG)|' \
+              -e 's|^store = spindle-tasks.db$$|store = $(INSTALL_TASKS)|'
 I_FILES := $(bindir)/spindle $(mandir)/man8/spindle.8 $(mandir)/man1/spindle-call.1 \
            $(mandir)/man1/spindle-logs.1 $(docdir)/README.md $(unitdir)/spindle.service \
            $(unitdir)/spindle.socket $(sysusersdir)/spindle.conf $(tmpfilesdir)/spindle.conf \
@@ -237,8 +240,9 @@ install: $(if $(filter $(BUILD_DIR)/release/spindle,$(INSTALL_BIN)),install-rele
 	@if [ -e $(I_CONF) ]; then echo "install: kept $(I_CONF) (present)"; else \
 	  echo "sed ... etc/spindle.conf > $(I_CONF)"; \
 	  sed $(I_CONF_SED) etc/spindle.conf | $(INSTALL) -m 0644 /dev/stdin $(I_CONF) && \
-	  grep -qx 'file = $(INSTALL_LOG)' $(I_CONF) || \
-	    { echo "install: [log] file not set in $(I_CONF)"; rm -f $(I_CONF); exit 1; }; fi
+	  grep -qx 'file = $(INSTALL_LOG)' $(I_CONF) && grep -qx 'store = $(INSTALL_TASKS)' $(I_CONF) || \
+	    { echo "install: [log] file or [tasks] store not set in $(I_CONF)"; rm -f $(I_CONF); \
+	      exit 1; }; fi
 
 install-release:
 	@$(MAKE) --no-print-directory VARIANT=release $(BUILD_DIR)/release/spindle

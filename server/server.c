@@ -54,6 +54,7 @@
 #include "server/http/http.h"
 #include "server/api/api.h"
 #include "server/api/metrics.h"
+#include "server/api/tasks.h"
 #include "server/reload.h"
 #include "server/sdnotify.h"
 #include "server/server.h"
@@ -69,6 +70,7 @@ struct srv_run_state {
     struct srv_http *http;
     struct pool *pool;
     struct srv_jobroute *jobs;
+    struct srv_tasks *tasks;    /* durable tasks: the store, the runner, /v1/tasks */
     struct srv_adm *adm;        /* admission in front of the pool (server/admission/admission.h) */
     struct srv_mroute *metrics; /* GET /metrics and the loop figures */
     struct srv_sd *sd;          /* systemd notifications (inert without systemd) */
@@ -118,6 +120,7 @@ static void run_drain_begin(struct srv_run_state *st)
     ev_timer_stop(st->loop, &st->drain_timer);
     ev_timer_set(&st->drain_timer, cfg->drain_timeout_ms / 1000.0, 0.0);
     ev_timer_start(st->loop, &st->drain_timer);
+    srv_tasks_drain(st->tasks); /* no more claims; long-polls answered now */
     srv_http_drain(st->http, run_drained, st);
 }
 
@@ -307,6 +310,7 @@ static void run_log_started(struct srv_http *h, unsigned workers, unsigned long 
           LOG_UINT("default_timeout_ms", cfg->default_timeout_ms),
           LOG_UINT("drain_timeout_ms", cfg->drain_timeout_ms),
           LOG_UINT("max_tenants", cfg->max_tenants), LOG_UINT("tenants", cfg->tenant_count),
+          LOG_STR("task_store", cfg->task_store),
           LOG_STR("config", cfg->source[0] ? cfg->source : "(defaults)"));
 }
 
@@ -394,6 +398,18 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
     rc = run_admission_start(st, cfg);
     if (rc != 0)
         return rc;
+    char err[1024];
+    st->tasks = srv_tasks_new(st->http, st->jobs, st->pool, root, cfg, err, sizeof(err));
+    if (st->tasks == NULL) {
+        LOG_E("start-up failed: task store", LOG_STR("store", cfg->task_store),
+              LOG_STR("error", err));
+        return -EIO;
+    }
+    rc = srv_tasks_metrics_set(st->tasks, srv_mroute_families(st->metrics));
+    if (rc != 0) {
+        LOG_E("start-up failed: task metrics", LOG_STR("error", strerror(-rc)));
+        return rc;
+    }
     return run_listen(st, cfg);
 }
 
@@ -451,10 +467,12 @@ out:;
     struct srv_http_stats stats = {0};
     if (st.pool != NULL)
         (void)pool_stop(st.pool, st.drain_deadline_ns, CTX_REASON_SHUTDOWN); /* answers the rest */
+    srv_tasks_stop(st.tasks); /* after pool_stop: the attempts it cancelled are given back */
     if (st.http != NULL)
         srv_http_stats_get(st.http, &stats);
     srv_http_free(st.http);
     srv_jobroute_free(st.jobs);
+    srv_tasks_free(st.tasks);    /* after srv_http_free: the task routes point at it */
     srv_mroute_free(st.metrics); /* after srv_http_free: GET /metrics points at it */
     srv_adm_free(st.adm);        /* after pool_stop: the last done callbacks release into it */
     pool_free(st.pool);

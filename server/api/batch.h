@@ -76,6 +76,16 @@ struct srv_batch_spec {
 int srv_batch_parse(const void *body, size_t len, const struct srv_cfg *cfg,
                     struct srv_batch_spec *out, const char **code, char *err, size_t size);
 
+/* Parse one item the way srv_batch_parse parses each: `item` is a json_t object (borrowed for
+ * the call; kinds with a body keep pointing into it: keep it alive until the state is freed),
+ * `who` (borrowed) names it in messages ("task: unknown kind 'x'"), and the members named in
+ * `extra` (NULL-terminated, borrowed; NULL = none) are skipped: the caller's own options, as for
+ * POST /v1/tasks. Returns 0 and *out (release its state with out->kind->free), or -EINVAL /
+ * -ENOMEM with *code and err (SRV_BATCH_ERR_MAX bytes) as for srv_batch_parse. */
+int srv_batch_item_parse(const void *item, const char *who, const char *const *extra,
+                         const struct srv_cfg *cfg, struct srv_batch_item *out, const char **code,
+                         char *err);
+
 /* Free the states still in the spec (items whose state is not NULL), the items and the JSON.
  * Leaves *s empty; safe on an empty spec. */
 void srv_batch_spec_fini(struct srv_batch_spec *s);

@@ -66,14 +66,14 @@ __attribute__((format(printf, 4, 5))) static int bj_fail(const char **code, cons
 
 /* The kind's parameters from the item's "params" object (NULL = none): params[] point into the
  * tree, integers are written into nums[] (np entries of BJ_INT_MAX bytes). */
-static int bj_params(size_t i, const json_t *obj, struct srv_job_param *params,
+static int bj_params(const char *who, const json_t *obj, struct srv_job_param *params,
                      char (*nums)[BJ_INT_MAX], size_t *np, const char **code, char *err)
 {
     *np = 0;
     if (obj == NULL)
         return 0;
     if (!json_is_object(obj))
-        return bj_fail(code, "bad_batch", err, "jobs[%zu]: params must be an object", i);
+        return bj_fail(code, "bad_batch", err, "%s: params must be an object", who);
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)obj, key, v)
@@ -88,7 +88,7 @@ static int bj_params(size_t i, const json_t *obj, struct srv_job_param *params,
             params[n].value_len = (size_t)len;
         } else {
             return bj_fail(code, "bad_batch", err,
-                           "jobs[%zu]: params.%.64s must be a string or an integer", i, key);
+                           "%s: params.%.64s must be a string or an integer", who, key);
         }
         params[n].key = key;
         params[n].key_len = strlen(key);
@@ -97,10 +97,19 @@ static int bj_params(size_t i, const json_t *obj, struct srv_job_param *params,
     return 0;
 }
 
+/* True when `key` is one of the NULL-terminated `extra` (NULL = none). */
+static bool bj_extra(const char *const *extra, const char *key)
+{
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++)
+        if (strcmp(extra[i], key) == 0)
+            return true;
+    return false;
+}
+
 /* Check the members of item i and find its kind, body and timeout. */
-static int bj_members(size_t i, const json_t *item, const struct srv_cfg *cfg,
-                      struct srv_batch_item *out, const json_t **params, const json_t **body,
-                      const char **code, char *err)
+static int bj_members(const char *who, const json_t *item, const char *const *extra,
+                      const struct srv_cfg *cfg, struct srv_batch_item *out, const json_t **params,
+                      const json_t **body, const char **code, char *err)
 {
     const char *key;
     json_t *v;
@@ -113,30 +122,28 @@ static int bj_members(size_t i, const json_t *item, const struct srv_cfg *cfg,
             *params = v;
         else if (strcmp(key, "body") == 0)
             *body = v;
-        else if (strcmp(key, "timeout_ms") != 0)
+        else if (strcmp(key, "timeout_ms") != 0 && !bj_extra(extra, key))
             return bj_fail(code, "bad_batch", err,
-                           "jobs[%zu]: unknown member '%.64s' (kind, params, body, timeout_ms)", i,
-                           key);
+                           "%s: unknown member '%.64s' (kind, params, body, timeout_ms)", who, key);
     }
     if (kind == NULL)
-        return bj_fail(code, "bad_batch", err, "jobs[%zu]: missing member 'kind'", i);
+        return bj_fail(code, "bad_batch", err, "%s: missing member 'kind'", who);
     if (!json_is_string(kind))
-        return bj_fail(code, "bad_batch", err, "jobs[%zu]: kind must be a string", i);
+        return bj_fail(code, "bad_batch", err, "%s: kind must be a string", who);
     out->kind = srv_job_kind_find(json_string_value(kind), json_string_length(kind));
     if (out->kind == NULL)
-        return bj_fail(code, "bad_batch", err, "jobs[%zu]: unknown kind '%.64s'", i,
+        return bj_fail(code, "bad_batch", err, "%s: unknown kind '%.64s'", who,
                        json_string_value(kind));
     if (*body != NULL && !json_is_string(*body))
-        return bj_fail(code, "bad_batch", err, "jobs[%zu]: body must be a string", i);
+        return bj_fail(code, "bad_batch", err, "%s: body must be a string", who);
     if (*body != NULL && !out->kind->uses_body)
-        return bj_fail(code, "bad_batch", err, "jobs[%zu]: kind '%s' takes no body", i,
-                       out->kind->name);
+        return bj_fail(code, "bad_batch", err, "%s: kind '%s' takes no body", who, out->kind->name);
     const json_t *t = json_object_get(item, "timeout_ms");
     if (t != NULL) {
         json_int_t ms = json_is_integer(t) ? json_integer_value(t) : 0;
         if (ms < 1 || ms > (json_int_t)cfg->max_timeout_ms)
             return bj_fail(code, "bad_batch", err,
-                           "jobs[%zu]: timeout_ms must be an integer between 1 and %u", i,
+                           "%s: timeout_ms must be an integer between 1 and %u", who,
                            cfg->max_timeout_ms);
         out->timeout_ms = (unsigned)ms;
     }
@@ -144,32 +151,32 @@ static int bj_members(size_t i, const json_t *item, const struct srv_cfg *cfg,
 }
 
 /* Validate item i and build its state with its kind. */
-static int bj_item(size_t i, const json_t *item, const struct srv_cfg *cfg,
-                   struct srv_batch_item *out, const char **code, char *err)
+static int bj_item(const char *who, const json_t *item, const char *const *extra,
+                   const struct srv_cfg *cfg, struct srv_batch_item *out, const char **code,
+                   char *err)
 {
     if (!json_is_object(item))
-        return bj_fail(code, "bad_batch", err, "jobs[%zu] must be an object", i);
+        return bj_fail(code, "bad_batch", err, "%s must be an object", who);
     const json_t *params = NULL, *body = NULL;
-    int rc = bj_members(i, item, cfg, out, &params, &body, code, err);
+    int rc = bj_members(who, item, extra, cfg, out, &params, &body, code, err);
     if (rc < 0)
         return rc;
     size_t cap = json_is_object(params) ? json_object_size(params) : 0;
     if (cap > cfg->max_query_params)
-        return bj_fail(code, "bad_batch", err, "jobs[%zu]: at most %u params", i,
-                       cfg->max_query_params);
+        return bj_fail(code, "bad_batch", err, "%s: at most %u params", who, cfg->max_query_params);
     struct srv_job_param *p = calloc(cap + 1, sizeof(*p));
     char(*nums)[BJ_INT_MAX] = calloc(cap + 1, sizeof(*nums));
     size_t np = 0;
     rc = p != NULL && nums != NULL ? 0 : -ENOMEM;
     if (rc == 0)
-        rc = bj_params(i, params, p, nums, &np, code, err);
+        rc = bj_params(who, params, p, nums, &np, code, err);
     if (rc == 0) {
         char kerr[SRV_JOB_ERR_MAX];
         const char *b = body != NULL ? json_string_value(body) : NULL;
         size_t blen = body != NULL ? json_string_length(body) : 0;
         rc = out->kind->parse(np > 0 ? p : NULL, np, b, blen, cfg, &out->state, kerr, sizeof(kerr));
         if (rc == -EINVAL)
-            bj_fail(code, "bad_param", err, "jobs[%zu] (%s): %s", i, out->kind->name, kerr);
+            bj_fail(code, "bad_param", err, "%s (%s): %s", who, out->kind->name, kerr);
     }
     if (rc == -ENOMEM) {
         *code = "out_of_memory";
@@ -208,8 +215,11 @@ int srv_batch_parse(const void *body, size_t len, const struct srv_cfg *cfg,
         rc = -ENOMEM;
     if (rc == 0)
         out->count = n;
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = bj_item(i, json_array_get(root, i), cfg, &out->items[i], code, msg);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char who[32];
+        snprintf(who, sizeof(who), "jobs[%zu]", i);
+        rc = bj_item(who, json_array_get(root, i), NULL, cfg, &out->items[i], code, msg);
+    }
     if (rc == -ENOMEM) {
         *code = "out_of_memory";
         snprintf(msg, sizeof(msg), "out of memory");
@@ -219,6 +229,19 @@ out:
         srv_batch_spec_fini(out);
         if (size > 0)
             snprintf(err, size, "%s", msg);
+    }
+    return rc;
+}
+
+int srv_batch_item_parse(const void *item, const char *who, const char *const *extra,
+                         const struct srv_cfg *cfg, struct srv_batch_item *out, const char **code,
+                         char *err)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = bj_item(who, item, extra, cfg, out, code, err);
+    if (rc == -ENOMEM) {
+        *code = "out_of_memory";
+        snprintf(err, SRV_BATCH_ERR_MAX, "out of memory");
     }
     return rc;
 }

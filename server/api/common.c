@@ -160,16 +160,14 @@ void srv_jobroute_observe_class(struct srv_jobroute *jr, const char *kind, uint6
  * max_timeout_ms is shorter, the context's deadline moved earlier); -EAGAIN or -ENOMEM with
  * *refused set when admission refused (d says why); -EINVAL for a request admission cannot judge.
  * The caller answers once any state that points at the body is freed. */
-int srv_jobroute_admit_class(struct srv_jobroute *jr, struct srv_req *req, unsigned jobs,
-                             const char *kind, uint64_t cost, struct srv_adm_decision *d,
-                             bool *refused)
+int srv_jobroute_admit_ctx(struct srv_jobroute *jr, struct ctx *c, unsigned jobs, const char *kind,
+                           uint64_t cost, struct srv_adm_decision *d, bool *refused)
 {
     *refused = false;
     memset(d, 0, sizeof(*d));
     d->weight = 1;
     if (jr->adm == NULL)
         return 0;
-    struct ctx *c = srv_req_ctx(req);
     struct pool_stats ps;
     pool_stats_get(jr->pool, &ps);
     struct srv_adm_req ar = {.tenant = ctx_tenant(c),
@@ -191,6 +189,13 @@ int srv_jobroute_admit_class(struct srv_jobroute *jr, struct srv_req *req, unsig
     if (d->deadline_ns != 0 && (ar.deadline_ns == 0 || d->deadline_ns < ar.deadline_ns))
         ctx_set_deadline(c, d->deadline_ns);
     return 0;
+}
+
+int srv_jobroute_admit_class(struct srv_jobroute *jr, struct srv_req *req, unsigned jobs,
+                             const char *kind, uint64_t cost, struct srv_adm_decision *d,
+                             bool *refused)
+{
+    return srv_jobroute_admit_ctx(jr, srv_req_ctx(req), jobs, kind, cost, d, refused);
 }
 
 int srv_jobroute_admit(struct srv_jobroute *jr, struct srv_req *req, unsigned jobs,

@@ -20,7 +20,9 @@
 
 #include "pool/pool.h"
 #include "server/admission/admission.h"
+#include "server/api/tasks.h"
 #include "server/jobs/jobs.h"
+#include "server/tasks/tasks.h"
 
 #define JR_PATH_MAX    64 /* "/v1/jobs/" and a kind name */
 #define SRV_BATCH_PATH "/v1/batch"
@@ -81,6 +83,11 @@ int srv_jobroute_admit_class(struct srv_jobroute *jr, struct srv_req *req, unsig
                              const char *kind, uint64_t cost, struct srv_adm_decision *d,
                              bool *refused);
 
+/* srv_jobroute_admit_class for work that is not an HTTP request (a durable task's attempt): the
+ * tenant, deadline and cost come from `c` (borrowed; its deadline may be moved earlier). */
+int srv_jobroute_admit_ctx(struct srv_jobroute *jr, struct ctx *c, unsigned jobs, const char *kind,
+                           uint64_t cost, struct srv_adm_decision *d, bool *refused);
+
 /* Answer an admission refusal at once: its status, reason code, message and Retry-After; count it
  * in the metrics. */
 void srv_jobroute_adm_refused(struct srv_jobroute *jr, struct srv_req *req,
@@ -124,5 +131,96 @@ void srv_jobs_handle(struct srv_req *req);
 
 /* The handler of POST /v1/batch (server/api/batch.c); its route arg is the struct srv_jobroute. */
 void srv_batch_handle(struct srv_req *req);
+
+/* ---- durable tasks (server/api/tasks.c, server/api/task_runner.c) -----------------------------
+ */
+
+struct srv_task_store;
+struct srv_task_metrics;
+struct task_attempt;
+struct task_call;
+
+#define SRV_TASKS_PATH        "/v1/tasks"
+#define SRV_TASKS_MAX_WAITERS 1024  /* long-polls at once; more are answered at once */
+#define SRV_TASKS_MAX_WAIT_MS 60000 /* the longest wait_ms */
+#define SRV_TASKS_POLL_S      0.25  /* the runner looks for due tasks at least this often */
+
+struct srv_tasks {
+    struct srv_http *h;
+    struct srv_jobroute *jr;
+    struct pool *pool;
+    struct ctx *root;
+    struct ev_loop *loop;
+    struct srv_task_store *store; /* NULL: [tasks] store is empty */
+    bool draining;
+    /* the runner */
+    unsigned slots;   /* attempts at once at most */
+    unsigned running; /* attempts between claim and their store write */
+    bool claiming;    /* a claim is at the store */
+    void *poll;       /* ev_timer (task_runner.c) */
+    struct srv_task_req claim;
+    struct task_attempt *attempts; /* every attempt not yet freed */
+    /* the routes */
+    struct task_call *waiters; /* long-polls waiting for a change */
+    unsigned nwaiters;
+    struct srv_task_req counts;
+    bool counting;
+    srv_tasks_counts_done_fn *counts_done;
+    void *counts_arg;
+    struct srv_task_metrics *metrics; /* NULL until srv_tasks_metrics_set */
+    struct srv_tasks_stats stats;
+};
+
+/* ---- metrics (server/api/task_metrics.c) ---- */
+
+/* The store's on_commit hook: observe one transaction's commit time (arg: the struct srv_tasks). */
+void srv_tasks_on_commit(uint64_t commit_ns, void *arg);
+/* Stop the refresh timer (the store is stopping); free what srv_tasks_metrics_set made. */
+void srv_tasks_metrics_stop(struct srv_tasks *t);
+void srv_tasks_metrics_free(struct srv_tasks *t);
+
+/* ---- the JSON side (server/api/task_json.c; pure, any thread) ---- */
+
+struct srv_batch_item;
+struct srv_cfg;
+
+#define SRV_TASK_TIME_MAX 64 /* "2026-12-06T15:00:00.123Z" and its NUL, with room */
+
+/* ms since the epoch as RFC 3339 UTC with milliseconds; "" for 0. */
+void srv_task_time_format(int64_t ms, char buf[SRV_TASK_TIME_MAX]);
+/* An RFC 3339 time (Z or an offset, optional fraction) into ms. Returns 0 or -EINVAL. */
+int srv_task_time_parse(const char *s, int64_t *ms);
+
+/* Validate a POST /v1/tasks body (len bytes, borrowed) against `cfg`: a /v1/batch item (through
+ * srv_batch_item_parse; the kind's parameters checked) plus attempts (1..100, default 3),
+ * backoff_ms (0..3600000, default 1000), delay_ms (0..30 days) or run_at (RFC 3339). Fills kind,
+ * attempts, backoff_ms, timeout_ms, run_at_ms (from now_ms) and spec (a copy of the body, owned
+ * by *t). Returns 0, or -EINVAL with *code "bad_json", "bad_task" or "bad_param" and err
+ * (SRV_BATCH_ERR_MAX bytes), or -ENOMEM. */
+int srv_task_body_parse(const void *body, size_t len, const struct srv_cfg *cfg, int64_t now_ms,
+                        struct srv_task *t, const char **code, char *err);
+
+/* Parse the stored spec of `t` (borrowed) into a runnable *item; *json (a json_t) holds what the
+ * item's state points into: json_decref it after freeing the state. Same returns. */
+int srv_task_spec_item(const struct srv_task *t, const struct srv_cfg *cfg, void **json,
+                       struct srv_batch_item *item, const char **code, char *err);
+
+/* The task's JSON (a new json_t reference; no result), NULL when out of memory. */
+struct json_t;
+struct json_t *srv_task_json(const struct srv_task *t);
+
+/* Start the runner (claim at once, then on its timer). Returns 0 or -ENOMEM. */
+int srv_tasks_runner_start(struct srv_tasks *t);
+/* Look for due tasks now (after an enqueue, or a slot came free). */
+void srv_tasks_runner_poke(struct srv_tasks *t);
+/* The task `id` was cancelled in the store while an attempt of it ran here: cancel that
+ * attempt's context (reason canceled). */
+void srv_tasks_runner_cancel(struct srv_tasks *t, const char *id);
+/* Stop the timer, claim nothing more. */
+void srv_tasks_runner_stop(struct srv_tasks *t);
+/* Free what stop left (every attempt is done by then). */
+void srv_tasks_runner_fini(struct srv_tasks *t);
+/* The state of task `id` changed in the store: wake its long-polls (server/api/tasks.c). */
+void srv_tasks_notify(struct srv_tasks *t, const char *id);
 
 #endif

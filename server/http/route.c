@@ -1,4 +1,5 @@
-/* route.c - the route table: exact method + path to a handler, 404 and 405 with Allow.
+/* route.c - the route table: method + exact path (or a "/prefix/..." pattern) to a handler, 404
+ * and 405 with Allow.
  *
  * Design: a small array searched linearly (a handful of routes; a request compares at most a few
  * short strings). Routes are added at start-up on the loop thread and never removed while the
@@ -8,6 +9,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,11 +58,22 @@ void srv_routes_free(struct srv_http *h)
     h->nroutes = h->route_cap = 0;
 }
 
+/* True when the route path `rp` matches the request path `path`: equal, or `rp` ends in "/..." and
+ * `path` starts with what comes before the "..." and goes on (an id: "/v1/tasks/..." matches
+ * "/v1/tasks/abc" and "/v1/tasks/abc/result", not "/v1/tasks/"). */
+static bool route_match(const char *rp, const char *path)
+{
+    size_t n = strlen(rp);
+    if (n >= 4 && strcmp(rp + n - 4, "/...") == 0)
+        return strncmp(rp, path, n - 3) == 0 && path[n - 3] != '\0';
+    return strcmp(rp, path) == 0;
+}
+
 static const struct srv_route *route_exact(const struct srv_http *h, const char *method,
                                            const char *path)
 {
     for (size_t i = 0; i < h->nroutes; i++)
-        if (strcmp(h->routes[i].method, method) == 0 && strcmp(h->routes[i].path, path) == 0)
+        if (strcmp(h->routes[i].method, method) == 0 && route_match(h->routes[i].path, path))
             return &h->routes[i];
     return NULL;
 }
@@ -86,7 +99,7 @@ const struct srv_route *srv_route_find(const struct srv_http *h, const char *met
         allow[0] = '\0';
     bool known = false, head = route_exact(h, "HEAD", path) != NULL;
     for (size_t i = 0; i < h->nroutes; i++) {
-        if (strcmp(h->routes[i].path, path) != 0)
+        if (!route_match(h->routes[i].path, path))
             continue;
         known = true;
         if (strcmp(h->routes[i].method, "HEAD") == 0)

@@ -16,10 +16,13 @@ struct srv_req;
 typedef void srv_handler_fn(struct srv_req *req);
 
 /* Route `method` + exact `path` (both borrowed, copied; method upper-case as sent, e.g. "GET",
- * "POST"; path starts with '/', no query) to `fn`; `arg` is returned by srv_req_route_arg(). A GET
- * route also answers HEAD (the body is left out) unless a HEAD route exists. A path that has
- * routes but not for the request's method answers 405 with `Allow`; an unknown path 404.
- * Returns 0, -EEXIST for a duplicate method+path, -EINVAL, -ENOMEM. */
+ * "POST"; path starts with '/', no query) to `fn`. A path ending in "/..." is a prefix: it matches
+ * every request path that starts with it (without the "...") and goes on, e.g. "/v1/tasks/..." for
+ * "/v1/tasks/ID" and "/v1/tasks/ID/result" (the handler reads the rest from srv_req_path);
+ * routes are tried in the order they were added, the first match wins; `arg` is returned by
+ * srv_req_route_arg(). A GET route also answers HEAD (the body is left out) unless a HEAD route
+ * exists. A path that has routes but not for the request's method answers 405 with `Allow`; an
+ * unknown path 404. Returns 0, -EEXIST for a duplicate method+path, -EINVAL, -ENOMEM. */
 int srv_http_route_add(struct srv_http *h, const char *method, const char *path, srv_handler_fn *fn,
                        void *arg);
 

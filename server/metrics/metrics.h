@@ -142,6 +142,15 @@ enum srv_met_family_id {
     SRV_MET_PROCESS_MAX_FDS,    /* gauge process_max_fds */
     SRV_MET_PROCESS_START_TIME, /* gauge process_start_time_seconds */
     SRV_MET_QUEUE_CAPACITY,     /* gauge spindle_queue_capacity */
+    SRV_MET_TASKS,              /* gauge spindle_tasks{state,kind} */
+    SRV_MET_TASK_OLDEST_QUEUED, /* gauge spindle_task_oldest_queued_age_seconds */
+    SRV_MET_TASK_ATTEMPTS,      /* counter spindle_task_attempts_total */
+    SRV_MET_TASK_RETRIES,       /* counter spindle_task_retries_total */
+    SRV_MET_TASK_LEASE_EXPIRED, /* counter spindle_task_lease_expiries_total */
+    SRV_MET_TASK_STALE,         /* counter spindle_task_stale_completions_total */
+    SRV_MET_TASK_PURGED,        /* counter spindle_tasks_purged_total */
+    SRV_MET_TASK_FSYNCS,        /* counter spindle_task_store_fsyncs_total */
+    SRV_MET_TASK_COMMIT,        /* histogram spindle_task_store_commit_seconds */
     SRV_MET_NFAMILIES
 };
 

@@ -167,12 +167,14 @@ static int store_run_one(struct srv_task_store *s, struct srv_task_req *r, int64
         char tenant[sizeof(t->tenant)], id[sizeof(t->id)];
         memcpy(tenant, t->tenant, sizeof(tenant));
         memcpy(id, t->id, sizeof(id));
+        srv_task_fini(t); /* a repeated request (a long-poll reading again) reuses it */
         return o->cancel(s->st, tenant, id, now, t, &r->existed);
     }
     case SRV_TASK_OP_GET: {
         char tenant[sizeof(t->tenant)], id[sizeof(t->id)];
         memcpy(tenant, t->tenant, sizeof(tenant));
         memcpy(id, t->id, sizeof(id));
+        srv_task_fini(t);
         return o->get(s->st, tenant, id, r->with_result, t);
     }
     case SRV_TASK_OP_LIST:
@@ -186,8 +188,28 @@ static int store_run_one(struct srv_task_store *s, struct srv_task_req *r, int64
     return -EINVAL;
 }
 
-static void store_observe_commit(struct srv_task_store *s, uint64_t ns)
+/* Whether the request changed the store (a transaction without changes syncs nothing). */
+static bool store_wrote(const struct srv_task_req *r)
 {
+    switch (r->op) {
+    case SRV_TASK_OP_ENQUEUE:
+        return r->rc == 0 && !r->existed;
+    case SRV_TASK_OP_CLAIM:
+        return r->rc == 0 && r->n > 0;
+    case SRV_TASK_OP_COMPLETE:
+    case SRV_TASK_OP_FAIL:
+    case SRV_TASK_OP_RELEASE:
+    case SRV_TASK_OP_CANCEL:
+        return r->rc == 0;
+    default:
+        return false;
+    }
+}
+
+static void store_observe_commit(struct srv_task_store *s, uint64_t ns, bool wrote)
+{
+    if (!wrote)
+        return; /* a read-only transaction writes nothing and syncs nothing */
     unsigned i = 0;
     while (i < 15 && (double)ns / 1e9 > srv_task_commit_bucket_s(i))
         i++;
@@ -203,8 +225,10 @@ static void store_run_batch(struct srv_task_store *s, struct srv_task_req *list)
     int64_t now = srv_task_now_ms();
     int rc = s->ops->begin(s->st);
     unsigned enq = 0;
+    bool wrote = false;
     for (struct srv_task_req *r = list; rc == 0 && r != NULL; r = r->next) {
         r->rc = store_run_one(s, r, now);
+        wrote |= store_wrote(r);
         if (store_fatal(r->rc))
             rc = r->rc;
         else if (r->op == SRV_TASK_OP_ENQUEUE && r->rc == 0 && !r->existed)
@@ -215,15 +239,17 @@ static void store_run_batch(struct srv_task_store *s, struct srv_task_req *list)
         rc = s->ops->commit(s->st);
     if (rc == 0) {
         uint64_t dt = ctx_now_ns() - t0;
-        store_observe_commit(s, dt);
+        store_observe_commit(s, dt, wrote);
         atomic_fetch_add(&s->stats.enqueued, enq);
         for (struct srv_task_req *r = list; r != NULL; r = r->next)
             r->commit_ns = dt;
+        list->commit_first = wrote;
         return;
     }
+    LOG_E("task store transaction failed: rolled back", LOG_STR("error", strerror(-rc)),
+          LOG_STR("detail", s->ops->errmsg(s->st)));
     s->ops->rollback(s->st);
     atomic_fetch_add(&s->stats.errors, 1);
-    LOG_E("task store transaction failed: rolled back", LOG_STR("error", strerror(-rc)));
     for (struct srv_task_req *r = list; r != NULL; r = r->next) {
         for (unsigned i = 0; r->tasks != NULL && i < r->n; i++)
             srv_task_fini(&r->tasks[i]);
@@ -248,9 +274,10 @@ static void store_leases(struct srv_task_store *s)
     if (rc == 0)
         rc = s->ops->commit(s->st);
     if (rc != 0) {
+        LOG_E("task lease renewal failed", LOG_STR("error", strerror(-rc)),
+              LOG_STR("detail", s->ops->errmsg(s->st)));
         s->ops->rollback(s->st);
         atomic_fetch_add(&s->stats.errors, 1);
-        LOG_E("task lease renewal failed", LOG_STR("error", strerror(-rc)));
         return;
     }
     atomic_fetch_add(&s->stats.heartbeats, renewed);
@@ -272,8 +299,9 @@ static void store_purge(struct srv_task_store *s)
         if (rc == 0)
             rc = s->ops->commit(s->st);
         if (rc != 0) {
+            LOG_E("task purge failed", LOG_STR("error", strerror(-rc)),
+                  LOG_STR("detail", s->ops->errmsg(s->st)));
             s->ops->rollback(s->st);
-            LOG_E("task purge failed", LOG_STR("error", strerror(-rc)));
             break;
         }
         total += n;
@@ -428,6 +456,8 @@ static void store_done_run(struct srv_task_store *s)
         struct srv_task_req *r = list;
         list = r->next;
         r->next = NULL;
+        if (r->commit_first && s->cfg.on_commit != NULL)
+            s->cfg.on_commit(r->commit_ns, s->cfg.on_commit_arg);
         r->done(r);
     }
     for (size_t i = 0; s->cfg.on_event != NULL && i < nevents; i++)
@@ -538,6 +568,7 @@ int srv_task_store_submit(struct srv_task_store *s, struct srv_task_req *req)
     req->n = 0;
     req->existed = false;
     req->commit_ns = 0;
+    req->commit_first = false;
     pthread_mutex_lock(&s->lock);
     if (s->pending_tail != NULL)
         s->pending_tail->next = req;

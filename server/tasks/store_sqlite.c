@@ -111,7 +111,8 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_EXPIRE] = "UPDATE tasks SET interrupted=interrupted+1,"
                   " errors=json_insert(errors,'$[#]',json_object('attempt',attempt,"
                   "'code','interrupted','message','the attempt did not finish: the process"
-                  " running it stopped (its lease expired)','at_ms',?1)),"
+                  " running it stopped (its lease expired)',"
+                  "'at',strftime('%Y-%m-%dT%H:%M:%fZ',?1/1000.0,'unixepoch'))),"
                   " state=CASE WHEN attempt>=attempts THEN 4 ELSE 2 END,"
                   " finished_ms=CASE WHEN attempt>=attempts THEN ?1 ELSE NULL END,"
                   " run_at_ms=?1, lease_until_ms=NULL, owner=NULL"
@@ -356,6 +357,11 @@ static void sq_close(void *st)
         sqlite3_finalize(sq->stmt[i]);
     sqlite3_close(sq->db);
     free(sq);
+}
+
+static const char *sq_errmsg(void *st)
+{
+    return sqlite3_errmsg(((struct sq_store *)st)->db);
 }
 
 static int sq_begin(void *st)
@@ -684,6 +690,7 @@ const struct srv_task_store_ops srv_task_store_sqlite = {
     .name = "sqlite",
     .open = sq_open,
     .close = sq_close,
+    .errmsg = sq_errmsg,
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,

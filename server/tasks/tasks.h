@@ -151,6 +151,8 @@ struct srv_task_store_ops {
      * err. Interrupted attempts of a previous run are recovered later by expire. */
     int (*open)(const struct srv_task_store_opts *o, void **st, char *err, size_t size);
     void (*close)(void *st);
+    /* The backend's message for its last error (borrowed until the next call), for the logs. */
+    const char *(*errmsg)(void *st);
     int (*begin)(void *st);
     int (*commit)(void *st); /* durable when it returns 0 */
     void (*rollback)(void *st);
@@ -255,6 +257,7 @@ struct srv_task_req {
     unsigned n;
     int64_t oldest_queued; /* COUNTS */
     uint64_t commit_ns;    /* the transaction's commit time (0: none) */
+    bool commit_first;     /* the first request of its transaction (count a commit once) */
     /* private */
     struct srv_task_req *next;
 };
@@ -287,6 +290,10 @@ struct srv_task_store_config {
     unsigned poll_ms;
     srv_task_event_fn *on_event;
     void *event_arg;
+    /* Called on the loop thread once per transaction of requests that wrote, with its commit
+     * time, before the done callbacks of its requests (NULL = none). */
+    void (*on_commit)(uint64_t commit_ns, void *arg);
+    void *on_commit_arg;
 };
 
 struct srv_task_store;

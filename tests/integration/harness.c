@@ -163,11 +163,12 @@ static int hs_config_write(struct hs_server *s, const char *const *overrides)
 {
     struct hs_entry e[HS_MAX_ENTRIES];
     size_t n = 0;
-    char spec[1200];
+    char spec[1200], store[1200];
     snprintf(s->log_path, sizeof(s->log_path), "%s/spindle.log", s->dir);
     snprintf(spec, sizeof(spec), "log.file=%s", s->log_path);
+    snprintf(store, sizeof(store), "tasks.store=%s/tasks.db", s->dir);
     const char *defaults[] = {"server.listen=127.0.0.1:0", "log.level=debug", spec,
-                              "log.access=true"};
+                              "log.access=true", store};
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
         (void)hs_entry_set(e, &n, defaults[i]);
     for (size_t i = 0; overrides != NULL && overrides[i] != NULL; i++) {

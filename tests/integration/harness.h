@@ -1,10 +1,10 @@
 /* harness.h - a running spindle server and a small HTTP/1.1 client for the integration suites.
  *
- * hs_start() writes a temporary config (listen 127.0.0.1:0, log file in a temporary directory,
- * level debug, access lines on, plus the test's overrides), starts $SPINDLE_BIN on it and waits for
- * the "listening" log line, which carries the ephemeral port. hs_stop() sends SIGTERM and waits,
- * bounded, for the exit code: a server that leaks under AddressSanitizer exits non-zero, and that
- * fails the test. The log file is read back and parsed line by line with jansson.
+ * hs_start() writes a temporary config (listen 127.0.0.1:0, log file and task store in a temporary
+ * directory, level debug, access lines on, plus the test's overrides), starts $SPINDLE_BIN on it
+ * and waits for the "listening" log line, which carries the ephemeral port. hs_stop() sends SIGTERM
+ * and waits, bounded, for the exit code: a server that leaks under AddressSanitizer exits non-zero,
+ * and that fails the test. The log file is read back and parsed line by line with jansson.
  *
  * The client side is deliberately raw: a test writes exact bytes (malformed requests included)
  * and reads answers from a buffered connection, so pipelined answers and bytes the server should

@@ -121,8 +121,8 @@ int ops_config_rewrite(const struct hs_server *s, const char *level, const char 
     char *text = NULL;
     if (asprintf(&text,
                  "[server]\nlisten = 127.0.0.1:0\n\n[log]\nlevel = %s\nfile = %s/spindle.log\n"
-                 "access = true\n\n%s",
-                 level, hs_dir(s), extra != NULL ? extra : "") < 0)
+                 "access = true\n\n[tasks]\nstore = %s/tasks.db\n\n%s",
+                 level, hs_dir(s), hs_dir(s), extra != NULL ? extra : "") < 0)
         return -ENOMEM;
     char *path = proc_file_write(hs_dir(s), "spindle.conf.new", text);
     free(text);

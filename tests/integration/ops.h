@@ -36,8 +36,9 @@ json_t *ops_log_read(const char *path, bool *complete);
 size_t ops_count(const json_t *lines, const char *msg, const char *id_prefix);
 
 /* Rewrite the server's spindle.conf (in hs_dir(s)) with the harness's fixed settings (listen
- * 127.0.0.1:0, the same log file, log.access on), log.level `level`, and `extra` (borrowed INI
- * text: sections other than [log], or NULL). Returns 0 or a negative errno. */
+ * 127.0.0.1:0, the same log file and task store, log.access on), log.level `level`, and `extra`
+ * (borrowed INI text: sections other than [log] and [tasks], or NULL). Returns 0 or a negative
+ * errno. */
 int ops_config_rewrite(const struct hs_server *s, const char *level, const char *extra);
 
 #endif

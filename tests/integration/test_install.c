@@ -223,6 +223,7 @@ static void test_install_files(void)
     log = in_ini_value(conf, "file");
     HS_CHECK(log != NULL);
     CU_ASSERT_STRING_EQUAL(log, IN_LOG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(conf, "\nstore = /var/lib/spindle/tasks.db\n"));
     /* --check-config also wants [log] file's directory: /var/log/spindle exists only once
      * systemd-tmpfiles ran on the real root (test_install_user_and_dirs checks it in DESTDIR), so
      * the file's own checks run here with the log on stderr. */

@@ -211,8 +211,8 @@ static void test_systemd_socket_activation(void)
     HS_CHECK(log_path != NULL);
     HS_CHECK(asprintf(&text,
                       "[server]\nlisten = 127.0.0.1:%d\n[log]\nlevel = debug\nfile = %s\n"
-                      "access = true\n",
-                      taken_port, log_path) > 0);
+                      "access = true\n[tasks]\nstore = %s/tasks.db\n",
+                      taken_port, log_path, dir) > 0);
     HS_CHECK((conf = proc_file_write(dir, "spindle.conf", text)) != NULL);
     HS_CHECK((p = sy_activate_start(conf, &port)) != NULL);
     HS_CHECK((c = hs_connect_host("127.0.0.1", port, HS_IO_MS)) != NULL);

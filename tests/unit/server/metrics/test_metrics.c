@@ -469,7 +469,7 @@ static void test_srv_met_server_families(void)
     size_t helps = 0;
     for (const char *p = text; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
-    CU_ASSERT_EQUAL(helps, 24);
+    CU_ASSERT_EQUAL(helps, 33);
     srv_met_buf_fini(&b);
     srv_met_free(m);
 }
@@ -581,7 +581,53 @@ static void test_srv_met_server_render_exact_text(void)
         "# HELP spindle_queue_capacity Jobs the worker pool's queue holds at most (saturation = "
         "spindle_queue_depth / this).\n"
         "# TYPE spindle_queue_capacity gauge\n"
-        "spindle_queue_capacity 0\n";
+        "spindle_queue_capacity 0\n"
+        "# HELP spindle_tasks Durable tasks stored, by state and kind (refreshed every 2 s).\n"
+        "# TYPE spindle_tasks gauge\n"
+        "# HELP spindle_task_oldest_queued_age_seconds Age of the oldest task due to run and not "
+        "running (0 when none).\n"
+        "# TYPE spindle_task_oldest_queued_age_seconds gauge\n"
+        "spindle_task_oldest_queued_age_seconds 0\n"
+        "# HELP spindle_task_attempts_total Task attempts started on the worker pool.\n"
+        "# TYPE spindle_task_attempts_total counter\n"
+        "spindle_task_attempts_total 0\n"
+        "# HELP spindle_task_retries_total Task attempts that failed and were scheduled again.\n"
+        "# TYPE spindle_task_retries_total counter\n"
+        "spindle_task_retries_total 0\n"
+        "# HELP spindle_task_lease_expiries_total Task attempts whose lease ran out "
+        "(interrupted).\n"
+        "# TYPE spindle_task_lease_expiries_total counter\n"
+        "spindle_task_lease_expiries_total 0\n"
+        "# HELP spindle_task_stale_completions_total Attempt outcomes discarded by the attempt "
+        "fence.\n"
+        "# TYPE spindle_task_stale_completions_total counter\n"
+        "spindle_task_stale_completions_total 0\n"
+        "# HELP spindle_tasks_purged_total Finished tasks deleted after retention_ms.\n"
+        "# TYPE spindle_tasks_purged_total counter\n"
+        "spindle_tasks_purged_total 0\n"
+        "# HELP spindle_task_store_fsyncs_total Task store transactions that wrote (one fsync "
+        "each).\n"
+        "# TYPE spindle_task_store_fsyncs_total counter\n"
+        "spindle_task_store_fsyncs_total 0\n"
+        "# HELP spindle_task_store_commit_seconds Time to commit a group of task store requests.\n"
+        "# TYPE spindle_task_store_commit_seconds histogram\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.0005\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.001\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.0025\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.005\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.01\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.025\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.05\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.1\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.25\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"0.5\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"1\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"2.5\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"5\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"10\"} 0\n"
+        "spindle_task_store_commit_seconds_bucket{le=\"+Inf\"} 0\n"
+        "spindle_task_store_commit_seconds_sum 0\n"
+        "spindle_task_store_commit_seconds_count 0\n";
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
     struct srv_met_server s;
@@ -627,6 +673,15 @@ static void test_srv_met_server_init_one_family_per_id(void)
         [SRV_MET_PROCESS_MAX_FDS] = "process_max_fds",
         [SRV_MET_PROCESS_START_TIME] = "process_start_time_seconds",
         [SRV_MET_QUEUE_CAPACITY] = "spindle_queue_capacity",
+        [SRV_MET_TASKS] = "spindle_tasks",
+        [SRV_MET_TASK_OLDEST_QUEUED] = "spindle_task_oldest_queued_age_seconds",
+        [SRV_MET_TASK_ATTEMPTS] = "spindle_task_attempts_total",
+        [SRV_MET_TASK_RETRIES] = "spindle_task_retries_total",
+        [SRV_MET_TASK_LEASE_EXPIRED] = "spindle_task_lease_expiries_total",
+        [SRV_MET_TASK_STALE] = "spindle_task_stale_completions_total",
+        [SRV_MET_TASK_PURGED] = "spindle_tasks_purged_total",
+        [SRV_MET_TASK_FSYNCS] = "spindle_task_store_fsyncs_total",
+        [SRV_MET_TASK_COMMIT] = "spindle_task_store_commit_seconds",
     };
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);

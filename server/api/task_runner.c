@@ -1,0 +1,425 @@
+/* task_runner.c - the runner of durable tasks: claims due tasks from the store and runs each
+ * attempt on the worker pool like a /v1/batch item, then writes its outcome back, fenced.
+ *
+ * Design: at most `slots` attempts ([tasks] worker_share of the workers) are out at once, from
+ * the claim that took them to the store write of their outcome. One claim at a time asks the
+ * store for as many due tasks as there are free slots; the runner claims again when an enqueue
+ * arrives, when a slot frees, and every SRV_TASKS_POLL_S on its timer (delayed tasks and retries
+ * become due by the clock).
+ *
+ * An attempt (struct task_attempt) parses its stored spec with the batch item parser, makes a
+ * context (a child of the server's root: the task's tenant, the enqueuing request's id and trace
+ * id with a new span, task_id and attempt, the task's timeout as deadline), passes admission like
+ * a request (the tenant's in-flight limit and weight; a refusal gives the attempt back) and runs
+ * the kind through srv_jobroute_run_kind, the one place every route runs a kind. Its done
+ * callback decides:
+ *   ran to completion             complete (the answer stored, at most max_result_bytes)
+ *   failed, deadline              fail: retried after a backoff with full jitter (a uniform delay
+ *                                 in [0, backoff_ms * 2^(attempt-1)]) while attempts remain
+ *   cancelled by DELETE           nothing to write: the store already says cancelled
+ *   stopped by shutdown, refused  release: back to queued without using up the attempt
+ * Every write names the attempt; a write the store refuses as stale (the task was cancelled, or
+ * its lease expired and another attempt took it) is discarded and counted, never applied. If a
+ * write fails (store error), the lease lapses and the task runs again: at least once.
+ *
+ * Threads: loop thread only; attempts run on workers through the pool, which orders the accesses.
+ */
+#include <errno.h>
+#include <ev.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "logging/log.h"
+#include "server/api/batch.h"
+#include "server/api/internal.h"
+#include "server/http/http.h"
+
+#define TR_BACKOFF_CAP_MS 86400000ULL /* no retry waits longer than a day */
+
+struct task_attempt {
+    struct srv_api_job aj; /* first: the pool job and the kind's name */
+    struct srv_tasks *t;
+    struct srv_task task; /* as claimed (owns its spec and errors) */
+    void *json;           /* the parsed spec, which the item's state points into */
+    struct srv_batch_item item;
+    struct ctx *ctx;
+    ev_timer deadline;
+    bool deadline_armed;
+    bool submitted; /* the pool has it (admission held until done) */
+    struct srv_adm_decision adm;
+    struct srv_task_req sr; /* the outcome's write */
+    char *error_json;
+    const char *outcome;
+    struct task_attempt *next, *prev;
+};
+
+static void tr_claim_done(struct srv_task_req *sr);
+
+/* ---- attempts -------------------------------------------------------------------------------- */
+
+static struct task_attempt *tr_attempt_new(struct srv_tasks *t, struct srv_task *claimed)
+{
+    struct task_attempt *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return NULL;
+    a->t = t;
+    a->task = *claimed; /* takes the heap members */
+    memset(claimed, 0, sizeof(*claimed));
+    a->next = (struct task_attempt *)t->attempts;
+    if (a->next != NULL)
+        a->next->prev = a;
+    t->attempts = a;
+    t->running++;
+    return a;
+}
+
+static void tr_attempt_free(struct task_attempt *a)
+{
+    struct srv_tasks *t = a->t;
+    if (a->prev != NULL)
+        a->prev->next = a->next;
+    else
+        t->attempts = a->next;
+    if (a->next != NULL)
+        a->next->prev = a->prev;
+    if (a->deadline_armed)
+        ev_timer_stop(t->loop, &a->deadline);
+    if (a->item.state != NULL)
+        a->item.kind->free(a->item.state);
+    json_decref(a->json);
+    ctx_unref(a->ctx);
+    srv_task_req_fini(&a->sr);
+    srv_task_fini(&a->task);
+    free(a->error_json);
+    free(a);
+    t->running--;
+    srv_tasks_runner_poke(t);
+}
+
+static void tr_written(struct srv_task_req *sr)
+{
+    struct task_attempt *a = sr->data;
+    struct srv_tasks *t = a->t;
+    struct ctx *prev = ctx_enter(a->ctx);
+    if (sr->rc == 0) {
+        LOG_I("task attempt end", LOG_STR("kind", a->task.kind), LOG_STR("outcome", a->outcome));
+        if (sr->op == SRV_TASK_OP_COMPLETE)
+            t->stats.succeeded++;
+        else if (sr->op == SRV_TASK_OP_FAIL && sr->retry_at == 0)
+            t->stats.failed++;
+        else if (sr->op == SRV_TASK_OP_FAIL)
+            t->stats.retries++;
+        else if (sr->op == SRV_TASK_OP_RELEASE)
+            t->stats.released++;
+        srv_tasks_notify(t, a->task.id);
+    } else if (sr->rc == -ESTALE) {
+        t->stats.stale++;
+        LOG_I("task attempt outcome discarded: the attempt is no longer the task's",
+              LOG_STR("outcome", a->outcome));
+    } else {
+        LOG_E("task attempt outcome not stored: the task runs again once its lease ends",
+              LOG_STR("outcome", a->outcome), LOG_STR("error", strerror(-sr->rc)));
+    }
+    ctx_leave(prev);
+    tr_attempt_free(a);
+}
+
+static void tr_write(struct task_attempt *a, enum srv_task_op op, const char *outcome)
+{
+    a->outcome = outcome;
+    a->sr.op = op;
+    a->sr.done = tr_written;
+    a->sr.data = a;
+    memcpy(a->sr.task.id, a->task.id, sizeof(a->task.id));
+    a->sr.task.attempt = a->task.attempt;
+    (void)srv_task_store_submit(a->t->store, &a->sr);
+}
+
+/* Give the attempt back: queued again, the attempt not used up. */
+static void tr_release(struct task_attempt *a, const char *why)
+{
+    tr_write(a, SRV_TASK_OP_RELEASE, why);
+}
+
+/* A uniform delay in [0, backoff_ms * 2^(attempt-1)] (full jitter). */
+static uint64_t tr_backoff_ms(unsigned backoff_ms, unsigned attempt)
+{
+    static uint64_t x; /* xorshift64: the loop thread's only */
+    if (x == 0)
+        x = ctx_now_ns() | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    unsigned shift = attempt > 1 ? attempt - 1 : 0;
+    uint64_t cap = (uint64_t)backoff_ms << (shift > 20 ? 20 : shift);
+    cap = cap > TR_BACKOFF_CAP_MS ? TR_BACKOFF_CAP_MS : cap;
+    return cap == 0 ? 0 : x % (cap + 1);
+}
+
+/* The attempt failed with `code`: retry while attempts remain (unless `final`), else failed. */
+static void tr_fail(struct task_attempt *a, const char *code, const char *message, bool final)
+{
+    int64_t now = srv_task_now_ms();
+    char at[SRV_TASK_TIME_MAX];
+    srv_task_time_format(now, at);
+    json_t *e = json_pack("{s:i,s:s,s:s,s:s}", "attempt", (json_int_t)a->task.attempt, "code", code,
+                          "message", message, "at", at);
+    a->error_json = e != NULL ? json_dumps(e, JSON_COMPACT) : NULL;
+    json_decref(e);
+    bool retry = !final && a->task.attempt < a->task.attempts;
+    a->sr.retry_at = retry ? now + (int64_t)tr_backoff_ms(a->task.backoff_ms, a->task.attempt) : 0;
+    a->sr.error_json = a->error_json != NULL ? a->error_json : "{\"code\":\"out_of_memory\"}";
+    tr_write(a, SRV_TASK_OP_FAIL, retry ? "retrying" : "failed");
+}
+
+static void tr_complete(struct task_attempt *a)
+{
+    struct srv_job_answer ans;
+    a->item.kind->answer(a->item.state, &ans);
+    size_t max = srv_http_cfg(a->t->h)->task_max_result_bytes;
+    if (ans.len > max) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the answer has %zu bytes, over [tasks] max_result_bytes %zu",
+                 ans.len, max);
+        tr_fail(a, "result_too_large", msg, true);
+        return;
+    }
+    a->sr.task.result = malloc(ans.len + 1);
+    if (a->sr.task.result == NULL) {
+        tr_fail(a, "out_of_memory", "out of memory storing the answer", false);
+        return;
+    }
+    if (ans.len > 0)
+        memcpy(a->sr.task.result, ans.body, ans.len);
+    a->sr.task.result[ans.len] = '\0';
+    a->sr.task.result_len = ans.len;
+    snprintf(a->sr.task.content_type, sizeof(a->sr.task.content_type), "%s",
+             ans.content_type != NULL ? ans.content_type : "application/octet-stream");
+    tr_write(a, SRV_TASK_OP_COMPLETE, "succeeded");
+}
+
+/* ---- on the pool ------------------------------------------------------------------------------
+ */
+
+static struct task_attempt *tr_of(struct pool_job *job)
+{
+    return (struct task_attempt *)(void *)((char *)job - offsetof(struct task_attempt, aj.job));
+}
+
+static int tr_run(struct pool_job *job)
+{
+    struct task_attempt *a = tr_of(job);
+    return srv_jobroute_run_kind(a->item.kind, a->item.state);
+}
+
+static void tr_done(struct pool_job *job, enum pool_status status)
+{
+    struct task_attempt *a = tr_of(job);
+    struct srv_tasks *t = a->t;
+    if (a->deadline_armed) {
+        ev_timer_stop(t->loop, &a->deadline);
+        a->deadline_armed = false;
+    }
+    if (t->jr->adm != NULL)
+        srv_adm_release(t->jr->adm, &a->adm, ctx_now_ns());
+    srv_jobroute_observe(t->jr, a->item.kind->name, job, status);
+    enum ctx_reason why = status == POOL_CANCELLED_RUNNING || status == POOL_CANCELLED_QUEUED
+                              ? job->reason
+                              : CTX_REASON_NONE;
+    switch (status) {
+    case POOL_DONE:
+        tr_complete(a);
+        return;
+    case POOL_FAILED:
+        tr_fail(a, job->result == -ENOMEM ? "out_of_memory" : "job_failed",
+                job->result == -ENOMEM ? "the job ran out of memory" : "the job failed", false);
+        return;
+    case POOL_CANCELLED_QUEUED:
+    case POOL_CANCELLED_RUNNING:
+        if (why == CTX_REASON_DEADLINE) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "its timeout_ms of %u ms passed", a->task.timeout_ms);
+            tr_fail(a, "deadline_exceeded", msg, false);
+            return;
+        }
+        if (why == CTX_REASON_CANCELED) { /* DELETE: the store already says cancelled */
+            struct ctx *prev = ctx_enter(a->ctx);
+            LOG_I("task attempt end", LOG_STR("kind", a->task.kind),
+                  LOG_STR("outcome", "cancelled"));
+            ctx_leave(prev);
+            tr_attempt_free(a);
+            return;
+        }
+        tr_release(a, "released");
+        return;
+    case POOL_REFUSED_SHUTDOWN:
+    default:
+        tr_release(a, "released");
+        return;
+    }
+}
+
+static void tr_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct task_attempt *a = w->data;
+    a->deadline_armed = false;
+    (void)ctx_cancel(a->ctx, CTX_REASON_DEADLINE);
+}
+
+/* The attempt's context: the task's tenant, the enqueuing request's ids, a new span. */
+static int tr_ctx(struct task_attempt *a)
+{
+    const struct srv_task *k = &a->task;
+    a->ctx = ctx_new_child(a->t->root);
+    if (a->ctx == NULL)
+        return -ENOMEM;
+    (void)ctx_set_tenant(a->ctx, k->tenant, strlen(k->tenant));
+    if (ctx_request_id_valid(k->request_id, strlen(k->request_id)))
+        (void)ctx_set_request_id(a->ctx, k->request_id, strlen(k->request_id));
+    struct ctx_trace tr;
+    char tp[CTX_TRACEPARENT_LEN + 1];
+    snprintf(tp, sizeof(tp), "00-%.32s-0000000000000001-01", k->trace_id);
+    if (strlen(k->trace_id) != 32 || ctx_trace_parse(tp, strlen(tp), &tr) != 0)
+        ctx_trace_new(&tr);
+    ctx_span_new(tr.span_id);
+    ctx_set_trace(a->ctx, &tr);
+    (void)ctx_set_task(a->ctx, k->id, strlen(k->id), k->attempt);
+    if (k->timeout_ms > 0) {
+        ctx_set_deadline(a->ctx, ctx_now_ns() + (uint64_t)k->timeout_ms * 1000000u);
+        ev_timer_init(&a->deadline, tr_deadline_cb, k->timeout_ms / 1000.0, 0.0);
+        a->deadline.data = a;
+    }
+    return 0;
+}
+
+static void tr_start(struct task_attempt *a)
+{
+    struct srv_tasks *t = a->t;
+    const char *code = "bad_task";
+    char err[SRV_BATCH_ERR_MAX];
+    int rc = srv_task_spec_item(&a->task, srv_http_cfg(t->h), &a->json, &a->item, &code, err);
+    if (rc == -EINVAL) { /* the limits changed since it was stored: it can never run */
+        tr_fail(a, code, err, true);
+        return;
+    }
+    if (rc != 0 || tr_ctx(a) != 0) {
+        tr_release(a, "released");
+        return;
+    }
+    a->aj.kind = a->item.kind->name;
+    bool refused = false;
+    uint64_t cost = a->item.kind->cost != NULL ? a->item.kind->cost(a->item.state) : 0;
+    rc = srv_jobroute_admit_ctx(t->jr, a->ctx, 1, a->item.kind->name, cost, &a->adm, &refused);
+    if (rc != 0) {
+        tr_release(a, refused ? "refused by admission" : "released");
+        return;
+    }
+    a->aj.job.run = tr_run;
+    a->aj.job.done = tr_done;
+    a->aj.job.weight = a->adm.weight;
+    struct ctx *prev = ctx_enter(a->ctx);
+    LOG_D("task attempt start", LOG_STR("kind", a->task.kind),
+          LOG_UINT("attempts", a->task.attempts));
+    rc = pool_submit(t->pool, &a->aj.job);
+    ctx_leave(prev);
+    if (rc != 0) {
+        if (t->jr->adm != NULL)
+            srv_adm_release(t->jr->adm, &a->adm, ctx_now_ns());
+        tr_release(a, "refused by the pool");
+        return;
+    }
+    t->stats.attempts++;
+    if (a->task.timeout_ms > 0) {
+        ev_timer_start(t->loop, &a->deadline);
+        a->deadline_armed = true;
+    }
+}
+
+/* ---- claiming ---------------------------------------------------------------------------------
+ */
+
+static void tr_claim_done(struct srv_task_req *sr)
+{
+    struct srv_tasks *t = sr->data;
+    t->claiming = false;
+    if (sr->rc != 0)
+        LOG_E("task claim failed", LOG_STR("error", strerror(-sr->rc)));
+    bool full = sr->rc == 0 && sr->n == sr->max;
+    for (unsigned i = 0; sr->rc == 0 && i < sr->n; i++) {
+        struct task_attempt *a = tr_attempt_new(t, &sr->tasks[i]);
+        if (a == NULL) {
+            LOG_E("task attempt: out of memory; the task runs once its lease ends");
+            continue;
+        }
+        if (t->draining)
+            tr_release(a, "released");
+        else
+            tr_start(a);
+    }
+    srv_task_req_fini(sr);
+    if (full)
+        srv_tasks_runner_poke(t);
+}
+
+void srv_tasks_runner_poke(struct srv_tasks *t)
+{
+    if (t->store == NULL || t->draining || t->claiming || t->running >= t->slots)
+        return;
+    memset(&t->claim, 0, sizeof(t->claim));
+    t->claim.op = SRV_TASK_OP_CLAIM;
+    t->claim.max = t->slots - t->running;
+    t->claim.done = tr_claim_done;
+    t->claim.data = t;
+    t->claiming = true;
+    (void)srv_task_store_submit(t->store, &t->claim);
+}
+
+static void tr_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    srv_tasks_runner_poke(w->data);
+}
+
+int srv_tasks_runner_start(struct srv_tasks *t)
+{
+    struct pool_stats ps;
+    pool_stats_get(t->pool, &ps);
+    unsigned share = srv_http_cfg(t->h)->task_worker_share;
+    t->slots = (unsigned)((uint64_t)ps.workers * share / 100);
+    t->slots = t->slots > 0 ? t->slots : 1;
+    ev_timer *poll = calloc(1, sizeof(*poll));
+    if (poll == NULL)
+        return -ENOMEM;
+    ev_timer_init(poll, tr_poll_cb, SRV_TASKS_POLL_S, SRV_TASKS_POLL_S);
+    poll->data = t;
+    ev_timer_start(t->loop, poll);
+    t->poll = poll;
+    srv_tasks_runner_poke(t);
+    return 0;
+}
+
+void srv_tasks_runner_cancel(struct srv_tasks *t, const char *id)
+{
+    for (struct task_attempt *a = t->attempts; a != NULL; a = a->next)
+        if (a->ctx != NULL && strcmp(a->task.id, id) == 0)
+            (void)ctx_cancel(a->ctx, CTX_REASON_CANCELED);
+}
+
+void srv_tasks_runner_stop(struct srv_tasks *t)
+{
+    if (t->poll != NULL)
+        ev_timer_stop(t->loop, t->poll);
+}
+
+void srv_tasks_runner_fini(struct srv_tasks *t)
+{
+    while (t->attempts != NULL) /* none after a full stop; never leak one either */
+        tr_attempt_free(t->attempts);
+    free(t->poll);
+    t->poll = NULL;
+}
