@@ -137,6 +137,7 @@ struct srv_cfg {
     size_t task_max_result_bytes;      /* a larger answer fails the attempt (result_too_large) */
     unsigned task_max_unfinished;      /* a tenant's stored unfinished tasks at most (429) */
     unsigned task_worker_share;        /* percent of the workers attempts may occupy at once */
+    unsigned task_poll_ms; /* PostgreSQL: how often the store is asked what other instances did */
 
     /* where it came from (for messages); "" for defaults */
     char source[SRV_CFG_PATH_MAX];

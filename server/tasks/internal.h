@@ -39,6 +39,7 @@ struct pg_store {
     struct pg_running *running;            /* attempts this process runs */
     size_t nrunning, running_cap, tx_mark; /* tx_mark: nrunning at begin */
     struct pg_listen *listen;
+    char errmsg[512]; /* the last failure's message (ops->errmsg) */
 };
 
 /* Connect to `uri` with spindle's defaults (timeouts, keepalives, application_name); NULL with

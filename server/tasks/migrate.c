@@ -49,8 +49,9 @@ static int migrate_run(const char *store, bool check)
     unsigned have = 0, want = 0;
     if (ops->schema == NULL) { /* the embedded store: opening it migrates it */
         if (check) {
-            fprintf(stderr, "spindle: tasks migrate --check: the %s store migrates itself when "
-                            "spindle serve opens it; nothing to check\n",
+            fprintf(stderr,
+                    "spindle: tasks migrate --check: the %s store migrates itself when "
+                    "spindle serve opens it; nothing to check\n",
                     ops->name);
             return 0;
         }
@@ -82,8 +83,10 @@ static int migrate_run(const char *store, bool check)
 int srv_tasks_migrate_main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"store", required_argument, NULL, 's'},
-        {"check", no_argument, NULL, 'k'},        {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"store", required_argument, NULL, 's'},
+        {"check", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *store = NULL;

@@ -45,7 +45,8 @@
     "t.spec,t.errors,t.content_type"
 /* Append the JSON object $N to the errors array (text, kept as written). */
 #define PG_ERRORS_APPEND(obj)                                                                      \
-    "errors=CASE WHEN errors='[]' THEN '['||" obj "||']' ELSE left(errors,-1)||','||" obj "||']' END"
+    "errors=CASE WHEN errors='[]' THEN '['||" obj "||']' ELSE left(errors,-1)||','||" obj          \
+    "||']' END"
 
 static const char pg_sql_enqueue[] =
     "INSERT INTO spindle_tasks(id,tenant,kind,state,attempts,backoff_ms,timeout_ms,created_ms,"
@@ -208,8 +209,8 @@ static void pg_notify(struct pg_store *p, const char *payload)
         p->notify = n;
         p->notify_cap = cap;
     }
-    p->notify_len += (size_t)sprintf(p->notify + p->notify_len, "NOTIFY " PG_CHANNEL ",'%s';",
-                                     payload);
+    p->notify_len +=
+        (size_t)sprintf(p->notify + p->notify_len, "NOTIFY " PG_CHANNEL ",'%s';", payload);
     p->notify_due |= due;
 }
 
@@ -232,9 +233,11 @@ static void pg_running_add(struct pg_store *p, const char *id, unsigned attempt)
 static bool pg_running_del(struct pg_store *p, const char *id, unsigned attempt)
 {
     for (size_t i = 0; i < p->nrunning; i++) {
-        if (strcmp(p->running[i].id, id) == 0 && (attempt == 0 || p->running[i].attempt == attempt)) {
+        if (strcmp(p->running[i].id, id) == 0 &&
+            (attempt == 0 || p->running[i].attempt == attempt)) {
             /* In order: the attempts claimed by the open transaction stay last (rollback). */
-            memmove(&p->running[i], &p->running[i + 1], (p->nrunning - i - 1) * sizeof(*p->running));
+            memmove(&p->running[i], &p->running[i + 1],
+                    (p->nrunning - i - 1) * sizeof(*p->running));
             p->nrunning--;
             if (i < p->tx_mark)
                 p->tx_mark--;
@@ -292,6 +295,12 @@ static void pg_close(void *st)
     free(p);
 }
 
+static const char *pg_errmsg(void *st)
+{
+    const struct pg_store *p = st;
+    return p->errmsg;
+}
+
 static int pg_begin(void *st)
 {
     struct pg_store *p = st;
@@ -337,8 +346,8 @@ static void pg_rollback(void *st)
 static int pg_by_key(struct pg_store *p, const char *tenant, const char *key, struct srv_task *t)
 {
     const char *v[] = {tenant, key};
-    return pg_one(p, "SELECT " PG_COLS " FROM spindle_tasks WHERE tenant=$1 AND idem_key=$2", 2,
-                  v, NULL, NULL, t, false);
+    return pg_one(p, "SELECT " PG_COLS " FROM spindle_tasks WHERE tenant=$1 AND idem_key=$2", 2, v,
+                  NULL, NULL, t, false);
 }
 
 /* The stored task of t's key replaces *t: 0 (same spec) or -EEXIST; -ENOENT when none. */
@@ -720,8 +729,8 @@ static int pg_events(void *st, const char *owner, int64_t now, bool poll, srv_ta
     return rc;
 }
 
-static int pg_schema(const struct srv_task_store_opts *o, unsigned *have, unsigned *want,
-                     char *err, size_t size)
+static int pg_schema(const struct srv_task_store_opts *o, unsigned *have, unsigned *want, char *err,
+                     size_t size)
 {
     struct pg_store p = {0};
     pg_redact(o->path, p.where, sizeof(p.where));
@@ -739,6 +748,7 @@ const struct srv_task_store_ops srv_task_store_pg = {
     .name = "postgresql",
     .open = pg_open,
     .close = pg_close,
+    .errmsg = pg_errmsg,
     .begin = pg_begin,
     .commit = pg_commit,
     .rollback = pg_rollback,

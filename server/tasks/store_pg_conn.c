@@ -69,10 +69,14 @@ static void pg_notice_quiet(void *arg, const char *message)
 struct pg_conn *pg_connect(const char *uri, const char *where, char *err, size_t size)
 {
     /* Defaults first: the URI (dbname, expanded) comes last, so its own settings win. */
-    static const char *const keys[] = {"connect_timeout",   "keepalives_idle",
-                                       "keepalives_interval", "keepalives_count",
-                                       "tcp_user_timeout",  "fallback_application_name",
-                                       "dbname",            NULL};
+    static const char *const keys[] = {"connect_timeout",
+                                       "keepalives_idle",
+                                       "keepalives_interval",
+                                       "keepalives_count",
+                                       "tcp_user_timeout",
+                                       "fallback_application_name",
+                                       "dbname",
+                                       NULL};
     const char *vals[] = {"5", "10", "3", "3", "15000", "spindle", uri, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c == NULL) {
@@ -100,6 +104,7 @@ int pg_ensure(struct pg_store *p)
     char err[512];
     p->conn = pg_connect(p->uri, p->where, err, sizeof(err));
     if (p->conn == NULL) {
+        snprintf(p->errmsg, sizeof(p->errmsg), "%s", err);
         LOG_W("task store: PostgreSQL unreachable", LOG_STR("error", err));
         return -EIO;
     }
@@ -124,9 +129,9 @@ static int pg_check(struct pg_store *p, PGresult *r, const char *sql)
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
         return 0;
     char msg[512];
-    snprintf(msg, sizeof(msg), "%s",
-             r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(p->conn));
+    snprintf(msg, sizeof(msg), "%s", r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(p->conn));
     msg[strcspn(msg, "\n")] = '\0';
+    snprintf(p->errmsg, sizeof(p->errmsg), "%s", msg);
     LOG_W("task store: PostgreSQL statement failed", LOG_STR("error", msg),
           LOG_STR("statement", sql));
     return pg_errno(r);
@@ -137,8 +142,10 @@ int pg_exec(struct pg_store *p, const char *sql, int n, const char *const *vals,
 {
     if (res != NULL)
         *res = NULL;
-    if (p->conn == NULL)
+    if (p->conn == NULL) {
+        snprintf(p->errmsg, sizeof(p->errmsg), "no connection to PostgreSQL");
         return -EIO;
+    }
     int fmts[16] = {0};
     for (int i = 0; i < n && i < 16; i++)
         fmts[i] = bin != NULL && bin[i];
@@ -153,8 +160,10 @@ int pg_exec(struct pg_store *p, const char *sql, int n, const char *const *vals,
 
 int pg_simple(struct pg_store *p, const char *sql)
 {
-    if (p->conn == NULL)
+    if (p->conn == NULL) {
+        snprintf(p->errmsg, sizeof(p->errmsg), "no connection to PostgreSQL");
         return -EIO;
+    }
     PGresult *r = PQexec(p->conn, sql);
     int rc = pg_check(p, r, sql);
     PQclear(r);
@@ -189,8 +198,7 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
 static int pg_fail(struct pg_store *p, char *err, size_t size, const char *what)
 {
     char msg[512];
-    snprintf(msg, sizeof(msg), "%s",
-             p->conn != NULL ? PQerrorMessage(p->conn) : "not connected");
+    snprintf(msg, sizeof(msg), "%s", p->conn != NULL ? PQerrorMessage(p->conn) : "not connected");
     msg[strcspn(msg, "\n")] = '\0';
     snprintf(err, size, "%s: %s: %s", p->where, what, msg);
     return -EIO;
@@ -210,8 +218,8 @@ int pg_schema_version(struct pg_store *p, unsigned *version, char *err, size_t s
         return pg_fail(p, err, size, "cannot read the task store's schema");
     if (!exists)
         return 0;
-    r = PQexecParams(p->conn, "SELECT coalesce(max(version), 0) FROM spindle_schema", 0,
-                     NULL, NULL, NULL, NULL, 0);
+    r = PQexecParams(p->conn, "SELECT coalesce(max(version), 0) FROM spindle_schema", 0, NULL, NULL,
+                     NULL, NULL, 0);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
     if (ok)
         *version = (unsigned)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
@@ -243,8 +251,9 @@ int pg_migrate(struct pg_store *p, char *err, size_t size)
     }
     if (version < PG_SCHEMA_VERSION) {
         char sql[128];
-        snprintf(sql, sizeof(sql), "DELETE FROM spindle_schema; INSERT INTO spindle_schema"
-                                   " VALUES(%d)",
+        snprintf(sql, sizeof(sql),
+                 "DELETE FROM spindle_schema; INSERT INTO spindle_schema"
+                 " VALUES(%d)",
                  PG_SCHEMA_VERSION);
         if (pg_simple(p, sql) != 0)
             goto err;

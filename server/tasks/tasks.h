@@ -215,6 +215,9 @@ extern const struct srv_task_store_ops srv_task_store_pg;
  * (a libpq connection URI), else the SQLite file. Borrowed, static. */
 const struct srv_task_store_ops *srv_task_store_backend(const char *store);
 
+/* A [tasks] store value fit for logs and messages: a URI without its password. */
+void srv_task_store_where(const char *store, char *out, size_t size);
+
 /* ---- the store thread ---------------------------------------------------------------------- */
 
 enum srv_task_op {

@@ -174,8 +174,8 @@ static int pg_init(void)
     }
     char data[128];
     snprintf(data, sizeof(data), "%s/data", pg.dir);
-    const char *args[] = {"-D", data, "-U", "spindle", "-A", "trust", "-E", "UTF8", "--locale=C",
-                          "-N", NULL};
+    const char *args[] = {"-D", data,   "-U",         "spindle", "-A", "trust",
+                          "-E", "UTF8", "--locale=C", "-N",      NULL};
     if (pg_run("initdb", args) != 0) {
         fprintf(stderr, "pg: initdb failed\n");
         pg_print_file("cmd.log");

@@ -58,8 +58,7 @@ int ts_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
     return rc;
 }
 
-unsigned ts_claim(void *st, const char *owner, int64_t now, unsigned max,
-                         struct srv_task *out)
+unsigned ts_claim(void *st, const char *owner, int64_t now, unsigned max, struct srv_task *out)
 {
     unsigned n = 0;
     CU_ASSERT_EQUAL(ts_be->ops->begin(st), 0);
@@ -138,7 +137,8 @@ void test_claim_complete_fencing(void)
     CU_ASSERT_EQUAL(ts_be->ops->begin(st), 0);
     /* A stale attempt changes nothing. */
     CU_ASSERT_EQUAL(ts_be->ops->complete(st, t.id, 2, now, "x", 1, "text/plain"), -ESTALE);
-    CU_ASSERT_EQUAL(ts_be->ops->complete(st, t.id, 1, now, "{\"ok\":true}", 11, "application/json"), 0);
+    CU_ASSERT_EQUAL(ts_be->ops->complete(st, t.id, 1, now, "{\"ok\":true}", 11, "application/json"),
+                    0);
     /* A second completion of the same attempt is stale: the task is final. */
     CU_ASSERT_EQUAL(ts_be->ops->complete(st, t.id, 1, now, "y", 1, "text/plain"), -ESTALE);
     CU_ASSERT_EQUAL(ts_be->ops->commit(st), 0);
@@ -167,7 +167,8 @@ void test_fail_retry_then_failed(void)
     srv_task_fini(&c[0]);
     CU_ASSERT_EQUAL(ts_be->ops->begin(st), 0);
     CU_ASSERT_EQUAL(
-        ts_be->ops->fail(st, t.id, 1, now, "{\"attempt\":1,\"code\":\"job_failed\"}", now + 500), 0);
+        ts_be->ops->fail(st, t.id, 1, now, "{\"attempt\":1,\"code\":\"job_failed\"}", now + 500),
+        0);
     CU_ASSERT_EQUAL(ts_be->ops->commit(st), 0);
     CU_ASSERT_EQUAL(ts_be->ops->get(st, "a", t.id, false, &got), 0);
     CU_ASSERT_EQUAL(got.state, SRV_TASK_RETRYING);

@@ -372,9 +372,12 @@ static void test_srv_task_store_events_reach_the_loop(void)
 {
     struct tp_loop l = {.loop = ev_loop_new(0)};
     void *other = ts_open();
-    struct srv_task_store_config cfg = {.ops = ops, .lease_ms = 30000, .retention_ms = 86400000,
+    struct srv_task_store_config cfg = {.ops = ops,
+                                        .lease_ms = 30000,
+                                        .retention_ms = 86400000,
                                         .poll_ms = 60000, /* notifications only */
-                                        .on_event = tp_loop_event, .event_arg = &l};
+                                        .on_event = tp_loop_event,
+                                        .event_arg = &l};
     cfg.opts.path = ts_loc;
     snprintf(cfg.owner, sizeof(cfg.owner), "thread");
     struct srv_task_store *s = NULL;
@@ -392,8 +395,7 @@ static void test_srv_task_store_events_reach_the_loop(void)
     struct srv_task got;
     bool running = false;
     CU_ASSERT_EQUAL(ops->begin(other), 0);
-    CU_ASSERT_EQUAL(ops->cancel(other, "t", req.tasks[0].id, srv_task_now_ms(), &got, &running),
-                    0);
+    CU_ASSERT_EQUAL(ops->cancel(other, "t", req.tasks[0].id, srv_task_now_ms(), &got, &running), 0);
     CU_ASSERT_EQUAL(ops->commit(other), 0);
     srv_task_fini(&got);
     tp_loop_run(&l, tp_l_lost); /* the attempt the thread claimed was cancelled elsewhere */
