@@ -140,10 +140,11 @@ struct srv_task_metrics;
 struct task_attempt;
 struct task_call;
 
-#define SRV_TASKS_PATH        "/v1/tasks"
-#define SRV_TASKS_MAX_WAITERS 1024  /* long-polls at once; more are answered at once */
-#define SRV_TASKS_MAX_WAIT_MS 60000 /* the longest wait_ms */
-#define SRV_TASKS_POLL_S      0.25  /* the runner looks for due tasks at least this often */
+#define SRV_TASKS_PATH         "/v1/tasks"
+#define SRV_TASKS_MAX_WAITERS  1024  /* long-polls at once; more are answered at once */
+#define SRV_TASKS_MAX_WAIT_MS  60000 /* the longest wait_ms */
+#define SRV_TASKS_POLL_S       0.25  /* the runner looks for due tasks at least this often */
+#define SRV_TASKS_PREFETCH_MIN 16    /* ready queue: 4 claimed tasks per slot, at least this */
 
 struct srv_tasks {
     struct srv_http *h;
@@ -154,10 +155,13 @@ struct srv_tasks {
     struct srv_task_store *store; /* NULL: [tasks] store is empty */
     bool draining;
     /* the runner */
-    unsigned slots;   /* attempts at once at most */
-    unsigned running; /* attempts between claim and their store write */
-    bool claiming;    /* a claim is at the store */
-    void *poll;       /* ev_timer (task_runner.c) */
+    unsigned slots;    /* attempts running at once at most */
+    unsigned running;  /* attempts between their start and their store write */
+    unsigned ready;    /* attempts claimed and not started (the ready queue) */
+    unsigned prefetch; /* the ready queue's bound */
+    bool claiming;     /* a claim is at the store */
+    bool pumping;      /* starting ready attempts (not re-entered) */
+    void *poll;        /* ev_timer (task_runner.c) */
     struct srv_task_req claim;
     struct task_attempt *attempts; /* every attempt not yet freed */
     /* the routes */

@@ -1,11 +1,14 @@
 /* task_runner.c - the runner of durable tasks: claims due tasks from the store and runs each
  * attempt on the worker pool like a /v1/batch item, then writes its outcome back, fenced.
  *
- * Design: at most `slots` attempts ([tasks] worker_share of the workers) are out at once, from
- * the claim that took them to the store write of their outcome. One claim at a time asks the
- * store for as many due tasks as there are free slots; the runner claims again when an enqueue
- * arrives, when a slot frees, and every SRV_TASKS_POLL_S on its timer (delayed tasks and retries
- * become due by the clock).
+ * Design: at most `slots` attempts ([tasks] worker_share of the workers) run at once, from
+ * their start on the pool to the store write of their outcome. Claimed tasks wait in a short
+ * ready queue (at most `prefetch`, leased like running ones) so that a slot that frees starts the
+ * next attempt at once instead of waiting for a claim's round trip through the store: with short
+ * jobs that round trip, not the work, would set the pace. One claim at a time asks the store for
+ * as many due tasks as the queue has room for; the runner claims again when an enqueue arrives,
+ * when the queue runs low, and every SRV_TASKS_POLL_S on its timer (delayed tasks and retries
+ * become due by the clock). A task cancelled while it waits in the queue is dropped from it.
  *
  * An attempt (struct task_attempt) parses its stored spec with the batch item parser, makes a
  * context (a child of the server's root: the task's tenant, the enqueuing request's id and trace
@@ -47,7 +50,8 @@ struct task_attempt {
     struct ctx *ctx;
     ev_timer deadline;
     bool deadline_armed;
-    bool submitted; /* the pool has it (admission held until done) */
+    bool started;   /* left the ready queue (else counted in t->ready) */
+    bool slot_held; /* counted in t->running: from its start until its outcome is decided */
     struct srv_adm_decision adm;
     struct srv_task_req sr; /* the outcome's write */
     char *error_json;
@@ -67,11 +71,11 @@ static struct task_attempt *tr_attempt_new(struct srv_tasks *t, struct srv_task 
     a->t = t;
     a->task = *claimed; /* takes the heap members */
     memset(claimed, 0, sizeof(*claimed));
-    a->next = (struct task_attempt *)t->attempts;
+    a->next = t->attempts;
     if (a->next != NULL)
         a->next->prev = a;
     t->attempts = a;
-    t->running++;
+    t->ready++;
     return a;
 }
 
@@ -92,9 +96,12 @@ static void tr_attempt_free(struct task_attempt *a)
     ctx_unref(a->ctx);
     srv_task_req_fini(&a->sr);
     srv_task_fini(&a->task);
+    if (a->slot_held)
+        t->running--;
+    if (!a->started)
+        t->ready--;
     free(a->error_json);
     free(a);
-    t->running--;
     srv_tasks_runner_poke(t);
 }
 
@@ -104,7 +111,9 @@ static void tr_written(struct srv_task_req *sr)
     struct srv_tasks *t = a->t;
     struct ctx *prev = ctx_enter(a->ctx);
     if (sr->rc == 0) {
-        LOG_I("task attempt end", LOG_STR("kind", a->task.kind), LOG_STR("outcome", a->outcome));
+        if (a->started) /* a task given back from the ready queue had no attempt */
+            LOG_I("task attempt end", LOG_STR("kind", a->task.kind),
+                  LOG_STR("outcome", a->outcome));
         if (sr->op == SRV_TASK_OP_COMPLETE)
             t->stats.succeeded++;
         else if (sr->op == SRV_TASK_OP_FAIL && sr->retry_at == 0)
@@ -128,6 +137,10 @@ static void tr_written(struct srv_task_req *sr)
 
 static void tr_write(struct task_attempt *a, enum srv_task_op op, const char *outcome)
 {
+    if (a->slot_held) { /* the write is the store thread's work: the slot is free for the next */
+        a->slot_held = false;
+        a->t->running--;
+    }
     a->outcome = outcome;
     a->sr.op = op;
     a->sr.done = tr_written;
@@ -214,9 +227,18 @@ static int tr_run(struct pool_job *job)
     return srv_jobroute_run_kind(a->item.kind, a->item.state);
 }
 
+static void tr_decide(struct task_attempt *a, struct pool_job *job, enum pool_status status);
+
 static void tr_done(struct pool_job *job, enum pool_status status)
 {
     struct task_attempt *a = tr_of(job);
+    struct srv_tasks *t = a->t;
+    tr_decide(a, job, status);
+    srv_tasks_runner_poke(t); /* its slot is free: start the next ready attempt */
+}
+
+static void tr_decide(struct task_attempt *a, struct pool_job *job, enum pool_status status)
+{
     struct srv_tasks *t = a->t;
     if (a->deadline_armed) {
         ev_timer_stop(t->loop, &a->deadline);
@@ -299,6 +321,10 @@ static int tr_ctx(struct task_attempt *a)
 static void tr_start(struct task_attempt *a)
 {
     struct srv_tasks *t = a->t;
+    a->started = true;
+    a->slot_held = true;
+    t->ready--;
+    t->running++;
     const char *code = "bad_task";
     char err[SRV_BATCH_ERR_MAX];
     int rc = srv_task_spec_item(&a->task, srv_http_cfg(t->h), &a->json, &a->item, &code, err);
@@ -357,21 +383,48 @@ static void tr_claim_done(struct srv_task_req *sr)
         }
         if (t->draining)
             tr_release(a, "released");
-        else
-            tr_start(a);
     }
     srv_task_req_fini(sr);
-    if (full)
-        srv_tasks_runner_poke(t);
+    (void)full;
+    srv_tasks_runner_poke(t);
+}
+
+/* The oldest attempt of the ready queue (the attempts list is newest first), NULL when none. */
+static struct task_attempt *tr_next_ready(struct srv_tasks *t)
+{
+    struct task_attempt *found = NULL;
+    for (struct task_attempt *a = t->attempts; a != NULL; a = a->next)
+        if (!a->started && a->sr.done == NULL)
+            found = a;
+    return found;
+}
+
+/* Start ready attempts while slots are free. Not re-entered: a start that ends at once (a
+ * refusal) frees its slot through tr_attempt_free, which pokes again. */
+static void tr_pump(struct srv_tasks *t)
+{
+    if (t->pumping)
+        return;
+    t->pumping = true;
+    struct task_attempt *a;
+    while (!t->draining && t->running < t->slots && (a = tr_next_ready(t)) != NULL)
+        tr_start(a);
+    t->pumping = false;
 }
 
 void srv_tasks_runner_poke(struct srv_tasks *t)
 {
-    if (t->store == NULL || t->draining || t->claiming || t->running >= t->slots)
+    if (t->store == NULL || t->draining)
+        return;
+    tr_pump(t);
+    unsigned queued = t->ready + t->running;
+    unsigned room = t->prefetch + t->slots > queued ? t->prefetch + t->slots - queued : 0;
+    /* Claim when the queue is at most half full: fewer, larger claims. */
+    if (t->claiming || room == 0 || (t->ready > 0 && room < (t->prefetch + 1) / 2))
         return;
     memset(&t->claim, 0, sizeof(t->claim));
     t->claim.op = SRV_TASK_OP_CLAIM;
-    t->claim.max = t->slots - t->running;
+    t->claim.max = room;
     t->claim.done = tr_claim_done;
     t->claim.data = t;
     t->claiming = true;
@@ -392,6 +445,12 @@ int srv_tasks_runner_start(struct srv_tasks *t)
     unsigned share = srv_http_cfg(t->h)->task_worker_share;
     t->slots = (unsigned)((uint64_t)ps.workers * share / 100);
     t->slots = t->slots > 0 ? t->slots : 1;
+    t->prefetch = t->slots * 4 > SRV_TASKS_PREFETCH_MIN ? t->slots * 4 : SRV_TASKS_PREFETCH_MIN;
+    /* A store other instances share: claim only what a free slot runs now. Tasks waiting here
+     * would be leased by an instance that cannot run them while the others idle, and a crash
+     * would count them interrupted although they never ran. */
+    if (srv_task_store_shared(t->store))
+        t->prefetch = 0;
     ev_timer *poll = calloc(1, sizeof(*poll));
     if (poll == NULL)
         return -ENOMEM;
@@ -405,15 +464,26 @@ int srv_tasks_runner_start(struct srv_tasks *t)
 
 void srv_tasks_runner_cancel(struct srv_tasks *t, const char *id)
 {
-    for (struct task_attempt *a = t->attempts; a != NULL; a = a->next)
-        if (a->ctx != NULL && strcmp(a->task.id, id) == 0)
-            (void)ctx_cancel(a->ctx, CTX_REASON_CANCELED);
+    struct task_attempt *a = t->attempts;
+    while (a != NULL) {
+        struct task_attempt *next = a->next;
+        if (strcmp(a->task.id, id) == 0) {
+            if (!a->started) /* waiting in the ready queue: it never runs */
+                tr_attempt_free(a);
+            else if (a->ctx != NULL)
+                (void)ctx_cancel(a->ctx, CTX_REASON_CANCELED);
+        }
+        a = next;
+    }
 }
 
 void srv_tasks_runner_stop(struct srv_tasks *t)
 {
     if (t->poll != NULL)
         ev_timer_stop(t->loop, t->poll);
+    struct task_attempt *a; /* the ready queue goes back to the store, attempts unused */
+    while ((a = tr_next_ready(t)) != NULL)
+        tr_release(a, "released");
 }
 
 void srv_tasks_runner_fini(struct srv_tasks *t)

@@ -204,7 +204,7 @@ static void tc_done_post(struct task_call *c, struct srv_req *req)
     case 0:
         if (!c->sr.existed)
             srv_tasks_runner_poke(c->t);
-        LOG_I(c->sr.existed ? "task enqueue repeated" : "task enqueued",
+        LOG_D(c->sr.existed ? "task enqueue repeated" : "task enqueued",
               LOG_STR("task_id", task->id), LOG_STR("kind", task->kind),
               LOG_UINT("attempts", task->attempts), LOG_DUR("commit_ms", c->sr.commit_ns));
         tc_answer_task(req, c->sr.existed ? 200 : 202, task);

@@ -130,6 +130,11 @@ double srv_task_commit_bucket_s(unsigned i)
     return i >= 15 ? 1e300 : 0.000125 * (double)(1u << i);
 }
 
+bool srv_task_store_shared(const struct srv_task_store *s)
+{
+    return s->ops->events != NULL;
+}
+
 const struct srv_task_store_stats *srv_task_store_stats(const struct srv_task_store *s)
 {
     return &s->stats;

@@ -637,7 +637,7 @@ static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     char b[24];
     const char *v[] = {PG_I64(b, now)};
     rc = pg_exec(st,
-                 "SELECT min(created_ms) FROM spindle_tasks WHERE state IN (0,2) AND"
+                 "SELECT min(run_at_ms) FROM spindle_tasks WHERE state IN (0,2) AND"
                  " run_at_ms<=$1::bigint",
                  1, v, NULL, NULL, &r);
     if (rc != 0)

@@ -13,10 +13,10 @@
  * "running" when the file is opened belongs to a process that died: open ends those leases, and
  * the store thread's first expire records the interruption and retries them.
  *
- * Schema: versioned by the one-row table spindle_schema; open creates version 1 when the file is
- * new and refuses a version it does not know (a newer spindle wrote it). States are stored as
- * their enum values. Errors of an attempt are a JSON array appended with SQLite's json1.
- * Statements are prepared once and kept (sq->stmt[]).
+ * Schema (store_sqlite_open.c): versioned by the one-row table spindle_schema; open creates version
+ * 1 when the file is new and refuses a version it does not know (a newer spindle wrote it). States
+ * are stored as their enum values. Errors of an attempt are a JSON array appended with SQLite's
+ * json1. Statements are prepared once and kept (sq->stmt[]).
  */
 #include <errno.h>
 #include <sqlite3.h>
@@ -25,26 +25,6 @@
 #include <string.h>
 
 #include "server/tasks/internal.h"
-
-#define SQ_SCHEMA_VERSION 1
-
-static const char sq_schema[] =
-    "CREATE TABLE IF NOT EXISTS spindle_schema(version INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS tasks("
-    " id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, state INTEGER NOT NULL,"
-    " attempt INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL,"
-    " backoff_ms INTEGER NOT NULL, timeout_ms INTEGER NOT NULL,"
-    " interrupted INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL, started_ms INTEGER,"
-    " finished_ms INTEGER, run_at_ms INTEGER NOT NULL, lease_until_ms INTEGER, owner TEXT,"
-    " request_id TEXT NOT NULL, trace_id TEXT NOT NULL, idem_key TEXT, spec BLOB NOT NULL,"
-    " errors TEXT NOT NULL DEFAULT '[]', result BLOB, content_type TEXT);"
-    "CREATE UNIQUE INDEX IF NOT EXISTS tasks_idem ON tasks(tenant, idem_key)"
-    " WHERE idem_key IS NOT NULL;"
-    "CREATE INDEX IF NOT EXISTS tasks_due ON tasks(state, run_at_ms);"
-    "CREATE INDEX IF NOT EXISTS tasks_tenant ON tasks(tenant, state);"
-    "CREATE INDEX IF NOT EXISTS tasks_kind ON tasks(state, kind);"
-    "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_ms)"
-    " WHERE finished_ms IS NOT NULL;";
 
 #define SQ_COLS                                                                                    \
     "id,tenant,kind,state,attempt,attempts,backoff_ms,timeout_ms,interrupted,created_ms,"          \
@@ -75,16 +55,19 @@ enum sq_stmt {
     SQ__COUNT
 };
 
+_Static_assert(SQ__COUNT <= SRV_SQ_NSTMT, "struct srv_sq_store has a slot per statement");
+
 static const char *const sq_sql[SQ__COUNT] = {
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
     [SQ_COMMIT] = "COMMIT",
     [SQ_ROLLBACK] = "ROLLBACK",
     [SQ_BY_KEY] = "SELECT " SQ_COLS " FROM tasks WHERE tenant=?1 AND idem_key=?2",
-    [SQ_UNFINISHED] = "SELECT count(*) FROM tasks WHERE tenant=?1 AND state IN (0,1,2)",
+    [SQ_UNFINISHED] = "SELECT coalesce((SELECT n FROM tenant_unfinished WHERE tenant=?1),0)",
     [SQ_INSERT] = "INSERT INTO tasks(id,tenant,kind,state,attempts,backoff_ms,timeout_ms,"
                   "created_ms,run_at_ms,request_id,trace_id,idem_key,spec)"
                   " VALUES(?1,?2,?3,0,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
-    [SQ_DUE] = "SELECT id,tenant FROM tasks WHERE state IN (0,2) AND run_at_ms<=?1"
+    [SQ_DUE] = "SELECT id,tenant FROM tasks INDEXED BY tasks_due"
+               " WHERE state IN (0,2) AND run_at_ms<=?1"
                " ORDER BY run_at_ms LIMIT ?2",
     [SQ_CLAIM_ONE] = "UPDATE tasks SET state=1, attempt=attempt+1, started_ms=?2,"
                      " lease_until_ms=?3, owner=?4 WHERE id=?1 AND state IN (0,2)"
@@ -118,32 +101,11 @@ static const char *const sq_sql[SQ__COUNT] = {
                   " run_at_ms=?1, lease_until_ms=NULL, owner=NULL"
                   " WHERE state=1 AND lease_until_ms<?1",
     [SQ_COUNTS] = "SELECT state,kind,count(*) FROM tasks GROUP BY state,kind",
-    [SQ_OLDEST] = "SELECT min(created_ms) FROM tasks WHERE state IN (0,2) AND run_at_ms<=?1",
+    [SQ_OLDEST] = "SELECT min(run_at_ms) FROM tasks INDEXED BY tasks_due WHERE state IN (0,2)",
 };
-
-struct sq_store {
-    sqlite3 *db;
-    sqlite3_stmt *stmt[SQ__COUNT];
-};
-
-/* A negative errno for an SQLite result code. */
-static int sq_errno(int rc)
-{
-    switch (rc & 0xff) {
-    case SQLITE_FULL:
-        return -ENOSPC;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return -EBUSY;
-    case SQLITE_NOMEM:
-        return -ENOMEM;
-    default:
-        return -EIO;
-    }
-}
 
 /* The prepared statement `i`, reset and unbound; NULL on failure. */
-static sqlite3_stmt *sq_stmt(struct sq_store *sq, enum sq_stmt i)
+static sqlite3_stmt *sq_stmt(struct srv_sq_store *sq, enum sq_stmt i)
 {
     if (sq->stmt[i] == NULL) {
         if (sqlite3_prepare_v3(sq->db, sq_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &sq->stmt[i],
@@ -156,16 +118,16 @@ static sqlite3_stmt *sq_stmt(struct sq_store *sq, enum sq_stmt i)
 }
 
 /* Run a statement that returns no rows; *changes (may be NULL) gets the rows it changed. */
-static int sq_run(struct sq_store *sq, sqlite3_stmt *s, unsigned *changes)
+static int sq_run(struct srv_sq_store *sq, sqlite3_stmt *s, unsigned *changes)
 {
     if (s == NULL)
-        return sq_errno(sqlite3_errcode(sq->db));
+        return srv_sq_errno(sqlite3_errcode(sq->db));
     int rc = sqlite3_step(s);
     while (rc == SQLITE_ROW)
         rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE)
-        return sq_errno(rc);
+        return srv_sq_errno(rc);
     if (changes != NULL)
         *changes = (unsigned)sqlite3_changes(sq->db);
     return 0;
@@ -227,133 +189,24 @@ static int sq_row(sqlite3_stmt *s, struct srv_task *t, bool with_result)
 }
 
 /* Step a statement expected to give at most one row into *t: 0, -ENOENT (no row), or an error. */
-static int sq_one(struct sq_store *sq, sqlite3_stmt *s, struct srv_task *t, bool with_result)
+static int sq_one(struct srv_sq_store *sq, sqlite3_stmt *s, struct srv_task *t, bool with_result)
 {
     if (s == NULL)
-        return sq_errno(sqlite3_errcode(sq->db));
+        return srv_sq_errno(sqlite3_errcode(sq->db));
     int rc = sqlite3_step(s);
     int ret = rc == SQLITE_ROW    ? sq_row(s, t, with_result)
               : rc == SQLITE_DONE ? -ENOENT
-                                  : sq_errno(rc);
+                                  : srv_sq_errno(rc);
     sqlite3_reset(s);
     return ret;
 }
 
-/* ---- open ------------------------------------------------------------------------------------ */
-
-static int sq_fail(struct sq_store *sq, const char *path, int rc, char *err, size_t size,
-                   const char *what)
-{
-    int e = sq_errno(rc);
-    const char *msg = sq->db != NULL ? sqlite3_errmsg(sq->db) : sqlite3_errstr(rc);
-    if (e == -EBUSY)
-        snprintf(err, size, "%s: %s: %s (another spindle process uses this task store?)", path,
-                 what, msg);
-    else
-        snprintf(err, size, "%s: %s: %s", path, what, msg);
-    return e;
-}
-
-/* Create or check the schema version, in one transaction. */
-static int sq_migrate(struct sq_store *sq, const char *path, char *err, size_t size)
-{
-    int rc = sqlite3_exec(sq->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        return sq_fail(sq, path, rc, err, size, "cannot lock the task store");
-    rc = sqlite3_exec(sq->db, sq_schema, NULL, NULL, NULL);
-    sqlite3_stmt *s = NULL;
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(sq->db, "SELECT max(version), count(*) FROM spindle_schema", -1, &s,
-                                NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(s) == SQLITE_ROW ? SQLITE_OK : sqlite3_errcode(sq->db);
-    long long version = rc == SQLITE_OK ? sqlite3_column_int64(s, 0) : 0;
-    long long rows = rc == SQLITE_OK ? sqlite3_column_int64(s, 1) : 0;
-    sqlite3_finalize(s);
-    if (rc == SQLITE_OK && rows == 0)
-        rc =
-            sqlite3_exec(sq->db, "INSERT INTO spindle_schema(version) VALUES(1)", NULL, NULL, NULL);
-    /* Every lease in a file only this process may open belongs to a process that died. */
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(sq->db, "UPDATE tasks SET lease_until_ms=0 WHERE state=1", NULL, NULL,
-                          NULL);
-    if (rc != SQLITE_OK) {
-        int e = sq_fail(sq, path, rc, err, size, "cannot read the task store");
-        sqlite3_exec(sq->db, "ROLLBACK", NULL, NULL, NULL);
-        return e;
-    }
-    if (rows > 0 && version > SQ_SCHEMA_VERSION) {
-        sqlite3_exec(sq->db, "ROLLBACK", NULL, NULL, NULL);
-        snprintf(err, size,
-                 "%s: the task store has schema version %lld, newer than this spindle's %d: "
-                 "run a newer spindle (or another store)",
-                 path, version, SQ_SCHEMA_VERSION);
-        return -EPROTO;
-    }
-    rc = sqlite3_exec(sq->db, "COMMIT", NULL, NULL, NULL);
-    return rc == SQLITE_OK ? 0 : sq_fail(sq, path, rc, err, size, "cannot write the task store");
-}
-
-/* A file that is not a database, or a damaged one, stops the start: never run on half a queue. */
-static int sq_check(struct sq_store *sq, const char *path, char *err, size_t size)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(sq->db, "PRAGMA quick_check(1)", -1, &s, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-        sqlite3_finalize(s);
-        return sq_fail(sq, path, rc, err, size, "the task store is damaged or not a database");
-    }
-    const unsigned char *v = sqlite3_column_text(s, 0);
-    bool ok = v != NULL && strcmp((const char *)v, "ok") == 0;
-    if (!ok)
-        snprintf(err, size, "%s: the task store is damaged: %s", path,
-                 v != NULL ? (const char *)v : "?");
-    sqlite3_finalize(s);
-    return ok ? 0 : -EIO;
-}
-
-static int sq_open(const struct srv_task_store_opts *o, void **st, char *err, size_t size)
-{
-    struct sq_store *sq = calloc(1, sizeof(*sq));
-    if (sq == NULL) {
-        snprintf(err, size, "%s: out of memory", o->path);
-        return -ENOMEM;
-    }
-    int rc = sqlite3_open_v2(
-        o->path, &sq->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    int e = 0;
-    if (rc != SQLITE_OK) {
-        e = sq_fail(sq, o->path, rc, err, size, "cannot open the task store");
-        goto err_close;
-    }
-    sqlite3_extended_result_codes(sq->db, 1);
-    rc = sqlite3_exec(sq->db,
-                      "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL;"
-                      " PRAGMA synchronous=FULL;",
-                      NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        e = sq_fail(sq, o->path, rc, err, size, "the task store is damaged or not a database");
-        goto err_close;
-    }
-    if ((e = sq_check(sq, o->path, err, size)) != 0 || (e = sq_migrate(sq, o->path, err, size)))
-        goto err_close;
-    *st = sq;
-    return 0;
-
-err_close:
-    sqlite3_close(sq->db);
-    free(sq);
-    return e;
-}
-
 static void sq_close(void *st)
 {
-    struct sq_store *sq = st;
+    struct srv_sq_store *sq = st;
     if (sq == NULL)
         return;
-    for (size_t i = 0; i < SQ__COUNT; i++)
+    for (size_t i = 0; i < SRV_SQ_NSTMT; i++)
         sqlite3_finalize(sq->stmt[i]);
     sqlite3_close(sq->db);
     free(sq);
@@ -361,7 +214,7 @@ static void sq_close(void *st)
 
 static const char *sq_errmsg(void *st)
 {
-    return sqlite3_errmsg(((struct sq_store *)st)->db);
+    return sqlite3_errmsg(((struct srv_sq_store *)st)->db);
 }
 
 static int sq_begin(void *st)
@@ -376,7 +229,7 @@ static int sq_commit(void *st)
 
 static void sq_rollback(void *st)
 {
-    struct sq_store *sq = st;
+    struct srv_sq_store *sq = st;
     if (!sqlite3_get_autocommit(sq->db))
         (void)sq_run(sq, sq_stmt(sq, SQ_ROLLBACK), NULL);
 }
@@ -385,7 +238,7 @@ static void sq_rollback(void *st)
 
 static int sq_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
 {
-    struct sq_store *sq = st;
+    struct srv_sq_store *sq = st;
     sqlite3_stmt *s;
     *existed = false;
     if (t->idem_key[0] != '\0') {
@@ -408,13 +261,13 @@ static int sq_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
     }
     s = sq_stmt(sq, SQ_UNFINISHED);
     if (s == NULL)
-        return sq_errno(sqlite3_errcode(sq->db));
+        return srv_sq_errno(sqlite3_errcode(sq->db));
     sqlite3_bind_text(s, 1, t->tenant, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     long long n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     if (rc != SQLITE_ROW)
-        return sq_errno(rc);
+        return srv_sq_errno(rc);
     if (n >= (long long)cap)
         return -EDQUOT;
     s = sq_stmt(sq, SQ_INSERT);
@@ -471,7 +324,7 @@ static unsigned sq_fair_pick(char (*tenants)[CTX_TENANT_MAX + 1], unsigned n, un
 static int sq_claim(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
                     struct srv_task *out, unsigned *n)
 {
-    struct sq_store *sq = st;
+    struct srv_sq_store *sq = st;
     *n = 0;
     unsigned cand_max = max * 4, cn = 0;
     char(*ids)[SRV_TASK_ID_LEN + 1] = calloc(cand_max, sizeof(*ids));
@@ -480,7 +333,7 @@ static int sq_claim(void *st, const char *owner, int64_t now, int64_t lease_unti
     int rc = ids && tenants && picked ? 0 : -ENOMEM;
     sqlite3_stmt *s = rc == 0 ? sq_stmt(sq, SQ_DUE) : NULL;
     if (rc == 0 && s == NULL)
-        rc = sq_errno(sqlite3_errcode(sq->db));
+        rc = srv_sq_errno(sqlite3_errcode(sq->db));
     if (rc == 0) {
         sqlite3_bind_int64(s, 1, now);
         sqlite3_bind_int(s, 2, (int)cand_max);
@@ -491,7 +344,7 @@ static int sq_claim(void *st, const char *owner, int64_t now, int64_t lease_unti
             cn++;
         }
         if (r != SQLITE_ROW && r != SQLITE_DONE)
-            rc = sq_errno(r);
+            rc = srv_sq_errno(r);
         sqlite3_reset(s);
     }
     unsigned np = rc == 0 ? sq_fair_pick(tenants, cn, max, picked) : 0;
@@ -532,7 +385,7 @@ static int sq_heartbeat(void *st, const char *owner, int64_t lease_until, unsign
 
 /* An attempt-fenced update: 0 when it changed the task, -ESTALE when the attempt was not the
  * running one. */
-static int sq_fenced(struct sq_store *sq, sqlite3_stmt *s)
+static int sq_fenced(struct srv_sq_store *sq, sqlite3_stmt *s)
 {
     unsigned changed = 0;
     int rc = sq_run(sq, s, &changed);
@@ -611,11 +464,11 @@ static int sq_cancel(void *st, const char *tenant, const char *id, int64_t now, 
 static int sq_list(void *st, const char *tenant, const struct srv_task_filter *f,
                    struct srv_task *out, unsigned *n)
 {
-    struct sq_store *sq = st;
+    struct srv_sq_store *sq = st;
     *n = 0;
     sqlite3_stmt *s = sq_stmt(sq, SQ_LIST);
     if (s == NULL)
-        return sq_errno(sqlite3_errcode(sq->db));
+        return srv_sq_errno(sqlite3_errcode(sq->db));
     sqlite3_bind_text(s, 1, tenant, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 2, f->state);
     if (f->kind != NULL)
@@ -630,7 +483,7 @@ static int sq_list(void *st, const char *tenant, const struct srv_task_filter *f
             (*n)++;
     }
     if (rc == 0 && *n < f->limit && r != SQLITE_DONE)
-        rc = sq_errno(r);
+        rc = srv_sq_errno(r);
     sqlite3_reset(s);
     if (rc != 0) {
         for (unsigned i = 0; i < *n; i++)
@@ -661,10 +514,10 @@ static int sq_expire(void *st, int64_t now, unsigned *n)
 static int sq_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
                      int64_t *oldest_queued)
 {
-    struct sq_store *sq = st;
+    struct srv_sq_store *sq = st;
     sqlite3_stmt *s = sq_stmt(sq, SQ_COUNTS);
     if (s == NULL)
-        return sq_errno(sqlite3_errcode(sq->db));
+        return srv_sq_errno(sqlite3_errcode(sq->db));
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW) {
         int state = sqlite3_column_int(s, 0);
@@ -675,20 +528,20 @@ static int sq_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     }
     sqlite3_reset(s);
     if (r != SQLITE_DONE)
-        return sq_errno(r);
+        return srv_sq_errno(r);
     s = sq_stmt(sq, SQ_OLDEST);
     if (s == NULL)
-        return sq_errno(sqlite3_errcode(sq->db));
-    sqlite3_bind_int64(s, 1, now);
+        return srv_sq_errno(sqlite3_errcode(sq->db));
     r = sqlite3_step(s);
-    *oldest_queued = r == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    int64_t oldest = r == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    *oldest_queued = oldest > 0 && oldest <= now ? oldest : 0; /* not due yet: no lag */
     sqlite3_reset(s);
-    return r == SQLITE_ROW ? 0 : sq_errno(r);
+    return r == SQLITE_ROW ? 0 : srv_sq_errno(r);
 }
 
 const struct srv_task_store_ops srv_task_store_sqlite = {
     .name = "sqlite",
-    .open = sq_open,
+    .open = srv_sq_open,
     .close = sq_close,
     .errmsg = sq_errmsg,
     .begin = sq_begin,

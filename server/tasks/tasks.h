@@ -189,8 +189,8 @@ struct srv_task_store_ops {
     /* Running tasks whose lease ended before `now`: an "interrupted" error, then retrying (run
      * at once) or failed when it was the last attempt. *n: how many. */
     int (*expire)(void *st, int64_t now, unsigned *n);
-    /* Call fn for each (state, kind) with tasks; *oldest_queued: the smallest created_ms of a
-     * queued or retrying task whose run_at passed (0: none). */
+    /* Call fn for each (state, kind) with tasks; *oldest_queued: the earliest run_at of a
+     * queued or retrying task when it has passed (how long the backlog waits; 0: none). */
     int (*counts)(void *st, srv_task_count_fn *fn, void *arg, int64_t now, int64_t *oldest_queued);
     /* Optional (NULL: a store no other process shares). Call fn for what other processes did
      * since the last call: notifications received (a LISTEN connection), and when `poll` is set
@@ -314,6 +314,9 @@ void srv_task_store_stop(struct srv_task_store *s);
 /* Queue `req` (borrowed until its done callback, which always runs: also for a request made by a
  * done callback while srv_task_store_stop drains). Loop thread. Returns 0. */
 int srv_task_store_submit(struct srv_task_store *s, struct srv_task_req *req);
+
+/* True when other processes share the store (its backend has events: PostgreSQL). */
+bool srv_task_store_shared(const struct srv_task_store *s);
 
 /* The thread's counters (borrowed, live as long as the store). */
 const struct srv_task_store_stats *srv_task_store_stats(const struct srv_task_store *s);

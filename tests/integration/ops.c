@@ -121,14 +121,15 @@ int ops_config_rewrite(const struct hs_server *s, const char *level, const char 
     char *text = NULL;
     if (asprintf(&text,
                  "[server]\nlisten = 127.0.0.1:0\n\n[log]\nlevel = %s\nfile = %s/spindle.log\n"
-                 "access = true\n\n[tasks]\nstore = %s/tasks.db\n\n%s",
-                 level, hs_dir(s), hs_dir(s), extra != NULL ? extra : "") < 0)
+                 "access = true\n\n%s\n[tasks]\nstore = %s/tasks.db\n",
+                 level, hs_dir(s), extra != NULL ? extra : "", hs_dir(s)) < 0)
         return -ENOMEM;
     char *path = proc_file_write(hs_dir(s), "spindle.conf.new", text);
     free(text);
     if (path == NULL)
         return -errno;
-    /* rename: the server never reads a half-written file */
+    /* [tasks] last, so that the lines of `extra` keep the numbers the tests expect. rename: the
+     * server never reads a half-written file */
     char *final = ops_path(hs_dir(s), "spindle.conf");
     int rc = final != NULL && rename(path, final) == 0 ? 0 : -errno;
     free(final);

@@ -93,8 +93,7 @@ static json_t *pt_final(const struct hs_server *s, const char *id)
         json_t *j = pt_get(s, id, "?wait_ms=5000");
         if (j == NULL)
             return NULL;
-        if (pt_state_is(j, "succeeded") || pt_state_is(j, "failed") ||
-            pt_state_is(j, "cancelled"))
+        if (pt_state_is(j, "succeeded") || pt_state_is(j, "failed") || pt_state_is(j, "cancelled"))
             return j;
         json_decref(j);
     }

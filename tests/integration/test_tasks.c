@@ -244,6 +244,14 @@ static void test_tasks_validated_whole_first(void)
     CU_ASSERT(tk_error_is(s, "POST", P, "{\"kind\":\"noop\",\"extra\":1}", "", 400, "bad_task"));
     CU_ASSERT(tk_error_is(s, "POST", P, "{\"kind\":\"noop\"}", "Idempotency-Key: a b\r\n", 400,
                           "bad_idempotency_key"));
+    /* The routes: an id path takes GET and DELETE; the bare prefix is no task. */
+    HS_CHECK(tk_do(s, "PUT", "/v1/tasks/abc", NULL, "", &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 405);
+    CU_ASSERT(ops_header_is(&r, "Allow", "GET, HEAD, DELETE"));
+    hs_resp_fini(&r);
+    CU_ASSERT(tk_error_is(s, "GET", "/v1/tasks/", NULL, "", 404, "not_found"));
+    CU_ASSERT(tk_error_is(s, "GET", "/v1/tasks/abc/other", NULL, "", 404, "not_found"));
+    CU_ASSERT(tk_error_is(s, "GET", "/v1/tasks/abc?wait_ms=x", NULL, "", 400, "bad_param"));
     /* Nothing was stored. */
     HS_CHECK(tk_do(s, "GET", P, NULL, "", &r) == 0);
     CU_ASSERT_EQUAL(r.status, 200);
@@ -400,7 +408,7 @@ static void test_tasks_delete_queued_never_runs(void)
     char id[64], later[64], path[128];
     struct hs_resp r = {0};
     HS_CHECK(s != NULL);
-    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\",\"delay_ms\":300}", "", id), 202);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\",\"delay_ms\":2000}", "", id), 202);
     snprintf(path, sizeof(path), "/v1/tasks/%s", id);
     for (int i = 0; i < 2; i++) {
         hs_resp_fini(&r);
@@ -410,7 +418,7 @@ static void test_tasks_delete_queued_never_runs(void)
         CU_ASSERT(tk_state_is(j, "cancelled"));
     }
     /* Due after the first one: once it ran, the first one was due too. */
-    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\",\"delay_ms\":600}", "", later), 202);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\",\"delay_ms\":2400}", "", later), 202);
     k = tk_final(s, later, "");
     CU_ASSERT(tk_state_is(k, "succeeded"));
     CU_ASSERT_EQUAL(tk_log_count(s, "task attempt start", id, NULL), 0);
@@ -455,6 +463,95 @@ out:
     HS_FINISH(s);
 }
 
+/* An answer over [tasks] max_result_bytes fails the task at once (no retry can make it fit). */
+static void test_tasks_result_too_large(void)
+{
+    const char *over[] = {"tasks.max_result_bytes=8", NULL};
+    struct hs_server *s = hs_start(over);
+    json_t *j = NULL;
+    char id[64];
+    HS_CHECK(s != NULL);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"primes\",\"params\":{\"n\":10}}", "", id), 202);
+    j = tk_final(s, id, "");
+    HS_CHECK(tk_state_is(j, "failed"));
+    CU_ASSERT_EQUAL(hs_json_int(j, "attempt", 0), 1);
+    CU_ASSERT_STRING_EQUAL(hs_json_str(json_array_get(json_object_get(j, "errors"), 0), "code"),
+                           "result_too_large");
+out:
+    json_decref(j);
+    HS_FINISH(s);
+}
+
+/* [tasks] max_unfinished per tenant: 429 with Retry-After beyond it; other tenants unaffected;
+ * an empty [tasks] store turns the routes off. */
+static void test_tasks_tenant_cap_and_disabled(void)
+{
+    const char *over[] = {"tasks.max_unfinished=2", NULL};
+    struct hs_server *s = hs_start(over), *off = NULL;
+    struct hs_resp r = {0};
+    char id[64];
+    HS_CHECK(s != NULL);
+    const char *body = "{\"kind\":\"noop\",\"delay_ms\":600000}";
+    CU_ASSERT_EQUAL(tk_post(s, body, "", id), 202);
+    CU_ASSERT_EQUAL(tk_post(s, body, "", id), 202);
+    HS_CHECK(tk_do(s, "POST", "/v1/tasks", body, "", &r) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 429, "tenant_task_limit"));
+    CU_ASSERT(ops_header_is(&r, "Retry-After", "1"));
+    CU_ASSERT_EQUAL(tk_post(s, body, "X-Tenant-Id: roomy\r\n", id), 202);
+    const char *none[] = {"tasks.store=", NULL};
+    HS_CHECK((off = hs_start(none)) != NULL);
+    CU_ASSERT(tk_error_is(off, "POST", "/v1/tasks", body, "", 503, "tasks_disabled"));
+    CU_ASSERT(tk_error_is(off, "GET", "/v1/tasks/x", NULL, "", 503, "tasks_disabled"));
+out:
+    hs_resp_fini(&r);
+    HS_FINISH(off);
+    HS_FINISH(s);
+}
+
+/* One slot, busy: the next task waits claimed in the ready queue; cancelled there, it never
+ * runs, and the slot goes to the task after it. */
+static void test_tasks_cancel_while_waiting_for_a_slot(void)
+{
+    const char *over[] = {"pool.workers=1", "tasks.worker_share=100", NULL};
+    struct hs_server *s = hs_start(over);
+    json_t *line = NULL, *j = NULL;
+    char busy[64], waiting[64], after[64], path[128];
+    HS_CHECK(s != NULL);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"spin\",\"params\":{\"ms\":60000}}", "", busy), 202);
+    HS_CHECK((line = tk_log_task(s, "task attempt start", busy, NULL)) != NULL);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\"}", "", waiting), 202);
+    snprintf(path, sizeof(path), "/v1/tasks/%s", waiting);
+    /* Claimed (leased: "running" in the store) while it waits for the slot. */
+    bool claimed = false;
+    for (long long end = hs_now_ms() + TK_WAIT_MS; !claimed && hs_now_ms() < end;) {
+        int status;
+        json_t *w = tk_get(s, waiting, "", "", &status);
+        claimed = tk_state_is(w, "running");
+        json_decref(w);
+        if (!claimed)
+            json_decref(hs_log_wait(s, "not a line", NULL, NULL, 50)); /* a bounded pause */
+    }
+    CU_ASSERT(claimed);
+    struct hs_resp r = {0};
+    HS_CHECK(tk_do(s, "DELETE", path, NULL, "", &r) == 0 && r.status == 200);
+    hs_resp_fini(&r);
+    CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"noop\"}", "", after), 202);
+    snprintf(path, sizeof(path), "/v1/tasks/%s", busy);
+    HS_CHECK(tk_do(s, "DELETE", path, NULL, "", &r) == 0 && r.status == 200);
+    hs_resp_fini(&r);
+    j = tk_final(s, after, "");
+    CU_ASSERT(tk_state_is(j, "succeeded"));
+    CU_ASSERT_EQUAL(tk_log_count(s, "task attempt start", waiting, NULL), 0);
+    json_decref(j);
+    int status;
+    j = tk_get(s, waiting, "", "", &status);
+    CU_ASSERT(tk_state_is(j, "cancelled"));
+out:
+    json_decref(line);
+    json_decref(j);
+    HS_FINISH(s);
+}
+
 /* ---- stops, crashes, retention, store failures ------------------------------------------------
  */
 
@@ -475,7 +572,7 @@ static void test_tasks_graceful_stop_gives_attempt_back(void)
     json_decref(line);
     HS_CHECK((line = tk_log_task(s, "task attempt end", id, "released")) != NULL);
     hs_free(s);
-    HS_CHECK((s = tk_start(store, NULL, NULL)) != NULL);
+    HS_CHECK((s = tk_start(store, "shutdown.drain_timeout_ms=200", NULL)) != NULL);
     json_decref(line);
     HS_CHECK((line = tk_log_task(s, "task attempt start", id, NULL)) != NULL);
     CU_ASSERT_EQUAL(hs_json_int(line, "attempt", 0), 1);
@@ -505,7 +602,7 @@ static void test_tasks_kill9_running_reruns(void)
     j = tk_final(s, done, "");
     HS_CHECK(tk_state_is(j, "succeeded"));
     for (int i = 0; i < 2; i++) {
-        CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"spin\",\"params\":{\"ms\":1500}}", "", ids[i]),
+        CU_ASSERT_EQUAL(tk_post(s, "{\"kind\":\"spin\",\"params\":{\"ms\":4000}}", "", ids[i]),
                         202);
         json_decref(line);
         HS_CHECK((line = tk_log_task(s, "task attempt start", ids[i], NULL)) != NULL);
@@ -726,6 +823,9 @@ int suite_integration_tasks(void)
         SPINDLE_TEST(test_tasks_retry_then_failed),
         SPINDLE_TEST(test_tasks_delete_queued_never_runs),
         SPINDLE_TEST(test_tasks_delete_running_spin),
+        SPINDLE_TEST(test_tasks_result_too_large),
+        SPINDLE_TEST(test_tasks_cancel_while_waiting_for_a_slot),
+        SPINDLE_TEST(test_tasks_tenant_cap_and_disabled),
         SPINDLE_TEST(test_tasks_graceful_stop_gives_attempt_back),
         SPINDLE_TEST(test_tasks_kill9_running_reruns),
         SPINDLE_TEST(test_tasks_kill9_enqueue_storm),

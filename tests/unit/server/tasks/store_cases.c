@@ -115,7 +115,27 @@ void test_enqueue_tenant_cap(void)
     CU_ASSERT_EQUAL(ts_enqueue(st, &t, 2, &existed), -EDQUOT);
     srv_task_fini(&t);
     ts_task(&t, "b", "{}", NULL);
+    t.run_at_ms += 100000; /* not due: the claim below takes one of a's */
     CU_ASSERT_EQUAL(ts_enqueue(st, &t, 2, &existed), 0);
+    srv_task_fini(&t);
+    /* A task of a that ends (here: cancelled) frees a place; a rolled-back enqueue takes none. */
+    struct srv_task out[1], got;
+    bool running;
+    int64_t now = srv_task_now_ms();
+    CU_ASSERT_EQUAL(ts_claim(st, "me", now, 1, out), 1);
+    CU_ASSERT_EQUAL(ts_be->ops->cancel(st, out[0].tenant, out[0].id, now, &got, &running), 0);
+    srv_task_fini(&got);
+    srv_task_fini(&out[0]);
+    CU_ASSERT_EQUAL(ts_be->ops->begin(st), 0);
+    ts_task(&t, "a", "{}", NULL);
+    CU_ASSERT_EQUAL(ts_be->ops->enqueue(st, &t, 2, &existed), 0);
+    ts_be->ops->rollback(st);
+    srv_task_fini(&t);
+    ts_task(&t, "a", "{}", NULL);
+    CU_ASSERT_EQUAL(ts_enqueue(st, &t, 2, &existed), 0);
+    srv_task_fini(&t);
+    ts_task(&t, "a", "{}", NULL);
+    CU_ASSERT_EQUAL(ts_enqueue(st, &t, 2, &existed), -EDQUOT);
     srv_task_fini(&t);
     ts_be->ops->close(st);
 }
