@@ -3,7 +3,8 @@
  * store.c runs the store thread and the helpers of the task record (names, ids, times);
  * store_sqlite.c is the SQLite backend that thread drives, and store_sqlite_open.c opens it
  * (schema, version, checks); store_pg.c (the operations) and
- * store_pg_conn.c (connections, schema, the LISTEN thread) the PostgreSQL one; backend.c picks
+ * store_pg_conn.c (connections, schema, the LISTEN thread) and store_pg_sched.c (schedules)
+ * the PostgreSQL one; backend.c picks
  * one for a [tasks] store value; migrate.c is `spindle tasks migrate`.
  */
 #ifndef SPINDLE_SRV_TASKS_INTERNAL_H
@@ -89,5 +90,14 @@ struct pg_listen *pg_listen_start(const char *uri, const char *where, srv_task_w
 void pg_listen_stop(struct pg_listen *l);
 /* Take the queued events (new array of *n, caller frees; NULL when none). */
 struct srv_task_event *pg_listen_take(struct pg_listen *l, size_t *n);
+
+/* The schedule operations (store_pg_sched.c), with the signatures of the store interface's
+ * schedule_fire and schedule_list. */
+int pg_schedule_fire(void *st, const char *name, int64_t tick_ms, int64_t now, struct srv_task *t,
+                     unsigned cap, bool *fired);
+int pg_schedule_list(void *st,
+                     void (*fn)(const char *name, int64_t last_tick_ms, const char *last_task,
+                                int64_t fired_ms, void *arg),
+                     void *arg);
 
 #endif

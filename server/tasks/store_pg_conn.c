@@ -192,7 +192,10 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
     "CREATE INDEX spindle_tasks_owner ON spindle_tasks(owner) WHERE state = 1;"
     "CREATE INDEX spindle_tasks_tenant ON spindle_tasks(tenant, id);"
     "CREATE INDEX spindle_tasks_finished ON spindle_tasks(finished_ms)"
-    " WHERE finished_ms IS NOT NULL;",
+    " WHERE finished_ms IS NOT NULL;"
+    /* schedules: the last tick each one fired (store_pg_sched.c) */
+    "CREATE TABLE spindle_schedules(name text PRIMARY KEY, last_tick_ms bigint NOT NULL,"
+    " last_task text NOT NULL, fired_ms bigint NOT NULL);",
 };
 
 static int pg_fail(struct pg_store *p, char *err, size_t size, const char *what)

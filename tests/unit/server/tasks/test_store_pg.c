@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "server/tasks/internal.h"
 #include "server/tasks/tasks.h"
 #include "tests/integration/pg.h"
 #include "tests/suite.h"
@@ -309,6 +310,65 @@ static void test_pg_schema_check(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "127.0.0.1:1"));
 }
 
+/* ---- schedules --------------------------------------------------------------------------------
+ */
+
+struct tp_sched {
+    int64_t tick;
+    char task[SRV_TASK_ID_LEN + 1];
+};
+
+static void tp_sched_fn(const char *name, int64_t last_tick_ms, const char *last_task,
+                        int64_t fired_ms, void *arg)
+{
+    struct tp_sched *r = arg;
+    (void)fired_ms;
+    if (strcmp(name, "nightly") == 0) {
+        r->tick = last_tick_ms;
+        snprintf(r->task, sizeof(r->task), "%s", last_task);
+    }
+}
+
+static int tp_fire(void *st, int64_t tick, unsigned cap, bool *fired, char id[SRV_TASK_ID_LEN + 1])
+{
+    struct srv_task t;
+    ts_task(&t, "t", "{}", NULL);
+    memcpy(id, t.id, SRV_TASK_ID_LEN + 1);
+    CU_ASSERT_EQUAL(ops->begin(st), 0);
+    int rc = pg_schedule_fire(st, "nightly", tick, srv_task_now_ms(), &t, cap, fired);
+    CU_ASSERT_EQUAL(ops->commit(st), 0);
+    srv_task_fini(&t);
+    return rc;
+}
+
+static void test_pg_schedule_fires_once_per_tick(void)
+{
+    void *a = ts_open(), *b = tp_open_woken();
+    bool fired = false;
+    char first[SRV_TASK_ID_LEN + 1], id[SRV_TASK_ID_LEN + 1];
+    CU_ASSERT_EQUAL(tp_fire(a, 1000, 10, &fired, first), 0);
+    CU_ASSERT_TRUE(fired);
+    /* The same tick from another instance: nothing written. */
+    CU_ASSERT_EQUAL(tp_fire(b, 1000, 10, &fired, id), 0);
+    CU_ASSERT_FALSE(fired);
+    CU_ASSERT_EQUAL(pg_sql_int(ts_loc, "SELECT count(*) FROM spindle_tasks"), 1);
+    /* A refused enqueue records no tick; the next tick fires. */
+    CU_ASSERT_EQUAL(tp_fire(b, 2000, 1, &fired, id), -EDQUOT);
+    CU_ASSERT_FALSE(fired);
+    struct tp_sched rec = {0};
+    CU_ASSERT_EQUAL(pg_schedule_list(a, tp_sched_fn, &rec), 0);
+    CU_ASSERT_EQUAL(rec.tick, 1000);
+    CU_ASSERT_STRING_EQUAL(rec.task, first);
+    CU_ASSERT_EQUAL(tp_fire(b, 2000, 10, &fired, id), 0);
+    CU_ASSERT_TRUE(fired);
+    CU_ASSERT_EQUAL(pg_schedule_list(b, tp_sched_fn, &rec), 0);
+    CU_ASSERT_EQUAL(rec.tick, 2000);
+    CU_ASSERT_STRING_EQUAL(rec.task, id);
+    CU_ASSERT_EQUAL(pg_sql_int(ts_loc, "SELECT count(*) FROM spindle_tasks"), 2);
+    ops->close(b);
+    ops->close(a);
+}
+
 /* ---- the store thread with events --------------------------------------------------------- */
 
 struct tp_loop {
@@ -427,6 +487,7 @@ int suite_server_tasks_store_pg(void)
         SPINDLE_TEST_UNLESS(test_pg_events_due_notified, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_reconnect_after_cut, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_schema_check, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_schedule_fires_once_per_tick, pg_skip),
         SPINDLE_TEST_UNLESS(test_srv_task_store_events_reach_the_loop, pg_skip),
         SPINDLE_TEST(test_srv_task_store_backend_by_scheme),
     };
