@@ -53,13 +53,17 @@ struct task_attempt {
     bool started;   /* left the ready queue (else counted in t->ready) */
     bool slot_held; /* counted in t->running: from its start until its outcome is decided */
     struct srv_adm_decision adm;
-    struct srv_task_req sr; /* the outcome's write */
+    struct srv_task_req sr;    /* the outcome's write */
+    struct srv_task_req start; /* "it started": a lost lease now means interrupted */
+    bool start_pending;        /* `start` is at the store: free only once it is back */
+    bool free_wanted;
     char *error_json;
     const char *outcome;
     struct task_attempt *next, *prev;
 };
 
 static void tr_claim_done(struct srv_task_req *sr);
+static void tr_mark_started(struct task_attempt *a);
 
 /* ---- attempts -------------------------------------------------------------------------------- */
 
@@ -82,6 +86,10 @@ static struct task_attempt *tr_attempt_new(struct srv_tasks *t, struct srv_task 
 static void tr_attempt_free(struct task_attempt *a)
 {
     struct srv_tasks *t = a->t;
+    if (a->start_pending) { /* the store still borrows a->start */
+        a->free_wanted = true;
+        return;
+    }
     if (a->prev != NULL)
         a->prev->next = a->next;
     else
@@ -95,6 +103,7 @@ static void tr_attempt_free(struct task_attempt *a)
     json_decref(a->json);
     ctx_unref(a->ctx);
     srv_task_req_fini(&a->sr);
+    srv_task_req_fini(&a->start);
     srv_task_fini(&a->task);
     if (a->slot_held)
         t->running--;
@@ -359,10 +368,31 @@ static void tr_start(struct task_attempt *a)
         return;
     }
     t->stats.attempts++;
+    tr_mark_started(a);
     if (a->task.timeout_ms > 0) {
         ev_timer_start(t->loop, &a->deadline);
         a->deadline_armed = true;
     }
+}
+
+static void tr_started(struct srv_task_req *sr)
+{
+    struct task_attempt *a = sr->data;
+    a->start_pending = false; /* -ESTALE: cancelled meanwhile; an error: the lease tells */
+    if (a->free_wanted)
+        tr_attempt_free(a);
+}
+
+/* Record that the attempt started, in the next group commit (the attempt does not wait). */
+static void tr_mark_started(struct task_attempt *a)
+{
+    a->start.op = SRV_TASK_OP_START;
+    a->start.done = tr_started;
+    a->start.data = a;
+    memcpy(a->start.task.id, a->task.id, sizeof(a->task.id));
+    a->start.task.attempt = a->task.attempt;
+    a->start_pending = true;
+    (void)srv_task_store_submit(a->t->store, &a->start);
 }
 
 /* ---- claiming ---------------------------------------------------------------------------------

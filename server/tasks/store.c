@@ -161,6 +161,8 @@ static int store_run_one(struct srv_task_store *s, struct srv_task_req *r, int64
         if (r->tasks == NULL)
             return -ENOMEM;
         return o->claim(s->st, s->cfg.owner, now, now + s->cfg.lease_ms, r->max, r->tasks, &r->n);
+    case SRV_TASK_OP_START:
+        return o->start(s->st, t->id, t->attempt, now);
     case SRV_TASK_OP_COMPLETE:
         return o->complete(s->st, t->id, t->attempt, now, t->result, t->result_len,
                            t->content_type);
@@ -201,6 +203,7 @@ static bool store_wrote(const struct srv_task_req *r)
         return r->rc == 0 && !r->existed;
     case SRV_TASK_OP_CLAIM:
         return r->rc == 0 && r->n > 0;
+    case SRV_TASK_OP_START:
     case SRV_TASK_OP_COMPLETE:
     case SRV_TASK_OP_FAIL:
     case SRV_TASK_OP_RELEASE:

@@ -72,7 +72,7 @@ static const char pg_sql_claim[] =
     "   AND t.state IN (0,2) AND t.run_at_ms<=$1::bigint ORDER BY t.run_at_ms, t.id"
     "   LIMIT $2::int FOR UPDATE SKIP LOCKED) c),"
     " pick AS (SELECT id FROM cand ORDER BY rk, run_at_ms, id LIMIT $2::int)"
-    " UPDATE spindle_tasks t SET state=1, attempt=t.attempt+1, started_ms=$1::bigint,"
+    " UPDATE spindle_tasks t SET state=1, attempt=t.attempt+1, attempt_started=false,"
     " lease_until_ms=$3::bigint, owner=$4::text FROM pick WHERE t.id=pick.id"
     " RETURNING " PG_T_COLS;
 
@@ -90,7 +90,13 @@ static const char pg_sql_expire[] =
         "$1::bigint)::text") ", state=CASE WHEN attempt>=attempts THEN 4 ELSE 2 END,"
                              " finished_ms=CASE WHEN attempt>=attempts THEN $1::bigint ELSE NULL"
                              " END, run_at_ms=$1::bigint, lease_until_ms=NULL, owner=NULL"
-                             " WHERE state=1 AND lease_until_ms<$1::bigint";
+                             " WHERE state=1 AND attempt_started AND lease_until_ms<$1::bigint";
+
+/* Claimed and never started (it waited for a slot when its process died): given back unused. */
+static const char pg_sql_unstarted[] =
+    "UPDATE spindle_tasks SET state=CASE WHEN attempt>1 THEN 2 ELSE 0 END, attempt=attempt-1,"
+    " run_at_ms=$1::bigint, lease_until_ms=NULL, owner=NULL"
+    " WHERE state=1 AND NOT attempt_started AND lease_until_ms<$1::bigint";
 
 /* ---- results --------------------------------------------------------------------------------- */
 
@@ -433,6 +439,19 @@ static int pg_claim(void *st, const char *owner, int64_t now, int64_t lease_unti
     return rc;
 }
 
+static int pg_start(void *st, const char *id, unsigned attempt, int64_t now)
+{
+    struct pg_store *p = st;
+    char b[2][24];
+    const char *v[] = {id, PG_I64(b[0], attempt), PG_I64(b[1], now)};
+    unsigned changed = 0;
+    int rc = pg_changes(p,
+                        "UPDATE spindle_tasks SET attempt_started=true, started_ms=$3::bigint"
+                        " WHERE id=$1::text AND attempt=$2::int AND state=1",
+                        3, v, NULL, NULL, &changed);
+    return rc != 0 ? rc : changed == 0 ? -ESTALE : 0;
+}
+
 static int pg_heartbeat(void *st, const char *owner, int64_t lease_until, unsigned *n)
 {
     char b[24];
@@ -612,8 +631,11 @@ static int pg_expire(void *st, int64_t now, unsigned *n)
     struct pg_store *p = st;
     char b[24];
     const char *v[] = {PG_I64(b, now)};
-    int rc = pg_changes(p, pg_sql_expire, 1, v, NULL, NULL, n);
-    if (rc == 0 && *n > 0)
+    unsigned back = 0;
+    int rc = pg_changes(p, pg_sql_unstarted, 1, v, NULL, NULL, &back);
+    if (rc == 0)
+        rc = pg_changes(p, pg_sql_expire, 1, v, NULL, NULL, n);
+    if (rc == 0 && *n + back > 0)
         pg_notify(p, "d"); /* retried at once, by whichever instance claims first */
     return rc;
 }
@@ -754,6 +776,7 @@ const struct srv_task_store_ops srv_task_store_pg = {
     .rollback = pg_rollback,
     .enqueue = pg_enqueue,
     .claim = pg_claim,
+    .start = pg_start,
     .heartbeat = pg_heartbeat,
     .complete = pg_complete,
     .fail = pg_fail_attempt,

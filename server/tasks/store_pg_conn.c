@@ -181,7 +181,8 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
     " interrupted integer NOT NULL DEFAULT 0, created_ms bigint NOT NULL, started_ms bigint,"
     " finished_ms bigint, run_at_ms bigint NOT NULL, lease_until_ms bigint, owner text,"
     " request_id text NOT NULL, trace_id text NOT NULL, idem_key text, spec bytea NOT NULL,"
-    " errors text NOT NULL DEFAULT '[]', result bytea, content_type text);"
+    " errors text NOT NULL DEFAULT '[]', result bytea, content_type text,"
+    " attempt_started boolean NOT NULL DEFAULT false);"
     "CREATE UNIQUE INDEX spindle_tasks_idem ON spindle_tasks(tenant, idem_key)"
     " WHERE idem_key IS NOT NULL;"
     /* claiming: the due tasks of each tenant (state 0 queued, 2 retrying) */

@@ -60,8 +60,8 @@ int pg_schedule_fire(void *st, const char *name, int64_t tick_ms, int64_t now, s
         return rc;
     if (existed) { /* the key found an older task: record that one as the tick's */
         const char *u[] = {name, t->id};
-        rc = pg_exec(p, "UPDATE spindle_schedules SET last_task=$2 WHERE name=$1", 2, u, NULL,
-                     NULL, NULL);
+        rc = pg_exec(p, "UPDATE spindle_schedules SET last_task=$2 WHERE name=$1", 2, u, NULL, NULL,
+                     NULL);
     }
     if (rc == 0)
         rc = pg_simple(p, "RELEASE SAVEPOINT spindle_schedule_fire");

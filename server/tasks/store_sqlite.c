@@ -40,6 +40,8 @@ enum sq_stmt {
     SQ_INSERT,
     SQ_DUE,
     SQ_CLAIM_ONE,
+    SQ_START,
+    SQ_UNSTARTED,
     SQ_HEARTBEAT,
     SQ_COMPLETE,
     SQ_FAIL,
@@ -69,9 +71,11 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_DUE] = "SELECT id,tenant FROM tasks INDEXED BY tasks_due"
                " WHERE state IN (0,2) AND run_at_ms<=?1"
                " ORDER BY run_at_ms LIMIT ?2",
-    [SQ_CLAIM_ONE] = "UPDATE tasks SET state=1, attempt=attempt+1, started_ms=?2,"
-                     " lease_until_ms=?3, owner=?4 WHERE id=?1 AND state IN (0,2)"
+    [SQ_CLAIM_ONE] = "UPDATE tasks SET state=1, attempt=attempt+1, attempt_started=0,"
+                     " lease_until_ms=?2, owner=?3 WHERE id=?1 AND state IN (0,2)"
                      " RETURNING " SQ_COLS,
+    [SQ_START] = "UPDATE tasks SET attempt_started=1, started_ms=?3"
+                 " WHERE id=?1 AND attempt=?2 AND state=1",
     [SQ_HEARTBEAT] = "UPDATE tasks SET lease_until_ms=?1 WHERE state=1 AND owner=?2",
     [SQ_COMPLETE] = "UPDATE tasks SET state=3, finished_ms=?3, result=?4, content_type=?5,"
                     " lease_until_ms=NULL, owner=NULL WHERE id=?1 AND attempt=?2 AND state=1",
@@ -99,7 +103,11 @@ static const char *const sq_sql[SQ__COUNT] = {
                   " state=CASE WHEN attempt>=attempts THEN 4 ELSE 2 END,"
                   " finished_ms=CASE WHEN attempt>=attempts THEN ?1 ELSE NULL END,"
                   " run_at_ms=?1, lease_until_ms=NULL, owner=NULL"
-                  " WHERE state=1 AND lease_until_ms<?1",
+                  " WHERE state=1 AND attempt_started=1 AND lease_until_ms<?1",
+    /* Claimed and never started (it waited for a slot when its process died): given back. */
+    [SQ_UNSTARTED] = "UPDATE tasks SET state=CASE WHEN attempt>1 THEN 2 ELSE 0 END,"
+                     " attempt=attempt-1, run_at_ms=?1, lease_until_ms=NULL, owner=NULL"
+                     " WHERE state=1 AND attempt_started=0 AND lease_until_ms<?1",
     [SQ_COUNTS] = "SELECT state,kind,count(*) FROM tasks GROUP BY state,kind",
     [SQ_OLDEST] = "SELECT min(run_at_ms) FROM tasks INDEXED BY tasks_due WHERE state IN (0,2)",
 };
@@ -352,9 +360,8 @@ static int sq_claim(void *st, const char *owner, int64_t now, int64_t lease_unti
         s = sq_stmt(sq, SQ_CLAIM_ONE);
         if (s != NULL) {
             sqlite3_bind_text(s, 1, ids[picked[i]], -1, SQLITE_STATIC);
-            sqlite3_bind_int64(s, 2, now);
-            sqlite3_bind_int64(s, 3, lease_until);
-            sqlite3_bind_text(s, 4, owner, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(s, 2, lease_until);
+            sqlite3_bind_text(s, 3, owner, -1, SQLITE_STATIC);
         }
         rc = sq_one(sq, s, &out[*n], false);
         if (rc == 0)
@@ -505,10 +512,27 @@ static int sq_purge(void *st, int64_t before, unsigned max, unsigned *n)
 
 static int sq_expire(void *st, int64_t now, unsigned *n)
 {
-    sqlite3_stmt *s = sq_stmt(st, SQ_EXPIRE);
+    sqlite3_stmt *s = sq_stmt(st, SQ_UNSTARTED);
+    if (s != NULL)
+        sqlite3_bind_int64(s, 1, now);
+    int rc = sq_run(st, s, NULL);
+    if (rc != 0)
+        return rc;
+    s = sq_stmt(st, SQ_EXPIRE);
     if (s != NULL)
         sqlite3_bind_int64(s, 1, now);
     return sq_run(st, s, n);
+}
+
+static int sq_start(void *st, const char *id, unsigned attempt, int64_t now)
+{
+    sqlite3_stmt *s = sq_stmt(st, SQ_START);
+    if (s != NULL) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, (int)attempt);
+        sqlite3_bind_int64(s, 3, now);
+    }
+    return sq_fenced(st, s);
 }
 
 static int sq_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
@@ -550,6 +574,7 @@ const struct srv_task_store_ops srv_task_store_sqlite = {
     .enqueue = sq_enqueue,
     .claim = sq_claim,
     .heartbeat = sq_heartbeat,
+    .start = sq_start,
     .complete = sq_complete,
     .fail = sq_fail_attempt,
     .release = sq_release,

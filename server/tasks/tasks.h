@@ -5,7 +5,7 @@
  * kind, params and body a /v1/batch item takes, plus the task options) stored before the client
  * hears 202, then run by the runner (server/api/) as attempts on the worker pool:
  *
- *   queued ──claim──▶ running ──complete──▶ succeeded
+ *   queued ──claim──▶ running ──complete──▶ succeeded   (start: the attempt left the ready queue)
  *     ▲                 │ ──fail, attempts left──▶ retrying ──(run_at passes)──▶ claim again
  *     │                 │ ──fail, none left──────▶ failed     (every attempt's error kept)
  *     └──release────────┘ (graceful stop: the attempt is given back, not used up)
@@ -164,6 +164,9 @@ struct srv_task_store_ops {
      * running with attempt + 1, leased to `owner` until lease_until; fill out[0..*n). */
     int (*claim)(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
                  struct srv_task *out, unsigned *n);
+    /* Attempt `attempt` of `id` really started (it left the ready queue for a worker): from now
+     * on a lost lease counts it as interrupted. -ESTALE. */
+    int (*start)(void *st, const char *id, unsigned attempt, int64_t now);
     /* Renew the lease of every task `owner` runs. *n: how many. */
     int (*heartbeat)(void *st, const char *owner, int64_t lease_until, unsigned *n);
     /* Attempt `attempt` of `id` succeeded: store the result, state succeeded. -ESTALE. */
@@ -186,8 +189,9 @@ struct srv_task_store_ops {
                 unsigned *n);
     /* Delete at most `max` tasks that finished before `before`. *n: how many. */
     int (*purge)(void *st, int64_t before, unsigned max, unsigned *n);
-    /* Running tasks whose lease ended before `now`: an "interrupted" error, then retrying (run
-     * at once) or failed when it was the last attempt. *n: how many. */
+    /* Running tasks whose lease ended before `now`: when their attempt had started, an
+     * "interrupted" error, then retrying (run at once) or failed when it was the last attempt
+     * (*n: how many); when it had not (claimed, waiting for a slot), given back unused. */
     int (*expire)(void *st, int64_t now, unsigned *n);
     /* Call fn for each (state, kind) with tasks; *oldest_queued: the earliest run_at of a
      * queued or retrying task when it has passed (how long the backlog waits; 0: none). */
@@ -223,6 +227,7 @@ void srv_task_store_where(const char *store, char *out, size_t size);
 enum srv_task_op {
     SRV_TASK_OP_ENQUEUE,
     SRV_TASK_OP_CLAIM,
+    SRV_TASK_OP_START,
     SRV_TASK_OP_COMPLETE,
     SRV_TASK_OP_FAIL,
     SRV_TASK_OP_RELEASE,

@@ -149,6 +149,21 @@ static size_t tk_log_count(const struct hs_server *s, const char *msg, const cha
     return n;
 }
 
+/* Wait until the store records that the task's attempt started (started_at set). */
+static bool tk_started(const struct hs_server *s, const char *id)
+{
+    for (long long end = hs_now_ms() + TK_WAIT_MS; hs_now_ms() < end;) {
+        int status;
+        json_t *j = tk_get(s, id, "", "", &status);
+        bool started = j != NULL && hs_json_str(j, "started_at") != NULL;
+        json_decref(j);
+        if (started)
+            return true;
+        json_decref(hs_log_wait(s, "not a line", NULL, NULL, 50)); /* a bounded pause */
+    }
+    return false;
+}
+
 static bool tk_error_is(const struct hs_server *s, const char *method, const char *path,
                         const char *body, const char *hdrs, int status, const char *code)
 {
@@ -606,6 +621,7 @@ static void test_tasks_kill9_running_reruns(void)
                         202);
         json_decref(line);
         HS_CHECK((line = tk_log_task(s, "task attempt start", ids[i], NULL)) != NULL);
+        HS_CHECK(tk_started(s, ids[i])); /* the store knows it started: a kill interrupts it */
     }
     HS_CHECK(kill(hs_pid(s), SIGKILL) == 0);
     HS_CHECK(hs_wait_exit(s, HS_STOP_MS));

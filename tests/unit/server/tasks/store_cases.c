@@ -324,17 +324,23 @@ void test_purge_bounded(void)
 void test_reopen_interrupts_running(void)
 {
     void *st = ts_open();
-    struct srv_task t, t2, c[2], got;
+    struct srv_task t, t2, t3, c[2], c3[3], got;
     bool existed;
     ts_task(&t, "a", "{}", NULL);
     CU_ASSERT_EQUAL(ts_enqueue(st, &t, 10, &existed), 0);
     ts_task(&t2, "a", "{}", NULL);
     t2.attempts = 1;
     CU_ASSERT_EQUAL(ts_enqueue(st, &t2, 10, &existed), 0);
+    ts_task(&t3, "a", "{}", NULL);
+    CU_ASSERT_EQUAL(ts_enqueue(st, &t3, 10, &existed), 0);
     int64_t now = srv_task_now_ms();
-    CU_ASSERT_EQUAL(ts_claim(st, "dead", now, 2, c), 2);
-    srv_task_fini(&c[0]);
-    srv_task_fini(&c[1]);
+    CU_ASSERT_EQUAL(ts_claim(st, "dead", now, 3, c3), 3);
+    for (int i = 0; i < 3; i++) { /* two started; the third waited for a slot */
+        if (strcmp(c3[i].id, t3.id) != 0)
+            CU_ASSERT_EQUAL(ts_be->ops->start(st, c3[i].id, c3[i].attempt, now), 0);
+        srv_task_fini(&c3[i]);
+    }
+    CU_ASSERT_EQUAL(ts_be->ops->start(st, t.id, 7, now), -ESTALE); /* fenced like the rest */
     ts_be->ops->close(st); /* as if the process had died: the leases are still held */
     st = ts_reopen();
     unsigned n = 0;
@@ -358,11 +364,20 @@ void test_reopen_interrupts_running(void)
     CU_ASSERT_EQUAL(ts_be->ops->get(st, "a", t2.id, false, &got), 0);
     CU_ASSERT_EQUAL(got.state, SRV_TASK_FAILED); /* that was its only attempt */
     srv_task_fini(&got);
-    /* The retry is a new attempt. */
-    CU_ASSERT_EQUAL(ts_claim(st, "me", now, 2, c), 1);
-    CU_ASSERT_EQUAL(c[0].attempt, 2);
-    srv_task_fini(&c[0]);
+    CU_ASSERT_EQUAL(ts_be->ops->get(st, "a", t3.id, false, &got), 0);
+    CU_ASSERT_EQUAL(got.state, SRV_TASK_QUEUED); /* never started: given back, unused */
+    CU_ASSERT_EQUAL(got.attempt, 0);
+    CU_ASSERT_EQUAL(got.interrupted, 0);
+    CU_ASSERT_STRING_EQUAL(got.errors, "[]");
+    srv_task_fini(&got);
+    /* The retry is a new attempt; the task that never started has its first. */
+    CU_ASSERT_EQUAL(ts_claim(st, "me", now, 2, c), 2);
+    for (int i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(c[i].attempt, strcmp(c[i].id, t.id) == 0 ? 2u : 1u);
+        srv_task_fini(&c[i]);
+    }
     srv_task_fini(&t);
+    srv_task_fini(&t3);
     srv_task_fini(&t2);
     ts_be->ops->close(st);
 }

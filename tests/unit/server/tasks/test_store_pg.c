@@ -178,6 +178,7 @@ static void test_pg_lease_taken_over_fences_the_first(void)
     char id[SRV_TASK_ID_LEN + 1];
     memcpy(id, c[0].id, sizeof(id));
     srv_task_fini(&c[0]);
+    CU_ASSERT_EQUAL(ops->start(a, id, 1, now), 0); /* it ran, then a died */
     unsigned n = 0;
     CU_ASSERT_EQUAL(ops->begin(b), 0);
     CU_ASSERT_EQUAL(ops->expire(b, now + 1001, &n), 0); /* a died: b ends its lease */
