@@ -60,6 +60,7 @@ struct pg_store {
     size_t nrunning, running_cap, tx_mark; /* tx_mark: nrunning at begin */
     struct pg_listen *listen;
     char errmsg[512]; /* the last failure's message (ops->errmsg) */
+    bool down;        /* a reconnect failed (logged once per outage) */
 };
 
 /* Connect to `uri` with spindle's defaults (timeouts, keepalives, application_name); NULL with

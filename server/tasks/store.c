@@ -363,8 +363,8 @@ out:
 static void store_events(struct srv_task_store *s, bool poll)
 {
     int rc = s->ops->events(s->st, s->cfg.owner, srv_task_now_ms(), poll, store_event_add, s);
-    if (rc != 0 && poll)
-        LOG_W("task store events unavailable", LOG_STR("error", strerror(-rc)));
+    if (rc != 0 && poll) /* the backend said why; this repeats every poll_ms while it lasts */
+        LOG_D("task store events unavailable", LOG_STR("error", strerror(-rc)));
     pthread_mutex_lock(&s->lock);
     bool any = s->nevents > 0;
     pthread_mutex_unlock(&s->lock);

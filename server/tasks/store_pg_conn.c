@@ -105,10 +105,13 @@ int pg_ensure(struct pg_store *p)
     p->conn = pg_connect(p->uri, p->where, err, sizeof(err));
     if (p->conn == NULL) {
         snprintf(p->errmsg, sizeof(p->errmsg), "%s", err);
-        LOG_W("task store: PostgreSQL unreachable", LOG_STR("error", err));
+        if (!p->down) /* once per outage: every transaction tries again */
+            LOG_W("task store: PostgreSQL unreachable", LOG_STR("error", err));
+        p->down = true;
         return -EIO;
     }
     LOG_I("task store: connected to PostgreSQL", LOG_STR("store", p->where));
+    p->down = false;
     return 0;
 }
 
