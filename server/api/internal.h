@@ -155,13 +155,14 @@ struct srv_tasks {
     struct srv_task_store *store; /* NULL: [tasks] store is empty */
     bool draining;
     /* the runner */
-    unsigned slots;    /* attempts running at once at most */
-    unsigned running;  /* attempts between their start and their store write */
-    unsigned ready;    /* attempts claimed and not started (the ready queue) */
-    unsigned prefetch; /* the ready queue's bound */
-    bool claiming;     /* a claim is at the store */
-    bool pumping;      /* starting ready attempts (not re-entered) */
-    void *poll;        /* ev_timer (task_runner.c) */
+    unsigned slots;         /* attempts running at once at most */
+    unsigned running;       /* attempts between their start and their store write */
+    unsigned ready;         /* attempts claimed and not started (the ready queue) */
+    unsigned prefetch;      /* the ready queue's bound */
+    bool claiming;          /* a claim is at the store */
+    bool pumping;           /* starting ready attempts (not re-entered) */
+    uint64_t hold_until_ns; /* admission refused an attempt: start none before (ctx_now_ns) */
+    void *poll;             /* ev_timer (task_runner.c) */
     struct srv_task_req claim;
     struct task_attempt *attempts; /* every attempt not yet freed */
     /* the routes */

@@ -350,6 +350,9 @@ static void tr_start(struct task_attempt *a)
     uint64_t cost = a->item.kind->cost != NULL ? a->item.kind->cost(a->item.state) : 0;
     rc = srv_jobroute_admit_ctx(t->jr, a->ctx, 1, a->item.kind->name, cost, &a->adm, &refused);
     if (rc != 0) {
+        if (refused) /* start nothing before admission's hint: retrying at once only churns */
+            t->hold_until_ns =
+                ctx_now_ns() + (a->adm.retry_after_ms ? a->adm.retry_after_ms : 100) * 1000000u;
         tr_release(a, refused ? "refused by admission" : "released");
         return;
     }
@@ -437,7 +440,8 @@ static void tr_pump(struct srv_tasks *t)
         return;
     t->pumping = true;
     struct task_attempt *a;
-    while (!t->draining && t->running < t->slots && (a = tr_next_ready(t)) != NULL)
+    while (!t->draining && t->running < t->slots && ctx_now_ns() >= t->hold_until_ns &&
+           (a = tr_next_ready(t)) != NULL)
         tr_start(a);
     t->pumping = false;
 }

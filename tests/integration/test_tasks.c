@@ -497,6 +497,52 @@ out:
     HS_FINISH(s);
 }
 
+/* The line index of the first `msg` line of task `id` in `lines`, -1 when none. */
+static long tk_line_at(const json_t *lines, const char *msg, const char *id)
+{
+    size_t i;
+    json_t *l;
+    json_array_foreach(lines, i, l)
+    {
+        const char *m = hs_json_str(l, "msg"), *t = hs_json_str(l, "task_id");
+        if (m && t && strcmp(m, msg) == 0 && strcmp(t, id) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
+/* Attempts pass admission like requests: with max_inflight 1 the tenant's two tasks never run
+ * at the same time (the second is refused, given back unused, and runs after the first). */
+static void test_tasks_counted_by_admission(void)
+{
+    const char *over[] = {"limits.max_inflight=1", "pool.workers=2", "tasks.worker_share=100",
+                          NULL};
+    struct hs_server *s = hs_start(over);
+    json_t *a = NULL, *b = NULL, *lines = NULL;
+    char ia[64], ib[64];
+    HS_CHECK(s != NULL);
+    const char *body = "{\"kind\":\"spin\",\"params\":{\"ms\":300},\"attempts\":1}";
+    CU_ASSERT_EQUAL(tk_post(s, body, "", ia), 202);
+    CU_ASSERT_EQUAL(tk_post(s, body, "", ib), 202);
+    a = tk_final(s, ia, "");
+    b = tk_final(s, ib, "");
+    CU_ASSERT(tk_state_is(a, "succeeded") && tk_state_is(b, "succeeded"));
+    CU_ASSERT_EQUAL(hs_json_int(a, "attempt", 0), 1); /* a refusal used no attempt */
+    CU_ASSERT_EQUAL(hs_json_int(b, "attempt", 0), 1);
+    json_decref(tk_log_task(s, "task attempt end", ia, "succeeded"));
+    json_decref(tk_log_task(s, "task attempt end", ib, "succeeded"));
+    HS_CHECK((lines = hs_log_lines(s)) != NULL);
+    long sa = tk_line_at(lines, "task attempt start", ia), ea = tk_line_at(lines, "job end", ia);
+    long sb = tk_line_at(lines, "task attempt start", ib), eb = tk_line_at(lines, "job end", ib);
+    CU_ASSERT(sa >= 0 && ea >= 0 && sb >= 0 && eb >= 0);
+    CU_ASSERT(ea < sb || eb < sa); /* one ran after the other */
+out:
+    json_decref(a);
+    json_decref(b);
+    json_decref(lines);
+    HS_FINISH(s);
+}
+
 /* [tasks] max_unfinished per tenant: 429 with Retry-After beyond it; other tenants unaffected;
  * an empty [tasks] store turns the routes off. */
 static void test_tasks_tenant_cap_and_disabled(void)
@@ -840,6 +886,7 @@ int suite_integration_tasks(void)
         SPINDLE_TEST(test_tasks_delete_queued_never_runs),
         SPINDLE_TEST(test_tasks_delete_running_spin),
         SPINDLE_TEST(test_tasks_result_too_large),
+        SPINDLE_TEST(test_tasks_counted_by_admission),
         SPINDLE_TEST(test_tasks_cancel_while_waiting_for_a_slot),
         SPINDLE_TEST(test_tasks_tenant_cap_and_disabled),
         SPINDLE_TEST(test_tasks_graceful_stop_gives_attempt_back),
