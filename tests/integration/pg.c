@@ -5,6 +5,10 @@
  * appended to cmd.log in that directory, as the user postgres (runuser) when we are root. The
  * port is found by binding 127.0.0.1:0 and closing it again; another process may take it in
  * between, so a start that fails is tried again on a new port (3 times).
+ *
+ * A test binary that dies (a crash, SIGKILL at a timeout) cannot stop its cluster at exit; so
+ * each cluster's directory names the test process that made it (owner.pid), and the next test
+ * binary that starts a cluster first stops and removes those whose process is gone.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -14,6 +18,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +158,34 @@ static void pg_atexit(void)
         nftw(pg.dir, pg_rm, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Stop and remove the clusters of test processes that no longer exist. */
+static void pg_reap_stale(void)
+{
+    glob_t g;
+    if (glob("/tmp/spindle-pg-*/owner.pid", 0, NULL, &g) != 0)
+        return;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        FILE *f = fopen(g.gl_pathv[i], "r");
+        long pid = 0;
+        if (f == NULL)
+            continue;
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+        if (pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* alive (or not ours to judge) */
+        size_t n = strlen(g.gl_pathv[i]) - strlen("/owner.pid");
+        snprintf(pg.dir, sizeof(pg.dir), "%.*s", (int)n, g.gl_pathv[i]);
+        char data[128];
+        snprintf(data, sizeof(data), "%s/data", pg.dir);
+        const char *args[] = {"-D", data, "-m", "immediate", "-w", "stop", NULL};
+        pg_run("pg_ctl", args);
+        nftw(pg.dir, pg_rm, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    globfree(&g);
+    pg.dir[0] = '\0';
+}
+
 static int pg_init(void)
 {
     if (pg_skip() != NULL) {
@@ -160,11 +193,19 @@ static int pg_init(void)
         return -ENOENT;
     }
     pg_find_bindir(pg.bindir, sizeof(pg.bindir));
+    pg_reap_stale();
     snprintf(pg.dir, sizeof(pg.dir), "/tmp/spindle-pg-XXXXXX");
     if (mkdtemp(pg.dir) == NULL)
         return -errno;
     pg.made = true;
     atexit(pg_atexit);
+    char owner[128];
+    snprintf(owner, sizeof(owner), "%s/owner.pid", pg.dir);
+    FILE *f = fopen(owner, "w");
+    if (f == NULL)
+        return -errno;
+    fprintf(f, "%ld\n", (long)getpid());
+    fclose(f);
     if (geteuid() == 0) {
         struct passwd *pw = getpwnam("postgres");
         pg.uid = pw->pw_uid;
