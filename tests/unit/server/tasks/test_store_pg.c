@@ -209,6 +209,9 @@ static void test_pg_events_cancel_elsewhere(void)
     void *runner = ts_open();
     void *other = tp_open_woken(); /* the one that runs the attempt, woken by notifications */
     ops->close(runner);
+    struct tp_seen seen = {0};
+    tp_events_wait(other, &seen, tp_has_due); /* listening now: what follows is notified */
+    CU_ASSERT_EQUAL(seen.due, 1);
     tp_enqueue_n(other, "t", 1);
     struct srv_task c[1], got;
     CU_ASSERT_EQUAL_FATAL(ts_claim(other, "me", srv_task_now_ms() + 1, 1, c), 1);
@@ -219,7 +222,7 @@ static void test_pg_events_cancel_elsewhere(void)
     CU_ASSERT_EQUAL(ops->commit(canceller), 0);
     CU_ASSERT_TRUE(running);
     srv_task_fini(&got);
-    struct tp_seen seen = {0};
+    memset(&seen, 0, sizeof(seen));
     tp_events_wait(other, &seen, tp_has_lost);
     CU_ASSERT_EQUAL(seen.lost, 1);
     CU_ASSERT_STRING_EQUAL(seen.id, c[0].id);
