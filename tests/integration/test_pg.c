@@ -4,7 +4,7 @@
  * run again elsewhere after the lease, with no second success; DELETE on one instance stops the
  * attempt running on another; the database stopped during enqueues answers 503 until it is back,
  * and every task that got its 202 is still there; a newer schema stops the start; spindle tasks
- * migrate --check.
+ * migrate --check; an "@every 1s" schedule configured on two instances fires each tick once.
  *
  * Waits are long-polls (wait_ms) and log lines, never sleeps; bounds are seconds.
  */
@@ -302,6 +302,91 @@ out:
     HS_FINISH(s);
 }
 
+/* ---- schedules ------------------------------------------------------------------------------- */
+
+#define PT_TICKS 64
+
+/* An instance on `uri` with the schedule "tick": a noop task of tenant sched-t every second. */
+static struct hs_server *pt_start_sched(const char *uri)
+{
+    char store[600];
+    snprintf(store, sizeof(store), "tasks.store=%s", uri);
+    const char *over[] = {store,
+                          "pool.workers=1",
+                          "tasks.worker_share=100",
+                          "schedule.tick.cron=@every 1s",
+                          "schedule.tick.kind=noop",
+                          "schedule.tick.tenant=sched-t",
+                          NULL};
+    return hs_start(over);
+}
+
+/* Lines `msg` of schedule "tick" in the log of s; with ticks, their "tick" fields are appended
+ * to ticks[*n..PT_TICKS). */
+static size_t pt_sched_lines(const struct hs_server *s, const char *msg, char ticks[][64],
+                             size_t *n)
+{
+    json_t *lines = hs_log_lines(s);
+    size_t i, count = 0;
+    json_t *l;
+    json_array_foreach(lines, i, l)
+    {
+        const char *m = hs_json_str(l, "msg"), *sched = hs_json_str(l, "schedule");
+        const char *tick = hs_json_str(l, "tick");
+        if (m == NULL || sched == NULL || strcmp(m, msg) != 0 || strcmp(sched, "tick") != 0)
+            continue;
+        count++;
+        if (ticks != NULL && *n < PT_TICKS)
+            snprintf(ticks[(*n)++], 64, "%s", tick != NULL ? tick : "");
+    }
+    json_decref(lines);
+    return count;
+}
+
+/* Two instances with the same schedule on one database: each tick is enqueued by one of them
+ * (the other finds it fired already: nothing enqueued), so the database holds one task per tick
+ * fired, and the tasks run. */
+static void test_pg_schedule_fires_once_across_instances(void)
+{
+    static const char fired[] = "schedule fired", already[] = "schedule tick fired already: "
+                                                              "nothing enqueued";
+    char uri[256], ticks[PT_TICKS][64];
+    size_t n = 0;
+    struct hs_server *a = NULL, *b = NULL;
+    HS_CHECK(pg_db_new(uri, sizeof(uri)) == 0);
+    HS_CHECK((a = pt_start_sched(uri)) != NULL);
+    HS_CHECK((b = pt_start_sched(uri)) != NULL);
+    /* Both fire every tick from now on: wait for three ticks the other one had taken. */
+    long long end = hs_now_ms() + PT_WAIT_MS;
+    size_t taken;
+    while ((taken = pt_sched_lines(a, already, NULL, NULL) +
+                    pt_sched_lines(b, already, NULL, NULL)) < 3 &&
+           hs_now_ms() < end)
+        json_decref(hs_log_wait(a, "not a line", NULL, NULL, 100)); /* a bounded pause */
+    CU_ASSERT(taken >= 3);
+    /* The logs are complete once both stopped. */
+    CU_ASSERT_EQUAL(hs_stop(a), 0);
+    CU_ASSERT_EQUAL(hs_stop(b), 0);
+    size_t on_a = pt_sched_lines(a, fired, ticks, &n), on_b = pt_sched_lines(b, fired, ticks, &n);
+    HS_CHECK(n == on_a + on_b && n >= 3);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = i + 1; k < n; k++) {
+            if (strcmp(ticks[i], ticks[k]) == 0) {
+                fprintf(stderr, "\n  tick %s fired twice", ticks[i]);
+                CU_FAIL("a tick fired on both instances");
+            }
+        }
+    }
+    CU_ASSERT_EQUAL(pg_sql_int(uri, "SELECT count(*) FROM spindle_tasks WHERE tenant='sched-t'"),
+                    (long long)n);
+    CU_ASSERT_EQUAL(pg_sql_int(uri, "SELECT count(*) FROM spindle_schedules"), 1);
+    CU_ASSERT(pg_sql_int(uri, "SELECT count(*) FROM spindle_tasks WHERE tenant='sched-t'"
+                              " AND state=3") >= 1); /* succeeded */
+out:
+    hs_free(a); /* stopped above, or killed after a failed start */
+    hs_free(b);
+}
+
 /* ---- the schema ------------------------------------------------------------------------------ */
 
 static int pt_migrate(const char *uri, bool check, char **out)
@@ -355,6 +440,7 @@ int suite_integration_pg(void)
         SPINDLE_TEST_UNLESS(test_pg_delete_cancels_elsewhere, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_database_restart, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_migrate_check_and_newer_schema, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_schedule_fires_once_across_instances, pg_skip),
     };
     return SPINDLE_SUITE_ADD("integration_pg", NULL, NULL, tests);
 }
