@@ -208,6 +208,7 @@ static bool store_wrote(const struct srv_task_req *r)
 {
     switch (r->op) {
     case SRV_TASK_OP_ENQUEUE:
+    case SRV_TASK_OP_SCHEDULE_FIRE: /* existed: the tick was taken, nothing written */
         return r->rc == 0 && !r->existed;
     case SRV_TASK_OP_CLAIM:
         return r->rc == 0 && r->n > 0;
