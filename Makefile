@@ -26,13 +26,16 @@ GIT_COMMIT := $(or $(shell git rev-parse --short=12 HEAD 2>/dev/null),unknown)
 MODULES ?= context pool logging server cli
 CC ?= cc
 
+# libpq's headers live in their own directory on Debian (/usr/include/postgresql).
+PQ_CFLAGS := $(or $(shell pkg-config --cflags libpq 2>/dev/null),-I/usr/include/postgresql)
+
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wno-missing-field-initializers
 ifeq ($(WERROR),1)
 WARN += -Werror
 endif
 
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -Iinclude -MMD -MP $(WARN)
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -Iinclude -MMD -MP $(WARN) $(PQ_CFLAGS)
 ifeq ($(VARIANT),debug)
 VFLAGS := -O1 -g3 -fno-omit-frame-pointer
 else ifeq ($(VARIANT),release)
@@ -48,7 +51,7 @@ endif
 
 CFLAGS_ALL := $(BASE_CFLAGS) $(VFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread $(filter -fsanitize=%,$(VFLAGS)) $(LDFLAGS)
-LIBS := -lev -lhttp_parser -linih -lcrypto -lzstd -lz -lsystemd -ljansson -lsqlite3 -lm
+LIBS := -lev -lhttp_parser -linih -lcrypto -lzstd -lz -lsystemd -ljansson -lsqlite3 -lpq -lm
 TEST_LIBS := -lcunit -ljansson
 
 # ---- sources -------------------------------------------------------------------------------
@@ -61,7 +64,10 @@ BIN := $(B)/spindle
 
 UNIT_SRCS := $(sort $(foreach f,$(foreach m,$(MODULES),$(call rwildcard,tests/unit/$(m),*.c)),\
                $(if $(filter test_%,$(notdir $(f))),$(f))))
-UNIT_SUPPORT := $(sort $(wildcard tests/unit/*.c))
+# support files: tests/unit/*.c, the other files beside the suites (cases several suites share)
+# and the PostgreSQL cluster of the integration suites (tests/integration/pg.c)
+UNIT_SUPPORT := $(sort $(wildcard tests/unit/*.c) tests/integration/pg.c \
+                  $(filter-out $(UNIT_SRCS),$(foreach m,$(MODULES),$(call rwildcard,tests/unit/$(m),*.c))))
 INTEG_SRCS := $(sort $(wildcard tests/integration/test_*.c))
 INTEG_SUPPORT := $(filter-out $(INTEG_SRCS),$(sort $(wildcard tests/integration/*.c)))
 UNIT_BIN := $(B)/tests/unit_tests
@@ -293,7 +299,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_TARGET ?= http
 FUZZ_DIR := $(BUILD_DIR)/fuzz
 FUZZ_CC ?= clang
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -MMD -MP $(WARN) -g -O1 \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -MMD -MP $(WARN) $(PQ_CFLAGS) -g -O1 \
                -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
                -fno-sanitize-recover=undefined
 FUZZ_OBJS := $(LIB_SRCS:%.c=$(FUZZ_DIR)/%.o)
@@ -360,7 +366,7 @@ check-format:
 check-headers:
 	@for h in $$(git ls-files '*.h'); do \
 	  printf '#include "%s"\n' "$$h" | \
-	    $(CC) -std=c11 -D_GNU_SOURCE -I. -Iinclude $(WARN) -Werror -fsyntax-only -x c - || \
+	    $(CC) -std=c11 -D_GNU_SOURCE -I. -Iinclude $(PQ_CFLAGS) $(WARN) -Werror -fsyntax-only -x c - || \
 	    { echo "check-headers: $$h does not compile on its own"; exit 1; }; \
 	done
 

@@ -17,6 +17,10 @@
  * Exit codes: CLI_EXIT_OK, CLI_EXIT_FAIL (an HTTP error answer, no answer, a task that is not
  * there or not finished), CLI_EXIT_USAGE.
  *
+ * Not here: `spindle tasks migrate`, which works on the store itself rather than over HTTP: main.c
+ * dispatches it to server/tasks/migrate.c before this file sees the command; the usage above
+ * names it so that `spindle tasks --help` lists every subcommand.
+ *
  * Ownership: everything is local to a call; no global state (getopt's aside).
  */
 #include <errno.h>
@@ -41,8 +45,11 @@ static const char tk_usage[] =
     "       spindle tasks show ID [--wait MS]\n"
     "       spindle tasks cancel ID\n"
     "       spindle tasks result ID [-o FILE]\n"
+    "       spindle tasks migrate [--check] [-c FILE] [--store STORE]\n"
     "\n"
-    "The durable tasks of a tenant (POST /v1/tasks, or spindle call --async).\n"
+    "The durable tasks of a tenant (POST /v1/tasks, or spindle call --async), over HTTP\n"
+    "whichever store the server uses. migrate creates or migrates the schema of the task\n"
+    "store itself, without a server (see: spindle tasks migrate --help).\n"
     "\n"
     "  -s, --server URL     http://HOST:PORT (default " TK_DEFAULT_SERVER ")\n"
     "      --tenant T       send X-Tenant-Id: T (a tenant sees only its own tasks)\n"
@@ -220,7 +227,7 @@ int cli_tasks_args_parse(int argc, char **argv, struct cli_tasks_opts *o, char *
         return 0;
     }
     if (argc < 2) {
-        snprintf(err, size, "tasks: a subcommand is needed (list, show, cancel, result)");
+        snprintf(err, size, "tasks: a subcommand is needed (list, show, cancel, result, migrate)");
         return -EINVAL;
     }
     int cmd = -1;
@@ -229,7 +236,8 @@ int cli_tasks_args_parse(int argc, char **argv, struct cli_tasks_opts *o, char *
             cmd = i;
     }
     if (cmd < 0)
-        return tk_fail(err, size, "unknown subcommand (list, show, cancel, result)", argv[1]);
+        return tk_fail(err, size, "unknown subcommand (list, show, cancel, result, migrate)",
+                       argv[1]);
     o->cmd = (enum cli_tasks_cmd)cmd;
     opterr = 0;
     optind = 2;

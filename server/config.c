@@ -179,6 +179,7 @@ static const struct cfg_key cfg_keys[] = {
      "100000", CFG_LIVE},
     {"tasks", "worker_share", CFG_T_UINT, CFG_OFF(task_worker_share), false, 1, 100, "50",
      CFG_RESTART},
+    {"tasks", "poll_ms", CFG_T_UINT, CFG_OFF(task_poll_ms), false, 50, 10000, "500", CFG_RESTART},
 };
 
 /* The keys of a [tenant.NAME] section: offsets into struct srv_cfg_tenant (the limits in its

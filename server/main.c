@@ -28,6 +28,7 @@
 #include "server/config.h"
 #include "server/jobs/jobs.h"
 #include "server/server.h"
+#include "server/tasks/migrate.h"
 #include "server/version.h"
 
 #define MAIN_EXIT_FAIL  1
@@ -41,7 +42,8 @@ static const char main_usage[] =
     "  call      run jobs against a server (see: spindle call --help)\n"
     "  logs      pretty-print, filter and follow the JSON log (see: spindle logs --help)\n"
     "  keygen    make a client token and its configuration line (see: spindle keygen --help)\n"
-    "  tasks     list, show, cancel durable tasks, get their answers (see: spindle tasks --help)\n"
+    "  tasks     list, show, cancel durable tasks, get their answers; migrate the task\n"
+    "            store's schema (see: spindle tasks --help)\n"
     "  version   print the version\n"
     "  help      print this help\n"
     "\n"
@@ -289,6 +291,10 @@ int main(int argc, char **argv)
         return cli_logs_main(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0)
         return cli_keygen_main(argc - 1, argv + 1);
+    /* migrate talks to the store itself (server/tasks/); the other tasks subcommands talk
+     * HTTP to a server (cli/tasks.c). */
+    if (strcmp(cmd, "tasks") == 0 && argc > 2 && strcmp(argv[2], "migrate") == 0)
+        return srv_tasks_migrate_main(argc - 2, argv + 2);
     if (strcmp(cmd, "tasks") == 0)
         return cli_tasks_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

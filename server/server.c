@@ -313,6 +313,8 @@ static void run_log_started(struct srv_http *h, unsigned workers, unsigned long 
     const struct srv_cfg *cfg = srv_http_cfg(h);
     char listen[1024];
     (void)srv_http_listen_addrs(h, listen, sizeof(listen));
+    char task_store[SRV_CFG_PATH_MAX];
+    srv_task_store_where(cfg->task_store, task_store, sizeof(task_store));
     LOG_I("spindle started", LOG_STR("version", srv_version), LOG_STR("commit", srv_commit),
           LOG_STR("listen", listen), LOG_UINT("workers", workers),
           LOG_UINT("queue_capacity", cfg->queue_capacity),
@@ -328,7 +330,7 @@ static void run_log_started(struct srv_http *h, unsigned workers, unsigned long 
           LOG_STR("auth_mode", cfg->auth_mode == SRV_CFG_AUTH_KEYS    ? "keys"
                                : cfg->auth_mode == SRV_CFG_AUTH_PROXY ? "proxy"
                                                                       : "none"),
-          LOG_STR("task_store", cfg->task_store),
+          LOG_STR("task_store", task_store),
           LOG_STR("config", cfg->source[0] ? cfg->source : "(defaults)"));
 }
 
@@ -469,8 +471,9 @@ static int run_start(struct srv_run_state *st, const struct srv_cfg *cfg, struct
     char err[1024];
     st->tasks = srv_tasks_new(st->http, st->jobs, st->pool, root, cfg, err, sizeof(err));
     if (st->tasks == NULL) {
-        LOG_E("start-up failed: task store", LOG_STR("store", cfg->task_store),
-              LOG_STR("error", err));
+        char where[SRV_CFG_PATH_MAX];
+        srv_task_store_where(cfg->task_store, where, sizeof(where));
+        LOG_E("start-up failed: task store", LOG_STR("store", where), LOG_STR("error", err));
         return -EIO;
     }
     rc = srv_tasks_metrics_set(st->tasks, srv_mroute_families(st->metrics));

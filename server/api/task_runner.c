@@ -561,6 +561,10 @@ int srv_tasks_runner_start(struct srv_tasks *t)
     t->slots = (unsigned)((uint64_t)ps.workers * share / 100);
     t->slots = t->slots > 0 ? t->slots : 1;
     t->prefetch = t->slots * 4 > SRV_TASKS_PREFETCH_MIN ? t->slots * 4 : SRV_TASKS_PREFETCH_MIN;
+    /* A store other instances share: one waiting task per slot. Tasks waiting here are leased by
+     * an instance that cannot run them yet while the others may idle. */
+    if (srv_task_store_shared(t->store))
+        t->prefetch = t->slots;
     ev_timer *poll = calloc(1, sizeof(*poll));
     if (poll == NULL)
         return -ENOMEM;

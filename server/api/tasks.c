@@ -477,6 +477,27 @@ static int tasks_routes_add(struct srv_tasks *t)
     return rc;
 }
 
+/* What another instance sharing the store did (PostgreSQL): claim what it made due, stop an
+ * attempt here that it cancelled (or whose lease it took over: the outcome would be stale), wake
+ * the long-polls of a task it finished. */
+static void tasks_on_event(const struct srv_task_event *ev, void *arg)
+{
+    struct srv_tasks *t = arg;
+    switch (ev->kind) {
+    case SRV_TASK_EV_DUE:
+        srv_tasks_runner_poke(t);
+        break;
+    case SRV_TASK_EV_LOST:
+        LOG_I("task attempt cancelled by another instance", LOG_STR("task_id", ev->id),
+              LOG_UINT("attempt", ev->attempt));
+        srv_tasks_runner_cancel(t, ev->id);
+        break;
+    case SRV_TASK_EV_CHANGED:
+        srv_tasks_notify(t, ev->id);
+        break;
+    }
+}
+
 /* This process's lease owner: unique across restarts and machines. */
 static void tasks_owner(char *buf, size_t size)
 {
@@ -500,10 +521,13 @@ struct srv_tasks *srv_tasks_new(struct srv_http *h, struct srv_jobroute *jr, str
     t->loop = srv_http_loop(h);
     int rc = 0;
     if (cfg->task_store[0] != '\0') {
-        struct srv_task_store_config sc = {.ops = &srv_task_store_sqlite,
+        struct srv_task_store_config sc = {.ops = srv_task_store_backend(cfg->task_store),
                                            .opts = {.path = cfg->task_store},
                                            .lease_ms = cfg->task_lease_ms,
                                            .retention_ms = cfg->task_retention_ms,
+                                           .poll_ms = cfg->task_poll_ms,
+                                           .on_event = tasks_on_event,
+                                           .event_arg = t,
                                            .on_commit = srv_tasks_on_commit,
                                            .on_commit_arg = t};
         tasks_owner(sc.owner, sizeof(sc.owner));

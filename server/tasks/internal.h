@@ -2,7 +2,10 @@
  *
  * store.c runs the store thread and the helpers of the task record (names, ids, times);
  * store_sqlite.c is the SQLite backend that thread drives, and store_sqlite_open.c opens it
- * (schema, version, checks).
+ * (schema, version, checks); store_pg.c (the operations) and
+ * store_pg_conn.c (connections, schema, the LISTEN thread) and store_pg_sched.c (schedules)
+ * the PostgreSQL one; backend.c picks
+ * one for a [tasks] store value; migrate.c is `spindle tasks migrate`.
  */
 #ifndef SPINDLE_SRV_TASKS_INTERNAL_H
 #define SPINDLE_SRV_TASKS_INTERNAL_H
@@ -29,5 +32,70 @@ int srv_sq_errno(int rc);
 
 /* srv_task_store_ops.open of the SQLite backend (store_sqlite_open.c). */
 int srv_sq_open(const struct srv_task_store_opts *o, void **st, char *err, size_t size);
+
+/* ---- the PostgreSQL backend (store_pg.c, store_pg_conn.c) ------------------------------------ */
+
+#define PG_SCHEMA_VERSION 1
+#define PG_CHANNEL        "spindle_tasks" /* NOTIFY payloads: "d", "c:ID:ATTEMPT", "f:ID" */
+
+struct pg_conn;   /* libpq's PGconn */
+struct pg_result; /* libpq's PGresult */
+struct pg_listen; /* the LISTEN thread (store_pg_conn.c) */
+
+/* An attempt this process runs (claimed through this backend and not finished yet). */
+struct pg_running {
+    char id[SRV_TASK_ID_LEN + 1];
+    unsigned attempt;
+};
+
+/* The backend's state: the store thread's alone, but for `listen`, which has its own lock. */
+struct pg_store {
+    struct pg_conn *conn; /* NULL after a failed reconnect */
+    char *uri;
+    char where[160];                       /* the URI without its password, for messages */
+    char *notify;                          /* NOTIFY statements to send with the COMMIT */
+    size_t notify_len, notify_cap;         /* (empty on rollback) */
+    bool notify_due;                       /* a "d" is among them */
+    struct pg_running *running;            /* attempts this process runs */
+    size_t nrunning, running_cap, tx_mark; /* tx_mark: nrunning at begin */
+    struct pg_listen *listen;
+    char errmsg[512]; /* the last failure's message (ops->errmsg) */
+    bool down;        /* a reconnect failed (logged once per outage) */
+};
+
+/* Connect to `uri` with spindle's defaults (timeouts, keepalives, application_name); NULL with
+ * err filled (naming `where`). */
+struct pg_conn *pg_connect(const char *uri, const char *where, char *err, size_t size);
+/* Reconnect p->conn when it is broken. 0 or -EIO. */
+int pg_ensure(struct pg_store *p);
+/* Run `sql` with `n` parameters (vals[i] NUL-terminated text, or bytea of lens[i] bytes when
+ * bin[i]; NULL = SQL NULL) and binary results. *res (may be NULL: cleared here) gets the result
+ * to PQclear. 0, or -EIO / -ENOSPC / -ENOMEM (the transaction is then aborted). */
+int pg_exec(struct pg_store *p, const char *sql, int n, const char *const *vals, const int *lens,
+            const bool *bin, struct pg_result **res);
+/* Run a parameterless statement (or several: one round trip). 0 or as pg_exec. */
+int pg_simple(struct pg_store *p, const char *sql);
+/* The URI without its password into out. */
+void pg_redact(const char *uri, char *out, size_t size);
+/* Create or migrate the schema to PG_SCHEMA_VERSION under an advisory lock; -EPROTO for a newer
+ * one, -EIO; err says why. */
+int pg_migrate(struct pg_store *p, char *err, size_t size);
+/* The schema version of the database at p->conn (0 = none), without changing anything. */
+int pg_schema_version(struct pg_store *p, unsigned *version, char *err, size_t size);
+
+/* Start the LISTEN thread on its own connection to `uri`; notifications are queued and `wake`
+ * (may be NULL) is called. NULL when out of memory or the thread cannot start. */
+struct pg_listen *pg_listen_start(const char *uri, const char *where, srv_task_wake_fn *wake,
+                                  void *wake_arg);
+/* Stop and join the thread, free. NULL is a no-op. */
+void pg_listen_stop(struct pg_listen *l);
+/* Take the queued events (new array of *n, caller frees; NULL when none). */
+struct srv_task_event *pg_listen_take(struct pg_listen *l, size_t *n);
+
+/* The schedule operations of srv_task_store_pg (store_pg_sched.c): schedule_fire and
+ * schedule_list of the store interface. */
+int pg_schedule_fire(void *st, const char *name, int64_t tick_ms, int64_t now, struct srv_task *t,
+                     unsigned cap, bool *fired);
+int pg_schedule_list(void *st, srv_task_schedule_fn *fn, void *arg);
 
 #endif

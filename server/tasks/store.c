@@ -15,9 +15,16 @@
  * purge period to delete finished tasks past retention_ms, in batches of purge_batch rows, one
  * transaction each, so that a large purge never holds the store for long.
  *
- * Threads: `lock` guards pending, done and stopping; stats are atomics; the backend state is the
- * thread's alone (and the starting/stopping thread's before and after it runs). Lock order: only
- * `lock`, never held while calling the backend or a callback.
+ * A store shared by several processes (PostgreSQL) also has events (ops->events): what another
+ * process did that this one must act on, such as a DELETE of an attempt running here. The thread
+ * asks the backend for them when the backend wakes it (a notification arrived on its LISTEN
+ * connection) and every poll_ms (the backend then also queries the store: the fallback when
+ * notifications do not arrive), and hands them to the loop with the done requests, where
+ * cfg.on_event sees each one.
+ *
+ * Threads: `lock` guards pending, done, events, woken and stopping; stats are atomics; the backend
+ * state is the thread's alone (and the starting/stopping thread's before and after it runs). Lock
+ * order: only `lock`, never held while calling the backend or a callback.
  */
 #include <errno.h>
 #include <ev.h>
@@ -43,6 +50,9 @@ struct srv_task_store {
     struct srv_task_req *pending, *pending_tail; /* lock */
     struct srv_task_req *done, *done_tail;       /* lock */
     bool stopping;                               /* lock */
+    bool woken;                                  /* lock: the backend has events */
+    struct srv_task_event *events;               /* lock: for the loop, nevents of them */
+    size_t nevents, events_cap;                  /* lock */
     bool thread_started;
     struct srv_task_store_stats stats;
 };
@@ -120,6 +130,11 @@ double srv_task_commit_bucket_s(unsigned i)
     return i >= 15 ? 1e300 : 0.000125 * (double)(1u << i);
 }
 
+bool srv_task_store_shared(const struct srv_task_store *s)
+{
+    return s->ops->events != NULL;
+}
+
 const struct srv_task_store_stats *srv_task_store_stats(const struct srv_task_store *s)
 {
     return &s->stats;
@@ -193,6 +208,7 @@ static bool store_wrote(const struct srv_task_req *r)
 {
     switch (r->op) {
     case SRV_TASK_OP_ENQUEUE:
+    case SRV_TASK_OP_SCHEDULE_FIRE: /* existed: the tick was taken, nothing written */
         return r->rc == 0 && !r->existed;
     case SRV_TASK_OP_CLAIM:
         return r->rc == 0 && r->n > 0;
@@ -326,17 +342,71 @@ static uint64_t store_purge_period_ns(const struct srv_task_store *s)
     return ms * 1000000u;
 }
 
+/* Events reach the loop at most this many at a time; beyond, the oldest wait for the next call
+ * (a LOST event is found again by the next poll). */
+#define STORE_EVENTS_MAX 4096
+
+/* ops->events' callback (store thread, no lock held): queue the event for the loop. */
+static void store_event_add(const struct srv_task_event *ev, void *arg)
+{
+    struct srv_task_store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    if (ev->kind == SRV_TASK_EV_DUE) { /* one is as good as many */
+        for (size_t i = 0; i < s->nevents; i++)
+            if (s->events[i].kind == SRV_TASK_EV_DUE)
+                goto out;
+    }
+    if (s->nevents == s->events_cap && s->events_cap < STORE_EVENTS_MAX) {
+        size_t cap = s->events_cap ? 2 * s->events_cap : 16;
+        struct srv_task_event *v = realloc(s->events, cap * sizeof(*v));
+        if (v != NULL) {
+            s->events = v;
+            s->events_cap = cap;
+        }
+    }
+    if (s->nevents < s->events_cap)
+        s->events[s->nevents++] = *ev;
+out:
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void store_events(struct srv_task_store *s, bool poll)
+{
+    int rc = s->ops->events(s->st, s->cfg.owner, srv_task_now_ms(), poll, store_event_add, s);
+    if (rc != 0 && poll) /* the backend said why; this repeats every poll_ms while it lasts */
+        LOG_D("task store events unavailable", LOG_STR("error", strerror(-rc)));
+    pthread_mutex_lock(&s->lock);
+    bool any = s->nevents > 0;
+    pthread_mutex_unlock(&s->lock);
+    if (any)
+        ev_async_send(s->loop, &s->async);
+}
+
+/* The backend's wake-up (any thread). */
+static void store_wake(void *arg)
+{
+    struct srv_task_store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    s->woken = true;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void *store_main(void *arg)
 {
     struct srv_task_store *s = arg;
     log_thread_name_set("tasks-store");
     uint64_t lease_period = (uint64_t)s->cfg.lease_ms * 1000000u / 3;
     uint64_t next_lease = 0, next_purge = ctx_now_ns() + store_purge_period_ns(s);
+    uint64_t poll_period = (uint64_t)(s->cfg.poll_ms ? s->cfg.poll_ms : 500) * 1000000u;
+    uint64_t next_poll = s->ops->events != NULL ? ctx_now_ns() + poll_period : UINT64_MAX;
     pthread_mutex_lock(&s->lock);
     for (;;) {
         uint64_t now = ctx_now_ns();
-        if (s->pending == NULL && !s->stopping && now < next_lease && now < next_purge) {
+        if (s->pending == NULL && !s->stopping && !s->woken && now < next_lease &&
+            now < next_purge && now < next_poll) {
             uint64_t until = next_lease < next_purge ? next_lease : next_purge;
+            until = next_poll < until ? next_poll : until;
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             uint64_t wake =
@@ -348,7 +418,8 @@ static void *store_main(void *arg)
         }
         struct srv_task_req *list = s->pending;
         s->pending = s->pending_tail = NULL;
-        bool stopping = s->stopping;
+        bool stopping = s->stopping, woken = s->woken;
+        s->woken = false;
         pthread_mutex_unlock(&s->lock);
         if (list != NULL) {
             store_run_batch(s, list);
@@ -373,6 +444,11 @@ static void *store_main(void *arg)
             store_purge(s);
             next_purge = now + store_purge_period_ns(s);
         }
+        if (!stopping && s->ops->events != NULL && (woken || now >= next_poll)) {
+            store_events(s, now >= next_poll);
+            if (now >= next_poll)
+                next_poll = now + poll_period;
+        }
         pthread_mutex_lock(&s->lock);
         if (stopping && s->pending == NULL)
             break;
@@ -389,6 +465,10 @@ static void store_done_run(struct srv_task_store *s)
     pthread_mutex_lock(&s->lock);
     struct srv_task_req *list = s->done;
     s->done = s->done_tail = NULL;
+    struct srv_task_event *events = s->events;
+    size_t nevents = s->nevents;
+    s->events = NULL;
+    s->nevents = s->events_cap = 0;
     pthread_mutex_unlock(&s->lock);
     while (list != NULL) {
         struct srv_task_req *r = list;
@@ -398,6 +478,9 @@ static void store_done_run(struct srv_task_store *s)
             s->cfg.on_commit(r->commit_ns, s->cfg.on_commit_arg);
         r->done(r);
     }
+    for (size_t i = 0; s->cfg.on_event != NULL && i < nevents; i++)
+        s->cfg.on_event(&events[i], s->cfg.event_arg);
+    free(events);
 }
 
 static void store_async_cb(struct ev_loop *loop, ev_async *w, int revents)
@@ -419,14 +502,21 @@ int srv_task_store_start(struct ev_loop *loop, const struct srv_task_store_confi
     s->cfg = *cfg;
     s->ops = cfg->ops;
     s->loop = loop;
-    int rc = s->ops->open(&cfg->opts, &s->st, err, size);
-    if (rc != 0)
-        goto err_free;
-    if (pthread_mutex_init(&s->lock, NULL) != 0 || pthread_cond_init(&s->cond, NULL) != 0) {
-        rc = -ENOMEM;
+    /* The lock first: a backend may call store_wake from its own thread once open returns. */
+    int rc = -ENOMEM;
+    if (pthread_mutex_init(&s->lock, NULL) != 0) {
         snprintf(err, size, "out of memory");
-        goto err_close;
+        goto err_free;
     }
+    if (pthread_cond_init(&s->cond, NULL) != 0) {
+        snprintf(err, size, "out of memory");
+        goto err_mutex;
+    }
+    s->cfg.opts.wake = store_wake;
+    s->cfg.opts.wake_arg = s;
+    rc = s->ops->open(&s->cfg.opts, &s->st, err, size);
+    if (rc != 0)
+        goto err_cond;
     ev_async_init(&s->async, store_async_cb);
     s->async.data = s;
     ev_async_start(loop, &s->async);
@@ -434,17 +524,18 @@ int srv_task_store_start(struct ev_loop *loop, const struct srv_task_store_confi
     if (rc != 0) {
         snprintf(err, size, "cannot start the task store thread: %s", strerror(-rc));
         ev_async_stop(loop, &s->async);
-        goto err_sync;
+        goto err_close;
     }
     s->thread_started = true;
     *out = s;
     return 0;
 
-err_sync:
-    pthread_cond_destroy(&s->cond);
-    pthread_mutex_destroy(&s->lock);
 err_close:
     s->ops->close(s->st);
+err_cond:
+    pthread_cond_destroy(&s->cond);
+err_mutex:
+    pthread_mutex_destroy(&s->lock);
 err_free:
     free(s);
     return rc;
@@ -481,6 +572,7 @@ void srv_task_store_stop(struct srv_task_store *s)
     }
     ev_async_stop(s->loop, &s->async);
     s->ops->close(s->st);
+    free(s->events);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s);

@@ -101,9 +101,35 @@ void srv_task_fini(struct srv_task *t);
 
 /* ---- the store interface ----------------------------------------------------------------- */
 
+/* Called by a backend from any thread of its own (a LISTEN connection's) to have the store
+ * thread call its `events` soon; `arg` is srv_task_store_opts.wake_arg. */
+typedef void srv_task_wake_fn(void *arg);
+
 struct srv_task_store_opts {
-    const char *path; /* the backend's location (a file path for SQLite); borrowed */
+    const char *path;       /* the backend's location (a file path for SQLite, a libpq URI for
+                               PostgreSQL); borrowed */
+    srv_task_wake_fn *wake; /* set by the store thread before open; NULL = nobody to wake */
+    void *wake_arg;
 };
+
+/* What another process sharing the store did that this one must act on (PostgreSQL: several
+ * instances on one database). Seen on the store thread, handed to the loop thread. */
+enum srv_task_event_kind {
+    SRV_TASK_EV_DUE,     /* tasks may be due now (enqueued or given back elsewhere): claim */
+    SRV_TASK_EV_LOST,    /* attempt `attempt` of `id`, which this process runs, is no longer its
+                            own (cancelled elsewhere, or its lease ran out and another took it):
+                            cancel it; its completion will be fenced (-ESTALE) anyway */
+    SRV_TASK_EV_CHANGED, /* task `id` changed state elsewhere (e.g. became final): wake waiters */
+};
+
+struct srv_task_event {
+    enum srv_task_event_kind kind;
+    char id[SRV_TASK_ID_LEN + 1]; /* LOST, CHANGED */
+    unsigned attempt;             /* LOST */
+};
+
+/* Receives one event; `ev` is borrowed for the call. */
+typedef void srv_task_event_fn(const struct srv_task_event *ev, void *arg);
 
 /* A filter of srv_task_store_ops.list. */
 struct srv_task_filter {
@@ -184,10 +210,31 @@ struct srv_task_store_ops {
                          struct srv_task *t, unsigned cap, bool *fired);
     /* Call fn for every schedule ever recorded (also ones no longer configured). */
     int (*schedule_list)(void *st, srv_task_schedule_fn *fn, void *arg);
+    /* Optional (NULL: a store no other process shares). Call fn for what other processes did
+     * since the last call: notifications received (a LISTEN connection), and when `poll` is set
+     * also what a query of the store finds (the fallback when notifications do not arrive: a
+     * pooler in transaction mode): attempts of `owner` that are no longer its own (LOST), due
+     * tasks (DUE). Outside a transaction. */
+    int (*events)(void *st, const char *owner, int64_t now, bool poll, srv_task_event_fn *fn,
+                  void *arg);
+    /* Optional (NULL: the store migrates itself in open and has nothing to report). Without
+     * changing anything, the schema version the store at `o` has (*have, 0 = none yet) and the
+     * one this spindle writes (*want). -EIO (err says why) when the store cannot be read. */
+    int (*schema)(const struct srv_task_store_opts *o, unsigned *have, unsigned *want, char *err,
+                  size_t size);
 };
 
 /* The SQLite backend (store_sqlite.c). */
 extern const struct srv_task_store_ops srv_task_store_sqlite;
+/* The PostgreSQL backend (store_pg.c): many spindle instances on one database. */
+extern const struct srv_task_store_ops srv_task_store_pg;
+
+/* The backend for a [tasks] store value: PostgreSQL for "postgresql://..." and "postgres://..."
+ * (a libpq connection URI), else the SQLite file. Borrowed, static. */
+const struct srv_task_store_ops *srv_task_store_backend(const char *store);
+
+/* A [tasks] store value fit for logs and messages: a URI without its password. */
+void srv_task_store_where(const char *store, char *out, size_t size);
 
 /* ---- the store thread ---------------------------------------------------------------------- */
 
@@ -267,6 +314,11 @@ struct srv_task_store_config {
     unsigned lease_ms;     /* heartbeats every third */
     unsigned retention_ms; /* purge finished tasks older than this */
     unsigned purge_batch;  /* rows per purge transaction (0 = 500) */
+    /* Stores with events (ops->events): how often the store is polled for them besides the
+     * notifications (0 = 500 ms); on_event (NULL = ignore them) runs on the loop thread. */
+    unsigned poll_ms;
+    srv_task_event_fn *on_event;
+    void *event_arg;
     /* Called on the loop thread once per transaction of requests that wrote, with its commit
      * time, before the done callbacks of its requests (NULL = none). */
     void (*on_commit)(uint64_t commit_ns, void *arg);
@@ -288,6 +340,9 @@ void srv_task_store_stop(struct srv_task_store *s);
 /* Queue `req` (borrowed until its done callback, which always runs: also for a request made by a
  * done callback while srv_task_store_stop drains). Loop thread. Returns 0. */
 int srv_task_store_submit(struct srv_task_store *s, struct srv_task_req *req);
+
+/* True when other processes share the store (its backend has events: PostgreSQL). */
+bool srv_task_store_shared(const struct srv_task_store *s);
 
 /* The thread's counters (borrowed, live as long as the store). */
 const struct srv_task_store_stats *srv_task_store_stats(const struct srv_task_store *s);

@@ -8,6 +8,10 @@
  * process exits; waitid(WNOWAIT) checks that without reaping, so proc_wait() still owns the reap.
  * The log is re-read and re-parsed on every look: it is small in tests, and reading it whole
  * avoids any state about partial lines. The client half of harness.h lives in client.c.
+ *
+ * With SPINDLE_TEST_TASK_STORE=postgresql in the environment, a server's default task store is a
+ * new database of the test binary's PostgreSQL cluster (pg.h) instead of a SQLite file, so the
+ * suites that use the default store run against the shared backend too.
  */
 #include "tests/integration/harness.h"
 
@@ -26,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/integration/pg.h"
 #include "tests/integration/proc.h"
 
 #define HS_MAX_ENTRIES 64
@@ -171,6 +176,13 @@ static int hs_config_write(struct hs_server *s, const char *const *overrides)
     snprintf(s->log_path, sizeof(s->log_path), "%s/spindle.log", s->dir);
     snprintf(spec, sizeof(spec), "log.file=%s", s->log_path);
     snprintf(store, sizeof(store), "tasks.store=%s/tasks.db", s->dir);
+    const char *backend = getenv("SPINDLE_TEST_TASK_STORE");
+    if (backend != NULL && strcmp(backend, "postgresql") == 0) {
+        char uri[512];
+        if (pg_db_new(uri, sizeof(uri)) != 0)
+            return -EIO;
+        snprintf(store, sizeof(store), "tasks.store=%s", uri);
+    }
     const char *defaults[] = {"server.listen=127.0.0.1:0", "log.level=debug", spec,
                               "log.access=true", store};
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)

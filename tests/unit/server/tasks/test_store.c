@@ -1,7 +1,8 @@
 /* test_store.c - unit tests for server/tasks/store.c: the store thread over the SQLite backend.
  * Requests submitted together share one transaction (group commit), every done callback runs
- * once on the loop thread, an idempotent repeat in the same batch finds the first, and stop runs
- * what is still pending. Plus the record helpers (state names, ids).
+ * once on the loop thread, an idempotent repeat in the same batch finds the first, a schedule's
+ * fire counts as a write only when it stored its task, and stop runs what is still pending. Plus
+ * the record helpers (state names, ids).
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -109,6 +110,35 @@ static void test_srv_task_store_group_commit(void)
     ev_loop_destroy(loop);
 }
 
+/* A fire that stores its task is a commit (and an fsync) like an enqueue; a tick taken already
+ * writes nothing. */
+static void test_srv_task_store_schedule_fire_counts(void)
+{
+    struct ev_loop *loop = ev_loop_new(0);
+    struct srv_task_store *s = st_start(loop, "sched.db");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    const struct srv_task_store_stats *stats = srv_task_store_stats(s);
+    struct srv_task_req r;
+    for (unsigned i = 0; i < 2; i++) {
+        struct st_ctx c = {loop, 0, 1};
+        st_fill(&r, &c, NULL);
+        r.op = SRV_TASK_OP_SCHEDULE_FIRE;
+        r.schedule = "nightly";
+        r.tick_ms = 60000;
+        CU_ASSERT_EQUAL(srv_task_store_submit(s, &r), 0);
+        ev_run(loop, 0);
+        CU_ASSERT_EQUAL(c.done, 1);
+        CU_ASSERT_EQUAL(r.rc, 0);
+        CU_ASSERT_EQUAL(r.existed, i == 1); /* the second time: taken */
+        CU_ASSERT_EQUAL(atomic_load(&stats->commits), 1);
+        CU_ASSERT_EQUAL(atomic_load(&stats->fsyncs), 1);
+        CU_ASSERT_EQUAL(atomic_load(&stats->enqueued), 1);
+        srv_task_req_fini(&r);
+    }
+    srv_task_store_stop(s);
+    ev_loop_destroy(loop);
+}
+
 static void test_srv_task_store_stop_runs_pending(void)
 {
     struct ev_loop *loop = ev_loop_new(0);
@@ -163,6 +193,7 @@ int suite_server_tasks_store(void)
 {
     static const struct spindle_test tests[] = {
         SPINDLE_TEST(test_srv_task_store_group_commit),
+        SPINDLE_TEST(test_srv_task_store_schedule_fire_counts),
         SPINDLE_TEST(test_srv_task_store_stop_runs_pending),
         SPINDLE_TEST(test_srv_task_store_open_error),
         SPINDLE_TEST(test_srv_task_state_names_and_ids),

@@ -1,0 +1,794 @@
+/* store_pg.c - the shared task store: one PostgreSQL database that many spindle instances feed
+ * and drain, the same operations and semantics as the embedded SQLite store.
+ *
+ * Design: every function runs on the store thread, which owns one connection (store_pg_conn.c
+ * has the connections, the schema and the LISTEN thread). A batch of requests is one transaction
+ * (group commit: many enqueues, one commit); a committed transaction is durable with the
+ * server's synchronous_commit (on by default).
+ *
+ * Sharing: claiming locks candidate rows with FOR UPDATE SKIP LOCKED, so instances claiming at
+ * once never wait for each other nor take the same task; it is fair by tenant across instances:
+ * the due tenants are found by a skip scan of an index, each gives its oldest due tasks, and
+ * every tenant's first one is taken before any tenant's second (row_number() per tenant). A
+ * running attempt holds a lease (lease_until_ms, owner); fencing is by attempt number as in
+ * SQLite, so a late completion from an instance that lost its lease (or died and came back)
+ * changes nothing. Every instance expires leases that ran out; the UPDATE's row locks make one
+ * of them do it.
+ *
+ * Events: a transaction that makes tasks due sends NOTIFY "d", one that cancels an attempt
+ * running elsewhere "c:ID:ATTEMPT", one that ends a task "f:ID" (long-polls elsewhere), all with
+ * its COMMIT (one round trip; PostgreSQL delivers them only if it commits). The backend keeps the
+ * attempts this process runs (pg_store.running), so events() can tell which cancellations are
+ * its own and, when polled, ask the database which of them are no longer its own (cancelled, or
+ * lease lost) — the fallback when notifications do not arrive.
+ *
+ * Not here: clocks. now and lease_until come from the instance's wall clock, so instances need
+ * synchronised clocks (NTP); a skew eats into lease_ms.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/tasks/internal.h"
+
+#define PG_COLS                                                                                    \
+    "id,tenant,kind,state,attempt,attempts,backoff_ms,timeout_ms,interrupted,created_ms,"          \
+    "started_ms,finished_ms,run_at_ms,request_id,trace_id,idem_key,spec,errors,content_type"
+#define PG_NCOLS 19
+#define PG_T_COLS                                                                                  \
+    "t.id,t.tenant,t.kind,t.state,t.attempt,t.attempts,t.backoff_ms,t.timeout_ms,t.interrupted,"   \
+    "t.created_ms,t.started_ms,t.finished_ms,t.run_at_ms,t.request_id,t.trace_id,t.idem_key,"      \
+    "t.spec,t.errors,t.content_type"
+/* Append the JSON object $N to the errors array (text, kept as written). */
+#define PG_ERRORS_APPEND(obj)                                                                      \
+    "errors=CASE WHEN errors='[]' THEN '['||" obj "||']' ELSE left(errors,-1)||','||" obj          \
+    "||']' END"
+
+static const char pg_sql_enqueue[] =
+    "INSERT INTO spindle_tasks(id,tenant,kind,state,attempts,backoff_ms,timeout_ms,created_ms,"
+    "run_at_ms,request_id,trace_id,idem_key,spec)"
+    " SELECT $1::text,$2::text,$3::text,0,$4::int,$5::bigint,$6::bigint,$7::bigint,$8::bigint,"
+    "$9::text,$10::text,$11::text,$12::bytea WHERE (SELECT count(*) FROM (SELECT 1 FROM"
+    " spindle_tasks WHERE tenant=$2::text AND state IN (0,1,2) LIMIT $13::bigint) u)<$13::bigint"
+    " ON CONFLICT (tenant,idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
+
+/* Fair claim: the due tenants by a skip scan (at most 1000 per claim), up to $2 oldest due tasks
+ * of each, locked or skipped, ranked within their tenant; rank 1 of every tenant first. */
+static const char pg_sql_claim[] =
+    "WITH RECURSIVE tn(tenant) AS ("
+    " (SELECT tenant FROM spindle_tasks WHERE state IN (0,2) AND run_at_ms<=$1::bigint"
+    "  ORDER BY tenant LIMIT 1)"
+    " UNION ALL SELECT (SELECT t.tenant FROM spindle_tasks t WHERE t.state IN (0,2)"
+    "  AND t.run_at_ms<=$1::bigint AND t.tenant>tn.tenant ORDER BY t.tenant LIMIT 1)"
+    " FROM tn WHERE tn.tenant IS NOT NULL),"
+    " cand AS (SELECT c.id, c.run_at_ms,"
+    "  row_number() OVER (PARTITION BY c.tenant ORDER BY c.run_at_ms, c.id) AS rk"
+    "  FROM (SELECT tenant FROM tn WHERE tenant IS NOT NULL LIMIT 1000) d,"
+    "  LATERAL (SELECT id, tenant, run_at_ms FROM spindle_tasks t WHERE t.tenant=d.tenant"
+    "   AND t.state IN (0,2) AND t.run_at_ms<=$1::bigint ORDER BY t.run_at_ms, t.id"
+    "   LIMIT $2::int FOR UPDATE SKIP LOCKED) c),"
+    " pick AS (SELECT id FROM cand ORDER BY rk, run_at_ms, id LIMIT $2::int)"
+    " UPDATE spindle_tasks t SET state=1, attempt=t.attempt+1, attempt_started=false,"
+    " lease_until_ms=$3::bigint, owner=$4::text FROM pick WHERE t.id=pick.id"
+    " RETURNING " PG_T_COLS;
+
+static const char pg_sql_fail[] =
+    "UPDATE spindle_tasks SET state=CASE WHEN $5::bigint>0 THEN 2 ELSE 4 END,"
+    " run_at_ms=CASE WHEN $5::bigint>0 THEN $5::bigint ELSE run_at_ms END,"
+    " finished_ms=CASE WHEN $5::bigint>0 THEN NULL ELSE $3::bigint END," PG_ERRORS_APPEND(
+        "$4::text") ", lease_until_ms=NULL, owner=NULL"
+                    " WHERE id=$1::text AND attempt=$2::int AND state=1";
+
+static const char pg_sql_expire[] =
+    "UPDATE spindle_tasks SET interrupted=interrupted+1," PG_ERRORS_APPEND(
+        "json_build_object('attempt',attempt,'code','interrupted','message','the attempt did"
+        " not finish: the process running it stopped (its lease expired)','at_ms',"
+        "$1::bigint)::text") ", state=CASE WHEN attempt>=attempts THEN 4 ELSE 2 END,"
+                             " finished_ms=CASE WHEN attempt>=attempts THEN $1::bigint ELSE NULL"
+                             " END, run_at_ms=$1::bigint, lease_until_ms=NULL, owner=NULL"
+                             " WHERE state=1 AND attempt_started AND lease_until_ms<$1::bigint";
+
+/* Claimed and never started (it waited for a slot when its process died): given back unused. */
+static const char pg_sql_unstarted[] =
+    "UPDATE spindle_tasks SET state=CASE WHEN attempt>1 THEN 2 ELSE 0 END, attempt=attempt-1,"
+    " run_at_ms=$1::bigint, lease_until_ms=NULL, owner=NULL"
+    " WHERE state=1 AND NOT attempt_started AND lease_until_ms<$1::bigint";
+
+/* ---- results --------------------------------------------------------------------------------- */
+
+static int64_t pg_int(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    const unsigned char *v = (const unsigned char *)PQgetvalue(r, row, col);
+    int len = PQgetlength(r, row, col);
+    uint64_t x = 0;
+    for (int i = 0; i < len && i < 8; i++)
+        x = x << 8 | v[i];
+    if (len == 2)
+        return (int16_t)x;
+    if (len == 4)
+        return (int32_t)x;
+    return (int64_t)x;
+}
+
+static void pg_text(const PGresult *r, int row, int col, char *dst, size_t size)
+{
+    int len = PQgetisnull(r, row, col) ? 0 : PQgetlength(r, row, col);
+    snprintf(dst, size, "%.*s", len, PQgetvalue(r, row, col));
+}
+
+static char *pg_dup(const PGresult *r, int row, int col, size_t *len)
+{
+    size_t n = PQgetisnull(r, row, col) ? 0 : (size_t)PQgetlength(r, row, col);
+    char *p = malloc(n + 1);
+    if (p == NULL)
+        return NULL;
+    if (n > 0)
+        memcpy(p, PQgetvalue(r, row, col), n);
+    p[n] = '\0';
+    if (len != NULL)
+        *len = n;
+    return p;
+}
+
+/* Fill *t from row `row` of PG_COLS (plus the result after them when with_result). */
+static int pg_row(const PGresult *r, int row, struct srv_task *t, bool with_result)
+{
+    memset(t, 0, sizeof(*t));
+    pg_text(r, row, 0, t->id, sizeof(t->id));
+    pg_text(r, row, 1, t->tenant, sizeof(t->tenant));
+    pg_text(r, row, 2, t->kind, sizeof(t->kind));
+    t->state = (enum srv_task_state)pg_int(r, row, 3);
+    t->attempt = (unsigned)pg_int(r, row, 4);
+    t->attempts = (unsigned)pg_int(r, row, 5);
+    t->backoff_ms = (unsigned)pg_int(r, row, 6);
+    t->timeout_ms = (unsigned)pg_int(r, row, 7);
+    t->interrupted = (unsigned)pg_int(r, row, 8);
+    t->created_ms = pg_int(r, row, 9);
+    t->started_ms = pg_int(r, row, 10);
+    t->finished_ms = pg_int(r, row, 11);
+    t->run_at_ms = pg_int(r, row, 12);
+    pg_text(r, row, 13, t->request_id, sizeof(t->request_id));
+    pg_text(r, row, 14, t->trace_id, sizeof(t->trace_id));
+    pg_text(r, row, 15, t->idem_key, sizeof(t->idem_key));
+    t->spec = pg_dup(r, row, 16, &t->spec_len);
+    t->errors = pg_dup(r, row, 17, NULL);
+    pg_text(r, row, 18, t->content_type, sizeof(t->content_type));
+    bool has_result = with_result && !PQgetisnull(r, row, PG_NCOLS);
+    if (has_result)
+        t->result = pg_dup(r, row, PG_NCOLS, &t->result_len);
+    if (t->spec == NULL || t->errors == NULL || (has_result && t->result == NULL)) {
+        srv_task_fini(t);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Run a query expected to give at most one task row into *t: 0, -ENOENT or an error. */
+static int pg_one(struct pg_store *p, const char *sql, int n, const char *const *vals,
+                  const int *lens, const bool *bin, struct srv_task *t, bool with_result)
+{
+    PGresult *r;
+    int rc = pg_exec(p, sql, n, vals, lens, bin, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 0 ? -ENOENT : pg_row(r, 0, t, with_result);
+    PQclear(r);
+    return rc;
+}
+
+/* Rows affected by a statement without a result set. */
+static int pg_changes(struct pg_store *p, const char *sql, int n, const char *const *vals,
+                      const int *lens, const bool *bin, unsigned *changes)
+{
+    PGresult *r;
+    int rc = pg_exec(p, sql, n, vals, lens, bin, &r);
+    if (rc != 0)
+        return rc;
+    if (changes != NULL)
+        *changes = (unsigned)strtoul(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
+#define PG_I64(buf, v) (snprintf((buf), sizeof(buf), "%" PRId64, (int64_t)(v)), (buf))
+
+/* ---- notifications and the attempts this process runs ---------------------------------------- */
+
+/* Queue `payload` (ids and digits only: nothing to quote) for the COMMIT. */
+static void pg_notify(struct pg_store *p, const char *payload)
+{
+    bool due = strcmp(payload, "d") == 0;
+    if (due && p->notify_due)
+        return;
+    size_t need = p->notify_len + strlen(payload) + sizeof("NOTIFY " PG_CHANNEL ",'';") + 1;
+    if (need > p->notify_cap) {
+        size_t cap = need < 256 ? 256 : 2 * need;
+        char *n = realloc(p->notify, cap);
+        if (n == NULL)
+            return; /* the poll finds what this would have said */
+        p->notify = n;
+        p->notify_cap = cap;
+    }
+    p->notify_len +=
+        (size_t)sprintf(p->notify + p->notify_len, "NOTIFY " PG_CHANNEL ",'%s';", payload);
+    p->notify_due |= due;
+}
+
+static void pg_running_add(struct pg_store *p, const char *id, unsigned attempt)
+{
+    if (p->nrunning == p->running_cap) {
+        size_t cap = p->running_cap ? 2 * p->running_cap : 16;
+        struct pg_running *v = realloc(p->running, cap * sizeof(*v));
+        if (v == NULL)
+            return; /* its cancellation elsewhere is then seen at the lease's end only */
+        p->running = v;
+        p->running_cap = cap;
+    }
+    struct pg_running *e = &p->running[p->nrunning++];
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    e->attempt = attempt;
+}
+
+/* Forget attempt `attempt` of `id` (0 = any attempt); true when it was there. */
+static bool pg_running_del(struct pg_store *p, const char *id, unsigned attempt)
+{
+    for (size_t i = 0; i < p->nrunning; i++) {
+        if (strcmp(p->running[i].id, id) == 0 &&
+            (attempt == 0 || p->running[i].attempt == attempt)) {
+            /* In order: the attempts claimed by the open transaction stay last (rollback). */
+            memmove(&p->running[i], &p->running[i + 1],
+                    (p->nrunning - i - 1) * sizeof(*p->running));
+            p->nrunning--;
+            if (i < p->tx_mark)
+                p->tx_mark--;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- open, close, transactions --------------------------------------------------------------- */
+
+static int pg_open(const struct srv_task_store_opts *o, void **st, char *err, size_t size)
+{
+    struct pg_store *p = calloc(1, sizeof(*p));
+    if (p == NULL || (p->uri = strdup(o->path)) == NULL) {
+        free(p);
+        snprintf(err, size, "out of memory");
+        return -ENOMEM;
+    }
+    pg_redact(o->path, p->where, sizeof(p->where));
+    int rc = -EIO;
+    p->conn = pg_connect(p->uri, p->where, err, size);
+    if (p->conn == NULL)
+        goto err_free;
+    if ((rc = pg_migrate(p, err, size)) != 0)
+        goto err_close;
+    p->listen = pg_listen_start(p->uri, p->where, o->wake, o->wake_arg);
+    if (p->listen == NULL) {
+        rc = -ENOMEM;
+        snprintf(err, size, "%s: cannot start the LISTEN thread", p->where);
+        goto err_close;
+    }
+    *st = p;
+    return 0;
+
+err_close:
+    PQfinish(p->conn);
+err_free:
+    free(p->uri);
+    free(p);
+    return rc;
+}
+
+static void pg_close(void *st)
+{
+    struct pg_store *p = st;
+    if (p == NULL)
+        return;
+    pg_listen_stop(p->listen);
+    if (p->conn != NULL)
+        PQfinish(p->conn);
+    free(p->notify);
+    free(p->running);
+    free(p->uri);
+    free(p);
+}
+
+static const char *pg_errmsg(void *st)
+{
+    const struct pg_store *p = st;
+    return p->errmsg;
+}
+
+static int pg_begin(void *st)
+{
+    struct pg_store *p = st;
+    p->notify_len = 0;
+    p->notify_due = false;
+    p->tx_mark = p->nrunning;
+    int rc = pg_ensure(p);
+    return rc != 0 ? rc : pg_simple(p, "BEGIN");
+}
+
+static int pg_commit(void *st)
+{
+    struct pg_store *p = st;
+    int rc;
+    if (p->notify_len > 0) { /* the notifications and the COMMIT in one round trip */
+        char *sql = malloc(p->notify_len + sizeof("COMMIT"));
+        if (sql == NULL)
+            return -ENOMEM;
+        memcpy(sql, p->notify, p->notify_len);
+        memcpy(sql + p->notify_len, "COMMIT", sizeof("COMMIT"));
+        rc = pg_simple(p, sql);
+        free(sql);
+    } else {
+        rc = pg_simple(p, "COMMIT");
+    }
+    p->notify_len = 0;
+    p->notify_due = false;
+    return rc;
+}
+
+static void pg_rollback(void *st)
+{
+    struct pg_store *p = st;
+    p->notify_len = 0;
+    p->notify_due = false;
+    p->nrunning = p->tx_mark; /* the claims of this transaction never happened */
+    if (p->conn != NULL && PQtransactionStatus(p->conn) != PQTRANS_IDLE)
+        (void)pg_simple(p, "ROLLBACK");
+}
+
+/* ---- writes ---------------------------------------------------------------------------------- */
+
+static int pg_by_key(struct pg_store *p, const char *tenant, const char *key, struct srv_task *t)
+{
+    const char *v[] = {tenant, key};
+    return pg_one(p, "SELECT " PG_COLS " FROM spindle_tasks WHERE tenant=$1 AND idem_key=$2", 2, v,
+                  NULL, NULL, t, false);
+}
+
+/* The stored task of t's key replaces *t: 0 (same spec) or -EEXIST; -ENOENT when none. */
+static int pg_existing(struct pg_store *p, struct srv_task *t, bool *existed)
+{
+    struct srv_task old;
+    int rc = pg_by_key(p, t->tenant, t->idem_key, &old);
+    if (rc != 0)
+        return rc;
+    bool same = old.spec_len == t->spec_len && memcmp(old.spec, t->spec, t->spec_len) == 0;
+    srv_task_fini(t);
+    *t = old;
+    *existed = true;
+    return same ? 0 : -EEXIST;
+}
+
+static int pg_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
+{
+    struct pg_store *p = st;
+    *existed = false;
+    bool keyed = t->idem_key[0] != '\0';
+    int rc = keyed ? pg_existing(p, t, existed) : -ENOENT;
+    if (rc != -ENOENT)
+        return rc;
+    char b[5][24];
+    const char *v[] = {t->id,
+                       t->tenant,
+                       t->kind,
+                       PG_I64(b[0], t->attempts),
+                       PG_I64(b[1], t->backoff_ms),
+                       PG_I64(b[2], t->timeout_ms),
+                       PG_I64(b[3], t->created_ms),
+                       NULL,
+                       t->request_id,
+                       t->trace_id,
+                       keyed ? t->idem_key : NULL,
+                       t->spec,
+                       PG_I64(b[4], cap)};
+    char run_at[24];
+    v[7] = PG_I64(run_at, t->run_at_ms);
+    int lens[13] = {[11] = (int)t->spec_len};
+    bool bin[13] = {[11] = true};
+    PGresult *r;
+    rc = pg_exec(p, pg_sql_enqueue, 13, v, lens, bin, &r);
+    if (rc != 0)
+        return rc;
+    bool inserted = PQntuples(r) == 1;
+    PQclear(r);
+    if (inserted) {
+        pg_notify(p, "d");
+        return 0;
+    }
+    /* Not inserted: the key was taken meanwhile (by another instance), or the tenant is full. */
+    rc = keyed ? pg_existing(p, t, existed) : -ENOENT;
+    return rc == -ENOENT ? -EDQUOT : rc;
+}
+
+static int pg_claim(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
+                    struct srv_task *out, unsigned *n)
+{
+    struct pg_store *p = st;
+    *n = 0;
+    char b[3][24];
+    const char *v[] = {PG_I64(b[0], now), PG_I64(b[1], max), PG_I64(b[2], lease_until), owner};
+    PGresult *r;
+    int rc = pg_exec(p, pg_sql_claim, 4, v, NULL, NULL, &r);
+    if (rc != 0)
+        return rc;
+    int rows = PQntuples(r);
+    for (int i = 0; rc == 0 && i < rows && *n < max; i++) {
+        rc = pg_row(r, i, &out[*n], false);
+        if (rc == 0) {
+            pg_running_add(p, out[*n].id, out[*n].attempt);
+            (*n)++;
+        }
+    }
+    PQclear(r);
+    if (rc != 0) {
+        for (unsigned i = 0; i < *n; i++)
+            srv_task_fini(&out[i]);
+        *n = 0;
+    }
+    return rc;
+}
+
+static int pg_start(void *st, const char *id, unsigned attempt, int64_t now)
+{
+    struct pg_store *p = st;
+    char b[2][24];
+    const char *v[] = {id, PG_I64(b[0], attempt), PG_I64(b[1], now)};
+    unsigned changed = 0;
+    int rc = pg_changes(p,
+                        "UPDATE spindle_tasks SET attempt_started=true, started_ms=$3::bigint"
+                        " WHERE id=$1::text AND attempt=$2::int AND state=1",
+                        3, v, NULL, NULL, &changed);
+    return rc != 0 ? rc : changed == 0 ? -ESTALE : 0;
+}
+
+static int pg_heartbeat(void *st, const char *owner, int64_t lease_until, unsigned *n)
+{
+    char b[24];
+    const char *v[] = {PG_I64(b, lease_until), owner};
+    return pg_changes(st,
+                      "UPDATE spindle_tasks SET lease_until_ms=$1::bigint WHERE state=1 AND"
+                      " owner=$2::text",
+                      2, v, NULL, NULL, n);
+}
+
+/* An attempt-fenced update: 0 when it changed the task, -ESTALE when the attempt was not the
+ * running one. The attempt is no longer this process's either way. */
+static int pg_fenced(struct pg_store *p, const char *sql, int nv, const char *const *v,
+                     const int *lens, const bool *bin, const char *id, unsigned attempt)
+{
+    unsigned changed = 0;
+    int rc = pg_changes(p, sql, nv, v, lens, bin, &changed);
+    if (rc != 0)
+        return rc;
+    pg_running_del(p, id, attempt);
+    return changed == 0 ? -ESTALE : 0;
+}
+
+static int pg_complete(void *st, const char *id, unsigned attempt, int64_t now, const void *result,
+                       size_t len, const char *content_type)
+{
+    struct pg_store *p = st;
+    char b[2][24];
+    const char *v[] = {id, PG_I64(b[0], attempt), PG_I64(b[1], now), len > 0 ? result : "",
+                       content_type};
+    int lens[5] = {[3] = (int)len};
+    bool bin[5] = {[3] = true};
+    int rc = pg_fenced(p,
+                       "UPDATE spindle_tasks SET state=3, finished_ms=$3::bigint,"
+                       " result=$4::bytea, content_type=$5::text, lease_until_ms=NULL,"
+                       " owner=NULL WHERE id=$1::text AND attempt=$2::int AND state=1",
+                       5, v, lens, bin, id, attempt);
+    if (rc == 0) {
+        char payload[SRV_TASK_ID_LEN + 3];
+        snprintf(payload, sizeof(payload), "f:%s", id);
+        pg_notify(p, payload);
+    }
+    return rc;
+}
+
+static int pg_fail_attempt(void *st, const char *id, unsigned attempt, int64_t now,
+                           const char *error_json, int64_t retry_at)
+{
+    struct pg_store *p = st;
+    char b[3][24];
+    const char *v[] = {id, PG_I64(b[0], attempt), PG_I64(b[1], now), error_json,
+                       PG_I64(b[2], retry_at)};
+    int rc = pg_fenced(p, pg_sql_fail, 5, v, NULL, NULL, id, attempt);
+    if (rc == 0 && retry_at <= 0) {
+        char payload[SRV_TASK_ID_LEN + 3];
+        snprintf(payload, sizeof(payload), "f:%s", id);
+        pg_notify(p, payload);
+    }
+    return rc;
+}
+
+static int pg_release(void *st, const char *id, unsigned attempt)
+{
+    struct pg_store *p = st;
+    char b[24];
+    const char *v[] = {id, PG_I64(b, attempt)};
+    int rc = pg_fenced(p,
+                       "UPDATE spindle_tasks SET state=0, attempt=attempt-1,"
+                       " started_ms=CASE WHEN attempt=1 THEN NULL ELSE started_ms END,"
+                       " lease_until_ms=NULL, owner=NULL"
+                       " WHERE id=$1::text AND attempt=$2::int AND state=1",
+                       2, v, NULL, NULL, id, attempt);
+    if (rc == 0)
+        pg_notify(p, "d"); /* another instance may run it now */
+    return rc;
+}
+
+static int pg_get(void *st, const char *tenant, const char *id, bool with_result,
+                  struct srv_task *t)
+{
+    const char *v[] = {tenant, id};
+    return pg_one(st,
+                  with_result ? "SELECT " PG_COLS ",result FROM spindle_tasks WHERE tenant=$1"
+                                " AND id=$2"
+                              : "SELECT " PG_COLS " FROM spindle_tasks WHERE tenant=$1 AND id=$2",
+                  2, v, NULL, NULL, t, with_result);
+}
+
+static int pg_cancel(void *st, const char *tenant, const char *id, int64_t now, struct srv_task *t,
+                     bool *was_running)
+{
+    struct pg_store *p = st;
+    const char *v[] = {tenant, id};
+    PGresult *r;
+    /* Lock the row: a claim or completion elsewhere waits for this transaction. */
+    int rc = pg_exec(p,
+                     "SELECT " PG_COLS ",owner FROM spindle_tasks WHERE tenant=$1 AND id=$2"
+                     " FOR UPDATE",
+                     2, v, NULL, NULL, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return -ENOENT;
+    }
+    char owner[64];
+    pg_text(r, 0, PG_NCOLS, owner, sizeof(owner));
+    rc = pg_row(r, 0, t, false);
+    PQclear(r);
+    if (rc != 0)
+        return rc;
+    *was_running = t->state == SRV_TASK_RUNNING;
+    if (srv_task_state_final(t->state))
+        return 0;
+    char payload[SRV_TASK_ID_LEN + 16];
+    if (*was_running && !pg_running_del(p, id, t->attempt)) { /* it runs elsewhere: tell it */
+        snprintf(payload, sizeof(payload), "c:%s:%u", id, t->attempt);
+        pg_notify(p, payload);
+    }
+    srv_task_fini(t);
+    char b[24];
+    const char *v3[] = {tenant, id, PG_I64(b, now)};
+    rc = pg_one(p,
+                "UPDATE spindle_tasks SET state=5, finished_ms=$3::bigint, lease_until_ms=NULL,"
+                " owner=NULL WHERE tenant=$1 AND id=$2 RETURNING " PG_COLS,
+                3, v3, NULL, NULL, t, false);
+    if (rc == 0) {
+        snprintf(payload, sizeof(payload), "f:%s", id);
+        pg_notify(p, payload);
+    }
+    return rc;
+}
+
+static int pg_list(void *st, const char *tenant, const struct srv_task_filter *f,
+                   struct srv_task *out, unsigned *n)
+{
+    *n = 0;
+    char b[2][24];
+    const char *v[] = {tenant, PG_I64(b[0], f->state), f->kind, f->after, PG_I64(b[1], f->limit)};
+    PGresult *r;
+    int rc = pg_exec(st,
+                     "SELECT " PG_COLS " FROM spindle_tasks WHERE tenant=$1::text AND"
+                     " ($2::int<0 OR state=$2::int) AND ($3::text IS NULL OR kind=$3::text) AND"
+                     " ($4::text IS NULL OR id>$4::text) ORDER BY id LIMIT $5::int",
+                     5, v, NULL, NULL, &r);
+    if (rc != 0)
+        return rc;
+    int rows = PQntuples(r);
+    for (int i = 0; rc == 0 && i < rows && *n < f->limit; i++) {
+        rc = pg_row(r, i, &out[*n], false);
+        if (rc == 0)
+            (*n)++;
+    }
+    PQclear(r);
+    if (rc != 0) {
+        for (unsigned i = 0; i < *n; i++)
+            srv_task_fini(&out[i]);
+        *n = 0;
+    }
+    return rc;
+}
+
+static int pg_purge(void *st, int64_t before, unsigned max, unsigned *n)
+{
+    char b[2][24];
+    const char *v[] = {PG_I64(b[0], before), PG_I64(b[1], max)};
+    /* SKIP LOCKED: instances purging at once split the work instead of waiting. */
+    return pg_changes(st,
+                      "DELETE FROM spindle_tasks WHERE id IN (SELECT id FROM spindle_tasks WHERE"
+                      " finished_ms<$1::bigint ORDER BY finished_ms LIMIT $2::int"
+                      " FOR UPDATE SKIP LOCKED)",
+                      2, v, NULL, NULL, n);
+}
+
+static int pg_expire(void *st, int64_t now, unsigned *n)
+{
+    struct pg_store *p = st;
+    char b[24];
+    const char *v[] = {PG_I64(b, now)};
+    unsigned back = 0;
+    int rc = pg_changes(p, pg_sql_unstarted, 1, v, NULL, NULL, &back);
+    if (rc == 0)
+        rc = pg_changes(p, pg_sql_expire, 1, v, NULL, NULL, n);
+    if (rc == 0 && *n + back > 0)
+        pg_notify(p, "d"); /* retried at once, by whichever instance claims first */
+    return rc;
+}
+
+static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
+                     int64_t *oldest_queued)
+{
+    PGresult *r;
+    int rc = pg_exec(st, "SELECT state,kind,count(*) FROM spindle_tasks GROUP BY state,kind", 0,
+                     NULL, NULL, NULL, &r);
+    if (rc != 0)
+        return rc;
+    char kind[SRV_TASK_KIND_MAX + 1];
+    for (int i = 0; i < PQntuples(r); i++) {
+        int64_t state = pg_int(r, i, 0);
+        pg_text(r, i, 1, kind, sizeof(kind));
+        if (state >= 0 && state < SRV_TASK_STATE__COUNT)
+            fn((enum srv_task_state)state, kind, (uint64_t)pg_int(r, i, 2), arg);
+    }
+    PQclear(r);
+    char b[24];
+    const char *v[] = {PG_I64(b, now)};
+    rc = pg_exec(st,
+                 "SELECT min(run_at_ms) FROM spindle_tasks WHERE state IN (0,2) AND"
+                 " run_at_ms<=$1::bigint",
+                 1, v, NULL, NULL, &r);
+    if (rc != 0)
+        return rc;
+    *oldest_queued = PQntuples(r) == 1 ? pg_int(r, 0, 0) : 0;
+    PQclear(r);
+    return 0;
+}
+
+/* ---- events ---------------------------------------------------------------------------------- */
+
+/* Ask the database which attempts of `running` are no longer this owner's. */
+static int pg_poll_lost(struct pg_store *p, const char *owner, srv_task_event_fn *fn, void *arg)
+{
+    if (p->nrunning == 0)
+        return 0;
+    size_t cap = p->nrunning * (SRV_TASK_ID_LEN + 12) + 8;
+    char *ids = malloc(cap), *atts = malloc(cap);
+    if (ids == NULL || atts == NULL) {
+        free(ids);
+        free(atts);
+        return -ENOMEM;
+    }
+    size_t il = 0, al = 0;
+    for (size_t i = 0; i < p->nrunning; i++) {
+        il += (size_t)snprintf(ids + il, cap - il, "%s%s", i ? "," : "{", p->running[i].id);
+        al += (size_t)snprintf(atts + al, cap - al, "%s%u", i ? "," : "{", p->running[i].attempt);
+    }
+    snprintf(ids + il, cap - il, "}");
+    snprintf(atts + al, cap - al, "}");
+    const char *v[] = {ids, atts, owner};
+    PGresult *r;
+    int rc = pg_exec(p,
+                     "SELECT r.id, r.attempt FROM unnest($1::text[], $2::int[]) AS r(id, attempt)"
+                     " WHERE NOT EXISTS (SELECT 1 FROM spindle_tasks t WHERE t.id=r.id AND"
+                     " t.state=1 AND t.attempt=r.attempt AND t.owner=$3::text)",
+                     3, v, NULL, NULL, &r);
+    free(ids);
+    free(atts);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct srv_task_event ev = {.kind = SRV_TASK_EV_LOST};
+        pg_text(r, i, 0, ev.id, sizeof(ev.id));
+        ev.attempt = (unsigned)pg_int(r, i, 1);
+        if (pg_running_del(p, ev.id, ev.attempt))
+            fn(&ev, arg);
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int pg_poll_due(struct pg_store *p, int64_t now, srv_task_event_fn *fn, void *arg)
+{
+    char b[24];
+    const char *v[] = {PG_I64(b, now)};
+    PGresult *r;
+    int rc = pg_exec(p,
+                     "SELECT 1 FROM spindle_tasks WHERE state IN (0,2) AND run_at_ms<=$1::bigint"
+                     " LIMIT 1",
+                     1, v, NULL, NULL, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) > 0)
+        fn(&(struct srv_task_event){.kind = SRV_TASK_EV_DUE}, arg);
+    PQclear(r);
+    return 0;
+}
+
+static int pg_events(void *st, const char *owner, int64_t now, bool poll, srv_task_event_fn *fn,
+                     void *arg)
+{
+    struct pg_store *p = st;
+    size_t n = 0;
+    struct srv_task_event *evs = pg_listen_take(p->listen, &n);
+    for (size_t i = 0; i < n; i++) {
+        /* A cancellation is this process's business only when it runs that attempt. */
+        if (evs[i].kind != SRV_TASK_EV_LOST || pg_running_del(p, evs[i].id, evs[i].attempt))
+            fn(&evs[i], arg);
+    }
+    free(evs);
+    if (!poll)
+        return 0;
+    int rc = pg_ensure(p);
+    if (rc == 0)
+        rc = pg_poll_lost(p, owner, fn, arg);
+    if (rc == 0)
+        rc = pg_poll_due(p, now, fn, arg);
+    return rc;
+}
+
+static int pg_schema(const struct srv_task_store_opts *o, unsigned *have, unsigned *want, char *err,
+                     size_t size)
+{
+    struct pg_store p = {0};
+    pg_redact(o->path, p.where, sizeof(p.where));
+    *want = PG_SCHEMA_VERSION;
+    *have = 0;
+    p.conn = pg_connect(o->path, p.where, err, size);
+    if (p.conn == NULL)
+        return -EIO;
+    int rc = pg_schema_version(&p, have, err, size);
+    PQfinish(p.conn);
+    return rc;
+}
+
+const struct srv_task_store_ops srv_task_store_pg = {
+    .name = "postgresql",
+    .open = pg_open,
+    .close = pg_close,
+    .errmsg = pg_errmsg,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .enqueue = pg_enqueue,
+    .claim = pg_claim,
+    .start = pg_start,
+    .heartbeat = pg_heartbeat,
+    .complete = pg_complete,
+    .fail = pg_fail_attempt,
+    .release = pg_release,
+    .cancel = pg_cancel,
+    .get = pg_get,
+    .list = pg_list,
+    .purge = pg_purge,
+    .expire = pg_expire,
+    .counts = pg_counts,
+    .schedule_fire = pg_schedule_fire,
+    .schedule_list = pg_schedule_list,
+    .events = pg_events,
+    .schema = pg_schema,
+};
