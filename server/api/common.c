@@ -37,6 +37,7 @@
 #include "server/http/request.h"
 #include "server/http/route.h"
 #include "server/jobs/jobs.h"
+#include "server/jobs/stream.h"
 #include "server/metrics/metrics.h"
 
 #define JR_PATH_PREFIX    "/v1/jobs/"
@@ -305,6 +306,8 @@ struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool)
             memcpy(jr->routes[i].path, path, (size_t)len + 1);
             rc = srv_http_route_add(h, "POST", path, srv_jobs_handle, &jr->routes[i]);
         }
+        if (rc == 0 && srv_job_stream_find(k->name, strlen(k->name)) != NULL)
+            rc = srv_http_route_stream(h, "POST", path, srv_jobs_stream_wanted);
         if (rc < 0) {
             LOG_E("job route", LOG_STR("kind", k->name), LOG_STR("error", strerror(-rc)));
             free(jr);

@@ -260,6 +260,10 @@ void srv_jobs_handle(struct srv_req *req)
 {
     const struct jr_route *route = srv_req_route_arg(req);
     void *state = NULL;
+    if (srv_req_streaming(req)) {
+        srv_jobs_stream_handle(req); /* jobs_stream.c */
+        return;
+    }
     if (jr_parse(route, req, &state) < 0)
         return; /* answered */
     struct jr_req *r = calloc(1, sizeof(*r));

@@ -7,6 +7,8 @@
 #ifndef SPINDLE_HTTP_ROUTE_H
 #define SPINDLE_HTTP_ROUTE_H
 
+#include <stdbool.h>
+
 struct srv_http;
 struct srv_req;
 
@@ -22,5 +24,17 @@ typedef void srv_handler_fn(struct srv_req *req);
  * Returns 0, -EEXIST for a duplicate method+path, -EINVAL, -ENOMEM. */
 int srv_http_route_add(struct srv_http *h, const char *method, const char *path, srv_handler_fn *fn,
                        void *arg);
+
+/* Called on the loop thread, request context current, when the head of a request with a body
+ * for this route has arrived and before any of the body was read; the query is parsed
+ * (srv_req_query_*). True: the body streams (srv_req_streaming() is true): the handler is called
+ * at once and takes the body through srv_req_stream_start() (request.h). False: the body is read
+ * whole as usual (limits.max_body_bytes). */
+typedef bool srv_route_stream_fn(struct srv_req *req);
+
+/* Let the route `method` + `path` (added before) stream request bodies when `fn` says so (fn NULL:
+ * never). Returns 0, -ENOENT (no such route), -EINVAL. */
+int srv_http_route_stream(struct srv_http *h, const char *method, const char *path,
+                          srv_route_stream_fn *fn);
 
 #endif

@@ -17,8 +17,16 @@
  * The output buffer is allocated on the worker, sized by the codec's bound (grown if ever
  * needed), and owned by the state until free; the answer borrows it. The body is borrowed from
  * the caller until free. Codec failures are -EIO.
+ * Streaming (server/jobs/stream.h): every compress request streams; the same codecs read the body
+ * channel in compress_chunk pieces and write each piece of output to the answer channel as the
+ * codec gives it (a buffer of ZSTD_CStreamOutSize / COMPRESS_OUT_CHUNK bytes), so a body of any
+ * size costs the codec's state and two small buffers. zstd runs with ZSTD_e_continue up to
+ * level COMPRESS_STREAM_FLUSH_LEVEL (a 128 KiB block is then about a millisecond of work) and
+ * flushes each piece above it (as the whole-body path does, to bound the work per call). The
+ * frame has no content size (it is not known in advance) but has its checksum.
  */
 #include "server/jobs/jobs.h"
+#include "server/jobs/stream.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -115,28 +123,37 @@ static int compress_parse_level(const struct srv_job_param *p, enum compress_cod
     return rc;
 }
 
-static int compress_parse(const struct srv_job_param *params, size_t nparams, const void *body,
-                          size_t body_len, const struct srv_cfg *limits, void **state, char *err,
-                          size_t size)
+/* codec and level from the parameters (shared with the streaming parse). */
+static int compress_parse_params(const struct srv_job_param *params, size_t nparams,
+                                 const struct srv_cfg *limits, enum compress_codec *codec,
+                                 int *level, char *err, size_t size)
 {
     static const char *const names[] = {"codec", "level"};
     const struct srv_job_param *found[2];
-    enum compress_codec codec;
-    int level = 0;
 
-    *state = NULL;
     int rc = srv_job_params_match(params, nparams, names, 2, found, err, size);
     if (rc < 0)
         return rc;
     if (found[0] == NULL)
         return srv_job_err_missing("codec", err, size);
     if (srv_job_param_is(found[0], "zstd"))
-        codec = COMPRESS_ZSTD;
+        *codec = COMPRESS_ZSTD;
     else if (srv_job_param_is(found[0], "gzip"))
-        codec = COMPRESS_GZIP;
+        *codec = COMPRESS_GZIP;
     else
         return srv_job_errf(err, size, "codec must be zstd or gzip");
-    rc = compress_parse_level(found[1], codec, limits, &level, err, size);
+    return compress_parse_level(found[1], *codec, limits, level, err, size);
+}
+
+static int compress_parse(const struct srv_job_param *params, size_t nparams, const void *body,
+                          size_t body_len, const struct srv_cfg *limits, void **state, char *err,
+                          size_t size)
+{
+    enum compress_codec codec;
+    int level = 0;
+
+    *state = NULL;
+    int rc = compress_parse_params(params, nparams, limits, &codec, &level, err, size);
     if (rc < 0)
         return rc;
     if (body_len > limits->max_body_bytes)
@@ -316,3 +333,182 @@ static const struct srv_job_kind srv_job_compress = {
     .cost = compress_cost,
 };
 SRV_JOB_KIND_REGISTER(srv_job_compress);
+
+/* ---- streaming: any body size, output as it is made --------------------------------------------
+ */
+
+#define COMPRESS_OUT_CHUNK          (64u * 1024u)
+#define COMPRESS_STREAM_FLUSH_LEVEL 4
+
+struct compress_stream {
+    enum compress_codec codec;
+    int level;
+};
+
+static bool compress_stream_wants(const struct srv_job_param *params, size_t nparams)
+{
+    (void)params;
+    (void)nparams;
+    return true;
+}
+
+static int compress_stream_parse(const struct srv_job_param *params, size_t nparams,
+                                 const struct srv_cfg *limits, void **state, char *err, size_t size)
+{
+    enum compress_codec codec;
+    int level = 0;
+
+    *state = NULL;
+    int rc = compress_parse_params(params, nparams, limits, &codec, &level, err, size);
+    if (rc < 0)
+        return rc;
+    struct compress_stream *st = srv_job_state_new(sizeof(*st), err, size);
+    if (st == NULL)
+        return -ENOMEM;
+    st->codec = codec;
+    st->level = level;
+    *state = st;
+    return 0;
+}
+
+static const char *compress_stream_type(const void *state)
+{
+    const struct compress_stream *st = state;
+    return st->codec == COMPRESS_ZSTD ? "application/zstd" : "application/gzip";
+}
+
+/* Compress one piece of input (n == 0: the end) and write what zstd gives. */
+static int compress_zstd_piece(ZSTD_CCtx *cctx, const void *src, size_t n, ZSTD_EndDirective mode,
+                               unsigned char *obuf, size_t osize, struct srv_chan *out)
+{
+    ZSTD_inBuffer in = {src, n, 0};
+    size_t left;
+
+    do {
+        ZSTD_outBuffer zout = {obuf, osize, 0};
+        left = ZSTD_compressStream2(cctx, &zout, &in, mode);
+        if (ZSTD_isError(left))
+            return -EIO;
+        if (zout.pos > 0) {
+            int rc = srv_chan_write(out, obuf, zout.pos);
+            if (rc < 0)
+                return rc;
+        }
+    } while (mode == ZSTD_e_continue ? in.pos < in.size : left != 0);
+    return 0;
+}
+
+static int compress_stream_zstd(const struct compress_stream *st, struct srv_chan *in,
+                                struct srv_chan *out, unsigned char *ibuf, size_t chunk,
+                                const struct ctx *c)
+{
+    ZSTD_CCtx *cctx = compress_thread_cctx();
+    size_t osize = ZSTD_CStreamOutSize();
+    ZSTD_EndDirective piece =
+        st->level <= COMPRESS_STREAM_FLUSH_LEVEL ? ZSTD_e_continue : ZSTD_e_flush;
+
+    if (cctx == NULL)
+        return -ENOMEM;
+    size_t r = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(r))
+        r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, st->level);
+    if (!ZSTD_isError(r))
+        r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+    if (ZSTD_isError(r))
+        return -EIO;
+    unsigned char *obuf = malloc(osize);
+    if (obuf == NULL)
+        return -ENOMEM;
+    int rc = 0;
+    for (;;) {
+        ssize_t n = srv_chan_read(in, ibuf, chunk);
+        if (n < 0 || srv_job_cancelled(c)) {
+            rc = n < 0 ? (int)n : -ECANCELED;
+            break;
+        }
+        rc = compress_zstd_piece(cctx, ibuf, (size_t)n, n == 0 ? ZSTD_e_end : piece, obuf, osize,
+                                 out);
+        if (rc < 0 || n == 0)
+            break;
+    }
+    free(obuf);
+    return rc;
+}
+
+/* Deflate what zs holds (flush: Z_NO_FLUSH or Z_FINISH) and write what it gives. */
+static int compress_gzip_piece(z_stream *zs, int flush, unsigned char *obuf, struct srv_chan *out)
+{
+    int zrc;
+
+    do {
+        zs->next_out = obuf;
+        zs->avail_out = COMPRESS_OUT_CHUNK;
+        zrc = deflate(zs, flush);
+        if (zrc == Z_STREAM_ERROR)
+            return -EIO;
+        size_t have = COMPRESS_OUT_CHUNK - zs->avail_out;
+        if (have > 0) {
+            int rc = srv_chan_write(out, obuf, have);
+            if (rc < 0)
+                return rc;
+        }
+    } while (flush == Z_FINISH ? zrc != Z_STREAM_END : zs->avail_in > 0 || zs->avail_out == 0);
+    return 0;
+}
+
+static int compress_stream_gzip(const struct compress_stream *st, struct srv_chan *in,
+                                struct srv_chan *out, unsigned char *ibuf, size_t chunk,
+                                const struct ctx *c)
+{
+    z_stream zs = {0};
+    int rc = 0;
+
+    if (deflateInit2(&zs, st->level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -ENOMEM;
+    unsigned char *obuf = malloc(COMPRESS_OUT_CHUNK);
+    if (obuf == NULL) {
+        rc = -ENOMEM;
+        goto end_deflate;
+    }
+    for (;;) {
+        ssize_t n = srv_chan_read(in, ibuf, chunk);
+        if (n < 0 || srv_job_cancelled(c)) {
+            rc = n < 0 ? (int)n : -ECANCELED;
+            break;
+        }
+        zs.next_in = ibuf;
+        zs.avail_in = (uInt)n;
+        rc = compress_gzip_piece(&zs, n == 0 ? Z_FINISH : Z_NO_FLUSH, obuf, out);
+        if (rc < 0 || n == 0)
+            break;
+    }
+    free(obuf);
+end_deflate:
+    deflateEnd(&zs);
+    return rc;
+}
+
+static int compress_stream_run(void *state, struct srv_chan *in, struct srv_chan *out)
+{
+    const struct compress_stream *st = state;
+    size_t chunk = compress_chunk(st->codec, st->level);
+    unsigned char *ibuf = malloc(chunk);
+
+    if (ibuf == NULL)
+        return -ENOMEM;
+    int rc = st->codec == COMPRESS_ZSTD
+                 ? compress_stream_zstd(st, in, out, ibuf, chunk, ctx_current())
+                 : compress_stream_gzip(st, in, out, ibuf, chunk, ctx_current());
+    free(ibuf);
+    return rc;
+}
+
+static const struct srv_job_stream_kind srv_job_compress_stream = {
+    .name = "compress",
+    .wants = compress_stream_wants,
+    .parse = compress_stream_parse,
+    .content_type = compress_stream_type,
+    .run = compress_stream_run,
+    .free = free,
+};
+SRV_JOB_STREAM_REGISTER(srv_job_compress_stream);

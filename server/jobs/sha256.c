@@ -12,14 +12,19 @@
  * Cancellation: a big body is hashed in SHA256_CHUNK pieces and the rounds in groups of
  * SHA256_CHECK_ROUNDS, with a look at the context between them (each well under 1 ms).
  * Errors from libcrypto are -EIO. The body is borrowed from the caller until free.
+ * Streaming (server/jobs/stream.h): rounds=1 hashes a body of any size as it arrives, in
+ * SHA256_CHUNK reads from the body channel, and writes the same JSON answer at the end; more
+ * rounds keep the whole-body path (they hash the digest, not the body, so streaming gains nothing).
  */
 #include "server/jobs/jobs.h"
+#include "server/jobs/stream.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define SHA256_CHUNK        (64u * 1024u) /* bytes of body per update: ~30-200 us */
 #define SHA256_CHECK_ROUNDS 64u           /* rounds between looks at the context: ~20-60 us */
@@ -181,3 +186,80 @@ static const struct srv_job_kind srv_job_sha256 = {
     .cost = sha256_cost,
 };
 SRV_JOB_KIND_REGISTER(srv_job_sha256);
+
+/* ---- streaming: rounds=1 over a body of any size ----------------------------------------------
+ */
+
+struct sha256_stream {
+    uint64_t bytes;
+    char json[160];
+};
+
+static bool sha256_stream_wants(const struct srv_job_param *params, size_t nparams)
+{
+    return nparams == 1 && params[0].key_len == 6 && memcmp(params[0].key, "rounds", 6) == 0 &&
+           srv_job_param_is(&params[0], "1");
+}
+
+static int sha256_stream_parse(const struct srv_job_param *params, size_t nparams,
+                               const struct srv_cfg *limits, void **state, char *err, size_t size)
+{
+    uint64_t rounds;
+
+    (void)limits;
+    *state = NULL;
+    int rc = srv_job_param_only_uint(params, nparams, "rounds", 1, 1, &rounds, err, size);
+    if (rc < 0)
+        return rc;
+    *state = srv_job_state_new(sizeof(struct sha256_stream), err, size);
+    return *state != NULL ? 0 : -ENOMEM;
+}
+
+static const char *sha256_stream_type(const void *state)
+{
+    (void)state;
+    return "application/json";
+}
+
+static int sha256_stream_run(void *state, struct srv_chan *in, struct srv_chan *out)
+{
+    struct sha256_stream *st = state;
+    const struct ctx *c = ctx_current();
+    unsigned char md[SHA256_LEN];
+    ssize_t n;
+
+    if (pthread_once(&sha256_once, sha256_init_once) != 0 || sha256_md == NULL)
+        return -EIO;
+    EVP_MD_CTX *mctx = sha256_thread_ctx();
+    unsigned char *buf = malloc(SHA256_CHUNK);
+    if (mctx == NULL || buf == NULL) {
+        free(buf);
+        return -ENOMEM;
+    }
+    int rc = EVP_DigestInit_ex2(mctx, sha256_md, NULL) ? 0 : -EIO;
+    while (rc == 0 && (n = srv_chan_read(in, buf, SHA256_CHUNK)) != 0) {
+        if (n < 0 || srv_job_cancelled(c))
+            rc = n < 0 ? (int)n : -ECANCELED;
+        else if (!EVP_DigestUpdate(mctx, buf, (size_t)n))
+            rc = -EIO;
+        st->bytes += n > 0 ? (uint64_t)n : 0;
+    }
+    free(buf);
+    if (rc == 0 && !EVP_DigestFinal_ex(mctx, md, NULL))
+        rc = -EIO;
+    if (rc < 0)
+        return rc;
+    struct sha256_state fmt = {.rounds = 1, .body_len = (size_t)st->bytes};
+    sha256_format(&fmt, md);
+    return srv_chan_write(out, fmt.json, (size_t)fmt.len);
+}
+
+static const struct srv_job_stream_kind srv_job_sha256_stream = {
+    .name = "sha256",
+    .wants = sha256_stream_wants,
+    .parse = sha256_stream_parse,
+    .content_type = sha256_stream_type,
+    .run = sha256_stream_run,
+    .free = sha256_free,
+};
+SRV_JOB_STREAM_REGISTER(srv_job_sha256_stream);
