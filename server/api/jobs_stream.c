@@ -78,7 +78,10 @@ bool srv_jobs_stream_wanted(struct srv_req *req)
 static int js_run(struct pool_job *job)
 {
     struct js_req *r = job->data;
-    return r->kind->run(r->state, r->in, r->out);
+    LOG_D("job start", LOG_STR("kind", r->kind->name), LOG_BOOL("stream", true));
+    int rc = r->kind->run(r->state, r->in, r->out);
+    LOG_D("job end", LOG_STR("kind", r->kind->name), LOG_INT("result", rc));
+    return rc;
 }
 
 /* What the stream's end says for a job that did not succeed. */

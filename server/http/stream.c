@@ -65,7 +65,8 @@ struct srv_stream {
 
 enum stream_fill { FILL_WAIT, FILL_MORE, FILL_FINAL };
 
-/* ---- worker side: wake-ups and cancellation --------------------------------------------------- */
+/* ---- worker side: wake-ups and cancellation ---------------------------------------------------
+ */
 
 static void stream_notify(void *arg)
 {
@@ -82,7 +83,8 @@ static void stream_cancel_cb(struct ctx *c, enum ctx_reason reason, void *arg)
     srv_chan_cancel(st->out);
 }
 
-/* ---- head time -------------------------------------------------------------------------------- */
+/* ---- head time --------------------------------------------------------------------------------
+ */
 
 bool srv_stream_wanted(struct srv_req *req, uint64_t content_length)
 {
@@ -107,7 +109,8 @@ bool srv_req_streaming(const struct srv_req *req)
     return req->streaming;
 }
 
-/* ---- the body --------------------------------------------------------------------------------- */
+/* ---- the body ---------------------------------------------------------------------------------
+ */
 
 int srv_stream_on_body(struct srv_conn *c, const char *at, size_t len)
 {
@@ -197,7 +200,8 @@ bool srv_stream_wants_read(struct srv_conn *c)
     return true;
 }
 
-/* ---- the answer ------------------------------------------------------------------------------- */
+/* ---- the answer -------------------------------------------------------------------------------
+ */
 
 /* Queue `len` bytes after everything not yet written (head, then piece), as one buffer. */
 static int stream_queue(struct srv_conn *c, const char *data, size_t len)
@@ -324,8 +328,8 @@ void srv_stream_abort(struct srv_req *req, int status, const char *code)
     req->stream_error = code;
     srv_chan_cancel(st->in);
     srv_chan_cancel(st->out);
-    LOG_W("stream cut after its answer started", LOG_INT("status", status),
-          LOG_STR("code", code), LOG_UINT("bytes_out", st->bytes_out));
+    LOG_W("stream cut after its answer started", LOG_INT("status", status), LOG_STR("code", code),
+          LOG_UINT("bytes_out", st->bytes_out));
     c->close_after = true;
     c->answering = true;
     c->phase = SRV_PH_WRITE;
@@ -361,7 +365,8 @@ void srv_stream_timeout(struct srv_conn *c)
     }
 }
 
-/* ---- the handler's side ------------------------------------------------------------------------ */
+/* ---- the handler's side ------------------------------------------------------------------------
+ */
 
 static void stream_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
@@ -420,6 +425,10 @@ int srv_req_stream_start(struct srv_req *req, const char *content_type, struct s
         st->watching = true;
     else
         stream_cancel_cb(req->ctx, CTX_REASON_CANCELED, st);
+    /* ask to be told of the job's first answer bytes (an empty get arms the notify); later the
+     * pump re-arms it each time it drains the channel */
+    char none;
+    (void)srv_chan_get(st->out, &none, 0);
     *in = st->in;
     *out = st->out;
     srv_conn_timer_arm(c, c->h->cfg.body_timeout_ms);

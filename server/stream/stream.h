@@ -76,7 +76,8 @@ size_t srv_chan_get(struct srv_chan *ch, void *buf, size_t size);
 /* True when the writer closed the channel and every byte was taken. */
 bool srv_chan_at_end(struct srv_chan *ch);
 
-/* ---- either side ------------------------------------------------------------------------------ */
+/* ---- either side ------------------------------------------------------------------------------
+ */
 
 /* End of data: the reader gets what is buffered, then 0. Notifies an armed reader. Idempotent. */
 void srv_chan_close(struct srv_chan *ch);
