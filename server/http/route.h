@@ -25,8 +25,9 @@ typedef void srv_handler_fn(struct srv_req *req);
 int srv_http_route_add(struct srv_http *h, const char *method, const char *path, srv_handler_fn *fn,
                        void *arg);
 
-/* Called on the loop thread, request context current, when the head of a request with a body
- * for this route has arrived and before any of the body was read; the query is parsed
+/* Called on the loop thread, request context current, when the head of a request for this route
+ * has arrived with a body larger than limits.max_body_bytes or chunked (a body that fits is read
+ * whole without asking), before any of the body was read; the query is parsed
  * (srv_req_query_*). True: the body streams (srv_req_streaming() is true): the handler is called
  * at once and takes the body through srv_req_stream_start() (request.h). False: the body is read
  * whole as usual (limits.max_body_bytes). */

@@ -1,6 +1,7 @@
 /* stream.c - request bodies and answers that stream through a job: bounded end to end.
  *
- * Design: a streaming request (its route's stream_fn said so when the head arrived) is handed to
+ * Design: a streaming request (a body larger than max_body_bytes, or chunked, on a route whose
+ * stream_fn says so when the head arrived; a body that fits is read whole as before) is handed to
  * its handler at once, in phase SRV_PH_STREAM. When the handler admits the job it calls
  * srv_req_stream_start, which makes a struct srv_stream: two channels (server/stream/stream.h) of
  * SRV_CHAN_CAPACITY bytes, an ev_async that the worker's channel calls wake, and a watch on the
@@ -35,6 +36,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,11 +90,12 @@ static void stream_cancel_cb(struct ctx *c, enum ctx_reason reason, void *arg)
 
 bool srv_stream_wanted(struct srv_req *req, uint64_t content_length)
 {
-    (void)content_length;
     int status = 0;
     char allow[8];
     if (req->err_status != 0 || req->upgrade)
         return false; /* answered after the body, as usual */
+    if (content_length != ULLONG_MAX && content_length <= req->h->cfg.max_body_bytes)
+        return false; /* fits: read whole, the job answers as it always did */
     const struct srv_route *r =
         srv_route_find(req->h, req->method, req->path, &status, allow, sizeof(allow));
     if (r == NULL || r->stream_fn == NULL || srv_req_query_parse(req) != 0)

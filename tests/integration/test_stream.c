@@ -91,7 +91,8 @@ static void test_stream_compress_beyond_max_body(void)
     HS_FINISH(s);
 }
 
-/* sha256 with rounds=1 hashes a body of any size; its digest is the client's. */
+/* sha256 with rounds=1 hashes a body of any size; its digest is the client's. A body that fits
+ * max_body_bytes is read whole: its answer has a Content-Length. */
 static void test_stream_sha256_rounds_one(void)
 {
     struct hs_server *s = hs_start(st_over);
@@ -105,6 +106,11 @@ static void test_stream_sha256_rounds_one(void)
         snprintf(hex + 2 * i, 3, "%02x", x.in_md[i]);
     CU_ASSERT_PTR_NOT_NULL(strstr(x.body, hex));
     CU_ASSERT_PTR_NOT_NULL(strstr(x.body, "\"bytes\":20971520"));
+    st_init(&x, s, "/v1/jobs/sha256?rounds=1", 1000, SX_RANDOM, SX_RAW);
+    CU_ASSERT_EQUAL_FATAL(sx_run(&x), 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_STRING_EQUAL(x.te, "");
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.body, "\"bytes\":1000"));
     HS_FINISH(s);
 }
 
@@ -142,7 +148,7 @@ static void test_stream_expect_after_admission(void)
     HS_CHECK(hs_log_wait(s, "job start", NULL, NULL, HS_IO_MS * 4) != NULL);
     HS_CHECK((c = hs_connect(s)) != NULL);
     HS_CHECK(hs_send_str(c, "POST /v1/jobs/compress?codec=gzip HTTP/1.1\r\nHost: t\r\n"
-                            "Content-Length: 1000000\r\nExpect: 100-continue\r\n\r\n") == 0);
+                            "Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n") == 0);
     HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 429, "tenant_concurrency_limited"));
     CU_ASSERT_EQUAL(hs_read_until_close(c, HS_IO_MS), 0);
@@ -302,8 +308,9 @@ static void st_concurrent(uint64_t each, unsigned n)
     long before = sx_vmhwm_kib(hs_pid(s));
     unsigned started = 0;
     for (unsigned i = 0; i < n; i++) {
-        st_init(&b[i].x, s, i % 2 ? "/v1/jobs/compress?codec=gzip&level=1"
-                                  : "/v1/jobs/compress?codec=zstd&level=1",
+        st_init(&b[i].x, s,
+                i % 2 ? "/v1/jobs/compress?codec=gzip&level=1"
+                      : "/v1/jobs/compress?codec=zstd&level=1",
                 each, SX_RANDOM, i % 2 ? SX_GZIP : SX_ZSTD);
         b[i].x.seed = 1000 + i;
         if (pthread_create(&b[i].t, NULL, st_bg_main, &b[i]) != 0)
