@@ -145,7 +145,9 @@ static void test_stream_expect_after_admission(void)
     bg.x.send_gap_ms = 20;
     HS_CHECK(pthread_create(&bg.t, NULL, st_bg_main, &bg) == 0);
     started = true;
-    HS_CHECK(hs_log_wait(s, "job start", NULL, NULL, HS_IO_MS * 4) != NULL);
+    json_t *line = hs_log_wait(s, "job start", NULL, NULL, HS_IO_MS * 4);
+    json_decref(line);
+    HS_CHECK(line != NULL);
     HS_CHECK((c = hs_connect(s)) != NULL);
     HS_CHECK(hs_send_str(c, "POST /v1/jobs/compress?codec=gzip HTTP/1.1\r\nHost: t\r\n"
                             "Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n") == 0);
