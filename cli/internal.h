@@ -64,6 +64,17 @@ struct cli_call_opts {
  * neither of kind and --batch, KEY=VALUE without '=', an invalid tenant or request id. */
 int cli_call_args_parse(int argc, char **argv, struct cli_call_opts *o, char *err, size_t size);
 
+/* ---- stream.c: one large body streamed in and out ------------------------------------------ */
+
+/* True when `spindle call` should stream: a single job whose --body is a regular file larger than
+ * 1 MiB (not stdin), without --json. */
+bool cli_stream_applies(const struct cli_call_opts *o);
+
+/* Run the job with the file streamed to the server and the answer streamed to --output (or
+ * stdout), a progress line on stderr when it is a terminal. Returns the exit status (0 ok, 1 the
+ * job failed, its body was cut or the file could not be read, 2 bad server URL). Not retried. */
+int cli_stream_run(const struct cli_call_opts *o);
+
 /* ---- policy.c: backoff with jitter, Retry-After, the circuit breaker ----------------------- */
 
 /* The retry policy: delays in milliseconds. */

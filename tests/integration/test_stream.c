@@ -16,8 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <zstd.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/proc.h"
 #include "tests/integration/stream.h"
 #include "tests/suite.h"
 
@@ -300,6 +303,69 @@ out:
     HS_FINISH(s);
 }
 
+/* `spindle call --body FILE -o FILE` streams: 24 MiB in, the zstd answer to a file, which
+ * decompresses to the same bytes; stderr (not a terminal) has no progress line. */
+static void test_stream_call_files(void)
+{
+    struct hs_server *s = hs_start(st_over);
+    char in[256], outp[256], url[64], *out = NULL, *err = NULL;
+    unsigned char *a = NULL, *b = NULL;
+    int code = -1;
+    const size_t len = 24 * MIB;
+    HS_CHECK(s != NULL);
+    snprintf(in, sizeof(in), "%s/in.bin", hs_dir(s));
+    snprintf(outp, sizeof(outp), "%s/out.zst", hs_dir(s));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", hs_port(s));
+    a = malloc(len);
+    HS_CHECK(a != NULL);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        a[i] = (unsigned char)(i % 4096 < 2048 ? x : 0); /* half random, half zero */
+    }
+    FILE *f = fopen(in, "wb");
+    HS_CHECK(f != NULL);
+    bool wrote = fwrite(a, 1, len, f) == len;
+    HS_CHECK(fclose(f) == 0 && wrote);
+    const char *args[] = {"call", "--server", url,  "compress",     "codec=zstd",    "--body",
+                          in,     "-o",       outp, "--request-id", "call-stream-1", NULL};
+    HS_CHECK(proc_run(args, ST_TIMEOUT_MS, &out, &err, &code) == 0);
+    CU_ASSERT_EQUAL(code, 0);
+    CU_ASSERT_STRING_EQUAL(err, "");
+    f = fopen(outp, "rb");
+    HS_CHECK(f != NULL);
+    b = malloc(len + 1);
+    HS_CHECK(b != NULL);
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    unsigned char zin[65536];
+    size_t got = 0, n;
+    while (d != NULL && (n = fread(zin, 1, sizeof(zin), f)) > 0) {
+        ZSTD_inBuffer zi = {zin, n, 0};
+        while (zi.pos < zi.size && got <= len) {
+            ZSTD_outBuffer zo = {b + got, len + 1 - got, 0};
+            if (ZSTD_isError(ZSTD_decompressStream(d, &zo, &zi)))
+                break;
+            got += zo.pos;
+            if (zo.pos == 0 && zi.pos < zi.size && got > len)
+                break;
+        }
+    }
+    ZSTD_freeDCtx(d);
+    fclose(f);
+    CU_ASSERT_EQUAL(got, len);
+    CU_ASSERT(got == len && memcmp(a, b, len) == 0);
+    json_t *line = hs_log_wait(s, "access", "request_id", "call-stream-1", HS_IO_MS);
+    CU_ASSERT_PTR_NOT_NULL(line);
+    CU_ASSERT_EQUAL(hs_json_int(line, "status", 0), 200);
+    json_decref(line);
+out:
+    free(a);
+    free(b);
+    free(out);
+    free(err);
+    HS_FINISH(s);
+}
+
 /* Many streams at once, each correct. */
 static void st_concurrent(uint64_t each, unsigned n)
 {
@@ -365,6 +431,7 @@ int suite_integration_stream(void)
         SPINDLE_TEST(test_stream_stalled_reader_cut),
         SPINDLE_TEST(test_stream_disconnect_cancels),
         SPINDLE_TEST(test_stream_failure_after_start),
+        SPINDLE_TEST(test_stream_call_files),
         SPINDLE_TEST(test_stream_concurrent_small),
         SPINDLE_TEST_UNLESS(test_stream_concurrent_100mb, st_skip_short),
         SPINDLE_TEST_UNLESS(test_stream_two_gib, st_skip_short),
