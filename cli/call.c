@@ -1358,6 +1358,8 @@ int cli_call_main(int argc, char **argv)
         fputs(cl_usage, stdout);
         return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     }
+    if (cli_stream_applies(&o))
+        return cli_stream_run(&o); /* stream.c: a large file in, the answer out as it comes */
     struct cl_run run = {0};
     int code = cl_run(&run, &o);
     cl_run_fini(&run);

@@ -224,8 +224,7 @@ static void test_auth_keys_no_header_combination_crosses_tenants(void)
     /* refusals are counted under the route they were refused: for /v1/jobs/<kind> that is the
      * route's pattern, so unauthenticated paths cannot add label values */
     CU_ASSERT_EQUAL(
-        au_sample(r.body, "spindle_http_requests_total{route=\"/v1/jobs/*\",status=\"401\"}"),
-        4);
+        au_sample(r.body, "spindle_http_requests_total{route=\"/v1/jobs/*\",status=\"401\"}"), 4);
     /* health checks need nothing */
     CU_ASSERT_EQUAL(au_get(c, "/healthz", NULL, &r), 200);
     json_t *warn = hs_log_wait(s, "authentication failed", "reason", "invalid", HS_IO_MS);

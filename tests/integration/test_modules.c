@@ -319,9 +319,9 @@ out:
 
 static void test_modules_refused(void)
 {
-    tm_refused("abi2", "built for ABI 2.0", "this server has ABI 1.0");
-    tm_refused("small", "kind description of 24 bytes", "this server has ABI 1.0");
-    tm_refused("noentry", "(ABI 1.0): no entry point spindle_module_init", "");
+    tm_refused("abi2", "built for ABI 2.0", "this server has ABI 1.1");
+    tm_refused("small", "kind description of 24 bytes", "this server has ABI 1.1");
+    tm_refused("noentry", "(ABI 1.1): no entry point spindle_module_init", "");
     tm_refused("initfail", "its init failed", "no licence key in SPINDLE_TEST_LICENCE");
     tm_refused("missing", "No such file or directory", "");
 }

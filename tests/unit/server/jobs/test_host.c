@@ -256,11 +256,11 @@ static void test_srv_kind_describe_refusals(void)
     d.abi_major = 2;
     d.abi_minor = 3;
     CU_ASSERT_EQUAL(srv_kind_describe(&k, &d, "m", msg, sizeof(msg)), -EINVAL);
-    CU_ASSERT_STRING_EQUAL(msg, "m: kind description of ABI 2.3, this server has ABI 1.0");
+    CU_ASSERT_STRING_EQUAL(msg, "m: kind description of ABI 2.3, this server has ABI 1.1");
     d = th_desc;
     d.size = 16;
     CU_ASSERT_EQUAL(srv_kind_describe(&k, &d, "m", msg, sizeof(msg)), -EINVAL);
-    const char *want = "m: kind description of 16 bytes, ABI 1.0 needs at least ";
+    const char *want = "m: kind description of 16 bytes, ABI 1.1 needs at least ";
     CU_ASSERT(strncmp(msg, want, strlen(want)) == 0);
     d = th_desc;
     d.run = NULL;
