@@ -1418,6 +1418,8 @@ int cli_call_main(int argc, char **argv)
     }
     if (o.async)
         return cli_call_async(&o);
+    if (cli_stream_applies(&o))
+        return cli_stream_run(&o); /* stream.c: a large file in, the answer out as it comes */
     struct cl_run run = {0};
     int code = cl_run(&run, &o);
     cl_run_fini(&run);

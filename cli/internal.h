@@ -93,6 +93,16 @@ int cli_token_hash(const char *token, size_t len, char *hash_hex, size_t hash_si
  * Returns 0, or -EINVAL with a message in err (size bytes) naming the file or the variable (never
  * the token): unreadable file, empty, too long, characters a bearer token cannot have. */
 int cli_token_load(const char *file, char *out, size_t size, char *err, size_t esize);
+/* ---- stream.c: one large body streamed in and out ------------------------------------------ */
+
+/* True when `spindle call` should stream: a single job whose --body is a regular file larger than
+ * 1 MiB (not stdin), without --json. */
+bool cli_stream_applies(const struct cli_call_opts *o);
+
+/* Run the job with the file streamed to the server and the answer streamed to --output (or
+ * stdout), a progress line on stderr when it is a terminal. Returns the exit status (0 ok, 1 the
+ * job failed, its body was cut or the file could not be read, 2 bad server URL). Not retried. */
+int cli_stream_run(const struct cli_call_opts *o);
 
 /* ---- policy.c: backoff with jitter, Retry-After, the circuit breaker ----------------------- */
 

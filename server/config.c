@@ -132,6 +132,7 @@ static const struct cfg_key cfg_keys[] = {
     CFG_BYTES("limits", max_header_bytes, CFG_T_UINT, 256, 1048576, "16384", CFG_LIVE),
     CFG_NUM("limits", max_headers, CFG_T_UINT, 1, 1024, "64", CFG_LIVE),
     CFG_BYTES("limits", max_body_bytes, CFG_T_SIZE, 0, 1073741824, "1048576", CFG_LIVE),
+    CFG_BYTES("limits", max_stream_bytes, CFG_T_SIZE, 0, 1099511627776, "17179869184", CFG_LIVE),
     CFG_BYTES("limits", max_pipeline_bytes, CFG_T_UINT, 0, 16777216, "65536", CFG_LIVE),
     CFG_NUM("limits", max_query_params, CFG_T_UINT, 1, 1024, "32", CFG_LIVE),
     CFG_NUM("limits", default_timeout_ms, CFG_T_UINT, 1, 86400000, "30000", CFG_LIVE),

@@ -233,6 +233,7 @@ struct srv_cfg {
     unsigned max_header_bytes;        /* bytes of all header lines (431) */
     unsigned max_headers;             /* header count (431) */
     size_t max_body_bytes;            /* request body (413) */
+    size_t max_stream_bytes;          /* request body of a streaming job (413) */
     unsigned max_pipeline_bytes;      /* bytes buffered beyond the request being served */
     unsigned max_query_params;        /* query parameters (400) */
     unsigned default_timeout_ms;      /* deadline when X-Timeout-Ms is absent */

@@ -1,4 +1,4 @@
-/* spindle/module.h - the C ABI of spindle job kinds, version 1.0.
+/* spindle/module.h - the C ABI of spindle job kinds, version 1.1.
  *
  * A job kind is the work behind POST /v1/jobs/<name>. spindle's own kinds (noop, spin, primes,
  * sha256, compress) are written against this header, and so is a module: a shared object named
@@ -32,9 +32,24 @@
  *   - a module reads only the host's fields within host->size: SPINDLE_HOST_HAS(host, fn) says
  *     whether this host has `fn` (a module built against 1.3 may run on a 1.0 host if it checks
  *     the 1.1+ functions it uses, or refuse in init with a message saying what it needs).
- * Planned for 1.1 (issue: streaming bodies): a kind flag saying it streams, and host functions
- * to read the request body and write the answer in chunks (blocking, cancellable) - appended to
- * both structs, so 1.0 modules keep working unchanged.
+ * 1.1 appended streaming: a kind's `stream` flags (SPINDLE_STREAM_IN, SPINDLE_STREAM_OUT) and the
+ * host's read_chunk and write_chunk (blocking, cancellable); a 1.0 module keeps working unchanged
+ * (its kind is shorter: stream counts as 0, its bodies are read whole).
+ *
+ * Streaming (1.1). A kind with SPINDLE_STREAM_IN gets a body larger than [limits]
+ * max_body_bytes, or sent chunked, as it arrives (at most max_stream_bytes): such a job's
+ * host->body gives NULL, and run reads the body with host->read_chunk until it returns 0. The
+ * answer then goes out with chunked transfer-encoding: bytes given to host->write_chunk
+ * (SPINDLE_STREAM_OUT) leave as they are written; an answer set with set_answer leaves after run;
+ * its Content-Type is the one given in parse to set_answer(job, NULL, 0, type, ...), else the
+ * kind's configured one. An error set before any byte went out is answered as usual; after, the
+ * body is cut (see README, Streaming). The kind's answer function is not called for a streamed
+ * job. A body that fits max_body_bytes is read whole as in 1.0, and so is every batch item; for
+ * those, read_chunk reads the whole body and write_chunk collects the answer (set as by
+ * set_answer when run returns 0 without setting one), so a kind may have one code path for both.
+ * Backpressure: read_chunk waits for the client's bytes and write_chunk for the client to read,
+ * so a body of any size costs the host a few hundred KiB; the socket is not read while the job
+ * does not read.
  *
  * One job's life, with the threads each function runs on:
  *
@@ -71,7 +86,7 @@ extern "C" {
 #endif
 
 #define SPINDLE_ABI_MAJOR 1
-#define SPINDLE_ABI_MINOR 0
+#define SPINDLE_ABI_MINOR 1
 
 /* The host's handle of one job: opaque, borrowed by every call that gets it. */
 struct spindle_job;
@@ -214,6 +229,22 @@ struct spindle_host {
 
     /* The kind's own pointer (kind->data) for this job's kind. */
     void *(*kind_data)(const struct spindle_job *job);
+
+    /* ---- 1.1 ---- */
+
+    /* Up to `size` (> 0) bytes of the request body into buf. Blocks until bytes arrive (a
+     * streamed body: the client's pace), the body ends or the job is cancelled. Returns the count
+     * (> 0), 0 at the end of the body, -ECANCELED (client gone, deadline, shutdown: return it
+     * from run), -EINVAL (size 0, or a kind without uses_body). Worker thread, in run. */
+    int64_t (*read_chunk)(struct spindle_job *job, void *buf, size_t size);
+
+    /* Append len bytes of buf (borrowed for the call) to the answer. For a streamed job of a
+     * SPINDLE_STREAM_OUT kind they go to the client as written, blocking while the client does
+     * not read; otherwise they are collected, and become the answer when run returns 0 without
+     * having set one. Returns 0, -ECANCELED (return it from run), -EFBIG (over the kind's
+     * max_output_bytes: the job answers 500 output_too_large), -ENOMEM, -EINVAL (buf NULL).
+     * Worker thread, in run. */
+    int (*write_chunk)(struct spindle_job *job, const void *buf, size_t len);
 };
 
 /* True when `host` has the function (or field) `member`: it lies within host->size and is set. */
@@ -265,7 +296,14 @@ struct spindle_kind {
     spindle_cost_fn *cost;     /* NULL: every job of the kind takes about as long */
     void *data;                /* the module's own, given back by host->kind_data */
     spindle_fini_fn *fini;     /* NULL: nothing to release */
+
+    /* ---- 1.1 ---- */
+    uint32_t stream; /* SPINDLE_STREAM_* flags: 0 reads whole bodies and answers whole (1.0) */
 };
+
+/* stream flags (1.1): see Streaming at the top of this file. */
+#define SPINDLE_STREAM_IN  1u /* a large or chunked body streams to run (read_chunk) */
+#define SPINDLE_STREAM_OUT 2u /* write_chunk of a streamed job goes to the client as written */
 
 /* The smallest description the host accepts: every 1.0 field. */
 #define SPINDLE_KIND_SIZE_1_0 (offsetof(struct spindle_kind, fini) + sizeof(spindle_fini_fn *))

@@ -128,6 +128,11 @@ int srv_jobroute_run_kind(const struct srv_kind *kind, struct spindle_job *job);
  * srv_jobroute. */
 void srv_jobs_handle(struct srv_req *req);
 
+/* Streaming job requests (server/api/jobs_stream.c): the route's stream_fn (true when the
+ * request's kind and parameters stream), and the handler srv_jobs_handle hands them to. */
+bool srv_jobs_stream_wanted(struct srv_req *req);
+void srv_jobs_stream_handle(struct srv_req *req);
+
 /* The handler of POST /v1/batch (server/api/batch.c); its route arg is the struct srv_jobroute. */
 void srv_batch_handle(struct srv_req *req);
 

@@ -306,6 +306,10 @@ static void jr_refuse(struct jr_req *r, struct srv_req *req, int rc, bool kind_f
 
 void srv_jobs_handle(struct srv_req *req)
 {
+    if (srv_req_streaming(req)) {
+        srv_jobs_stream_handle(req); /* jobs_stream.c */
+        return;
+    }
     struct srv_jobroute *jr = srv_req_route_arg(req);
     struct srv_kinds *ks;
     const struct srv_kind *k = jr_kind(req, &ks);

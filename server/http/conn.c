@@ -80,7 +80,7 @@ static void conn_timer_arm(struct srv_conn *c, unsigned ms)
     ev_timer_start(c->h->loop, &c->timer);
 }
 
-static bool conn_wants_read(const struct srv_conn *c)
+static bool conn_wants_read(struct srv_conn *c)
 {
     if (c->peer_eof)
         return false;
@@ -90,6 +90,8 @@ static bool conn_wants_read(const struct srv_conn *c)
     case SRV_PH_HOLD:
         /* keep watching for EOF/RST and buffer pipelined requests, up to the limit */
         return c->rlen < c->h->cfg.max_pipeline_bytes;
+    case SRV_PH_STREAM:
+        return srv_stream_wants_read(c);
     default:
         return true;
     }
@@ -231,7 +233,7 @@ static void conn_discard(struct srv_conn *c)
 
 /* ---- writing ----------------------------------------------------------------------------- */
 
-static int conn_out_append(struct srv_conn *c, const char *data, size_t len)
+int srv_conn_out_append(struct srv_conn *c, const char *data, size_t len)
 {
     size_t pending = c->out_len - c->out_off;
     char *p = malloc(pending + len);
@@ -302,7 +304,8 @@ static void conn_flush(struct srv_conn *c)
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (!ev_is_active(&c->wio) && c->phase == SRV_PH_WRITE)
+                if (!ev_is_active(&c->wio) &&
+                    (c->phase == SRV_PH_WRITE || c->phase == SRV_PH_STREAM))
                     conn_timer_arm(c, c->h->cfg.write_timeout_ms);
                 ev_io_start(c->h->loop, &c->wio);
                 return;
@@ -316,13 +319,34 @@ static void conn_flush(struct srv_conn *c)
         size_t from_head = done < head ? done : head;
         c->out_off += from_head;
         c->body_off += done - from_head;
-        if (ev_is_active(&c->wio) && c->phase == SRV_PH_WRITE)
+        if (ev_is_active(&c->wio) && (c->phase == SRV_PH_WRITE || c->phase == SRV_PH_STREAM))
             conn_timer_arm(c, c->h->cfg.write_timeout_ms); /* progress: a new period */
     }
+    bool was_waiting = ev_is_active(&c->wio);
     ev_io_stop(c->h->loop, &c->wio);
     conn_out_free(c);
+    if (c->phase == SRV_PH_STREAM) {
+        /* the piece is out: the body's gap timer again (unless the job holds it up), and the
+         * next piece */
+        if (was_waiting) {
+            bool reading = c->req != NULL && !c->req->msg_complete && srv_stream_wants_read(c);
+            conn_timer_arm(c, reading ? c->h->cfg.body_timeout_ms : 0);
+        }
+        srv_stream_pump(c);
+        return;
+    }
     if (c->answering)
         conn_write_done(c);
+}
+
+void srv_conn_flush(struct srv_conn *c)
+{
+    conn_flush(c);
+}
+
+void srv_conn_timer_arm(struct srv_conn *c, unsigned ms)
+{
+    conn_timer_arm(c, ms);
 }
 
 void srv_conn_send(struct srv_conn *c, char *head, size_t head_len, char *body, size_t body_len)
@@ -335,7 +359,7 @@ void srv_conn_send(struct srv_conn *c, char *head, size_t head_len, char *body, 
         c->out = head;
         c->out_len = head_len;
     } else {
-        int rc = conn_out_append(c, head, head_len); /* behind a 100 Continue */
+        int rc = srv_conn_out_append(c, head, head_len); /* behind a 100 Continue */
         free(head);
         if (rc != 0) {
             free(body);
@@ -365,7 +389,7 @@ void srv_conn_send_oom(struct srv_conn *c)
         c->out = (char *)conn_oom_answer;
         c->out_len = sizeof(conn_oom_answer) - 1;
         c->out_static = true;
-    } else if (conn_out_append(c, conn_oom_answer, sizeof(conn_oom_answer) - 1) != 0) {
+    } else if (srv_conn_out_append(c, conn_oom_answer, sizeof(conn_oom_answer) - 1) != 0) {
         srv_conn_kill(c, CTX_REASON_NONE);
         return;
     }
@@ -393,7 +417,7 @@ static const char *conn_error_code(int status)
 }
 
 /* A framing or limit error: answer and close; nothing after it is parsed. */
-static void conn_fail(struct srv_conn *c, int status, const char *why)
+void srv_conn_fail(struct srv_conn *c, int status, const char *why)
 {
     c->close_after = true;
     c->roff = c->rlen = 0;
@@ -444,8 +468,8 @@ static bool conn_head_parse(struct srv_conn *c)
         return false;
     }
     if ((err != HPE_OK && err != HPE_PAUSED) || n != head_len) {
-        conn_fail(c, err == HPE_HEADER_OVERFLOW ? 431 : 400,
-                  err != HPE_OK ? http_errno_description(err) : "malformed request head");
+        srv_conn_fail(c, err == HPE_HEADER_OVERFLOW ? 431 : 400,
+                      err != HPE_OK ? http_errno_description(err) : "malformed request head");
         return false;
     }
     int rc = srv_req_from_head(req, &c->parser, c->parse_base);
@@ -455,7 +479,7 @@ static bool conn_head_parse(struct srv_conn *c)
         return false;
     }
     if (req->fatal_msg != NULL) {
-        conn_fail(c, 400, req->fatal_msg);
+        srv_conn_fail(c, 400, req->fatal_msg);
         return false;
     }
     if (req->err_auth && !req->msg_complete) {
@@ -469,13 +493,28 @@ static bool conn_head_parse(struct srv_conn *c)
         conn_dispatch(c);
         return true;
     }
+    if (srv_stream_wanted(req, c->parser.content_length)) {
+        if (c->parser.content_length != ULLONG_MAX &&
+            c->parser.content_length > c->h->cfg.max_stream_bytes) {
+            srv_conn_fail(c, 413, "request body larger than limits.max_stream_bytes");
+            return false;
+        }
+        /* the handler decides (admission) before any of the body is read */
+        ev_timer_stop(c->h->loop, &c->timer);
+        c->phase = SRV_PH_STREAM;
+        c->served++;
+        srv_req_dispatch(req);
+        if (!c->dead)
+            srv_stream_begin(c);
+        return !c->dead;
+    }
     if (c->parser.content_length != ULLONG_MAX &&
         c->parser.content_length > c->h->cfg.max_body_bytes) {
-        conn_fail(c, 413, "request body larger than limits.max_body_bytes");
+        srv_conn_fail(c, 413, "request body larger than limits.max_body_bytes");
         return false;
     }
     if (req->expect_continue && !req->http10) {
-        if (conn_out_append(c, conn_continue, sizeof(conn_continue) - 1) != 0) {
+        if (srv_conn_out_append(c, conn_continue, sizeof(conn_continue) - 1) != 0) {
             srv_conn_send_oom(c);
             return false;
         }
@@ -544,10 +583,10 @@ static bool conn_head(struct srv_conn *c)
         if (c->peer_eof)
             srv_conn_kill(c, CTX_REASON_NONE);
         else if (c->rlen >= c->h->rbuf_max)
-            conn_fail(c, 431, "request head too large");
+            srv_conn_fail(c, 431, "request head too large");
         return false;
     case SRV_HEAD_ERROR:
-        conn_fail(c, c->scan.status, c->scan.why);
+        srv_conn_fail(c, c->scan.status, c->scan.why);
         return false;
     case SRV_HEAD_DONE:
         break;
@@ -568,11 +607,11 @@ static bool conn_body(struct srv_conn *c)
         return false;
     }
     if (req->body_too_large) {
-        conn_fail(c, 413, "request body larger than limits.max_body_bytes");
+        srv_conn_fail(c, 413, "request body larger than limits.max_body_bytes");
         return false;
     }
     if (req->trailers_too_large) {
-        conn_fail(c, 431, "trailer section too large");
+        srv_conn_fail(c, 431, "trailer section too large");
         return false;
     }
     if (err == HPE_PAUSED && req->msg_complete) {
@@ -580,7 +619,7 @@ static bool conn_body(struct srv_conn *c)
         return true;
     }
     if (err != HPE_OK) {
-        conn_fail(c, 400, http_errno_description(err));
+        srv_conn_fail(c, 400, http_errno_description(err));
         return false;
     }
     return false;
@@ -597,17 +636,25 @@ static void conn_process(struct srv_conn *c)
             more = conn_head(c);
         else if (c->phase == SRV_PH_BODY)
             more = conn_body(c);
+        else if (c->phase == SRV_PH_STREAM)
+            more = srv_stream_body(c);
         else
             more = false;
     }
     c->in_process = false;
 }
 
+void srv_conn_process(struct srv_conn *c)
+{
+    conn_process(c);
+}
+
 /* Room to read into: compact, then grow up to the phase's bound. Returns the free bytes. */
 static size_t conn_rbuf_room(struct srv_conn *c)
 {
     size_t limit = c->h->rbuf_max;
-    if (c->phase == SRV_PH_HANDLER || c->phase == SRV_PH_WRITE)
+    if (c->phase == SRV_PH_HANDLER || c->phase == SRV_PH_WRITE ||
+        (c->phase == SRV_PH_STREAM && (c->req == NULL || c->req->msg_complete)))
         limit = c->h->cfg.max_pipeline_bytes;
     if (c->rlen >= limit)
         return 0;
@@ -636,6 +683,8 @@ static void conn_eof(struct srv_conn *c)
     c->peer_eof = true;
     if (c->phase == SRV_PH_WRITE)
         return; /* the client may still read: finish the answer, then close */
+    if (c->phase == SRV_PH_STREAM && c->req != NULL && c->req->msg_complete)
+        return; /* the whole body came: the client may still read the answer */
     /* HANDLER: the client is gone (499, context cancelled); elsewhere a partial request dies */
     srv_conn_kill(c, CTX_REASON_CLIENT_CLOSED);
 }
@@ -693,7 +742,7 @@ static void conn_on_read(struct srv_conn *c)
     ssize_t n = conn_recv(c, room);
     if (n > 0) {
         c->rlen += (size_t)n;
-        if (c->phase == SRV_PH_BODY)
+        if (c->phase == SRV_PH_BODY || (c->phase == SRV_PH_STREAM && !ev_is_active(&c->wio)))
             conn_timer_arm(c, c->h->cfg.body_timeout_ms);
         conn_process(c);
     } else if (n == 0) {
@@ -731,16 +780,19 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct conn_scope s = conn_scope_enter(c);
     switch (c->phase) {
     case SRV_PH_HEAD:
-        conn_fail(c, 408, "request head not received within server.header_timeout_ms");
+        srv_conn_fail(c, 408, "request head not received within server.header_timeout_ms");
         break;
     case SRV_PH_BODY:
-        conn_fail(c, 408, "request body stalled longer than server.body_timeout_ms");
+        srv_conn_fail(c, 408, "request body stalled longer than server.body_timeout_ms");
         break;
     case SRV_PH_WRITE:
         LOG_D("write timeout", LOG_STR("peer", c->peer));
         srv_conn_kill(c, CTX_REASON_CLIENT_CLOSED);
         break;
     case SRV_PH_HANDLER:
+        break;
+    case SRV_PH_STREAM:
+        srv_stream_timeout(c);
         break;
     case SRV_PH_HOLD: /* the held request is read now */
         c->phase = SRV_PH_IDLE;
@@ -844,6 +896,8 @@ static int conn_on_body(http_parser *p, const char *at, size_t len)
 {
     struct srv_conn *c = p->data;
     struct srv_req *req = c->req;
+    if (req->streaming)
+        return srv_stream_on_body(c, at, len);
     size_t max = c->h->cfg.max_body_bytes;
     if (len > max - req->body_len) {
         req->body_too_large = true;
@@ -876,6 +930,8 @@ static int conn_on_chunk_header(http_parser *p)
 {
     struct srv_conn *c = p->data;
     struct srv_req *req = c->req;
+    if (req->streaming)
+        return srv_stream_on_chunk_header(c, p->content_length);
     if (p->content_length > c->h->cfg.max_body_bytes - req->body_len) {
         req->body_too_large = true;
         http_parser_pause(p, 1);
@@ -887,6 +943,8 @@ static int conn_on_message_complete(http_parser *p)
 {
     struct srv_conn *c = p->data;
     c->req->msg_complete = true;
+    if (c->req->streaming)
+        srv_stream_on_complete(c);
     http_parser_pause(p, 1);
     return 0;
 }
@@ -1023,6 +1081,13 @@ bool srv_conn_cancel(struct srv_conn *c, enum ctx_reason reason)
     case SRV_PH_BODY:
     case SRV_PH_HOLD:
         conn_refuse_shutdown(c);
+        return false;
+    case SRV_PH_STREAM:
+        if (c->req != NULL && c->req->handler_pending) {
+            /* 503 when nothing went out yet, else the body is cut */
+            srv_req_cancel(c->req, reason, 503, "shutting_down", "the server is shutting down");
+            return true;
+        }
         return false;
     case SRV_PH_WRITE:
     case SRV_PH_LINGER:

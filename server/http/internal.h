@@ -51,7 +51,8 @@ struct srv_route {
     char *path;
     srv_handler_fn *fn;
     void *arg;
-    enum srv_auth_class access; /* what a request needs; where the route is served */
+    enum srv_auth_class access;     /* what a request needs; where the route is served */
+    srv_route_stream_fn *stream_fn; /* NULL: bodies are read whole */
 };
 
 struct srv_http {
@@ -102,6 +103,7 @@ enum srv_phase {
     SRV_PH_WRITE,    /* the answer is being written */
     SRV_PH_LINGER,   /* closing answer written; discarding input until EOF or timeout */
     SRV_PH_HOLD,     /* a request retried at once after refusals waits retry_hold_ms */
+    SRV_PH_STREAM,   /* the body streams to the job and/or its answer streams out (stream.c) */
 };
 
 /* A request this soon after a refusal is an instant retry: before the Retry-After (>= 1 s) it was
@@ -191,6 +193,12 @@ struct srv_req {
     size_t body_len, body_cap;
     size_t trailer_bytes;
     unsigned trailers;
+
+    struct srv_stream *stream; /* owned; set by srv_req_stream_start */
+    const char *stream_error;  /* static: why a started stream was cut (the access line) */
+    uint64_t stream_bytes;     /* body bytes of a streaming request so far */
+    bool streaming;            /* the body streams (decided at head time) */
+    bool query_parsed;
 
     char *extra; /* extra answer header lines, "Name: value\r\n"... */
     size_t extra_len;
@@ -293,6 +301,48 @@ void srv_req_cancel(struct srv_req *req, enum ctx_reason reason, int status, con
 /* Decide the request's tenant (server/auth/auth.h) into its context, once its head, route and
  * identity are known; a refusal sets err_status with err_auth (see srv_req_refuse_early). */
 void srv_req_tenant_set(struct srv_req *req);
+/* ---- stream.c ---- */
+/* The head of a request with a body arrived: true when its route streams it (req->streaming is
+ * then set; the query was parsed). Answers 413 and returns false when Content-Length exceeds
+ * max_stream_bytes (req->answered is then set). */
+bool srv_stream_wanted(struct srv_req *req, uint64_t content_length);
+/* The handler returned from its call: a started stream sends 100 Continue when it was asked for. */
+void srv_stream_begin(struct srv_conn *c);
+/* Phase STREAM: move buffered body bytes into the body channel; true when more can be done. */
+bool srv_stream_body(struct srv_conn *c);
+/* Phase STREAM: whether to read the socket now (arms the channel's notify when it is full). */
+bool srv_stream_wants_read(struct srv_conn *c);
+/* http-parser callbacks of a streaming body. */
+int srv_stream_on_body(struct srv_conn *c, const char *at, size_t len);
+int srv_stream_on_chunk_header(struct srv_conn *c, uint64_t size);
+void srv_stream_on_complete(struct srv_conn *c);
+/* Phase STREAM: the output is flushed: take the next piece from the answer channel. */
+void srv_stream_pump(struct srv_conn *c);
+/* Phase STREAM timer: write stall or body stall. */
+void srv_stream_timeout(struct srv_conn *c);
+/* Cut a stream whose answer has started: `status`/`code` are the access line's outcome. */
+void srv_stream_abort(struct srv_req *req, int status, const char *code);
+/* True once the answer head of req's stream went out. */
+bool srv_stream_head_sent(const struct srv_req *req);
+void srv_stream_free(struct srv_stream *st);
+
+/* ---- request.c (for stream.c) ---- */
+/* The answer head "HTTP/1.1 status ..." with the server's headers into *out (malloc'd); chunked:
+ * Transfer-Encoding: chunked (and a Trailer: Spindle-Error when `trailer`), else no length (the
+ * connection closes). 0 or -ENOMEM. */
+int srv_req_stream_head(struct srv_req *req, int status, const char *ctype, bool chunked,
+                        bool trailer, char **out, size_t *len);
+/* The query of req parsed once: 0, -E2BIG, -EINVAL, -ENOMEM. */
+int srv_req_query_parse(struct srv_req *req);
+/* Free once the connection and the handler have both let go. */
+void srv_req_maybe_free(struct srv_req *req);
+
+/* ---- conn.c (for stream.c) ---- */
+void srv_conn_flush(struct srv_conn *c);
+void srv_conn_process(struct srv_conn *c);
+void srv_conn_timer_arm(struct srv_conn *c, unsigned ms);
+int srv_conn_out_append(struct srv_conn *c, const char *data, size_t len);
+void srv_conn_fail(struct srv_conn *c, int status, const char *why);
 
 /* ---- route.c ---- */
 /* Find the route for method+path. Returns the route, or NULL and sets *status to 404 or 405 with

@@ -219,7 +219,10 @@ static void req_log_access(struct srv_req *req)
         LOG_UINT("bytes_in", req->bytes_in), LOG_UINT("bytes_out", req->bytes_out),                \
         LOG_DUR("queue_ms", req->queue_ns), LOG_DUR("run_ms", req->run_ns),                        \
         LOG_DUR("total_ms", total), LOG_STR("peer", req->peer), LOG_STR("client", client)
-    if (reason != CTX_REASON_NONE)
+    if (req->stream_error != NULL)
+        LOG_I("access", REQ_ACCESS_FIELDS, LOG_STR("stream_error", req->stream_error),
+              LOG_STR("reason", reason != CTX_REASON_NONE ? ctx_reason_name(reason) : "none"));
+    else if (reason != CTX_REASON_NONE)
         LOG_I("access", REQ_ACCESS_FIELDS, LOG_STR("reason", ctx_reason_name(reason)));
     else
         LOG_I("access", REQ_ACCESS_FIELDS);
@@ -236,13 +239,14 @@ void srv_req_free(struct srv_req *req)
     free(req->hdrs);
     free(req->arena);
     free(req->body);
+    srv_stream_free(req->stream);
     free(req->extra);
     ctx_unref(req->ctx);
     free(req);
 }
 
 /* Free once the connection and the handler have both let go. */
-static void req_maybe_free(struct srv_req *req)
+void srv_req_maybe_free(struct srv_req *req)
 {
     if (req->conn != NULL || req->handler_pending)
         return;
@@ -428,7 +432,7 @@ int srv_req_from_head(struct srv_req *req, const http_parser *p, const char *hea
 
 /* ---- answering ----------------------------------------------------------------------------- */
 
-static bool req_closes(const struct srv_req *req)
+static bool req_closes_base(const struct srv_req *req)
 {
     const struct srv_conn *c = req->conn;
     unsigned max_ka = req->h->cfg.max_keepalive_requests;
@@ -436,8 +440,58 @@ static bool req_closes(const struct srv_req *req)
            c->peer_eof || (max_ka != 0 && c->served >= max_ka);
 }
 
+/* A streaming body not read to its end cannot be skipped: an answer that comes before it (an
+ * error, a refusal) closes the connection. */
+static bool req_closes(const struct srv_req *req)
+{
+    return req_closes_base(req) || (req->streaming && !req->msg_complete);
+}
+
 /* Queue the answer on the connection. `body` is copied into the head buffer unless `take`, in
  * which case it is handed to the connection (and freed in every case). */
+/* The head up to its Connection header and the blank line. `framing` is the Content-Length or
+ * Transfer-Encoding line(s). */
+static void req_head(struct srv_req *req, struct req_buf *b, int status, const char *ctype,
+                     const char *framing, bool close)
+{
+    buf_fmt(b, "HTTP/1.1 %d %s\r\nServer: spindle\r\nDate: %s\r\n", status, srv_http_reason(status),
+            srv_http_date(req->h));
+    if (ctype != NULL)
+        buf_fmt(b, "Content-Type: %s\r\n", ctype);
+    buf_str(b, framing);
+    buf_fmt(b, "X-Request-Id: %s\r\n", req->ctx != NULL ? ctx_request_id(req->ctx) : "");
+    if (req->extra_len > 0)
+        buf_add(b, req->extra, req->extra_len);
+    if (close)
+        buf_str(b, "Connection: close\r\n");
+    else if (req->http10)
+        buf_str(b, "Connection: keep-alive\r\n");
+    buf_add(b, "\r\n", 2);
+}
+
+int srv_req_stream_head(struct srv_req *req, int status, const char *ctype, bool chunked,
+                        bool trailer, char **out, size_t *len)
+{
+    struct req_buf b = {0};
+    /* the body is still arriving: a job that succeeds reads it to its end (else the connection
+     * closes after the answer, stream.c) */
+    bool close = !chunked || req_closes_base(req);
+    req->conn->close_after = close;
+    req->answered = true;
+    req->status = status;
+    const char *framing = !chunked  ? ""
+                          : trailer ? "Transfer-Encoding: chunked\r\nTrailer: Spindle-Error\r\n"
+                                    : "Transfer-Encoding: chunked\r\n";
+    req_head(req, &b, status, ctype, framing, close);
+    if (b.oom) {
+        free(b.p);
+        return -ENOMEM;
+    }
+    *out = b.p;
+    *len = b.len;
+    return 0;
+}
+
 static int req_send(struct srv_req *req, int status, const char *ctype, const void *body,
                     size_t len, bool take)
 {
@@ -447,19 +501,9 @@ static int req_send(struct srv_req *req, int status, const char *ctype, const vo
     c->close_after = close;
     req->answered = true;
     req->status = status;
-    buf_fmt(&b, "HTTP/1.1 %d %s\r\nServer: spindle\r\nDate: %s\r\n", status,
-            srv_http_reason(status), srv_http_date(req->h));
-    if (ctype != NULL)
-        buf_fmt(&b, "Content-Type: %s\r\n", ctype);
-    buf_fmt(&b, "Content-Length: %zu\r\nX-Request-Id: %s\r\n", len,
-            req->ctx != NULL ? ctx_request_id(req->ctx) : "");
-    if (req->extra_len > 0)
-        buf_add(&b, req->extra, req->extra_len);
-    if (close)
-        buf_str(&b, "Connection: close\r\n");
-    else if (req->http10)
-        buf_str(&b, "Connection: keep-alive\r\n");
-    buf_add(&b, "\r\n", 2);
+    char framing[48];
+    snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", len);
+    req_head(req, &b, status, ctype, framing, close);
     if (!req->is_head && !take && len > 0)
         buf_add(&b, body, len);
     char *owned = take && !req->is_head ? (char *)body : NULL;
@@ -527,7 +571,7 @@ void srv_req_conn_done(struct srv_req *req, bool written, enum ctx_reason gone)
     req->written = written;
     req->t_end_ns = ctx_now_ns();
     if (written) {
-        req_maybe_free(req);
+        srv_req_maybe_free(req);
         return;
     }
     /* The connection went away before the answer was out. */
@@ -546,7 +590,7 @@ void srv_req_conn_done(struct srv_req *req, bool written, enum ctx_reason gone)
         ctx_unref(held);
         return;
     }
-    req_maybe_free(req);
+    srv_req_maybe_free(req);
 }
 
 void srv_req_cancel(struct srv_req *req, enum ctx_reason reason, int status, const char *code,
@@ -560,6 +604,8 @@ void srv_req_cancel(struct srv_req *req, enum ctx_reason reason, int status, con
         srv_conn_enter(c);
     if (c != NULL && !req->answered)
         srv_req_send_error(req, status, code, msg, reason == CTX_REASON_SHUTDOWN);
+    else if (c != NULL && srv_stream_head_sent(req))
+        srv_stream_abort(req, status, code); /* the status line is gone: cut the body */
     if (req->handler_pending && req->cancel_fn != NULL)
         req->cancel_fn(req, reason, req->cancel_arg); /* last: it may release req */
     if (c != NULL)
@@ -604,7 +650,7 @@ static const struct srv_route *req_route(struct srv_req *req)
         free(m.p);
         return NULL;
     }
-    int rc = srv_query_parse(req->url + req->qoff, req->qlen, h->cfg.max_query_params, &req->query);
+    int rc = srv_req_query_parse(req);
     if (rc == -ENOMEM) {
         srv_conn_send_oom(req->conn);
         return NULL;
@@ -642,6 +688,16 @@ void srv_req_deadline_set_ms(struct srv_req *req, uint64_t ms)
     ev_timer_stop(h->loop, &req->deadline);
     ev_timer_set(&req->deadline, deadline > now ? (double)(deadline - now) / 1e9 : 0.0, 0.0);
     ev_timer_start(h->loop, &req->deadline);
+}
+
+int srv_req_query_parse(struct srv_req *req)
+{
+    if (req->query_parsed)
+        return 0;
+    int rc =
+        srv_query_parse(req->url + req->qoff, req->qlen, req->h->cfg.max_query_params, &req->query);
+    req->query_parsed = rc == 0;
+    return rc;
 }
 
 void srv_req_dispatch(struct srv_req *req)
@@ -689,7 +745,7 @@ static bool req_handler_done(struct srv_req *req)
     req->h->pending--;
     ev_timer_stop(req->h->loop, &req->deadline);
     if (req->conn == NULL || req->answered) {
-        req_maybe_free(req);
+        srv_req_maybe_free(req);
         return true;
     }
     return false;

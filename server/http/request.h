@@ -119,4 +119,47 @@ int srv_req_answer_error(struct srv_req *req, int status, const char *code, cons
  * the client gets 500 `internal_error`. After the call `req` must not be touched. */
 void srv_req_release(struct srv_req *req);
 
+/* ---- streaming: bodies and answers of any size through bounded channels ------------------------
+ *
+ * On a route that streams (srv_http_route_stream, route.h) a request whose body is to stream comes
+ * to its handler as soon as its head has arrived (srv_req_streaming() is true, srv_req_body() is
+ * empty). The handler decides (parameters, admission) and then either answers as usual (an error:
+ * the body is never read, the connection closes after the answer; a client that sent
+ * `Expect: 100-continue` never sends it) or calls srv_req_stream_start(), which sends
+ * 100 Continue when it was asked for, starts reading the body into the `in` channel (at most
+ * limits.max_stream_bytes; the socket is read only while the channel has room) and sends what the
+ * job writes to `out` with chunked transfer-encoding (HTTP/1.0: until the connection closes), the
+ * head going out with the first bytes. The job runs on a worker with srv_chan_read(in) and
+ * srv_chan_write(out) (server/stream/stream.h); the request's cancellation (client gone, deadline,
+ * shutdown, write_timeout_ms) cancels both channels. The handler ends the request with
+ * srv_req_stream_end() instead of an answer. */
+
+struct srv_chan;
+
+/* True when the body of req streams (decided before its handler was called). */
+bool srv_req_streaming(const struct srv_req *req);
+
+/* Start streaming: `content_type` (static) for the answer; *in and *out receive the channels
+ * (borrowed: valid until srv_req_stream_end returned; give them to one job). Returns 0, -ENOMEM,
+ * -ECANCELED (the request was cancelled: answer nothing more but srv_req_stream_end), -EINVAL
+ * (not a streaming request or started twice). */
+int srv_req_stream_start(struct srv_req *req, const char *content_type, struct srv_chan **in,
+                         struct srv_chan **out);
+
+/* The job ended: exactly once after a successful srv_req_stream_start, instead of an answer.
+ * result 0: what is left in `out` goes out, then the last chunk. Otherwise `status`, `code` and
+ * `msg` (borrowed) describe the failure: a JSON error answer when nothing was sent yet; else the
+ * body is cut (see README "Streaming": no last chunk, or a Spindle-Error trailer for a client
+ * that sent `TE: trailers`) and the connection closes. After the call `req` must not be touched.
+ * Returns 0, or -ECANCELED when the server had already given up on the request. */
+int srv_req_stream_end(struct srv_req *req, int result, int status, const char *code,
+                       const char *msg);
+
+/* Streaming figures of a finished or running request: body bytes read into `in`, answer bytes
+ * taken from `out`, nanoseconds the job waited on an empty `in` or a full `out`. */
+struct srv_req_stream_stats {
+    uint64_t bytes_in, bytes_out, blocked_ns;
+};
+void srv_req_stream_stats(const struct srv_req *req, struct srv_req_stream_stats *out);
+
 #endif

@@ -51,6 +51,7 @@ int srv_http_route_add(struct srv_http *h, const char *method, const char *path,
     r->fn = fn;
     r->arg = arg;
     r->access = SRV_AUTH_TENANT;
+    r->stream_fn = NULL;
     h->nroutes++;
     return 0;
 }
@@ -74,6 +75,21 @@ static bool route_carried(const struct srv_http *h, const struct srv_route *r, b
     if (admin)
         return r->access != SRV_AUTH_TENANT;
     return !(h->has_admin && r->access == SRV_AUTH_OPERATOR);
+}
+
+int srv_http_route_stream(struct srv_http *h, const char *method, const char *path,
+                          srv_route_stream_fn *fn)
+{
+    SRV_ASSERT_LOOP(h);
+    if (method == NULL || path == NULL)
+        return -EINVAL;
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (strcmp(h->routes[i].method, method) == 0 && strcmp(h->routes[i].path, path) == 0) {
+            h->routes[i].stream_fn = fn;
+            return 0;
+        }
+    }
+    return -ENOENT;
 }
 
 void srv_routes_free(struct srv_http *h)

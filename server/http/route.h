@@ -8,6 +8,7 @@
 #define SPINDLE_HTTP_ROUTE_H
 
 #include "server/auth/auth.h"
+#include <stdbool.h>
 
 struct srv_http;
 struct srv_req;
@@ -39,5 +40,17 @@ int srv_http_route_add(struct srv_http *h, const char *method, const char *path,
  * one, else on the ordinary ones. Returns 0, or -ENOENT when no route has that path. Set it at
  * start-up, before serving. */
 int srv_http_route_access_set(struct srv_http *h, const char *path, enum srv_auth_class access);
+/* Called on the loop thread, request context current, when the head of a request for this route
+ * has arrived with a body larger than limits.max_body_bytes or chunked (a body that fits is read
+ * whole without asking), before any of the body was read; the query is parsed
+ * (srv_req_query_*). True: the body streams (srv_req_streaming() is true): the handler is called
+ * at once and takes the body through srv_req_stream_start() (request.h). False: the body is read
+ * whole as usual (limits.max_body_bytes). */
+typedef bool srv_route_stream_fn(struct srv_req *req);
+
+/* Let the route `method` + `path` (added before) stream request bodies when `fn` says so (fn NULL:
+ * never). Returns 0, -ENOENT (no such route), -EINVAL. */
+int srv_http_route_stream(struct srv_http *h, const char *method, const char *path,
+                          srv_route_stream_fn *fn);
 
 #endif

@@ -17,6 +17,15 @@
  * The output buffer is allocated on the worker, sized by the codec's bound (grown if ever
  * needed), and owned by the state until free; the answer borrows it. The body is borrowed from
  * the caller until free. Codec failures are -EIO.
+ * Streaming (ABI 1.1, SPINDLE_STREAM_IN | SPINDLE_STREAM_OUT): a body over max_body_bytes, or
+ * chunked, is read with host->read_chunk in compress_chunk pieces and each piece of output goes
+ * to host->write_chunk as the codec gives it (a buffer of ZSTD_CStreamOutSize /
+ * COMPRESS_OUT_CHUNK bytes), so a body of any size costs the codec's state and two small
+ * buffers; both calls block on the client and return -ECANCELED when the request is called off.
+ * zstd runs with ZSTD_e_continue up to level COMPRESS_STREAM_FLUSH_LEVEL (a 128 KiB block is then
+ * about a millisecond of work) and flushes each piece above it (as the whole-body path does, to
+ * bound the work per call). The frame has no content size (it is not known in advance) but has
+ * its checksum. A body that fits max_body_bytes keeps the whole-body path and its answer.
  */
 #include "server/jobs/internal.h"
 #include "spindle/module.h"
@@ -31,10 +40,13 @@
 #define COMPRESS_GZIP_DEFAULT 6
 #define COMPRESS_GZIP_MAX     9
 
+#define COMPRESS_OUT_CHUNK          (64u * 1024u) /* streamed gzip output per write */
+#define COMPRESS_STREAM_FLUSH_LEVEL 4
+
 enum compress_codec { COMPRESS_ZSTD, COMPRESS_GZIP };
 
 struct compress_state {
-    const unsigned char *body; /* borrowed from the caller until free */
+    const unsigned char *body; /* borrowed from the caller until free; NULL: streamed */
     size_t body_len;
     enum compress_codec codec;
     int level;
@@ -120,6 +132,11 @@ static int compress_parse_level(struct spindle_job *job, enum compress_codec cod
     return rc;
 }
 
+static const char *compress_type(enum compress_codec codec)
+{
+    return codec == COMPRESS_ZSTD ? "application/zstd" : "application/gzip";
+}
+
 static int compress_parse(struct spindle_job *job, void **state)
 {
     enum compress_codec codec = compress_host->param(job, 0) == 0 ? COMPRESS_ZSTD : COMPRESS_GZIP;
@@ -145,7 +162,8 @@ static int compress_parse(struct spindle_job *job, void **state)
     st->codec = codec;
     st->level = level;
     *state = st;
-    return 0;
+    /* the Content-Type of a streamed answer goes out before run */
+    return compress_host->set_answer(job, NULL, 0, compress_type(codec), SPINDLE_BYTES_STATIC);
 }
 
 /* Make room for at least one more output byte: double the buffer. */
@@ -264,15 +282,140 @@ end_deflate:
     return rc;
 }
 
+/* ---- streaming: any body size, output as it is made ------------------------------------------ */
+
+/* Compress one piece of input (mode ZSTD_e_end: the last) and write what zstd gives. */
+static int compress_zstd_piece(ZSTD_CCtx *cctx, struct spindle_job *job, const void *src, size_t n,
+                               ZSTD_EndDirective mode, unsigned char *obuf, size_t osize)
+{
+    ZSTD_inBuffer in = {src, n, 0};
+    size_t left;
+
+    do {
+        ZSTD_outBuffer zout = {obuf, osize, 0};
+        left = ZSTD_compressStream2(cctx, &zout, &in, mode);
+        if (ZSTD_isError(left))
+            return -EIO;
+        if (zout.pos > 0) {
+            int rc = compress_host->write_chunk(job, obuf, zout.pos);
+            if (rc < 0)
+                return rc;
+        }
+    } while (mode == ZSTD_e_continue ? in.pos < in.size : left != 0);
+    return 0;
+}
+
+static int compress_stream_zstd(const struct compress_state *st, struct spindle_job *job,
+                                unsigned char *ibuf, size_t chunk)
+{
+    ZSTD_CCtx *cctx = compress_thread_cctx();
+    size_t osize = ZSTD_CStreamOutSize();
+    ZSTD_EndDirective piece =
+        st->level <= COMPRESS_STREAM_FLUSH_LEVEL ? ZSTD_e_continue : ZSTD_e_flush;
+
+    if (cctx == NULL)
+        return -ENOMEM;
+    size_t r = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(r))
+        r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, st->level);
+    if (!ZSTD_isError(r))
+        r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+    if (ZSTD_isError(r))
+        return -EIO;
+    unsigned char *obuf = malloc(osize);
+    if (obuf == NULL)
+        return -ENOMEM;
+    int rc = 0;
+    for (;;) {
+        int64_t n = compress_host->read_chunk(job, ibuf, chunk);
+        if (n < 0 || compress_host->cancelled(job)) {
+            rc = n < 0 ? (int)n : -ECANCELED;
+            break;
+        }
+        rc = compress_zstd_piece(cctx, job, ibuf, (size_t)n, n == 0 ? ZSTD_e_end : piece, obuf,
+                                 osize);
+        if (rc < 0 || n == 0)
+            break;
+    }
+    free(obuf);
+    return rc;
+}
+
+/* Deflate what zs holds (flush: Z_NO_FLUSH or Z_FINISH) and write what it gives. */
+static int compress_gzip_piece(z_stream *zs, struct spindle_job *job, int flush,
+                               unsigned char *obuf)
+{
+    int zrc;
+
+    do {
+        zs->next_out = obuf;
+        zs->avail_out = COMPRESS_OUT_CHUNK;
+        zrc = deflate(zs, flush);
+        if (zrc == Z_STREAM_ERROR)
+            return -EIO;
+        size_t have = COMPRESS_OUT_CHUNK - zs->avail_out;
+        if (have > 0) {
+            int rc = compress_host->write_chunk(job, obuf, have);
+            if (rc < 0)
+                return rc;
+        }
+    } while (flush == Z_FINISH ? zrc != Z_STREAM_END : zs->avail_in > 0 || zs->avail_out == 0);
+    return 0;
+}
+
+static int compress_stream_gzip(const struct compress_state *st, struct spindle_job *job,
+                                unsigned char *ibuf, size_t chunk)
+{
+    z_stream zs = {0};
+    int rc = 0;
+
+    if (deflateInit2(&zs, st->level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -ENOMEM;
+    unsigned char *obuf = malloc(COMPRESS_OUT_CHUNK);
+    if (obuf == NULL) {
+        rc = -ENOMEM;
+        goto end_deflate;
+    }
+    for (;;) {
+        int64_t n = compress_host->read_chunk(job, ibuf, chunk);
+        if (n < 0 || compress_host->cancelled(job)) {
+            rc = n < 0 ? (int)n : -ECANCELED;
+            break;
+        }
+        zs.next_in = ibuf;
+        zs.avail_in = (uInt)n;
+        rc = compress_gzip_piece(&zs, job, n == 0 ? Z_FINISH : Z_NO_FLUSH, obuf);
+        if (rc < 0 || n == 0)
+            break;
+    }
+    free(obuf);
+end_deflate:
+    deflateEnd(&zs);
+    return rc;
+}
+
+static int compress_stream(const struct compress_state *st, struct spindle_job *job)
+{
+    size_t chunk = compress_chunk(st->codec, st->level);
+    unsigned char *ibuf = malloc(chunk);
+
+    if (ibuf == NULL)
+        return -ENOMEM;
+    int rc = st->codec == COMPRESS_ZSTD ? compress_stream_zstd(st, job, ibuf, chunk)
+                                        : compress_stream_gzip(st, job, ibuf, chunk);
+    free(ibuf);
+    return rc;
+}
+
 static int compress_run(struct spindle_job *job, void *state)
 {
     struct compress_state *st = state;
+    if (st->body == NULL)
+        return compress_stream(st, job);
     int rc = st->codec == COMPRESS_ZSTD ? compress_zstd(st, job) : compress_gzip(st, job);
     if (rc < 0)
         return rc;
-    return compress_host->set_answer(job, st->out, st->out_len,
-                                     st->codec == COMPRESS_ZSTD ? "application/zstd"
-                                                                : "application/gzip",
+    return compress_host->set_answer(job, st->out, st->out_len, compress_type(st->codec),
                                      SPINDLE_BYTES_BORROWED);
 }
 
@@ -310,6 +453,7 @@ static const struct spindle_kind compress_kind = {
     .run = compress_run,
     .free = compress_free,
     .cost = compress_cost,
+    .stream = SPINDLE_STREAM_IN | SPINDLE_STREAM_OUT,
 };
 
 static int compress_init(const struct spindle_host *host, const struct spindle_kind **kind,

@@ -14,6 +14,14 @@
  * ones with their ownership. A job refers to its kind's snapshot from prepare to fini, so a
  * reload never frees a kind under a job.
  *
+ * Streaming (ABI 1.1): a streamed job (srv_job_prepare_stream) reads its body from the request's
+ * body channel and, for a SPINDLE_STREAM_OUT kind, writes its answer to the answer channel
+ * (server/stream/stream.h; both calls block and return -ECANCELED once the request's cancel
+ * cancelled the channels); an answer set with set_answer (or collected by write_chunk of a kind
+ * that only streams its input) is written to the answer channel when run returns. A job read
+ * whole serves read_chunk from its body and collects write_chunk into a malloc'd answer, so one
+ * code path of a kind serves both.
+ *
  * Threads: a job is touched by one thread at a time (the pool orders the hand-offs between the
  * loop and a worker); the host functions touch only the job they are given, the current context
  * and the logger.
@@ -28,6 +36,7 @@
 #include "logging/log.h"
 #include "server/jobs/internal.h"
 #include "server/jobs/jobs.h"
+#include "server/stream/stream.h"
 
 #define HOST_KEY_ECHO   32  /* bytes of an offending key quoted in a message */
 #define HOST_STRING_MAX 256 /* bytes of a STRING parameter */
@@ -377,6 +386,88 @@ static void *h_kind_data(const struct spindle_job *job)
     return job->kind->desc.data;
 }
 
+/* ---- streaming (1.1) ------------------------------------------------------------------------- */
+
+static int64_t h_read_chunk(struct spindle_job *job, void *buf, size_t size)
+{
+    if (size == 0 || buf == NULL || !job->kind->desc.uses_body)
+        return -EINVAL;
+    if (job->streamed)
+        return job->in != NULL ? (int64_t)srv_chan_read(job->in, buf, size) : -EINVAL;
+    if (h_cancelled(job))
+        return -ECANCELED;
+    size_t left = job->body != NULL ? job->body_len - job->body_off : 0;
+    size_t n = left < size ? left : size;
+    if (n > 0)
+        memcpy(buf, job->body + job->body_off, n);
+    job->body_off += n;
+    return (int64_t)n;
+}
+
+/* The answer outgrew max_output_bytes: the job's error. */
+static int host_too_large(struct spindle_job *job, size_t len)
+{
+    char msg[SRV_JOB_ERR_MAX];
+    snprintf(msg, sizeof(msg), "the %s job's answer of %zu bytes is over max_output_bytes (%zu)",
+             job->kind->name, len, job->kind->max_output_bytes);
+    host_error(job, 500, "output_too_large", msg);
+    return -EFBIG;
+}
+
+/* Collect len bytes into the job's whole answer (wbuf), doubling its room. */
+static int host_collect(struct spindle_job *job, const void *buf, size_t len)
+{
+    if (len > job->wcap - job->wlen) {
+        size_t cap = job->wcap != 0 ? job->wcap : 4096;
+        while (cap - job->wlen < len)
+            cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
+        char *p = realloc(job->wbuf, cap);
+        if (p == NULL)
+            return -ENOMEM;
+        job->wbuf = p;
+        job->wcap = cap;
+    }
+    memcpy(job->wbuf + job->wlen, buf, len);
+    job->wlen += len;
+    return 0;
+}
+
+static int h_write_chunk(struct spindle_job *job, const void *buf, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (buf == NULL)
+        return -EINVAL;
+    size_t max = job->kind->max_output_bytes;
+    if (max != 0 && len > max - (job->wlen < max ? job->wlen : max))
+        return host_too_large(job, job->wlen + len);
+    bool to_client = job->streamed && (job->kind->desc.stream & SPINDLE_STREAM_OUT) != 0;
+    if (!to_client) {
+        if (h_cancelled(job))
+            return -ECANCELED;
+        return host_collect(job, buf, len);
+    }
+    if (job->out == NULL)
+        return -EINVAL;
+    int rc = srv_chan_write(job->out, buf, len);
+    job->wrote = true;
+    job->wlen += len; /* counted, not kept */
+    return rc == -EPIPE ? -ECANCELED : rc;
+}
+
+/* After run of a streamed job: the answer set with set_answer, or collected, to the client. */
+static int host_stream_answer(struct spindle_job *job)
+{
+    if (job->err_status != 0)
+        return 0; /* srv_job_outcome gives it; answered or cut by the request */
+    if (job->ans == NULL && job->wbuf != NULL && !job->wrote)
+        return srv_chan_write(job->out, job->wbuf, job->wlen);
+    if (job->ans_len == 0)
+        return 0;
+    job->wrote = true;
+    return srv_chan_write(job->out, job->ans, job->ans_len);
+}
+
 static const struct spindle_host host_table = {
     .abi_major = SPINDLE_ABI_MAJOR,
     .abi_minor = SPINDLE_ABI_MINOR,
@@ -394,6 +485,8 @@ static const struct spindle_host host_table = {
     .set_error = h_set_error,
     .limit = h_limit,
     .kind_data = h_kind_data,
+    .read_chunk = h_read_chunk,
+    .write_chunk = h_write_chunk,
 };
 
 const struct spindle_host *srv_job_host(void)
@@ -403,9 +496,9 @@ const struct spindle_host *srv_job_host(void)
 
 /* ---- one job --------------------------------------------------------------------------------- */
 
-int srv_job_prepare(struct spindle_job *job, const struct srv_kind *k,
-                    const struct srv_job_param *params, size_t nparams, const void *body,
-                    size_t body_len, const struct srv_cfg *cfg)
+static int host_prepare(struct spindle_job *job, const struct srv_kind *k,
+                        const struct srv_job_param *params, size_t nparams, const void *body,
+                        size_t body_len, const struct srv_cfg *cfg, bool streamed)
 {
     memset(job, 0, offsetof(struct spindle_job, err_code) + 1);
     job->err_msg[0] = '\0';
@@ -413,7 +506,8 @@ int srv_job_prepare(struct spindle_job *job, const struct srv_kind *k,
     job->ans_flags = SPINDLE_BYTES_STATIC;
     srv_kinds_ref(k->owner);
     job->cfg = cfg;
-    if (k->desc.uses_body) {
+    job->streamed = streamed;
+    if (k->desc.uses_body && !streamed) {
         job->body = body != NULL ? body : "";
         job->body_len = body != NULL ? body_len : 0;
     }
@@ -434,6 +528,38 @@ int srv_job_prepare(struct spindle_job *job, const struct srv_kind *k,
     return rc;
 }
 
+int srv_job_prepare(struct spindle_job *job, const struct srv_kind *k,
+                    const struct srv_job_param *params, size_t nparams, const void *body,
+                    size_t body_len, const struct srv_cfg *cfg)
+{
+    return host_prepare(job, k, params, nparams, body, body_len, cfg, false);
+}
+
+int srv_job_prepare_stream(struct spindle_job *job, const struct srv_kind *k,
+                           const struct srv_job_param *params, size_t nparams,
+                           const struct srv_cfg *cfg)
+{
+    return host_prepare(job, k, params, nparams, NULL, 0, cfg, true);
+}
+
+bool srv_kind_streams(const struct srv_kind *k)
+{
+    return k->desc.uses_body && (k->desc.stream & SPINDLE_STREAM_IN) != 0;
+}
+
+const char *srv_job_stream_type(const struct spindle_job *job)
+{
+    return job->ans_type != NULL             ? job->ans_type
+           : job->kind->content_type != NULL ? job->kind->content_type
+                                             : "application/octet-stream";
+}
+
+void srv_job_stream_attach(struct spindle_job *job, struct srv_chan *in, struct srv_chan *out)
+{
+    job->in = in;
+    job->out = out;
+}
+
 uint64_t srv_job_cost(const struct spindle_job *job)
 {
     return job->kind->desc.cost != NULL ? job->kind->desc.cost(job->state) : 0;
@@ -444,6 +570,14 @@ int srv_job_run(struct spindle_job *job)
     int rc = job->kind->desc.run(job, job->state);
     if (rc < 0 && rc != -ECANCELED && job->err_status != 0)
         rc = 0; /* the kind said what failed: its error is the answer */
+    if (rc == 0 && job->streamed)
+        rc = host_stream_answer(job);
+    else if (rc == 0 && job->err_status == 0 && job->ans == NULL && job->wbuf != NULL) {
+        job->ans = job->wbuf; /* what write_chunk collected is the answer */
+        job->ans_len = job->wlen;
+        job->ans_flags = SPINDLE_BYTES_MALLOC;
+        job->wbuf = NULL;
+    }
     job->ran = rc == 0;
     return rc;
 }
@@ -451,7 +585,7 @@ int srv_job_run(struct spindle_job *job)
 void srv_job_outcome(struct spindle_job *job, struct srv_job_answer *out)
 {
     const struct srv_kind *k = job->kind;
-    if (job->ran && job->err_status == 0 && k->desc.answer != NULL)
+    if (job->ran && !job->streamed && job->err_status == 0 && k->desc.answer != NULL)
         k->desc.answer(job, job->state);
     job->ran = false; /* answer runs once */
     memset(out, 0, sizeof(*out));
@@ -485,6 +619,8 @@ void srv_job_fini(struct spindle_job *job)
         k->desc.free(job->state);
     job->state = NULL;
     host_answer_drop(job);
+    free(job->wbuf);
+    job->wbuf = NULL;
     job->kind = NULL;
     srv_kinds_unref(k->owner);
 }

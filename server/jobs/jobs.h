@@ -39,8 +39,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "spindle/module.h"
 #include "server/config.h"
+#include "spindle/module.h"
+
+struct srv_chan;
 
 /* One decoded query parameter. Both strings are borrowed, not NUL-terminated, may contain any
  * byte (they are percent-decoded), and value_len is 0 for "?key" and "?key=". */
@@ -150,7 +152,15 @@ struct spindle_job {
     const char *ans_type;
     unsigned ans_flags; /* SPINDLE_BYTES_* */
     bool ran;           /* run returned 0: the kind's answer function is still to run */
-    int err_status;     /* 0: no error set */
+    /* streaming (ABI 1.1): a streamed job's channels, borrowed from its request; else the body's
+     * read offset and the answer write_chunk collects */
+    struct srv_chan *in, *out;
+    bool streamed;   /* prepared by srv_job_prepare_stream: body() gives NULL */
+    bool wrote;      /* write_chunk sent bytes to `out` */
+    size_t body_off; /* read_chunk of a whole body */
+    char *wbuf;      /* write_chunk of a whole answer: malloc'd */
+    size_t wlen, wcap;
+    int err_status; /* 0: no error set */
     char err_code[SRV_JOB_CODE_MAX + 1];
     char err_msg[SRV_JOB_ERR_MAX];
 };
@@ -179,12 +189,32 @@ int srv_job_prepare(struct spindle_job *job, const struct srv_kind *k,
                     const struct srv_job_param *params, size_t nparams, const void *body,
                     size_t body_len, const struct srv_cfg *cfg);
 
+/* True when a body of kind `k` (borrowed) that does not fit max_body_bytes, or comes chunked,
+ * streams to its job (the kind says SPINDLE_STREAM_IN and uses the body). Any thread. */
+bool srv_kind_streams(const struct srv_kind *k);
+
+/* srv_job_prepare for a body that streams: no body yet (host->body gives NULL; run reads it with
+ * read_chunk once srv_job_stream_attach gave the channels). Same returns and duties. Loop. */
+int srv_job_prepare_stream(struct spindle_job *job, const struct srv_kind *k,
+                           const struct srv_job_param *params, size_t nparams,
+                           const struct srv_cfg *cfg);
+
+/* The Content-Type of a prepared streamed job's answer (static or the snapshot's): the one parse
+ * gave set_answer, else the kind's configured one, else application/octet-stream. */
+const char *srv_job_stream_type(const struct spindle_job *job);
+
+/* Give a streamed job its channels (server/stream/stream.h; borrowed until it is finished): run
+ * reads `in` and writes `out`. Loop thread, before the job is submitted. */
+void srv_job_stream_attach(struct spindle_job *job, struct srv_chan *in, struct srv_chan *out);
+
 /* The kind's cost of the prepared job (0 when the kind has no cost function). Loop thread. */
 uint64_t srv_job_cost(const struct spindle_job *job);
 
 /* Run the prepared job: worker thread, the request's context current. Returns 0 (an answer or
  * error is set), -ECANCELED, -ENOMEM, or another negative errno (the kind failed: a 500 unless it
- * set an error). */
+ * set an error). A streamed job's answer set with set_answer is written to `out` here; its
+ * error (set_error) stays for srv_job_outcome, which does not call the kind's answer function
+ * for a streamed job. */
 int srv_job_run(struct spindle_job *job);
 
 /* The answer of a job whose prepare failed (-EINVAL/-ENOMEM) or whose run returned 0 (after the

@@ -12,6 +12,10 @@
  * Cancellation: a big body is hashed in SHA256_CHUNK pieces and the rounds in groups of
  * SHA256_CHECK_ROUNDS, with a look at the context between them (each well under 1 ms).
  * Errors from libcrypto are -EIO. The body is borrowed from the caller until free.
+ * Streaming (ABI 1.1, SPINDLE_STREAM_IN): a body over max_body_bytes, or chunked, is hashed as it
+ * arrives, in SHA256_CHUNK reads of host->read_chunk (which blocks on the client and returns
+ * -ECANCELED when the request is called off), so it costs one chunk of memory whatever its size;
+ * the later rounds and the answer are those of the whole-body path.
  */
 #include "server/jobs/internal.h"
 #include "spindle/module.h"
@@ -27,8 +31,8 @@
 #define SHA256_LEN          32u
 
 struct sha256_state {
-    const unsigned char *body; /* borrowed from the caller until free */
-    size_t body_len;
+    const unsigned char *body; /* borrowed from the caller until free; NULL: streamed */
+    size_t body_len;           /* streamed: the bytes read so far */
     uint64_t rounds;
     int len;
     char json[160]; /* {"rounds":R,"bytes":B,"digest":"..."} */
@@ -89,7 +93,31 @@ static int sha256_parse(struct spindle_job *job, void **state)
     st->body_len = len;
     st->rounds = (uint64_t)sha256_host->param(job, 0);
     *state = st;
-    return 0;
+    /* the Content-Type of a streamed answer goes out before run */
+    return sha256_host->set_answer(job, NULL, 0, "application/json", SPINDLE_BYTES_STATIC);
+}
+
+/* Round 1 over a streamed body: read_chunk until its end. */
+static int sha256_stream(EVP_MD_CTX *mctx, struct sha256_state *st, struct spindle_job *job,
+                         unsigned char *md)
+{
+    unsigned char *buf = malloc(SHA256_CHUNK);
+    if (buf == NULL)
+        return -ENOMEM;
+    int rc = EVP_DigestInit_ex2(mctx, sha256_md, NULL) ? 0 : -EIO;
+    int64_t n;
+    while (rc == 0 && (n = sha256_host->read_chunk(job, buf, SHA256_CHUNK)) != 0) {
+        if (n < 0 || sha256_host->cancelled(job))
+            rc = n < 0 ? (int)n : -ECANCELED;
+        else if (!EVP_DigestUpdate(mctx, buf, (size_t)n))
+            rc = -EIO;
+        else
+            st->body_len += (size_t)n;
+    }
+    free(buf);
+    if (rc == 0 && !EVP_DigestFinal_ex(mctx, md, NULL))
+        rc = -EIO;
+    return rc;
 }
 
 /* Round 1: the body, in chunks. */
@@ -133,7 +161,7 @@ static int sha256_run(struct spindle_job *job, void *state)
     EVP_MD_CTX *mctx = sha256_thread_ctx();
     if (mctx == NULL)
         return -ENOMEM;
-    int rc = sha256_body(mctx, st, job, md);
+    int rc = st->body != NULL ? sha256_body(mctx, st, job, md) : sha256_stream(mctx, st, job, md);
     if (rc < 0)
         return rc;
     for (uint64_t r = 2; r <= st->rounds; r++) {
@@ -170,10 +198,17 @@ static const struct spindle_param sha256_params[] = {
 };
 
 static const struct spindle_kind sha256_kind = {
-    SPINDLE_KIND_HEAD,     .name = "sha256",        .summary = "iterated SHA-256 of the body",
-    .uses_body = 1,        .params = sha256_params, .nparams = 1,
-    .parse = sha256_parse, .run = sha256_run,       .free = sha256_free,
+    SPINDLE_KIND_HEAD,
+    .name = "sha256",
+    .summary = "iterated SHA-256 of the body",
+    .uses_body = 1,
+    .params = sha256_params,
+    .nparams = 1,
+    .parse = sha256_parse,
+    .run = sha256_run,
+    .free = sha256_free,
     .cost = sha256_cost,
+    .stream = SPINDLE_STREAM_IN,
 };
 
 static int sha256_init(const struct spindle_host *host, const struct spindle_kind **kind, char *err,

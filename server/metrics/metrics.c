@@ -761,6 +761,20 @@ static const struct srv_met_desc server_families[] = {
                                         "(recorded before), skipped (missed while down), failed.",
                                 .labels = {"schedule", "result"},
                                 .max_series = 256},
+    [SRV_MET_STREAM_BYTES] = {.type = SRV_MET_COUNTER,
+                              .name = "spindle_stream_bytes_total",
+                              .help = "Bytes of streaming jobs: body in, answer out, by kind.",
+                              .labels = {"kind", "direction"},
+                              .max_series = 2 * KIND_SERIES},
+    [SRV_MET_STREAMS_OPEN] = {.type = SRV_MET_GAUGE,
+                              .name = "spindle_streams_open",
+                              .help = "Streaming jobs admitted and not ended yet."},
+    [SRV_MET_STREAM_BLOCKED] = {.type = SRV_MET_COUNTER,
+                                .name = "spindle_stream_blocked_seconds_total",
+                                .help = "Time streaming jobs waited on their clients "
+                                        "(backpressure: an empty body or a full answer buffer).",
+                                .labels = {"kind"},
+                                .max_series = KIND_SERIES},
 };
 
 _Static_assert(sizeof(server_families) / sizeof(server_families[0]) == SRV_MET_NFAMILIES,
@@ -809,4 +823,20 @@ void srv_met_job_times(const struct srv_met_server *s, const char *kind, uint64_
                            (double)wait_ns / 1e9);
     srv_met_labels_observe(s->family[SRV_MET_JOB_RUN], (const char *const[]){kind},
                            (double)run_ns / 1e9);
+}
+
+void srv_met_stream_open(const struct srv_met_server *s, int delta)
+{
+    srv_met_labels_add(s->family[SRV_MET_STREAMS_OPEN], (const char *const[]){NULL}, delta);
+}
+
+void srv_met_stream_done(const struct srv_met_server *s, const char *kind, uint64_t bytes_in,
+                         uint64_t bytes_out, uint64_t blocked_ns)
+{
+    srv_met_labels_add(s->family[SRV_MET_STREAM_BYTES], (const char *const[]){kind, "in"},
+                       (double)bytes_in);
+    srv_met_labels_add(s->family[SRV_MET_STREAM_BYTES], (const char *const[]){kind, "out"},
+                       (double)bytes_out);
+    srv_met_labels_add(s->family[SRV_MET_STREAM_BLOCKED], (const char *const[]){kind},
+                       (double)blocked_ns / 1e9);
 }

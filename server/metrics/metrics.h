@@ -154,6 +154,9 @@ enum srv_met_family_id {
     SRV_MET_TASK_FSYNCS,        /* counter spindle_task_store_fsyncs_total */
     SRV_MET_TASK_COMMIT,        /* histogram spindle_task_store_commit_seconds */
     SRV_MET_SCHEDULE_FIRES,     /* counter spindle_schedule_fires_total{schedule,result} */
+    SRV_MET_STREAM_BYTES,       /* counter spindle_stream_bytes_total{kind,direction} */
+    SRV_MET_STREAMS_OPEN,       /* gauge spindle_streams_open */
+    SRV_MET_STREAM_BLOCKED,     /* counter spindle_stream_blocked_seconds_total{kind} */
     SRV_MET_NFAMILIES
 };
 
@@ -181,5 +184,13 @@ void srv_met_batch_job(const struct srv_met_server *s, const char *mode, const c
 /* One job that ran: observe its queue wait and run time (ns) under `kind`. */
 void srv_met_job_times(const struct srv_met_server *s, const char *kind, uint64_t wait_ns,
                        uint64_t run_ns);
+
+/* A streaming job started (+1) or ended (-1): spindle_streams_open += delta. */
+void srv_met_stream_open(const struct srv_met_server *s, int delta);
+
+/* A streaming job ended: its body bytes (direction "in") and answer bytes ("out") under `kind`,
+ * and the time (ns) it waited on the client (an empty body buffer or a full answer buffer). */
+void srv_met_stream_done(const struct srv_met_server *s, const char *kind, uint64_t bytes_in,
+                         uint64_t bytes_out, uint64_t blocked_ns);
 
 #endif

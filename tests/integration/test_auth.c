@@ -242,7 +242,8 @@ out:
 }
 
 /* A refusal comes before the body: a wrong token announcing 64 KiB gets 401 and the connection
- * closes without the body ever being sent. */
+ * closes without the body ever being sent; so does a streaming upload with Expect: 100-continue
+ * (no 100 Continue first). */
 static void test_auth_refused_before_the_body(void)
 {
     char tenants[1024];
@@ -255,6 +256,17 @@ static void test_auth_refused_before_the_body(void)
     HS_CHECK(hs_send_str(c,
                          "POST /v1/jobs/sha256?rounds=1 HTTP/1.1\r\nHost: t\r\n"
                          "Authorization: Bearer spk_wrong\r\nContent-Length: 65536\r\n\r\n") == 0);
+    HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 401, "unauthorized"));
+    CU_ASSERT(ops_header_is(&r, "Connection", "close"));
+    CU_ASSERT_EQUAL(hs_read_until_close(c, HS_IO_MS), 0);
+    /* a streaming kind's chunked upload asking for 100 Continue: refused first, never invited */
+    hs_close(c);
+    hs_resp_fini(&r);
+    HS_CHECK((c = hs_connect(s)) != NULL);
+    HS_CHECK(hs_send_str(c, "POST /v1/jobs/compress?codec=zstd HTTP/1.1\r\nHost: t\r\n"
+                            "Authorization: Bearer spk_wrong\r\nExpect: 100-continue\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n") == 0);
     HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
     CU_ASSERT(hs_resp_is_error(&r, 401, "unauthorized"));
     CU_ASSERT(ops_header_is(&r, "Connection", "close"));

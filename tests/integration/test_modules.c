@@ -5,7 +5,8 @@
  * `spindle call`, the metrics' kind label, a reload that changes a module (restart_required,
  * the loaded one kept) and one that changes a live key, and the modules `serve` and
  * --check-config refuse (another ABI major, a description too small, no entry point, an init that
- * fails) with FILE:LINE, the path and both versions, exit 2.
+ * fails) with FILE:LINE, the path and both versions, exit 2; ABI 1.1 streaming through
+ * read_chunk and write_chunk (mod_echo), and a module of ABI 1.0 (mod_v10) still served.
  */
 #include <CUnit/CUnit.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include "tests/integration/harness.h"
 #include "tests/integration/ops.h"
 #include "tests/integration/proc.h"
+#include "tests/integration/stream.h"
 #include "tests/suite.h"
 
 int suite_integration_modules(void);
@@ -152,6 +154,80 @@ out:
 }
 
 /* The loop module stops at its next check when the deadline passes: 504, and its own line. */
+/* ABI 1.1: the echo module streams a body far over max_body_bytes in and back out through
+ * read_chunk and write_chunk (identical bytes, chunked), counts one (set_answer after a streamed
+ * body), and takes a small body whole (write_chunk collected into a Content-Length answer) and a
+ * batch item's body; the 1.0 module v10 still loads and reads its body whole, and its stream flag
+ * past its size is never seen (a large body is 413, as in 1.0). */
+static void test_modules_stream(void)
+{
+    char echo[1100], v10[1100], m[2][1024];
+    snprintf(echo, sizeof(echo), "kind.echo.module=%s", tm_mod(m[0], sizeof(m[0]), "echo"));
+    snprintf(v10, sizeof(v10), "kind.v10.module=%s", tm_mod(m[1], sizeof(m[1]), "v10"));
+    const char *const ov[] = {echo, v10, "limits.max_body_bytes=65536", NULL};
+    struct hs_server *s = hs_start(ov);
+    struct hs_conn *c = NULL;
+    struct hs_resp r = {0};
+    struct sx x;
+    char req[512], v[64];
+    HS_CHECK(s != NULL);
+    x = (struct sx){.port = hs_port(s),
+                    .target = "/v1/jobs/echo",
+                    .total = 5u << 20,
+                    .gen = SX_RANDOM,
+                    .decode = SX_RAW,
+                    .chunked = true,
+                    .timeout_ms = 120000};
+    HS_CHECK(sx_run(&x) == 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_TRUE(x.complete);
+    CU_ASSERT_STRING_EQUAL(x.te, "chunked");
+    CU_ASSERT_EQUAL(x.received, 5u << 20);
+    CU_ASSERT_EQUAL(memcmp(x.in_md, x.out_md, sizeof(x.in_md)), 0);
+    x = (struct sx){.port = hs_port(s),
+                    .target = "/v1/jobs/echo?mode=count",
+                    .total = 3u << 20,
+                    .gen = SX_ZERO,
+                    .decode = SX_RAW,
+                    .timeout_ms = 120000};
+    HS_CHECK(sx_run(&x) == 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_STRING_EQUAL(x.te, "chunked");
+    CU_ASSERT_STRING_EQUAL(x.body, "{\"bytes\":3145728}");
+    HS_CHECK((c = hs_connect(s)) != NULL);
+    HS_CHECK(hs_exchange(c,
+                         "POST /v1/jobs/echo?mode=upper HTTP/1.1\r\nHost: t\r\n"
+                         "Content-Length: 11\r\n\r\nhello world",
+                         &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "HELLO WORLD");
+    CU_ASSERT(hs_resp_header(&r, "Content-Type", v, sizeof(v)) && strcmp(v, "text/plain") == 0);
+    static const char batch[] = "[{\"kind\":\"echo\",\"params\":{\"mode\":\"upper\"},"
+                                "\"body\":\"abc\"},{\"kind\":\"v10\",\"body\":\"abcd\"}]";
+    snprintf(req, sizeof(req),
+             "POST /v1/batch?mode=all HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n%s",
+             sizeof(batch) - 1, batch);
+    HS_CHECK(hs_exchange(c, req, &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"result_base64\":\"QUJD\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "{\"bytes\":4}"));
+    HS_CHECK(hs_exchange(c,
+                         "POST /v1/jobs/v10 HTTP/1.1\r\nHost: t\r\n"
+                         "Content-Length: 5\r\n\r\nabcde",
+                         &r) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "{\"bytes\":5}");
+    HS_CHECK(hs_exchange(c,
+                         "POST /v1/jobs/v10 HTTP/1.1\r\nHost: t\r\n"
+                         "Content-Length: 1000000\r\n\r\n",
+                         &r) == 0);
+    CU_ASSERT(hs_resp_is_error(&r, 413, "body_too_large"));
+out:
+    hs_resp_fini(&r);
+    hs_close(c);
+    HS_FINISH(s);
+}
+
 static void test_modules_cancel_deadline(void)
 {
     struct hs_server *s = tm_start(NULL);
@@ -319,9 +395,9 @@ out:
 
 static void test_modules_refused(void)
 {
-    tm_refused("abi2", "built for ABI 2.0", "this server has ABI 1.0");
-    tm_refused("small", "kind description of 24 bytes", "this server has ABI 1.0");
-    tm_refused("noentry", "(ABI 1.0): no entry point spindle_module_init", "");
+    tm_refused("abi2", "built for ABI 2.0", "this server has ABI 1.1");
+    tm_refused("small", "kind description of 24 bytes", "this server has ABI 1.1");
+    tm_refused("noentry", "(ABI 1.1): no entry point spindle_module_init", "");
     tm_refused("initfail", "its init failed", "no licence key in SPINDLE_TEST_LICENCE");
     tm_refused("missing", "No such file or directory", "");
 }
@@ -331,6 +407,7 @@ int suite_integration_modules(void)
     static const struct spindle_test tests[] = {
         SPINDLE_TEST(test_modules_jobs),
         SPINDLE_TEST(test_modules_batch),
+        SPINDLE_TEST(test_modules_stream),
         SPINDLE_TEST(test_modules_cancel_deadline),
         SPINDLE_TEST(test_modules_cancel_disconnect_and_inflight),
         SPINDLE_TEST(test_modules_call_and_metrics),

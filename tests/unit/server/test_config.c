@@ -60,6 +60,7 @@ static const struct tc_key tc_keys[] = {
     {"limits", "max_header_bytes", "8K"},
     {"limits", "max_headers", "10"},
     {"limits", "max_body_bytes", "2M"},
+    {"limits", "max_stream_bytes", "3G"},
     {"limits", "max_pipeline_bytes", "0"},
     {"limits", "max_query_params", "5"},
     {"limits", "default_timeout_ms", "1000"},

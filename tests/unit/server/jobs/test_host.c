@@ -1,7 +1,8 @@
 /* test_host.c - the host side of the kind ABI (server/jobs/host.c): the declared parameters
  * (types, ranges, defaults, limits, the messages of a 400), what a kind's parse and run may set
  * (answers by owner, errors, max_output_bytes), the host table's version fields, and a
- * description the host refuses (server/jobs/loader.c: srv_kind_describe). */
+ * description the host refuses (server/jobs/loader.c: srv_kind_describe), and ABI 1.1's
+ * read_chunk and write_chunk on a whole body and on a streamed one (its channels). */
 #include <CUnit/CUnit.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "server/jobs/internal.h"
 #include "server/jobs/jobs.h"
+#include "server/stream/stream.h"
 #include "tests/suite.h"
 #include "tests/unit/server/jobs/support.h"
 
@@ -256,11 +258,11 @@ static void test_srv_kind_describe_refusals(void)
     d.abi_major = 2;
     d.abi_minor = 3;
     CU_ASSERT_EQUAL(srv_kind_describe(&k, &d, "m", msg, sizeof(msg)), -EINVAL);
-    CU_ASSERT_STRING_EQUAL(msg, "m: kind description of ABI 2.3, this server has ABI 1.0");
+    CU_ASSERT_STRING_EQUAL(msg, "m: kind description of ABI 2.3, this server has ABI 1.1");
     d = th_desc;
     d.size = 16;
     CU_ASSERT_EQUAL(srv_kind_describe(&k, &d, "m", msg, sizeof(msg)), -EINVAL);
-    const char *want = "m: kind description of 16 bytes, ABI 1.0 needs at least ";
+    const char *want = "m: kind description of 16 bytes, ABI 1.1 needs at least ";
     CU_ASSERT(strncmp(msg, want, strlen(want)) == 0);
     d = th_desc;
     d.run = NULL;
@@ -286,6 +288,159 @@ static void test_srv_kind_describe_refusals(void)
     CU_ASSERT_EQUAL(k.nparams, 6);
 }
 
+/* ---- ABI 1.1: read_chunk and write_chunk ----------------------------------------------------- */
+
+/* The chunk test kind: reads its body 3 bytes at a time and writes each piece back upper-cased
+ * (do=echo), or counts it and answers with set_answer (do=count). */
+static int tc_run(struct spindle_job *job, void *state)
+{
+    (void)state;
+    char buf[3], json[32];
+    int64_t n, total = 0;
+    bool count = th_host->param(job, 0) == 1;
+    while ((n = th_host->read_chunk(job, buf, sizeof(buf))) > 0) {
+        total += n;
+        for (int64_t i = 0; i < n; i++)
+            buf[i] = (char)(buf[i] >= 'a' && buf[i] <= 'z' ? buf[i] - 'a' + 'A' : buf[i]);
+        int rc = count ? 0 : th_host->write_chunk(job, buf, (size_t)n);
+        if (rc < 0)
+            return rc;
+    }
+    if (n < 0 || !count)
+        return (int)n;
+    int len = snprintf(json, sizeof(json), "{\"bytes\":%lld}", (long long)total);
+    return th_host->set_answer(job, strdup(json), (size_t)len, "application/json",
+                               SPINDLE_BYTES_MALLOC);
+}
+
+static const char *const tc_dos[] = {"echo", "count", NULL};
+static const struct spindle_param tc_params[] = {
+    {.name = "do", .type = SPINDLE_PARAM_ENUM, .def = 0, .choices = tc_dos},
+};
+static const struct spindle_kind tc_desc = {
+    SPINDLE_KIND_HEAD,
+    .name = "tc",
+    .uses_body = 1,
+    .params = tc_params,
+    .nparams = 1,
+    .run = tc_run,
+    .stream = SPINDLE_STREAM_IN | SPINDLE_STREAM_OUT,
+};
+
+static struct srv_kind *tc_kind(const struct spindle_kind *d)
+{
+    static struct srv_kind k;
+    char msg[256] = "";
+    th_host = srv_job_host();
+    memset(&k, 0, sizeof(k));
+    CU_ASSERT_EQUAL_FATAL(srv_kind_describe(&k, d, "test", msg, sizeof(msg)), 0);
+    snprintf(k.name, sizeof(k.name), "tc");
+    k.owner = (struct srv_kinds *)srv_kinds_builtin();
+    return &k;
+}
+
+/* A body read whole: read_chunk serves it in pieces, write_chunk collects the answer. */
+static void test_h_read_write_chunk_whole(void)
+{
+    struct srv_cfg cfg = jt_limits();
+    struct srv_kind *k = tc_kind(&tc_desc);
+    k->content_type = "text/x-test";
+    struct spindle_job *job = jt_parse_ok(k, NULL, 0, "hello, world", 12, &cfg);
+    struct srv_job_answer ans;
+    CU_ASSERT_TRUE(srv_kind_streams(k));
+    CU_ASSERT_EQUAL(srv_job_run(job), 0);
+    srv_job_outcome(job, &ans);
+    CU_ASSERT_EQUAL(ans.status, 200);
+    CU_ASSERT_TRUE(ans.owned);
+    CU_ASSERT_EQUAL(ans.len, 12);
+    CU_ASSERT(ans.len == 12 && memcmp(ans.body, "HELLO, WORLD", 12) == 0);
+    CU_ASSERT_STRING_EQUAL(ans.content_type, "text/x-test");
+    free((void *)ans.body);
+    jt_free(job);
+    /* over max_output_bytes: 500 output_too_large, what was collected freed (ASan checks) */
+    k->max_output_bytes = 5;
+    job = jt_parse_ok(k, NULL, 0, "hello, world", 12, &cfg);
+    CU_ASSERT_EQUAL(srv_job_run(job), 0);
+    srv_job_outcome(job, &ans);
+    CU_ASSERT_EQUAL(ans.status, 500);
+    CU_ASSERT_STRING_EQUAL(ans.code, "output_too_large");
+    jt_free(job);
+}
+
+/* A streamed job: read_chunk takes the body channel, write_chunk fills the answer channel; an
+ * answer set with set_answer goes to the channel after run; a cancelled channel is -ECANCELED. */
+static void test_h_read_write_chunk_streamed(void)
+{
+    struct srv_cfg cfg = jt_limits();
+    struct srv_kind *k = tc_kind(&tc_desc);
+    struct srv_chan *in = srv_chan_new(64, NULL, NULL), *out = srv_chan_new(64, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(in);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    struct spindle_job job;
+    size_t len = 0;
+    char buf[64] = "";
+    CU_ASSERT_EQUAL(srv_job_prepare_stream(&job, k, NULL, 0, &cfg), 0);
+    CU_ASSERT_PTR_NULL(th_host->body(&job, &len));
+    CU_ASSERT_STRING_EQUAL(srv_job_stream_type(&job), "application/octet-stream");
+    srv_job_stream_attach(&job, in, out);
+    CU_ASSERT_EQUAL(srv_chan_put(in, "abcdefg", 7), 7);
+    srv_chan_close(in);
+    CU_ASSERT_EQUAL(srv_job_run(&job), 0);
+    CU_ASSERT_EQUAL(srv_chan_get(out, buf, sizeof(buf) - 1), 7);
+    CU_ASSERT_STRING_EQUAL(buf, "ABCDEFG");
+    srv_job_fini(&job);
+
+    struct srv_job_param count[] = {JT_P("do", "count")};
+    struct srv_chan *in2 = srv_chan_new(64, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(in2);
+    CU_ASSERT_EQUAL(srv_job_prepare_stream(&job, k, count, 1, &cfg), 0);
+    srv_job_stream_attach(&job, in2, out);
+    CU_ASSERT_EQUAL(srv_chan_put(in2, "abcd", 4), 4);
+    srv_chan_close(in2);
+    CU_ASSERT_EQUAL(srv_job_run(&job), 0);
+    memset(buf, 0, sizeof(buf));
+    CU_ASSERT_EQUAL(srv_chan_get(out, buf, sizeof(buf) - 1), 11);
+    CU_ASSERT_STRING_EQUAL(buf, "{\"bytes\":4}");
+    struct srv_job_answer ans;
+    srv_job_outcome(&job, &ans);
+    CU_ASSERT_EQUAL(ans.status, 200);
+    if (ans.owned)
+        free((void *)ans.body);
+    srv_job_fini(&job);
+
+    /* the request was called off: the channels are cancelled, read_chunk says so */
+    struct srv_chan *in3 = srv_chan_new(64, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(in3);
+    CU_ASSERT_EQUAL(srv_job_prepare_stream(&job, k, NULL, 0, &cfg), 0);
+    srv_job_stream_attach(&job, in3, out);
+    srv_chan_cancel(in3);
+    CU_ASSERT_EQUAL(srv_job_run(&job), -ECANCELED);
+    srv_job_fini(&job);
+    srv_chan_free(in);
+    srv_chan_free(in2);
+    srv_chan_free(in3);
+    srv_chan_free(out);
+}
+
+/* A kind of ABI 1.0 (its description ends before `stream`) never streams, whatever follows it
+ * in memory; the host table says it has the 1.1 calls. */
+static void test_h_chunk_abi_1_0(void)
+{
+    struct spindle_kind d = tc_desc;
+    d.abi_minor = 0;
+    d.size = (uint32_t)SPINDLE_KIND_SIZE_1_0;
+    struct srv_kind *k = tc_kind(&d);
+    CU_ASSERT_EQUAL(k->desc.stream, 0);
+    CU_ASSERT_FALSE(srv_kind_streams(k));
+    const struct spindle_host *h = srv_job_host();
+    CU_ASSERT_TRUE(SPINDLE_HOST_HAS(h, read_chunk));
+    CU_ASSERT_TRUE(SPINDLE_HOST_HAS(h, write_chunk));
+    struct spindle_host older = *h;
+    older.size = (uint32_t)offsetof(struct spindle_host, read_chunk);
+    CU_ASSERT_FALSE(SPINDLE_HOST_HAS(&older, read_chunk));
+    CU_ASSERT_TRUE(SPINDLE_HOST_HAS(&older, kind_data));
+}
+
 int suite_server_jobs_host(void)
 {
     static const struct spindle_test tests[] = {
@@ -295,6 +450,9 @@ int suite_server_jobs_host(void)
         SPINDLE_TEST(test_srv_job_answers),
         SPINDLE_TEST(test_srv_job_host_table),
         SPINDLE_TEST(test_srv_kind_describe_refusals),
+        SPINDLE_TEST(test_h_read_write_chunk_whole),
+        SPINDLE_TEST(test_h_read_write_chunk_streamed),
+        SPINDLE_TEST(test_h_chunk_abi_1_0),
     };
     return SPINDLE_SUITE_ADD("server_jobs_host", NULL, NULL, tests);
 }

@@ -469,7 +469,7 @@ static void test_srv_met_server_families(void)
     size_t helps = 0;
     for (const char *p = text; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
-    CU_ASSERT_EQUAL(helps, 36);
+    CU_ASSERT_EQUAL(helps, 39);
     srv_met_buf_fini(&b);
     srv_met_free(m);
 }
@@ -637,7 +637,15 @@ static void test_srv_met_server_render_exact_text(void)
         "spindle_task_store_commit_seconds_count 0\n"
         "# HELP spindle_schedule_fires_total Schedule ticks by result: fired (a task stored), "
         "already (recorded before), skipped (missed while down), failed.\n"
-        "# TYPE spindle_schedule_fires_total counter\n";
+        "# TYPE spindle_schedule_fires_total counter\n"
+        "# HELP spindle_stream_bytes_total Bytes of streaming jobs: body in, answer out, by kind.\n"
+        "# TYPE spindle_stream_bytes_total counter\n"
+        "# HELP spindle_streams_open Streaming jobs admitted and not ended yet.\n"
+        "# TYPE spindle_streams_open gauge\n"
+        "spindle_streams_open 0\n"
+        "# HELP spindle_stream_blocked_seconds_total Time streaming jobs waited on their clients "
+        "(backpressure: an empty body or a full answer buffer).\n"
+        "# TYPE spindle_stream_blocked_seconds_total counter\n";
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
     struct srv_met_server s;
@@ -695,6 +703,9 @@ static void test_srv_met_server_init_one_family_per_id(void)
         [SRV_MET_TASK_FSYNCS] = "spindle_task_store_fsyncs_total",
         [SRV_MET_TASK_COMMIT] = "spindle_task_store_commit_seconds",
         [SRV_MET_SCHEDULE_FIRES] = "spindle_schedule_fires_total",
+        [SRV_MET_STREAM_BYTES] = "spindle_stream_bytes_total",
+        [SRV_MET_STREAMS_OPEN] = "spindle_streams_open",
+        [SRV_MET_STREAM_BLOCKED] = "spindle_stream_blocked_seconds_total",
     };
     struct srv_met *m = srv_met_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);

@@ -1,0 +1,255 @@
+/* chan.c - the bounded byte channel of a streaming request (see stream.h).
+ *
+ * Design: a ring buffer of a fixed capacity under one mutex, one condition variable for the
+ * blocking calls (usually only the worker blocks; when both sides use them, at most one of them
+ * can be waiting: an empty and a full channel exclude each other), and two "armed" flags for
+ * the non-blocking side (the loop), which never waits but asks to be told: want_room after a put
+ * that did not fit, want_data after a get that found nothing. The worker clears a flag and calls
+ * notify after unlocking, once per arming, so a busy stream costs one wake-up of the loop per
+ * refill or drain rather than one per chunk. A reader notifies the loop of room only once half the
+ * capacity is free (hysteresis: the loop then reads big pieces from its socket, not a byte at a
+ * time).
+ * Lock order: the channel's mutex is a leaf; notify runs with no lock held.
+ * Not done here: any knowledge of sockets, contexts or the pool. Cancellation comes from outside
+ * (a context watch calls srv_chan_cancel).
+ */
+#include "server/stream/stream.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct srv_chan {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* the blocking side waits here */
+    unsigned char *buf;
+    size_t cap, head, len; /* under mu: bytes are buf[head, head + len) modulo cap */
+    bool closed;           /* under mu: the writer is done */
+    bool cancelled;        /* under mu */
+    bool want_room;        /* under mu: the loop's put found it full */
+    bool want_data;        /* under mu: the loop's get found it empty */
+    uint64_t blocked_ns;   /* under mu */
+    srv_chan_notify_fn *notify;
+    void *arg;
+};
+
+static uint64_t chan_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+struct srv_chan *srv_chan_new(size_t cap, srv_chan_notify_fn *notify, void *arg)
+{
+    if (cap == 0)
+        return NULL;
+    struct srv_chan *ch = calloc(1, sizeof(*ch));
+    if (ch == NULL)
+        return NULL;
+    ch->buf = malloc(cap);
+    if (ch->buf == NULL)
+        goto free_ch;
+    if (pthread_mutex_init(&ch->mu, NULL) != 0)
+        goto free_buf;
+    if (pthread_cond_init(&ch->cv, NULL) != 0)
+        goto destroy_mu;
+    ch->cap = cap;
+    ch->notify = notify;
+    ch->arg = arg;
+    return ch;
+destroy_mu:
+    pthread_mutex_destroy(&ch->mu);
+free_buf:
+    free(ch->buf);
+free_ch:
+    free(ch);
+    return NULL;
+}
+
+void srv_chan_free(struct srv_chan *ch)
+{
+    if (ch == NULL)
+        return;
+    pthread_cond_destroy(&ch->cv);
+    pthread_mutex_destroy(&ch->mu);
+    free(ch->buf);
+    free(ch);
+}
+
+/* Copy n bytes out of the ring (n <= len). Under mu. */
+static void chan_take(struct srv_chan *ch, unsigned char *dst, size_t n)
+{
+    size_t first = ch->cap - ch->head < n ? ch->cap - ch->head : n;
+    memcpy(dst, ch->buf + ch->head, first);
+    memcpy(dst + first, ch->buf, n - first);
+    ch->head = (ch->head + n) % ch->cap;
+    ch->len -= n;
+}
+
+/* Copy n bytes into the ring (n <= cap - len). Under mu. */
+static void chan_give(struct srv_chan *ch, const unsigned char *src, size_t n)
+{
+    size_t tail = (ch->head + ch->len) % ch->cap;
+    size_t first = ch->cap - tail < n ? ch->cap - tail : n;
+    memcpy(ch->buf + tail, src, first);
+    memcpy(ch->buf, src + first, n - first);
+    ch->len += n;
+}
+
+/* Wait on cv, adding the time to blocked_ns. Under mu. */
+static void chan_wait(struct srv_chan *ch)
+{
+    uint64_t t0 = chan_now_ns();
+    int rc = pthread_cond_wait(&ch->cv, &ch->mu);
+    if (rc != 0)
+        abort(); /* only EINVAL/EPERM: a broken invariant */
+    ch->blocked_ns += chan_now_ns() - t0;
+}
+
+static void chan_notify(struct srv_chan *ch, bool due)
+{
+    if (due && ch->notify != NULL)
+        ch->notify(ch->arg);
+}
+
+ssize_t srv_chan_read(struct srv_chan *ch, void *buf, size_t size)
+{
+    pthread_mutex_lock(&ch->mu);
+    while (ch->len == 0 && !ch->closed && !ch->cancelled)
+        chan_wait(ch);
+    if (ch->cancelled) {
+        pthread_mutex_unlock(&ch->mu);
+        return -ECANCELED;
+    }
+    size_t n = ch->len < size ? ch->len : size;
+    chan_take(ch, buf, n);
+    if (n > 0)
+        pthread_cond_broadcast(&ch->cv); /* a writer blocked on the full channel */
+    bool due = ch->want_room && ch->cap - ch->len >= ch->cap / 2;
+    if (due)
+        ch->want_room = false;
+    pthread_mutex_unlock(&ch->mu);
+    chan_notify(ch, due);
+    return (ssize_t)n;
+}
+
+int srv_chan_write(struct srv_chan *ch, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    while (len > 0) {
+        pthread_mutex_lock(&ch->mu);
+        while (ch->len == ch->cap && !ch->cancelled && !ch->closed)
+            chan_wait(ch);
+        int rc = ch->cancelled ? -ECANCELED : ch->closed ? -EPIPE : 0;
+        if (rc < 0) {
+            pthread_mutex_unlock(&ch->mu);
+            return rc;
+        }
+        size_t n = ch->cap - ch->len < len ? ch->cap - ch->len : len;
+        chan_give(ch, p, n);
+        pthread_cond_broadcast(&ch->cv); /* a reader blocked on the empty channel */
+        bool due = ch->want_data;
+        ch->want_data = false;
+        pthread_mutex_unlock(&ch->mu);
+        chan_notify(ch, due);
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+size_t srv_chan_put(struct srv_chan *ch, const void *buf, size_t len)
+{
+    pthread_mutex_lock(&ch->mu);
+    size_t n = 0;
+    if (!ch->cancelled && !ch->closed) {
+        n = ch->cap - ch->len < len ? ch->cap - ch->len : len;
+        chan_give(ch, buf, n);
+        if (n < len || ch->len == ch->cap)
+            ch->want_room = true;
+        if (n > 0)
+            pthread_cond_signal(&ch->cv);
+    }
+    pthread_mutex_unlock(&ch->mu);
+    return n;
+}
+
+size_t srv_chan_room(struct srv_chan *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    size_t room = ch->cancelled || ch->closed ? 0 : ch->cap - ch->len;
+    if (room == 0 && !ch->cancelled && !ch->closed)
+        ch->want_room = true;
+    pthread_mutex_unlock(&ch->mu);
+    return room;
+}
+
+size_t srv_chan_get(struct srv_chan *ch, void *buf, size_t size)
+{
+    pthread_mutex_lock(&ch->mu);
+    size_t n = 0;
+    if (!ch->cancelled) {
+        n = ch->len < size ? ch->len : size;
+        chan_take(ch, buf, n);
+        if (n > 0)
+            pthread_cond_signal(&ch->cv);
+        else if (!ch->closed)
+            ch->want_data = true;
+    }
+    pthread_mutex_unlock(&ch->mu);
+    return n;
+}
+
+bool srv_chan_at_end(struct srv_chan *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    bool end = ch->closed && ch->len == 0;
+    pthread_mutex_unlock(&ch->mu);
+    return end;
+}
+
+void srv_chan_close(struct srv_chan *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    ch->closed = true;
+    bool due = ch->want_data;
+    ch->want_data = false;
+    pthread_cond_broadcast(&ch->cv);
+    pthread_mutex_unlock(&ch->mu);
+    chan_notify(ch, due);
+}
+
+void srv_chan_cancel(struct srv_chan *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    ch->cancelled = true;
+    pthread_cond_broadcast(&ch->cv);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+bool srv_chan_cancelled(struct srv_chan *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    bool c = ch->cancelled;
+    pthread_mutex_unlock(&ch->mu);
+    return c;
+}
+
+size_t srv_chan_len(struct srv_chan *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    size_t n = ch->len;
+    pthread_mutex_unlock(&ch->mu);
+    return n;
+}
+
+uint64_t srv_chan_blocked_ns(struct srv_chan *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    uint64_t ns = ch->blocked_ns;
+    pthread_mutex_unlock(&ch->mu);
+    return ns;
+}

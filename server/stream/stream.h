@@ -1,0 +1,97 @@
+/* stream.h - a bounded byte channel between the loop thread and one worker: the streaming job
+ * interface.
+ *
+ * A streaming request has two channels: its body flows loop -> worker through one, its answer
+ * worker -> loop through the other. Each has a fixed capacity (a few x 64 KiB); nothing here ever
+ * grows. The worker side blocks (srv_chan_read waits while the channel is empty, srv_chan_write
+ * while it is full); the loop side never blocks (srv_chan_put and srv_chan_get move what fits and
+ * say how much) and learns of progress through a notify callback instead: when the loop found the
+ * channel full (put) or empty (get), the worker's next read or write that changes that calls
+ * notify once, from the worker, with no lock held (the loop's side is typically an ev_async_send).
+ * So backpressure reaches the socket: the loop stops reading a client whose body channel is full,
+ * and stops taking output it cannot send.
+ *
+ *   worker                                   loop
+ *   srv_chan_read(in, buf, n)  <- blocks --  srv_chan_put(in, bytes)    (room? else armed)
+ *   srv_chan_write(out, b, n)  -- blocks ->  srv_chan_get(out, buf, n)  (data? else armed)
+ *
+ * srv_chan_cancel (any thread; e.g. from a context watch) wakes both sides: every later blocking
+ * call returns -ECANCELED at once. srv_chan_close is the writer's end of data (EOF for the reader).
+ * The read and write calls have the shape of a module ABI's read-chunk/write-chunk calls: the
+ * caller's buffer, a size, a count or a negative errno.
+ *
+ * Threads: one reader and one writer at a time, on any threads; every field is under the
+ * channel's mutex, which is a leaf (no other lock is taken under it, callbacks run outside it).
+ */
+#ifndef SPINDLE_SRV_STREAM_H
+#define SPINDLE_SRV_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct srv_chan;
+
+/* Capacity of a request's channels: four 64 KiB chunks each. */
+#define SRV_CHAN_CHUNK    (64u * 1024u)
+#define SRV_CHAN_CAPACITY (4u * SRV_CHAN_CHUNK)
+
+/* Called (from the thread of the read/write/close that made progress, no lock held) when the
+ * side that armed it may act again. Must be thread-safe and cheap (ev_async_send). */
+typedef void srv_chan_notify_fn(void *arg);
+
+/* A new channel of `cap` bytes (> 0), empty and open. `notify` may be NULL; `arg` is borrowed.
+ * NULL on out of memory. */
+struct srv_chan *srv_chan_new(size_t cap, srv_chan_notify_fn *notify, void *arg);
+
+/* Free the channel. Nobody may be blocked in it or call it any more. NULL is a no-op. */
+void srv_chan_free(struct srv_chan *ch);
+
+/* ---- blocking side (a worker) ---------------------------------------------------------------- */
+
+/* Wait until the channel holds bytes, is closed or cancelled; then copy up to `size` bytes (> 0)
+ * into `buf` (borrowed). Returns the count (> 0), 0 at the end of data (closed and empty), or
+ * -ECANCELED (cancelled: also when bytes remain). */
+ssize_t srv_chan_read(struct srv_chan *ch, void *buf, size_t size);
+
+/* Copy all `len` bytes of `buf` (borrowed) in, waiting for room as often as needed. Returns 0,
+ * -ECANCELED (cancelled; part of buf may have gone in), -EPIPE (written after srv_chan_close). */
+int srv_chan_write(struct srv_chan *ch, const void *buf, size_t len);
+
+/* ---- non-blocking side (the loop) ------------------------------------------------------------ */
+
+/* Copy up to `len` bytes of `buf` in without waiting. Returns the count taken; when it is less
+ * than len (the channel is full) the next srv_chan_read that frees half the capacity notifies.
+ * Returns 0 when cancelled or closed. */
+size_t srv_chan_put(struct srv_chan *ch, const void *buf, size_t len);
+
+/* Free bytes now (0 when cancelled or closed); when 0, arms the notify like a short put. */
+size_t srv_chan_room(struct srv_chan *ch);
+
+/* Take up to `size` bytes into `buf` without waiting. Returns the count; 0 when empty, and then
+ * the next srv_chan_write or srv_chan_close notifies (unless the channel is at its end). */
+size_t srv_chan_get(struct srv_chan *ch, void *buf, size_t size);
+
+/* True when the writer closed the channel and every byte was taken. */
+bool srv_chan_at_end(struct srv_chan *ch);
+
+/* ---- either side ------------------------------------------------------------------------------
+ */
+
+/* End of data: the reader gets what is buffered, then 0. Notifies an armed reader. Idempotent. */
+void srv_chan_close(struct srv_chan *ch);
+
+/* Wake every waiter; from now on the blocking calls return -ECANCELED and put/get move nothing.
+ * Any thread (also from a context's cancel watch). Idempotent. */
+void srv_chan_cancel(struct srv_chan *ch);
+
+bool srv_chan_cancelled(struct srv_chan *ch);
+
+/* Bytes buffered now. */
+size_t srv_chan_len(struct srv_chan *ch);
+
+/* Nanoseconds the blocking side has spent waiting (on an empty read or a full write) so far. */
+uint64_t srv_chan_blocked_ns(struct srv_chan *ch);
+
+#endif

@@ -1,0 +1,271 @@
+/* test_chan.c - the bounded channel: capacity, blocking both ways, notify, close, cancel. */
+#include <CUnit/CUnit.h>
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/stream/stream.h"
+#include "tests/suite.h"
+
+int suite_server_stream_chan(void);
+
+#define CAP 1024u
+
+static void notify_post(void *arg)
+{
+    sem_post(arg);
+}
+
+static void test_srv_chan_put_bounded(void)
+{
+    struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    static char big[3 * CAP];
+    memset(big, 'x', sizeof(big));
+    CU_ASSERT_EQUAL(srv_chan_put(ch, big, sizeof(big)), CAP);
+    CU_ASSERT_EQUAL(srv_chan_len(ch), CAP);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, big, 1), 0);
+    CU_ASSERT_EQUAL(srv_chan_room(ch), 0);
+    char out[100];
+    CU_ASSERT_EQUAL(srv_chan_get(ch, out, sizeof(out)), sizeof(out));
+    CU_ASSERT_EQUAL(srv_chan_room(ch), sizeof(out));
+    srv_chan_free(ch);
+}
+
+static void test_srv_chan_ring_order(void)
+{
+    struct srv_chan *ch = srv_chan_new(7, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    unsigned char next = 0, want = 0;
+    for (int round = 0; round < 50; round++) {
+        unsigned char in[5], out[5];
+        for (int i = 0; i < 5; i++)
+            in[i] = next++;
+        CU_ASSERT_EQUAL_FATAL(srv_chan_put(ch, in, 5), 5);
+        CU_ASSERT_EQUAL_FATAL(srv_chan_read(ch, out, 5), 5);
+        for (int i = 0; i < 5; i++)
+            CU_ASSERT_EQUAL(out[i], want++);
+    }
+    srv_chan_free(ch);
+}
+
+static void test_srv_chan_close_end(void)
+{
+    struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, "abc", 3), 3);
+    srv_chan_close(ch);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, "d", 1), 0);
+    CU_ASSERT_EQUAL(srv_chan_write(ch, "d", 1), -EPIPE);
+    CU_ASSERT_FALSE(srv_chan_at_end(ch));
+    char b[8];
+    CU_ASSERT_EQUAL(srv_chan_read(ch, b, sizeof(b)), 3);
+    CU_ASSERT_EQUAL(memcmp(b, "abc", 3), 0);
+    CU_ASSERT_EQUAL(srv_chan_read(ch, b, sizeof(b)), 0);
+    CU_ASSERT_TRUE(srv_chan_at_end(ch));
+    srv_chan_free(ch);
+}
+
+struct writer {
+    struct srv_chan *ch;
+    size_t len;
+    int rc;
+    atomic_bool returned;
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    unsigned char *buf = malloc(w->len);
+    for (size_t i = 0; buf != NULL && i < w->len; i++)
+        buf[i] = (unsigned char)(i * 7);
+    w->rc = buf != NULL ? srv_chan_write(w->ch, buf, w->len) : -ENOMEM;
+    atomic_store(&w->returned, true);
+    free(buf);
+    return NULL;
+}
+
+/* A write larger than the capacity cannot return before the loop side takes bytes: it blocks
+ * on a full channel, and the first write into the empty, armed channel notifies. */
+static void test_srv_chan_write_blocks_when_full(void)
+{
+    sem_t sem;
+    sem_init(&sem, 0, 0);
+    struct srv_chan *ch = srv_chan_new(CAP, notify_post, &sem);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    unsigned char got[4 * CAP];
+    CU_ASSERT_EQUAL(srv_chan_get(ch, got, sizeof(got)), 0); /* arms want_data */
+    struct writer w = {.ch = ch, .len = 4 * CAP};
+    pthread_t t;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, writer_main, &w), 0);
+    sem_wait(&sem); /* the first bytes are in */
+    size_t have = 0;
+    CU_ASSERT_FALSE(atomic_load(&w.returned));
+    while (have < w.len) {
+        size_t n = srv_chan_get(ch, got + have, sizeof(got) - have);
+        if (n == 0) {
+            CU_ASSERT_FALSE(atomic_load(&w.returned));
+            sem_wait(&sem); /* armed by the empty get: the writer's next bytes post */
+            continue;
+        }
+        CU_ASSERT_TRUE(n <= CAP);
+        have += n;
+    }
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(w.rc, 0);
+    for (size_t i = 0; i < have; i++)
+        CU_ASSERT_EQUAL_FATAL(got[i], (unsigned char)(i * 7));
+    srv_chan_free(ch);
+    sem_destroy(&sem);
+}
+
+struct reader {
+    struct srv_chan *ch;
+    ssize_t rc;
+    char buf[16];
+};
+
+static void *reader_main(void *arg)
+{
+    struct reader *r = arg;
+    r->rc = srv_chan_read(r->ch, r->buf, sizeof(r->buf));
+    return NULL;
+}
+
+static void test_srv_chan_read_waits_for_put(void)
+{
+    struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    struct reader r = {.ch = ch};
+    pthread_t t;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, reader_main, &r), 0);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, "hello", 5), 5);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(r.rc, 5);
+    CU_ASSERT_EQUAL(memcmp(r.buf, "hello", 5), 0);
+    srv_chan_free(ch);
+}
+
+/* A full channel notifies the loop once a read frees half of it, not before. */
+static void test_srv_chan_room_notify_half(void)
+{
+    sem_t sem;
+    sem_init(&sem, 0, 0);
+    struct srv_chan *ch = srv_chan_new(CAP, notify_post, &sem);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    static char fill[CAP + 1];
+    CU_ASSERT_EQUAL(srv_chan_put(ch, fill, sizeof(fill)), CAP); /* short: armed */
+    char b[CAP];
+    CU_ASSERT_EQUAL(srv_chan_read(ch, b, CAP / 4), CAP / 4);
+    CU_ASSERT_EQUAL(sem_trywait(&sem), -1);
+    CU_ASSERT_EQUAL(srv_chan_read(ch, b, CAP / 4), CAP / 4);
+    CU_ASSERT_EQUAL(sem_trywait(&sem), 0);
+    CU_ASSERT_EQUAL(srv_chan_read(ch, b, CAP / 4), CAP / 4);
+    CU_ASSERT_EQUAL(sem_trywait(&sem), -1); /* once per arming */
+    srv_chan_free(ch);
+    sem_destroy(&sem);
+}
+
+/* Cancel wakes a reader blocked on an empty channel and a writer blocked on a full one. */
+static void test_srv_chan_cancel_wakes_both(void)
+{
+    sem_t sem;
+    sem_init(&sem, 0, 0);
+    struct srv_chan *in = srv_chan_new(CAP, NULL, NULL);
+    struct srv_chan *out = srv_chan_new(CAP, notify_post, &sem);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(in);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    char tmp[1];
+    CU_ASSERT_EQUAL(srv_chan_get(out, tmp, 1), 0); /* armed: the writer's first bytes post */
+    struct reader r = {.ch = in};
+    struct writer w = {.ch = out, .len = 3 * CAP};
+    pthread_t tr, tw;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&tr, NULL, reader_main, &r), 0);
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&tw, NULL, writer_main, &w), 0);
+    sem_wait(&sem);
+    CU_ASSERT_FALSE(atomic_load(&w.returned));
+    srv_chan_cancel(in);
+    srv_chan_cancel(out);
+    pthread_join(tr, NULL);
+    pthread_join(tw, NULL);
+    CU_ASSERT_EQUAL(r.rc, -ECANCELED);
+    CU_ASSERT_EQUAL(w.rc, -ECANCELED);
+    CU_ASSERT_TRUE(srv_chan_cancelled(in));
+    CU_ASSERT_EQUAL(srv_chan_put(in, "x", 1), 0);
+    CU_ASSERT_EQUAL(srv_chan_read(in, tmp, 1), -ECANCELED);
+    srv_chan_free(in);
+    srv_chan_free(out);
+    sem_destroy(&sem);
+}
+
+/* Many megabytes through a small channel in odd-sized pieces, both sides blocking: every byte
+ * arrives once, in order, and the buffer never holds more than its capacity. */
+struct pump {
+    struct srv_chan *ch;
+    size_t total;
+    uint64_t sum;
+    int rc;
+};
+
+static void *pump_reader(void *arg)
+{
+    struct pump *p = arg;
+    unsigned char b[333];
+    size_t at = 0;
+    for (;;) {
+        ssize_t n = srv_chan_read(p->ch, b, sizeof(b));
+        if (n <= 0) {
+            p->rc = (int)n;
+            break;
+        }
+        for (ssize_t i = 0; i < n; i++, at++) {
+            if (b[i] != (unsigned char)(at % 251))
+                p->rc = -EIO;
+        }
+        p->total = at;
+    }
+    return NULL;
+}
+
+static void test_srv_chan_stream_in_order(void)
+{
+    struct srv_chan *ch = srv_chan_new(4096, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    struct pump p = {.ch = ch};
+    pthread_t t;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, pump_reader, &p), 0);
+    const size_t total = 8u << 20;
+    unsigned char b[1000];
+    size_t at = 0;
+    while (at < total) {
+        size_t n = total - at < sizeof(b) ? total - at : sizeof(b);
+        for (size_t i = 0; i < n; i++)
+            b[i] = (unsigned char)((at + i) % 251);
+        CU_ASSERT_EQUAL_FATAL(srv_chan_write(ch, b, n), 0);
+        CU_ASSERT_TRUE(srv_chan_len(ch) <= 4096);
+        at += n;
+    }
+    srv_chan_close(ch);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(p.rc, 0);
+    CU_ASSERT_EQUAL(p.total, total);
+    srv_chan_free(ch);
+}
+
+int suite_server_stream_chan(void)
+{
+    static const struct spindle_test tests[] = {
+        SPINDLE_TEST(test_srv_chan_put_bounded),
+        SPINDLE_TEST(test_srv_chan_ring_order),
+        SPINDLE_TEST(test_srv_chan_close_end),
+        SPINDLE_TEST(test_srv_chan_write_blocks_when_full),
+        SPINDLE_TEST(test_srv_chan_read_waits_for_put),
+        SPINDLE_TEST(test_srv_chan_room_notify_half),
+        SPINDLE_TEST(test_srv_chan_cancel_wakes_both),
+        SPINDLE_TEST(test_srv_chan_stream_in_order),
+    };
+    return SPINDLE_SUITE_ADD("server_stream_chan", NULL, NULL, tests);
+}
