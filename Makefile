@@ -302,7 +302,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_TARGET ?= http
 FUZZ_DIR := $(BUILD_DIR)/fuzz
 FUZZ_CC ?= clang
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -MMD -MP $(WARN) $(PQ_CFLAGS) -g -O1 \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -I. -Iinclude -MMD -MP $(WARN) $(PQ_CFLAGS) -g -O1 \
                -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
                -fno-sanitize-recover=undefined
 FUZZ_OBJS := $(LIB_SRCS:%.c=$(FUZZ_DIR)/%.o)

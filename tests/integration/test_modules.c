@@ -331,7 +331,7 @@ static void test_modules_reload(void)
     struct hs_conn *c = NULL;
     struct hs_resp r = {0};
     json_t *line = NULL;
-    char extra[4096], m[4][1024];
+    char extra[8192], m[4][1024];
     HS_CHECK(s != NULL);
     snprintf(extra, sizeof(extra),
              "[kind.modnoop]\nmodule = %s\n[kind.hello]\nmodule = %s\n"
