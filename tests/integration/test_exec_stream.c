@@ -1,9 +1,9 @@
 /* test_exec_stream.c - `[kind.NAME] stream = true` exec kinds on the real server: a body far
  * beyond max_body_bytes goes through /bin/cat and comes back identical with the server's peak RSS
  * bounded; a program that writes megabytes before it reads its input does not deadlock; a client
- * that leaves mid-stream gets the program stopped (no child left); output over max_output_bytes
- * and a non-zero exit after the answer started cut the body with a Spindle-Error trailer; a body
- * that fits max_body_bytes is still answered whole.
+ * that leaves mid-stream or a deadline that passes gets the program stopped (no child left);
+ * output over max_output_bytes and a non-zero exit after the answer started cut the body with a
+ * Spindle-Error trailer; a body that fits max_body_bytes is still answered whole.
  *
  * Design: the full-duplex client of tests/integration/stream.h sends and reads at once and hashes
  * both sides. RSS is asserted only without sanitizers (their allocators keep freed memory). No
@@ -185,6 +185,32 @@ out:
     HS_FINISH(s);
 }
 
+/* The deadline passes mid-stream: the program is stopped and reaped, and a client reading
+ * trailers gets Spindle-Error: deadline_exceeded after the part of the body that went out. */
+static void test_exec_stream_deadline_stops(void)
+{
+    const char *const over[] = {XS_LIMITS, XS_CAT, XS_CAT_NOLIMIT, NULL};
+    struct hs_server *s = hs_start(over);
+    json_t *line = NULL;
+    HS_CHECK(s != NULL);
+    struct sx x;
+    xs_init(&x, s, "/v1/jobs/cat", 64 * MIB);
+    x.headers = "X-Timeout-Ms: 1500\r\nTE: trailers\r\nX-Request-Id: xs-dl-1\r\n";
+    x.send_gap_ms = 10; /* 64 MiB in 64 KiB pieces: ten seconds at least */
+    x.timeout_ms = 60000;
+    HS_CHECK(sx_run(&x) == 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_TRUE(x.complete);
+    CU_ASSERT_STRING_EQUAL(x.trailer, "deadline_exceeded");
+    CU_ASSERT_TRUE(x.received < x.total);
+    line = hs_log_wait(s, "job program ended", "request_id", "xs-dl-1", XS_WAIT_MS);
+    CU_ASSERT_PTR_NOT_NULL(line);
+    CU_ASSERT(xs_no_children(s));
+out:
+    json_decref(line);
+    HS_FINISH(s);
+}
+
 /* 16 MiB through cat with max_output_bytes = 4M: the program is stopped once it wrote more; the
  * answer had started, so a client reading trailers gets the last chunk with Spindle-Error:
  * output_too_large, and one that does not sees the body cut. */
@@ -260,6 +286,7 @@ int suite_integration_exec_stream(void)
         SPINDLE_TEST(test_exec_stream_small_body_whole),
         SPINDLE_TEST(test_exec_stream_writes_before_reading),
         SPINDLE_TEST(test_exec_stream_client_gone_stops),
+        SPINDLE_TEST(test_exec_stream_deadline_stops),
         SPINDLE_TEST(test_exec_stream_output_too_large),
         SPINDLE_TEST(test_exec_stream_exit_status_after_start),
     };
