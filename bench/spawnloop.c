@@ -7,7 +7,9 @@
  * (default 3): `posix` with posix_spawn + waitpid, stdin/stdout/stderr on /dev/null (the plain
  * loop bench/exec.sh compares an exec kind with); `engine` through srv_exec_run, spindle's exec
  * engine without HTTP, queue or pool (pipes, pidfd, eventfd, process group, reaping). Prints one
- * line: "spawnloop mode=M threads=T seconds=S runs=N per_s=R us_per_run=U".
+ * line: "spawnloop mode=M threads=T seconds=S runs=N per_s=R us_per_run=U cpu_us_per_run=C",
+ * C being the CPU time of this process and of the programs it reaped (getrusage) per run: unlike
+ * the rate, it does not depend on how much of the machine other processes take.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,6 +81,16 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
+/* User and system CPU seconds of `who` (RUSAGE_SELF or RUSAGE_CHILDREN). */
+static double cpu_seconds(int who)
+{
+    struct rusage ru;
+    if (getrusage(who, &ru) != 0)
+        return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 int main(int argc, char **argv)
 {
     long threads = sysconf(_SC_NPROCESSORS_ONLN), seconds = 3;
@@ -120,9 +133,12 @@ int main(int argc, char **argv)
         pthread_join(th[i], NULL);
     double secs = (double)(ctx_now_ns() - t0) / 1e9;
     uint64_t runs = atomic_load(&l.runs), fails = atomic_load(&l.failures);
-    printf("spawnloop mode=%s threads=%ld seconds=%.2f runs=%llu per_s=%.0f us_per_run=%.1f\n",
+    double cpu = cpu_seconds(RUSAGE_SELF) + cpu_seconds(RUSAGE_CHILDREN);
+    printf("spawnloop mode=%s threads=%ld seconds=%.2f runs=%llu per_s=%.0f us_per_run=%.1f "
+           "cpu_us_per_run=%.1f\n",
            l.engine ? "engine" : "posix", threads, secs, (unsigned long long)runs,
-           (double)runs / secs, runs ? secs * 1e6 * (double)threads / (double)runs : 0.0);
+           (double)runs / secs, runs ? secs * 1e6 * (double)threads / (double)runs : 0.0,
+           runs ? cpu * 1e6 / (double)runs : 0.0);
     srv_exec_prog_free(prog);
     if (fails > 0)
         fprintf(stderr, "spawnloop: %llu runs failed\n", (unsigned long long)fails);

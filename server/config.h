@@ -67,6 +67,8 @@ struct srv_cfg_kind {
     unsigned rlimit_nofile;      /* (exec) RLIMIT_NOFILE; 0 = inherited */
     char user[SRV_CFG_USER_MAX]; /* (exec) run as this user; "" = the server's */
     char cwd[SRV_CFG_VALUE_MAX]; /* (exec) working directory; "" = the server's */
+    bool stream;                 /* (exec) a large or chunked body streams to stdin, stdout
+                                    to the client as produced */
     unsigned set;                /* bit i: key i of the section's table was set */
     unsigned line;               /* line of the section's first header (0: not from a file) */
     unsigned key_line[SRV_CFG_KIND_KEYS]; /* line of each key set (0: not from a file) */

@@ -26,7 +26,7 @@
 #include "server/config.h"
 #include "server/config_internal.h"
 
-enum kind_type { KT_STR, KT_USER, KT_UINT, KT_ULONG, KT_SIZE };
+enum kind_type { KT_STR, KT_USER, KT_UINT, KT_ULONG, KT_SIZE, KT_BOOL };
 
 struct kind_key {
     const char *key;
@@ -55,6 +55,7 @@ static const struct kind_key kind_keys[] = {
     {"rlimit_nofile", KT_UINT, KOFF(rlimit_nofile), false, 0, 1048576, NULL, true},
     {"user", KT_USER, KOFF(user), false, 0, 0, NULL, true},
     {"cwd", KT_STR, KOFF(cwd), false, 0, 0, NULL, true},
+    {"stream", KT_BOOL, KOFF(stream), false, 0, 0, NULL, true},
 };
 #define NKKEYS (sizeof(kind_keys) / sizeof(kind_keys[0]))
 _Static_assert(NKKEYS <= SRV_CFG_KIND_KEYS, "srv_cfg_kind.key_line has a slot per key");
@@ -233,6 +234,15 @@ int srv_cfgk_key_apply(struct srv_cfg_kind *k, const char *key, size_t klen, con
         break;
     case KT_USER:
         rc = kind_str(kk, field, SRV_CFG_USER_MAX, value, msg, msz);
+        break;
+    case KT_BOOL:
+        rc = 0;
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0)
+            *(bool *)field = true;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0)
+            *(bool *)field = false;
+        else
+            rc = kfail(msg, msz, "expected true or false (yes or no), got \"%.80s\"", value);
         break;
     default:
         rc = kind_num(kk, value, &v, msg, msz);
@@ -448,6 +458,8 @@ static bool kind_value_equal(const struct kind_key *kk, const struct srv_cfg_kin
         return *(const unsigned long *)fa == *(const unsigned long *)fb;
     case KT_SIZE:
         return *(const size_t *)fa == *(const size_t *)fb;
+    case KT_BOOL:
+        return *(const bool *)fa == *(const bool *)fb;
     }
     abort();
 }
@@ -490,6 +502,8 @@ void srv_cfgk_print(const struct srv_cfg *cfg, FILE *out)
                 fprintf(out, "%s = %u\n", kk->key, *(const unsigned *)f);
             else if (kk->type == KT_ULONG)
                 fprintf(out, "%s = %lu\n", kk->key, *(const unsigned long *)f);
+            else if (kk->type == KT_BOOL)
+                fprintf(out, "%s = %s\n", kk->key, *(const bool *)f ? "true" : "false");
             else
                 fprintf(out, "%s = %zu\n", kk->key, *(const size_t *)f);
         }

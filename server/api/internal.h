@@ -164,6 +164,7 @@ struct srv_tasks {
     unsigned ready;         /* attempts claimed and not started (the ready queue) */
     unsigned prefetch;      /* the ready queue's bound */
     bool claiming;          /* a claim is at the store */
+    bool claim_again;       /* poked while claiming: claim again when that claim is back */
     bool pumping;           /* starting ready attempts (not re-entered) */
     uint64_t hold_until_ns; /* admission refused an attempt: start none before (ctx_now_ns) */
     void *poll;             /* ev_timer (task_runner.c) */

@@ -15,6 +15,15 @@
  *                    job_failed, 502 output_too_large, 500 spawn_failed); cancelled: -ECANCELED
  *   free   (any)     the state
  *
+ * `stream = true` makes the kind SPINDLE_STREAM_IN | SPINDLE_STREAM_OUT: a body over
+ * max_body_bytes, or chunked, comes through the request's channels instead (the job is
+ * streamed: host->body gives NULL) and run hands the engine the channels' non-blocking ends
+ * (srv_chan_try_read, srv_chan_try_write, the run's eventfd as the channels' wake descriptor),
+ * so stdin is fed and stdout sent as the program goes. A failure after output went out (exit
+ * status, output_too_large) is set as the job's error all the same: the stream's end cuts the
+ * body and names the error in a Spindle-Error trailer (server/http/stream.c). A body that fits
+ * is run as before, whole.
+ *
  * The host table is the same for every kind (srv_job_host()); it is remembered from the first
  * srv_exec_kind_new so that parse and run, which get only the job, can reach kind_data.
  */
@@ -27,6 +36,7 @@
 
 #include "server/jobs/exec/exec.h"
 #include "server/jobs/jobs.h"
+#include "server/stream/stream.h"
 
 #define EK_VALUE_MAX 24 /* an INT in decimal, "true"/"false" */
 
@@ -128,6 +138,31 @@ static int ek_parse(struct spindle_job *job, void **state)
     return 0;
 }
 
+/* ---- a streamed job: the engine's ends on the request's channels ------------------------------
+ */
+
+static ssize_t ek_stream_read(void *arg, void *buf, size_t size)
+{
+    struct spindle_job *job = arg;
+    return srv_chan_try_read(job->in, buf, size);
+}
+
+static ssize_t ek_stream_write(void *arg, const void *buf, size_t len)
+{
+    struct spindle_job *job = arg;
+    ssize_t n = srv_chan_try_write(job->out, buf, len);
+    if (n > 0)
+        job->wrote = true; /* an error from now on cuts the body */
+    return n;
+}
+
+static void ek_stream_wake(void *arg, int fd)
+{
+    struct spindle_job *job = arg;
+    srv_chan_wake_fd(job->in, fd);
+    srv_chan_wake_fd(job->out, fd);
+}
+
 static int ek_run(struct spindle_job *job, void *state)
 {
     const struct spindle_host *h = host();
@@ -135,6 +170,9 @@ static int ek_run(struct spindle_job *job, void *state)
     struct ek_state *st = state;
     struct srv_exec_input in = {
         .kind = k->name, .values = st->values, .body = st->body, .body_len = st->body_len};
+    struct srv_exec_stream io = {ek_stream_read, ek_stream_write, ek_stream_wake, job};
+    if (job->streamed && job->in != NULL && job->out != NULL)
+        in.stream = &io;
     struct srv_exec_result res;
     int rc = srv_exec_run(k->prog, &in, &res);
     if (rc == -ETIMEDOUT) {
@@ -143,7 +181,9 @@ static int ek_run(struct spindle_job *job, void *state)
     }
     if (rc < 0)
         return rc;
-    if (res.outcome == SRV_EXEC_OK) {
+    if (res.outcome == SRV_EXEC_OK && in.stream != NULL) {
+        rc = 0; /* every byte went to the client already */
+    } else if (res.outcome == SRV_EXEC_OK) {
         char *out = res.out;
         res.out = NULL; /* the host takes it */
         rc = h->set_answer(job, out != NULL ? out : "", res.out_len, NULL,
@@ -246,6 +286,7 @@ int srv_exec_kind_new(const struct srv_cfg_kind *ck, const struct spindle_host *
     out->name = k->name;
     out->summary = k->summary;
     out->uses_body = 1;
+    out->stream = ck->stream ? SPINDLE_STREAM_IN | SPINDLE_STREAM_OUT : 0;
     out->parse = ek_parse;
     out->run = ek_run;
     out->free = ek_free;

@@ -9,6 +9,11 @@
  * refill or drain rather than one per chunk. A reader notifies the loop of room only once half the
  * capacity is free (hysteresis: the loop then reads big pieces from its socket, not a byte at a
  * time).
+ * A worker that polls other descriptors too uses the try calls instead of the blocking ones: a
+ * try that cannot proceed sets want_wake, and the next change that may let it proceed (a put or
+ * close for a reader, a get for a writer, a cancel for both) writes the wake descriptor. That
+ * write is done under the mutex (a non-blocking eventfd write, the one system call made under it)
+ * so that clearing the descriptor is final: its owner may close it right after.
  * Lock order: the channel's mutex is a leaf; notify runs with no lock held.
  * Not done here: any knowledge of sockets, contexts or the pool. Cancellation comes from outside
  * (a context watch calls srv_chan_cancel).
@@ -20,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct srv_chan {
     pthread_mutex_t mu;
@@ -31,6 +37,8 @@ struct srv_chan {
     bool want_room;        /* under mu: the loop's put found it full */
     bool want_data;        /* under mu: the loop's get found it empty */
     uint64_t blocked_ns;   /* under mu */
+    int wake_fd;           /* under mu: -1, or written when want_wake */
+    bool want_wake;        /* under mu: a try call found nothing to do */
     srv_chan_notify_fn *notify;
     void *arg;
 };
@@ -57,6 +65,7 @@ struct srv_chan *srv_chan_new(size_t cap, srv_chan_notify_fn *notify, void *arg)
     if (pthread_cond_init(&ch->cv, NULL) != 0)
         goto destroy_mu;
     ch->cap = cap;
+    ch->wake_fd = -1;
     ch->notify = notify;
     ch->arg = arg;
     return ch;
@@ -107,6 +116,17 @@ static void chan_wait(struct srv_chan *ch)
     if (rc != 0)
         abort(); /* only EINVAL/EPERM: a broken invariant */
     ch->blocked_ns += chan_now_ns() - t0;
+}
+
+/* Wake a worker whose try call found nothing to do. Under mu. */
+static void chan_wake(struct srv_chan *ch)
+{
+    if (!ch->want_wake || ch->wake_fd < 0)
+        return;
+    ch->want_wake = false;
+    uint64_t one = 1;
+    ssize_t n = write(ch->wake_fd, &one, sizeof(one));
+    (void)n; /* EAGAIN: a full counter is as good as a wake-up */
 }
 
 static void chan_notify(struct srv_chan *ch, bool due)
@@ -161,6 +181,62 @@ int srv_chan_write(struct srv_chan *ch, const void *buf, size_t len)
     return 0;
 }
 
+void srv_chan_wake_fd(struct srv_chan *ch, int fd)
+{
+    pthread_mutex_lock(&ch->mu);
+    ch->wake_fd = fd;
+    ch->want_wake = false;
+    pthread_mutex_unlock(&ch->mu);
+}
+
+ssize_t srv_chan_try_read(struct srv_chan *ch, void *buf, size_t size)
+{
+    pthread_mutex_lock(&ch->mu);
+    ssize_t rc;
+    bool due = false;
+    if (ch->cancelled) {
+        rc = -ECANCELED;
+    } else if (ch->len == 0 && !ch->closed) {
+        ch->want_wake = true;
+        rc = -EAGAIN;
+    } else {
+        size_t n = ch->len < size ? ch->len : size;
+        chan_take(ch, buf, n);
+        if (n > 0)
+            pthread_cond_broadcast(&ch->cv);
+        due = ch->want_room && ch->cap - ch->len >= ch->cap / 2;
+        if (due)
+            ch->want_room = false;
+        rc = (ssize_t)n;
+    }
+    pthread_mutex_unlock(&ch->mu);
+    chan_notify(ch, due);
+    return rc;
+}
+
+ssize_t srv_chan_try_write(struct srv_chan *ch, const void *buf, size_t len)
+{
+    pthread_mutex_lock(&ch->mu);
+    ssize_t rc;
+    bool due = false;
+    if (ch->cancelled || ch->closed) {
+        rc = ch->cancelled ? -ECANCELED : -EPIPE;
+    } else if (ch->len == ch->cap) {
+        ch->want_wake = true;
+        rc = -EAGAIN;
+    } else {
+        size_t n = ch->cap - ch->len < len ? ch->cap - ch->len : len;
+        chan_give(ch, buf, n);
+        pthread_cond_broadcast(&ch->cv);
+        due = ch->want_data;
+        ch->want_data = false;
+        rc = (ssize_t)n;
+    }
+    pthread_mutex_unlock(&ch->mu);
+    chan_notify(ch, due);
+    return rc;
+}
+
 size_t srv_chan_put(struct srv_chan *ch, const void *buf, size_t len)
 {
     pthread_mutex_lock(&ch->mu);
@@ -170,8 +246,10 @@ size_t srv_chan_put(struct srv_chan *ch, const void *buf, size_t len)
         chan_give(ch, buf, n);
         if (n < len || ch->len == ch->cap)
             ch->want_room = true;
-        if (n > 0)
+        if (n > 0) {
             pthread_cond_signal(&ch->cv);
+            chan_wake(ch);
+        }
     }
     pthread_mutex_unlock(&ch->mu);
     return n;
@@ -194,9 +272,10 @@ size_t srv_chan_get(struct srv_chan *ch, void *buf, size_t size)
     if (!ch->cancelled) {
         n = ch->len < size ? ch->len : size;
         chan_take(ch, buf, n);
-        if (n > 0)
+        if (n > 0) {
             pthread_cond_signal(&ch->cv);
-        else if (!ch->closed)
+            chan_wake(ch);
+        } else if (!ch->closed)
             ch->want_data = true;
     }
     pthread_mutex_unlock(&ch->mu);
@@ -218,6 +297,7 @@ void srv_chan_close(struct srv_chan *ch)
     bool due = ch->want_data;
     ch->want_data = false;
     pthread_cond_broadcast(&ch->cv);
+    chan_wake(ch);
     pthread_mutex_unlock(&ch->mu);
     chan_notify(ch, due);
 }
@@ -227,6 +307,7 @@ void srv_chan_cancel(struct srv_chan *ch)
     pthread_mutex_lock(&ch->mu);
     ch->cancelled = true;
     pthread_cond_broadcast(&ch->cv);
+    chan_wake(ch);
     pthread_mutex_unlock(&ch->mu);
 }
 

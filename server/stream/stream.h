@@ -59,6 +59,26 @@ ssize_t srv_chan_read(struct srv_chan *ch, void *buf, size_t size);
  * -ECANCELED (cancelled; part of buf may have gone in), -EPIPE (written after srv_chan_close). */
 int srv_chan_write(struct srv_chan *ch, const void *buf, size_t len);
 
+/* ---- the worker side without waiting (a worker polling other descriptors too) ------------------
+ *
+ * For a worker that must not block in the channel because it also waits on something else (a
+ * program's pipes): the calls below never wait and, when they cannot proceed, return -EAGAIN and
+ * arm the channel's wake descriptor, which the next put, get, close or cancel that may let them
+ * proceed writes (an eventfd: the 8-byte value 1; a pipe: those 8 bytes). The write happens under
+ * the channel's mutex, so once srv_chan_wake_fd(ch, -1) returned the descriptor is never written
+ * again and may be closed. */
+
+/* Set (fd >= 0, borrowed, non-blocking) or clear (-1) the wake descriptor. Any thread. */
+void srv_chan_wake_fd(struct srv_chan *ch, int fd);
+
+/* srv_chan_read without waiting: the count (> 0), 0 at the end of data, -ECANCELED, or -EAGAIN
+ * (empty and open: the wake descriptor is armed). */
+ssize_t srv_chan_try_read(struct srv_chan *ch, void *buf, size_t size);
+
+/* Copy up to `len` (> 0) bytes of `buf` in without waiting: the count taken (> 0), -EAGAIN
+ * (full: the wake descriptor is armed), -ECANCELED, or -EPIPE (closed). */
+ssize_t srv_chan_try_write(struct srv_chan *ch, const void *buf, size_t len);
+
 /* ---- non-blocking side (the loop) ------------------------------------------------------------ */
 
 /* Copy up to `len` bytes of `buf` in without waiting. Returns the count taken; when it is less

@@ -508,7 +508,18 @@ int srv_task_store_start(struct ev_loop *loop, const struct srv_task_store_confi
         snprintf(err, size, "out of memory");
         goto err_free;
     }
-    if (pthread_cond_init(&s->cond, NULL) != 0) {
+    /* store_main's timed waits count on CLOCK_MONOTONIC: with the default (realtime) clock
+     * every wait would end at once and the thread spin. */
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0) {
+        snprintf(err, size, "out of memory");
+        goto err_mutex;
+    }
+    int crc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (crc == 0)
+        crc = pthread_cond_init(&s->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (crc != 0) {
         snprintf(err, size, "out of memory");
         goto err_mutex;
     }

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <glob.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -493,4 +494,24 @@ fail : {
     errno = e;
     return NULL;
 }
+}
+
+int proc_children(pid_t pid)
+{
+    char pat[64];
+    glob_t g;
+    int n = 0;
+    snprintf(pat, sizeof(pat), "/proc/%d/task/*/children", (int)pid);
+    if (glob(pat, 0, NULL, &g) != 0)
+        return -1;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        FILE *f = fopen(g.gl_pathv[i], "re");
+        long c;
+        while (f != NULL && fscanf(f, "%ld", &c) == 1)
+            n++;
+        if (f != NULL)
+            fclose(f);
+    }
+    globfree(&g);
+    return n;
 }

@@ -92,4 +92,7 @@ int proc_tmpdir_free(char *dir);
  * path (caller frees), or NULL with errno set. */
 char *proc_file_write(const char *dir, const char *name, const char *content);
 
+/* Number of live children of process `pid` (of all its threads), -1 when /proc cannot tell. */
+int proc_children(pid_t pid);
+
 #endif

@@ -32,32 +32,11 @@ static const char *ex_str(const char *s)
     return s != NULL ? s : "";
 }
 
-/* Number of live children of `pid` (all its threads'), -1 when /proc cannot tell. */
-static int ex_children(pid_t pid)
-{
-    char pat[64];
-    glob_t g;
-    int n = 0;
-    snprintf(pat, sizeof(pat), "/proc/%d/task/*/children", (int)pid);
-    if (glob(pat, 0, NULL, &g) != 0)
-        return -1;
-    for (size_t i = 0; i < g.gl_pathc; i++) {
-        FILE *f = fopen(g.gl_pathv[i], "re");
-        long c;
-        while (f != NULL && fscanf(f, "%ld", &c) == 1)
-            n++;
-        if (f != NULL)
-            fclose(f);
-    }
-    globfree(&g);
-    return n;
-}
-
 /* Wait (bounded) until the server has no child. */
 static bool ex_no_children(const struct hs_server *s)
 {
     long long end = hs_now_ms() + EX_WAIT_MS;
-    while (ex_children(hs_pid(s)) != 0) {
+    while (proc_children(hs_pid(s)) != 0) {
         if (hs_now_ms() > end)
             return false;
         struct timespec ts = {0, 10 * 1000000};
@@ -218,7 +197,7 @@ static void test_exec_client_gone_kills(void)
                             "ex-gone-1\r\nContent-Length: 0\r\n\r\n") == 0);
     line = hs_log_wait(s, "job program started", "request_id", "ex-gone-1", EX_WAIT_MS);
     HS_CHECK(line != NULL);
-    CU_ASSERT_EQUAL(ex_children(hs_pid(s)), 1);
+    CU_ASSERT_EQUAL(proc_children(hs_pid(s)), 1);
     json_decref(line);
     hs_close(c);
     c = NULL;

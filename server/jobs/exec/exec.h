@@ -8,6 +8,8 @@
  *   stdin   the request body (written while stdout and stderr are read: no deadlock either way;
  *           a program that exits without reading it all is not an error)
  *   stdout  the answer, at most max_output_bytes (more: the program is stopped, output_too_large)
+ *   (streamed: stdin from and stdout to the caller's srv_exec_stream, both at once, with the
+ *   same rules; only a fixed buffer each way is held)
  *   stderr  one log line per line, {"msg":"job stderr","line":...} with the request's ids,
  *           bounded per run (SRV_EXEC_STDERR_LINES, SRV_EXEC_STDERR_BYTES; the rest is counted
  *           in one final "job stderr dropped" line); the last non-empty line is kept for errors
@@ -34,6 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define SRV_EXEC_STDERR_LINES 100         /* stderr lines logged per run, at most */
 #define SRV_EXEC_STDERR_BYTES (64u << 10) /* stderr bytes logged per run, at most */
@@ -76,6 +79,25 @@ void srv_exec_prog_free(struct srv_exec_prog *p);
 /* The absolute path of the program (borrowed, lives as long as p). */
 const char *srv_exec_prog_path(const struct srv_exec_prog *p);
 
+/* A streamed run's two ends (the caller's, e.g. a request's channels): stdin is fed from
+ * `read` and stdout goes to `write` as the program produces it, at most one buffer of
+ * SRV_EXEC_STREAM_BUF bytes each way held by the run. Both calls never wait: when they cannot
+ * proceed they return -EAGAIN and arrange for the descriptor given to `wake` to become readable
+ * once they may (an eventfd the run owns: `wake(arg, fd)` before the first call, `wake(arg, -1)`
+ * after the last, after which the descriptor must never be written again).
+ *   read   bytes (> 0), 0 at the end of the input, -EAGAIN, or another negative errno (the input
+ *          is gone: the run is stopped as cancelled)
+ *   write  bytes taken (> 0, maybe fewer than len), -EAGAIN, or another negative errno (nobody
+ *          takes the output any more: the run is stopped as cancelled) */
+struct srv_exec_stream {
+    ssize_t (*read)(void *arg, void *buf, size_t size);
+    ssize_t (*write)(void *arg, const void *buf, size_t len);
+    void (*wake)(void *arg, int fd);
+    void *arg;
+};
+
+#define SRV_EXEC_STREAM_BUF (64u << 10)
+
 /* One run's input. Everything is borrowed for the duration of srv_exec_run. */
 struct srv_exec_input {
     const char *kind;          /* SPINDLE_KIND and the log lines; may be NULL */
@@ -84,6 +106,10 @@ struct srv_exec_input {
                                 * SPINDLE_PARAM_<NAME> not set */
     const void *body;          /* stdin; may be NULL when body_len is 0 */
     size_t body_len;
+    /* NULL: stdin is `body`, stdout collected in the result. Else body is ignored, stdin and
+     * stdout stream through it; a successful result then holds no bytes (out_len counts what
+     * went out), and a failure may come after part of the output was written. */
+    const struct srv_exec_stream *stream;
 };
 
 enum srv_exec_outcome {

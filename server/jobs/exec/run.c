@@ -13,6 +13,17 @@
  * blocks against us. EPIPE on stdin (the program stopped reading or exited) just ends the input;
  * SIGPIPE is blocked on this thread during the run and a pending one is consumed afterwards.
  *
+ * Streamed (srv_exec_input.stream): the same loop, with the caller's non-blocking ends instead
+ * of the body and the result's buffer. One buffer each way (SRV_EXEC_STREAM_BUF): stdin is
+ * polled for room only while the input buffer holds bytes, stdout for data only while the output
+ * buffer is empty, and before each wait the loop moves what it can between the buffers and the
+ * caller's ends; when those answer -EAGAIN they write the run's eventfd (the one cancellation
+ * wakes) once they may proceed. So memory is two buffers whatever the body's size, the program
+ * may write before it has read everything, and a slow client stops the program's stdout (its
+ * pipe fills up) instead of growing anything. After the exit, the output buffer is flushed to
+ * the caller for as long as the caller takes it (the drain bound counts only time without
+ * progress); cancellation still ends that.
+ *
  * Stopping (cancel, deadline, output over max_output_bytes): SIGTERM to the process group,
  * SIGKILL grace_ms later if the leader is still there. When the leader exits (for any reason)
  * it is left a zombie for a moment (pidfd/WNOWAIT), so its pid, which is also the group's id,
@@ -73,6 +84,11 @@ struct pump {
     bool status_lost; /* the exit status was taken by another waitpid: never report success */
     int wstatus;
     uint64_t kill_at, drain_until;
+    /* streamed runs only */
+    const struct srv_exec_stream *io;
+    char *ibuf, *obuf; /* SRV_EXEC_STREAM_BUF each (one allocation: ibuf) */
+    size_t ilen, ioff, olen, ooff;
+    uint64_t out_total;
 };
 
 static const struct {
@@ -164,8 +180,26 @@ static bool leader_exited(struct pump *pu)
 
 /* ---- the pipes ------------------------------------------------------------------------------- */
 
+/* Streamed: write what the input buffer holds; the next chunk comes from stream_step. */
+static void stdin_write_streamed(struct pump *pu)
+{
+    ssize_t n = write(pu->ch.in_w, pu->ibuf + pu->ioff, pu->ilen - pu->ioff);
+    if (n > 0) {
+        pu->ioff += (size_t)n;
+    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return;
+    } else {
+        pu->epipe = pu->epipe || errno == EPIPE;
+        fd_close(&pu->ch.in_w); /* the program does not want more: not an error */
+    }
+}
+
 static void stdin_write(struct pump *pu)
 {
+    if (pu->io != NULL) {
+        stdin_write_streamed(pu);
+        return;
+    }
     size_t left = pu->body_len - pu->body_off;
     if (left > 0) {
         ssize_t n =
@@ -182,9 +216,34 @@ static void stdin_write(struct pump *pu)
     fd_close(&pu->ch.in_w); /* all written, or the program does not want more: EOF */
 }
 
+/* Streamed: fill the (empty) output buffer; stream_step passes it on. */
+static void stdout_read_streamed(struct pump *pu, uint64_t now)
+{
+    ssize_t n = read(pu->ch.out_r, pu->obuf, SRV_EXEC_STREAM_BUF);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        fd_close(&pu->ch.out_r);
+        return;
+    }
+    if ((uint64_t)n > pu->p->max_output - pu->out_total) {
+        pu->out_total = pu->p->max_output + 1;
+        if (pu->stop == STOP_NONE)
+            stop_start(pu, STOP_TOO_LARGE, now);
+        return;
+    }
+    pu->olen = (size_t)n;
+    pu->ooff = 0;
+    pu->out_total += (uint64_t)n;
+}
+
 static int stdout_read(struct pump *pu, uint64_t now)
 {
     struct srv_exec_result *r = pu->res;
+    if (pu->io != NULL) {
+        stdout_read_streamed(pu, now);
+        return 0;
+    }
     if (r->out_len == pu->out_cap) {
         size_t cap = pu->out_cap ? pu->out_cap * 2 : EXEC_CHUNK;
         if (cap > pu->p->max_output + 1)
@@ -221,6 +280,46 @@ static void stderr_read(struct pump *pu)
     exec_lines_feed(&pu->lines, buf, (size_t)n);
 }
 
+/* ---- the caller's ends (streamed runs) ------------------------------------------------------- */
+
+/* Output bytes still to hand to the caller. */
+static bool out_pending(const struct pump *pu)
+{
+    return pu->io != NULL && pu->stop == STOP_NONE && pu->ooff < pu->olen;
+}
+
+/* Move what can move without waiting: the next piece of input into the empty input buffer, the
+ * output buffer to the caller. A caller's end that is gone stops the run as cancelled. */
+static void stream_step(struct pump *pu, uint64_t now)
+{
+    if (pu->io == NULL || pu->stop != STOP_NONE)
+        return;
+    if (pu->ch.in_w >= 0 && pu->ioff == pu->ilen) {
+        ssize_t n = pu->io->read(pu->io->arg, pu->ibuf, SRV_EXEC_STREAM_BUF);
+        if (n > 0) {
+            pu->ilen = (size_t)n;
+            pu->ioff = 0;
+        } else if (n == 0) {
+            fd_close(&pu->ch.in_w); /* the end of the body: EOF for the program */
+        } else if (n != -EAGAIN) {
+            stop_start(pu, STOP_CANCEL, now);
+            return;
+        }
+    }
+    while (pu->ooff < pu->olen) {
+        ssize_t n = pu->io->write(pu->io->arg, pu->obuf + pu->ooff, pu->olen - pu->ooff);
+        if (n == -EAGAIN)
+            return;
+        if (n <= 0) {
+            stop_start(pu, STOP_CANCEL, now);
+            return;
+        }
+        pu->ooff += (size_t)n;
+        if (pu->exited)
+            pu->drain_until = now + SRV_EXEC_DRAIN_MS * MS; /* bounds time without progress */
+    }
+}
+
 /* ---- the loop -------------------------------------------------------------------------------- */
 
 /* t, or less when `at` (0: none) comes sooner. */
@@ -238,7 +337,7 @@ static int timeout_ms(const struct pump *pu, uint64_t now)
         t = sooner(t, ctx_deadline(pu->ctx), now);
     if (pu->stop != STOP_NONE && !pu->killed && !pu->exited)
         t = sooner(t, pu->kill_at, now);
-    if (pu->exited)
+    if (pu->exited && !out_pending(pu))
         t = sooner(t, pu->drain_until, now);
     return (int)((t + MS - 1) / MS);
 }
@@ -247,8 +346,18 @@ static int timeout_ms(const struct pump *pu, uint64_t now)
  * Returns false when the loop is over. */
 static bool pump_check(struct pump *pu, uint64_t now)
 {
+    if (pu->exited && pu->io != NULL && pu->stop == STOP_NONE && pu->ctx != NULL) {
+        /* still handing output over: the client may go or the deadline pass meanwhile */
+        if (ctx_cancelled(pu->ctx))
+            stop_start(pu, STOP_CANCEL, now);
+        else if (ctx_expired(pu->ctx, now))
+            stop_start(pu, STOP_DEADLINE, now);
+        if (pu->stop != STOP_NONE)
+            return false;
+    }
     if (pu->exited)
-        return (pu->ch.out_r >= 0 || pu->ch.err_r >= 0) && now < pu->drain_until;
+        return ((pu->ch.out_r >= 0 || pu->ch.err_r >= 0) && now < pu->drain_until) ||
+               out_pending(pu);
     if (pu->stop == STOP_NONE && pu->ctx != NULL && ctx_cancelled(pu->ctx))
         stop_start(pu, STOP_CANCEL, now);
     if (pu->stop == STOP_NONE && pu->ctx != NULL && ctx_expired(pu->ctx, now))
@@ -270,6 +379,7 @@ static int pump_loop(struct pump *pu)
         uint64_t now = ctx_now_ns();
         if (!pump_check(pu, now))
             return 0;
+        stream_step(pu, now);
         struct pollfd fds[5];
         int *owner[5];
         nfds_t n = 0;
@@ -277,6 +387,9 @@ static int pump_loop(struct pump *pu)
         for (size_t i = 0; i < 5; i++) {
             if (*cands[i] < 0 || (i == 4 && pu->stop != STOP_NONE))
                 continue;
+            if (pu->io != NULL &&
+                ((i == 0 && pu->ioff == pu->ilen) || (i == 1 && pu->ooff < pu->olen)))
+                continue; /* streamed: nothing to write yet, or no room to read into */
             fds[n] = (struct pollfd){.fd = *cands[i], .events = i == 0 ? POLLOUT : POLLIN};
             owner[n++] = cands[i];
         }
@@ -360,7 +473,7 @@ static int pump_run(struct pump *pu)
 {
     pu->pidfd = exec_test_no_pidfd ? -1 : (int)syscall(SYS_pidfd_open, pu->ch.pid, 0);
     exec_lines_init(&pu->lines, pu->lines.kind, pu->ch.pid);
-    if (pu->body_len == 0)
+    if (pu->io == NULL && pu->body_len == 0)
         fd_close(&pu->ch.in_w);
     LOG_D("job program started", LOG_STR("kind", pu->lines.kind), LOG_INT("pid", pu->ch.pid),
           LOG_STR("program", pu->p->path));
@@ -374,6 +487,8 @@ static int pump_run(struct pump *pu)
     fd_close(&pu->ch.out_r);
     fd_close(&pu->ch.err_r);
     fd_close(&pu->pidfd);
+    if (pu->io != NULL)
+        pu->res->out_len = pu->out_total;
     if (rc == 0)
         rc = result_fill(pu);
     LOG_D("job program ended", LOG_STR("kind", pu->lines.kind), LOG_INT("pid", pu->ch.pid),
@@ -390,6 +505,7 @@ int srv_exec_run(const struct srv_exec_prog *p, const struct srv_exec_input *in,
     pu.body = in->body;
     pu.body_len = in->body_len;
     pu.lines.kind = in->kind != NULL ? in->kind : "";
+    pu.io = in->stream;
     if (pu.ctx != NULL && ctx_cancelled(pu.ctx))
         return -ECANCELED;
     if (pu.ctx != NULL && ctx_expired(pu.ctx, ctx_now_ns()))
@@ -411,6 +527,14 @@ int srv_exec_run(const struct srv_exec_prog *p, const struct srv_exec_input *in,
         rc = -ECANCELED;
         goto close_evfd;
     }
+    if (pu.io != NULL) {
+        if ((pu.ibuf = malloc(2 * (size_t)SRV_EXEC_STREAM_BUF)) == NULL) {
+            rc = -ENOMEM;
+            goto unwatch;
+        }
+        pu.obuf = pu.ibuf + SRV_EXEC_STREAM_BUF;
+        pu.io->wake(pu.io->arg, pu.evfd);
+    }
     if ((rc = exec_args_build(p, in, &args)) < 0)
         goto unwatch;
     rc = exec_spawn(p, &args, &pu.ch, &stage);
@@ -422,6 +546,9 @@ int srv_exec_run(const struct srv_exec_prog *p, const struct srv_exec_input *in,
     }
     rc = pump_run(&pu);
 unwatch:
+    if (pu.ibuf != NULL)
+        pu.io->wake(pu.io->arg, -1);
+    free(pu.ibuf);
     if (pu.ctx != NULL)
         ctx_watch_remove(&w);
 close_evfd:

@@ -86,7 +86,8 @@ static void test_srv_cfg_kind_module_and_exec(void)
                                   "rlimit_as = 512M\n"
                                   "rlimit_nofile = 64\n"
                                   "user = nobody\n"
-                                  "cwd = /tmp\n",
+                                  "cwd = /tmp\n"
+                                  "stream = true\n",
                                   0, NULL);
     CU_ASSERT_EQUAL_FATAL(cfg->kind_count, 2);
     const struct srv_cfg_kind *m = srv_cfg_kind_find(cfg, "wordfreq");
@@ -107,6 +108,8 @@ static void test_srv_cfg_kind_module_and_exec(void)
     CU_ASSERT_EQUAL(e->rlimit_nofile, 64);
     CU_ASSERT_STRING_EQUAL(e->user, "nobody");
     CU_ASSERT_STRING_EQUAL(e->cwd, "/tmp");
+    CU_ASSERT_TRUE(e->stream);
+    CU_ASSERT_FALSE(m->stream);
     CU_ASSERT_EQUAL(e->line, 7);
     CU_ASSERT_PTR_NULL(srv_cfg_kind_find(cfg, "other"));
     free(cfg);
@@ -122,6 +125,7 @@ static void test_srv_cfg_kind_defaults(void)
     CU_ASSERT_EQUAL(k->max_inflight, 0);
     CU_ASSERT_EQUAL(k->timeout_ms, 0);
     CU_ASSERT_STRING_EQUAL(k->content_type, "");
+    CU_ASSERT_FALSE(k->stream);
     free(cfg);
 }
 
@@ -146,6 +150,10 @@ static void test_srv_cfg_kind_errors(void)
                  ":3: [kind.x] exec: duplicate key (first set on line 2)"));
     free(tk_load("[kind.x]\nexec = /bin/true\nmax_inflight = -1\n", -EINVAL,
                  ":3: [kind.x] max_inflight: expected a whole number"));
+    free(tk_load("[kind.x]\nexec = /bin/true\nstream = in\n", -EINVAL,
+                 ":3: [kind.x] stream: expected true or false"));
+    free(tk_load("[kind.x]\nmodule = /a.so\nstream = true\n", -EINVAL,
+                 ":3: [kind.x] stream: applies to exec kinds only"));
     free(tk_load("[kind.x]\nexec = /bin/true\nparams = n:float\n", -EINVAL,
                  ":3: [kind.x] params: n: unknown type"));
 }
@@ -204,7 +212,8 @@ static void test_srv_cfg_kind_print_round_trip(void)
 {
     struct srv_cfg *a =
         tk_load("[kind.m]\nmodule = /x/m.so\nmax_inflight = 3\n"
-                "[kind.e]\nexec = /bin/cat -\nparams = n:int:1..5=2\nuser = nobody\n",
+                "[kind.e]\nexec = /bin/cat -\nparams = n:int:1..5=2\nuser = nobody\n"
+                "stream = yes\n",
                 0, NULL);
     char *text = NULL;
     size_t len = 0;
@@ -215,6 +224,10 @@ static void test_srv_cfg_kind_print_round_trip(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "[kind.m]\nmodule = /x/m.so\nmax_inflight = 3\n"));
     struct srv_cfg *b = tk_load(text, 0, NULL);
     CU_ASSERT(srv_cfg_equal(a, b));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "stream = true\n"));
+    b->kinds[1].stream = false;
+    CU_ASSERT_FALSE(srv_cfg_equal(a, b));
+    b->kinds[1].stream = true;
     b->kinds[1].max_output_bytes++;
     CU_ASSERT_FALSE(srv_cfg_equal(a, b));
     free(text);

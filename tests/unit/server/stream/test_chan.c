@@ -1,4 +1,5 @@
-/* test_chan.c - the bounded channel: capacity, blocking both ways, notify, close, cancel. */
+/* test_chan.c - the bounded channel: capacity, blocking both ways, notify, close, cancel, and the
+ * worker's calls that never wait (try read/write with a wake descriptor). */
 #include <CUnit/CUnit.h>
 #include <errno.h>
 #include <pthread.h>
@@ -6,6 +7,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "server/stream/stream.h"
 #include "tests/suite.h"
@@ -255,6 +258,86 @@ static void test_srv_chan_stream_in_order(void)
     srv_chan_free(ch);
 }
 
+/* The eventfd's counter, read and reset (0: nothing was written). */
+static uint64_t wake_count(int fd)
+{
+    uint64_t v = 0;
+    if (read(fd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+        return 0;
+    return v;
+}
+
+static void test_srv_chan_try_read_wakes_on_put(void)
+{
+    struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    CU_ASSERT_FATAL(fd >= 0);
+    srv_chan_wake_fd(ch, fd);
+    char buf[16];
+    CU_ASSERT_EQUAL(srv_chan_put(ch, "ab", 2), 2);
+    CU_ASSERT_EQUAL(wake_count(fd), 0); /* nobody was waiting */
+    CU_ASSERT_EQUAL(srv_chan_try_read(ch, buf, sizeof(buf)), 2);
+    CU_ASSERT_EQUAL(srv_chan_try_read(ch, buf, sizeof(buf)), -EAGAIN);
+    CU_ASSERT_EQUAL(wake_count(fd), 0);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, "c", 1), 1);
+    CU_ASSERT_EQUAL(wake_count(fd), 1);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, "d", 1), 1);
+    CU_ASSERT_EQUAL(wake_count(fd), 0); /* one wake per arming */
+    CU_ASSERT_EQUAL(srv_chan_try_read(ch, buf, sizeof(buf)), 2);
+    CU_ASSERT_EQUAL(memcmp(buf, "cd", 2), 0);
+    CU_ASSERT_EQUAL(srv_chan_try_read(ch, buf, sizeof(buf)), -EAGAIN);
+    srv_chan_close(ch);
+    CU_ASSERT_EQUAL(wake_count(fd), 1);
+    CU_ASSERT_EQUAL(srv_chan_try_read(ch, buf, sizeof(buf)), 0);
+    srv_chan_wake_fd(ch, -1);
+    close(fd);
+    srv_chan_free(ch);
+}
+
+static void test_srv_chan_try_write_wakes_on_get(void)
+{
+    struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    CU_ASSERT_FATAL(fd >= 0);
+    srv_chan_wake_fd(ch, fd);
+    static char big[CAP + 10], out[CAP];
+    memset(big, 'y', sizeof(big));
+    CU_ASSERT_EQUAL(srv_chan_try_write(ch, big, sizeof(big)), CAP); /* what fits */
+    CU_ASSERT_EQUAL(srv_chan_try_write(ch, big, 10), -EAGAIN);
+    CU_ASSERT_EQUAL(wake_count(fd), 0);
+    CU_ASSERT_EQUAL(srv_chan_get(ch, out, 100), 100);
+    CU_ASSERT_EQUAL(wake_count(fd), 1);
+    CU_ASSERT_EQUAL(srv_chan_try_write(ch, big, 10), 10);
+    srv_chan_close(ch);
+    CU_ASSERT_EQUAL(srv_chan_try_write(ch, big, 10), -EPIPE);
+    srv_chan_wake_fd(ch, -1);
+    close(fd);
+    srv_chan_free(ch);
+}
+
+static void test_srv_chan_try_cancel_wakes(void)
+{
+    struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    CU_ASSERT_FATAL(fd >= 0);
+    srv_chan_wake_fd(ch, fd);
+    char buf[8];
+    CU_ASSERT_EQUAL(srv_chan_try_read(ch, buf, sizeof(buf)), -EAGAIN);
+    srv_chan_cancel(ch);
+    CU_ASSERT_EQUAL(wake_count(fd), 1);
+    CU_ASSERT_EQUAL(srv_chan_try_read(ch, buf, sizeof(buf)), -ECANCELED);
+    CU_ASSERT_EQUAL(srv_chan_try_write(ch, "x", 1), -ECANCELED);
+    /* cleared: later changes write nothing */
+    srv_chan_wake_fd(ch, -1);
+    srv_chan_cancel(ch);
+    CU_ASSERT_EQUAL(wake_count(fd), 0);
+    close(fd);
+    srv_chan_free(ch);
+}
+
 int suite_server_stream_chan(void)
 {
     static const struct spindle_test tests[] = {
@@ -266,6 +349,9 @@ int suite_server_stream_chan(void)
         SPINDLE_TEST(test_srv_chan_room_notify_half),
         SPINDLE_TEST(test_srv_chan_cancel_wakes_both),
         SPINDLE_TEST(test_srv_chan_stream_in_order),
+        SPINDLE_TEST(test_srv_chan_try_read_wakes_on_put),
+        SPINDLE_TEST(test_srv_chan_try_write_wakes_on_get),
+        SPINDLE_TEST(test_srv_chan_try_cancel_wakes),
     };
     return SPINDLE_SUITE_ADD("server_stream_chan", NULL, NULL, tests);
 }

@@ -603,6 +603,163 @@ static void test_srv_exec_run_parallel(void)
     leak_check();
 }
 
+/* ---- streamed runs: a fake caller's ends -------------------------------------------------------
+ * The input comes in pieces, the output is taken in small pieces, and every third call answers
+ * -EAGAIN (then writes the wake descriptor at once, as a loop making room or data would). */
+struct fake_io {
+    const unsigned char *in;
+    size_t in_len, in_off;
+    unsigned char *out;
+    size_t out_len, out_cap;
+    size_t fail_after; /* write answers -ECANCELED once this much went out (0: never) */
+    int wake_fd;
+    bool woken_set, woken_cleared;
+    unsigned calls;
+};
+
+static ssize_t fake_again(struct fake_io *f)
+{
+    uint64_t one = 1;
+    CU_ASSERT_EQUAL(write(f->wake_fd, &one, sizeof(one)), (ssize_t)sizeof(one));
+    return -EAGAIN;
+}
+
+static ssize_t fake_read(void *arg, void *buf, size_t size)
+{
+    struct fake_io *f = arg;
+    if (++f->calls % 3 == 0)
+        return fake_again(f);
+    size_t n = f->in_len - f->in_off < 10000 ? f->in_len - f->in_off : 10000;
+    n = n < size ? n : size;
+    memcpy(buf, f->in + f->in_off, n);
+    f->in_off += n;
+    return (ssize_t)n;
+}
+
+static ssize_t fake_write(void *arg, const void *buf, size_t len)
+{
+    struct fake_io *f = arg;
+    if (f->fail_after != 0 && f->out_len >= f->fail_after)
+        return -ECANCELED;
+    if (++f->calls % 3 == 0)
+        return fake_again(f);
+    size_t n = len < 3000 ? len : 3000;
+    if (f->out_len + n > f->out_cap)
+        n = f->out_cap - f->out_len;
+    CU_ASSERT_FATAL(n > 0); /* never more output than the test expects */
+    memcpy(f->out + f->out_len, buf, n);
+    f->out_len += n;
+    return (ssize_t)n;
+}
+
+static void fake_wake(void *arg, int fd)
+{
+    struct fake_io *f = arg;
+    f->wake_fd = fd;
+    if (fd >= 0)
+        f->woken_set = true;
+    else
+        f->woken_cleared = true;
+}
+
+static int run_streamed(const struct srv_exec_prog *p, struct fake_io *f,
+                        struct srv_exec_result *res)
+{
+    struct srv_exec_stream io = {fake_read, fake_write, fake_wake, f};
+    struct srv_exec_input in = {.kind = "t", .stream = &io};
+    return srv_exec_run(p, &in, res);
+}
+
+/* 8 MiB through cat in odd pieces: the same bytes, nothing kept in the result. */
+static void test_srv_exec_run_streamed_cat(void)
+{
+    leak_start();
+    size_t len = 8u << 20;
+    struct fake_io f = {.in = big_body(len), .in_len = len, .out_cap = len, .wake_fd = -1};
+    f.out = malloc(len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f.out);
+    struct srv_exec_prog *p = et_prog("cat");
+    struct srv_exec_result res;
+    CU_ASSERT_EQUAL(run_streamed(p, &f, &res), 0);
+    CU_ASSERT_EQUAL(res.outcome, SRV_EXEC_OK);
+    CU_ASSERT_PTR_NULL(res.out);
+    CU_ASSERT_EQUAL(res.out_len, len);
+    CU_ASSERT(f.out_len == len && memcmp(f.out, f.in, len) == 0);
+    CU_ASSERT_TRUE(f.woken_set && f.woken_cleared);
+    CU_ASSERT_EQUAL(f.wake_fd, -1);
+    srv_exec_result_fini(&res);
+    srv_exec_prog_free(p);
+    free((void *)f.in);
+    free(f.out);
+    leak_check();
+}
+
+/* The program writes 4 MB before it reads any of its 4 MiB of input. */
+static void test_srv_exec_run_streamed_writes_first(void)
+{
+    leak_start();
+    char script[64];
+    et_script(script, "head -c 4000000 /dev/zero\nwc -c");
+    size_t len = 4u << 20, want = 4000000 + strlen("4194304\n");
+    struct fake_io f = {.in = big_body(len), .in_len = len, .out_cap = want, .wake_fd = -1};
+    f.out = malloc(want);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f.out);
+    struct srv_exec_prog *p = et_prog(script);
+    struct srv_exec_result res;
+    CU_ASSERT_EQUAL(run_streamed(p, &f, &res), 0);
+    CU_ASSERT_EQUAL(res.outcome, SRV_EXEC_OK);
+    CU_ASSERT_EQUAL(f.out_len, want);
+    CU_ASSERT(f.out_len == want && memcmp(f.out + 4000000, "4194304\n", 8) == 0);
+    srv_exec_result_fini(&res);
+    srv_exec_prog_free(p);
+    unlink(script);
+    free((void *)f.in);
+    free(f.out);
+    leak_check();
+}
+
+/* Over max_output_bytes mid-stream: stopped, output_too_large, no more than the limit went out. */
+static void test_srv_exec_run_streamed_too_large(void)
+{
+    leak_start();
+    size_t len = 4u << 20;
+    struct fake_io f = {.in = big_body(len), .in_len = len, .out_cap = 1u << 20, .wake_fd = -1};
+    f.out = malloc(f.out_cap);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f.out);
+    struct srv_exec_conf conf = {.exec = "cat", .max_output_bytes = 1u << 20};
+    struct srv_exec_prog *p = et_prog_conf(&conf);
+    struct srv_exec_result res;
+    CU_ASSERT_EQUAL(run_streamed(p, &f, &res), 0);
+    CU_ASSERT_EQUAL(res.outcome, SRV_EXEC_OUTPUT_TOO_LARGE);
+    CU_ASSERT(f.out_len <= 1u << 20);
+    CU_ASSERT(f.out_len == 0 || memcmp(f.out, f.in, f.out_len) == 0);
+    srv_exec_result_fini(&res);
+    srv_exec_prog_free(p);
+    free((void *)f.in);
+    free(f.out);
+    leak_check();
+}
+
+/* The output's taker goes away (a client gone): the run stops as cancelled. */
+static void test_srv_exec_run_streamed_taker_gone(void)
+{
+    leak_start();
+    size_t len = 8u << 20;
+    struct fake_io f = {.in = big_body(len), .in_len = len, .out_cap = len, .wake_fd = -1};
+    f.fail_after = 100000;
+    f.out = malloc(len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f.out);
+    struct srv_exec_prog *p = et_prog("cat");
+    struct srv_exec_result res;
+    CU_ASSERT_EQUAL(run_streamed(p, &f, &res), -ECANCELED);
+    CU_ASSERT(f.out_len < len);
+    srv_exec_result_fini(&res);
+    srv_exec_prog_free(p);
+    free((void *)f.in);
+    free(f.out);
+    leak_check();
+}
+
 int suite_server_jobs_exec_run(void)
 {
     static const struct spindle_test tests[] = {
@@ -629,6 +786,10 @@ int suite_server_jobs_exec_run(void)
         SPINDLE_TEST_UNLESS(test_srv_exec_run_user, skip_unless_root),
         SPINDLE_TEST(test_srv_exec_run_without_pidfd),
         SPINDLE_TEST(test_srv_exec_run_parallel),
+        SPINDLE_TEST(test_srv_exec_run_streamed_cat),
+        SPINDLE_TEST(test_srv_exec_run_streamed_writes_first),
+        SPINDLE_TEST(test_srv_exec_run_streamed_too_large),
+        SPINDLE_TEST(test_srv_exec_run_streamed_taker_gone),
     };
     return SPINDLE_SUITE_ADD("server_jobs_exec_run", et_log_init, et_log_fini, tests);
 }
