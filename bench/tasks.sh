@@ -69,11 +69,14 @@ access = false
 file = $TMP/$1/spindle.log
 [tasks]
 store = $TMP/$1/tasks.db
+max_unfinished = 100000000
 CONF
     BASE="http://127.0.0.1:$SPINDLE_PORT"
 }
 
-# wrk_run NAME URL LUA: prints "RATE P99_MS OK_REQUESTS", keeps wrk's output in $TMP/wrk-NAME.txt.
+# wrk_run NAME URL LUA: prints "RATE P99_MS OK_REQUESTS BAD", keeps wrk's output in
+# $TMP/wrk-NAME.txt. RATE counts the 2xx answers only; BAD is the number of other answers and
+# socket errors, which make the run invalid (a refused task is not a task).
 wrk_run() {
     local out="$TMP/wrk-$1.txt"
     wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$3" "$2" >"$out" 2>&1 || {
@@ -94,8 +97,9 @@ wrk_run() {
         /Requests\/sec:/ { rps = $2 }
         / requests in / { n = $1 }
         $1 == "99%" { p99 = ms($2) }
-        /Non-2xx or 3xx responses:/ { bad = $NF }
-        END { printf "%.1f %.3f %d\n", rps, p99, n - bad }' "$out"
+        /Non-2xx or 3xx responses:/ { bad += $NF }
+        /Socket errors:/ { for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) bad += $i + 0 }
+        END { printf "%.1f %.3f %d %d\n", (n > 0 ? rps * (n - bad) / n : 0), p99, n - bad, bad }' "$out"
 }
 
 # store_counter: the task store's commits so far from GET /metrics (the first counter whose name
@@ -141,7 +145,7 @@ if [ -z "$C0" ]; then
         FSYNC_HOW="not measured (no commit counter in /metrics, no strace)"
     fi
 fi
-read -r ENQ ENQ_P99 ENQ_N < <(wrk_run enqueue "$BASE/v1/tasks" "$TMP/delayed.lua")
+read -r ENQ ENQ_P99 ENQ_N ENQ_BAD < <(wrk_run enqueue "$BASE/v1/tasks" "$TMP/delayed.lua")
 FSYNCS=
 if [ -n "$C0" ]; then
     C1=$(store_counter)
@@ -162,7 +166,7 @@ echo "== spindle end to end: wrk -c$CONNS -d${DURATION}s POST /v1/tasks (noop), 
 post_lua "$TMP/now.lua" '{"kind":"noop"}'
 start_tasks e2e
 T0=$(date +%s.%N)
-read -r E2E_ENQ E2E_P99 E2E_N < <(wrk_run e2e "$BASE/v1/tasks" "$TMP/now.lua")
+read -r E2E_ENQ E2E_P99 E2E_N E2E_BAD < <(wrk_run e2e "$BASE/v1/tasks" "$TMP/now.lua")
 T_ENQ=$(date +%s.%N)
 DEADLINE=$(($(date +%s) + DRAIN_TIMEOUT))
 while [ "$(busy queued)$(busy retrying)$(busy running)" != 000 ]; do
@@ -212,6 +216,12 @@ else
     PEER_LINE="peer     BullMQ: $PEER"
 fi
 
+INVALID=
+if [ "$ENQ_BAD" != 0 ] || [ "$E2E_BAD" != 0 ]; then
+    INVALID="INVALID  non-2xx answers or socket errors: enqueue $ENQ_BAD, end to end $E2E_BAD
+"
+fi
+
 REPORT=$(
     cat <<REP
 # $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -n), $(nproc) CPUs, $(uname -r)
@@ -227,9 +237,10 @@ spindle  end to end (noop)            tasks/s $E2E   (${E2E_N} tasks, enqueue p9
          backlog drained ${DRAIN_S} s after the last enqueue)
          $R_E2E
 $PEER_LINE
-# other load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average at the end)
+$INVALID# other load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average at the end)
 REP
 )
 echo "$REPORT"
 mkdir -p "$(dirname "$RESULTS")"
 echo "$REPORT" >>"$RESULTS"
+[ -z "$INVALID" ] || die "invalid run: answers other than 2xx (see above)"
