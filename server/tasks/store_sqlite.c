@@ -57,6 +57,9 @@ enum sq_stmt {
     SQ_SCHED_LAST,
     SQ_SCHED_SET,
     SQ_SCHED_LIST,
+    SQ_UNFINISHED_ADD,
+    SQ_TENANT_OF,
+    SQ_EXPIRE_FINAL,
     SQ__COUNT
 };
 
@@ -96,8 +99,9 @@ static const char *const sq_sql[SQ__COUNT] = {
                   " WHERE tenant=?1 AND id=?2 AND state IN (0,1,2)",
     [SQ_LIST] = "SELECT " SQ_COLS " FROM tasks WHERE tenant=?1 AND (?2<0 OR state=?2)"
                 " AND (?3 IS NULL OR kind=?3) AND (?4 IS NULL OR id>?4) ORDER BY id LIMIT ?5",
+    /* only final tasks have finished_ms (so the tenants' unfinished counts stay as they are) */
     [SQ_PURGE] = "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE"
-                 " finished_ms IS NOT NULL AND finished_ms<?1 LIMIT ?2)",
+                 " finished_ms IS NOT NULL AND finished_ms<?1 AND state>=3 LIMIT ?2)",
     [SQ_EXPIRE] = "UPDATE tasks SET interrupted=interrupted+1,"
                   " errors=json_insert(errors,'$[#]',json_object('attempt',attempt,"
                   "'code','interrupted','message','the attempt did not finish: the process"
@@ -119,6 +123,13 @@ static const char *const sq_sql[SQ__COUNT] = {
                      " last_tick_ms=excluded.last_tick_ms, last_task=excluded.last_task,"
                      " fired_ms=excluded.fired_ms",
     [SQ_SCHED_LIST] = "SELECT name,last_tick_ms,last_task,fired_ms FROM schedules ORDER BY name",
+    [SQ_UNFINISHED_ADD] = "INSERT INTO tenant_unfinished(tenant,n) VALUES(?1,?2)"
+                          " ON CONFLICT(tenant) DO UPDATE SET n=n+excluded.n",
+    [SQ_TENANT_OF] = "SELECT tenant FROM tasks WHERE id=?1",
+    /* the attempts SQ_EXPIRE fails for good (their last one), by tenant */
+    [SQ_EXPIRE_FINAL] = "SELECT tenant,count(*) FROM tasks INDEXED BY tasks_state WHERE state=1"
+                        " AND attempt_started=1 AND lease_until_ms<?1 AND attempt>=attempts"
+                        " GROUP BY tenant",
 };
 
 /* The prepared statement `i`, reset and unbound; NULL on failure. */
@@ -226,6 +237,7 @@ static void sq_close(void *st)
     for (size_t i = 0; i < SRV_SQ_NSTMT; i++)
         sqlite3_finalize(sq->stmt[i]);
     sqlite3_close(sq->db);
+    free(sq->deltas);
     free(sq);
 }
 
@@ -234,19 +246,93 @@ static const char *sq_errmsg(void *st)
     return sqlite3_errmsg(((struct srv_sq_store *)st)->db);
 }
 
+/* ---- the tenants' unfinished counts ---------------------------------------------------------
+ * A write that makes a task unfinished (enqueue) or final (complete, the last fail, cancel,
+ * expire) notes +1 or -1 for its tenant in sq->deltas; commit writes each tenant's sum to
+ * tenant_unfinished with one statement before COMMIT, rollback forgets them. Outside a
+ * transaction (autocommit) the change is written at once. */
+
+static int sq_unfinished_write(struct srv_sq_store *sq, const char *tenant, long long n)
+{
+    sqlite3_stmt *s = sq_stmt(sq, SQ_UNFINISHED_ADD);
+    if (s != NULL) {
+        sqlite3_bind_text(s, 1, tenant, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, n);
+    }
+    return sq_run(sq, s, NULL);
+}
+
+static struct srv_sq_delta *sq_delta_find(struct srv_sq_store *sq, const char *tenant)
+{
+    for (size_t i = 0; i < sq->ndeltas; i++)
+        if (strcmp(sq->deltas[i].tenant, tenant) == 0)
+            return &sq->deltas[i];
+    return NULL;
+}
+
+static int sq_unfinished_add(struct srv_sq_store *sq, const char *tenant, long long n)
+{
+    if (sqlite3_get_autocommit(sq->db))
+        return sq_unfinished_write(sq, tenant, n);
+    struct srv_sq_delta *d = sq_delta_find(sq, tenant);
+    if (d == NULL) {
+        if (sq->ndeltas == sq->deltas_cap) {
+            size_t cap = sq->deltas_cap ? 2 * sq->deltas_cap : 8;
+            struct srv_sq_delta *v = realloc(sq->deltas, cap * sizeof(*v));
+            if (v == NULL)
+                return -ENOMEM;
+            sq->deltas = v;
+            sq->deltas_cap = cap;
+        }
+        d = &sq->deltas[sq->ndeltas++];
+        snprintf(d->tenant, sizeof(d->tenant), "%s", tenant);
+        d->n = 0;
+    }
+    d->n += n;
+    return 0;
+}
+
+/* -1 for the tenant of task `id` (which just became final). */
+static int sq_unfinished_done(struct srv_sq_store *sq, const char *id)
+{
+    sqlite3_stmt *s = sq_stmt(sq, SQ_TENANT_OF);
+    if (s == NULL)
+        return srv_sq_errno(sqlite3_errcode(sq->db));
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    char tenant[CTX_TENANT_MAX + 1];
+    if (rc == SQLITE_ROW)
+        sq_text(s, 0, tenant, sizeof(tenant));
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW)
+        return rc == SQLITE_DONE ? -EIO : srv_sq_errno(rc); /* it was just updated: broken */
+    return sq_unfinished_add(sq, tenant, -1);
+}
+
 static int sq_begin(void *st)
 {
-    return sq_run(st, sq_stmt(st, SQ_BEGIN), NULL);
+    struct srv_sq_store *sq = st;
+    sq->ndeltas = 0;
+    return sq_run(sq, sq_stmt(sq, SQ_BEGIN), NULL);
 }
 
 static int sq_commit(void *st)
 {
-    return sq_run(st, sq_stmt(st, SQ_COMMIT), NULL);
+    struct srv_sq_store *sq = st;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sq->ndeltas; i++)
+        if (sq->deltas[i].n != 0)
+            rc = sq_unfinished_write(sq, sq->deltas[i].tenant, sq->deltas[i].n);
+    if (rc != 0)
+        return rc; /* the caller rolls back */
+    sq->ndeltas = 0;
+    return sq_run(sq, sq_stmt(sq, SQ_COMMIT), NULL);
 }
 
 static void sq_rollback(void *st)
 {
     struct srv_sq_store *sq = st;
+    sq->ndeltas = 0;
     if (!sqlite3_get_autocommit(sq->db))
         (void)sq_run(sq, sq_stmt(sq, SQ_ROLLBACK), NULL);
 }
@@ -285,7 +371,8 @@ static int sq_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
     sqlite3_reset(s);
     if (rc != SQLITE_ROW)
         return srv_sq_errno(rc);
-    if (n >= (long long)cap)
+    const struct srv_sq_delta *d = sq_delta_find(sq, t->tenant);
+    if (n + (d != NULL ? d->n : 0) >= (long long)cap)
         return -EDQUOT;
     s = sq_stmt(sq, SQ_INSERT);
     if (s != NULL) {
@@ -303,7 +390,8 @@ static int sq_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
             sqlite3_bind_text(s, 11, t->idem_key, -1, SQLITE_STATIC);
         sqlite3_bind_blob(s, 12, t->spec, (int)t->spec_len, SQLITE_STATIC);
     }
-    return sq_run(sq, s, NULL);
+    rc = sq_run(sq, s, NULL);
+    return rc != 0 ? rc : sq_unfinished_add(sq, t->tenant, 1);
 }
 
 /* Pick up to max of the n candidate rows (ids[], tenants[]) round-robin by tenant, so that one
@@ -419,7 +507,8 @@ static int sq_complete(void *st, const char *id, unsigned attempt, int64_t now, 
         sqlite3_bind_blob(s, 4, len > 0 ? result : "", (int)len, SQLITE_STATIC);
         sqlite3_bind_text(s, 5, content_type, -1, SQLITE_STATIC);
     }
-    return sq_fenced(st, s);
+    int rc = sq_fenced(st, s);
+    return rc != 0 ? rc : sq_unfinished_done(st, id);
 }
 
 static int sq_fail_attempt(void *st, const char *id, unsigned attempt, int64_t now,
@@ -433,7 +522,8 @@ static int sq_fail_attempt(void *st, const char *id, unsigned attempt, int64_t n
         sqlite3_bind_text(s, 4, error_json, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 5, retry_at);
     }
-    return sq_fenced(st, s);
+    int rc = sq_fenced(st, s);
+    return rc != 0 || retry_at > 0 ? rc : sq_unfinished_done(st, id);
 }
 
 static int sq_release(void *st, const char *id, unsigned attempt)
@@ -474,6 +564,8 @@ static int sq_cancel(void *st, const char *tenant, const char *id, int64_t now, 
         sqlite3_bind_int64(s, 3, now);
     }
     rc = sq_run(st, s, NULL);
+    if (rc == 0)
+        rc = sq_unfinished_add(st, tenant, -1);
     return rc != 0 ? rc : sq_get(st, tenant, id, false, t);
 }
 
@@ -519,8 +611,30 @@ static int sq_purge(void *st, int64_t before, unsigned max, unsigned *n)
     return sq_run(st, s, n);
 }
 
+/* -count for each tenant of the attempts SQ_EXPIRE is about to fail for good. */
+static int sq_expire_final(struct srv_sq_store *sq, int64_t now)
+{
+    sqlite3_stmt *s = sq_stmt(sq, SQ_EXPIRE_FINAL);
+    if (s == NULL)
+        return srv_sq_errno(sqlite3_errcode(sq->db));
+    sqlite3_bind_int64(s, 1, now);
+    int r, rc = 0;
+    while (rc == 0 && (r = sqlite3_step(s)) == SQLITE_ROW) {
+        char tenant[CTX_TENANT_MAX + 1];
+        sq_text(s, 0, tenant, sizeof(tenant));
+        rc = sq_unfinished_add(sq, tenant, -sqlite3_column_int64(s, 1));
+    }
+    if (rc == 0 && r != SQLITE_DONE)
+        rc = srv_sq_errno(r);
+    sqlite3_reset(s);
+    return rc;
+}
+
 static int sq_expire(void *st, int64_t now, unsigned *n)
 {
+    int rc0 = sq_expire_final(st, now);
+    if (rc0 != 0)
+        return rc0;
     sqlite3_stmt *s = sq_stmt(st, SQ_UNSTARTED);
     if (s != NULL)
         sqlite3_bind_int64(s, 1, now);
