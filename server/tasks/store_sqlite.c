@@ -127,7 +127,7 @@ static const char *const sq_sql[SQ__COUNT] = {
                           " ON CONFLICT(tenant) DO UPDATE SET n=n+excluded.n",
     [SQ_TENANT_OF] = "SELECT tenant FROM tasks WHERE id=?1",
     /* the attempts SQ_EXPIRE fails for good (their last one), by tenant */
-    [SQ_EXPIRE_FINAL] = "SELECT tenant,count(*) FROM tasks INDEXED BY tasks_state WHERE state=1"
+    [SQ_EXPIRE_FINAL] = "SELECT tenant,count(*) FROM tasks INDEXED BY tasks_running WHERE state=1"
                         " AND attempt_started=1 AND lease_until_ms<?1 AND attempt>=attempts"
                         " GROUP BY tenant",
 };

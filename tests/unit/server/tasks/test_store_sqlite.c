@@ -105,7 +105,8 @@ static long long sq_int_at(const char *sql)
     return v;
 }
 
-/* A version 1 file (tenant_unfinished kept by triggers) is migrated: the triggers are gone, the
+/* A version 1 file (tenant_unfinished kept by triggers, every task indexed by state) is migrated:
+ * the triggers and that index are gone, the
  * counts it had still cap the tenant, and every way a task ends (complete, the last fail, an
  * expired last attempt) frees its place, in the transaction that ends it. */
 static void test_unfinished_counts_after_v1(void)
@@ -121,12 +122,14 @@ static void test_unfinished_counts_after_v1(void)
     srv_task_store_sqlite.close(st);
     CU_ASSERT_EQUAL(sq_exec_at("UPDATE spindle_schema SET version=1;"
                                " CREATE TRIGGER tasks_unfinished_ins AFTER INSERT ON tasks"
-                               " BEGIN SELECT 1; END;"),
+                               " BEGIN SELECT 1; END;"
+                               " CREATE INDEX tasks_state ON tasks(state, owner);"),
                     0);
     st = ts_reopen();
     srv_task_store_sqlite.close(st);
     CU_ASSERT_EQUAL(sq_int_at("SELECT max(version) FROM spindle_schema"), 2);
     CU_ASSERT_EQUAL(sq_int_at("SELECT count(*) FROM sqlite_master WHERE type='trigger'"), 0);
+    CU_ASSERT_EQUAL(sq_int_at("SELECT count(*) FROM sqlite_master WHERE name='tasks_state'"), 0);
     CU_ASSERT_EQUAL(sq_int_at("SELECT n FROM tenant_unfinished WHERE tenant='a'"), 2);
     st = ts_reopen();
     ts_task(&t, "a", "{}", NULL);
