@@ -59,6 +59,7 @@ enum sq_stmt {
     SQ_SCHED_LIST,
     SQ_UNFINISHED_ADD,
     SQ_TENANT_OF,
+    SQ_BY_ID,
     SQ_EXPIRE_FINAL,
     SQ__COUNT
 };
@@ -78,8 +79,7 @@ static const char *const sq_sql[SQ__COUNT] = {
                " WHERE state IN (0,2) AND run_at_ms<=?1"
                " ORDER BY run_at_ms LIMIT ?2",
     [SQ_CLAIM_ONE] = "UPDATE tasks SET state=1, attempt=attempt+1, attempt_started=0,"
-                     " lease_until_ms=?2, owner=?3 WHERE id=?1 AND state IN (0,2)"
-                     " RETURNING " SQ_COLS,
+                     " lease_until_ms=?2, owner=?3 WHERE id=?1 AND state IN (0,2)",
     [SQ_START] = "UPDATE tasks SET attempt_started=1, started_ms=?3"
                  " WHERE id=?1 AND attempt=?2 AND state=1",
     [SQ_HEARTBEAT] = "UPDATE tasks SET lease_until_ms=?1 WHERE state=1 AND owner=?2",
@@ -126,6 +126,7 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_UNFINISHED_ADD] = "INSERT INTO tenant_unfinished(tenant,n) VALUES(?1,?2)"
                           " ON CONFLICT(tenant) DO UPDATE SET n=n+excluded.n",
     [SQ_TENANT_OF] = "SELECT tenant FROM tasks WHERE id=?1",
+    [SQ_BY_ID] = "SELECT " SQ_COLS " FROM tasks WHERE id=?1",
     /* the attempts SQ_EXPIRE fails for good (their last one), by tenant */
     [SQ_EXPIRE_FINAL] = "SELECT tenant,count(*) FROM tasks INDEXED BY tasks_running WHERE state=1"
                         " AND attempt_started=1 AND lease_until_ms<?1 AND attempt>=attempts"
@@ -454,17 +455,25 @@ static int sq_claim(void *st, const char *owner, int64_t now, int64_t lease_unti
     }
     unsigned np = rc == 0 ? sq_fair_pick(tenants, cn, max, picked) : 0;
     for (unsigned i = 0; rc == 0 && i < np; i++) {
+        /* An UPDATE then a SELECT: with RETURNING, SQLite journals the statement (dearer). */
         s = sq_stmt(sq, SQ_CLAIM_ONE);
         if (s != NULL) {
             sqlite3_bind_text(s, 1, ids[picked[i]], -1, SQLITE_STATIC);
             sqlite3_bind_int64(s, 2, lease_until);
             sqlite3_bind_text(s, 3, owner, -1, SQLITE_STATIC);
         }
+        unsigned changed = 0;
+        rc = sq_run(sq, s, &changed);
+        if (rc != 0 || changed == 0)
+            continue;
+        s = sq_stmt(sq, SQ_BY_ID);
+        if (s != NULL)
+            sqlite3_bind_text(s, 1, ids[picked[i]], -1, SQLITE_STATIC);
         rc = sq_one(sq, s, &out[*n], false);
         if (rc == 0)
             (*n)++;
         else if (rc == -ENOENT)
-            rc = 0;
+            rc = -EIO; /* just claimed, so there: broken */
     }
     if (rc != 0) {
         for (unsigned i = 0; i < *n; i++)
