@@ -396,34 +396,42 @@ static int sq_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
 }
 
 /* Pick up to max of the n candidate rows (ids[], tenants[]) round-robin by tenant, so that one
- * tenant's backlog does not fill every claim; picked[] gets the indexes. */
+ * tenant's backlog does not fill every claim; picked[] gets the indexes. Row i's turn is how many
+ * rows of its tenant come before it; rows go by turn, then by their order: a counting sort, linear
+ * in n for a few tenants (one tenant's backlog of a large claim must not cost n * max). */
 static unsigned sq_fair_pick(char (*tenants)[CTX_TENANT_MAX + 1], unsigned n, unsigned max,
                              unsigned *picked)
 {
-    unsigned k = 0;
-    bool *used = calloc(n ? n : 1, sizeof(*used));
-    if (used == NULL) {
+    unsigned *turn = calloc(n ? n : 1, sizeof(*turn)), *first = calloc(n ? n : 1, sizeof(*first));
+    unsigned *seen = calloc(n ? n : 1, sizeof(*seen)), *start = calloc(n + 1, sizeof(*start));
+    unsigned k = 0, ntenants = 0;
+    if (turn == NULL || first == NULL || seen == NULL || start == NULL) {
         for (k = 0; k < n && k < max; k++)
             picked[k] = k;
-        return k;
+        goto out;
     }
-    while (k < max) {
-        unsigned before = k;
-        for (unsigned i = 0; i < n && k < max; i++) {
-            if (used[i])
-                continue;
-            bool seen = false; /* this round already has a row of this tenant */
-            for (unsigned j = before; j < k && !seen; j++)
-                seen = strcmp(tenants[picked[j]], tenants[i]) == 0;
-            if (!seen) {
-                used[i] = true;
-                picked[k++] = i;
-            }
-        }
-        if (k == before)
-            break;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned d = 0; /* tenants are few: a linear search beats hashing here */
+        while (d < ntenants && strcmp(tenants[first[d]], tenants[i]) != 0)
+            d++;
+        if (d == ntenants)
+            first[ntenants++] = i;
+        turn[i] = seen[d]++;
+        start[turn[i] + 1]++;
     }
-    free(used);
+    for (unsigned r = 1; r <= n; r++)
+        start[r] += start[r - 1];
+    for (unsigned i = 0; i < n; i++) { /* stable: within a turn, by order */
+        unsigned at = start[turn[i]]++;
+        if (at < max)
+            picked[at] = i;
+    }
+    k = n < max ? n : max;
+out:
+    free(turn);
+    free(first);
+    free(seen);
+    free(start);
     return k;
 }
 

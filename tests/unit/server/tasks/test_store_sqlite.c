@@ -166,12 +166,40 @@ static void test_unfinished_counts_after_v1(void)
     CU_ASSERT_EQUAL(sq_int_at("SELECT count(*) FROM tasks WHERE state IN (0,1,2)"), 0);
 }
 
+/* A claim takes turns across tenants: a's backlog, older, does not fill it; within a tenant the
+ * oldest go first. */
+static void test_claim_takes_turns(void)
+{
+    void *st = ts_open();
+    struct srv_task t, c[6];
+    bool existed;
+    char ids[8][SRV_TASK_ID_LEN + 1];
+    const char *tenant[8] = {"a", "a", "a", "a", "a", "b", "c", "b"};
+    int64_t now = srv_task_now_ms();
+    for (int i = 0; i < 8; i++) {
+        ts_task(&t, tenant[i], "{}", NULL);
+        t.run_at_ms = now - 1000 + i; /* oldest first, in this order */
+        CU_ASSERT_EQUAL(ts_enqueue(st, &t, 100, &existed), 0);
+        memcpy(ids[i], t.id, sizeof(ids[i]));
+        srv_task_fini(&t);
+    }
+    CU_ASSERT_EQUAL_FATAL(ts_claim(st, "me", now, 6, c), 6);
+    /* turn 1: a0 b5 c6; turn 2: a1 b7; turn 3: a2 */
+    const int want[6] = {0, 5, 6, 1, 7, 2};
+    for (int i = 0; i < 6; i++) {
+        CU_ASSERT_STRING_EQUAL(c[i].id, ids[want[i]]);
+        srv_task_fini(&c[i]);
+    }
+    srv_task_store_sqlite.close(st);
+}
+
 int suite_server_tasks_store_sqlite(void)
 {
     static const struct spindle_test tests[] = {
         TS_CASES(NULL),
         SPINDLE_TEST(test_open_refuses_garbage),
         SPINDLE_TEST(test_unfinished_counts_after_v1),
+        SPINDLE_TEST(test_claim_takes_turns),
     };
     return SPINDLE_SUITE_ADD("server_tasks_store_sqlite", ts_init, ts_cleanup, tests);
 }
