@@ -21,10 +21,13 @@
 
 #define SRV_SQ_NSTMT 32 /* prepared statements kept at most */
 
-/* A change of one tenant's count of unfinished tasks in the open transaction. */
+/* A change of one tenant's count of unfinished tasks in the open transaction, and the count
+ * stored before it (when read: it does not change before the commit). */
 struct srv_sq_delta {
     char tenant[CTX_TENANT_MAX + 1];
     long long n;
+    long long stored;
+    bool stored_known;
 };
 
 /* The backend's state: the connection, its prepared statements, and the changes of the tenants'

@@ -32,7 +32,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "logging/log.h"
@@ -96,11 +95,11 @@ int64_t srv_task_now_ms(void)
 
 void srv_task_id_new(char id[SRV_TASK_ID_LEN + 1])
 {
-    unsigned char rnd[6] = {0};
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-        uint64_t x = ctx_now_ns() ^ (uint64_t)(uintptr_t)id; /* uniqueness, not secrecy */
-        memcpy(rnd, &x, sizeof(rnd));
-    }
+    /* The calling thread's PRNG, seeded from the kernel (a span id is 8 random bytes): a system
+     * call per id would cost more than the rest of an enqueue on the loop. Uniqueness, not
+     * secrecy: an id is no credential. */
+    uint8_t rnd[8];
+    ctx_span_new(rnd);
     snprintf(id, SRV_TASK_ID_LEN + 1, "%012llx%02x%02x%02x%02x%02x%02x",
              (unsigned long long)srv_task_now_ms() & 0xffffffffffffULL, rnd[0], rnd[1], rnd[2],
              rnd[3], rnd[4], rnd[5]);

@@ -288,8 +288,41 @@ static int sq_unfinished_add(struct srv_sq_store *sq, const char *tenant, long l
         d = &sq->deltas[sq->ndeltas++];
         snprintf(d->tenant, sizeof(d->tenant), "%s", tenant);
         d->n = 0;
+        d->stored_known = false;
     }
     d->n += n;
+    return 0;
+}
+
+/* The tenant's unfinished tasks now: stored, plus the open transaction's changes. The stored
+ * count is read once per transaction and tenant. */
+static int sq_unfinished_get(struct srv_sq_store *sq, const char *tenant, long long *n)
+{
+    struct srv_sq_delta *d = sq_delta_find(sq, tenant);
+    if (d == NULL || !d->stored_known) {
+        sqlite3_stmt *s = sq_stmt(sq, SQ_UNFINISHED);
+        if (s == NULL)
+            return srv_sq_errno(sqlite3_errcode(sq->db));
+        sqlite3_bind_text(s, 1, tenant, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        long long stored = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_reset(s);
+        if (rc != SQLITE_ROW)
+            return srv_sq_errno(rc);
+        if (d == NULL && !sqlite3_get_autocommit(sq->db)) {
+            int e = sq_unfinished_add(sq, tenant, 0); /* an entry to remember it in */
+            if (e != 0)
+                return e;
+            d = sq_delta_find(sq, tenant);
+        }
+        if (d == NULL) {
+            *n = stored;
+            return 0;
+        }
+        d->stored = stored;
+        d->stored_known = true;
+    }
+    *n = d->stored + d->n;
     return 0;
 }
 
@@ -363,17 +396,11 @@ static int sq_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
         if (rc != -ENOENT)
             return rc;
     }
-    s = sq_stmt(sq, SQ_UNFINISHED);
-    if (s == NULL)
-        return srv_sq_errno(sqlite3_errcode(sq->db));
-    sqlite3_bind_text(s, 1, t->tenant, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    long long n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    sqlite3_reset(s);
-    if (rc != SQLITE_ROW)
-        return srv_sq_errno(rc);
-    const struct srv_sq_delta *d = sq_delta_find(sq, t->tenant);
-    if (n + (d != NULL ? d->n : 0) >= (long long)cap)
+    long long n = 0;
+    int rc = sq_unfinished_get(sq, t->tenant, &n);
+    if (rc != 0)
+        return rc;
+    if (n >= (long long)cap)
         return -EDQUOT;
     s = sq_stmt(sq, SQ_INSERT);
     if (s != NULL) {
