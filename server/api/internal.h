@@ -144,11 +144,13 @@ struct srv_task_metrics;
 struct task_attempt;
 struct task_call;
 
-#define SRV_TASKS_PATH         "/v1/tasks"
-#define SRV_TASKS_MAX_WAITERS  1024  /* long-polls at once; more are answered at once */
-#define SRV_TASKS_MAX_WAIT_MS  60000 /* the longest wait_ms */
-#define SRV_TASKS_POLL_S       0.25  /* the runner looks for due tasks at least this often */
-#define SRV_TASKS_PREFETCH_MIN 16    /* ready queue: 4 claimed tasks per slot, at least this */
+#define SRV_TASKS_PATH        "/v1/tasks"
+#define SRV_TASKS_MAX_WAITERS 1024  /* long-polls at once; more are answered at once */
+#define SRV_TASKS_MAX_WAIT_MS 60000 /* the longest wait_ms */
+#define SRV_TASKS_POLL_S      0.25  /* the runner looks for due tasks at least this often */
+/* Ready queue: 4 claimed tasks per slot, at least this many. A claim is a store transaction (an
+ * fsync): it must bring enough short tasks to keep the slots busy until the next one is back. */
+#define SRV_TASKS_PREFETCH_MIN 256
 
 struct srv_tasks {
     struct srv_http *h;
@@ -169,7 +171,8 @@ struct srv_tasks {
     uint64_t hold_until_ns; /* admission refused an attempt: start none before (ctx_now_ns) */
     void *poll;             /* ev_timer (task_runner.c) */
     struct srv_task_req claim;
-    struct task_attempt *attempts; /* every attempt not yet freed */
+    struct task_attempt *attempts; /* every attempt not yet freed, oldest claim first */
+    struct task_attempt *attempts_tail;
     /* the routes */
     struct task_call *waiters; /* long-polls waiting for a change */
     unsigned nwaiters;

@@ -233,7 +233,8 @@ json_t *srv_task_json(const struct srv_task *t)
     json_t *o = json_object();
     if (o == NULL)
         return NULL;
-    json_t *errors = json_loads(t->errors != NULL ? t->errors : "[]", 0, NULL);
+    bool none = t->errors == NULL || strcmp(t->errors, "[]") == 0; /* most: no parse */
+    json_t *errors = none ? json_array() : json_loads(t->errors, 0, NULL);
     json_object_set_new(o, "id", json_string(t->id));
     json_object_set_new(o, "state", json_string(srv_task_state_name(t->state)));
     json_object_set_new(o, "kind", json_string(t->kind));

@@ -87,10 +87,12 @@ static struct task_attempt *tr_attempt_new(struct srv_tasks *t, struct srv_task 
     a->t = t;
     a->task = *claimed; /* takes the heap members */
     memset(claimed, 0, sizeof(*claimed));
-    a->next = t->attempts;
-    if (a->next != NULL)
-        a->next->prev = a;
-    t->attempts = a;
+    a->prev = t->attempts_tail; /* at the tail: the ready queue is served from the head */
+    if (a->prev != NULL)
+        a->prev->next = a;
+    else
+        t->attempts = a;
+    t->attempts_tail = a;
     t->ready++;
     return a;
 }
@@ -108,6 +110,8 @@ static void tr_attempt_free(struct task_attempt *a)
         t->attempts = a->next;
     if (a->next != NULL)
         a->next->prev = a->prev;
+    else
+        t->attempts_tail = a->prev;
     if (a->deadline_armed)
         ev_timer_stop(t->loop, &a->deadline);
     tr_uncount(a);
@@ -509,15 +513,15 @@ static bool tr_kind_full(const struct srv_kinds *ks, const char *name)
            atomic_load_explicit(&k->inflight, memory_order_relaxed) >= k->max_inflight;
 }
 
-/* The oldest attempt of the ready queue (the attempts list is newest first) whose kind has room
- * for another job in `ks` (NULL: any attempt), NULL when none. */
+/* The oldest attempt of the ready queue (the attempts list is oldest first, so this is usually
+ * one of its first few) whose kind has room for another job in `ks` (NULL: any attempt), NULL
+ * when none. */
 static struct task_attempt *tr_next_ready(struct srv_tasks *t, const struct srv_kinds *ks)
 {
-    struct task_attempt *found = NULL;
     for (struct task_attempt *a = t->attempts; a != NULL; a = a->next)
         if (!a->started && a->sr.done == NULL && (ks == NULL || !tr_kind_full(ks, a->task.kind)))
-            found = a;
-    return found;
+            return a;
+    return NULL;
 }
 
 /* Start ready attempts while slots are free. Not re-entered: a start that ends at once (a

@@ -21,10 +21,23 @@
 
 #define SRV_SQ_NSTMT 32 /* prepared statements kept at most */
 
-/* The backend's state: the connection and its prepared statements (store thread only). */
+/* A change of one tenant's count of unfinished tasks in the open transaction, and the count
+ * stored before it (when read: it does not change before the commit). */
+struct srv_sq_delta {
+    char tenant[CTX_TENANT_MAX + 1];
+    long long n;
+    long long stored;
+    bool stored_known;
+};
+
+/* The backend's state: the connection, its prepared statements, and the changes of the tenants'
+ * unfinished counts the open transaction made, written to tenant_unfinished just before its
+ * COMMIT (store thread only). */
 struct srv_sq_store {
     sqlite3 *db;
     sqlite3_stmt *stmt[SRV_SQ_NSTMT];
+    struct srv_sq_delta *deltas;
+    size_t ndeltas, deltas_cap;
 };
 
 /* The negative errno of an SQLite result code: -ENOSPC (full), -EBUSY (locked), -ENOMEM, -EIO. */

@@ -1,13 +1,17 @@
 /* store.c - the store thread: the one owner of the task store's connection, with group commit,
  * lease renewal and the retention purge; and the helpers of the task record.
  *
- * Design: requests (struct srv_task_req, embedded by their callers on the loop thread) go into a
- * FIFO under `lock`; the thread takes the whole list at once, runs it in ONE transaction (so N
- * enqueues that arrived together cost one commit and one fsync), and puts the list on the done
- * list, then wakes the loop with one ev_async; the loop takes the whole done list and runs each
- * done callback with no lock held (libuv's uv__work_done shape). A store failure in the middle
- * (disk full, I/O error) rolls the whole transaction back and fails every request of it with the
- * same error: nothing is half-written, and a client that got no 202 has no task.
+ * Design: requests (struct srv_task_req, embedded by their callers on the loop thread) are
+ * collected on the loop thread without a lock for the length of one loop iteration; before the loop
+ * waits for events again (an ev_prepare), the whole collection goes into the FIFO under `lock` with
+ * one wake-up of the thread. So the requests of one iteration (the enqueues of every connection
+ * that was readable) always share a transaction, and the loop takes the lock and wakes the thread
+ * once per iteration, not once per request. The thread takes the whole FIFO at once, runs it in ONE
+ * transaction (so N enqueues that arrived together cost one commit and one fsync), and puts the
+ * list on the done list, then wakes the loop with one ev_async; the loop takes the whole done list
+ * and runs each done callback with no lock held (libuv's uv__work_done shape). A store failure in
+ * the middle (disk full, I/O error) rolls the whole transaction back and fails every request of it
+ * with the same error: nothing is half-written, and a client that got no 202 has no task.
  *
  * Between batches the thread wakes on its own every third of lease_ms to renew the leases of
  * this process's running attempts (a heartbeat that does not depend on the loop), end the leases
@@ -22,7 +26,8 @@
  * notifications do not arrive), and hands them to the loop with the done requests, where
  * cfg.on_event sees each one.
  *
- * Threads: `lock` guards pending, done, events, woken and stopping; stats are atomics; the backend
+ * Threads: `lock` guards pending, done, events, woken and stopping; `batch` is the loop thread's;
+ * stats are atomics; the backend
  * state is the thread's alone (and the starting/stopping thread's before and after it runs). Lock
  * order: only `lock`, never held while calling the backend or a callback.
  */
@@ -32,7 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "logging/log.h"
@@ -44,9 +48,11 @@ struct srv_task_store {
     void *st; /* the backend's (the thread's once started) */
     struct ev_loop *loop;
     ev_async async;
+    ev_prepare prepare; /* hands `batch` to the thread before the loop waits */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
+    struct srv_task_req *batch, *batch_tail;     /* loop thread: submitted this iteration */
     struct srv_task_req *pending, *pending_tail; /* lock */
     struct srv_task_req *done, *done_tail;       /* lock */
     bool stopping;                               /* lock */
@@ -96,11 +102,11 @@ int64_t srv_task_now_ms(void)
 
 void srv_task_id_new(char id[SRV_TASK_ID_LEN + 1])
 {
-    unsigned char rnd[6] = {0};
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-        uint64_t x = ctx_now_ns() ^ (uint64_t)(uintptr_t)id; /* uniqueness, not secrecy */
-        memcpy(rnd, &x, sizeof(rnd));
-    }
+    /* The calling thread's PRNG, seeded from the kernel (a span id is 8 random bytes): a system
+     * call per id would cost more than the rest of an enqueue on the loop. Uniqueness, not
+     * secrecy: an id is no credential. */
+    uint8_t rnd[8];
+    ctx_span_new(rnd);
     snprintf(id, SRV_TASK_ID_LEN + 1, "%012llx%02x%02x%02x%02x%02x%02x",
              (unsigned long long)srv_task_now_ms() & 0xffffffffffffULL, rnd[0], rnd[1], rnd[2],
              rnd[3], rnd[4], rnd[5]);
@@ -483,6 +489,31 @@ static void store_done_run(struct srv_task_store *s)
     free(events);
 }
 
+/* Move the loop's batch to the thread's FIFO and wake the thread (loop thread). */
+static void store_batch_flush(struct srv_task_store *s)
+{
+    struct srv_task_req *list = s->batch;
+    if (list == NULL)
+        return;
+    struct srv_task_req *tail = s->batch_tail;
+    s->batch = s->batch_tail = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->pending_tail != NULL)
+        s->pending_tail->next = list;
+    else
+        s->pending = list;
+    s->pending_tail = tail;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void store_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    store_batch_flush(w->data);
+}
+
 static void store_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)loop;
@@ -531,9 +562,15 @@ int srv_task_store_start(struct ev_loop *loop, const struct srv_task_store_confi
     ev_async_init(&s->async, store_async_cb);
     s->async.data = s;
     ev_async_start(loop, &s->async);
+    ev_prepare_init(&s->prepare, store_prepare_cb);
+    s->prepare.data = s;
+    ev_prepare_start(loop, &s->prepare);
+    ev_unref(loop); /* the prepare watcher alone does not keep the loop running */
     rc = -pthread_create(&s->thread, NULL, store_main, s);
     if (rc != 0) {
         snprintf(err, size, "cannot start the task store thread: %s", strerror(-rc));
+        ev_ref(loop);
+        ev_prepare_stop(loop, &s->prepare);
         ev_async_stop(loop, &s->async);
         goto err_close;
     }
@@ -556,6 +593,7 @@ void srv_task_store_stop(struct srv_task_store *s)
 {
     if (s == NULL)
         return;
+    store_batch_flush(s);
     pthread_mutex_lock(&s->lock);
     s->stopping = true;
     pthread_cond_signal(&s->cond);
@@ -567,6 +605,7 @@ void srv_task_store_stop(struct srv_task_store *s)
      * thread, through the backend directly now that its thread is gone. */
     for (unsigned round = 0; round < 1000; round++) {
         store_done_run(s);
+        store_batch_flush(s);
         pthread_mutex_lock(&s->lock);
         struct srv_task_req *list = s->pending;
         s->pending = s->pending_tail = NULL;
@@ -581,6 +620,8 @@ void srv_task_store_stop(struct srv_task_store *s)
         s->done_tail = list;
         pthread_mutex_unlock(&s->lock);
     }
+    ev_ref(s->loop);
+    ev_prepare_stop(s->loop, &s->prepare);
     ev_async_stop(s->loop, &s->async);
     s->ops->close(s->st);
     free(s->events);
@@ -598,13 +639,10 @@ int srv_task_store_submit(struct srv_task_store *s, struct srv_task_req *req)
     req->existed = false;
     req->commit_ns = 0;
     req->commit_first = false;
-    pthread_mutex_lock(&s->lock);
-    if (s->pending_tail != NULL)
-        s->pending_tail->next = req;
+    if (s->batch_tail != NULL) /* the thread gets it before the loop waits: store_prepare_cb */
+        s->batch_tail->next = req;
     else
-        s->pending = req;
-    s->pending_tail = req;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+        s->batch = req;
+    s->batch_tail = req;
     return 0;
 }

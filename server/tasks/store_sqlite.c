@@ -57,6 +57,10 @@ enum sq_stmt {
     SQ_SCHED_LAST,
     SQ_SCHED_SET,
     SQ_SCHED_LIST,
+    SQ_UNFINISHED_ADD,
+    SQ_TENANT_OF,
+    SQ_BY_ID,
+    SQ_EXPIRE_FINAL,
     SQ__COUNT
 };
 
@@ -75,8 +79,7 @@ static const char *const sq_sql[SQ__COUNT] = {
                " WHERE state IN (0,2) AND run_at_ms<=?1"
                " ORDER BY run_at_ms LIMIT ?2",
     [SQ_CLAIM_ONE] = "UPDATE tasks SET state=1, attempt=attempt+1, attempt_started=0,"
-                     " lease_until_ms=?2, owner=?3 WHERE id=?1 AND state IN (0,2)"
-                     " RETURNING " SQ_COLS,
+                     " lease_until_ms=?2, owner=?3 WHERE id=?1 AND state IN (0,2)",
     [SQ_START] = "UPDATE tasks SET attempt_started=1, started_ms=?3"
                  " WHERE id=?1 AND attempt=?2 AND state=1",
     [SQ_HEARTBEAT] = "UPDATE tasks SET lease_until_ms=?1 WHERE state=1 AND owner=?2",
@@ -96,8 +99,9 @@ static const char *const sq_sql[SQ__COUNT] = {
                   " WHERE tenant=?1 AND id=?2 AND state IN (0,1,2)",
     [SQ_LIST] = "SELECT " SQ_COLS " FROM tasks WHERE tenant=?1 AND (?2<0 OR state=?2)"
                 " AND (?3 IS NULL OR kind=?3) AND (?4 IS NULL OR id>?4) ORDER BY id LIMIT ?5",
+    /* only final tasks have finished_ms (so the tenants' unfinished counts stay as they are) */
     [SQ_PURGE] = "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE"
-                 " finished_ms IS NOT NULL AND finished_ms<?1 LIMIT ?2)",
+                 " finished_ms IS NOT NULL AND finished_ms<?1 AND state>=3 LIMIT ?2)",
     [SQ_EXPIRE] = "UPDATE tasks SET interrupted=interrupted+1,"
                   " errors=json_insert(errors,'$[#]',json_object('attempt',attempt,"
                   "'code','interrupted','message','the attempt did not finish: the process"
@@ -119,6 +123,14 @@ static const char *const sq_sql[SQ__COUNT] = {
                      " last_tick_ms=excluded.last_tick_ms, last_task=excluded.last_task,"
                      " fired_ms=excluded.fired_ms",
     [SQ_SCHED_LIST] = "SELECT name,last_tick_ms,last_task,fired_ms FROM schedules ORDER BY name",
+    [SQ_UNFINISHED_ADD] = "INSERT INTO tenant_unfinished(tenant,n) VALUES(?1,?2)"
+                          " ON CONFLICT(tenant) DO UPDATE SET n=n+excluded.n",
+    [SQ_TENANT_OF] = "SELECT tenant FROM tasks WHERE id=?1",
+    [SQ_BY_ID] = "SELECT " SQ_COLS " FROM tasks WHERE id=?1",
+    /* the attempts SQ_EXPIRE fails for good (their last one), by tenant */
+    [SQ_EXPIRE_FINAL] = "SELECT tenant,count(*) FROM tasks INDEXED BY tasks_running WHERE state=1"
+                        " AND attempt_started=1 AND lease_until_ms<?1 AND attempt>=attempts"
+                        " GROUP BY tenant",
 };
 
 /* The prepared statement `i`, reset and unbound; NULL on failure. */
@@ -226,6 +238,7 @@ static void sq_close(void *st)
     for (size_t i = 0; i < SRV_SQ_NSTMT; i++)
         sqlite3_finalize(sq->stmt[i]);
     sqlite3_close(sq->db);
+    free(sq->deltas);
     free(sq);
 }
 
@@ -234,19 +247,126 @@ static const char *sq_errmsg(void *st)
     return sqlite3_errmsg(((struct srv_sq_store *)st)->db);
 }
 
+/* ---- the tenants' unfinished counts ---------------------------------------------------------
+ * A write that makes a task unfinished (enqueue) or final (complete, the last fail, cancel,
+ * expire) notes +1 or -1 for its tenant in sq->deltas; commit writes each tenant's sum to
+ * tenant_unfinished with one statement before COMMIT, rollback forgets them. Outside a
+ * transaction (autocommit) the change is written at once. */
+
+static int sq_unfinished_write(struct srv_sq_store *sq, const char *tenant, long long n)
+{
+    sqlite3_stmt *s = sq_stmt(sq, SQ_UNFINISHED_ADD);
+    if (s != NULL) {
+        sqlite3_bind_text(s, 1, tenant, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, n);
+    }
+    return sq_run(sq, s, NULL);
+}
+
+static struct srv_sq_delta *sq_delta_find(struct srv_sq_store *sq, const char *tenant)
+{
+    for (size_t i = 0; i < sq->ndeltas; i++)
+        if (strcmp(sq->deltas[i].tenant, tenant) == 0)
+            return &sq->deltas[i];
+    return NULL;
+}
+
+static int sq_unfinished_add(struct srv_sq_store *sq, const char *tenant, long long n)
+{
+    if (sqlite3_get_autocommit(sq->db))
+        return sq_unfinished_write(sq, tenant, n);
+    struct srv_sq_delta *d = sq_delta_find(sq, tenant);
+    if (d == NULL) {
+        if (sq->ndeltas == sq->deltas_cap) {
+            size_t cap = sq->deltas_cap ? 2 * sq->deltas_cap : 8;
+            struct srv_sq_delta *v = realloc(sq->deltas, cap * sizeof(*v));
+            if (v == NULL)
+                return -ENOMEM;
+            sq->deltas = v;
+            sq->deltas_cap = cap;
+        }
+        d = &sq->deltas[sq->ndeltas++];
+        snprintf(d->tenant, sizeof(d->tenant), "%s", tenant);
+        d->n = 0;
+        d->stored_known = false;
+    }
+    d->n += n;
+    return 0;
+}
+
+/* The tenant's unfinished tasks now: stored, plus the open transaction's changes. The stored
+ * count is read once per transaction and tenant. */
+static int sq_unfinished_get(struct srv_sq_store *sq, const char *tenant, long long *n)
+{
+    struct srv_sq_delta *d = sq_delta_find(sq, tenant);
+    if (d == NULL || !d->stored_known) {
+        sqlite3_stmt *s = sq_stmt(sq, SQ_UNFINISHED);
+        if (s == NULL)
+            return srv_sq_errno(sqlite3_errcode(sq->db));
+        sqlite3_bind_text(s, 1, tenant, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        long long stored = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_reset(s);
+        if (rc != SQLITE_ROW)
+            return srv_sq_errno(rc);
+        if (d == NULL && !sqlite3_get_autocommit(sq->db)) {
+            int e = sq_unfinished_add(sq, tenant, 0); /* an entry to remember it in */
+            if (e != 0)
+                return e;
+            d = sq_delta_find(sq, tenant);
+        }
+        if (d == NULL) {
+            *n = stored;
+            return 0;
+        }
+        d->stored = stored;
+        d->stored_known = true;
+    }
+    *n = d->stored + d->n;
+    return 0;
+}
+
+/* -1 for the tenant of task `id` (which just became final). */
+static int sq_unfinished_done(struct srv_sq_store *sq, const char *id)
+{
+    sqlite3_stmt *s = sq_stmt(sq, SQ_TENANT_OF);
+    if (s == NULL)
+        return srv_sq_errno(sqlite3_errcode(sq->db));
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    char tenant[CTX_TENANT_MAX + 1];
+    if (rc == SQLITE_ROW)
+        sq_text(s, 0, tenant, sizeof(tenant));
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW)
+        return rc == SQLITE_DONE ? -EIO : srv_sq_errno(rc); /* it was just updated: broken */
+    return sq_unfinished_add(sq, tenant, -1);
+}
+
 static int sq_begin(void *st)
 {
-    return sq_run(st, sq_stmt(st, SQ_BEGIN), NULL);
+    struct srv_sq_store *sq = st;
+    sq->ndeltas = 0;
+    return sq_run(sq, sq_stmt(sq, SQ_BEGIN), NULL);
 }
 
 static int sq_commit(void *st)
 {
-    return sq_run(st, sq_stmt(st, SQ_COMMIT), NULL);
+    struct srv_sq_store *sq = st;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sq->ndeltas; i++)
+        if (sq->deltas[i].n != 0)
+            rc = sq_unfinished_write(sq, sq->deltas[i].tenant, sq->deltas[i].n);
+    if (rc != 0)
+        return rc; /* the caller rolls back */
+    sq->ndeltas = 0;
+    return sq_run(sq, sq_stmt(sq, SQ_COMMIT), NULL);
 }
 
 static void sq_rollback(void *st)
 {
     struct srv_sq_store *sq = st;
+    sq->ndeltas = 0;
     if (!sqlite3_get_autocommit(sq->db))
         (void)sq_run(sq, sq_stmt(sq, SQ_ROLLBACK), NULL);
 }
@@ -276,15 +396,10 @@ static int sq_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
         if (rc != -ENOENT)
             return rc;
     }
-    s = sq_stmt(sq, SQ_UNFINISHED);
-    if (s == NULL)
-        return srv_sq_errno(sqlite3_errcode(sq->db));
-    sqlite3_bind_text(s, 1, t->tenant, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    long long n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    sqlite3_reset(s);
-    if (rc != SQLITE_ROW)
-        return srv_sq_errno(rc);
+    long long n = 0;
+    int rc = sq_unfinished_get(sq, t->tenant, &n);
+    if (rc != 0)
+        return rc;
     if (n >= (long long)cap)
         return -EDQUOT;
     s = sq_stmt(sq, SQ_INSERT);
@@ -303,38 +418,47 @@ static int sq_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
             sqlite3_bind_text(s, 11, t->idem_key, -1, SQLITE_STATIC);
         sqlite3_bind_blob(s, 12, t->spec, (int)t->spec_len, SQLITE_STATIC);
     }
-    return sq_run(sq, s, NULL);
+    rc = sq_run(sq, s, NULL);
+    return rc != 0 ? rc : sq_unfinished_add(sq, t->tenant, 1);
 }
 
 /* Pick up to max of the n candidate rows (ids[], tenants[]) round-robin by tenant, so that one
- * tenant's backlog does not fill every claim; picked[] gets the indexes. */
+ * tenant's backlog does not fill every claim; picked[] gets the indexes. Row i's turn is how many
+ * rows of its tenant come before it; rows go by turn, then by their order: a counting sort, linear
+ * in n for a few tenants (one tenant's backlog of a large claim must not cost n * max). */
 static unsigned sq_fair_pick(char (*tenants)[CTX_TENANT_MAX + 1], unsigned n, unsigned max,
                              unsigned *picked)
 {
-    unsigned k = 0;
-    bool *used = calloc(n ? n : 1, sizeof(*used));
-    if (used == NULL) {
+    unsigned *turn = calloc(n ? n : 1, sizeof(*turn)), *first = calloc(n ? n : 1, sizeof(*first));
+    unsigned *seen = calloc(n ? n : 1, sizeof(*seen)), *start = calloc(n + 1, sizeof(*start));
+    unsigned k = 0, ntenants = 0;
+    if (turn == NULL || first == NULL || seen == NULL || start == NULL) {
         for (k = 0; k < n && k < max; k++)
             picked[k] = k;
-        return k;
+        goto out;
     }
-    while (k < max) {
-        unsigned before = k;
-        for (unsigned i = 0; i < n && k < max; i++) {
-            if (used[i])
-                continue;
-            bool seen = false; /* this round already has a row of this tenant */
-            for (unsigned j = before; j < k && !seen; j++)
-                seen = strcmp(tenants[picked[j]], tenants[i]) == 0;
-            if (!seen) {
-                used[i] = true;
-                picked[k++] = i;
-            }
-        }
-        if (k == before)
-            break;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned d = 0; /* tenants are few: a linear search beats hashing here */
+        while (d < ntenants && strcmp(tenants[first[d]], tenants[i]) != 0)
+            d++;
+        if (d == ntenants)
+            first[ntenants++] = i;
+        turn[i] = seen[d]++;
+        start[turn[i] + 1]++;
     }
-    free(used);
+    for (unsigned r = 1; r <= n; r++)
+        start[r] += start[r - 1];
+    for (unsigned i = 0; i < n; i++) { /* stable: within a turn, by order */
+        unsigned at = start[turn[i]]++;
+        if (at < max)
+            picked[at] = i;
+    }
+    k = n < max ? n : max;
+out:
+    free(turn);
+    free(first);
+    free(seen);
+    free(start);
     return k;
 }
 
@@ -366,17 +490,25 @@ static int sq_claim(void *st, const char *owner, int64_t now, int64_t lease_unti
     }
     unsigned np = rc == 0 ? sq_fair_pick(tenants, cn, max, picked) : 0;
     for (unsigned i = 0; rc == 0 && i < np; i++) {
+        /* An UPDATE then a SELECT: with RETURNING, SQLite journals the statement (dearer). */
         s = sq_stmt(sq, SQ_CLAIM_ONE);
         if (s != NULL) {
             sqlite3_bind_text(s, 1, ids[picked[i]], -1, SQLITE_STATIC);
             sqlite3_bind_int64(s, 2, lease_until);
             sqlite3_bind_text(s, 3, owner, -1, SQLITE_STATIC);
         }
+        unsigned changed = 0;
+        rc = sq_run(sq, s, &changed);
+        if (rc != 0 || changed == 0)
+            continue;
+        s = sq_stmt(sq, SQ_BY_ID);
+        if (s != NULL)
+            sqlite3_bind_text(s, 1, ids[picked[i]], -1, SQLITE_STATIC);
         rc = sq_one(sq, s, &out[*n], false);
         if (rc == 0)
             (*n)++;
         else if (rc == -ENOENT)
-            rc = 0;
+            rc = -EIO; /* just claimed, so there: broken */
     }
     if (rc != 0) {
         for (unsigned i = 0; i < *n; i++)
@@ -419,7 +551,8 @@ static int sq_complete(void *st, const char *id, unsigned attempt, int64_t now, 
         sqlite3_bind_blob(s, 4, len > 0 ? result : "", (int)len, SQLITE_STATIC);
         sqlite3_bind_text(s, 5, content_type, -1, SQLITE_STATIC);
     }
-    return sq_fenced(st, s);
+    int rc = sq_fenced(st, s);
+    return rc != 0 ? rc : sq_unfinished_done(st, id);
 }
 
 static int sq_fail_attempt(void *st, const char *id, unsigned attempt, int64_t now,
@@ -433,7 +566,8 @@ static int sq_fail_attempt(void *st, const char *id, unsigned attempt, int64_t n
         sqlite3_bind_text(s, 4, error_json, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 5, retry_at);
     }
-    return sq_fenced(st, s);
+    int rc = sq_fenced(st, s);
+    return rc != 0 || retry_at > 0 ? rc : sq_unfinished_done(st, id);
 }
 
 static int sq_release(void *st, const char *id, unsigned attempt)
@@ -474,6 +608,8 @@ static int sq_cancel(void *st, const char *tenant, const char *id, int64_t now, 
         sqlite3_bind_int64(s, 3, now);
     }
     rc = sq_run(st, s, NULL);
+    if (rc == 0)
+        rc = sq_unfinished_add(st, tenant, -1);
     return rc != 0 ? rc : sq_get(st, tenant, id, false, t);
 }
 
@@ -519,8 +655,30 @@ static int sq_purge(void *st, int64_t before, unsigned max, unsigned *n)
     return sq_run(st, s, n);
 }
 
+/* -count for each tenant of the attempts SQ_EXPIRE is about to fail for good. */
+static int sq_expire_final(struct srv_sq_store *sq, int64_t now)
+{
+    sqlite3_stmt *s = sq_stmt(sq, SQ_EXPIRE_FINAL);
+    if (s == NULL)
+        return srv_sq_errno(sqlite3_errcode(sq->db));
+    sqlite3_bind_int64(s, 1, now);
+    int r, rc = 0;
+    while (rc == 0 && (r = sqlite3_step(s)) == SQLITE_ROW) {
+        char tenant[CTX_TENANT_MAX + 1];
+        sq_text(s, 0, tenant, sizeof(tenant));
+        rc = sq_unfinished_add(sq, tenant, -sqlite3_column_int64(s, 1));
+    }
+    if (rc == 0 && r != SQLITE_DONE)
+        rc = srv_sq_errno(r);
+    sqlite3_reset(s);
+    return rc;
+}
+
 static int sq_expire(void *st, int64_t now, unsigned *n)
 {
+    int rc0 = sq_expire_final(st, now);
+    if (rc0 != 0)
+        return rc0;
     sqlite3_stmt *s = sq_stmt(st, SQ_UNSTARTED);
     if (s != NULL)
         sqlite3_bind_int64(s, 1, now);

@@ -338,7 +338,9 @@ int srv_task_store_start(struct ev_loop *loop, const struct srv_task_store_confi
 void srv_task_store_stop(struct srv_task_store *s);
 
 /* Queue `req` (borrowed until its done callback, which always runs: also for a request made by a
- * done callback while srv_task_store_stop drains). Loop thread. Returns 0. */
+ * done callback while srv_task_store_stop drains). The requests of one loop iteration reach the
+ * store thread together, before the loop waits for events again, and share a transaction. Loop
+ * thread. Returns 0. */
 int srv_task_store_submit(struct srv_task_store *s, struct srv_task_req *req);
 
 /* True when other processes share the store (its backend has events: PostgreSQL). */
