@@ -596,8 +596,9 @@ static void tasks_counts_done(struct srv_task_req *sr)
     done(rc, oldest, t->counts_arg);
 }
 
-int srv_tasks_counts(struct srv_tasks *t, srv_task_count_fn *fn, srv_tasks_counts_done_fn *done,
-                     void *arg)
+int srv_tasks_counts(struct srv_tasks *t, srv_task_count_fn *fn,
+                     srv_task_tenant_count_fn *tenant_fn, unsigned top,
+                     srv_tasks_counts_done_fn *done, void *arg)
 {
     if (t->store == NULL)
         return -ENODEV;
@@ -609,6 +610,8 @@ int srv_tasks_counts(struct srv_tasks *t, srv_task_count_fn *fn, srv_tasks_count
     memset(&t->counts, 0, sizeof(t->counts));
     t->counts.op = SRV_TASK_OP_COUNTS;
     t->counts.count_fn = fn;
+    t->counts.tenant_fn = tenant_fn;
+    t->counts.max = top;
     t->counts.count_arg = arg;
     t->counts.done = tasks_counts_done;
     t->counts.data = t;

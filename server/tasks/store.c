@@ -189,8 +189,12 @@ static int store_run_one(struct srv_task_store *s, struct srv_task_req *r, int64
         if (r->tasks == NULL)
             return -ENOMEM;
         return o->list(s->st, t->tenant, &r->filter, r->tasks, &r->n);
-    case SRV_TASK_OP_COUNTS:
-        return o->counts(s->st, r->count_fn, r->count_arg, now, &r->oldest_queued);
+    case SRV_TASK_OP_COUNTS: {
+        int rc = o->counts(s->st, r->count_fn, r->count_arg, now, &r->oldest_queued);
+        if (rc == 0 && r->tenant_fn != NULL)
+            rc = o->queued(s->st, r->max, r->tenant_fn, r->count_arg);
+        return rc;
+    }
     case SRV_TASK_OP_SCHEDULE_FIRE: {
         bool fired = false;
         int rc = o->schedule_fire(s->st, r->schedule, r->tick_ms, now, t, r->cap, &fired);

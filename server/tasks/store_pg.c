@@ -669,6 +669,29 @@ static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     return 0;
 }
 
+static int pg_queued(void *st, unsigned top, srv_task_tenant_count_fn *fn, void *arg)
+{
+    char b[24];
+    const char *v[] = {PG_I64(b, top)};
+    PGresult *r;
+    /* The due-tasks index (tenant, run_at_ms) WHERE state IN (0,2) covers the count. */
+    int rc = pg_exec(st,
+                     "SELECT CASE WHEN rk<=$1::bigint THEN tenant END, sum(n)::bigint FROM"
+                     " (SELECT tenant, count(*) AS n, row_number() OVER (ORDER BY count(*) DESC,"
+                     " tenant) AS rk FROM spindle_tasks WHERE state IN (0,2) GROUP BY tenant) g"
+                     " GROUP BY 1 ORDER BY min(rk)",
+                     1, v, NULL, NULL, &r);
+    if (rc != 0)
+        return rc;
+    char tenant[CTX_TENANT_MAX + 1];
+    for (int i = 0; i < PQntuples(r); i++) {
+        pg_text(r, i, 0, tenant, sizeof(tenant));
+        fn(PQgetisnull(r, i, 0) ? NULL : tenant, (uint64_t)pg_int(r, i, 1), arg);
+    }
+    PQclear(r);
+    return 0;
+}
+
 /* ---- events ---------------------------------------------------------------------------------- */
 
 /* Ask the database which attempts of `running` are no longer this owner's. */
@@ -787,6 +810,7 @@ const struct srv_task_store_ops srv_task_store_pg = {
     .purge = pg_purge,
     .expire = pg_expire,
     .counts = pg_counts,
+    .queued = pg_queued,
     .schedule_fire = pg_schedule_fire,
     .schedule_list = pg_schedule_list,
     .events = pg_events,

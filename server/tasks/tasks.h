@@ -146,6 +146,9 @@ typedef void srv_task_schedule_fn(const char *name, int64_t last_tick_ms, const 
 
 /* Per-(state, kind) counts for the metrics. */
 typedef void srv_task_count_fn(enum srv_task_state s, const char *kind, uint64_t n, void *arg);
+/* Waiting tasks (queued or retrying) of one tenant for the metrics; `tenant` NULL: the sum of
+ * every tenant beyond the ones named. */
+typedef void srv_task_tenant_count_fn(const char *tenant, uint64_t n, void *arg);
 
 /* A backend. Every function runs on the store thread only; `st` is what open returned. Write
  * functions are called between begin and commit/rollback; get, list and counts may be too. */
@@ -201,6 +204,10 @@ struct srv_task_store_ops {
     /* Call fn for each (state, kind) with tasks; *oldest_queued: the earliest run_at of a
      * queued or retrying task when it has passed (how long the backlog waits; 0: none). */
     int (*counts)(void *st, srv_task_count_fn *fn, void *arg, int64_t now, int64_t *oldest_queued);
+    /* Call fn for the `top` tenants with the most waiting tasks (queued or retrying, due or not;
+     * most first, then by name), then once with tenant NULL for the sum of the others when there
+     * are others: a bounded answer however many tenants the store holds. */
+    int (*queued)(void *st, unsigned top, srv_task_tenant_count_fn *fn, void *arg);
     /* Schedules: enqueue *t (as enqueue, with `cap`) as the task of schedule `name`'s tick
      * `tick_ms` and record the tick with the task's id, both in the caller's transaction; unless
      * the schedule recorded this tick or a later one already: then nothing is written and *fired
@@ -262,17 +269,19 @@ struct srv_task_req {
     /* in (by op) */
     enum srv_task_op op;
     srv_task_req_done_fn *done;
-    void *data;                    /* the caller's */
-    struct srv_task task;          /* ENQUEUE: the new task (out: the stored one); GET/CANCEL
-                                      (tenant, id in; the task out); COMPLETE/FAIL/RELEASE (id,
-                                      attempt; COMPLETE result/content_type) */
-    unsigned cap;                  /* ENQUEUE: the tenant's unfinished cap */
-    unsigned max;                  /* CLAIM: tasks at most */
-    bool with_result;              /* GET */
-    const char *error_json;        /* FAIL: borrowed until done */
-    int64_t retry_at;              /* FAIL */
-    struct srv_task_filter filter; /* LIST (strings borrowed until done) */
-    srv_task_count_fn *count_fn;   /* COUNTS: called on the store thread */
+    void *data;                          /* the caller's */
+    struct srv_task task;                /* ENQUEUE: the new task (out: the stored one); GET/CANCEL
+                                            (tenant, id in; the task out); COMPLETE/FAIL/RELEASE (id,
+                                            attempt; COMPLETE result/content_type) */
+    unsigned cap;                        /* ENQUEUE: the tenant's unfinished cap */
+    unsigned max;                        /* CLAIM: tasks at most; COUNTS: tenants at most */
+    bool with_result;                    /* GET */
+    const char *error_json;              /* FAIL: borrowed until done */
+    int64_t retry_at;                    /* FAIL */
+    struct srv_task_filter filter;       /* LIST (strings borrowed until done) */
+    srv_task_count_fn *count_fn;         /* COUNTS: called on the store thread */
+    srv_task_tenant_count_fn *tenant_fn; /* COUNTS: also queued by tenant (NULL: not); the same
+                                            thread and count_arg */
     void *count_arg;
     const char *schedule;           /* SCHEDULE_FIRE: the schedule's name, borrowed until done */
     int64_t tick_ms;                /* SCHEDULE_FIRE: the tick */

@@ -2,10 +2,11 @@
  * a throw-away cluster (pg.h): tasks enqueued on one instance finish on the others (two and
  * three instances) and are read from any; kill -9 of an instance with a running attempt has it
  * run again elsewhere after the lease, with no second success; DELETE on one instance stops the
- * attempt running on another, and a late word about an attempt spares the next one; the database
- * stopped during enqueues answers 503 until it is back, and every task that got its 202 is still
- * there; a newer schema stops the start; spindle tasks migrate --check; an "@every 1s" schedule
- * configured on two instances fires each tick once.
+ * attempt running on another, and a late word about an attempt spares the next one; /metrics of one
+ * instance counts the waiting tasks of every tenant enqueued on another; the database stopped
+ * during enqueues answers 503 until it is back, and every task that got its 202 is still there; a
+ * newer schema stops the start; spindle tasks migrate --check; an "@every 1s" schedule configured
+ * on two instances fires each tick once.
  *
  * Waits are long-polls (wait_ms) and log lines, never sleeps; bounds are seconds.
  */
@@ -323,6 +324,60 @@ out:
     HS_FINISH(a);
 }
 
+/* POST /v1/tasks as `tenant`: the status. */
+static int pt_post_as(const struct hs_server *s, const char *tenant, const char *body)
+{
+    char req[1024];
+    snprintf(req, sizeof(req),
+             "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Tenant-Id: %s\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             tenant, strlen(body), body);
+    struct hs_resp r = {0};
+    int status = hs_roundtrip(s, req, &r) == 0 ? r.status : -1;
+    hs_resp_fini(&r);
+    return status;
+}
+
+/* Whether GET /metrics of s has every line of `want` (NULL-terminated), each whole. */
+static bool pt_metrics_have(const struct hs_server *s, const char *const *want)
+{
+    struct hs_resp r = {0};
+    bool all = pt_do(s, "GET", "/metrics", NULL, &r) == 0 && r.status == 200 && r.body != NULL;
+    for (size_t i = 0; all && want[i] != NULL; i++) {
+        char line[160];
+        snprintf(line, sizeof(line), "\n%s\n", want[i]);
+        all = strstr(r.body, line) != NULL;
+    }
+    hs_resp_fini(&r);
+    return all;
+}
+
+/* The waiting tasks by tenant are the whole queue's: tasks enqueued on one instance show in the
+ * /metrics of another that never saw them, each tenant with its own count. */
+static void test_pg_queued_by_tenant_across_instances(void)
+{
+    char uri[256];
+    struct hs_server *a = NULL, *b = NULL;
+    HS_CHECK(pg_db_new(uri, sizeof(uri)) == 0);
+    HS_CHECK((a = pt_start(uri, NULL)) != NULL);
+    HS_CHECK((b = pt_start(uri, NULL)) != NULL);
+    const char *later = "{\"kind\":\"noop\",\"delay_ms\":600000}";
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL(pt_post_as(a, "acme", later), 202);
+    CU_ASSERT_EQUAL(pt_post_as(a, "zeta", later), 202);
+    const char *want[] = {"spindle_tasks_queued{tenant=\"acme\"} 3",
+                          "spindle_tasks_queued{tenant=\"zeta\"} 1",
+                          "spindle_tasks_queued{tenant=\"other\"} 0", NULL};
+    long long end = hs_now_ms() + PT_WAIT_MS; /* refreshed every 2 s */
+    bool seen = false;
+    while (!(seen = pt_metrics_have(b, want)) && hs_now_ms() < end)
+        json_decref(hs_log_wait(b, "not a line", NULL, NULL, 250)); /* a bounded pause */
+    CU_ASSERT(seen);
+out:
+    HS_FINISH(a);
+    HS_FINISH(b);
+}
+
 /* The database stops during enqueues: 503 store_unavailable while it is down, 202 again once it
  * is back (spindle not restarted), and every task that got a 202 runs. */
 static void test_pg_database_restart(void)
@@ -502,6 +557,7 @@ int suite_integration_pg(void)
         SPINDLE_TEST_UNLESS(test_pg_kill9_reruns_elsewhere, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_delete_cancels_elsewhere, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_late_lost_event_spares_the_next_attempt, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_queued_by_tenant_across_instances, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_database_restart, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_migrate_check_and_newer_schema, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_schedule_fires_once_across_instances, pg_skip),
