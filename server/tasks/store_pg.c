@@ -314,14 +314,18 @@ static int pg_begin(void *st)
     p->notify_due = false;
     p->tx_mark = p->nrunning;
     int rc = pg_ensure(p);
-    return rc != 0 ? rc : pg_simple(p, "BEGIN");
+    p->begin_pending = rc == 0; /* sent with the first statement */
+    return rc;
 }
 
 static int pg_commit(void *st)
 {
     struct pg_store *p = st;
     int rc;
-    if (p->notify_len > 0) { /* the notifications and the COMMIT in one round trip */
+    if (p->begin_pending) { /* nothing ran: no transaction to end */
+        p->begin_pending = false;
+        rc = 0;
+    } else if (p->notify_len > 0) { /* the notifications and the COMMIT in one round trip */
         char *sql = malloc(p->notify_len + sizeof("COMMIT"));
         if (sql == NULL)
             return -ENOMEM;
@@ -343,6 +347,7 @@ static void pg_rollback(void *st)
     p->notify_len = 0;
     p->notify_due = false;
     p->nrunning = p->tx_mark; /* the claims of this transaction never happened */
+    p->begin_pending = false;
     if (p->conn != NULL && PQtransactionStatus(p->conn) != PQTRANS_IDLE)
         (void)pg_simple(p, "ROLLBACK");
 }
@@ -370,45 +375,96 @@ static int pg_existing(struct pg_store *p, struct srv_task *t, bool *existed)
     return same ? 0 : -EEXIST;
 }
 
-static int pg_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
+/* The insert of one task: its parameters (pointing into t and the struct itself). */
+struct pg_insert {
+    char b[6][24];
+    const char *v[13];
+    int lens[13];
+    bool bin[13];
+};
+
+static void pg_insert_fill(struct pg_insert *in, const struct srv_task *t, unsigned cap)
 {
-    struct pg_store *p = st;
-    *existed = false;
-    bool keyed = t->idem_key[0] != '\0';
-    int rc = keyed ? pg_existing(p, t, existed) : -ENOENT;
-    if (rc != -ENOENT)
-        return rc;
-    char b[5][24];
+    memset(in->lens, 0, sizeof(in->lens));
+    memset(in->bin, 0, sizeof(in->bin));
     const char *v[] = {t->id,
                        t->tenant,
                        t->kind,
-                       PG_I64(b[0], t->attempts),
-                       PG_I64(b[1], t->backoff_ms),
-                       PG_I64(b[2], t->timeout_ms),
-                       PG_I64(b[3], t->created_ms),
-                       NULL,
+                       PG_I64(in->b[0], t->attempts),
+                       PG_I64(in->b[1], t->backoff_ms),
+                       PG_I64(in->b[2], t->timeout_ms),
+                       PG_I64(in->b[3], t->created_ms),
+                       PG_I64(in->b[4], t->run_at_ms),
                        t->request_id,
                        t->trace_id,
-                       keyed ? t->idem_key : NULL,
+                       t->idem_key[0] != '\0' ? t->idem_key : NULL,
                        t->spec,
-                       PG_I64(b[4], cap)};
-    char run_at[24];
-    v[7] = PG_I64(run_at, t->run_at_ms);
-    int lens[13] = {[11] = (int)t->spec_len};
-    bool bin[13] = {[11] = true};
-    PGresult *r;
-    rc = pg_exec(p, pg_sql_enqueue, 13, v, lens, bin, &r);
-    if (rc != 0)
-        return rc;
-    bool inserted = PQntuples(r) == 1;
-    PQclear(r);
+                       PG_I64(in->b[5], cap)};
+    memcpy(in->v, v, sizeof(v));
+    in->lens[11] = (int)t->spec_len;
+    in->bin[11] = true;
+}
+
+/* After the insert of t: `inserted` or not (the key is taken, by an earlier request or another
+ * instance, or the tenant is full). The enqueue's code. */
+static int pg_inserted(struct pg_store *p, struct srv_task *t, bool inserted, bool *existed)
+{
     if (inserted) {
         pg_notify(p, "d");
         return 0;
     }
-    /* Not inserted: the key was taken meanwhile (by another instance), or the tenant is full. */
-    rc = keyed ? pg_existing(p, t, existed) : -ENOENT;
+    int rc = t->idem_key[0] != '\0' ? pg_existing(p, t, existed) : -ENOENT;
     return rc == -ENOENT ? -EDQUOT : rc;
+}
+
+static int pg_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
+{
+    struct pg_store *p = st;
+    *existed = false;
+    struct pg_insert in;
+    pg_insert_fill(&in, t, cap);
+    PGresult *r;
+    /* The key is checked by the insert (ON CONFLICT): a repeat is found after it, one round
+     * trip fewer for a new key. */
+    int rc = pg_exec(p, pg_sql_enqueue, 13, in.v, in.lens, in.bin, &r);
+    if (rc != 0)
+        return rc;
+    bool inserted = PQntuples(r) == 1;
+    PQclear(r);
+    return pg_inserted(p, t, inserted, existed);
+}
+
+/* Enqueues that arrived together: their inserts in one pipeline (one round trip, with the
+ * transaction's BEGIN) per PG_PIPELINE_MAX of them; a repeated key or a full tenant is then
+ * looked up one by one, as pg_enqueue does. */
+static int pg_enqueue_many(void *st, struct srv_task_req *first, unsigned n)
+{
+    struct pg_store *p = st;
+    struct pg_insert *in = malloc(PG_PIPELINE_MAX * sizeof(*in));
+    struct pg_stmt *stmts = malloc(PG_PIPELINE_MAX * sizeof(*stmts));
+    int rc = in == NULL || stmts == NULL ? -ENOMEM : 0;
+    struct srv_task_req *r = first;
+    while (rc == 0 && n > 0) {
+        unsigned k = n < PG_PIPELINE_MAX ? n : PG_PIPELINE_MAX;
+        struct srv_task_req *q = r;
+        for (unsigned i = 0; i < k; i++, q = q->next) {
+            pg_insert_fill(&in[i], &q->task, q->cap);
+            stmts[i] = (struct pg_stmt){pg_sql_enqueue, 13, in[i].v, in[i].lens, in[i].bin, NULL};
+        }
+        rc = pg_pipeline(p, stmts, k);
+        for (unsigned i = 0; rc == 0 && i < k; i++, r = r->next) {
+            r->existed = false;
+            r->rc = pg_inserted(p, &r->task, PQntuples((PGresult *)stmts[i].res) == 1, &r->existed);
+            if (r->rc == -EIO || r->rc == -ENOSPC || r->rc == -ENOMEM)
+                rc = r->rc;
+        }
+        for (unsigned i = 0; i < k; i++)
+            PQclear((PGresult *)stmts[i].res);
+        n -= k;
+    }
+    free(in);
+    free(stmts);
+    return rc;
 }
 
 static int pg_claim(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
@@ -798,6 +854,7 @@ const struct srv_task_store_ops srv_task_store_pg = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .enqueue = pg_enqueue,
+    .enqueue_many = pg_enqueue_many,
     .claim = pg_claim,
     .start = pg_start,
     .heartbeat = pg_heartbeat,

@@ -150,6 +150,8 @@ typedef void srv_task_count_fn(enum srv_task_state s, const char *kind, uint64_t
  * every tenant beyond the ones named. */
 typedef void srv_task_tenant_count_fn(const char *tenant, uint64_t n, void *arg);
 
+struct srv_task_req;
+
 /* A backend. Every function runs on the store thread only; `st` is what open returned. Write
  * functions are called between begin and commit/rollback; get, list and counts may be too. */
 struct srv_task_store_ops {
@@ -168,6 +170,11 @@ struct srv_task_store_ops {
      * idem_key that the tenant already used: *t is replaced by the stored task and *existed set
      * (-EEXIST when its spec differs). -EDQUOT when the tenant has `cap` unfinished tasks. */
     int (*enqueue)(void *st, struct srv_task *t, unsigned cap, bool *existed);
+    /* Optional (NULL: enqueue is called for each). The n ENQUEUE requests from `first` (linked
+     * by next) that arrived together, each as enqueue does it with its task and cap, its code
+     * into req->rc and req->existed; in fewer round trips than one by one. Returns 0, or a
+     * failure of the store (-EIO, -ENOSPC, -ENOMEM): the transaction is then rolled back. */
+    int (*enqueue_many)(void *st, struct srv_task_req *first, unsigned n);
     /* Move up to `max` due tasks (queued or retrying with run_at <= now, oldest run_at first) to
      * running with attempt + 1, leased to `owner` until lease_until; fill out[0..*n). */
     int (*claim)(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
