@@ -434,36 +434,115 @@ static int pg_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
     return pg_inserted(p, t, inserted, existed);
 }
 
-/* Enqueues that arrived together: their inserts in one pipeline (one round trip, with the
- * transaction's BEGIN) per PG_PIPELINE_MAX of them; a repeated key or a full tenant is then
- * looked up one by one, as pg_enqueue does. */
+/* The insert of the tenant cap's pre-counted enqueues (pg_enqueue_many): the row, the key's
+ * conflict, nothing else. */
+static const char pg_sql_insert[] =
+    "INSERT INTO spindle_tasks(id,tenant,kind,state,attempts,backoff_ms,timeout_ms,created_ms,"
+    "run_at_ms,request_id,trace_id,idem_key,spec)"
+    " VALUES($1::text,$2::text,$3::text,0,$4::int,$5::bigint,$6::bigint,$7::bigint,$8::bigint,"
+    "$9::text,$10::text,$11::text,$12::bytea)"
+    " ON CONFLICT (tenant,idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
+
+static const char pg_sql_unfinished[] =
+    "SELECT count(*) FROM (SELECT 1 FROM spindle_tasks WHERE tenant=$1::text AND"
+    " state IN (0,1,2) LIMIT $2::bigint) u";
+
+/* One chunk of pg_enqueue_many: the tenants' unfinished tasks counted once per tenant (one
+ * pipeline, with the BEGIN), then the inserts the caps allow (a second one), then, one by one,
+ * the lookups of a repeated key or a full tenant. */
+struct pg_chunk {
+    struct pg_insert in[PG_PIPELINE_MAX];
+    struct pg_stmt stmts[PG_PIPELINE_MAX];
+    const char *tenant[PG_PIPELINE_MAX]; /* distinct tenants, borrowed from the tasks */
+    char cap[PG_PIPELINE_MAX][24];
+    uint64_t used[PG_PIPELINE_MAX]; /* by tenant: unfinished, then + the inserts decided */
+    unsigned of[PG_PIPELINE_MAX];   /* by request: its tenant's index */
+    bool insert[PG_PIPELINE_MAX];   /* by request: within its tenant's cap */
+};
+
+static int pg_chunk_count(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *r,
+                          unsigned k)
+{
+    unsigned nt = 0, maxcap = 0;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        unsigned j = 0;
+        while (j < nt && strcmp(c->tenant[j], r->task.tenant) != 0)
+            j++;
+        if (j == nt)
+            c->tenant[nt++] = r->task.tenant;
+        c->of[i] = j;
+        maxcap = r->cap > maxcap ? r->cap : maxcap;
+    }
+    for (unsigned j = 0; j < nt; j++) {
+        c->in[j].v[0] = c->tenant[j];
+        c->in[j].v[1] = PG_I64(c->cap[j], maxcap);
+        c->stmts[j] = (struct pg_stmt){pg_sql_unfinished, 2, c->in[j].v, NULL, NULL, NULL};
+    }
+    int rc = pg_pipeline(p, c->stmts, nt);
+    for (unsigned j = 0; j < nt; j++) {
+        if (rc == 0)
+            c->used[j] = (uint64_t)pg_int((PGresult *)c->stmts[j].res, 0, 0);
+        PQclear((PGresult *)c->stmts[j].res);
+    }
+    return rc;
+}
+
+static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *first,
+                        unsigned k)
+{
+    int rc = pg_chunk_count(p, c, first, k);
+    if (rc != 0)
+        return rc;
+    unsigned ns = 0;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        r->existed = false;
+        c->insert[i] = c->used[c->of[i]] < r->cap;
+        if (!c->insert[i])
+            continue;
+        c->used[c->of[i]]++;
+        pg_insert_fill(&c->in[ns], &r->task, r->cap);
+        c->stmts[ns] =
+            (struct pg_stmt){pg_sql_insert, 12, c->in[ns].v, c->in[ns].lens, c->in[ns].bin, NULL};
+        ns++;
+    }
+    rc = pg_pipeline(p, c->stmts, ns);
+    unsigned s = 0;
+    r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        bool inserted = false;
+        if (c->insert[i]) {
+            inserted = rc == 0 && PQntuples((PGresult *)c->stmts[s].res) == 1;
+            PQclear((PGresult *)c->stmts[s++].res);
+        }
+        if (rc != 0)
+            continue;
+        r->rc = pg_inserted(p, &r->task, inserted, &r->existed);
+        if (r->rc == -EIO || r->rc == -ENOSPC || r->rc == -ENOMEM)
+            rc = r->rc;
+    }
+    return rc;
+}
+
+/* Enqueues that arrived together, PG_PIPELINE_MAX at a time: the tenant cap is counted once per
+ * tenant and chunk instead of once per task (the count reads the tenant's unfinished tasks, the
+ * largest cost of an enqueue when a backlog builds up), and the inserts go in one pipeline. The
+ * answers are pg_enqueue's. */
 static int pg_enqueue_many(void *st, struct srv_task_req *first, unsigned n)
 {
-    struct pg_store *p = st;
-    struct pg_insert *in = malloc(PG_PIPELINE_MAX * sizeof(*in));
-    struct pg_stmt *stmts = malloc(PG_PIPELINE_MAX * sizeof(*stmts));
-    int rc = in == NULL || stmts == NULL ? -ENOMEM : 0;
+    struct pg_chunk *c = malloc(sizeof(*c));
+    if (c == NULL)
+        return -ENOMEM;
+    int rc = 0;
     struct srv_task_req *r = first;
     while (rc == 0 && n > 0) {
         unsigned k = n < PG_PIPELINE_MAX ? n : PG_PIPELINE_MAX;
-        struct srv_task_req *q = r;
-        for (unsigned i = 0; i < k; i++, q = q->next) {
-            pg_insert_fill(&in[i], &q->task, q->cap);
-            stmts[i] = (struct pg_stmt){pg_sql_enqueue, 13, in[i].v, in[i].lens, in[i].bin, NULL};
-        }
-        rc = pg_pipeline(p, stmts, k);
-        for (unsigned i = 0; rc == 0 && i < k; i++, r = r->next) {
-            r->existed = false;
-            r->rc = pg_inserted(p, &r->task, PQntuples((PGresult *)stmts[i].res) == 1, &r->existed);
-            if (r->rc == -EIO || r->rc == -ENOSPC || r->rc == -ENOMEM)
-                rc = r->rc;
-        }
+        rc = pg_chunk_run(st, c, r, k);
         for (unsigned i = 0; i < k; i++)
-            PQclear((PGresult *)stmts[i].res);
+            r = r->next;
         n -= k;
     }
-    free(in);
-    free(stmts);
+    free(c);
     return rc;
 }
 
