@@ -252,11 +252,17 @@ static int store_note(const struct srv_task_req *r, bool *wrote, unsigned *enq)
     return 0;
 }
 
-/* Enqueues in a row from r, when the backend takes them together (0: one at a time). */
-static unsigned store_enqueues(const struct srv_task_store *s, const struct srv_task_req *r)
+/* Whether the backend's write_many takes requests of this op. */
+static bool store_many(enum srv_task_op op)
+{
+    return op == SRV_TASK_OP_ENQUEUE || op == SRV_TASK_OP_START || op == SRV_TASK_OP_COMPLETE;
+}
+
+/* Such writes in a row from r, when the backend takes them together (0: one at a time). */
+static unsigned store_writes(const struct srv_task_store *s, const struct srv_task_req *r)
 {
     unsigned n = 0;
-    for (; s->ops->enqueue_many != NULL && r != NULL && r->op == SRV_TASK_OP_ENQUEUE; r = r->next)
+    for (; s->ops->write_many != NULL && r != NULL && store_many(r->op); r = r->next)
         n++;
     return n > 1 ? n : 0;
 }
@@ -267,9 +273,9 @@ static int store_run_list(struct srv_task_store *s, struct srv_task_req *r, int6
 {
     int rc = 0;
     while (rc == 0 && r != NULL) {
-        unsigned run = store_enqueues(s, r);
+        unsigned run = store_writes(s, r);
         if (run > 0) { /* in fewer round trips (a remote store) */
-            rc = s->ops->enqueue_many(s->st, r, run);
+            rc = s->ops->write_many(s->st, r, run, now);
             for (unsigned i = 0; rc == 0 && i < run; i++, r = r->next)
                 rc = store_note(r, wrote, enq);
             continue;

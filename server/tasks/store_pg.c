@@ -92,6 +92,15 @@ static const char pg_sql_expire[] =
                              " END, run_at_ms=$1::bigint, lease_until_ms=NULL, owner=NULL"
                              " WHERE state=1 AND attempt_started AND lease_until_ms<$1::bigint";
 
+static const char pg_sql_start[] =
+    "UPDATE spindle_tasks SET attempt_started=true, started_ms=$3::bigint"
+    " WHERE id=$1::text AND attempt=$2::int AND state=1";
+
+static const char pg_sql_complete[] =
+    "UPDATE spindle_tasks SET state=3, finished_ms=$3::bigint, result=$4::bytea,"
+    " content_type=$5::text, lease_until_ms=NULL, owner=NULL"
+    " WHERE id=$1::text AND attempt=$2::int AND state=1";
+
 /* Claimed and never started (it waited for a slot when its process died): given back unused. */
 static const char pg_sql_unstarted[] =
     "UPDATE spindle_tasks SET state=CASE WHEN attempt>1 THEN 2 ELSE 0 END, attempt=attempt-1,"
@@ -524,11 +533,55 @@ static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_
     return rc;
 }
 
-/* Enqueues that arrived together, PG_PIPELINE_MAX at a time: the tenant cap is counted once per
- * tenant and chunk instead of once per task (the count reads the tenant's unfinished tasks, the
- * largest cost of an enqueue when a backlog builds up), and the inserts go in one pipeline. The
- * answers are pg_enqueue's. */
-static int pg_enqueue_many(void *st, struct srv_task_req *first, unsigned n)
+/* Starts and completions that arrived together (the runner's writes), in one pipeline: each
+ * answered as pg_start and pg_complete would. */
+static int pg_chunk_outcomes(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *first,
+                             unsigned k, int64_t now)
+{
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        struct pg_insert *in = &c->in[i];
+        const struct srv_task *t = &r->task;
+        bool done = r->op == SRV_TASK_OP_COMPLETE;
+        memset(in->lens, 0, sizeof(in->lens));
+        memset(in->bin, 0, sizeof(in->bin));
+        in->v[0] = t->id;
+        in->v[1] = PG_I64(in->b[0], t->attempt);
+        in->v[2] = PG_I64(in->b[1], now);
+        in->v[3] = t->result_len > 0 ? t->result : "";
+        in->v[4] = t->content_type;
+        in->lens[3] = (int)t->result_len;
+        in->bin[3] = true;
+        c->stmts[i] = (struct pg_stmt){
+            done ? pg_sql_complete : pg_sql_start, done ? 5 : 3, in->v, in->lens, in->bin, NULL};
+    }
+    int rc = pg_pipeline(p, c->stmts, k);
+    r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        PGresult *res = (PGresult *)c->stmts[i].res;
+        bool changed = rc == 0 && strtoul(PQcmdTuples(res), NULL, 10) > 0;
+        PQclear(res);
+        if (rc != 0)
+            continue;
+        r->rc = changed ? 0 : -ESTALE;
+        if (r->op != SRV_TASK_OP_COMPLETE)
+            continue;
+        pg_running_del(p, r->task.id, r->task.attempt); /* no longer this process's either way */
+        if (changed) {
+            char payload[SRV_TASK_ID_LEN + 3];
+            snprintf(payload, sizeof(payload), "f:%s", r->task.id);
+            pg_notify(p, payload);
+        }
+    }
+    return rc;
+}
+
+/* Writes that arrived together, PG_PIPELINE_MAX at a time: enqueues (pg_chunk_run: the tenant
+ * cap counted once per tenant and chunk instead of once per task, since that count reads the
+ * tenant's unfinished tasks, the largest cost of an enqueue once a backlog builds up; the
+ * inserts in one pipeline) and the runner's starts and completions (one pipeline). The answers
+ * are those of enqueue, start and complete. */
+static int pg_write_many(void *st, struct srv_task_req *first, unsigned n, int64_t now)
 {
     struct pg_chunk *c = malloc(sizeof(*c));
     if (c == NULL)
@@ -536,10 +589,15 @@ static int pg_enqueue_many(void *st, struct srv_task_req *first, unsigned n)
     int rc = 0;
     struct srv_task_req *r = first;
     while (rc == 0 && n > 0) {
-        unsigned k = n < PG_PIPELINE_MAX ? n : PG_PIPELINE_MAX;
-        rc = pg_chunk_run(st, c, r, k);
-        for (unsigned i = 0; i < k; i++)
-            r = r->next;
+        bool enq = r->op == SRV_TASK_OP_ENQUEUE;
+        unsigned k = 0;
+        struct srv_task_req *q = r;
+        while (k < n && k < PG_PIPELINE_MAX && (q->op == SRV_TASK_OP_ENQUEUE) == enq) {
+            q = q->next;
+            k++;
+        }
+        rc = enq ? pg_chunk_run(st, c, r, k) : pg_chunk_outcomes(st, c, r, k, now);
+        r = q;
         n -= k;
     }
     free(c);
@@ -580,10 +638,7 @@ static int pg_start(void *st, const char *id, unsigned attempt, int64_t now)
     char b[2][24];
     const char *v[] = {id, PG_I64(b[0], attempt), PG_I64(b[1], now)};
     unsigned changed = 0;
-    int rc = pg_changes(p,
-                        "UPDATE spindle_tasks SET attempt_started=true, started_ms=$3::bigint"
-                        " WHERE id=$1::text AND attempt=$2::int AND state=1",
-                        3, v, NULL, NULL, &changed);
+    int rc = pg_changes(p, pg_sql_start, 3, v, NULL, NULL, &changed);
     return rc != 0 ? rc : changed == 0 ? -ESTALE : 0;
 }
 
@@ -619,11 +674,7 @@ static int pg_complete(void *st, const char *id, unsigned attempt, int64_t now, 
                        content_type};
     int lens[5] = {[3] = (int)len};
     bool bin[5] = {[3] = true};
-    int rc = pg_fenced(p,
-                       "UPDATE spindle_tasks SET state=3, finished_ms=$3::bigint,"
-                       " result=$4::bytea, content_type=$5::text, lease_until_ms=NULL,"
-                       " owner=NULL WHERE id=$1::text AND attempt=$2::int AND state=1",
-                       5, v, lens, bin, id, attempt);
+    int rc = pg_fenced(p, pg_sql_complete, 5, v, lens, bin, id, attempt);
     if (rc == 0) {
         char payload[SRV_TASK_ID_LEN + 3];
         snprintf(payload, sizeof(payload), "f:%s", id);
@@ -933,7 +984,7 @@ const struct srv_task_store_ops srv_task_store_pg = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .enqueue = pg_enqueue,
-    .enqueue_many = pg_enqueue_many,
+    .write_many = pg_write_many,
     .claim = pg_claim,
     .start = pg_start,
     .heartbeat = pg_heartbeat,

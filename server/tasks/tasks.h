@@ -170,11 +170,12 @@ struct srv_task_store_ops {
      * idem_key that the tenant already used: *t is replaced by the stored task and *existed set
      * (-EEXIST when its spec differs). -EDQUOT when the tenant has `cap` unfinished tasks. */
     int (*enqueue)(void *st, struct srv_task *t, unsigned cap, bool *existed);
-    /* Optional (NULL: enqueue is called for each). The n ENQUEUE requests from `first` (linked
-     * by next) that arrived together, each as enqueue does it with its task and cap, its code
-     * into req->rc and req->existed; in fewer round trips than one by one. Returns 0, or a
-     * failure of the store (-EIO, -ENOSPC, -ENOMEM): the transaction is then rolled back. */
-    int (*enqueue_many)(void *st, struct srv_task_req *first, unsigned n);
+    /* Optional (NULL: one call per request). The n requests from `first` (linked by next) that
+     * arrived together, each an ENQUEUE, START or COMPLETE, each done as enqueue, start or
+     * complete does it (at `now`), its code into req->rc (and req->existed); in fewer round trips
+     * than one by one. Returns 0, or a failure of the store (-EIO, -ENOSPC, -ENOMEM): the
+     * transaction is then rolled back. */
+    int (*write_many)(void *st, struct srv_task_req *first, unsigned n, int64_t now);
     /* Move up to `max` due tasks (queued or retrying with run_at <= now, oldest run_at first) to
      * running with attempt + 1, leased to `owner` until lease_until; fill out[0..*n). */
     int (*claim)(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,

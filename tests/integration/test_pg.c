@@ -213,7 +213,9 @@ static void test_pg_kill9_reruns_elsewhere(void)
     json_t *j = NULL;
     HS_CHECK(pg_db_new(uri, sizeof(uri)) == 0);
     HS_CHECK((a = pt_start(uri, "tasks.lease_ms=1000")) != NULL);
-    CU_ASSERT_EQUAL(pt_post(a, "{\"kind\":\"spin\",\"params\":{\"ms\":1500}}", id), 202);
+    /* Long enough to be still running once the second instance is up, under sanitizers on a
+     * busy machine too. */
+    CU_ASSERT_EQUAL(pt_post(a, "{\"kind\":\"spin\",\"params\":{\"ms\":4000}}", id), 202);
     HS_CHECK(pt_log_wait(a, "task attempt start", id, NULL));
     HS_CHECK(pt_started(a, id)); /* the store knows it ran: its loss is an interruption */
     HS_CHECK((b = pt_start(uri, "tasks.lease_ms=1000")) != NULL);

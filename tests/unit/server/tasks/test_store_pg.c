@@ -155,7 +155,7 @@ static void test_pg_enqueue_many_answers_each(void)
     srv_task_fini(&reqs[N - 4].task);
     ts_task(&reqs[N - 4].task, "a", "{\"x\":1}", "k");
     CU_ASSERT_EQUAL(ops->begin(st), 0);
-    CU_ASSERT_EQUAL(ops->enqueue_many(st, reqs, N), 0);
+    CU_ASSERT_EQUAL(ops->write_many(st, reqs, N, srv_task_now_ms()), 0);
     CU_ASSERT_EQUAL(ops->commit(st), 0);
     unsigned stored = 0;
     for (unsigned i = 0; i < N - 6; i++)
@@ -171,6 +171,59 @@ static void test_pg_enqueue_many_answers_each(void)
     for (unsigned i = 0; i < N; i++)
         srv_task_fini(&reqs[i].task);
     free(reqs);
+    ops->close(st);
+}
+
+/* The runner's starts and completions that arrive together, mixed with an enqueue, go in
+ * pipelines too, each with its own answer: a start, a completion (its result stored), a stale
+ * completion (another attempt), an enqueue. */
+static void test_pg_write_many_starts_and_completes(void)
+{
+    void *st = ts_open();
+    struct srv_task t, c[2], got;
+    bool existed;
+    for (int i = 0; i < 2; i++) {
+        ts_task(&t, "a", "{}", NULL);
+        CU_ASSERT_EQUAL(ts_enqueue(st, &t, 100, &existed), 0);
+        srv_task_fini(&t);
+    }
+    int64_t now = srv_task_now_ms();
+    CU_ASSERT_EQUAL_FATAL(ts_claim(st, "me", now, 2, c), 2);
+    struct srv_task_req r[4];
+    memset(r, 0, sizeof(r));
+    r[0].op = SRV_TASK_OP_START;
+    r[1].op = SRV_TASK_OP_COMPLETE;
+    r[2].op = SRV_TASK_OP_COMPLETE;
+    r[3].op = SRV_TASK_OP_ENQUEUE;
+    for (int i = 0; i < 3; i++) {
+        memcpy(r[i].task.id, c[i == 2].id, sizeof(r[i].task.id));
+        r[i].task.attempt = i == 2 ? 2 : 1; /* the second task runs attempt 1: stale */
+    }
+    r[1].task.result = "{\"n\":7}";
+    r[1].task.result_len = 7;
+    snprintf(r[1].task.content_type, sizeof(r[1].task.content_type), "application/json");
+    ts_task(&r[3].task, "a", "{}", NULL);
+    r[3].cap = 100;
+    for (int i = 0; i < 3; i++)
+        r[i].next = &r[i + 1];
+    CU_ASSERT_EQUAL(ops->begin(st), 0);
+    CU_ASSERT_EQUAL(ops->write_many(st, r, 4, now), 0);
+    CU_ASSERT_EQUAL(ops->commit(st), 0);
+    CU_ASSERT_EQUAL(r[0].rc, 0);
+    CU_ASSERT_EQUAL(r[1].rc, 0);
+    CU_ASSERT_EQUAL(r[2].rc, -ESTALE);
+    CU_ASSERT(r[3].rc == 0 && !r[3].existed);
+    CU_ASSERT_EQUAL(ops->get(st, "a", c[0].id, true, &got), 0);
+    CU_ASSERT_EQUAL(got.state, SRV_TASK_SUCCEEDED);
+    CU_ASSERT(got.started_ms > 0);
+    CU_ASSERT(got.result != NULL && got.result_len == 7 && memcmp(got.result, "{\"n\":7}", 7) == 0);
+    srv_task_fini(&got);
+    CU_ASSERT_EQUAL(ops->get(st, "a", c[1].id, false, &got), 0);
+    CU_ASSERT_EQUAL(got.state, SRV_TASK_RUNNING);
+    srv_task_fini(&got);
+    r[1].task.result = NULL; /* a literal, not the record's */
+    srv_task_fini(&r[3].task);
+    tp_fini_all(c, 2);
     ops->close(st);
 }
 
@@ -531,6 +584,7 @@ int suite_server_tasks_store_pg(void)
     static const struct spindle_test tests[] = {
         TS_CASES(pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_enqueue_many_answers_each, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_write_many_starts_and_completes, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_claim_two_owners_skip_locked, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_claim_fair_by_tenant, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_lease_taken_over_fences_the_first, pg_skip),
