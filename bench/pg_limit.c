@@ -193,15 +193,16 @@ static int pl_reset(const char *uri)
         PQfinish(c);
         return -1;
     }
-    bool ok = pl_exec(c, "SET client_min_messages=warning") &&
-              pl_exec(c, "DROP TABLE IF EXISTS pg_limit_tasks") &&
-              pl_exec(c, "CREATE TABLE pg_limit_tasks(id text PRIMARY KEY, tenant text NOT NULL,"
-                         " kind text NOT NULL, state smallint NOT NULL, attempt integer NOT NULL,"
-                         " attempts integer NOT NULL, created_ms bigint NOT NULL,"
-                         " run_at_ms bigint NOT NULL, request_id text NOT NULL, owner text,"
-                         " spec bytea NOT NULL, result bytea)") &&
-              pl_exec(c, "CREATE INDEX ON pg_limit_tasks(tenant, run_at_ms) WHERE state IN (0,2)") &&
-              pl_exec(c, "CREATE INDEX ON pg_limit_tasks(run_at_ms) WHERE state IN (0,2)");
+    bool ok =
+        pl_exec(c, "SET client_min_messages=warning") &&
+        pl_exec(c, "DROP TABLE IF EXISTS pg_limit_tasks") &&
+        pl_exec(c, "CREATE TABLE pg_limit_tasks(id text PRIMARY KEY, tenant text NOT NULL,"
+                   " kind text NOT NULL, state smallint NOT NULL, attempt integer NOT NULL,"
+                   " attempts integer NOT NULL, created_ms bigint NOT NULL,"
+                   " run_at_ms bigint NOT NULL, request_id text NOT NULL, owner text,"
+                   " spec bytea NOT NULL, result bytea)") &&
+        pl_exec(c, "CREATE INDEX ON pg_limit_tasks(tenant, run_at_ms) WHERE state IN (0,2)") &&
+        pl_exec(c, "CREATE INDEX ON pg_limit_tasks(run_at_ms) WHERE state IN (0,2)");
     PQfinish(c);
     return ok ? 0 : -1;
 }
@@ -215,8 +216,8 @@ static int pl_run(const char *uri, unsigned conns, unsigned rows, bool cycle, do
     double t0 = pl_now();
     unsigned started = 0;
     for (unsigned i = 0; i < conns; i++) {
-        w[i] = (struct pl_worker){.uri = uri, .rows = rows, .index = i, .cycle = cycle,
-                                  .seconds = seconds};
+        w[i] = (struct pl_worker){
+            .uri = uri, .rows = rows, .index = i, .cycle = cycle, .seconds = seconds};
         if (pthread_create(&w[i].thread, NULL, pl_main, &w[i]) != 0)
             break;
         started++;
@@ -254,8 +255,8 @@ int main(int argc, char **argv)
         }
     }
     if (optind != argc - 1 || seconds <= 0 || conns == 0 || conns > PL_MAX_CONNS) {
-        fprintf(stderr, "usage: pg_limit [-d SECONDS] [-c 1..%d] [-b 1..%d]... URI\n",
-                PL_MAX_CONNS, PL_MAX_ROWS);
+        fprintf(stderr, "usage: pg_limit [-d SECONDS] [-c 1..%d] [-b 1..%d]... URI\n", PL_MAX_CONNS,
+                PL_MAX_ROWS);
         return 2;
     }
     if (nrows == 0) {

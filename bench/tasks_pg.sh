@@ -270,7 +270,7 @@ fi
 REPORT=$(
     cat <<REP
 # $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -n), $(nproc) CPUs, $(uname -r); PostgreSQL: $PG_SETTINGS
-# spindle: workers = CPUs, [log] level = warn, access = false, a new database per phase;
+# spindle: [pool] workers = $WORKERS, [tasks] worker_share = $WORKER_SHARE, [log] level = warn, access = false, a new database per phase;
 # wrk -c$CONNS in all (shared out over the instances) -d${DURATION}s --latency over 127.0.0.1
 limit    insert, 1 per commit / 16 per commit (1 conn)     tasks/s $LIM_I1 / $LIM_I16
 limit    insert+claim+complete, 1 / 16 per commit (1 conn) tasks/s $LIM_C1 / $LIM_C16
