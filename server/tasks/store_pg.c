@@ -4,7 +4,10 @@
  * Design: every function runs on the store thread, which owns one connection (store_pg_conn.c
  * has the connections, the schema and the LISTEN thread). A batch of requests is one transaction
  * (group commit: many enqueues, one commit); a committed transaction is durable with the
- * server's synchronous_commit (on by default).
+ * server's synchronous_commit (on by default). The writes of a batch that arrived together
+ * (enqueues, the runner's starts and completions: pg_write_many) go to the server in pipelines,
+ * so a batch costs a few round trips whatever its size; the tenant cap of its enqueues is
+ * counted once per tenant.
  *
  * Sharing: claiming locks candidate rows with FOR UPDATE SKIP LOCKED, so instances claiming at
  * once never wait for each other nor take the same task; it is fair by tenant across instances:

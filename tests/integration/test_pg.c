@@ -92,7 +92,7 @@ static json_t *pt_final(const struct hs_server *s, const char *id)
 {
     long long end = hs_now_ms() + PT_WAIT_MS;
     while (hs_now_ms() < end) {
-        json_t *j = pt_get(s, id, "?wait_ms=5000");
+        json_t *j = pt_get(s, id, "?wait_ms=2000"); /* well within HS_IO_MS */
         if (j == NULL)
             return NULL;
         if (pt_state_is(j, "succeeded") || pt_state_is(j, "failed") || pt_state_is(j, "cancelled"))
