@@ -231,9 +231,10 @@ struct json_t *srv_task_json(const struct srv_task *t);
 int srv_tasks_runner_start(struct srv_tasks *t);
 /* Look for due tasks now (after an enqueue, or a slot came free). */
 void srv_tasks_runner_poke(struct srv_tasks *t);
-/* The task `id` was cancelled in the store while an attempt of it ran here: cancel that
- * attempt's context (reason canceled). */
-void srv_tasks_runner_cancel(struct srv_tasks *t, const char *id);
+/* Attempt `attempt` of task `id` was cancelled in the store (or is no longer this process's)
+ * while it ran here: cancel that attempt's context (reason canceled), or drop it from the ready
+ * queue. Other attempts of the same task (a later one claimed meanwhile) are left alone. */
+void srv_tasks_runner_cancel(struct srv_tasks *t, const char *id, unsigned attempt);
 /* Stop the timer, claim nothing more. */
 void srv_tasks_runner_stop(struct srv_tasks *t);
 /* Free what stop left (every attempt is done by then). */

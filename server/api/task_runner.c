@@ -593,12 +593,13 @@ int srv_tasks_runner_start(struct srv_tasks *t)
     return 0;
 }
 
-void srv_tasks_runner_cancel(struct srv_tasks *t, const char *id)
+void srv_tasks_runner_cancel(struct srv_tasks *t, const char *id, unsigned attempt)
 {
     struct task_attempt *a = t->attempts;
     while (a != NULL) {
         struct task_attempt *next = a->next;
-        if (strcmp(a->task.id, id) == 0) {
+        /* By attempt, not by task: a late word about attempt 1 must not stop attempt 2. */
+        if (a->task.attempt == attempt && strcmp(a->task.id, id) == 0) {
             if (!a->started) /* waiting in the ready queue: it never runs */
                 tr_attempt_free(a);
             else if (a->ctx != NULL)

@@ -243,7 +243,7 @@ static void tc_done_get(struct task_call *c, struct srv_req *req)
         }
     } else if (c->route == TR_DELETE) {
         if (c->sr.existed) /* an attempt was running: stop it */
-            srv_tasks_runner_cancel(c->t, task->id);
+            srv_tasks_runner_cancel(c->t, task->id, task->attempt);
         srv_tasks_notify(c->t, task->id);
         tc_answer_task(req, 200, task);
     } else if (c->wait_ms > 0 && !srv_task_state_final(task->state)) {
@@ -490,7 +490,7 @@ static void tasks_on_event(const struct srv_task_event *ev, void *arg)
     case SRV_TASK_EV_LOST:
         LOG_I("task attempt cancelled by another instance", LOG_STR("task_id", ev->id),
               LOG_UINT("attempt", ev->attempt));
-        srv_tasks_runner_cancel(t, ev->id);
+        srv_tasks_runner_cancel(t, ev->id, ev->attempt);
         break;
     case SRV_TASK_EV_CHANGED:
         srv_tasks_notify(t, ev->id);
@@ -596,8 +596,9 @@ static void tasks_counts_done(struct srv_task_req *sr)
     done(rc, oldest, t->counts_arg);
 }
 
-int srv_tasks_counts(struct srv_tasks *t, srv_task_count_fn *fn, srv_tasks_counts_done_fn *done,
-                     void *arg)
+int srv_tasks_counts(struct srv_tasks *t, srv_task_count_fn *fn,
+                     srv_task_tenant_count_fn *tenant_fn, unsigned top,
+                     srv_tasks_counts_done_fn *done, void *arg)
 {
     if (t->store == NULL)
         return -ENODEV;
@@ -609,6 +610,8 @@ int srv_tasks_counts(struct srv_tasks *t, srv_task_count_fn *fn, srv_tasks_count
     memset(&t->counts, 0, sizeof(t->counts));
     t->counts.op = SRV_TASK_OP_COUNTS;
     t->counts.count_fn = fn;
+    t->counts.tenant_fn = tenant_fn;
+    t->counts.max = top;
     t->counts.count_arg = arg;
     t->counts.done = tasks_counts_done;
     t->counts.data = t;

@@ -78,17 +78,20 @@ void srv_tasks_stats_get(const struct srv_tasks *t, struct srv_tasks_stats *out)
 
 struct srv_met_server;
 
-/* Count into `met` (borrowed; must outlive t): spindle_tasks{state,kind} and the oldest queued
- * age (refreshed from the store every 2 s), attempts, retries, lease expiries, stale outcomes,
- * purged tasks, store fsyncs and the commit latency histogram. Loop thread. Returns 0 or the
- * error of srv_met_series_fn (-ENOMEM, -ENOSPC). */
+/* Count into `met` (borrowed; must outlive t): spindle_tasks{state,kind}, the oldest queued
+ * age and spindle_tasks_queued{tenant} (refreshed from the store every 2 s), attempts, retries,
+ * lease expiries, stale outcomes, purged tasks, store fsyncs and the commit latency histogram. Loop
+ * thread. Returns 0 or the error of srv_met_series_fn (-ENOMEM, -ENOSPC). */
 int srv_tasks_metrics_set(struct srv_tasks *t, const struct srv_met_server *met);
 
-/* Call fn for every (state, kind) count of the store and give the oldest due task's created time
- * (ms since the epoch, 0 = none): asked of the store thread, answered later on the loop through
- * `done`. Returns 0, or -ENODEV (disabled) / -EBUSY (a count is in flight). */
+/* Call fn for every (state, kind) count of the store, tenant_fn (NULL: none) for the `top`
+ * tenants with the most waiting tasks and the others' sum, and give the oldest due task's created
+ * time (ms since the epoch, 0 = none): asked of the store thread (fn and tenant_fn run there),
+ * answered later on the loop through `done`. Returns 0, or -ENODEV (disabled) / -EBUSY (a count
+ * is in flight). */
 typedef void srv_tasks_counts_done_fn(int rc, int64_t oldest_queued_ms, void *arg);
-int srv_tasks_counts(struct srv_tasks *t, srv_task_count_fn *fn, srv_tasks_counts_done_fn *done,
-                     void *arg);
+int srv_tasks_counts(struct srv_tasks *t, srv_task_count_fn *fn,
+                     srv_task_tenant_count_fn *tenant_fn, unsigned top,
+                     srv_tasks_counts_done_fn *done, void *arg);
 
 #endif

@@ -733,6 +733,15 @@ static const struct srv_met_desc server_families[] = {
                                     .name = "spindle_task_oldest_queued_age_seconds",
                                     .help = "Age of the oldest task due to run and not running "
                                             "(0 when none)."},
+    /* The top tenants by waiting tasks (server/api/task_metrics.c), the rest as "other"; a
+     * tenant that leaves the top stays at 0, so the bound counts every tenant ever shown. */
+    [SRV_MET_TASKS_QUEUED] = {.type = SRV_MET_GAUGE,
+                              .name = "spindle_tasks_queued",
+                              .help = "Durable tasks waiting to run (queued or retrying, due or "
+                                      "not) in the whole store, by tenant: the 20 with the most, "
+                                      "the others as other (refreshed every 2 s).",
+                              .labels = {"tenant"},
+                              .max_series = 128},
     [SRV_MET_TASK_ATTEMPTS] = {.type = SRV_MET_COUNTER,
                                .name = "spindle_task_attempts_total",
                                .help = "Task attempts started on the worker pool."},

@@ -146,6 +146,7 @@ enum srv_met_family_id {
     SRV_MET_AUTH_THROTTLED,     /* gauge spindle_auth_throttled_addresses */
     SRV_MET_TASKS,              /* gauge spindle_tasks{state,kind} */
     SRV_MET_TASK_OLDEST_QUEUED, /* gauge spindle_task_oldest_queued_age_seconds */
+    SRV_MET_TASKS_QUEUED,       /* gauge spindle_tasks_queued{tenant} */
     SRV_MET_TASK_ATTEMPTS,      /* counter spindle_task_attempts_total */
     SRV_MET_TASK_RETRIES,       /* counter spindle_task_retries_total */
     SRV_MET_TASK_LEASE_EXPIRED, /* counter spindle_task_lease_expiries_total */

@@ -72,9 +72,25 @@ struct pg_store {
     struct pg_running *running;            /* attempts this process runs */
     size_t nrunning, running_cap, tx_mark; /* tx_mark: nrunning at begin */
     struct pg_listen *listen;
-    char errmsg[512]; /* the last failure's message (ops->errmsg) */
-    bool down;        /* a reconnect failed (logged once per outage) */
+    char errmsg[512];   /* the last failure's message (ops->errmsg) */
+    bool down;          /* a reconnect failed (logged once per outage) */
+    bool begin_pending; /* begin was called and BEGIN not sent yet: it goes with the first
+                           statement (one round trip saved per transaction) */
 };
+
+/* One statement of a pipeline (pg_pipeline): in as pg_exec's arguments, out its result. */
+struct pg_stmt {
+    const char *sql;
+    int n;
+    const char *const *vals;
+    const int *lens;
+    const bool *bin;
+    struct pg_result *res; /* out: to PQclear (NULL on failure) */
+};
+
+/* Statements sent at most in one pipeline: their results (small) must fit in the socket
+ * buffers while libpq still writes the statements, or both sides would wait on each other. */
+#define PG_PIPELINE_MAX 128
 
 /* Connect to `uri` with spindle's defaults (timeouts, keepalives, application_name); NULL with
  * err filled (naming `where`). */
@@ -86,6 +102,10 @@ int pg_ensure(struct pg_store *p);
  * to PQclear. 0, or -EIO / -ENOSPC / -ENOMEM (the transaction is then aborted). */
 int pg_exec(struct pg_store *p, const char *sql, int n, const char *const *vals, const int *lens,
             const bool *bin, struct pg_result **res);
+/* Run stmts[0..n) (n <= PG_PIPELINE_MAX) in one round trip (libpq's pipeline mode), after a
+ * pending BEGIN. 0 with every stmts[i].res set, or as pg_exec (every res NULL; a connection
+ * left in a bad state is closed, and the next pg_ensure reconnects). */
+int pg_pipeline(struct pg_store *p, struct pg_stmt *stmts, size_t n);
 /* Run a parameterless statement (or several: one round trip). 0 or as pg_exec. */
 int pg_simple(struct pg_store *p, const char *sql);
 /* The URI without its password into out. */

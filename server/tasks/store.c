@@ -195,8 +195,12 @@ static int store_run_one(struct srv_task_store *s, struct srv_task_req *r, int64
         if (r->tasks == NULL)
             return -ENOMEM;
         return o->list(s->st, t->tenant, &r->filter, r->tasks, &r->n);
-    case SRV_TASK_OP_COUNTS:
-        return o->counts(s->st, r->count_fn, r->count_arg, now, &r->oldest_queued);
+    case SRV_TASK_OP_COUNTS: {
+        int rc = o->counts(s->st, r->count_fn, r->count_arg, now, &r->oldest_queued);
+        if (rc == 0 && r->tenant_fn != NULL)
+            rc = o->queued(s->st, r->max, r->tenant_fn, r->count_arg);
+        return rc;
+    }
     case SRV_TASK_OP_SCHEDULE_FIRE: {
         bool fired = false;
         int rc = o->schedule_fire(s->st, r->schedule, r->tick_ms, now, t, r->cap, &fired);
@@ -242,6 +246,53 @@ static void store_observe_commit(struct srv_task_store *s, uint64_t ns, bool wro
     atomic_fetch_add(&s->stats.fsyncs, 1);
 }
 
+/* Note what request r did: *wrote, *enq; its code when it failed the store, else 0. */
+static int store_note(const struct srv_task_req *r, bool *wrote, unsigned *enq)
+{
+    *wrote |= store_wrote(r);
+    if (store_fatal(r->rc))
+        return r->rc;
+    if ((r->op == SRV_TASK_OP_ENQUEUE || r->op == SRV_TASK_OP_SCHEDULE_FIRE) && r->rc == 0 &&
+        !r->existed)
+        (*enq)++;
+    return 0;
+}
+
+/* Whether the backend's write_many takes requests of this op. */
+static bool store_many(enum srv_task_op op)
+{
+    return op == SRV_TASK_OP_ENQUEUE || op == SRV_TASK_OP_START || op == SRV_TASK_OP_COMPLETE;
+}
+
+/* Such writes in a row from r, when the backend takes them together (0: one at a time). */
+static unsigned store_writes(const struct srv_task_store *s, const struct srv_task_req *r)
+{
+    unsigned n = 0;
+    for (; s->ops->write_many != NULL && r != NULL && store_many(r->op); r = r->next)
+        n++;
+    return n > 1 ? n : 0;
+}
+
+/* Run the requests of the list (in the open transaction) until one fails the store: its code. */
+static int store_run_list(struct srv_task_store *s, struct srv_task_req *r, int64_t now,
+                          bool *wrote, unsigned *enq)
+{
+    int rc = 0;
+    while (rc == 0 && r != NULL) {
+        unsigned run = store_writes(s, r);
+        if (run > 0) { /* in fewer round trips (a remote store) */
+            rc = s->ops->write_many(s->st, r, run, now);
+            for (unsigned i = 0; rc == 0 && i < run; i++, r = r->next)
+                rc = store_note(r, wrote, enq);
+            continue;
+        }
+        r->rc = store_run_one(s, r, now);
+        rc = store_note(r, wrote, enq);
+        r = r->next;
+    }
+    return rc;
+}
+
 /* Run the list in one transaction. */
 static void store_run_batch(struct srv_task_store *s, struct srv_task_req *list)
 {
@@ -249,15 +300,8 @@ static void store_run_batch(struct srv_task_store *s, struct srv_task_req *list)
     int rc = s->ops->begin(s->st);
     unsigned enq = 0;
     bool wrote = false;
-    for (struct srv_task_req *r = list; rc == 0 && r != NULL; r = r->next) {
-        r->rc = store_run_one(s, r, now);
-        wrote |= store_wrote(r);
-        if (store_fatal(r->rc))
-            rc = r->rc;
-        else if ((r->op == SRV_TASK_OP_ENQUEUE || r->op == SRV_TASK_OP_SCHEDULE_FIRE) &&
-                 r->rc == 0 && !r->existed)
-            enq++;
-    }
+    if (rc == 0)
+        rc = store_run_list(s, list, now, &wrote, &enq);
     uint64_t t0 = ctx_now_ns();
     if (rc == 0)
         rc = s->ops->commit(s->st);

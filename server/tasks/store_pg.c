@@ -4,7 +4,10 @@
  * Design: every function runs on the store thread, which owns one connection (store_pg_conn.c
  * has the connections, the schema and the LISTEN thread). A batch of requests is one transaction
  * (group commit: many enqueues, one commit); a committed transaction is durable with the
- * server's synchronous_commit (on by default).
+ * server's synchronous_commit (on by default). The writes of a batch that arrived together
+ * (enqueues, the runner's starts and completions: pg_write_many) go to the server in pipelines,
+ * so a batch costs a few round trips whatever its size; the tenant cap of its enqueues is
+ * counted once per tenant.
  *
  * Sharing: claiming locks candidate rows with FOR UPDATE SKIP LOCKED, so instances claiming at
  * once never wait for each other nor take the same task; it is fair by tenant across instances:
@@ -91,6 +94,15 @@ static const char pg_sql_expire[] =
                              " finished_ms=CASE WHEN attempt>=attempts THEN $1::bigint ELSE NULL"
                              " END, run_at_ms=$1::bigint, lease_until_ms=NULL, owner=NULL"
                              " WHERE state=1 AND attempt_started AND lease_until_ms<$1::bigint";
+
+static const char pg_sql_start[] =
+    "UPDATE spindle_tasks SET attempt_started=true, started_ms=$3::bigint"
+    " WHERE id=$1::text AND attempt=$2::int AND state=1";
+
+static const char pg_sql_complete[] =
+    "UPDATE spindle_tasks SET state=3, finished_ms=$3::bigint, result=$4::bytea,"
+    " content_type=$5::text, lease_until_ms=NULL, owner=NULL"
+    " WHERE id=$1::text AND attempt=$2::int AND state=1";
 
 /* Claimed and never started (it waited for a slot when its process died): given back unused. */
 static const char pg_sql_unstarted[] =
@@ -314,14 +326,18 @@ static int pg_begin(void *st)
     p->notify_due = false;
     p->tx_mark = p->nrunning;
     int rc = pg_ensure(p);
-    return rc != 0 ? rc : pg_simple(p, "BEGIN");
+    p->begin_pending = rc == 0; /* sent with the first statement */
+    return rc;
 }
 
 static int pg_commit(void *st)
 {
     struct pg_store *p = st;
     int rc;
-    if (p->notify_len > 0) { /* the notifications and the COMMIT in one round trip */
+    if (p->begin_pending) { /* nothing ran: no transaction to end */
+        p->begin_pending = false;
+        rc = 0;
+    } else if (p->notify_len > 0) { /* the notifications and the COMMIT in one round trip */
         char *sql = malloc(p->notify_len + sizeof("COMMIT"));
         if (sql == NULL)
             return -ENOMEM;
@@ -343,6 +359,7 @@ static void pg_rollback(void *st)
     p->notify_len = 0;
     p->notify_due = false;
     p->nrunning = p->tx_mark; /* the claims of this transaction never happened */
+    p->begin_pending = false;
     if (p->conn != NULL && PQtransactionStatus(p->conn) != PQTRANS_IDLE)
         (void)pg_simple(p, "ROLLBACK");
 }
@@ -370,45 +387,224 @@ static int pg_existing(struct pg_store *p, struct srv_task *t, bool *existed)
     return same ? 0 : -EEXIST;
 }
 
-static int pg_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
+/* The insert of one task: its parameters (pointing into t and the struct itself). */
+struct pg_insert {
+    char b[6][24];
+    const char *v[13];
+    int lens[13];
+    bool bin[13];
+};
+
+static void pg_insert_fill(struct pg_insert *in, const struct srv_task *t, unsigned cap)
 {
-    struct pg_store *p = st;
-    *existed = false;
-    bool keyed = t->idem_key[0] != '\0';
-    int rc = keyed ? pg_existing(p, t, existed) : -ENOENT;
-    if (rc != -ENOENT)
-        return rc;
-    char b[5][24];
+    memset(in->lens, 0, sizeof(in->lens));
+    memset(in->bin, 0, sizeof(in->bin));
     const char *v[] = {t->id,
                        t->tenant,
                        t->kind,
-                       PG_I64(b[0], t->attempts),
-                       PG_I64(b[1], t->backoff_ms),
-                       PG_I64(b[2], t->timeout_ms),
-                       PG_I64(b[3], t->created_ms),
-                       NULL,
+                       PG_I64(in->b[0], t->attempts),
+                       PG_I64(in->b[1], t->backoff_ms),
+                       PG_I64(in->b[2], t->timeout_ms),
+                       PG_I64(in->b[3], t->created_ms),
+                       PG_I64(in->b[4], t->run_at_ms),
                        t->request_id,
                        t->trace_id,
-                       keyed ? t->idem_key : NULL,
+                       t->idem_key[0] != '\0' ? t->idem_key : NULL,
                        t->spec,
-                       PG_I64(b[4], cap)};
-    char run_at[24];
-    v[7] = PG_I64(run_at, t->run_at_ms);
-    int lens[13] = {[11] = (int)t->spec_len};
-    bool bin[13] = {[11] = true};
-    PGresult *r;
-    rc = pg_exec(p, pg_sql_enqueue, 13, v, lens, bin, &r);
-    if (rc != 0)
-        return rc;
-    bool inserted = PQntuples(r) == 1;
-    PQclear(r);
+                       PG_I64(in->b[5], cap)};
+    memcpy(in->v, v, sizeof(v));
+    in->lens[11] = (int)t->spec_len;
+    in->bin[11] = true;
+}
+
+/* After the insert of t: `inserted` or not (the key is taken, by an earlier request or another
+ * instance, or the tenant is full). The enqueue's code. */
+static int pg_inserted(struct pg_store *p, struct srv_task *t, bool inserted, bool *existed)
+{
     if (inserted) {
         pg_notify(p, "d");
         return 0;
     }
-    /* Not inserted: the key was taken meanwhile (by another instance), or the tenant is full. */
-    rc = keyed ? pg_existing(p, t, existed) : -ENOENT;
+    int rc = t->idem_key[0] != '\0' ? pg_existing(p, t, existed) : -ENOENT;
     return rc == -ENOENT ? -EDQUOT : rc;
+}
+
+static int pg_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
+{
+    struct pg_store *p = st;
+    *existed = false;
+    struct pg_insert in;
+    pg_insert_fill(&in, t, cap);
+    PGresult *r;
+    /* The key is checked by the insert (ON CONFLICT): a repeat is found after it, one round
+     * trip fewer for a new key. */
+    int rc = pg_exec(p, pg_sql_enqueue, 13, in.v, in.lens, in.bin, &r);
+    if (rc != 0)
+        return rc;
+    bool inserted = PQntuples(r) == 1;
+    PQclear(r);
+    return pg_inserted(p, t, inserted, existed);
+}
+
+/* The insert of the tenant cap's pre-counted enqueues (pg_enqueue_many): the row, the key's
+ * conflict, nothing else. */
+static const char pg_sql_insert[] =
+    "INSERT INTO spindle_tasks(id,tenant,kind,state,attempts,backoff_ms,timeout_ms,created_ms,"
+    "run_at_ms,request_id,trace_id,idem_key,spec)"
+    " VALUES($1::text,$2::text,$3::text,0,$4::int,$5::bigint,$6::bigint,$7::bigint,$8::bigint,"
+    "$9::text,$10::text,$11::text,$12::bytea)"
+    " ON CONFLICT (tenant,idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
+
+static const char pg_sql_unfinished[] =
+    "SELECT count(*) FROM (SELECT 1 FROM spindle_tasks WHERE tenant=$1::text AND"
+    " state IN (0,1,2) LIMIT $2::bigint) u";
+
+/* One chunk of pg_enqueue_many: the tenants' unfinished tasks counted once per tenant (one
+ * pipeline, with the BEGIN), then the inserts the caps allow (a second one), then, one by one,
+ * the lookups of a repeated key or a full tenant. */
+struct pg_chunk {
+    struct pg_insert in[PG_PIPELINE_MAX];
+    struct pg_stmt stmts[PG_PIPELINE_MAX];
+    const char *tenant[PG_PIPELINE_MAX]; /* distinct tenants, borrowed from the tasks */
+    char cap[PG_PIPELINE_MAX][24];
+    uint64_t used[PG_PIPELINE_MAX]; /* by tenant: unfinished, then + the inserts decided */
+    unsigned of[PG_PIPELINE_MAX];   /* by request: its tenant's index */
+    bool insert[PG_PIPELINE_MAX];   /* by request: within its tenant's cap */
+};
+
+static int pg_chunk_count(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *r,
+                          unsigned k)
+{
+    unsigned nt = 0, maxcap = 0;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        unsigned j = 0;
+        while (j < nt && strcmp(c->tenant[j], r->task.tenant) != 0)
+            j++;
+        if (j == nt)
+            c->tenant[nt++] = r->task.tenant;
+        c->of[i] = j;
+        maxcap = r->cap > maxcap ? r->cap : maxcap;
+    }
+    for (unsigned j = 0; j < nt; j++) {
+        c->in[j].v[0] = c->tenant[j];
+        c->in[j].v[1] = PG_I64(c->cap[j], maxcap);
+        c->stmts[j] = (struct pg_stmt){pg_sql_unfinished, 2, c->in[j].v, NULL, NULL, NULL};
+    }
+    int rc = pg_pipeline(p, c->stmts, nt);
+    for (unsigned j = 0; j < nt; j++) {
+        if (rc == 0)
+            c->used[j] = (uint64_t)pg_int((PGresult *)c->stmts[j].res, 0, 0);
+        PQclear((PGresult *)c->stmts[j].res);
+    }
+    return rc;
+}
+
+static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *first,
+                        unsigned k)
+{
+    int rc = pg_chunk_count(p, c, first, k);
+    if (rc != 0)
+        return rc;
+    unsigned ns = 0;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        r->existed = false;
+        c->insert[i] = c->used[c->of[i]] < r->cap;
+        if (!c->insert[i])
+            continue;
+        c->used[c->of[i]]++;
+        pg_insert_fill(&c->in[ns], &r->task, r->cap);
+        c->stmts[ns] =
+            (struct pg_stmt){pg_sql_insert, 12, c->in[ns].v, c->in[ns].lens, c->in[ns].bin, NULL};
+        ns++;
+    }
+    rc = pg_pipeline(p, c->stmts, ns);
+    unsigned s = 0;
+    r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        bool inserted = false;
+        if (c->insert[i]) {
+            inserted = rc == 0 && PQntuples((PGresult *)c->stmts[s].res) == 1;
+            PQclear((PGresult *)c->stmts[s++].res);
+        }
+        if (rc != 0)
+            continue;
+        r->rc = pg_inserted(p, &r->task, inserted, &r->existed);
+        if (r->rc == -EIO || r->rc == -ENOSPC || r->rc == -ENOMEM)
+            rc = r->rc;
+    }
+    return rc;
+}
+
+/* Starts and completions that arrived together (the runner's writes), in one pipeline: each
+ * answered as pg_start and pg_complete would. */
+static int pg_chunk_outcomes(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *first,
+                             unsigned k, int64_t now)
+{
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        struct pg_insert *in = &c->in[i];
+        const struct srv_task *t = &r->task;
+        bool done = r->op == SRV_TASK_OP_COMPLETE;
+        memset(in->lens, 0, sizeof(in->lens));
+        memset(in->bin, 0, sizeof(in->bin));
+        in->v[0] = t->id;
+        in->v[1] = PG_I64(in->b[0], t->attempt);
+        in->v[2] = PG_I64(in->b[1], now);
+        in->v[3] = t->result_len > 0 ? t->result : "";
+        in->v[4] = t->content_type;
+        in->lens[3] = (int)t->result_len;
+        in->bin[3] = true;
+        c->stmts[i] = (struct pg_stmt){
+            done ? pg_sql_complete : pg_sql_start, done ? 5 : 3, in->v, in->lens, in->bin, NULL};
+    }
+    int rc = pg_pipeline(p, c->stmts, k);
+    r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        PGresult *res = (PGresult *)c->stmts[i].res;
+        bool changed = rc == 0 && strtoul(PQcmdTuples(res), NULL, 10) > 0;
+        PQclear(res);
+        if (rc != 0)
+            continue;
+        r->rc = changed ? 0 : -ESTALE;
+        if (r->op != SRV_TASK_OP_COMPLETE)
+            continue;
+        pg_running_del(p, r->task.id, r->task.attempt); /* no longer this process's either way */
+        if (changed) {
+            char payload[SRV_TASK_ID_LEN + 3];
+            snprintf(payload, sizeof(payload), "f:%s", r->task.id);
+            pg_notify(p, payload);
+        }
+    }
+    return rc;
+}
+
+/* Writes that arrived together, PG_PIPELINE_MAX at a time: enqueues (pg_chunk_run: the tenant
+ * cap counted once per tenant and chunk instead of once per task, since that count reads the
+ * tenant's unfinished tasks, the largest cost of an enqueue once a backlog builds up; the
+ * inserts in one pipeline) and the runner's starts and completions (one pipeline). The answers
+ * are those of enqueue, start and complete. */
+static int pg_write_many(void *st, struct srv_task_req *first, unsigned n, int64_t now)
+{
+    struct pg_chunk *c = malloc(sizeof(*c));
+    if (c == NULL)
+        return -ENOMEM;
+    int rc = 0;
+    struct srv_task_req *r = first;
+    while (rc == 0 && n > 0) {
+        bool enq = r->op == SRV_TASK_OP_ENQUEUE;
+        unsigned k = 0;
+        struct srv_task_req *q = r;
+        while (k < n && k < PG_PIPELINE_MAX && (q->op == SRV_TASK_OP_ENQUEUE) == enq) {
+            q = q->next;
+            k++;
+        }
+        rc = enq ? pg_chunk_run(st, c, r, k) : pg_chunk_outcomes(st, c, r, k, now);
+        r = q;
+        n -= k;
+    }
+    free(c);
+    return rc;
 }
 
 static int pg_claim(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
@@ -445,10 +641,7 @@ static int pg_start(void *st, const char *id, unsigned attempt, int64_t now)
     char b[2][24];
     const char *v[] = {id, PG_I64(b[0], attempt), PG_I64(b[1], now)};
     unsigned changed = 0;
-    int rc = pg_changes(p,
-                        "UPDATE spindle_tasks SET attempt_started=true, started_ms=$3::bigint"
-                        " WHERE id=$1::text AND attempt=$2::int AND state=1",
-                        3, v, NULL, NULL, &changed);
+    int rc = pg_changes(p, pg_sql_start, 3, v, NULL, NULL, &changed);
     return rc != 0 ? rc : changed == 0 ? -ESTALE : 0;
 }
 
@@ -484,11 +677,7 @@ static int pg_complete(void *st, const char *id, unsigned attempt, int64_t now, 
                        content_type};
     int lens[5] = {[3] = (int)len};
     bool bin[5] = {[3] = true};
-    int rc = pg_fenced(p,
-                       "UPDATE spindle_tasks SET state=3, finished_ms=$3::bigint,"
-                       " result=$4::bytea, content_type=$5::text, lease_until_ms=NULL,"
-                       " owner=NULL WHERE id=$1::text AND attempt=$2::int AND state=1",
-                       5, v, lens, bin, id, attempt);
+    int rc = pg_fenced(p, pg_sql_complete, 5, v, lens, bin, id, attempt);
     if (rc == 0) {
         char payload[SRV_TASK_ID_LEN + 3];
         snprintf(payload, sizeof(payload), "f:%s", id);
@@ -669,6 +858,29 @@ static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     return 0;
 }
 
+static int pg_queued(void *st, unsigned top, srv_task_tenant_count_fn *fn, void *arg)
+{
+    char b[24];
+    const char *v[] = {PG_I64(b, top)};
+    PGresult *r;
+    /* The due-tasks index (tenant, run_at_ms) WHERE state IN (0,2) covers the count. */
+    int rc = pg_exec(st,
+                     "SELECT CASE WHEN rk<=$1::bigint THEN tenant END, sum(n)::bigint FROM"
+                     " (SELECT tenant, count(*) AS n, row_number() OVER (ORDER BY count(*) DESC,"
+                     " tenant) AS rk FROM spindle_tasks WHERE state IN (0,2) GROUP BY tenant) g"
+                     " GROUP BY 1 ORDER BY min(rk)",
+                     1, v, NULL, NULL, &r);
+    if (rc != 0)
+        return rc;
+    char tenant[CTX_TENANT_MAX + 1];
+    for (int i = 0; i < PQntuples(r); i++) {
+        pg_text(r, i, 0, tenant, sizeof(tenant));
+        fn(PQgetisnull(r, i, 0) ? NULL : tenant, (uint64_t)pg_int(r, i, 1), arg);
+    }
+    PQclear(r);
+    return 0;
+}
+
 /* ---- events ---------------------------------------------------------------------------------- */
 
 /* Ask the database which attempts of `running` are no longer this owner's. */
@@ -775,6 +987,7 @@ const struct srv_task_store_ops srv_task_store_pg = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .enqueue = pg_enqueue,
+    .write_many = pg_write_many,
     .claim = pg_claim,
     .start = pg_start,
     .heartbeat = pg_heartbeat,
@@ -787,6 +1000,7 @@ const struct srv_task_store_ops srv_task_store_pg = {
     .purge = pg_purge,
     .expire = pg_expire,
     .counts = pg_counts,
+    .queued = pg_queued,
     .schedule_fire = pg_schedule_fire,
     .schedule_list = pg_schedule_list,
     .events = pg_events,

@@ -16,6 +16,12 @@
  * Statements are sent unnamed (PQexecParams, no server-side prepared statements), so the store
  * works through PgBouncer in transaction mode; results come back in binary.
  *
+ * Round trips: a transaction's BEGIN is not sent on its own but in front of its first statement
+ * (pg_simple prepends it; pg_exec sends both in one pipeline), and pg_pipeline sends many
+ * statements (a group commit's enqueues) at once with libpq's pipeline mode (libpq >= 14): on a
+ * network a round trip costs more than the statement, so a batch of N enqueues takes two round
+ * trips (BEGIN + the inserts, COMMIT) instead of N + 2.
+ *
  * The schema is versioned by the table spindle_schema; pg_migrate takes a transaction-scoped
  * advisory lock, so instances starting together migrate one after the other, and refuses a
  * version newer than PG_SCHEMA_VERSION (a newer spindle wrote it).
@@ -140,6 +146,82 @@ static int pg_check(struct pg_store *p, PGresult *r, const char *sql)
     return pg_errno(r);
 }
 
+/* Read the results of a pipeline up to its sync and leave pipeline mode; false when the
+ * connection cannot be brought back to a usable state (it is then closed). */
+static bool pg_pipeline_end(struct pg_store *p)
+{
+    PGconn *c = p->conn;
+    for (unsigned nulls = 0; nulls < 2 && PQstatus(c) == CONNECTION_OK;) {
+        PGresult *r = PQgetResult(c);
+        if (r == NULL) {
+            nulls++;
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType st = PQresultStatus(r);
+        PQclear(r);
+        if (st == PGRES_PIPELINE_SYNC)
+            break;
+    }
+    if (PQexitPipelineMode(c) == 1)
+        return true;
+    PQfinish(c);
+    p->conn = NULL;
+    return false;
+}
+
+int pg_pipeline(struct pg_store *p, struct pg_stmt *stmts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        stmts[i].res = NULL;
+    if (p->conn == NULL) {
+        snprintf(p->errmsg, sizeof(p->errmsg), "no connection to PostgreSQL");
+        return -EIO;
+    }
+    PGconn *c = p->conn;
+    if (n > PG_PIPELINE_MAX || PQenterPipelineMode(c) != 1)
+        return pg_check(p, NULL, "pipeline");
+    bool begin = p->begin_pending, sent = true;
+    p->begin_pending = false;
+    if (begin)
+        sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 1) == 1;
+    for (size_t i = 0; sent && i < n; i++) {
+        int fmts[16] = {0};
+        for (int k = 0; k < stmts[i].n && k < 16; k++)
+            fmts[k] = stmts[i].bin != NULL && stmts[i].bin[k];
+        sent = PQsendQueryParams(c, stmts[i].sql, stmts[i].n, NULL, stmts[i].vals, stmts[i].lens,
+                                 fmts, 1) == 1;
+    }
+    if (!sent || PQpipelineSync(c) != 1) {
+        int rc = pg_check(p, NULL, "pipeline");
+        (void)pg_pipeline_end(p);
+        return rc;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n + begin; i++) {
+        PGresult *r = PQgetResult(c);
+        if (rc == 0)
+            rc = pg_check(p, r, i < begin ? "BEGIN" : stmts[i - begin].sql);
+        if (rc == 0 && i >= begin)
+            stmts[i - begin].res = (struct pg_result *)r;
+        else
+            PQclear(r);
+        if (r != NULL && PQgetResult(c) != NULL) { /* each result ends with a NULL */
+            rc = rc != 0 ? rc : pg_check(p, NULL, "pipeline");
+            break;
+        }
+    }
+    if (!pg_pipeline_end(p) && rc == 0)
+        rc = -EIO;
+    if (rc != 0) {
+        for (size_t i = 0; i < n; i++) {
+            PQclear((PGresult *)stmts[i].res);
+            stmts[i].res = NULL;
+        }
+    }
+    return rc;
+}
+
 int pg_exec(struct pg_store *p, const char *sql, int n, const char *const *vals, const int *lens,
             const bool *bin, struct pg_result **res)
 {
@@ -148,6 +230,15 @@ int pg_exec(struct pg_store *p, const char *sql, int n, const char *const *vals,
     if (p->conn == NULL) {
         snprintf(p->errmsg, sizeof(p->errmsg), "no connection to PostgreSQL");
         return -EIO;
+    }
+    if (p->begin_pending) { /* BEGIN and the statement in one round trip */
+        struct pg_stmt st = {sql, n, vals, lens, bin, NULL};
+        int rc = pg_pipeline(p, &st, 1);
+        if (rc == 0 && res != NULL)
+            *res = st.res;
+        else
+            PQclear((PGresult *)st.res);
+        return rc;
     }
     int fmts[16] = {0};
     for (int i = 0; i < n && i < 16; i++)
@@ -167,9 +258,20 @@ int pg_simple(struct pg_store *p, const char *sql)
         snprintf(p->errmsg, sizeof(p->errmsg), "no connection to PostgreSQL");
         return -EIO;
     }
-    PGresult *r = PQexec(p->conn, sql);
+    char *joined = NULL;
+    if (p->begin_pending) { /* one simple query may hold several statements */
+        size_t len = strlen(sql);
+        joined = malloc(len + sizeof("BEGIN;"));
+        if (joined == NULL)
+            return -ENOMEM;
+        memcpy(joined, "BEGIN;", 6);
+        memcpy(joined + 6, sql, len + 1);
+        p->begin_pending = false;
+    }
+    PGresult *r = PQexec(p->conn, joined != NULL ? joined : sql);
     int rc = pg_check(p, r, sql);
     PQclear(r);
+    free(joined);
     return rc;
 }
 

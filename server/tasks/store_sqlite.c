@@ -54,6 +54,7 @@ enum sq_stmt {
     SQ_EXPIRE,
     SQ_COUNTS,
     SQ_OLDEST,
+    SQ_QUEUED,
     SQ_SCHED_LAST,
     SQ_SCHED_SET,
     SQ_SCHED_LIST,
@@ -117,6 +118,10 @@ static const char *const sq_sql[SQ__COUNT] = {
                      " WHERE state=1 AND attempt_started=0 AND lease_until_ms<?1",
     [SQ_COUNTS] = "SELECT state,kind,count(*) FROM tasks GROUP BY state,kind",
     [SQ_OLDEST] = "SELECT min(run_at_ms) FROM tasks INDEXED BY tasks_due WHERE state IN (0,2)",
+    /* The ?1 tenants with the most waiting tasks, then (tenant NULL) the others' sum. */
+    [SQ_QUEUED] = "SELECT CASE WHEN rk<=?1 THEN tenant END, sum(n) FROM (SELECT tenant, count(*)"
+                  " AS n, row_number() OVER (ORDER BY count(*) DESC, tenant) AS rk FROM tasks"
+                  " WHERE state IN (0,2) GROUP BY tenant) GROUP BY 1 ORDER BY min(rk)",
     [SQ_SCHED_LAST] = "SELECT last_tick_ms FROM schedules WHERE name=?1",
     [SQ_SCHED_SET] = "INSERT INTO schedules(name,last_tick_ms,last_task,fired_ms)"
                      " VALUES(?1,?2,?3,?4) ON CONFLICT(name) DO UPDATE SET"
@@ -730,6 +735,22 @@ static int sq_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     return r == SQLITE_ROW ? 0 : srv_sq_errno(r);
 }
 
+static int sq_queued(void *st, unsigned top, srv_task_tenant_count_fn *fn, void *arg)
+{
+    struct srv_sq_store *sq = st;
+    sqlite3_stmt *s = sq_stmt(sq, SQ_QUEUED);
+    if (s == NULL)
+        return srv_sq_errno(sqlite3_errcode(sq->db));
+    sqlite3_bind_int64(s, 1, top);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *tenant = sqlite3_column_text(s, 0);
+        fn((const char *)tenant, (uint64_t)sqlite3_column_int64(s, 1), arg);
+    }
+    sqlite3_reset(s);
+    return r == SQLITE_DONE ? 0 : srv_sq_errno(r);
+}
+
 /* ---- schedules --------------------------------------------------------------------------------
  */
 
@@ -803,6 +824,7 @@ const struct srv_task_store_ops srv_task_store_sqlite = {
     .purge = sq_purge,
     .expire = sq_expire,
     .counts = sq_counts,
+    .queued = sq_queued,
     .schedule_fire = sq_schedule_fire,
     .schedule_list = sq_schedule_list,
 };

@@ -146,6 +146,11 @@ typedef void srv_task_schedule_fn(const char *name, int64_t last_tick_ms, const 
 
 /* Per-(state, kind) counts for the metrics. */
 typedef void srv_task_count_fn(enum srv_task_state s, const char *kind, uint64_t n, void *arg);
+/* Waiting tasks (queued or retrying) of one tenant for the metrics; `tenant` NULL: the sum of
+ * every tenant beyond the ones named. */
+typedef void srv_task_tenant_count_fn(const char *tenant, uint64_t n, void *arg);
+
+struct srv_task_req;
 
 /* A backend. Every function runs on the store thread only; `st` is what open returned. Write
  * functions are called between begin and commit/rollback; get, list and counts may be too. */
@@ -165,6 +170,12 @@ struct srv_task_store_ops {
      * idem_key that the tenant already used: *t is replaced by the stored task and *existed set
      * (-EEXIST when its spec differs). -EDQUOT when the tenant has `cap` unfinished tasks. */
     int (*enqueue)(void *st, struct srv_task *t, unsigned cap, bool *existed);
+    /* Optional (NULL: one call per request). The n requests from `first` (linked by next) that
+     * arrived together, each an ENQUEUE, START or COMPLETE, each done as enqueue, start or
+     * complete does it (at `now`), its code into req->rc (and req->existed); in fewer round trips
+     * than one by one. Returns 0, or a failure of the store (-EIO, -ENOSPC, -ENOMEM): the
+     * transaction is then rolled back. */
+    int (*write_many)(void *st, struct srv_task_req *first, unsigned n, int64_t now);
     /* Move up to `max` due tasks (queued or retrying with run_at <= now, oldest run_at first) to
      * running with attempt + 1, leased to `owner` until lease_until; fill out[0..*n). */
     int (*claim)(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
@@ -201,6 +212,10 @@ struct srv_task_store_ops {
     /* Call fn for each (state, kind) with tasks; *oldest_queued: the earliest run_at of a
      * queued or retrying task when it has passed (how long the backlog waits; 0: none). */
     int (*counts)(void *st, srv_task_count_fn *fn, void *arg, int64_t now, int64_t *oldest_queued);
+    /* Call fn for the `top` tenants with the most waiting tasks (queued or retrying, due or not;
+     * most first, then by name), then once with tenant NULL for the sum of the others when there
+     * are others: a bounded answer however many tenants the store holds. */
+    int (*queued)(void *st, unsigned top, srv_task_tenant_count_fn *fn, void *arg);
     /* Schedules: enqueue *t (as enqueue, with `cap`) as the task of schedule `name`'s tick
      * `tick_ms` and record the tick with the task's id, both in the caller's transaction; unless
      * the schedule recorded this tick or a later one already: then nothing is written and *fired
@@ -262,17 +277,19 @@ struct srv_task_req {
     /* in (by op) */
     enum srv_task_op op;
     srv_task_req_done_fn *done;
-    void *data;                    /* the caller's */
-    struct srv_task task;          /* ENQUEUE: the new task (out: the stored one); GET/CANCEL
-                                      (tenant, id in; the task out); COMPLETE/FAIL/RELEASE (id,
-                                      attempt; COMPLETE result/content_type) */
-    unsigned cap;                  /* ENQUEUE: the tenant's unfinished cap */
-    unsigned max;                  /* CLAIM: tasks at most */
-    bool with_result;              /* GET */
-    const char *error_json;        /* FAIL: borrowed until done */
-    int64_t retry_at;              /* FAIL */
-    struct srv_task_filter filter; /* LIST (strings borrowed until done) */
-    srv_task_count_fn *count_fn;   /* COUNTS: called on the store thread */
+    void *data;                          /* the caller's */
+    struct srv_task task;                /* ENQUEUE: the new task (out: the stored one); GET/CANCEL
+                                            (tenant, id in; the task out); COMPLETE/FAIL/RELEASE (id,
+                                            attempt; COMPLETE result/content_type) */
+    unsigned cap;                        /* ENQUEUE: the tenant's unfinished cap */
+    unsigned max;                        /* CLAIM: tasks at most; COUNTS: tenants at most */
+    bool with_result;                    /* GET */
+    const char *error_json;              /* FAIL: borrowed until done */
+    int64_t retry_at;                    /* FAIL */
+    struct srv_task_filter filter;       /* LIST (strings borrowed until done) */
+    srv_task_count_fn *count_fn;         /* COUNTS: called on the store thread */
+    srv_task_tenant_count_fn *tenant_fn; /* COUNTS: also queued by tenant (NULL: not); the same
+                                            thread and count_arg */
     void *count_arg;
     const char *schedule;           /* SCHEDULE_FIRE: the schedule's name, borrowed until done */
     int64_t tick_ms;                /* SCHEDULE_FIRE: the tick */

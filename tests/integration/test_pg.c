@@ -2,9 +2,11 @@
  * a throw-away cluster (pg.h): tasks enqueued on one instance finish on the others (two and
  * three instances) and are read from any; kill -9 of an instance with a running attempt has it
  * run again elsewhere after the lease, with no second success; DELETE on one instance stops the
- * attempt running on another; the database stopped during enqueues answers 503 until it is back,
- * and every task that got its 202 is still there; a newer schema stops the start; spindle tasks
- * migrate --check; an "@every 1s" schedule configured on two instances fires each tick once.
+ * attempt running on another, and a late word about an attempt spares the next one; /metrics of one
+ * instance counts the waiting tasks of every tenant enqueued on another; the database stopped
+ * during enqueues answers 503 until it is back, and every task that got its 202 is still there; a
+ * newer schema stops the start; spindle tasks migrate --check; an "@every 1s" schedule configured
+ * on two instances fires each tick once.
  *
  * Waits are long-polls (wait_ms) and log lines, never sleeps; bounds are seconds.
  */
@@ -90,7 +92,7 @@ static json_t *pt_final(const struct hs_server *s, const char *id)
 {
     long long end = hs_now_ms() + PT_WAIT_MS;
     while (hs_now_ms() < end) {
-        json_t *j = pt_get(s, id, "?wait_ms=5000");
+        json_t *j = pt_get(s, id, "?wait_ms=2000"); /* well within HS_IO_MS */
         if (j == NULL)
             return NULL;
         if (pt_state_is(j, "succeeded") || pt_state_is(j, "failed") || pt_state_is(j, "cancelled"))
@@ -211,7 +213,9 @@ static void test_pg_kill9_reruns_elsewhere(void)
     json_t *j = NULL;
     HS_CHECK(pg_db_new(uri, sizeof(uri)) == 0);
     HS_CHECK((a = pt_start(uri, "tasks.lease_ms=1000")) != NULL);
-    CU_ASSERT_EQUAL(pt_post(a, "{\"kind\":\"spin\",\"params\":{\"ms\":1500}}", id), 202);
+    /* Long enough to be still running once the second instance is up, under sanitizers on a
+     * busy machine too. */
+    CU_ASSERT_EQUAL(pt_post(a, "{\"kind\":\"spin\",\"params\":{\"ms\":4000}}", id), 202);
     HS_CHECK(pt_log_wait(a, "task attempt start", id, NULL));
     HS_CHECK(pt_started(a, id)); /* the store knows it ran: its loss is an interruption */
     HS_CHECK((b = pt_start(uri, "tasks.lease_ms=1000")) != NULL);
@@ -260,6 +264,124 @@ out:
     HS_FINISH(b);
 }
 
+/* Lines `msg` of attempt `attempt` of task `id` in the log of s now. */
+static size_t pt_log_attempt(const struct hs_server *s, const char *msg, const char *id,
+                             unsigned attempt)
+{
+    json_t *lines = hs_log_lines(s);
+    size_t i, n = 0;
+    json_t *l;
+    json_array_foreach(lines, i, l)
+    {
+        const char *m = hs_json_str(l, "msg"), *t = hs_json_str(l, "task_id");
+        n += m && t && strcmp(m, msg) == 0 && strcmp(t, id) == 0 &&
+             hs_json_int(l, "attempt", 0) == (long long)attempt;
+    }
+    json_decref(lines);
+    return n;
+}
+
+/* A late word that attempt 1 is lost (its lease was taken over) reaches the instance after it
+ * claimed the same task again as attempt 2: only attempt 1 stops; attempt 2 runs on and
+ * succeeds. Cancelling by task id instead would stop attempt 2 too, and leave the task running
+ * in the store (its lease renewed by this very instance) for ever. The takeover is written into
+ * the database as an instance that expired the lease would write it; the word is the NOTIFY
+ * that instance would send. poll_ms is long so that the notification is what says it. */
+static void test_pg_late_lost_event_spares_the_next_attempt(void)
+{
+    char uri[256], store[300], id[64], sql[256];
+    struct hs_server *a = NULL;
+    json_t *j = NULL;
+    HS_CHECK(pg_db_new(uri, sizeof(uri)) == 0);
+    snprintf(store, sizeof(store), "tasks.store=%s", uri);
+    const char *over[] = {store, "pool.workers=2", "tasks.worker_share=100", "tasks.poll_ms=10000",
+                          NULL};
+    HS_CHECK((a = hs_start(over)) != NULL);
+    /* Attempt 1 must still run when the word about it comes (else its own completion, fenced,
+     * takes it off this instance's list and the word is moot): 8 s, on a busy machine too. */
+    CU_ASSERT_EQUAL(pt_post(a, "{\"kind\":\"spin\",\"params\":{\"ms\":8000},\"attempts\":3}", id),
+                    202);
+    HS_CHECK(pt_log_wait(a, "task attempt start", id, NULL));
+    HS_CHECK(pt_started(a, id));
+    /* Another instance found the lease run out: an interrupted attempt, retried at once. */
+    snprintf(sql, sizeof(sql),
+             "UPDATE spindle_tasks SET state=2, run_at_ms=0, owner=NULL, lease_until_ms=NULL"
+             " WHERE id='%s'; NOTIFY spindle_tasks, 'd'",
+             id);
+    HS_CHECK(pg_sql(uri, sql) == 0);
+    long long end = hs_now_ms() + PT_WAIT_MS;
+    while (pt_log_attempt(a, "task attempt start", id, 2) == 0 && hs_now_ms() < end)
+        json_decref(hs_log_wait(a, "task attempt start", "task_id", id, 500));
+    HS_CHECK(pt_log_attempt(a, "task attempt start", id, 2) == 1);
+    /* Now the late word about attempt 1. */
+    snprintf(sql, sizeof(sql), "NOTIFY spindle_tasks, 'c:%s:1'", id);
+    HS_CHECK(pg_sql(uri, sql) == 0);
+    HS_CHECK(pt_log_wait(a, "task attempt cancelled by another instance", id, NULL));
+    j = pt_final(a, id);
+    HS_CHECK(pt_state_is(j, "succeeded"));
+    CU_ASSERT_EQUAL(hs_json_int(j, "attempt", 0), 2);
+    HS_CHECK(pt_log_wait(a, "task attempt end", id, "succeeded"));
+    CU_ASSERT_EQUAL(pt_log_attempt(a, "task attempt end", id, 2), 1);
+    CU_ASSERT_EQUAL(pt_log_count(a, "task attempt end", id, "succeeded"), 1);
+out:
+    json_decref(j);
+    HS_FINISH(a);
+}
+
+/* POST /v1/tasks as `tenant`: the status. */
+static int pt_post_as(const struct hs_server *s, const char *tenant, const char *body)
+{
+    char req[1024];
+    snprintf(req, sizeof(req),
+             "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Tenant-Id: %s\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             tenant, strlen(body), body);
+    struct hs_resp r = {0};
+    int status = hs_roundtrip(s, req, &r) == 0 ? r.status : -1;
+    hs_resp_fini(&r);
+    return status;
+}
+
+/* Whether GET /metrics of s has every line of `want` (NULL-terminated), each whole. */
+static bool pt_metrics_have(const struct hs_server *s, const char *const *want)
+{
+    struct hs_resp r = {0};
+    bool all = pt_do(s, "GET", "/metrics", NULL, &r) == 0 && r.status == 200 && r.body != NULL;
+    for (size_t i = 0; all && want[i] != NULL; i++) {
+        char line[160];
+        snprintf(line, sizeof(line), "\n%s\n", want[i]);
+        all = strstr(r.body, line) != NULL;
+    }
+    hs_resp_fini(&r);
+    return all;
+}
+
+/* The waiting tasks by tenant are the whole queue's: tasks enqueued on one instance show in the
+ * /metrics of another that never saw them, each tenant with its own count. */
+static void test_pg_queued_by_tenant_across_instances(void)
+{
+    char uri[256];
+    struct hs_server *a = NULL, *b = NULL;
+    HS_CHECK(pg_db_new(uri, sizeof(uri)) == 0);
+    HS_CHECK((a = pt_start(uri, NULL)) != NULL);
+    HS_CHECK((b = pt_start(uri, NULL)) != NULL);
+    const char *later = "{\"kind\":\"noop\",\"delay_ms\":600000}";
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL(pt_post_as(a, "acme", later), 202);
+    CU_ASSERT_EQUAL(pt_post_as(a, "zeta", later), 202);
+    const char *want[] = {"spindle_tasks_queued{tenant=\"acme\"} 3",
+                          "spindle_tasks_queued{tenant=\"zeta\"} 1",
+                          "spindle_tasks_queued{tenant=\"other\"} 0", NULL};
+    long long end = hs_now_ms() + PT_WAIT_MS; /* refreshed every 2 s */
+    bool seen = false;
+    while (!(seen = pt_metrics_have(b, want)) && hs_now_ms() < end)
+        json_decref(hs_log_wait(b, "not a line", NULL, NULL, 250)); /* a bounded pause */
+    CU_ASSERT(seen);
+out:
+    HS_FINISH(a);
+    HS_FINISH(b);
+}
+
 /* The database stops during enqueues: 503 store_unavailable while it is down, 202 again once it
  * is back (spindle not restarted), and every task that got a 202 runs. */
 static void test_pg_database_restart(void)
@@ -269,7 +391,9 @@ static void test_pg_database_restart(void)
     struct hs_server *s = NULL;
     json_t *j = NULL;
     HS_CHECK(pg_db_new(uri, sizeof(uri)) == 0);
-    HS_CHECK((s = pt_start(uri, NULL)) != NULL);
+    /* An attempt whose outcome could not be written while the database was away runs again
+     * once its lease ends: a short lease keeps that within the wait below. */
+    HS_CHECK((s = pt_start(uri, "tasks.lease_ms=3000")) != NULL);
     for (int i = 0; i < 4; i++) {
         HS_CHECK(pt_post(s, "{\"kind\":\"noop\"}", ids[n]) == 202);
         n++;
@@ -438,6 +562,8 @@ int suite_integration_pg(void)
         SPINDLE_TEST_UNLESS(test_pg_three_instances_share_the_queue, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_kill9_reruns_elsewhere, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_delete_cancels_elsewhere, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_late_lost_event_spares_the_next_attempt, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_queued_by_tenant_across_instances, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_database_restart, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_migrate_check_and_newer_schema, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_schedule_fires_once_across_instances, pg_skip),

@@ -469,7 +469,7 @@ static void test_srv_met_server_families(void)
     size_t helps = 0;
     for (const char *p = text; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
-    CU_ASSERT_EQUAL(helps, 39);
+    CU_ASSERT_EQUAL(helps, 40);
     srv_met_buf_fini(&b);
     srv_met_free(m);
 }
@@ -595,6 +595,10 @@ static void test_srv_met_server_render_exact_text(void)
         "running (0 when none).\n"
         "# TYPE spindle_task_oldest_queued_age_seconds gauge\n"
         "spindle_task_oldest_queued_age_seconds 0\n"
+        "# HELP spindle_tasks_queued Durable tasks waiting to run (queued or retrying, due or not) "
+        "in the whole store, by tenant: the 20 with the most, the others as other (refreshed "
+        "every 2 s).\n"
+        "# TYPE spindle_tasks_queued gauge\n"
         "# HELP spindle_task_attempts_total Task attempts started on the worker pool.\n"
         "# TYPE spindle_task_attempts_total counter\n"
         "spindle_task_attempts_total 0\n"
@@ -695,6 +699,7 @@ static void test_srv_met_server_init_one_family_per_id(void)
         [SRV_MET_AUTH_THROTTLED] = "spindle_auth_throttled_addresses",
         [SRV_MET_TASKS] = "spindle_tasks",
         [SRV_MET_TASK_OLDEST_QUEUED] = "spindle_task_oldest_queued_age_seconds",
+        [SRV_MET_TASKS_QUEUED] = "spindle_tasks_queued",
         [SRV_MET_TASK_ATTEMPTS] = "spindle_task_attempts_total",
         [SRV_MET_TASK_RETRIES] = "spindle_task_retries_total",
         [SRV_MET_TASK_LEASE_EXPIRED] = "spindle_task_lease_expiries_total",

@@ -1,8 +1,9 @@
 /* store_cases.c - the task store tests every backend passes, driven directly as the store
  * thread drives a backend: enqueue and idempotency, the tenant cap, claim with attempt fencing,
  * retries, release, cancel, list pagination, purge, lease expiry after a reopen, a newer schema
- * refused, a schedule's tick fired once. The suite of each backend (test_store_sqlite.c,
- * test_store_pg.c) runs them with its struct ts_backend.
+ * refused, a schedule's tick fired once, waiting tasks counted by tenant (top and the rest). The
+ * suite of each backend (test_store_sqlite.c, test_store_pg.c) runs them with its struct
+ * ts_backend.
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -463,5 +464,61 @@ void test_schedule_fire_once_per_tick(void)
     srv_task_fini(&t);
     srv_task_fini(&u);
     srv_task_fini(&v);
+    ts_be->ops->close(st);
+}
+
+struct ts_queued {
+    char tenant[4][16]; /* "" for the rest (NULL) */
+    uint64_t n[4];
+    unsigned rows;
+};
+
+static void ts_queued_seen(const char *tenant, uint64_t n, void *arg)
+{
+    struct ts_queued *q = arg;
+    if (q->rows < 4) {
+        snprintf(q->tenant[q->rows], sizeof(q->tenant[0]), "%s", tenant ? tenant : "");
+        q->n[q->rows] = n;
+    }
+    q->rows++;
+}
+
+void test_queued_by_tenant(void)
+{
+    void *st = ts_open();
+    struct srv_task t, c[4];
+    bool existed;
+    /* a: 3 waiting (delayed), b: 2 waiting and one running, c: 1, d: 1 finished. */
+    const char *tenants[] = {"a", "a", "a", "b", "b", "b", "c", "d"};
+    for (size_t i = 0; i < sizeof(tenants) / sizeof(tenants[0]); i++) {
+        ts_task(&t, tenants[i], "{}", NULL);
+        if (i != 3 && i != 7) /* only one of b's and d's are due */
+            t.run_at_ms += 100000;
+        CU_ASSERT_EQUAL(ts_enqueue(st, &t, 100, &existed), 0);
+        srv_task_fini(&t);
+    }
+    int64_t now = srv_task_now_ms();
+    CU_ASSERT_EQUAL(ts_claim(st, "me", now, 4, c), 2);
+    CU_ASSERT_EQUAL(ts_be->ops->begin(st), 0);
+    for (int k = 0; k < 2; k++) {
+        if (strcmp(c[k].tenant, "d") == 0) /* d's ends; b's runs on */
+            CU_ASSERT_EQUAL(ts_be->ops->complete(st, c[k].id, 1, now, "x", 1, "text/plain"), 0);
+        srv_task_fini(&c[k]);
+    }
+    CU_ASSERT_EQUAL(ts_be->ops->commit(st), 0);
+    struct ts_queued q = {0};
+    CU_ASSERT_EQUAL(ts_be->ops->queued(st, 2, ts_queued_seen, &q), 0);
+    CU_ASSERT_EQUAL(q.rows, 3); /* a 3, b 2, the rest (c) 1 */
+    CU_ASSERT_STRING_EQUAL(q.tenant[0], "a");
+    CU_ASSERT_EQUAL(q.n[0], 3);
+    CU_ASSERT_STRING_EQUAL(q.tenant[1], "b");
+    CU_ASSERT_EQUAL(q.n[1], 2);
+    CU_ASSERT_STRING_EQUAL(q.tenant[2], "");
+    CU_ASSERT_EQUAL(q.n[2], 1);
+    memset(&q, 0, sizeof(q)); /* room for all: no rest */
+    CU_ASSERT_EQUAL(ts_be->ops->queued(st, 10, ts_queued_seen, &q), 0);
+    CU_ASSERT_EQUAL(q.rows, 3);
+    CU_ASSERT_STRING_EQUAL(q.tenant[2], "c");
+    CU_ASSERT_EQUAL(q.n[2], 1);
     ts_be->ops->close(st);
 }

@@ -49,6 +49,7 @@ void test_purge_bounded(void);
 void test_reopen_interrupts_running(void);
 void test_open_refuses_newer_schema(void);
 void test_schedule_fire_once_per_tick(void);
+void test_queued_by_tenant(void);
 
 /* The table entries of the cases; `skip` as for SPINDLE_TEST_UNLESS (NULL: always run). */
 #define TS_CASES(skip)                                                                             \
@@ -60,6 +61,7 @@ void test_schedule_fire_once_per_tick(void);
         SPINDLE_TEST_UNLESS(test_list_pages, skip), SPINDLE_TEST_UNLESS(test_purge_bounded, skip), \
         SPINDLE_TEST_UNLESS(test_reopen_interrupts_running, skip),                                 \
         SPINDLE_TEST_UNLESS(test_open_refuses_newer_schema, skip),                                 \
-        SPINDLE_TEST_UNLESS(test_schedule_fire_once_per_tick, skip)
+        SPINDLE_TEST_UNLESS(test_schedule_fire_once_per_tick, skip),                               \
+        SPINDLE_TEST_UNLESS(test_queued_by_tenant, skip)
 
 #endif

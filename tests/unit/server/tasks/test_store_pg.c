@@ -1,10 +1,10 @@
 /* test_store_pg.c - unit tests for server/tasks/store_pg.c and store_pg_conn.c: the cases every
  * backend passes (store_cases.c), each on a new database of a throw-away cluster
- * (tests/integration/pg.h), then what sharing adds: two owners claiming at once (SKIP LOCKED),
- * fairness by tenant, a lease taken over by another owner, a cancellation elsewhere seen by
- * NOTIFY and by the poll alone, a due notification, reconnecting after the connection was cut,
- * the schema check of `spindle tasks migrate --check`, and the store thread handing those events
- * to the loop.
+ * (tests/integration/pg.h), then enqueues in pipelines, and what sharing adds: two owners claiming
+ * at once (SKIP LOCKED), fairness by tenant, a lease taken over by another owner, a cancellation
+ * elsewhere seen by NOTIFY and by the poll alone, a due notification, reconnecting after the
+ * connection was cut, the schema check of `spindle tasks migrate --check`, and the store thread
+ * handing those events to the loop.
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -126,6 +126,106 @@ static void tp_fini_all(struct srv_task *t, unsigned n)
 }
 
 /* ---- what sharing adds ----------------------------------------------------------------------- */
+
+/* Enqueues that arrived together go in pipelines (more of them than one pipeline holds): each
+ * gets the answer enqueue would give it one by one: stored, an idempotent repeat within the same
+ * batch (the task of the first), a key reused with another body, the tenant's cap. */
+static void test_pg_enqueue_many_answers_each(void)
+{
+    enum { N = PG_PIPELINE_MAX + 70 };
+    void *st = ts_open();
+    struct srv_task_req *reqs = calloc(N, sizeof(*reqs));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reqs);
+    for (unsigned i = 0; i < N; i++) {
+        struct srv_task_req *r = &reqs[i];
+        r->op = SRV_TASK_OP_ENQUEUE;
+        r->cap = 1000;
+        r->next = i + 1 < N ? &reqs[i + 1] : NULL;
+        if (i >= N - 6 && i < N - 3) /* a key: new, repeated, reused with another body */
+            ts_task(&r->task, "a", i == N - 4 ? "{}" : i == N - 3 ? "{\"x\":1}" : "{}", "k");
+        else if (i >= N - 3) /* a tenant capped at 2 */
+            ts_task(&r->task, "capped", "{}", NULL);
+        else
+            ts_task(&r->task, "a", "{}", NULL);
+        if (i >= N - 3)
+            r->cap = 2;
+        r->rc = 12345;
+    }
+    /* the key's third use has the other body */
+    srv_task_fini(&reqs[N - 4].task);
+    ts_task(&reqs[N - 4].task, "a", "{\"x\":1}", "k");
+    CU_ASSERT_EQUAL(ops->begin(st), 0);
+    CU_ASSERT_EQUAL(ops->write_many(st, reqs, N, srv_task_now_ms()), 0);
+    CU_ASSERT_EQUAL(ops->commit(st), 0);
+    unsigned stored = 0;
+    for (unsigned i = 0; i < N - 6; i++)
+        stored += reqs[i].rc == 0 && !reqs[i].existed;
+    CU_ASSERT_EQUAL(stored, N - 6);
+    CU_ASSERT(reqs[N - 6].rc == 0 && !reqs[N - 6].existed);
+    CU_ASSERT(reqs[N - 5].rc == 0 && reqs[N - 5].existed);
+    CU_ASSERT_STRING_EQUAL(reqs[N - 5].task.id, reqs[N - 6].task.id);
+    CU_ASSERT_EQUAL(reqs[N - 4].rc, -EEXIST);
+    CU_ASSERT(reqs[N - 3].rc == 0 && reqs[N - 2].rc == 0);
+    CU_ASSERT_EQUAL(reqs[N - 1].rc, -EDQUOT);
+    CU_ASSERT_EQUAL(pg_sql_int(ts_loc, "SELECT count(*) FROM spindle_tasks"), N - 6 + 1 + 2);
+    for (unsigned i = 0; i < N; i++)
+        srv_task_fini(&reqs[i].task);
+    free(reqs);
+    ops->close(st);
+}
+
+/* The runner's starts and completions that arrive together, mixed with an enqueue, go in
+ * pipelines too, each with its own answer: a start, a completion (its result stored), a stale
+ * completion (another attempt), an enqueue. */
+static void test_pg_write_many_starts_and_completes(void)
+{
+    void *st = ts_open();
+    struct srv_task t, c[2], got;
+    bool existed;
+    for (int i = 0; i < 2; i++) {
+        ts_task(&t, "a", "{}", NULL);
+        CU_ASSERT_EQUAL(ts_enqueue(st, &t, 100, &existed), 0);
+        srv_task_fini(&t);
+    }
+    int64_t now = srv_task_now_ms();
+    CU_ASSERT_EQUAL_FATAL(ts_claim(st, "me", now, 2, c), 2);
+    struct srv_task_req r[4];
+    memset(r, 0, sizeof(r));
+    r[0].op = SRV_TASK_OP_START;
+    r[1].op = SRV_TASK_OP_COMPLETE;
+    r[2].op = SRV_TASK_OP_COMPLETE;
+    r[3].op = SRV_TASK_OP_ENQUEUE;
+    for (int i = 0; i < 3; i++) {
+        memcpy(r[i].task.id, c[i == 2].id, sizeof(r[i].task.id));
+        r[i].task.attempt = i == 2 ? 2 : 1; /* the second task runs attempt 1: stale */
+    }
+    r[1].task.result = "{\"n\":7}";
+    r[1].task.result_len = 7;
+    snprintf(r[1].task.content_type, sizeof(r[1].task.content_type), "application/json");
+    ts_task(&r[3].task, "a", "{}", NULL);
+    r[3].cap = 100;
+    for (int i = 0; i < 3; i++)
+        r[i].next = &r[i + 1];
+    CU_ASSERT_EQUAL(ops->begin(st), 0);
+    CU_ASSERT_EQUAL(ops->write_many(st, r, 4, now), 0);
+    CU_ASSERT_EQUAL(ops->commit(st), 0);
+    CU_ASSERT_EQUAL(r[0].rc, 0);
+    CU_ASSERT_EQUAL(r[1].rc, 0);
+    CU_ASSERT_EQUAL(r[2].rc, -ESTALE);
+    CU_ASSERT(r[3].rc == 0 && !r[3].existed);
+    CU_ASSERT_EQUAL(ops->get(st, "a", c[0].id, true, &got), 0);
+    CU_ASSERT_EQUAL(got.state, SRV_TASK_SUCCEEDED);
+    CU_ASSERT(got.started_ms > 0);
+    CU_ASSERT(got.result != NULL && got.result_len == 7 && memcmp(got.result, "{\"n\":7}", 7) == 0);
+    srv_task_fini(&got);
+    CU_ASSERT_EQUAL(ops->get(st, "a", c[1].id, false, &got), 0);
+    CU_ASSERT_EQUAL(got.state, SRV_TASK_RUNNING);
+    srv_task_fini(&got);
+    r[1].task.result = NULL; /* a literal, not the record's */
+    srv_task_fini(&r[3].task);
+    tp_fini_all(c, 2);
+    ops->close(st);
+}
 
 static void test_pg_claim_two_owners_skip_locked(void)
 {
@@ -483,6 +583,8 @@ int suite_server_tasks_store_pg(void)
 {
     static const struct spindle_test tests[] = {
         TS_CASES(pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_enqueue_many_answers_each, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_write_many_starts_and_completes, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_claim_two_owners_skip_locked, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_claim_fair_by_tenant, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_lease_taken_over_fences_the_first, pg_skip),
