@@ -144,10 +144,11 @@ struct srv_task_metrics;
 struct task_attempt;
 struct task_call;
 
-#define SRV_TASKS_PATH        "/v1/tasks"
-#define SRV_TASKS_MAX_WAITERS 1024  /* long-polls at once; more are answered at once */
-#define SRV_TASKS_MAX_WAIT_MS 60000 /* the longest wait_ms */
-#define SRV_TASKS_POLL_S      0.25  /* the runner looks for due tasks at least this often */
+#define SRV_TASKS_PATH           "/v1/tasks"
+#define SRV_TASKS_MAX_WAITERS    1024  /* long-polls at once; more are answered at once */
+#define SRV_TASKS_MAX_WAIT_MS    60000 /* the longest wait_ms */
+#define SRV_TASKS_POLL_S         0.25  /* the runner looks for due tasks at least this often */
+#define SRV_TASKS_CLAIM_RETRY_NS 1000000000ull /* after a failed claim, the next no sooner */
 /* Ready queue: 4 claimed tasks per slot, at least this many. A claim is a store transaction (an
  * fsync): it must bring enough short tasks to keep the slots busy until the next one is back. */
 #define SRV_TASKS_PREFETCH_MIN 256
@@ -161,15 +162,17 @@ struct srv_tasks {
     struct srv_task_store *store; /* NULL: [tasks] store is empty */
     bool draining;
     /* the runner */
-    unsigned slots;         /* attempts running at once at most */
-    unsigned running;       /* attempts between their start and their store write */
-    unsigned ready;         /* attempts claimed and not started (the ready queue) */
-    unsigned prefetch;      /* the ready queue's bound */
-    bool claiming;          /* a claim is at the store */
-    bool claim_again;       /* poked while claiming: claim again when that claim is back */
-    bool pumping;           /* starting ready attempts (not re-entered) */
-    uint64_t hold_until_ns; /* admission refused an attempt: start none before (ctx_now_ns) */
-    void *poll;             /* ev_timer (task_runner.c) */
+    unsigned slots;               /* attempts running at once at most */
+    unsigned running;             /* attempts between their start and their store write */
+    unsigned ready;               /* attempts claimed and not started (the ready queue) */
+    unsigned prefetch;            /* the ready queue's bound */
+    bool claiming;                /* a claim is at the store */
+    bool claim_again;             /* poked while claiming: claim again when that claim is back */
+    uint64_t claim_hold_until_ns; /* a claim failed: claim none before (ctx_now_ns) */
+    unsigned claim_failures;      /* claims failed in a row (logged once per outage) */
+    bool pumping;                 /* starting ready attempts (not re-entered) */
+    uint64_t hold_until_ns;       /* admission refused an attempt: start none before (ctx_now_ns) */
+    void *poll;                   /* ev_timer (task_runner.c) */
     struct srv_task_req claim;
     struct task_attempt *attempts; /* every attempt not yet freed, oldest claim first */
     struct task_attempt *attempts_tail;

@@ -479,8 +479,17 @@ static void tr_claim_done(struct srv_task_req *sr)
 {
     struct srv_tasks *t = sr->data;
     t->claiming = false;
-    if (sr->rc != 0)
-        LOG_E("task claim failed", LOG_STR("error", strerror(-sr->rc)));
+    if (sr->rc != 0) {
+        /* The store fails (a database down, a full disk): claim again only after a pause, and
+         * log once per outage rather than once per try. */
+        if (t->claim_failures++ == 0)
+            LOG_E("task claim failed; trying again every second until the store answers",
+                  LOG_STR("error", strerror(-sr->rc)));
+        t->claim_hold_until_ns = ctx_now_ns() + SRV_TASKS_CLAIM_RETRY_NS;
+    } else if (t->claim_failures > 0) {
+        LOG_I("task claims work again", LOG_UINT("failed_claims", t->claim_failures));
+        t->claim_failures = 0;
+    }
     bool full = sr->rc == 0 && sr->n == sr->max;
     for (unsigned i = 0; sr->rc == 0 && i < sr->n; i++) {
         struct task_attempt *a = tr_attempt_new(t, &sr->tasks[i]);
@@ -496,7 +505,7 @@ static void tr_claim_done(struct srv_task_req *sr)
      * poked meanwhile (an enqueue, a free slot). Otherwise the next enqueue, free slot or poll
      * tick claims: an idle runner claiming back to back kept the store thread and the loop busy
      * (about 70 % of a CPU on an idle server). */
-    bool again = full || t->claim_again;
+    bool again = full || (sr->rc == 0 && t->claim_again);
     t->claim_again = false;
     if (again)
         srv_tasks_runner_poke(t);
@@ -549,6 +558,8 @@ void srv_tasks_runner_poke(struct srv_tasks *t)
         t->claim_again = true;
         return;
     }
+    if (ctx_now_ns() < t->claim_hold_until_ns)
+        return; /* the last claim failed: the poll timer tries again after the pause */
     unsigned queued = t->ready + t->running;
     unsigned room = t->prefetch + t->slots > queued ? t->prefetch + t->slots - queued : 0;
     /* Claim when the queue is at most half full: fewer, larger claims. */

@@ -419,6 +419,21 @@ static void test_pg_database_restart(void)
         j = pt_final(s, ids[k]);
         CU_ASSERT(pt_state_is(j, "succeeded"));
     }
+    /* The runner's claims failed while the database was away: logged once for the outage (not
+     * once per try: a runner that retried at once filled the disk with them), and once more
+     * when they work again. */
+    json_t *lines = hs_log_lines(s);
+    size_t i, failed = 0, again = 0;
+    json_t *l;
+    json_array_foreach(lines, i, l)
+    {
+        const char *m = hs_json_str(l, "msg");
+        failed += m != NULL && strncmp(m, "task claim failed", 17) == 0;
+        again += m != NULL && strcmp(m, "task claims work again") == 0;
+    }
+    json_decref(lines);
+    CU_ASSERT(failed <= 1);
+    CU_ASSERT(again == failed);
 out:
     json_decref(j);
     if (pg_start() != 0)
