@@ -26,10 +26,12 @@
 #include "server/http/request.h"
 #include "server/http/route.h"
 
-#define SRV_PEER_MAX           56    /* "[" INET6 "]:" port NUL */
-#define SRV_RBUF_MIN           4096  /* first read buffer */
-#define SRV_LINGER_MS          2000  /* reading and discarding after a closing answer */
-#define SRV_ACCEPT_RETRY_S     0.1   /* accept paused after EMFILE/ENFILE */
+#define SRV_PEER_MAX           56             /* "[" INET6 "]:" port NUL */
+#define SRV_RBUF_MIN           4096           /* first read buffer */
+#define SRV_STREAM_READS       8              /* reads of a streamed body per readiness, at most */
+#define SRV_STREAM_RBUF        (128u * 1024u) /* read buffer of a streamed body, at least */
+#define SRV_LINGER_MS          2000           /* reading and discarding after a closing answer */
+#define SRV_ACCEPT_RETRY_S     0.1            /* accept paused after EMFILE/ENFILE */
 #define SRV_ACCEPT_BATCH       64    /* accepts per readiness (fairness with connections) */
 #define SRV_REJECT_MAX         64    /* 503 too_many_connections answers being written at once */
 #define SRV_ACCEPT_PENDING_MAX 65536 /* accepts at most when a drain empties a backlog */
@@ -312,6 +314,10 @@ void srv_stream_begin(struct srv_conn *c);
 bool srv_stream_body(struct srv_conn *c);
 /* Phase STREAM: whether to read the socket now (arms the channel's notify when it is full). */
 bool srv_stream_wants_read(struct srv_conn *c);
+/* The read buffer's bound while a streamed body is read: fewer, larger reads. */
+size_t srv_stream_rbuf_max(const struct srv_http *h);
+/* The loop has fed what the socket had for now: wake the job if it waits for body bytes. */
+void srv_stream_push(struct srv_conn *c);
 /* http-parser callbacks of a streaming body. */
 int srv_stream_on_body(struct srv_conn *c, const char *at, size_t len);
 int srv_stream_on_chunk_header(struct srv_conn *c, uint64_t size);

@@ -13,7 +13,10 @@
  * full the connection stops reading its socket (srv_stream_wants_read, from conn_sync): the
  * kernel's receive buffer fills and TCP's window stops the client. The worker's read that frees
  * half the channel wakes the loop, which reads on. So a body costs the read buffer and the channel,
- * whatever its size, and max_stream_bytes bounds its length only.
+ * whatever its size, and max_stream_bytes bounds its length only. While the body streams, the
+ * connection's read buffer is kept at SRV_STREAM_RBUF bytes and the socket is read up to
+ * SRV_STREAM_READS times per readiness; the worker is woken once for what was fed (srv_chan_push)
+ * rather than once per read: per-read wake-ups and 4 KiB reads were most of the loop's time.
  *
  * Answer: srv_stream_pump takes up to SRV_CHAN_CHUNK bytes from the answer channel only when the
  * previous piece is fully written, frames it as one chunk (chunked transfer-encoding; HTTP/1.0:
@@ -191,7 +194,7 @@ bool srv_stream_wants_read(struct srv_conn *c)
     struct srv_stream *st = req != NULL ? req->stream : NULL;
     if (st == NULL || req->msg_complete || st->job_done)
         return c->rlen < c->h->cfg.max_pipeline_bytes; /* only to see EOF */
-    if (c->rlen >= c->h->rbuf_max || srv_chan_room(st->in) == 0) {
+    if (c->rlen >= srv_stream_rbuf_max(c->h) || srv_chan_room(st->in) == 0) {
         if (!st->paused && !ev_is_active(&c->wio))
             ev_timer_stop(c->h->loop, &c->timer); /* waiting on the job, not on the client */
         st->paused = true;
@@ -201,6 +204,18 @@ bool srv_stream_wants_read(struct srv_conn *c)
         srv_conn_timer_arm(c, c->h->cfg.body_timeout_ms);
     st->paused = false;
     return true;
+}
+
+size_t srv_stream_rbuf_max(const struct srv_http *h)
+{
+    return h->rbuf_max > SRV_STREAM_RBUF ? h->rbuf_max : SRV_STREAM_RBUF;
+}
+
+void srv_stream_push(struct srv_conn *c)
+{
+    struct srv_stream *st = c->req != NULL ? c->req->stream : NULL;
+    if (st != NULL)
+        srv_chan_push(st->in);
 }
 
 /* ---- the answer -------------------------------------------------------------------------------
@@ -384,6 +399,8 @@ static void stream_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
     struct ctx *prev = ctx_enter(held);
     srv_conn_enter(c);
     srv_conn_process(c); /* room in the body channel: read on */
+    if (!c->dead && c->phase == SRV_PH_STREAM)
+        srv_stream_push(c);
     if (c->phase == SRV_PH_STREAM)
         srv_stream_pump(c); /* answer bytes */
     srv_conn_exit(c);
