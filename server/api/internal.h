@@ -112,6 +112,14 @@ void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struc
 void srv_jobroute_observe_class(struct srv_jobroute *jr, const char *kind, uint64_t cost,
                                 const struct pool_job *job, enum pool_status status);
 
+/* srv_jobroute_observe_class for a streamed job that spent `blocked_ns` of its run waiting on its
+ * client (an empty body channel, a full answer channel): the estimators and the run metric get
+ * its service time, the run without those waits, so one slow client does not make the next
+ * stream of the kind look unmeetable. */
+void srv_jobroute_observe_stream(struct srv_jobroute *jr, const char *kind, uint64_t cost,
+                                 const struct pool_job *job, enum pool_status status,
+                                 uint64_t blocked_ns);
+
 /* Answer a job refused because its kind has max_inflight jobs in flight: 503
  * kind_concurrency_limited with Retry-After; counted as a refusal. `kind` borrowed. */
 void srv_jobroute_kind_refused(struct srv_jobroute *jr, struct srv_req *req, const char *kind);

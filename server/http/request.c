@@ -480,7 +480,8 @@ int srv_req_stream_head(struct srv_req *req, int status, const char *ctype, bool
     req->answered = true;
     req->status = status;
     const char *framing = !chunked  ? ""
-                          : trailer ? "Transfer-Encoding: chunked\r\nTrailer: Spindle-Error\r\n"
+                          : trailer ? "Transfer-Encoding: chunked\r\n"
+                                      "Trailer: Spindle-Error, Server-Timing\r\n"
                                     : "Transfer-Encoding: chunked\r\n";
     req_head(req, &b, status, ctype, framing, close);
     if (b.oom) {

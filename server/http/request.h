@@ -155,6 +155,12 @@ int srv_req_stream_start(struct srv_req *req, const char *content_type, struct s
 int srv_req_stream_end(struct srv_req *req, int result, int status, const char *code,
                        const char *msg);
 
+/* True when the head of the streamed answer has gone out (or is queued): headers added now are
+ * not sent. A head that leaves after srv_req_stream_end carries the headers added before it
+ * (Server-Timing); one that left earlier has its Server-Timing sent as a trailer to a client that
+ * sent `TE: trailers` (from srv_req_set_timing), else none. */
+bool srv_req_stream_head_sent(const struct srv_req *req);
+
 /* Streaming figures of a finished or running request: body bytes read into `in`, answer bytes
  * taken from `out`, nanoseconds the job waited on an empty `in` or a full `out`. */
 struct srv_req_stream_stats {

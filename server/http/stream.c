@@ -31,6 +31,9 @@
  * client sees a truncated transfer; a client that sent `TE: trailers` (it reads trailers) gets
  * the last chunk with a `Spindle-Error: <code>` trailer instead. The access line has the real
  * status and `stream_error`. A body not read to its end closes the connection after the answer.
+ * Server-Timing: a head that leaves after the job ended carries the header the done callback
+ * added; when the head left earlier, a client that sent `TE: trailers` gets it as a trailer of
+ * the last chunk (announced with `Trailer:`), any other client none.
  *
  * Threads: everything here runs on the loop thread but stream_notify and stream_cancel_cb (the
  * channels' notify and the context watch), which may run on a worker and touch only the channels
@@ -61,10 +64,11 @@ struct srv_stream {
     bool chunked;      /* HTTP/1.1: chunked transfer-encoding */
     bool trailers;     /* the client sent TE: trailers */
     bool head_sent;
-    bool job_done; /* srv_req_stream_end ran */
-    bool aborted;  /* the body was cut */
-    bool pumping;  /* srv_stream_pump is on the stack */
-    bool paused;   /* reading stopped: the body channel is full */
+    bool timing_in_head; /* the head left after the job ended: it has Server-Timing */
+    bool job_done;       /* srv_req_stream_end ran */
+    bool aborted;        /* the body was cut */
+    bool pumping;        /* srv_stream_pump is on the stack */
+    bool paused;         /* reading stopped: the body channel is full */
     uint64_t bytes_out;
 };
 
@@ -257,17 +261,37 @@ static int stream_send_head(struct srv_conn *c, struct srv_stream *st)
     if (rc < 0)
         return rc;
     st->head_sent = true;
+    st->timing_in_head = st->job_done; /* the done callback added Server-Timing before */
     c->answering = true;
     return 0;
+}
+
+/* The last chunk: with a Server-Timing trailer (queue and run, in ms, as the header of a
+ * whole-body answer has them) when the client reads trailers and the head left before the job
+ * ended; else bare. */
+static int stream_last_chunk(struct srv_conn *c, struct srv_stream *st)
+{
+    static const char last[] = "0\r\n\r\n";
+    const struct srv_req *req = st->req;
+    if (!st->trailers || st->timing_in_head)
+        return stream_queue(c, last, sizeof(last) - 1);
+    char tail[128];
+    uint64_t q_us = req->queue_ns / 1000u, r_us = req->run_ns / 1000u;
+    int n = snprintf(tail, sizeof(tail),
+                     "0\r\nServer-Timing: queue;dur=%llu.%03llu, run;dur=%llu.%03llu\r\n\r\n",
+                     (unsigned long long)(q_us / 1000u), (unsigned long long)(q_us % 1000u),
+                     (unsigned long long)(r_us / 1000u), (unsigned long long)(r_us % 1000u));
+    if (n <= 0 || (size_t)n >= sizeof(tail))
+        return stream_queue(c, last, sizeof(last) - 1);
+    return stream_queue(c, tail, (size_t)n);
 }
 
 /* The job succeeded and its output is all out: the last chunk, then the usual end of an answer. */
 static enum stream_fill stream_finish(struct srv_conn *c, struct srv_stream *st)
 {
-    static const char last[] = "0\r\n\r\n";
     int rc = st->head_sent ? 0 : stream_send_head(c, st);
     if (rc == 0 && st->chunked)
-        rc = stream_queue(c, last, sizeof(last) - 1);
+        rc = stream_last_chunk(c, st);
     if (rc < 0) {
         srv_conn_kill(c, CTX_REASON_NONE);
         return FILL_WAIT;
@@ -365,6 +389,11 @@ void srv_stream_abort(struct srv_req *req, int status, const char *code)
 bool srv_stream_head_sent(const struct srv_req *req)
 {
     return req->stream != NULL && req->stream->head_sent;
+}
+
+bool srv_req_stream_head_sent(const struct srv_req *req)
+{
+    return srv_stream_head_sent(req);
 }
 
 void srv_stream_timeout(struct srv_conn *c)

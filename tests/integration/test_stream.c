@@ -117,6 +117,60 @@ static void test_stream_sha256_rounds_one(void)
     HS_FINISH(s);
 }
 
+/* The value of the sample `series` ("name{labels}") in the server's /metrics, 0 when absent. */
+static double st_metric(const struct hs_server *s, const char *series)
+{
+    struct hs_resp r = {0};
+    double v = 0;
+    if (hs_roundtrip(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0 && r.body != NULL) {
+        size_t n = strlen(series);
+        for (const char *p = r.body; (p = strstr(p, series)) != NULL; p += n)
+            if ((p == r.body || p[-1] == '\n') && p[n] == ' ')
+                v = strtod(p + n + 1, NULL);
+    }
+    hs_resp_fini(&r);
+    return v;
+}
+
+/* Streamed jobs feed the run-time figures like whole-body ones: the run metric (and with it the
+ * admission estimates, fed by the same observation) counts them, and the answers carry
+ * Server-Timing: as a header when the head leaves after the job (sha256 answers after the whole
+ * body), as a trailer to a client that reads trailers when the answer started before (compress),
+ * and not at all to any other client of an answer that started early. */
+static void test_stream_timing_and_estimates(void)
+{
+    struct hs_server *s = hs_start(st_over);
+    HS_CHECK(s != NULL);
+    double sha0 = st_metric(s, "spindle_job_run_seconds_count{kind=\"sha256\"}");
+    double cmp0 = st_metric(s, "spindle_job_run_seconds_count{kind=\"compress\"}");
+    struct sx x;
+    st_init(&x, s, "/v1/jobs/sha256?rounds=1", 4 * MIB, SX_RANDOM, SX_RAW);
+    CU_ASSERT_EQUAL_FATAL(sx_run(&x), 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.timing, "queue;dur="));
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.timing, "run;dur="));
+    st_init(&x, s, "/v1/jobs/compress?codec=zstd&level=1", 4 * MIB, SX_RANDOM, SX_ZSTD);
+    x.headers = "TE: trailers\r\n";
+    CU_ASSERT_EQUAL_FATAL(sx_run(&x), 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_TRUE(x.complete);
+    CU_ASSERT_EQUAL(memcmp(x.in_md, x.out_md, 32), 0);
+    CU_ASSERT_STRING_EQUAL(x.timing, ""); /* the head left with the first compressed bytes */
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.timing_trailer, "queue;dur="));
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.timing_trailer, "run;dur="));
+    CU_ASSERT_STRING_EQUAL(x.trailer, "");
+    st_init(&x, s, "/v1/jobs/compress?codec=zstd&level=1", 4 * MIB, SX_RANDOM, SX_ZSTD);
+    CU_ASSERT_EQUAL_FATAL(sx_run(&x), 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_TRUE(x.complete);
+    CU_ASSERT_STRING_EQUAL(x.timing, "");
+    CU_ASSERT_STRING_EQUAL(x.timing_trailer, "");
+    CU_ASSERT_EQUAL(st_metric(s, "spindle_job_run_seconds_count{kind=\"sha256\"}"), sha0 + 1);
+    CU_ASSERT_EQUAL(st_metric(s, "spindle_job_run_seconds_count{kind=\"compress\"}"), cmp0 + 2);
+out:
+    HS_FINISH(s);
+}
+
 /* Expect: 100-continue is answered after admission: a refused upload gets its 429 instead of
  * 100 Continue (the body is never sent); an admitted one gets 100 Continue. */
 struct st_bg {
@@ -426,6 +480,7 @@ int suite_integration_stream(void)
     static const struct spindle_test tests[] = {
         SPINDLE_TEST(test_stream_compress_beyond_max_body),
         SPINDLE_TEST(test_stream_sha256_rounds_one),
+        SPINDLE_TEST(test_stream_timing_and_estimates),
         SPINDLE_TEST(test_stream_expect_after_admission),
         SPINDLE_TEST(test_stream_slow_clients),
         SPINDLE_TEST(test_stream_stalled_reader_cut),
