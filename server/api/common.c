@@ -319,6 +319,8 @@ struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool)
     int rc = srv_http_route_add(h, "POST", JR_PATH_PREFIX "*", srv_jobs_handle, jr);
     if (rc == 0) /* a kind that streams takes a large or chunked body as it arrives */
         rc = srv_http_route_stream(h, "POST", JR_PATH_PREFIX "*", srv_jobs_stream_wanted);
+    if (rc == 0) /* admission before 100 Continue: a refused body is never sent */
+        rc = srv_http_route_continue(h, "POST", JR_PATH_PREFIX "*", srv_jobs_continue);
     if (rc < 0) {
         LOG_E("job route", LOG_STR("error", strerror(-rc)));
         free(jr);

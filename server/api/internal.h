@@ -136,6 +136,12 @@ int srv_jobroute_run_kind(const struct srv_kind *kind, struct spindle_job *job);
  * srv_jobroute. */
 void srv_jobs_handle(struct srv_req *req);
 
+/* The route's continue_fn (server/http/route.h) for a whole-body job request that sent
+ * `Expect: 100-continue`: the kind's max_inflight and admission decide before the body is sent;
+ * a refusal is answered at once (false), an admission is kept with the request for
+ * srv_jobs_handle (true). */
+bool srv_jobs_continue(struct srv_req *req);
+
 /* Streaming job requests (server/api/jobs_stream.c): the route's stream_fn (true when the
  * request's kind and parameters stream), and the handler srv_jobs_handle hands them to. */
 bool srv_jobs_stream_wanted(struct srv_req *req);

@@ -521,6 +521,12 @@ static bool conn_head_parse(struct srv_conn *c)
         return false;
     }
     if (req->expect_continue && !req->http10) {
+        /* the route decides first (admission): a refusal goes out instead of 100 Continue, the
+         * body is never read and the connection closes after the answer */
+        if (!srv_req_continue(req)) {
+            c->roff = c->rlen = 0;
+            return false;
+        }
         if (srv_conn_out_append(c, conn_continue, sizeof(conn_continue) - 1) != 0) {
             srv_conn_send_oom(c);
             return false;

@@ -53,8 +53,9 @@ struct srv_route {
     char *path;
     srv_handler_fn *fn;
     void *arg;
-    enum srv_auth_class access;     /* what a request needs; where the route is served */
-    srv_route_stream_fn *stream_fn; /* NULL: bodies are read whole */
+    enum srv_auth_class access;         /* what a request needs; where the route is served */
+    srv_route_stream_fn *stream_fn;     /* NULL: bodies are read whole */
+    srv_route_continue_fn *continue_fn; /* NULL: 100 Continue at once */
 };
 
 struct srv_http {
@@ -200,6 +201,8 @@ struct srv_req {
     const char *stream_error;  /* static: why a started stream was cut (the access line) */
     uint64_t stream_bytes;     /* body bytes of a streaming request so far */
     bool streaming;            /* the body streams (decided at head time) */
+    void *held;                /* srv_req_hold: kept until taken or the request is freed */
+    srv_req_hold_fn *held_release;
     bool query_parsed;
 
     char *extra; /* extra answer header lines, "Name: value\r\n"... */
@@ -308,6 +311,10 @@ void srv_req_tenant_set(struct srv_req *req);
  * then set; the query was parsed). Answers 413 and returns false when Content-Length exceeds
  * max_stream_bytes (req->answered is then set). */
 bool srv_stream_wanted(struct srv_req *req, uint64_t content_length);
+/* A whole-body request that sent Expect: 100-continue: its route's continue_fn decides. True:
+ * send 100 Continue and read the body; false: the request was answered (the connection closes
+ * after the answer). */
+bool srv_req_continue(struct srv_req *req);
 /* The handler returned from its call: a started stream sends 100 Continue when it was asked for. */
 void srv_stream_begin(struct srv_conn *c);
 /* Phase STREAM: move buffered body bytes into the body channel; true when more can be done. */

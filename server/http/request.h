@@ -119,6 +119,17 @@ int srv_req_answer_error(struct srv_req *req, int status, const char *code, cons
  * the client gets 500 `internal_error`. After the call `req` must not be touched. */
 void srv_req_release(struct srv_req *req);
 
+/* Something a route's continue_fn (route.h) decided before the body was read, e.g. an admission
+ * decision, kept with the request: `obj` is taken over; `release(obj)` runs on the loop thread
+ * when the request is freed without srv_req_hold_take having taken it back (the client went
+ * away while sending the body, the body was refused, the handler answered without it). One
+ * object per request: a second call releases the first. */
+typedef void srv_req_hold_fn(void *obj);
+void srv_req_hold(struct srv_req *req, void *obj, srv_req_hold_fn *release);
+
+/* The object kept with srv_req_hold, now the caller's; NULL when none. */
+void *srv_req_hold_take(struct srv_req *req);
+
 /* ---- streaming: bodies and answers of any size through bounded channels ------------------------
  *
  * On a route that streams (srv_http_route_stream, route.h) a request whose body is to stream comes
