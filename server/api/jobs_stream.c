@@ -257,6 +257,8 @@ static int js_submit(struct js_req *r, struct srv_req *req)
     int rc = srv_req_stream_start(req, srv_job_stream_type(&r->job), &in, &out);
     if (rc < 0)
         return rc;
+    if ((r->kind->desc.stream & SPINDLE_STREAM_OUT) == 0)
+        srv_req_stream_answer_after(req); /* answered after the run: the head waits for it */
     srv_job_stream_attach(&r->job, in, out);
     return pool_submit(r->jr->pool, &r->aj.job); /* the request context is current */
 }

@@ -166,6 +166,12 @@ int srv_req_stream_start(struct srv_req *req, const char *content_type, struct s
 int srv_req_stream_end(struct srv_req *req, int result, int status, const char *code,
                        const char *msg);
 
+/* The answer is made after the job's run (a kind that streams its body in but answers whole):
+ * hold the head until srv_req_stream_end, so that it carries what the done callback adds
+ * (Server-Timing), unless the answer fills the `out` channel first. Call after
+ * srv_req_stream_start. */
+void srv_req_stream_answer_after(struct srv_req *req);
+
 /* True when the head of the streamed answer has gone out (or is queued): headers added now are
  * not sent. A head that leaves after srv_req_stream_end carries the headers added before it
  * (Server-Timing); one that left earlier has its Server-Timing sent as a trailer to a client that

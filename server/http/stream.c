@@ -32,8 +32,10 @@
  * the last chunk with a `Spindle-Error: <code>` trailer instead. The access line has the real
  * status and `stream_error`. A body not read to its end closes the connection after the answer.
  * Server-Timing: a head that leaves after the job ended carries the header the done callback
- * added; when the head left earlier, a client that sent `TE: trailers` gets it as a trailer of
- * the last chunk (announced with `Trailer:`), any other client none.
+ * added (a kind that answers after its run holds its head until then: srv_req_stream_answer_after,
+ * unless its answer fills the answer channel first); when the head left earlier, a client that sent
+ * `TE: trailers` gets it as a trailer of the last chunk (announced with `Trailer:`), any other
+ * client none.
  *
  * Threads: everything here runs on the loop thread but stream_notify and stream_cancel_cb (the
  * channels' notify and the context watch), which may run on a worker and touch only the channels
@@ -65,6 +67,7 @@ struct srv_stream {
     bool trailers;     /* the client sent TE: trailers */
     bool head_sent;
     bool timing_in_head; /* the head left after the job ended: it has Server-Timing */
+    bool answer_after;   /* the answer comes after the run: the head waits for the job */
     bool job_done;       /* srv_req_stream_end ran */
     bool aborted;        /* the body was cut */
     bool pumping;        /* srv_stream_pump is on the stack */
@@ -305,6 +308,8 @@ static enum stream_fill stream_finish(struct srv_conn *c, struct srv_stream *st)
 
 static enum stream_fill stream_fill(struct srv_conn *c, struct srv_stream *st)
 {
+    if (st->answer_after && !st->head_sent && !st->job_done && !srv_chan_full_or_arm(st->out))
+        return FILL_WAIT; /* the head leaves with the job's end (or once the answer fills out) */
     char *buf = malloc(STREAM_FRAME_PAD + SRV_CHAN_CHUNK + 2);
     if (buf == NULL) {
         srv_conn_kill(c, CTX_REASON_NONE);
@@ -389,6 +394,12 @@ void srv_stream_abort(struct srv_req *req, int status, const char *code)
 bool srv_stream_head_sent(const struct srv_req *req)
 {
     return req->stream != NULL && req->stream->head_sent;
+}
+
+void srv_req_stream_answer_after(struct srv_req *req)
+{
+    if (req->stream != NULL)
+        req->stream->answer_after = true;
 }
 
 bool srv_req_stream_head_sent(const struct srv_req *req)

@@ -308,6 +308,16 @@ size_t srv_chan_get(struct srv_chan *ch, void *buf, size_t size)
     return n;
 }
 
+bool srv_chan_full_or_arm(struct srv_chan *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    bool yes = ch->len == ch->cap || ch->closed;
+    if (!yes && !ch->cancelled)
+        ch->want_data = true;
+    pthread_mutex_unlock(&ch->mu);
+    return yes;
+}
+
 bool srv_chan_at_end(struct srv_chan *ch)
 {
     pthread_mutex_lock(&ch->mu);

@@ -101,6 +101,10 @@ size_t srv_chan_room(struct srv_chan *ch);
  * the next srv_chan_write or srv_chan_close notifies (unless the channel is at its end). */
 size_t srv_chan_get(struct srv_chan *ch, void *buf, size_t size);
 
+/* True when the channel is full or closed; else arms the notify like an empty get (the next
+ * srv_chan_write or srv_chan_close notifies), atomically with the test. */
+bool srv_chan_full_or_arm(struct srv_chan *ch);
+
 /* True when the writer closed the channel and every byte was taken. */
 bool srv_chan_at_end(struct srv_chan *ch);
 

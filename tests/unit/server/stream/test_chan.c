@@ -169,6 +169,23 @@ static void test_srv_chan_put_half_wakes(void)
     srv_chan_free(ch);
 }
 
+/* full_or_arm: false and armed below capacity (the next write notifies), true when full. */
+static void test_srv_chan_full_or_arm(void)
+{
+    sem_t sem;
+    sem_init(&sem, 0, 0);
+    struct srv_chan *ch = srv_chan_new(8, notify_post, &sem);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, "abcd", 4), 4);
+    CU_ASSERT_FALSE(srv_chan_full_or_arm(ch));
+    CU_ASSERT_EQUAL(sem_trywait(&sem), -1);
+    CU_ASSERT_EQUAL(srv_chan_write(ch, "efgh", 4), 0);
+    CU_ASSERT_EQUAL(sem_trywait(&sem), 0); /* armed: the write notified */
+    CU_ASSERT_TRUE(srv_chan_full_or_arm(ch));
+    srv_chan_free(ch);
+    sem_destroy(&sem);
+}
+
 /* A full channel notifies the loop once a read frees half of it, not before. */
 static void test_srv_chan_room_notify_half(void)
 {
@@ -369,6 +386,7 @@ int suite_server_stream_chan(void)
         SPINDLE_TEST(test_srv_chan_write_blocks_when_full),
         SPINDLE_TEST(test_srv_chan_read_waits_for_put),
         SPINDLE_TEST(test_srv_chan_put_half_wakes),
+        SPINDLE_TEST(test_srv_chan_full_or_arm),
         SPINDLE_TEST(test_srv_chan_room_notify_half),
         SPINDLE_TEST(test_srv_chan_cancel_wakes_both),
         SPINDLE_TEST(test_srv_chan_stream_in_order),
