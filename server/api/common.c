@@ -128,12 +128,13 @@ void srv_jobroute_timing_header(struct srv_req *req, uint64_t queue, uint64_t ru
  * estimators, also to the run-time estimate of the job's class when `classed` (the kind and cost
  * are known). */
 static void jr_observe(struct srv_jobroute *jr, const char *kind, bool classed, uint64_t cost,
-                       const struct pool_job *job, enum pool_status status)
+                       const struct pool_job *job, enum pool_status status, uint64_t blocked_ns)
 {
     if (job->t_start_ns == 0)
         return;
     uint64_t now = ctx_now_ns(), queue, run;
     srv_jobroute_times(job, now, &queue, &run);
+    run = run > blocked_ns ? run - blocked_ns : 0;
     if (jr->adm != NULL && (status == POOL_DONE || status == POOL_FAILED))
         srv_adm_observe_job(jr->adm, classed ? kind : NULL, cost, now, queue, run);
     if (jr->met != NULL)
@@ -143,13 +144,20 @@ static void jr_observe(struct srv_jobroute *jr, const char *kind, bool classed, 
 void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struct pool_job *job,
                           enum pool_status status)
 {
-    jr_observe(jr, kind, false, 0, job, status); /* a batch's sub-job: its size is not known */
+    jr_observe(jr, kind, false, 0, job, status, 0); /* a batch's sub-job: its size is unknown */
 }
 
 void srv_jobroute_observe_class(struct srv_jobroute *jr, const char *kind, uint64_t cost,
                                 const struct pool_job *job, enum pool_status status)
 {
-    jr_observe(jr, kind, true, cost, job, status);
+    jr_observe(jr, kind, true, cost, job, status, 0);
+}
+
+void srv_jobroute_observe_stream(struct srv_jobroute *jr, const char *kind, uint64_t cost,
+                                 const struct pool_job *job, enum pool_status status,
+                                 uint64_t blocked_ns)
+{
+    jr_observe(jr, kind, true, cost, job, status, blocked_ns);
 }
 
 /* ---- admission (loop thread) ----------------------------------------------------------------- */
@@ -311,6 +319,8 @@ struct srv_jobroute *srv_jobroute_new(struct srv_http *h, struct pool *pool)
     int rc = srv_http_route_add(h, "POST", JR_PATH_PREFIX "*", srv_jobs_handle, jr);
     if (rc == 0) /* a kind that streams takes a large or chunked body as it arrives */
         rc = srv_http_route_stream(h, "POST", JR_PATH_PREFIX "*", srv_jobs_stream_wanted);
+    if (rc == 0) /* admission before 100 Continue: a refused body is never sent */
+        rc = srv_http_route_continue(h, "POST", JR_PATH_PREFIX "*", srv_jobs_continue);
     if (rc < 0) {
         LOG_E("job route", LOG_STR("error", strerror(-rc)));
         free(jr);

@@ -112,6 +112,14 @@ void srv_jobroute_observe(struct srv_jobroute *jr, const char *kind, const struc
 void srv_jobroute_observe_class(struct srv_jobroute *jr, const char *kind, uint64_t cost,
                                 const struct pool_job *job, enum pool_status status);
 
+/* srv_jobroute_observe_class for a streamed job that spent `blocked_ns` of its run waiting on its
+ * client (an empty body channel, a full answer channel): the estimators and the run metric get
+ * its service time, the run without those waits, so one slow client does not make the next
+ * stream of the kind look unmeetable. */
+void srv_jobroute_observe_stream(struct srv_jobroute *jr, const char *kind, uint64_t cost,
+                                 const struct pool_job *job, enum pool_status status,
+                                 uint64_t blocked_ns);
+
 /* Answer a job refused because its kind has max_inflight jobs in flight: 503
  * kind_concurrency_limited with Retry-After; counted as a refusal. `kind` borrowed. */
 void srv_jobroute_kind_refused(struct srv_jobroute *jr, struct srv_req *req, const char *kind);
@@ -127,6 +135,12 @@ int srv_jobroute_run_kind(const struct srv_kind *kind, struct spindle_job *job);
 /* The handler of POST /v1/jobs/<kind> (server/api/jobs.c); its route arg is the struct
  * srv_jobroute. */
 void srv_jobs_handle(struct srv_req *req);
+
+/* The route's continue_fn (server/http/route.h) for a whole-body job request that sent
+ * `Expect: 100-continue`: the kind's max_inflight and admission decide before the body is sent;
+ * a refusal is answered at once (false), an admission is kept with the request for
+ * srv_jobs_handle (true). */
+bool srv_jobs_continue(struct srv_req *req);
 
 /* Streaming job requests (server/api/jobs_stream.c): the route's stream_fn (true when the
  * request's kind and parameters stream), and the handler srv_jobs_handle hands them to. */

@@ -34,6 +34,13 @@
  * into a malloc'd buffer first and handed to srv_req_answer_take (one copy, as before); malloc'd
  * ones the kind gave away go to srv_req_answer_take as they are (no copy).
  *
+ * Expect: 100-continue: srv_jobs_continue runs when the head has arrived, before 100 Continue is
+ * sent: the kind's max_inflight and admission decide then (by the overall run-time estimate: the
+ * job's size comes with its body), a refusal is answered instead of 100 Continue (the body is
+ * never sent, the connection closes), and the admission (its token and in-flight slot) is kept
+ * with the request (srv_req_hold) until the handler takes it in place of deciding again, or
+ * given back when the request ends without it (client gone mid-body, 408, 400).
+ *
  * Cancellation: the HTTP layer cancels the request context when the client goes away, at the
  * deadline (after answering 504) and at the end of a drain (after answering 503). The context
  * cancel reaches the pool through its own watch (a queued job never runs, a running one stops at
@@ -242,6 +249,70 @@ static int jr_admit(struct srv_req *req, struct jr_req *r)
     return rc;
 }
 
+/* An admission decided before 100 Continue, kept with the request until its handler runs. */
+struct jr_early {
+    struct srv_jobroute *jr;
+    struct srv_adm_decision d;
+};
+
+static void jr_early_release(void *obj)
+{
+    struct jr_early *e = obj;
+    srv_adm_release(e->jr->adm, &e->d, ctx_now_ns());
+    free(e);
+}
+
+bool srv_jobs_continue(struct srv_req *req)
+{
+    struct srv_jobroute *jr = srv_req_route_arg(req);
+    const char *name = srv_req_path(req) + strlen(JR_PATH_PREFIX);
+    struct srv_kinds *ks = srv_kinds_current();
+    const struct srv_kind *k = ks != NULL ? srv_kinds_find(ks, name, strlen(name)) : NULL;
+    bool full = k != NULL && k->max_inflight != 0 &&
+                atomic_load_explicit(&k->inflight, memory_order_relaxed) >= k->max_inflight;
+    char kind[SRV_CFG_KIND_NAME_MAX + 1];
+    snprintf(kind, sizeof(kind), "%s", k != NULL ? k->name : "");
+    srv_kinds_unref(ks);
+    if (k == NULL || (jr->adm == NULL && !full))
+        return true; /* 404 after the body, as always; nothing to decide */
+    if (full) {
+        srv_jobroute_kind_refused(jr, req, kind);
+        return false;
+    }
+    struct jr_early *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return true; /* decided after the body */
+    e->jr = jr;
+    bool refused = false;
+    int rc = srv_jobroute_admit(jr, req, 1, &e->d, &refused);
+    if (refused) {
+        struct srv_adm_decision d = e->d;
+        free(e);
+        srv_jobroute_adm_refused(jr, req, &d);
+        return false;
+    }
+    if (rc < 0) {
+        free(e);
+        return true;
+    }
+    srv_req_hold(req, e, jr_early_release);
+    return true;
+}
+
+/* Admission of the job: the decision kept from before 100 Continue when there is one, else
+ * jr_admit's. */
+static int jr_admit_or_take(struct srv_req *req, struct jr_req *r)
+{
+    struct jr_early *e = srv_req_hold_take(req);
+    if (e == NULL)
+        return jr_admit(req, r);
+    r->cost = srv_job_cost(&r->job);
+    r->adm = e->d;
+    r->aj.job.weight = r->adm.weight;
+    free(e);
+    return 0;
+}
+
 /* Prepare the job from the query and the body. Returns 0, or the negative errno of
  * srv_job_prepare (the job's outcome says what to answer). */
 static int jr_prepare(struct jr_req *r, struct srv_req *req)
@@ -341,7 +412,7 @@ void srv_jobs_handle(struct srv_req *req)
     r->aj.job.run = jr_run;
     r->aj.job.done = jr_done;
     r->aj.job.data = r;
-    rc = jr_admit(req, r);
+    rc = jr_admit_or_take(req, r);
     if (rc == 0)
         rc = pool_submit(jr->pool, &r->aj.job); /* the request context is current */
     if (rc < 0) {

@@ -17,7 +17,14 @@
  * kind's in-flight slot back, counts the stream (bytes in and out, time the job waited on the
  * client) and ends the stream with the outcome: the rest of the answer and the last chunk, the
  * kind's error (as a JSON answer when nothing went out yet, else the body is cut), or the
- * cancellation. Run-time estimates are not fed: a stream's run time is mostly the client's pace.
+ * cancellation. It feeds the admission estimators and the run metric like a whole-body job
+ * (srv_jobroute_observe_stream), with the job's service time: its run without the time it
+ * waited on its client, which is mostly the client's pace. A stream's size is not known when it
+ * is admitted, so the streams of a kind share one run-time class (JS_STREAM_COST), apart from
+ * the whole-body jobs of the kind, which are classed by size. Server-Timing: js_done adds the
+ * header, which an answer whose head leaves after the job ended carries (a kind that answers
+ * after reading the whole body: sha256); an answer that started earlier carries it as a trailer
+ * when the client sent TE: trailers (server/http/stream.c), else not at all.
  *
  * Ownership: a js_req is allocated by the handler, borrowed by the pool from submit to done, and
  * freed in done; its job (struct spindle_job) holds a reference to the kind's snapshot until it
@@ -39,6 +46,10 @@
 #include "server/http/request.h"
 #include "server/jobs/jobs.h"
 #include "server/metrics/metrics.h"
+
+/* The run-time class of every stream of a kind (admission's top size bucket, out of reach of a
+ * whole body's cost). */
+#define JS_STREAM_COST UINT64_MAX
 
 struct js_req {
     struct srv_api_job aj; /* first: its pool_job is borrowed by the pool until done */
@@ -120,13 +131,16 @@ static int js_job_result(struct js_req *r, int *code_status, char *code, size_t 
     return -EIO;
 }
 
-static void js_count(struct js_req *r, struct srv_req *req)
+/* Count the stream and feed its times to the estimators and the run metric. */
+static void js_count(struct js_req *r, struct srv_req *req, const struct pool_job *job,
+                     enum pool_status status)
 {
     const struct srv_met_server *met = r->jr->met;
-    if (met == NULL)
-        return;
     struct srv_req_stream_stats ss;
     srv_req_stream_stats(req, &ss);
+    srv_jobroute_observe_stream(r->jr, r->kind->name, JS_STREAM_COST, job, status, ss.blocked_ns);
+    if (met == NULL)
+        return;
     srv_met_stream_open(met, -1);
     srv_met_stream_done(met, r->kind->name, ss.bytes_in, ss.bytes_out, ss.blocked_ns);
 }
@@ -139,9 +153,11 @@ static void js_done(struct pool_job *job, enum pool_status status)
     uint64_t queue, run;
     srv_jobroute_times(job, ctx_now_ns(), &queue, &run);
     srv_req_set_timing(req, queue, run);
+    if (!srv_req_stream_head_sent(req))
+        srv_jobroute_timing_header(req, queue, run); /* the head leaves after the job */
     if (r->jr->adm != NULL)
         srv_adm_release(r->jr->adm, &r->adm, ctx_now_ns());
-    js_count(r, req);
+    js_count(r, req, job, status);
     int code_status = 0, result = 0;
     const char *code = NULL;
     char kcode[SRV_JOB_CODE_MAX + 1], msg[SRV_JOB_ERR_MAX] = "";
@@ -241,6 +257,8 @@ static int js_submit(struct js_req *r, struct srv_req *req)
     int rc = srv_req_stream_start(req, srv_job_stream_type(&r->job), &in, &out);
     if (rc < 0)
         return rc;
+    if ((r->kind->desc.stream & SPINDLE_STREAM_OUT) == 0)
+        srv_req_stream_answer_after(req); /* answered after the run: the head waits for it */
     srv_job_stream_attach(&r->job, in, out);
     return pool_submit(r->jr->pool, &r->aj.job); /* the request context is current */
 }
@@ -277,8 +295,7 @@ void srv_jobs_stream_handle(struct srv_req *req)
     r->aj.job.run = js_run;
     r->aj.job.done = js_done;
     r->aj.job.data = r;
-    rc = srv_jobroute_admit_class(r->jr, req, 1, k->name, srv_job_cost(&r->job), &r->adm,
-                                  &r->adm_refused);
+    rc = srv_jobroute_admit_class(r->jr, req, 1, k->name, JS_STREAM_COST, &r->adm, &r->adm_refused);
     r->aj.job.weight = rc == 0 ? r->adm.weight : 1;
     if (rc == 0)
         rc = js_submit(r, req);

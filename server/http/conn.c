@@ -97,6 +97,13 @@ static bool conn_wants_read(struct srv_conn *c)
     }
 }
 
+/* A streamed body is being read: its read buffer is kept at full size until the body's end
+ * (freeing it when empty and growing it again from SRV_RBUF_MIN made every read 4 KiB). */
+static bool conn_streaming_body(const struct srv_conn *c)
+{
+    return c->phase == SRV_PH_STREAM && c->req != NULL && !c->req->msg_complete;
+}
+
 /* Bring the watchers in line with the phase and drop an empty read buffer. */
 static void conn_sync(struct srv_conn *c)
 {
@@ -105,7 +112,7 @@ static void conn_sync(struct srv_conn *c)
         ev_io_start(loop, &c->rio);
     else
         ev_io_stop(loop, &c->rio);
-    if (c->rlen == 0 && c->rbuf != NULL) {
+    if (c->rlen == 0 && c->rbuf != NULL && !conn_streaming_body(c)) {
         free(c->rbuf);
         c->rbuf = NULL;
         c->roff = c->rcap = 0;
@@ -514,6 +521,12 @@ static bool conn_head_parse(struct srv_conn *c)
         return false;
     }
     if (req->expect_continue && !req->http10) {
+        /* the route decides first (admission): a refusal goes out instead of 100 Continue, the
+         * body is never read and the connection closes after the answer */
+        if (!srv_req_continue(req)) {
+            c->roff = c->rlen = 0;
+            return false;
+        }
         if (srv_conn_out_append(c, conn_continue, sizeof(conn_continue) - 1) != 0) {
             srv_conn_send_oom(c);
             return false;
@@ -652,7 +665,7 @@ void srv_conn_process(struct srv_conn *c)
 /* Room to read into: compact, then grow up to the phase's bound. Returns the free bytes. */
 static size_t conn_rbuf_room(struct srv_conn *c)
 {
-    size_t limit = c->h->rbuf_max;
+    size_t limit = conn_streaming_body(c) ? srv_stream_rbuf_max(c->h) : c->h->rbuf_max;
     if (c->phase == SRV_PH_HANDLER || c->phase == SRV_PH_WRITE ||
         (c->phase == SRV_PH_STREAM && (c->req == NULL || c->req->msg_complete)))
         limit = c->h->cfg.max_pipeline_bytes;
@@ -663,9 +676,10 @@ static size_t conn_rbuf_room(struct srv_conn *c)
         c->roff = 0;
     }
     if (c->roff + c->rlen == c->rcap) {
-        size_t cap = c->rcap ? c->rcap * 2 : SRV_RBUF_MIN;
-        if (cap > c->h->rbuf_max)
-            cap = c->h->rbuf_max;
+        size_t bound = conn_streaming_body(c) ? limit : c->h->rbuf_max;
+        size_t cap = c->rcap ? c->rcap * 2 : conn_streaming_body(c) ? limit : SRV_RBUF_MIN;
+        if (cap > bound)
+            cap = bound;
         if (cap <= c->rcap)
             return 0;
         char *p = realloc(c->rbuf, cap);
@@ -733,23 +747,33 @@ static void conn_on_read(struct srv_conn *c)
         conn_discard(c);
         return;
     }
-    size_t room = conn_rbuf_room(c);
-    if (room == 0) {
-        if (c->rbuf == NULL || c->rcap < SRV_RBUF_MIN)
-            srv_conn_send_oom(c);
-        return; /* full: reading pauses in conn_sync */
+    /* A streamed body is read on while the socket fills the buffer and the body channel has
+     * room (a few reads at most), then its job is woken once for the lot (srv_stream_push). */
+    for (unsigned reads = 0;; reads++) {
+        size_t room = conn_rbuf_room(c);
+        if (room == 0) {
+            if (c->rbuf == NULL || c->rcap < SRV_RBUF_MIN)
+                srv_conn_send_oom(c);
+            break; /* full: reading pauses in conn_sync */
+        }
+        ssize_t n = conn_recv(c, room);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            if (c->phase == SRV_PH_BODY || (c->phase == SRV_PH_STREAM && !ev_is_active(&c->wio)))
+                conn_timer_arm(c, c->h->cfg.body_timeout_ms);
+            conn_process(c);
+            if ((size_t)n == room && reads + 1 < SRV_STREAM_READS && !c->dead &&
+                conn_streaming_body(c) && srv_stream_wants_read(c))
+                continue;
+        } else if (n == 0) {
+            conn_eof(c);
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            srv_conn_kill(c, CTX_REASON_CLIENT_CLOSED);
+        }
+        break;
     }
-    ssize_t n = conn_recv(c, room);
-    if (n > 0) {
-        c->rlen += (size_t)n;
-        if (c->phase == SRV_PH_BODY || (c->phase == SRV_PH_STREAM && !ev_is_active(&c->wio)))
-            conn_timer_arm(c, c->h->cfg.body_timeout_ms);
-        conn_process(c);
-    } else if (n == 0) {
-        conn_eof(c);
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        srv_conn_kill(c, CTX_REASON_CLIENT_CLOSED);
-    }
+    if (!c->dead && c->phase == SRV_PH_STREAM)
+        srv_stream_push(c);
 }
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)

@@ -26,10 +26,12 @@
 #include "server/http/request.h"
 #include "server/http/route.h"
 
-#define SRV_PEER_MAX           56    /* "[" INET6 "]:" port NUL */
-#define SRV_RBUF_MIN           4096  /* first read buffer */
-#define SRV_LINGER_MS          2000  /* reading and discarding after a closing answer */
-#define SRV_ACCEPT_RETRY_S     0.1   /* accept paused after EMFILE/ENFILE */
+#define SRV_PEER_MAX           56             /* "[" INET6 "]:" port NUL */
+#define SRV_RBUF_MIN           4096           /* first read buffer */
+#define SRV_STREAM_READS       8              /* reads of a streamed body per readiness, at most */
+#define SRV_STREAM_RBUF        (128u * 1024u) /* read buffer of a streamed body, at least */
+#define SRV_LINGER_MS          2000           /* reading and discarding after a closing answer */
+#define SRV_ACCEPT_RETRY_S     0.1            /* accept paused after EMFILE/ENFILE */
 #define SRV_ACCEPT_BATCH       64    /* accepts per readiness (fairness with connections) */
 #define SRV_REJECT_MAX         64    /* 503 too_many_connections answers being written at once */
 #define SRV_ACCEPT_PENDING_MAX 65536 /* accepts at most when a drain empties a backlog */
@@ -51,8 +53,9 @@ struct srv_route {
     char *path;
     srv_handler_fn *fn;
     void *arg;
-    enum srv_auth_class access;     /* what a request needs; where the route is served */
-    srv_route_stream_fn *stream_fn; /* NULL: bodies are read whole */
+    enum srv_auth_class access;         /* what a request needs; where the route is served */
+    srv_route_stream_fn *stream_fn;     /* NULL: bodies are read whole */
+    srv_route_continue_fn *continue_fn; /* NULL: 100 Continue at once */
 };
 
 struct srv_http {
@@ -198,6 +201,8 @@ struct srv_req {
     const char *stream_error;  /* static: why a started stream was cut (the access line) */
     uint64_t stream_bytes;     /* body bytes of a streaming request so far */
     bool streaming;            /* the body streams (decided at head time) */
+    void *held;                /* srv_req_hold: kept until taken or the request is freed */
+    srv_req_hold_fn *held_release;
     bool query_parsed;
 
     char *extra; /* extra answer header lines, "Name: value\r\n"... */
@@ -306,12 +311,20 @@ void srv_req_tenant_set(struct srv_req *req);
  * then set; the query was parsed). Answers 413 and returns false when Content-Length exceeds
  * max_stream_bytes (req->answered is then set). */
 bool srv_stream_wanted(struct srv_req *req, uint64_t content_length);
+/* A whole-body request that sent Expect: 100-continue: its route's continue_fn decides. True:
+ * send 100 Continue and read the body; false: the request was answered (the connection closes
+ * after the answer). */
+bool srv_req_continue(struct srv_req *req);
 /* The handler returned from its call: a started stream sends 100 Continue when it was asked for. */
 void srv_stream_begin(struct srv_conn *c);
 /* Phase STREAM: move buffered body bytes into the body channel; true when more can be done. */
 bool srv_stream_body(struct srv_conn *c);
 /* Phase STREAM: whether to read the socket now (arms the channel's notify when it is full). */
 bool srv_stream_wants_read(struct srv_conn *c);
+/* The read buffer's bound while a streamed body is read: fewer, larger reads. */
+size_t srv_stream_rbuf_max(const struct srv_http *h);
+/* The loop has fed what the socket had for now: wake the job if it waits for body bytes. */
+void srv_stream_push(struct srv_conn *c);
 /* http-parser callbacks of a streaming body. */
 int srv_stream_on_body(struct srv_conn *c, const char *at, size_t len);
 int srv_stream_on_chunk_header(struct srv_conn *c, uint64_t size);

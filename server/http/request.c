@@ -240,6 +240,8 @@ void srv_req_free(struct srv_req *req)
     free(req->arena);
     free(req->body);
     srv_stream_free(req->stream);
+    if (req->held_release != NULL)
+        req->held_release(req->held);
     free(req->extra);
     ctx_unref(req->ctx);
     free(req);
@@ -440,11 +442,11 @@ static bool req_closes_base(const struct srv_req *req)
            c->peer_eof || (max_ka != 0 && c->served >= max_ka);
 }
 
-/* A streaming body not read to its end cannot be skipped: an answer that comes before it (an
- * error, a refusal) closes the connection. */
+/* A body not read to its end is not skipped: an answer that comes before it (an error, a refusal
+ * of a streaming request or of one that waits for 100 Continue) closes the connection. */
 static bool req_closes(const struct srv_req *req)
 {
-    return req_closes_base(req) || (req->streaming && !req->msg_complete);
+    return req_closes_base(req) || !req->msg_complete;
 }
 
 /* Queue the answer on the connection. `body` is copied into the head buffer unless `take`, in
@@ -480,7 +482,8 @@ int srv_req_stream_head(struct srv_req *req, int status, const char *ctype, bool
     req->answered = true;
     req->status = status;
     const char *framing = !chunked  ? ""
-                          : trailer ? "Transfer-Encoding: chunked\r\nTrailer: Spindle-Error\r\n"
+                          : trailer ? "Transfer-Encoding: chunked\r\n"
+                                      "Trailer: Spindle-Error, Server-Timing\r\n"
                                     : "Transfer-Encoding: chunked\r\n";
     req_head(req, &b, status, ctype, framing, close);
     if (b.oom) {
@@ -729,6 +732,54 @@ void srv_req_dispatch(struct srv_req *req)
 out:
     ctx_leave(prev);
     ctx_unref(held);
+}
+
+bool srv_req_continue(struct srv_req *req)
+{
+    struct srv_http *h = req->h;
+    int status = 0;
+    char allow[8];
+    const struct srv_route *r =
+        srv_route_find_on(h, req->admin, req->method, req->path, &status, allow, sizeof(allow));
+    if (req->err_status != 0 || r == NULL || r->continue_fn == NULL ||
+        srv_req_query_parse(req) != 0)
+        return true; /* answered after the body, as usual */
+    /* the route's call is a handler's for as long as it runs: it may answer (a refusal) */
+    req->route_arg = r->arg;
+    req->route_path =
+        r->path[0] != '\0' && r->path[strlen(r->path) - 1] == '*' ? req->path : r->path;
+    req->handler_pending = true;
+    h->pending++;
+    struct ctx *held = ctx_ref(req->ctx);
+    struct ctx *prev = ctx_enter(held);
+    bool go_on = r->continue_fn(req);
+    ctx_leave(prev);
+    ctx_unref(held);
+    if (!go_on)
+        return false; /* answered: the answer may have been written and req freed already */
+    if (!req->handler_pending || req->answered) {
+        LOG_F("continue_fn answered and went on", LOG_STR("path", req->path));
+        abort();
+    }
+    req->handler_pending = false;
+    h->pending--;
+    return true;
+}
+
+void srv_req_hold(struct srv_req *req, void *obj, srv_req_hold_fn *release)
+{
+    if (req->held_release != NULL)
+        req->held_release(req->held);
+    req->held = obj;
+    req->held_release = release;
+}
+
+void *srv_req_hold_take(struct srv_req *req)
+{
+    void *obj = req->held;
+    req->held = NULL;
+    req->held_release = NULL;
+    return obj;
 }
 
 /* ---- the handler's side -------------------------------------------------------------------- */

@@ -119,6 +119,17 @@ int srv_req_answer_error(struct srv_req *req, int status, const char *code, cons
  * the client gets 500 `internal_error`. After the call `req` must not be touched. */
 void srv_req_release(struct srv_req *req);
 
+/* Something a route's continue_fn (route.h) decided before the body was read, e.g. an admission
+ * decision, kept with the request: `obj` is taken over; `release(obj)` runs on the loop thread
+ * when the request is freed without srv_req_hold_take having taken it back (the client went
+ * away while sending the body, the body was refused, the handler answered without it). One
+ * object per request: a second call releases the first. */
+typedef void srv_req_hold_fn(void *obj);
+void srv_req_hold(struct srv_req *req, void *obj, srv_req_hold_fn *release);
+
+/* The object kept with srv_req_hold, now the caller's; NULL when none. */
+void *srv_req_hold_take(struct srv_req *req);
+
 /* ---- streaming: bodies and answers of any size through bounded channels ------------------------
  *
  * On a route that streams (srv_http_route_stream, route.h) a request whose body is to stream comes
@@ -154,6 +165,18 @@ int srv_req_stream_start(struct srv_req *req, const char *content_type, struct s
  * Returns 0, or -ECANCELED when the server had already given up on the request. */
 int srv_req_stream_end(struct srv_req *req, int result, int status, const char *code,
                        const char *msg);
+
+/* The answer is made after the job's run (a kind that streams its body in but answers whole):
+ * hold the head until srv_req_stream_end, so that it carries what the done callback adds
+ * (Server-Timing), unless the answer fills the `out` channel first. Call after
+ * srv_req_stream_start. */
+void srv_req_stream_answer_after(struct srv_req *req);
+
+/* True when the head of the streamed answer has gone out (or is queued): headers added now are
+ * not sent. A head that leaves after srv_req_stream_end carries the headers added before it
+ * (Server-Timing); one that left earlier has its Server-Timing sent as a trailer to a client that
+ * sent `TE: trailers` (from srv_req_set_timing), else none. */
+bool srv_req_stream_head_sent(const struct srv_req *req);
 
 /* Streaming figures of a finished or running request: body bytes read into `in`, answer bytes
  * taken from `out`, nanoseconds the job waited on an empty `in` or a full `out`. */

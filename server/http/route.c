@@ -52,6 +52,7 @@ int srv_http_route_add(struct srv_http *h, const char *method, const char *path,
     r->arg = arg;
     r->access = SRV_AUTH_TENANT;
     r->stream_fn = NULL;
+    r->continue_fn = NULL;
     h->nroutes++;
     return 0;
 }
@@ -86,6 +87,21 @@ int srv_http_route_stream(struct srv_http *h, const char *method, const char *pa
     for (size_t i = 0; i < h->nroutes; i++) {
         if (strcmp(h->routes[i].method, method) == 0 && strcmp(h->routes[i].path, path) == 0) {
             h->routes[i].stream_fn = fn;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+int srv_http_route_continue(struct srv_http *h, const char *method, const char *path,
+                            srv_route_continue_fn *fn)
+{
+    SRV_ASSERT_LOOP(h);
+    if (method == NULL || path == NULL)
+        return -EINVAL;
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (strcmp(h->routes[i].method, method) == 0 && strcmp(h->routes[i].path, path) == 0) {
+            h->routes[i].continue_fn = fn;
             return 0;
         }
     }

@@ -53,4 +53,18 @@ typedef bool srv_route_stream_fn(struct srv_req *req);
 int srv_http_route_stream(struct srv_http *h, const char *method, const char *path,
                           srv_route_stream_fn *fn);
 
+/* Called on the loop thread, request context current, when the head of a request for this route
+ * has arrived with a body that is to be read whole and `Expect: 100-continue`, before the
+ * interim 100 Continue is sent and before any of the body is read; the query is parsed. It may
+ * answer the request at once (a refusal, with srv_req_answer_error and the like) and return
+ * false: that answer is sent instead of 100 Continue and the connection closes after it, the body
+ * never read. True: 100 Continue is sent, the body is read and the handler is called with it as
+ * usual; what the call decided may be kept with the request (srv_req_hold, request.h). */
+typedef bool srv_route_continue_fn(struct srv_req *req);
+
+/* Let the route `method` + `path` (added before) decide before 100 Continue with `fn` (NULL:
+ * 100 Continue is sent at once). Returns 0, -ENOENT (no such route), -EINVAL. */
+int srv_http_route_continue(struct srv_http *h, const char *method, const char *path,
+                            srv_route_continue_fn *fn);
+
 #endif

@@ -13,7 +13,10 @@
  * full the connection stops reading its socket (srv_stream_wants_read, from conn_sync): the
  * kernel's receive buffer fills and TCP's window stops the client. The worker's read that frees
  * half the channel wakes the loop, which reads on. So a body costs the read buffer and the channel,
- * whatever its size, and max_stream_bytes bounds its length only.
+ * whatever its size, and max_stream_bytes bounds its length only. While the body streams, the
+ * connection's read buffer is kept at SRV_STREAM_RBUF bytes and the socket is read up to
+ * SRV_STREAM_READS times per readiness; the worker is woken once for what was fed (srv_chan_push)
+ * rather than once per read: per-read wake-ups and 4 KiB reads were most of the loop's time.
  *
  * Answer: srv_stream_pump takes up to SRV_CHAN_CHUNK bytes from the answer channel only when the
  * previous piece is fully written, frames it as one chunk (chunked transfer-encoding; HTTP/1.0:
@@ -28,6 +31,11 @@
  * client sees a truncated transfer; a client that sent `TE: trailers` (it reads trailers) gets
  * the last chunk with a `Spindle-Error: <code>` trailer instead. The access line has the real
  * status and `stream_error`. A body not read to its end closes the connection after the answer.
+ * Server-Timing: a head that leaves after the job ended carries the header the done callback
+ * added (a kind that answers after its run holds its head until then: srv_req_stream_answer_after,
+ * unless its answer fills the answer channel first); when the head left earlier, a client that sent
+ * `TE: trailers` gets it as a trailer of the last chunk (announced with `Trailer:`), any other
+ * client none.
  *
  * Threads: everything here runs on the loop thread but stream_notify and stream_cancel_cb (the
  * channels' notify and the context watch), which may run on a worker and touch only the channels
@@ -58,10 +66,12 @@ struct srv_stream {
     bool chunked;      /* HTTP/1.1: chunked transfer-encoding */
     bool trailers;     /* the client sent TE: trailers */
     bool head_sent;
-    bool job_done; /* srv_req_stream_end ran */
-    bool aborted;  /* the body was cut */
-    bool pumping;  /* srv_stream_pump is on the stack */
-    bool paused;   /* reading stopped: the body channel is full */
+    bool timing_in_head; /* the head left after the job ended: it has Server-Timing */
+    bool answer_after;   /* the answer comes after the run: the head waits for the job */
+    bool job_done;       /* srv_req_stream_end ran */
+    bool aborted;        /* the body was cut */
+    bool pumping;        /* srv_stream_pump is on the stack */
+    bool paused;         /* reading stopped: the body channel is full */
     uint64_t bytes_out;
 };
 
@@ -191,7 +201,7 @@ bool srv_stream_wants_read(struct srv_conn *c)
     struct srv_stream *st = req != NULL ? req->stream : NULL;
     if (st == NULL || req->msg_complete || st->job_done)
         return c->rlen < c->h->cfg.max_pipeline_bytes; /* only to see EOF */
-    if (c->rlen >= c->h->rbuf_max || srv_chan_room(st->in) == 0) {
+    if (c->rlen >= srv_stream_rbuf_max(c->h) || srv_chan_room(st->in) == 0) {
         if (!st->paused && !ev_is_active(&c->wio))
             ev_timer_stop(c->h->loop, &c->timer); /* waiting on the job, not on the client */
         st->paused = true;
@@ -201,6 +211,18 @@ bool srv_stream_wants_read(struct srv_conn *c)
         srv_conn_timer_arm(c, c->h->cfg.body_timeout_ms);
     st->paused = false;
     return true;
+}
+
+size_t srv_stream_rbuf_max(const struct srv_http *h)
+{
+    return h->rbuf_max > SRV_STREAM_RBUF ? h->rbuf_max : SRV_STREAM_RBUF;
+}
+
+void srv_stream_push(struct srv_conn *c)
+{
+    struct srv_stream *st = c->req != NULL ? c->req->stream : NULL;
+    if (st != NULL)
+        srv_chan_push(st->in);
 }
 
 /* ---- the answer -------------------------------------------------------------------------------
@@ -242,17 +264,37 @@ static int stream_send_head(struct srv_conn *c, struct srv_stream *st)
     if (rc < 0)
         return rc;
     st->head_sent = true;
+    st->timing_in_head = st->job_done; /* the done callback added Server-Timing before */
     c->answering = true;
     return 0;
+}
+
+/* The last chunk: with a Server-Timing trailer (queue and run, in ms, as the header of a
+ * whole-body answer has them) when the client reads trailers and the head left before the job
+ * ended; else bare. */
+static int stream_last_chunk(struct srv_conn *c, struct srv_stream *st)
+{
+    static const char last[] = "0\r\n\r\n";
+    const struct srv_req *req = st->req;
+    if (!st->trailers || st->timing_in_head)
+        return stream_queue(c, last, sizeof(last) - 1);
+    char tail[128];
+    uint64_t q_us = req->queue_ns / 1000u, r_us = req->run_ns / 1000u;
+    int n = snprintf(tail, sizeof(tail),
+                     "0\r\nServer-Timing: queue;dur=%llu.%03llu, run;dur=%llu.%03llu\r\n\r\n",
+                     (unsigned long long)(q_us / 1000u), (unsigned long long)(q_us % 1000u),
+                     (unsigned long long)(r_us / 1000u), (unsigned long long)(r_us % 1000u));
+    if (n <= 0 || (size_t)n >= sizeof(tail))
+        return stream_queue(c, last, sizeof(last) - 1);
+    return stream_queue(c, tail, (size_t)n);
 }
 
 /* The job succeeded and its output is all out: the last chunk, then the usual end of an answer. */
 static enum stream_fill stream_finish(struct srv_conn *c, struct srv_stream *st)
 {
-    static const char last[] = "0\r\n\r\n";
     int rc = st->head_sent ? 0 : stream_send_head(c, st);
     if (rc == 0 && st->chunked)
-        rc = stream_queue(c, last, sizeof(last) - 1);
+        rc = stream_last_chunk(c, st);
     if (rc < 0) {
         srv_conn_kill(c, CTX_REASON_NONE);
         return FILL_WAIT;
@@ -266,6 +308,8 @@ static enum stream_fill stream_finish(struct srv_conn *c, struct srv_stream *st)
 
 static enum stream_fill stream_fill(struct srv_conn *c, struct srv_stream *st)
 {
+    if (st->answer_after && !st->head_sent && !st->job_done && !srv_chan_full_or_arm(st->out))
+        return FILL_WAIT; /* the head leaves with the job's end (or once the answer fills out) */
     char *buf = malloc(STREAM_FRAME_PAD + SRV_CHAN_CHUNK + 2);
     if (buf == NULL) {
         srv_conn_kill(c, CTX_REASON_NONE);
@@ -352,6 +396,17 @@ bool srv_stream_head_sent(const struct srv_req *req)
     return req->stream != NULL && req->stream->head_sent;
 }
 
+void srv_req_stream_answer_after(struct srv_req *req)
+{
+    if (req->stream != NULL)
+        req->stream->answer_after = true;
+}
+
+bool srv_req_stream_head_sent(const struct srv_req *req)
+{
+    return srv_stream_head_sent(req);
+}
+
 void srv_stream_timeout(struct srv_conn *c)
 {
     struct srv_req *req = c->req;
@@ -384,6 +439,8 @@ static void stream_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
     struct ctx *prev = ctx_enter(held);
     srv_conn_enter(c);
     srv_conn_process(c); /* room in the body channel: read on */
+    if (!c->dead && c->phase == SRV_PH_STREAM)
+        srv_stream_push(c);
     if (c->phase == SRV_PH_STREAM)
         srv_stream_pump(c); /* answer bytes */
     srv_conn_exit(c);

@@ -63,8 +63,10 @@ int srv_chan_write(struct srv_chan *ch, const void *buf, size_t len);
  *
  * For a worker that must not block in the channel because it also waits on something else (a
  * program's pipes): the calls below never wait and, when they cannot proceed, return -EAGAIN and
- * arm the channel's wake descriptor, which the next put, get, close or cancel that may let them
- * proceed writes (an eventfd: the 8-byte value 1; a pipe: those 8 bytes). The write happens under
+ * arm the channel's wake descriptor, which the next change that may let them proceed writes (by
+ * the blocking side's rules: a put that fills half the channel or a srv_chan_push for a reader, a
+ * get that frees half for a writer, a close or cancel for both; an eventfd: the 8-byte value 1; a
+ * pipe: those 8 bytes). The write happens under
  * the channel's mutex, so once srv_chan_wake_fd(ch, -1) returned the descriptor is never written
  * again and may be closed. */
 
@@ -83,15 +85,25 @@ ssize_t srv_chan_try_write(struct srv_chan *ch, const void *buf, size_t len);
 
 /* Copy up to `len` bytes of `buf` in without waiting. Returns the count taken; when it is less
  * than len (the channel is full) the next srv_chan_read that frees half the capacity notifies.
+ * A blocked reader is woken once half the capacity is buffered (else see srv_chan_push).
  * Returns 0 when cancelled or closed. */
 size_t srv_chan_put(struct srv_chan *ch, const void *buf, size_t len);
+
+/* Wake a reader blocked in srv_chan_read when any bytes are buffered. srv_chan_put wakes it only
+ * once half the capacity is buffered; the loop calls this when it has put what it has for now. */
+void srv_chan_push(struct srv_chan *ch);
 
 /* Free bytes now (0 when cancelled or closed); when 0, arms the notify like a short put. */
 size_t srv_chan_room(struct srv_chan *ch);
 
-/* Take up to `size` bytes into `buf` without waiting. Returns the count; 0 when empty, and then
+/* Take up to `size` bytes into `buf` without waiting (a writer blocked on the full channel is
+ * woken once half the capacity is free). Returns the count; 0 when empty, and then
  * the next srv_chan_write or srv_chan_close notifies (unless the channel is at its end). */
 size_t srv_chan_get(struct srv_chan *ch, void *buf, size_t size);
+
+/* True when the channel is full or closed; else arms the notify like an empty get (the next
+ * srv_chan_write or srv_chan_close notifies), atomically with the test. */
+bool srv_chan_full_or_arm(struct srv_chan *ch);
 
 /* True when the writer closed the channel and every byte was taken. */
 bool srv_chan_at_end(struct srv_chan *ch);

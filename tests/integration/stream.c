@@ -147,6 +147,8 @@ static void sx_parse_head(struct sx_state *s)
         if (strncasecmp(l + 2, "Transfer-Encoding:", 18) == 0) {
             sscanf(l + 20, " %63[^\r]", x->te);
             s->chunked_resp = strstr(x->te, "chunked") != NULL;
+        } else if (strncasecmp(l + 2, "Server-Timing:", 14) == 0) {
+            sscanf(l + 16, " %127[^\r]", x->timing);
         } else if (strncasecmp(l + 2, "Content-Length:", 15) == 0) {
             s->clen = strtoull(l + 17, NULL, 10);
         }
@@ -197,6 +199,8 @@ static void sx_body(struct sx_state *s, const unsigned char *p, size_t n)
             x->complete = true;
         } else if (strncasecmp(s->line, "Spindle-Error:", 14) == 0) {
             snprintf(x->trailer, sizeof(x->trailer), "%s", s->line + 15);
+        } else if (strncasecmp(s->line, "Server-Timing:", 14) == 0) {
+            snprintf(x->timing_trailer, sizeof(x->timing_trailer), "%s", s->line + 15);
         }
     }
 }

@@ -34,17 +34,19 @@ struct sx {
     int timeout_ms;           /* the whole exchange */
 
     /* results */
-    int status;        /* the final answer's status, 0 when none */
-    bool got_continue; /* a 100 Continue came */
-    bool complete;     /* the answer's framing ended properly (last chunk / length) */
-    bool closed;       /* the server closed the connection */
-    bool timed_out;    /* timeout_ms passed */
-    uint64_t sent;     /* body bytes sent */
-    uint64_t received; /* answer body bytes (de-chunked, before decoding) */
-    uint64_t decoded;  /* bytes after decoding */
-    bool decode_error; /* the decoder refused the answer */
-    char trailer[128]; /* a Spindle-Error trailer's value, "" when none */
-    char te[64];       /* the answer's Transfer-Encoding */
+    int status;               /* the final answer's status, 0 when none */
+    bool got_continue;        /* a 100 Continue came */
+    bool complete;            /* the answer's framing ended properly (last chunk / length) */
+    bool closed;              /* the server closed the connection */
+    bool timed_out;           /* timeout_ms passed */
+    uint64_t sent;            /* body bytes sent */
+    uint64_t received;        /* answer body bytes (de-chunked, before decoding) */
+    uint64_t decoded;         /* bytes after decoding */
+    bool decode_error;        /* the decoder refused the answer */
+    char trailer[128];        /* a Spindle-Error trailer's value, "" when none */
+    char te[64];              /* the answer's Transfer-Encoding */
+    char timing[128];         /* the answer's Server-Timing header, "" when none */
+    char timing_trailer[128]; /* a Server-Timing trailer's value, "" when none */
     unsigned char in_md[32], out_md[32]; /* SHA-256 of the body sent and of the decoded answer */
     char body[512];                      /* the first bytes of the answer body (NUL-terminated) */
 };

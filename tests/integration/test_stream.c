@@ -117,6 +117,60 @@ static void test_stream_sha256_rounds_one(void)
     HS_FINISH(s);
 }
 
+/* The value of the sample `series` ("name{labels}") in the server's /metrics, 0 when absent. */
+static double st_metric(const struct hs_server *s, const char *series)
+{
+    struct hs_resp r = {0};
+    double v = 0;
+    if (hs_roundtrip(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0 && r.body != NULL) {
+        size_t n = strlen(series);
+        for (const char *p = r.body; (p = strstr(p, series)) != NULL; p += n)
+            if ((p == r.body || p[-1] == '\n') && p[n] == ' ')
+                v = strtod(p + n + 1, NULL);
+    }
+    hs_resp_fini(&r);
+    return v;
+}
+
+/* Streamed jobs feed the run-time figures like whole-body ones: the run metric (and with it the
+ * admission estimates, fed by the same observation) counts them, and the answers carry
+ * Server-Timing: as a header when the head leaves after the job (sha256 answers after the whole
+ * body), as a trailer to a client that reads trailers when the answer started before (compress),
+ * and not at all to any other client of an answer that started early. */
+static void test_stream_timing_and_estimates(void)
+{
+    struct hs_server *s = hs_start(st_over);
+    HS_CHECK(s != NULL);
+    double sha0 = st_metric(s, "spindle_job_run_seconds_count{kind=\"sha256\"}");
+    double cmp0 = st_metric(s, "spindle_job_run_seconds_count{kind=\"compress\"}");
+    struct sx x;
+    st_init(&x, s, "/v1/jobs/sha256?rounds=1", 4 * MIB, SX_RANDOM, SX_RAW);
+    CU_ASSERT_EQUAL_FATAL(sx_run(&x), 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.timing, "queue;dur="));
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.timing, "run;dur="));
+    st_init(&x, s, "/v1/jobs/compress?codec=zstd&level=1", 4 * MIB, SX_RANDOM, SX_ZSTD);
+    x.headers = "TE: trailers\r\n";
+    CU_ASSERT_EQUAL_FATAL(sx_run(&x), 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_TRUE(x.complete);
+    CU_ASSERT_EQUAL(memcmp(x.in_md, x.out_md, 32), 0);
+    CU_ASSERT_STRING_EQUAL(x.timing, ""); /* the head left with the first compressed bytes */
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.timing_trailer, "queue;dur="));
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.timing_trailer, "run;dur="));
+    CU_ASSERT_STRING_EQUAL(x.trailer, "");
+    st_init(&x, s, "/v1/jobs/compress?codec=zstd&level=1", 4 * MIB, SX_RANDOM, SX_ZSTD);
+    CU_ASSERT_EQUAL_FATAL(sx_run(&x), 0);
+    CU_ASSERT_EQUAL(x.status, 200);
+    CU_ASSERT_TRUE(x.complete);
+    CU_ASSERT_STRING_EQUAL(x.timing, "");
+    CU_ASSERT_STRING_EQUAL(x.timing_trailer, "");
+    CU_ASSERT_EQUAL(st_metric(s, "spindle_job_run_seconds_count{kind=\"sha256\"}"), sha0 + 1);
+    CU_ASSERT_EQUAL(st_metric(s, "spindle_job_run_seconds_count{kind=\"compress\"}"), cmp0 + 2);
+out:
+    HS_FINISH(s);
+}
+
 /* Expect: 100-continue is answered after admission: a refused upload gets its 429 instead of
  * 100 Continue (the body is never sent); an admitted one gets 100 Continue. */
 struct st_bg {
@@ -166,6 +220,56 @@ out:
     }
     hs_resp_fini(&r);
     hs_close(c);
+    HS_FINISH(s);
+}
+
+/* Expect: 100-continue on a body read whole is answered after admission too: a refused job's
+ * 429 comes instead of 100 Continue and the connection closes (the body is never sent); an
+ * admitted one gets 100 Continue, sends its body and gets 200 with the admission decided before
+ * 100 (its bucket has one token, which a second decision would not find). */
+static void test_stream_expect_whole_body(void)
+{
+    const char *const over[] = {"limits.max_inflight=1", "limits.rate=0.001", "limits.burst=2",
+                                NULL};
+    static const char head[] = "POST /v1/jobs/sha256?rounds=1 HTTP/1.1\r\nHost: t\r\n"
+                               "Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n";
+    struct hs_server *s = hs_start(over);
+    struct hs_conn *hold = NULL, *c = NULL;
+    struct hs_resp r = {0};
+    char body[1000], v[32];
+    HS_CHECK(s != NULL);
+    /* an upload that is never finished holds the tenant's only slot */
+    HS_CHECK((hold = hs_connect(s)) != NULL);
+    HS_CHECK(hs_send_str(hold, "POST /v1/jobs/compress?codec=zstd HTTP/1.1\r\nHost: t\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n") == 0);
+    json_t *line = hs_log_wait(s, "job start", NULL, NULL, HS_IO_MS * 4);
+    json_decref(line);
+    HS_CHECK(line != NULL);
+    HS_CHECK((c = hs_connect(s)) != NULL);
+    HS_CHECK(hs_send_str(c, head) == 0);
+    HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0); /* the first bytes: not a 100 */
+    CU_ASSERT(hs_resp_is_error(&r, 429, "tenant_concurrency_limited"));
+    CU_ASSERT_TRUE(hs_resp_header(&r, "Retry-After", v, sizeof(v)));
+    CU_ASSERT_EQUAL(hs_read_until_close(c, HS_IO_MS), 0);
+    hs_close(c);
+    c = NULL;
+    hs_abort(hold); /* the slot comes back (access 499) */
+    hold = NULL;
+    HS_CHECK(hs_log_wait_count(s, "access", 2, HS_IO_MS * 4) == 2);
+    HS_CHECK((c = hs_connect(s)) != NULL);
+    HS_CHECK(hs_send_str(c, head) == 0);
+    HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS) == 0);
+    CU_ASSERT_EQUAL(r.status, 100);
+    memset(body, 'x', sizeof(body));
+    HS_CHECK(hs_send(c, body, sizeof(body), HS_IO_MS) == 0);
+    HS_CHECK(hs_read_response(c, &r, false, HS_IO_MS * 4) == 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"bytes\":1000"));
+out:
+    hs_resp_fini(&r);
+    hs_close(c);
+    if (hold != NULL)
+        hs_abort(hold);
     HS_FINISH(s);
 }
 
@@ -426,7 +530,9 @@ int suite_integration_stream(void)
     static const struct spindle_test tests[] = {
         SPINDLE_TEST(test_stream_compress_beyond_max_body),
         SPINDLE_TEST(test_stream_sha256_rounds_one),
+        SPINDLE_TEST(test_stream_timing_and_estimates),
         SPINDLE_TEST(test_stream_expect_after_admission),
+        SPINDLE_TEST(test_stream_expect_whole_body),
         SPINDLE_TEST(test_stream_slow_clients),
         SPINDLE_TEST(test_stream_stalled_reader_cut),
         SPINDLE_TEST(test_stream_disconnect_cancels),

@@ -138,6 +138,7 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* A few bytes reach a blocked reader once the loop pushes (a put alone wakes it only at half). */
 static void test_srv_chan_read_waits_for_put(void)
 {
     struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
@@ -146,10 +147,43 @@ static void test_srv_chan_read_waits_for_put(void)
     pthread_t t;
     CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, reader_main, &r), 0);
     CU_ASSERT_EQUAL(srv_chan_put(ch, "hello", 5), 5);
+    srv_chan_push(ch);
     pthread_join(t, NULL);
     CU_ASSERT_EQUAL(r.rc, 5);
     CU_ASSERT_EQUAL(memcmp(r.buf, "hello", 5), 0);
     srv_chan_free(ch);
+}
+
+/* A put that fills half the channel wakes a blocked reader without a push. */
+static void test_srv_chan_put_half_wakes(void)
+{
+    struct srv_chan *ch = srv_chan_new(32, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    struct reader r = {.ch = ch};
+    pthread_t t;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, reader_main, &r), 0);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, "0123456789abcdef", 16), 16);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(r.rc, 16);
+    CU_ASSERT_EQUAL(memcmp(r.buf, "0123456789abcdef", 16), 0);
+    srv_chan_free(ch);
+}
+
+/* full_or_arm: false and armed below capacity (the next write notifies), true when full. */
+static void test_srv_chan_full_or_arm(void)
+{
+    sem_t sem;
+    sem_init(&sem, 0, 0);
+    struct srv_chan *ch = srv_chan_new(8, notify_post, &sem);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, "abcd", 4), 4);
+    CU_ASSERT_FALSE(srv_chan_full_or_arm(ch));
+    CU_ASSERT_EQUAL(sem_trywait(&sem), -1);
+    CU_ASSERT_EQUAL(srv_chan_write(ch, "efgh", 4), 0);
+    CU_ASSERT_EQUAL(sem_trywait(&sem), 0); /* armed: the write notified */
+    CU_ASSERT_TRUE(srv_chan_full_or_arm(ch));
+    srv_chan_free(ch);
+    sem_destroy(&sem);
 }
 
 /* A full channel notifies the loop once a read frees half of it, not before. */
@@ -281,8 +315,11 @@ static void test_srv_chan_try_read_wakes_on_put(void)
     CU_ASSERT_EQUAL(srv_chan_try_read(ch, buf, sizeof(buf)), -EAGAIN);
     CU_ASSERT_EQUAL(wake_count(fd), 0);
     CU_ASSERT_EQUAL(srv_chan_put(ch, "c", 1), 1);
+    CU_ASSERT_EQUAL(wake_count(fd), 0); /* below half: the loop's push wakes */
+    srv_chan_push(ch);
     CU_ASSERT_EQUAL(wake_count(fd), 1);
     CU_ASSERT_EQUAL(srv_chan_put(ch, "d", 1), 1);
+    srv_chan_push(ch);
     CU_ASSERT_EQUAL(wake_count(fd), 0); /* one wake per arming */
     CU_ASSERT_EQUAL(srv_chan_try_read(ch, buf, sizeof(buf)), 2);
     CU_ASSERT_EQUAL(memcmp(buf, "cd", 2), 0);
@@ -308,6 +345,8 @@ static void test_srv_chan_try_write_wakes_on_get(void)
     CU_ASSERT_EQUAL(srv_chan_try_write(ch, big, 10), -EAGAIN);
     CU_ASSERT_EQUAL(wake_count(fd), 0);
     CU_ASSERT_EQUAL(srv_chan_get(ch, out, 100), 100);
+    CU_ASSERT_EQUAL(wake_count(fd), 0); /* woken once half is free, not per get */
+    CU_ASSERT_EQUAL(srv_chan_get(ch, out, CAP / 2), CAP / 2);
     CU_ASSERT_EQUAL(wake_count(fd), 1);
     CU_ASSERT_EQUAL(srv_chan_try_write(ch, big, 10), 10);
     srv_chan_close(ch);
@@ -346,6 +385,8 @@ int suite_server_stream_chan(void)
         SPINDLE_TEST(test_srv_chan_close_end),
         SPINDLE_TEST(test_srv_chan_write_blocks_when_full),
         SPINDLE_TEST(test_srv_chan_read_waits_for_put),
+        SPINDLE_TEST(test_srv_chan_put_half_wakes),
+        SPINDLE_TEST(test_srv_chan_full_or_arm),
         SPINDLE_TEST(test_srv_chan_room_notify_half),
         SPINDLE_TEST(test_srv_chan_cancel_wakes_both),
         SPINDLE_TEST(test_srv_chan_stream_in_order),
