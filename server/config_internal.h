@@ -82,8 +82,9 @@ int srv_cfgs_index(const struct srv_cfg *cfg, const char *name, size_t len);
 int srv_cfgs_key_apply(struct srv_cfg_schedule *sc, const char *key, size_t klen, const char *value,
                        unsigned line, char *msg, size_t msz);
 
-/* The cross-key checks of every schedule: cron and kind set (blamed on the section's line).
- * Returns the index of the first schedule at fault with *line, *key (NULL:
+/* The cross-key checks of every schedule: cron and kind set (blamed on the section's line), and
+ * with [auth] mode = keys a tenant that has a [tenant.NAME] section (blamed on the tenant line,
+ * else the section's). Returns the index of the first schedule at fault with *line, *key (NULL:
  * the section) and msg filled; or -1 when all is well. */
 int srv_cfgs_check(const struct srv_cfg *cfg, unsigned *line, const char **key, char *msg,
                    size_t msz);

@@ -7,8 +7,8 @@
  * remembers which keys it set and on which line, so print writes back exactly those keys and the
  * scheduler can name FILE:LINE for what only it can check (whether the kind exists and takes the
  * params). Values are checked when read: cron parses, tz names a zone that loads, params is a
- * JSON object, tenant is a valid tenant name. The cross-key check (srv_cfgs_check) needs cron and
- * kind in every section.
+ * JSON object, tenant is a valid tenant name. The cross-key checks (srv_cfgs_check) need cron and
+ * kind in every section and, with [auth] mode = keys, a tenant that has a [tenant.NAME] section.
  *
  * Reload: every key is live (SRV_CFG_LIVE): the scheduler takes the sections as a whole.
  *
@@ -86,9 +86,10 @@ int srv_cfgs_open(struct srv_cfg *cfg, const char *name, size_t len, unsigned li
         return i;
     if (len > SRV_CFG_SCHED_NAME_MAX || !ctx_tenant_valid(name, len))
         return srv_cfg_fail(msg, msz, "invalid schedule name (1..%d bytes of A-Z a-z 0-9 . _ -)",
-                        SRV_CFG_SCHED_NAME_MAX);
+                            SRV_CFG_SCHED_NAME_MAX);
     if (cfg->schedule_count == SRV_CFG_MAX_SCHEDULES)
-        return srv_cfg_fail(msg, msz, "too many schedule sections (at most %d)", SRV_CFG_MAX_SCHEDULES);
+        return srv_cfg_fail(msg, msz, "too many schedule sections (at most %d)",
+                            SRV_CFG_MAX_SCHEDULES);
     struct srv_cfg_schedule *sc = &cfg->schedules[cfg->schedule_count];
     memset(sc, 0, sizeof(*sc));
     memcpy(sc->name, name, len);
@@ -138,8 +139,8 @@ static int cfg_sched_string_apply(const struct cfg_sched_key *k, char *field, co
     case CFG_S_KIND:
         if (len == 0 || strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                       "0123456789_-") != len)
-            return srv_cfg_fail(msg, msz, "bad kind \"%.80s\" (1..%d bytes of A-Z a-z 0-9 _ -)", value,
-                            SRV_CFG_SCHED_KIND_MAX);
+            return srv_cfg_fail(msg, msz, "bad kind \"%.80s\" (1..%d bytes of A-Z a-z 0-9 _ -)",
+                                value, SRV_CFG_SCHED_KIND_MAX);
         break;
     case CFG_S_JSON:
         j = json_loads(value, JSON_REJECT_DUPLICATES, &jerr);
@@ -147,13 +148,14 @@ static int cfg_sched_string_apply(const struct cfg_sched_key *k, char *field, co
         json_decref(j);
         if (!obj)
             return srv_cfg_fail(msg, msz,
-                            "expected a JSON object like {\"n\": 1000}, got \"%.80s\"%s%s", value,
-                            j ? "" : ": ", j ? "" : jerr.text);
+                                "expected a JSON object like {\"n\": 1000}, got \"%.80s\"%s%s",
+                                value, j ? "" : ": ", j ? "" : jerr.text);
         break;
     case CFG_S_TENANT:
         if (!ctx_tenant_valid(value, len))
-            return srv_cfg_fail(msg, msz, "invalid tenant \"%.80s\" (1..%d bytes of A-Z a-z 0-9 . _ -)",
-                            value, CTX_TENANT_MAX);
+            return srv_cfg_fail(msg, msz,
+                                "invalid tenant \"%.80s\" (1..%d bytes of A-Z a-z 0-9 . _ -)",
+                                value, CTX_TENANT_MAX);
         break;
     default:
         break;
@@ -186,8 +188,8 @@ static int sched_value_apply(const struct cfg_sched_key *k, struct srv_cfg_sched
     return cfg_sched_string_apply(k, field, value, msg, msz);
 }
 
-int srv_cfgs_key_apply(struct srv_cfg_schedule *sc, const char *key, size_t klen,
-                       const char *value, unsigned line, char *msg, size_t msz)
+int srv_cfgs_key_apply(struct srv_cfg_schedule *sc, const char *key, size_t klen, const char *value,
+                       unsigned line, char *msg, size_t msz)
 {
     const struct cfg_sched_key *k = cfg_sched_key_find(key, klen);
     if (k == NULL)
@@ -227,10 +229,34 @@ static int sched_check_required(const struct srv_cfg *cfg, unsigned *line, const
     return -1;
 }
 
+/* With [auth] mode = keys, a task belongs to the tenant a key names: a schedule whose tenant has
+ * no [tenant.NAME] section would fill a task list that no key can read. */
+static int sched_check_tenant(const struct srv_cfg *cfg, unsigned *line, const char **key,
+                              char *msg, size_t msz)
+{
+    if (cfg->auth_mode != SRV_CFG_AUTH_KEYS)
+        return -1;
+    for (unsigned i = 0; i < cfg->schedule_count; i++) {
+        const struct srv_cfg_schedule *sc = &cfg->schedules[i];
+        if (srv_cfg_tenant_find(cfg, sc->tenant) != NULL)
+            continue;
+        bool set = sc->set & (1u << SRV_CFG_SCHED_TENANT);
+        snprintf(msg, msz,
+                 "tenant \"%s\"%s has no [tenant.%s] section (with [auth] mode = keys a "
+                 "schedule's tenant must be a configured tenant)",
+                 sc->tenant, set ? "" : " (the default)", sc->tenant);
+        *line = set ? sc->key_line[SRV_CFG_SCHED_TENANT] : sc->line;
+        *key = set ? "tenant" : NULL;
+        return (int)i;
+    }
+    return -1;
+}
+
 int srv_cfgs_check(const struct srv_cfg *cfg, unsigned *line, const char **key, char *msg,
                    size_t msz)
 {
-    return sched_check_required(cfg, line, key, msg, msz);
+    int i = sched_check_required(cfg, line, key, msg, msz);
+    return i >= 0 ? i : sched_check_tenant(cfg, line, key, msg, msz);
 }
 const struct srv_cfg_schedule *srv_cfg_schedule_find(const struct srv_cfg *cfg, const char *name)
 {
@@ -318,9 +344,7 @@ static void sched_diff(const struct srv_cfg_schedule *sc, const struct srv_cfg_s
     }
 }
 
-
-void srv_cfgs_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff_fn *fn,
-                   void *arg)
+void srv_cfgs_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff_fn *fn, void *arg)
 {
     for (unsigned i = 0; i < b->schedule_count; i++)
         sched_diff(&b->schedules[i], srv_cfg_schedule_find(a, b->schedules[i].name), fn, arg);

@@ -1,6 +1,6 @@
 /* test_config_schedules.c - unit tests for server/config_schedules.c: [schedule.NAME] sections
  * (values, defaults, print round-trip), their errors with FILE:LINE and key, the required keys,
- * what a reload sees, and overrides.
+ * the tenant a schedule names under [auth] mode = keys, what a reload sees, and overrides.
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -13,6 +13,8 @@
 #include "tests/unit/server/config_cases.h"
 
 int suite_server_config_schedules(void);
+
+#define TS_KEY_A "sha256:aa1d6bb9048f30854e6b100a6519d5aec7429bde5654aea465437162765b807c"
 
 static void test_srv_cfg_schedule_sections(void)
 {
@@ -101,6 +103,40 @@ static void test_srv_cfg_schedule_errors(void)
     tc_expect("[schedule.x]\nkind = noop\n", -EINVAL, ":1: [schedule.x]: missing cron");
 }
 
+/* With [auth] mode = keys a task belongs to the tenant a key names: a schedule's tenant must be a
+ * [tenant.NAME] section, blamed on its tenant line, or on the section's line when it is the
+ * default tenant it did not name. */
+static void test_srv_cfg_schedule_tenant_with_keys(void)
+{
+    struct srv_cfg c;
+    tc_expect("[auth]\nmode = keys\n"                                       /* 1-2 */
+              "[tenant.acme]\nkeys = " TS_KEY_A "\n"                        /* 3-4 */
+              "[schedule.x]\ncron = @daily\nkind = noop\ntenant = other\n", /* 5-8 */
+              -EINVAL,
+              ":8: [schedule.x] tenant: tenant \"other\" has no [tenant.other] section (with "
+              "[auth] mode = keys a schedule's tenant must be a configured tenant)");
+    tc_expect("[auth]\nmode = keys\n[tenant.acme]\nkeys = " TS_KEY_A "\n"
+              "[schedule.x]\ncron = @daily\nkind = noop\n",
+              -EINVAL,
+              ":5: [schedule.x]: tenant \"default\" (the default) has no [tenant.default]");
+    /* the first schedule at fault is named */
+    tc_expect("[auth]\nmode = keys\n[tenant.acme]\nkeys = " TS_KEY_A "\n"
+              "[schedule.ok]\ncron = @daily\nkind = noop\ntenant = acme\n"
+              "[schedule.bad]\ncron = @daily\nkind = noop\ntenant = nobody\n",
+              -EINVAL, ":12: [schedule.bad] tenant: tenant \"nobody\" has no [tenant.nobody]");
+    /* a missing cron or kind is still reported first */
+    tc_expect("[auth]\nmode = keys\n[schedule.x]\nkind = noop\ntenant = nobody\n", -EINVAL,
+              ":3: [schedule.x]: missing cron");
+    /* a configured tenant, in any order of the sections */
+    tc_expect_ok("[schedule.x]\ncron = @daily\nkind = noop\ntenant = acme\n"
+                 "[auth]\nmode = keys\n[tenant.acme]\nkeys = " TS_KEY_A "\n",
+                 &c);
+    CU_ASSERT_STRING_EQUAL(c.schedules[0].tenant, "acme");
+    /* without keys, any valid tenant name goes (X-Tenant-Id names tenants freely) */
+    tc_expect_ok("[schedule.x]\ncron = @daily\nkind = noop\ntenant = other\n", &c);
+    tc_expect_ok("[auth]\nmode = none\n[schedule.x]\ncron = @daily\nkind = noop\n", &c);
+}
+
 static void test_srv_cfg_schedule_reload_diff(void)
 {
     struct srv_cfg a, b;
@@ -145,6 +181,7 @@ int suite_server_config_schedules(void)
     static const struct spindle_test tests[] = {
         SPINDLE_TEST(test_srv_cfg_schedule_sections),
         SPINDLE_TEST(test_srv_cfg_schedule_errors),
+        SPINDLE_TEST(test_srv_cfg_schedule_tenant_with_keys),
         SPINDLE_TEST(test_srv_cfg_schedule_reload_diff),
         SPINDLE_TEST(test_srv_cfg_schedule_set),
     };
