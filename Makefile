@@ -127,8 +127,7 @@ ifeq ($(VARIANT),asan)
 TEST_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS=exitcode=23
 else ifeq ($(VARIANT),tsan)
-TEST_ENV := TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 \
-            suppressions=$(abspath tests/tsan.supp)"
+TEST_ENV := TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1"
 else ifeq ($(VARIANT),release)
 # the release build also runs the long tests (gigabyte transfers: tests/integration/test_stream.c)
 TEST_ENV := SPINDLE_TEST_LONG=1

@@ -933,25 +933,10 @@ static int cl_on_header_value(http_parser *p, const char *at, size_t n)
 static int cl_on_body(http_parser *p, const char *at, size_t n)
 {
     struct cl_conn *c = p->data;
-    if (n > (size_t)CLI_FILE_MAX - c->body_len) {
-        c->too_large = true;
+    if (cli_body_append(&c->body, &c->body_len, &c->body_cap, at, n, CLI_FILE_MAX) != 0) {
+        c->too_large = true; /* out of memory too: the answer cannot be kept */
         return -1;
     }
-    if (c->body_cap - c->body_len < n + 1) {
-        size_t cap = c->body_cap ? c->body_cap : 4096;
-        while (cap - c->body_len < n + 1)
-            cap *= 2;
-        char *nb = realloc(c->body, cap);
-        if (nb == NULL) {
-            c->too_large = true;
-            return -1;
-        }
-        c->body = nb;
-        c->body_cap = cap;
-    }
-    memcpy(c->body + c->body_len, at, n);
-    c->body_len += n;
-    c->body[c->body_len] = '\0';
     return 0;
 }
 

@@ -96,28 +96,35 @@ static int fetch_on_header_value(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+int cli_body_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n, size_t max)
+{
+    if (n > max - *len)
+        return -EFBIG;
+    if (*cap - *len < n + 1) {
+        size_t c = *cap ? *cap : 4096;
+        while (c - *len < n + 1)
+            c *= 2;
+        char *b = realloc(*buf, c);
+        if (b == NULL)
+            return -ENOMEM;
+        *buf = b;
+        *cap = c;
+    }
+    memcpy(*buf + *len, at, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
 static int fetch_on_body(http_parser *p, const char *at, size_t n)
 {
     struct fetch_state *s = p->data;
     struct cli_fetch_resp *r = s->r;
-    if (r->body_len + n + 1 > (size_t)CLI_FILE_MAX) {
+    /* the body and its NUL within CLI_FILE_MAX */
+    int rc = cli_body_append(&r->body, &r->body_len, &s->body_cap, at, n, CLI_FILE_MAX - 1);
+    if (rc == -EFBIG)
         s->too_large = true;
-        return 1;
-    }
-    if (r->body_len + n + 1 > s->body_cap) {
-        size_t cap = s->body_cap ? s->body_cap : 4096;
-        while (cap < r->body_len + n + 1)
-            cap *= 2;
-        char *b = realloc(r->body, cap);
-        if (b == NULL)
-            return 1;
-        r->body = b;
-        s->body_cap = cap;
-    }
-    memcpy(r->body + r->body_len, at, n);
-    r->body_len += n;
-    r->body[r->body_len] = '\0';
-    return 0;
+    return rc != 0;
 }
 
 static int fetch_on_complete(http_parser *p)

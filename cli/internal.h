@@ -294,6 +294,11 @@ struct cli_fetch_resp {
 int cli_fetch(const struct cli_fetch_req *q, struct cli_fetch_resp *r, char *err, size_t size);
 void cli_fetch_resp_fini(struct cli_fetch_resp *r);
 
+/* Append `n` bytes at `at` to a NUL-terminated buffer (*buf, *len bytes of *cap, doubling from
+ * 4 KiB), for an answer's body as http-parser hands it over (call.c and fetch.c). Returns 0,
+ * -EFBIG when *len + n would pass `max` (nothing appended), or -ENOMEM. */
+int cli_body_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n, size_t max);
+
 /* ---- tasks.c: `spindle tasks`, and what `spindle call --async` shares with it -----------------
  */
 

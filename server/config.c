@@ -34,6 +34,10 @@
  * keys it set, so unset keys inherit the [limits] defaults when the limits are resolved
  * (srv_cfg_tenant_limits), and print writes back exactly the keys that were set.
  *
+ * The [kind.NAME] and [schedule.NAME] sections are a third and fourth class, each with its own
+ * key table in its own file (config_kinds.c, config_schedules.c, through config_internal.h):
+ * this file only routes their lines to them and runs their cross-key checks last.
+ *
  * Threads: no global mutable state; every function is reentrant (SIGHUP reloads may run on the
  * loop thread while nothing else touches the same struct srv_cfg).
  */
@@ -46,7 +50,6 @@
 #include <grp.h>
 #include <ini.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <libgen.h>
 #include <math.h>
 #include <pwd.h>
@@ -58,7 +61,6 @@
 
 #include "context/ctx.h"
 #include "server/config_internal.h"
-#include "server/tasks/cron.h"
 
 #define CFG_FILE_MAX (1024 * 1024) /* bytes of a configuration file */
 #define CFG_LINE_MAX 199           /* libinih 55 keeps 199 bytes of a line and cuts the rest */
@@ -207,42 +209,6 @@ static const struct cfg_key cfg_tenant_keys[] = {
 
 _Static_assert(CFG_NTKEYS < 32, "srv_cfg_tenant.set has a bit per tenant key");
 
-/* The keys of a [schedule.NAME] section, in enum srv_cfg_sched_key order (print order), with
- * offsets into struct srv_cfg_schedule. Every one is live on reload: the scheduler takes the
- * sections as a whole (server/tasks/schedule.h). */
-enum cfg_stype {
-    CFG_S_CRON,    /* char[]: srv_cron_parse accepts it */
-    CFG_S_TZ,      /* char[]: srv_tz_load loads it */
-    CFG_S_KIND,    /* char[]: [A-Za-z0-9_-]{1,64} */
-    CFG_S_JSON,    /* char[]: a JSON object */
-    CFG_S_TEXT,    /* char[]: any one-line text */
-    CFG_S_TENANT,  /* char[]: a tenant name */
-    CFG_S_UINT,    /* unsigned in [min, max] */
-    CFG_S_MISFIRE, /* enum srv_cfg_misfire */
-};
-
-struct cfg_sched_key {
-    const char *key;
-    enum cfg_stype type;
-    size_t offset, size;
-    unsigned min, max;
-};
-
-#define CFG_SOFF(f)         offsetof(struct srv_cfg_schedule, f), sizeof(((struct srv_cfg_schedule *)0)->f)
-#define CFG_SCHEDULE_PREFIX "schedule."
-static const struct cfg_sched_key cfg_sched_keys[SRV_CFG_SCHED__COUNT] = {
-    [SRV_CFG_SCHED_CRON] = {"cron", CFG_S_CRON, CFG_SOFF(cron), 0, 0},
-    [SRV_CFG_SCHED_TZ] = {"tz", CFG_S_TZ, CFG_SOFF(tz), 0, 0},
-    [SRV_CFG_SCHED_KIND] = {"kind", CFG_S_KIND, CFG_SOFF(kind), 0, 0},
-    [SRV_CFG_SCHED_PARAMS] = {"params", CFG_S_JSON, CFG_SOFF(params), 0, 0},
-    [SRV_CFG_SCHED_BODY] = {"body", CFG_S_TEXT, CFG_SOFF(body), 0, 0},
-    [SRV_CFG_SCHED_TENANT] = {"tenant", CFG_S_TENANT, CFG_SOFF(tenant), 0, 0},
-    [SRV_CFG_SCHED_ATTEMPTS] = {"attempts", CFG_S_UINT, CFG_SOFF(attempts), 1, 100},
-    [SRV_CFG_SCHED_BACKOFF_MS] = {"backoff_ms", CFG_S_UINT, CFG_SOFF(backoff_ms), 0, 3600000},
-    [SRV_CFG_SCHED_TIMEOUT_MS] = {"timeout_ms", CFG_S_UINT, CFG_SOFF(timeout_ms), 1, 86400000},
-    [SRV_CFG_SCHED_MISFIRE] = {"misfire", CFG_S_MISFIRE, CFG_SOFF(misfire), 0, 0},
-};
-
 /* Longest log file path that still fits on one line as "file = PATH". */
 #define CFG_PATH_LEN_MAX (CFG_LINE_MAX - sizeof("file = ") + 1)
 
@@ -269,14 +235,24 @@ static void cfg_err(char *err, size_t size, const char *origin, unsigned line, c
                  key, msg);
 }
 
-__attribute__((format(printf, 3, 4))) static int cfg_fail(char *msg, size_t size, const char *fmt,
-                                                          ...)
+int srv_cfg_fail(char *msg, size_t size, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, size, fmt, ap);
     va_end(ap);
     return -EINVAL;
+}
+
+bool srv_cfg_prefixed(const char *name, size_t len, const char *prefix, const char **rest,
+                      size_t *rlen)
+{
+    size_t plen = strlen(prefix);
+    if (len < plen || memcmp(name, prefix, plen) != 0)
+        return false;
+    *rest = name + plen;
+    *rlen = len - plen;
+    return true;
 }
 
 /* ---- values ------------------------------------------------------------------------------ */
@@ -289,9 +265,9 @@ static int cfg_u64_parse(const char *s, bool bytes, uint64_t *out, bool *overflo
     const char *p = s;
     *overflow = false;
     if (*s == '\0')
-        return cfg_fail(msg, msz, "missing value");
+        return srv_cfg_fail(msg, msz, "missing value");
     if (*s == '-')
-        return cfg_fail(msg, msz, "negative value \"%.80s\" is not allowed", s);
+        return srv_cfg_fail(msg, msz, "negative value \"%.80s\" is not allowed", s);
     for (; isdigit((unsigned char)*p); p++) {
         unsigned d = (unsigned)(*p - '0');
         if (v > (UINT64_MAX - d) / 10)
@@ -309,25 +285,41 @@ static int cfg_u64_parse(const char *s, bool bytes, uint64_t *out, bool *overflo
         }
     }
     if (p == s || *p != '\0')
-        return cfg_fail(msg, msz, "expected a whole number%s, got \"%.80s\"",
-                        bytes ? " (optionally with K, M or G)" : "", s);
+        return srv_cfg_fail(msg, msz, "expected a whole number%s, got \"%.80s\"",
+                            bytes ? " (optionally with K, M or G)" : "", s);
     if (v > UINT64_MAX / mult)
         *overflow = true;
     *out = v * mult;
     return 0;
 }
 
+/* A whole number (with K/M/G when `bytes`) in [min, max]. */
+static int cfg_range_parse(const char *value, bool bytes, uint64_t min, uint64_t max, uint64_t *out,
+                           char *msg, size_t msz)
+{
+    bool overflow = false;
+    int rc = cfg_u64_parse(value, bytes, out, &overflow, msg, msz);
+    if (rc != 0)
+        return rc;
+    if (overflow || *out < min || *out > max)
+        return srv_cfg_fail(msg, msz, "value %.80s out of range %" PRIu64 "..%" PRIu64, value, min,
+                            max);
+    return 0;
+}
+
+int srv_cfg_uint_parse(const char *value, uint64_t min, uint64_t max, uint64_t *out, char *msg,
+                       size_t msz)
+{
+    return cfg_range_parse(value, false, min, max, out, msg, msz);
+}
+
 static int cfg_num_apply(const struct cfg_key *k, void *field, const char *value, char *msg,
                          size_t msz)
 {
     uint64_t v = 0;
-    bool overflow = false;
-    int rc = cfg_u64_parse(value, k->bytes, &v, &overflow, msg, msz);
+    int rc = cfg_range_parse(value, k->bytes, k->min, k->max, &v, msg, msz);
     if (rc != 0)
         return rc;
-    if (overflow || v < k->min || v > k->max)
-        return cfg_fail(msg, msz, "value %.80s out of range %" PRIu64 "..%" PRIu64, value, k->min,
-                        k->max);
     if (k->type == CFG_T_UINT)
         *(unsigned *)field = (unsigned)v;
     else if (k->type == CFG_T_ULONG)
@@ -346,8 +338,8 @@ static int cfg_rate_apply(const struct cfg_key *k, double *field, const char *va
     size_t wlen = dot ? (size_t)(dot - value) : strlen(value);
     size_t flen = dot ? strlen(dot + 1) : 0;
     if (wlen >= sizeof(whole) || (dot != NULL && (flen == 0 || flen > 3)))
-        return cfg_fail(msg, msz, "expected a number with at most 3 decimals, got \"%.80s\"",
-                        value);
+        return srv_cfg_fail(msg, msz, "expected a number with at most 3 decimals, got \"%.80s\"",
+                            value);
     memcpy(whole, value, wlen);
     whole[wlen] = '\0';
     uint64_t w = 0, frac = 0;
@@ -362,11 +354,11 @@ static int cfg_rate_apply(const struct cfg_key *k, double *field, const char *va
         frac = frac * 10 + (uint64_t)(c - '0');
     }
     if (rc != 0)
-        return cfg_fail(msg, msz, "expected a number with at most 3 decimals, got \"%.80s\"",
-                        value);
+        return srv_cfg_fail(msg, msz, "expected a number with at most 3 decimals, got \"%.80s\"",
+                            value);
     if (overflow || w > k->max || (w == k->max && frac > 0) || w < k->min)
-        return cfg_fail(msg, msz, "value %.80s out of range %" PRIu64 "..%" PRIu64, value, k->min,
-                        k->max);
+        return srv_cfg_fail(msg, msz, "value %.80s out of range %" PRIu64 "..%" PRIu64, value,
+                            k->min, k->max);
     *field = (double)(w * 1000 + frac) / 1000.0;
     return 0;
 }
@@ -392,7 +384,7 @@ static int cfg_port_parse(const char *s, char *msg, size_t msz)
     for (; isdigit((unsigned char)*p) && p - s < 6; p++)
         port = port * 10 + (unsigned)(*p - '0');
     if (p == s || *p != '\0' || port > 65535)
-        return cfg_fail(msg, msz, "bad port \"%.16s\" (expected 0..65535)", s);
+        return srv_cfg_fail(msg, msz, "bad port \"%.16s\" (expected 0..65535)", s);
     return 0;
 }
 
@@ -406,25 +398,25 @@ static int cfg_addr_check(const char *addr, char *msg, size_t msz)
     if (addr[0] == '[') {
         const char *close = strchr(addr, ']');
         if (close == NULL || close[1] != ':')
-            return cfg_fail(msg, msz, "bad address \"%s\" (expected [IPV6]:PORT)", addr);
+            return srv_cfg_fail(msg, msz, "bad address \"%s\" (expected [IPV6]:PORT)", addr);
         snprintf(host, sizeof(host), "%.*s", (int)(close - addr - 1), addr + 1);
         port = close + 2;
         family = AF_INET6;
     } else {
         const char *colon = strrchr(addr, ':');
         if (colon == NULL)
-            return cfg_fail(msg, msz, "bad address \"%s\" (expected HOST:PORT)", addr);
+            return srv_cfg_fail(msg, msz, "bad address \"%s\" (expected HOST:PORT)", addr);
         if (memchr(addr, ':', (size_t)(colon - addr)) != NULL)
-            return cfg_fail(msg, msz, "bad address \"%s\" (write IPv6 as [ADDR]:PORT)", addr);
+            return srv_cfg_fail(msg, msz, "bad address \"%s\" (write IPv6 as [ADDR]:PORT)", addr);
         snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
         port = colon + 1;
     }
     if (inet_pton(family, host, bin) != 1)
-        return cfg_fail(msg, msz, "bad address \"%s\" (\"%s\" is not a numeric IPv%c address)",
-                        addr, host, family == AF_INET ? '4' : '6');
+        return srv_cfg_fail(msg, msz, "bad address \"%s\" (\"%s\" is not a numeric IPv%c address)",
+                            addr, host, family == AF_INET ? '4' : '6');
     char pmsg[64];
     if (cfg_port_parse(port, pmsg, sizeof(pmsg)) != 0)
-        return cfg_fail(msg, msz, "bad address \"%s\": %s", addr, pmsg);
+        return srv_cfg_fail(msg, msz, "bad address \"%s\": %s", addr, pmsg);
     return 0;
 }
 
@@ -441,12 +433,12 @@ static int cfg_listen_apply(struct srv_cfg *cfg, const char *value, char *msg, s
         while (len > 0 && isspace((unsigned char)p[len - 1]))
             len--;
         if (len == 0)
-            return cfg_fail(msg, msz, "empty address in \"%.80s\"", value);
+            return srv_cfg_fail(msg, msz, "empty address in \"%.80s\"", value);
         if (n == SRV_CFG_MAX_LISTEN)
-            return cfg_fail(msg, msz, "too many addresses (at most %d)", SRV_CFG_MAX_LISTEN);
+            return srv_cfg_fail(msg, msz, "too many addresses (at most %d)", SRV_CFG_MAX_LISTEN);
         if (len >= SRV_CFG_ADDR_MAX)
-            return cfg_fail(msg, msz, "address \"%.*s\" longer than %d bytes", (int)len, p,
-                            SRV_CFG_ADDR_MAX - 1);
+            return srv_cfg_fail(msg, msz, "address \"%.*s\" longer than %d bytes", (int)len, p,
+                                SRV_CFG_ADDR_MAX - 1);
         memcpy(addrs[n], p, len);
         addrs[n][len] = '\0';
         int rc = cfg_addr_check(addrs[n], msg, msz);
@@ -467,16 +459,17 @@ static int cfg_path_apply(char *field, const char *value, char *msg, size_t msz)
 {
     size_t len = strlen(value);
     if (len > CFG_PATH_LEN_MAX)
-        return cfg_fail(msg, msz, "path longer than %zu bytes", (size_t)CFG_PATH_LEN_MAX);
+        return srv_cfg_fail(msg, msz, "path longer than %zu bytes", (size_t)CFG_PATH_LEN_MAX);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)value[i];
         if (iscntrl(c))
-            return cfg_fail(msg, msz, "control character in path");
+            return srv_cfg_fail(msg, msz, "control character in path");
         if (c == ';' && i > 0 && isspace((unsigned char)value[i - 1]))
-            return cfg_fail(msg, msz, "\";\" after a blank starts a comment; not allowed in path");
+            return srv_cfg_fail(msg, msz,
+                                "\";\" after a blank starts a comment; not allowed in path");
     }
     if (len > 0 && (isspace((unsigned char)value[0]) || isspace((unsigned char)value[len - 1])))
-        return cfg_fail(msg, msz, "path starts or ends with a blank");
+        return srv_cfg_fail(msg, msz, "path starts or ends with a blank");
     memcpy(field, value, len + 1);
     return 0;
 }
@@ -556,11 +549,11 @@ static int cfg_cidrs_apply(struct srv_cfg_cidrs *field, const char *value, char 
     size_t len;
     while (cfg_list_next(&p, &item, &len)) {
         if (set.count == SRV_CFG_MAX_CIDRS)
-            return cfg_fail(msg, msz, "too many networks (at most %d)", SRV_CFG_MAX_CIDRS);
+            return srv_cfg_fail(msg, msz, "too many networks (at most %d)", SRV_CFG_MAX_CIDRS);
         if (len == 0 || srv_cfg_cidr_parse(item, len, &set.net[set.count]) != 0)
-            return cfg_fail(msg, msz,
-                            "bad network \"%.*s\" (expected ADDR or ADDR/BITS, IPv4 or IPv6)",
-                            (int)(len < 80 ? len : 80), item);
+            return srv_cfg_fail(msg, msz,
+                                "bad network \"%.*s\" (expected ADDR or ADDR/BITS, IPv4 or IPv6)",
+                                (int)(len < 80 ? len : 80), item);
         set.count++;
     }
     *field = set;
@@ -574,15 +567,15 @@ static int cfg_paths_apply(struct srv_cfg_paths *field, const char *value, char 
     size_t len;
     while (cfg_list_next(&p, &item, &len)) {
         if (set.count == SRV_CFG_MAX_SKIP)
-            return cfg_fail(msg, msz, "too many paths (at most %d)", SRV_CFG_MAX_SKIP);
+            return srv_cfg_fail(msg, msz, "too many paths (at most %d)", SRV_CFG_MAX_SKIP);
         if (len == 0 || item[0] != '/' || len >= SRV_CFG_SKIP_MAX)
-            return cfg_fail(msg, msz, "bad path \"%.*s\" (expected /PATH, at most %d bytes)",
-                            (int)(len < 80 ? len : 80), item, SRV_CFG_SKIP_MAX - 1);
+            return srv_cfg_fail(msg, msz, "bad path \"%.*s\" (expected /PATH, at most %d bytes)",
+                                (int)(len < 80 ? len : 80), item, SRV_CFG_SKIP_MAX - 1);
         for (size_t i = 0; i < len; i++) {
             if (isspace((unsigned char)item[i]) || iscntrl((unsigned char)item[i]) ||
                 item[i] == ';')
-                return cfg_fail(msg, msz, "bad path \"%.*s\" (blank or control character)",
-                                (int)(len < 80 ? len : 80), item);
+                return srv_cfg_fail(msg, msz, "bad path \"%.*s\" (blank or control character)",
+                                    (int)(len < 80 ? len : 80), item);
         }
         memcpy(set.path[set.count++], item, len);
     }
@@ -595,7 +588,7 @@ static int cfg_addr_apply(char *field, const char *value, char *msg, size_t msz)
 {
     size_t len = strlen(value);
     if (len >= SRV_CFG_ADDR_MAX)
-        return cfg_fail(msg, msz, "address longer than %d bytes", SRV_CFG_ADDR_MAX - 1);
+        return srv_cfg_fail(msg, msz, "address longer than %d bytes", SRV_CFG_ADDR_MAX - 1);
     if (len > 0 && cfg_addr_check(value, msg, msz) != 0)
         return -EINVAL;
     memcpy(field, value, len + 1);
@@ -613,7 +606,7 @@ static int cfg_mode_apply(enum srv_cfg_auth_mode *field, const char *value, char
             return 0;
         }
     }
-    return cfg_fail(msg, msz, "expected none, keys or proxy, got \"%.80s\"", value);
+    return srv_cfg_fail(msg, msz, "expected none, keys or proxy, got \"%.80s\"", value);
 }
 
 static int cfg_hex_digit(char c)
@@ -650,14 +643,14 @@ static int cfg_keys_apply(const struct cfg_key *k, struct srv_cfg_keys *field, c
     size_t len;
     while (cfg_list_next(&p, &item, &len)) {
         if (set.count == k->max)
-            return cfg_fail(msg, msz, "too many keys (at most %u)", (unsigned)k->max);
+            return srv_cfg_fail(msg, msz, "too many keys (at most %u)", (unsigned)k->max);
         if (cfg_digest_parse(item, len, set.digest[set.count]) != 0)
-            return cfg_fail(msg, msz,
-                            "expected sha256:<64 hex digits> (a hash, never the token itself; "
-                            "spindle keygen prints it)");
+            return srv_cfg_fail(msg, msz,
+                                "expected sha256:<64 hex digits> (a hash, never the token itself; "
+                                "spindle keygen prints it)");
         for (unsigned i = 0; i < set.count; i++) {
             if (memcmp(set.digest[i], set.digest[set.count], SRV_CFG_DIGEST) == 0)
-                return cfg_fail(msg, msz, "the same key is listed twice");
+                return srv_cfg_fail(msg, msz, "the same key is listed twice");
         }
         set.count++;
     }
@@ -704,9 +697,9 @@ static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const cha
         return cfg_num_apply(k, field, value, msg, msz);
     case CFG_T_LEVEL:
         if (log_level_parse(value, field) != 0)
-            return cfg_fail(msg, msz,
-                            "expected trace, debug, info, warn, error or fatal, got \"%.80s\"",
-                            value);
+            return srv_cfg_fail(msg, msz,
+                                "expected trace, debug, info, warn, error or fatal, got \"%.80s\"",
+                                value);
         return 0;
     case CFG_T_POLICY:
         if (strcmp(value, "block") == 0)
@@ -714,7 +707,7 @@ static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const cha
         else if (strcmp(value, "drop") == 0)
             *(enum log_policy *)field = LOG_POLICY_DROP;
         else
-            return cfg_fail(msg, msz, "expected block or drop, got \"%.80s\"", value);
+            return srv_cfg_fail(msg, msz, "expected block or drop, got \"%.80s\"", value);
         return 0;
     case CFG_T_BOOL:
         if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0)
@@ -722,7 +715,8 @@ static int cfg_key_apply(const struct cfg_key *k, struct srv_cfg *cfg, const cha
         else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0)
             *(bool *)field = false;
         else
-            return cfg_fail(msg, msz, "expected true or false (yes or no), got \"%.80s\"", value);
+            return srv_cfg_fail(msg, msz, "expected true or false (yes or no), got \"%.80s\"",
+                                value);
         return 0;
     case CFG_T_PATH:
         return cfg_path_apply(field, value, msg, msz);
@@ -772,12 +766,7 @@ static const struct cfg_key *cfg_key_find(const char *section, size_t slen, cons
 /* True when the section name (len bytes) is "tenant.NAME"; *tname and *tlen then point at NAME. */
 static bool cfg_tenant_section(const char *name, size_t len, const char **tname, size_t *tlen)
 {
-    size_t plen = sizeof(CFG_TENANT_PREFIX) - 1;
-    if (len < plen || memcmp(name, CFG_TENANT_PREFIX, plen) != 0)
-        return false;
-    *tname = name + plen;
-    *tlen = len - plen;
-    return true;
+    return srv_cfg_prefixed(name, len, CFG_TENANT_PREFIX, tname, tlen);
 }
 
 static int cfg_tenant_index(const struct srv_cfg *cfg, const char *name, size_t len)
@@ -796,15 +785,15 @@ static int cfg_tenant_open(struct srv_cfg *cfg, const char *name, size_t len, ch
     if (i >= 0)
         return i;
     if (len > CTX_TENANT_MAX || !ctx_tenant_valid(name, len))
-        return cfg_fail(msg, msz, "invalid tenant name (1..%d bytes of A-Z a-z 0-9 . _ -)",
-                        CTX_TENANT_MAX);
+        return srv_cfg_fail(msg, msz, "invalid tenant name (1..%d bytes of A-Z a-z 0-9 . _ -)",
+                            CTX_TENANT_MAX);
     if (len == strlen(SRV_CFG_TENANT_RESERVED) && memcmp(name, SRV_CFG_TENANT_RESERVED, len) == 0)
-        return cfg_fail(msg, msz,
-                        "tenant name \"%s\" is reserved (the label of every tenant "
-                        "without a section)",
-                        SRV_CFG_TENANT_RESERVED);
+        return srv_cfg_fail(msg, msz,
+                            "tenant name \"%s\" is reserved (the label of every tenant "
+                            "without a section)",
+                            SRV_CFG_TENANT_RESERVED);
     if (cfg->tenant_count == SRV_CFG_MAX_TENANTS)
-        return cfg_fail(msg, msz, "too many tenant sections (at most %d)", SRV_CFG_MAX_TENANTS);
+        return srv_cfg_fail(msg, msz, "too many tenant sections (at most %d)", SRV_CFG_MAX_TENANTS);
     struct srv_cfg_tenant *t = &cfg->tenants[cfg->tenant_count];
     memset(t, 0, sizeof(*t));
     memcpy(t->name, name, len);
@@ -831,164 +820,6 @@ static int cfg_tenant_key_apply(const struct cfg_key *k, struct srv_cfg_tenant *
     if (rc == 0)
         t->set |= 1u << (k - cfg_tenant_keys);
     return rc;
-}
-
-/* ---- schedule sections -------------------------------------------------------------------- */
-
-/* True when the section name (len bytes) is "schedule.NAME"; *sname and *slen then point at NAME.
- */
-static bool cfg_schedule_section(const char *name, size_t len, const char **sname, size_t *slen)
-{
-    size_t plen = sizeof(CFG_SCHEDULE_PREFIX) - 1;
-    if (len < plen || memcmp(name, CFG_SCHEDULE_PREFIX, plen) != 0)
-        return false;
-    *sname = name + plen;
-    *slen = len - plen;
-    return true;
-}
-
-static int cfg_schedule_index(const struct srv_cfg *cfg, const char *name, size_t len)
-{
-    for (unsigned i = 0; i < cfg->schedule_count; i++) {
-        if (strlen(cfg->schedules[i].name) == len && memcmp(cfg->schedules[i].name, name, len) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
-/* The index of schedule NAME's record, added with its defaults (first seen on `line`) when new;
- * or -EINVAL with msg filled. */
-static int cfg_schedule_open(struct srv_cfg *cfg, const char *name, size_t len, unsigned line,
-                             char *msg, size_t msz)
-{
-    int i = cfg_schedule_index(cfg, name, len);
-    if (i >= 0)
-        return i;
-    if (len > SRV_CFG_SCHED_NAME_MAX || !ctx_tenant_valid(name, len))
-        return cfg_fail(msg, msz, "invalid schedule name (1..%d bytes of A-Z a-z 0-9 . _ -)",
-                        SRV_CFG_SCHED_NAME_MAX);
-    if (cfg->schedule_count == SRV_CFG_MAX_SCHEDULES)
-        return cfg_fail(msg, msz, "too many schedule sections (at most %d)", SRV_CFG_MAX_SCHEDULES);
-    struct srv_cfg_schedule *sc = &cfg->schedules[cfg->schedule_count];
-    memset(sc, 0, sizeof(*sc));
-    memcpy(sc->name, name, len);
-    strcpy(sc->tz, "UTC");
-    strcpy(sc->params, "{}");
-    strcpy(sc->tenant, "default");
-    sc->line = line;
-    return (int)cfg->schedule_count++;
-}
-
-static const struct cfg_sched_key *cfg_sched_key_find(const char *key, size_t klen)
-{
-    for (size_t i = 0; i < SRV_CFG_SCHED__COUNT; i++) {
-        if (strlen(cfg_sched_keys[i].key) == klen && memcmp(cfg_sched_keys[i].key, key, klen) == 0)
-            return &cfg_sched_keys[i];
-    }
-    return NULL;
-}
-
-/* A string value of a schedule key: checked by its type, copied into `field`. */
-static int cfg_sched_string_apply(const struct cfg_sched_key *k, char *field, const char *value,
-                                  char *msg, size_t msz)
-{
-    size_t len = strlen(value);
-    if (len >= k->size)
-        return cfg_fail(msg, msz, "longer than %zu bytes", k->size - 1);
-    for (size_t i = 0; i < len; i++) {
-        if (iscntrl((unsigned char)value[i]))
-            return cfg_fail(msg, msz, "control character in the value");
-    }
-    char err[CFG_MSG_MAX];
-    struct srv_cron cron;
-    json_error_t jerr;
-    json_t *j;
-    switch (k->type) {
-    case CFG_S_CRON:
-        if (srv_cron_parse(value, &cron, err, sizeof(err)) != 0)
-            return cfg_fail(msg, msz, "%s", err);
-        break;
-    case CFG_S_TZ: {
-        struct srv_tz *tz = srv_tz_load(value, err, sizeof(err));
-        if (tz == NULL)
-            return cfg_fail(msg, msz, "%s", err);
-        srv_tz_free(tz);
-        break;
-    }
-    case CFG_S_KIND:
-        if (len == 0 || strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                      "0123456789_-") != len)
-            return cfg_fail(msg, msz, "bad kind \"%.80s\" (1..%d bytes of A-Z a-z 0-9 _ -)", value,
-                            SRV_CFG_SCHED_KIND_MAX);
-        break;
-    case CFG_S_JSON:
-        j = json_loads(value, JSON_REJECT_DUPLICATES, &jerr);
-        bool obj = json_is_object(j);
-        json_decref(j);
-        if (!obj)
-            return cfg_fail(msg, msz,
-                            "expected a JSON object like {\"n\": 1000}, got \"%.80s\"%s%s", value,
-                            j ? "" : ": ", j ? "" : jerr.text);
-        break;
-    case CFG_S_TENANT:
-        if (!ctx_tenant_valid(value, len))
-            return cfg_fail(msg, msz, "invalid tenant \"%.80s\" (1..%d bytes of A-Z a-z 0-9 . _ -)",
-                            value, CTX_TENANT_MAX);
-        break;
-    default:
-        break;
-    }
-    memcpy(field, value, len + 1);
-    return 0;
-}
-
-static int cfg_sched_key_apply(const struct cfg_sched_key *k, struct srv_cfg_schedule *sc,
-                               const char *value, char *msg, size_t msz)
-{
-    void *field = (char *)sc + k->offset;
-    int rc = 0;
-    if (k->type == CFG_S_UINT) {
-        struct cfg_key nk = {"schedule", k->key, CFG_T_UINT, 0,       false,
-                             k->min,     k->max, NULL,       CFG_LIVE};
-        rc = cfg_num_apply(&nk, field, value, msg, msz);
-    } else if (k->type == CFG_S_MISFIRE) {
-        if (strcmp(value, "skip") == 0)
-            sc->misfire = SRV_CFG_MISFIRE_SKIP;
-        else if (strcmp(value, "once") == 0)
-            sc->misfire = SRV_CFG_MISFIRE_ONCE;
-        else
-            rc = cfg_fail(msg, msz, "expected skip or once, got \"%.80s\"", value);
-    } else {
-        rc = cfg_sched_string_apply(k, field, value, msg, msz);
-    }
-    if (rc == 0)
-        sc->set |= 1u << (k - cfg_sched_keys);
-    return rc;
-}
-
-/* The keys a schedule needs. Returns the index of the first incomplete one with msg filled, or
- * -1. */
-static int cfg_schedule_check(const struct srv_cfg *cfg, char *msg, size_t msz)
-{
-    for (unsigned i = 0; i < cfg->schedule_count; i++) {
-        const struct srv_cfg_schedule *sc = &cfg->schedules[i];
-        bool cron = sc->set & (1u << SRV_CFG_SCHED_CRON),
-             kind = sc->set & (1u << SRV_CFG_SCHED_KIND);
-        if (!cron || !kind) {
-            snprintf(msg, msz, "missing %s (a schedule needs cron and kind)",
-                     !cron && !kind ? "cron and kind"
-                     : !cron        ? "cron"
-                                    : "kind");
-            return (int)i;
-        }
-    }
-    return -1;
-}
-
-const struct srv_cfg_schedule *srv_cfg_schedule_find(const struct srv_cfg *cfg, const char *name)
-{
-    int i = name != NULL ? cfg_schedule_index(cfg, name, strlen(name)) : -1;
-    return i >= 0 ? &cfg->schedules[i] : NULL;
 }
 
 /* A tenant's max_timeout_ms above [limits] max_timeout_ms could never apply (every deadline is
@@ -1161,28 +992,6 @@ static bool cfg_tenant_value_equal(const struct cfg_key *k, const struct srv_cfg
                                  : *(const unsigned *)fa == *(const unsigned *)fb;
 }
 
-/* Whether schedule key `k` has the same value in both (a set key never equals an unset one). */
-static bool cfg_sched_value_equal(const struct cfg_sched_key *k, const struct srv_cfg_schedule *a,
-                                  const struct srv_cfg_schedule *b)
-{
-    unsigned bit = 1u << (k - cfg_sched_keys);
-    if ((a->set & bit) != (b->set & bit))
-        return false;
-    return memcmp((const char *)a + k->offset, (const char *)b + k->offset, k->size) == 0;
-}
-
-/* 0 when the sections are equal (name and every value), else 1 + the first differing key. */
-static int cfg_schedule_differs(const struct srv_cfg_schedule *a, const struct srv_cfg_schedule *b)
-{
-    if (strcmp(a->name, b->name) != 0)
-        return 1;
-    for (size_t i = 0; i < SRV_CFG_SCHED__COUNT; i++) {
-        if (!cfg_sched_value_equal(&cfg_sched_keys[i], a, b))
-            return 1 + (int)i;
-    }
-    return 0;
-}
-
 static bool cfg_tenant_equal(const struct srv_cfg_tenant *a, const struct srv_cfg_tenant *b)
 {
     if (strcmp(a->name, b->name) != 0 || a->set != b->set)
@@ -1206,13 +1015,7 @@ bool srv_cfg_equal(const struct srv_cfg *a, const struct srv_cfg *b)
         if (!cfg_tenant_equal(&a->tenants[i], &b->tenants[i]))
             return false;
     }
-    if (a->schedule_count != b->schedule_count)
-        return false;
-    for (unsigned i = 0; i < a->schedule_count; i++) {
-        if (cfg_schedule_differs(&a->schedules[i], &b->schedules[i]) != 0)
-            return false;
-    }
-    return srv_cfgk_equal(a, b);
+    return srv_cfgs_equal(a, b) && srv_cfgk_equal(a, b);
 }
 
 static void cfg_cidrs_print(const struct srv_cfg_cidrs *set, FILE *out)
@@ -1279,24 +1082,6 @@ static void cfg_key_print(const struct cfg_key *k, const struct srv_cfg *cfg, FI
     abort();
 }
 
-static void cfg_schedule_print(const struct srv_cfg_schedule *sc, FILE *out)
-{
-    fprintf(out, "\n[" CFG_SCHEDULE_PREFIX "%s]\n", sc->name);
-    for (size_t i = 0; i < SRV_CFG_SCHED__COUNT; i++) {
-        const struct cfg_sched_key *k = &cfg_sched_keys[i];
-        const char *f = (const char *)sc + k->offset;
-        if (!(sc->set & (1u << i)))
-            continue;
-        if (k->type == CFG_S_UINT)
-            fprintf(out, "%s = %u\n", k->key, *(const unsigned *)f);
-        else if (k->type == CFG_S_MISFIRE)
-            fprintf(out, "%s = %s\n", k->key,
-                    sc->misfire == SRV_CFG_MISFIRE_ONCE ? "once" : "skip");
-        else
-            fprintf(out, "%s = %s\n", k->key, f);
-    }
-}
-
 void srv_cfg_print(const struct srv_cfg *cfg, FILE *out)
 {
     fprintf(out, "; spindle effective configuration%s%s\n", cfg->source[0] ? " from " : "",
@@ -1326,8 +1111,7 @@ void srv_cfg_print(const struct srv_cfg *cfg, FILE *out)
         }
     }
     srv_cfgk_print(cfg, out);
-    for (unsigned i = 0; i < cfg->schedule_count; i++)
-        cfg_schedule_print(&cfg->schedules[i], out);
+    srv_cfgs_print(cfg, out);
 }
 
 /* ---- reload: what changed, what may change live ------------------------------------------ */
@@ -1338,12 +1122,8 @@ int srv_cfg_key_reload(const char *section, const char *key, enum srv_cfg_reload
     const char *tname;
     if (srv_cfgk_section(section, slen, &tname, &tlen))
         return srv_cfgk_key_reload(key, out);
-    if (cfg_schedule_section(section, slen, &tname, &tlen)) {
-        if (cfg_sched_key_find(key, klen) == NULL)
-            return -ENOENT;
-        *out = SRV_CFG_LIVE;
-        return 0;
-    }
+    if (srv_cfgs_section(section, slen, &tname, &tlen))
+        return srv_cfgs_key_reload(key, out);
     const struct cfg_key *k = cfg_tenant_section(section, slen, &tname, &tlen)
                                   ? cfg_tenant_key_find(key, klen)
                                   : cfg_key_find(section, slen, key, klen);
@@ -1371,21 +1151,6 @@ static void cfg_tenant_diff(const struct srv_cfg_tenant *t, const struct srv_cfg
     }
 }
 
-/* Each key of schedule `sc` whose value differs in `other` (NULL: no such section: every key it
- * sets). All of them are live (the scheduler takes the sections as a whole). */
-static void cfg_schedule_diff(const struct srv_cfg_schedule *sc,
-                              const struct srv_cfg_schedule *other, srv_cfg_diff_fn *fn, void *arg)
-{
-    char sec[sizeof(CFG_SCHEDULE_PREFIX) + SRV_CFG_SCHED_NAME_MAX];
-    snprintf(sec, sizeof(sec), CFG_SCHEDULE_PREFIX "%s", sc->name);
-    for (size_t i = 0; i < SRV_CFG_SCHED__COUNT; i++) {
-        const struct cfg_sched_key *k = &cfg_sched_keys[i];
-        if (other == NULL ? !(sc->set & (1u << i)) : cfg_sched_value_equal(k, sc, other))
-            continue;
-        fn(sec, k->key, SRV_CFG_LIVE, arg);
-    }
-}
-
 void srv_cfg_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff_fn *fn, void *arg)
 {
     for (size_t s = 0; s < CFG_NSECTIONS; s++) {
@@ -1400,13 +1165,7 @@ void srv_cfg_diff(const struct srv_cfg *a, const struct srv_cfg *b, srv_cfg_diff
     for (unsigned t = 0; t < a->tenant_count; t++) /* keys only `a` sets: they disappeared */
         cfg_tenant_diff(&a->tenants[t], srv_cfg_tenant_find(b, a->tenants[t].name), true, fn, arg);
     srv_cfgk_diff(a, b, fn, arg);
-    for (unsigned i = 0; i < b->schedule_count; i++)
-        cfg_schedule_diff(&b->schedules[i], srv_cfg_schedule_find(a, b->schedules[i].name), fn,
-                          arg);
-    for (unsigned i = 0; i < a->schedule_count; i++) { /* schedules that disappeared */
-        if (srv_cfg_schedule_find(b, a->schedules[i].name) == NULL)
-            cfg_schedule_diff(&a->schedules[i], NULL, fn, arg);
-    }
+    srv_cfgs_diff(a, b, fn, arg);
 }
 
 /* Bytes of a field of `type` (not CFG_T_LISTEN, which is two fields). */
@@ -1467,10 +1226,8 @@ void srv_cfg_copy_class(struct srv_cfg *dst, const struct srv_cfg *src, enum srv
     }
     if (reload == SRV_CFG_LIVE_KIND)
         srv_cfgk_copy(dst, src);
-    if (reload == CFG_LIVE) {
-        memcpy(dst->schedules, src->schedules, sizeof(dst->schedules));
-        dst->schedule_count = src->schedule_count;
-    }
+    if (reload == CFG_LIVE)
+        srv_cfgs_copy(dst, src);
 }
 
 /* ---- tenant limits ------------------------------------------------------------------------- */
@@ -1577,13 +1334,15 @@ static int cfg_schedule_set(struct srv_cfg *cfg, const char *section, const char
     }
     *scratch = *cfg;
     int rc = -EINVAL;
-    int si = cfg_schedule_open(scratch, sname, snlen, 0, msg, sizeof(msg));
-    const struct cfg_sched_key *k = cfg_sched_key_find(key, (size_t)klen);
+    int si = srv_cfgs_open(scratch, sname, snlen, 0, msg, sizeof(msg));
+    int arc = si < 0 ? 0
+                     : srv_cfgs_key_apply(&scratch->schedules[si], key, (size_t)klen, value, 0, msg,
+                                          sizeof(msg));
     if (si < 0)
         cfg_err(err, size, origin, 0, section, slen, NULL, 0, msg);
-    else if (k == NULL)
+    else if (arc == -ENOENT)
         cfg_err(err, size, origin, 0, section, slen, key, klen, "unknown key");
-    else if (cfg_sched_key_apply(k, &scratch->schedules[si], value, msg, sizeof(msg)) != 0)
+    else if (arc != 0)
         cfg_err(err, size, origin, 0, section, slen, key, klen, msg);
     else
         rc = 0;
@@ -1604,7 +1363,7 @@ int srv_cfg_set(struct srv_cfg *cfg, const char *section, const char *key, const
         return cfg_tenant_set(cfg, section, tname, tlen, key, value, origin, err, size);
     if (srv_cfgk_section(section, (size_t)slen, &tname, &tlen))
         return cfg_kind_set(cfg, section, tname, tlen, key, value, origin, err, size);
-    if (cfg_schedule_section(section, (size_t)slen, &tname, &tlen))
+    if (srv_cfgs_section(section, (size_t)slen, &tname, &tlen))
         return cfg_schedule_set(cfg, section, tname, tlen, key, value, origin, err, size);
     const struct cfg_key *k = cfg_key_find(section, (size_t)slen, key, (size_t)klen);
     if (!cfg_section_find(section, (size_t)slen)) {
@@ -1815,9 +1574,9 @@ static int cfg_scan_section(struct cfg_parse *ps, unsigned line, const char *s, 
         st->skip = false;
         return 0;
     }
-    if (cfg_schedule_section(st->section, (size_t)st->section_len, &tname, &tlen)) {
+    if (srv_cfgs_section(st->section, (size_t)st->section_len, &tname, &tlen)) {
         char msg[CFG_MSG_MAX];
-        if (cfg_schedule_open(&ps->scratch, tname, tlen, line, msg, sizeof(msg)) < 0)
+        if (srv_cfgs_open(&ps->scratch, tname, tlen, line, msg, sizeof(msg)) < 0)
             return cfg_scan_error(ps, line, st, false, msg);
         st->skip = false;
         return 0;
@@ -1970,23 +1729,17 @@ static int cfg_handler_schedule(struct cfg_parse *ps, const struct cfg_line *l, 
                                 size_t slen, const char *value)
 {
     char msg[CFG_MSG_MAX];
-    int si = cfg_schedule_index(&ps->scratch, sname, slen);
+    int si = srv_cfgs_index(&ps->scratch, sname, slen);
     if (si < 0)
         return cfg_handler_fail(ps, l, "parser and pre-scan disagree");
-    struct srv_cfg_schedule *sc = &ps->scratch.schedules[si];
-    const struct cfg_sched_key *k = cfg_sched_key_find(ps->text + l->key_off, l->key_len);
-    if (k == NULL)
+    int rc = srv_cfgs_key_apply(&ps->scratch.schedules[si], ps->text + l->key_off, l->key_len,
+                                value, l->line, msg, sizeof(msg));
+    if (rc == -ENOENT)
         return cfg_handler_fail(ps, l,
                                 "unknown key (known: cron, tz, kind, params, body, tenant, "
                                 "attempts, backoff_ms, timeout_ms, misfire)");
-    unsigned *set_line = &sc->key_line[k - cfg_sched_keys];
-    if (*set_line != 0) {
-        snprintf(msg, sizeof(msg), "duplicate key (first set on line %u)", *set_line);
+    if (rc != 0)
         return cfg_handler_fail(ps, l, msg);
-    }
-    if (cfg_sched_key_apply(k, sc, value, msg, sizeof(msg)) != 0)
-        return cfg_handler_fail(ps, l, msg);
-    *set_line = l->line;
     return 1;
 }
 
@@ -2015,7 +1768,7 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
         return cfg_handler_tenant(ps, l, tname, tlen, value);
     if (srv_cfgk_section(ps->text + l->sec_off, l->sec_len, &tname, &tlen))
         return cfg_handler_kind(ps, l, tname, tlen, value);
-    if (cfg_schedule_section(ps->text + l->sec_off, l->sec_len, &tname, &tlen))
+    if (srv_cfgs_section(ps->text + l->sec_off, l->sec_len, &tname, &tlen))
         return cfg_handler_schedule(ps, l, tname, tlen, value);
     const struct cfg_key *k = cfg_key_find(ps->text + l->sec_off, l->sec_len, key, l->key_len);
     if (k == NULL)
@@ -2144,12 +1897,11 @@ static int cfg_parse_finish(struct cfg_parse *ps, int r)
         cfg_perr(ps, line, sec, n, key, key ? (int)strlen(key) : 0, msg);
         return -EINVAL;
     }
-    int si = cfg_schedule_check(&ps->scratch, msg, sizeof(msg));
+    int si = srv_cfgs_check(&ps->scratch, &line, &key, msg, sizeof(msg));
     if (si >= 0) {
-        char sec[sizeof(CFG_SCHEDULE_PREFIX) + SRV_CFG_SCHED_NAME_MAX];
-        int n =
-            snprintf(sec, sizeof(sec), CFG_SCHEDULE_PREFIX "%s", ps->scratch.schedules[si].name);
-        cfg_perr(ps, ps->scratch.schedules[si].line, sec, n, NULL, 0, msg);
+        char sec[sizeof(CFGS_PREFIX) + SRV_CFG_SCHED_NAME_MAX];
+        int n = snprintf(sec, sizeof(sec), CFGS_PREFIX "%s", ps->scratch.schedules[si].name);
+        cfg_perr(ps, line, sec, n, key, key ? (int)strlen(key) : 0, msg);
         return -EINVAL;
     }
     return 0;

@@ -18,7 +18,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,26 +59,11 @@ static const struct kind_key kind_keys[] = {
 #define NKKEYS (sizeof(kind_keys) / sizeof(kind_keys[0]))
 _Static_assert(NKKEYS <= SRV_CFG_KIND_KEYS, "srv_cfg_kind.key_line has a slot per key");
 
-static int kfail(char *msg, size_t msz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int kfail(char *msg, size_t msz, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msz, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
-}
-
 /* ---- sections ------------------------------------------------------------------------------ */
 
 bool srv_cfgk_section(const char *name, size_t len, const char **kname, size_t *klen)
 {
-    size_t plen = sizeof(CFGK_PREFIX) - 1;
-    if (len < plen || memcmp(name, CFGK_PREFIX, plen) != 0)
-        return false;
-    *kname = name + plen;
-    *klen = len - plen;
-    return true;
+    return srv_cfg_prefixed(name, len, CFGK_PREFIX, kname, klen);
 }
 
 int srv_cfgk_index(const struct srv_cfg *cfg, const char *name, size_t len)
@@ -124,11 +108,11 @@ int srv_cfgk_open(struct srv_cfg *cfg, const char *name, size_t len, unsigned li
     if (i >= 0)
         return i;
     if (!kind_name_valid(name, len))
-        return kfail(msg, msz,
-                     "invalid kind name (1..%d bytes of a-z 0-9 _, starting with a letter)",
-                     SRV_CFG_KIND_NAME_MAX);
+        return srv_cfg_fail(msg, msz,
+                            "invalid kind name (1..%d bytes of a-z 0-9 _, starting with a letter)",
+                            SRV_CFG_KIND_NAME_MAX);
     if (cfg->kind_count == SRV_CFG_MAX_KINDS)
-        return kfail(msg, msz, "too many kind sections (at most %d)", SRV_CFG_MAX_KINDS);
+        return srv_cfg_fail(msg, msz, "too many kind sections (at most %d)", SRV_CFG_MAX_KINDS);
     struct srv_cfg_kind *k = &cfg->kinds[cfg->kind_count];
     kind_defaults(k);
     memcpy(k->name, name, len);
@@ -170,13 +154,13 @@ static int kind_num(const struct kind_key *kk, const char *value, uint64_t *out,
         p++;
     }
     if (p == value || *p != '\0')
-        return kfail(msg, msz, "expected a whole number%s, got \"%.80s\"",
-                     kk->bytes ? " (optionally with K, M or G)" : "", value);
+        return srv_cfg_fail(msg, msz, "expected a whole number%s, got \"%.80s\"",
+                            kk->bytes ? " (optionally with K, M or G)" : "", value);
     over |= v > UINT64_MAX / mult;
     v *= mult;
     if (over || v < kk->min || v > kk->max)
-        return kfail(msg, msz, "value %.80s out of range %" PRIu64 "..%" PRIu64, value, kk->min,
-                     kk->max);
+        return srv_cfg_fail(msg, msz, "value %.80s out of range %" PRIu64 "..%" PRIu64, value,
+                            kk->min, kk->max);
     *out = v;
     return 0;
 }
@@ -187,24 +171,24 @@ static int kind_str(const struct kind_key *kk, char *field, size_t cap, const ch
 {
     size_t len = strlen(value);
     if (len >= cap)
-        return kfail(msg, msz, "longer than %zu bytes", cap - 1);
+        return srv_cfg_fail(msg, msz, "longer than %zu bytes", cap - 1);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)value[i];
         if (iscntrl(c))
-            return kfail(msg, msz, "control character in value");
+            return srv_cfg_fail(msg, msz, "control character in value");
         if (c == ';' && i > 0 && isspace((unsigned char)value[i - 1]))
-            return kfail(msg, msz, "\";\" after a blank starts a comment; not allowed here");
+            return srv_cfg_fail(msg, msz, "\";\" after a blank starts a comment; not allowed here");
     }
     if (len > 0 && (isspace((unsigned char)value[0]) || isspace((unsigned char)value[len - 1])))
-        return kfail(msg, msz, "value starts or ends with a blank");
+        return srv_cfg_fail(msg, msz, "value starts or ends with a blank");
     if (strcmp(kk->key, "module") == 0 && len > 0 && value[0] != '/')
-        return kfail(msg, msz, "expected an absolute path, got \"%.80s\"", value);
+        return srv_cfg_fail(msg, msz, "expected an absolute path, got \"%.80s\"", value);
     if (strcmp(kk->key, "cwd") == 0 && len > 0 && value[0] != '/')
-        return kfail(msg, msz, "expected an absolute path, got \"%.80s\"", value);
+        return srv_cfg_fail(msg, msz, "expected an absolute path, got \"%.80s\"", value);
     if (strcmp(kk->key, "params") == 0) {
         struct srv_cfg_params *ps = malloc(sizeof(*ps));
         if (ps == NULL)
-            return kfail(msg, msz, "out of memory");
+            return srv_cfg_fail(msg, msz, "out of memory");
         int rc = srv_cfg_params_parse(value, ps, msg, msz);
         free(ps);
         if (rc != 0)
@@ -306,10 +290,11 @@ static int param_type(struct srv_cfg_param *p, const char *t, const char *te, co
         p->type = SRV_CFG_PARAM_INT;
         if (dots + 1 >= te || !param_i64(arg, dots, &p->min) || !param_i64(dots + 2, te, &p->max) ||
             p->min < 0 || p->min > p->max)
-            return kfail(msg, msz, "%s: expected int:MIN..MAX with 0 <= MIN <= MAX", p->name);
+            return srv_cfg_fail(msg, msz, "%s: expected int:MIN..MAX with 0 <= MIN <= MAX",
+                                p->name);
         if (d != NULL && (!param_i64(d, de, &p->def) || p->def < p->min || p->def > p->max))
-            return kfail(msg, msz, "%s: default must be an integer in %" PRId64 "..%" PRId64,
-                         p->name, p->min, p->max);
+            return srv_cfg_fail(msg, msz, "%s: default must be an integer in %" PRId64 "..%" PRId64,
+                                p->name, p->min, p->max);
         return 0;
     }
     if (tlen == 4 && memcmp(t, "enum", 4) == 0) {
@@ -321,8 +306,8 @@ static int param_type(struct srv_cfg_param *p, const char *t, const char *te, co
             const char *ce = bar ? bar : te;
             if (ce == c || p->nchoices == SRV_CFG_CHOICES_MAX ||
                 off + (size_t)(ce - c) + 1 > sizeof(p->choices))
-                return kfail(msg, msz, "%s: expected enum:A|B|... (1..%d non-empty choices)",
-                             p->name, SRV_CFG_CHOICES_MAX);
+                return srv_cfg_fail(msg, msz, "%s: expected enum:A|B|... (1..%d non-empty choices)",
+                                    p->name, SRV_CFG_CHOICES_MAX);
             if (d != NULL && de - d == ce - c && memcmp(d, c, (size_t)(ce - c)) == 0)
                 def = (int)p->nchoices;
             memcpy(p->choices + off, c, (size_t)(ce - c));
@@ -331,9 +316,9 @@ static int param_type(struct srv_cfg_param *p, const char *t, const char *te, co
             c = ce + 1;
         }
         if (p->nchoices == 0)
-            return kfail(msg, msz, "%s: expected enum:A|B|...", p->name);
+            return srv_cfg_fail(msg, msz, "%s: expected enum:A|B|...", p->name);
         if (d != NULL && def < 0)
-            return kfail(msg, msz, "%s: default must be one of the choices", p->name);
+            return srv_cfg_fail(msg, msz, "%s: default must be one of the choices", p->name);
         p->def = def < 0 ? 0 : def;
         return 0;
     }
@@ -342,18 +327,19 @@ static int param_type(struct srv_cfg_param *p, const char *t, const char *te, co
         if (d != NULL && de - d == 4 && memcmp(d, "true", 4) == 0)
             p->def = 1;
         else if (d != NULL && !(de - d == 5 && memcmp(d, "false", 5) == 0))
-            return kfail(msg, msz, "%s: default must be true or false", p->name);
+            return srv_cfg_fail(msg, msz, "%s: default must be true or false", p->name);
         return 0;
     }
     if (colon == NULL && tlen == 6 && memcmp(t, "string", 6) == 0) {
         p->type = SRV_CFG_PARAM_STRING;
         if (d != NULL && d != de)
-            return kfail(msg, msz, "%s: a string parameter has no default (leave out =...)",
-                         p->name);
+            return srv_cfg_fail(msg, msz, "%s: a string parameter has no default (leave out =...)",
+                                p->name);
         p->required = false;
         return 0;
     }
-    return kfail(msg, msz, "%s: unknown type (int:MIN..MAX, enum:A|B, bool or string)", p->name);
+    return srv_cfg_fail(msg, msz, "%s: unknown type (int:MIN..MAX, enum:A|B, bool or string)",
+                        p->name);
 }
 
 int srv_cfg_params_parse(const char *text, struct srv_cfg_params *out, char *msg, size_t size)
@@ -368,16 +354,16 @@ int srv_cfg_params_parse(const char *text, struct srv_cfg_params *out, char *msg
             e--;
         const char *c1 = memchr(s, ':', (size_t)(e - s));
         if (c1 == NULL || !param_name_valid(s, (size_t)(c1 - s)))
-            return kfail(msg, size,
-                         "bad parameter \"%.*s\" (expected NAME:TYPE with NAME of a-z 0-9 _)",
-                         (int)(e - s < 60 ? e - s : 60), s);
+            return srv_cfg_fail(
+                msg, size, "bad parameter \"%.*s\" (expected NAME:TYPE with NAME of a-z 0-9 _)",
+                (int)(e - s < 60 ? e - s : 60), s);
         if (out->count == SRV_CFG_PARAMS_MAX)
-            return kfail(msg, size, "too many parameters (at most %d)", SRV_CFG_PARAMS_MAX);
+            return srv_cfg_fail(msg, size, "too many parameters (at most %d)", SRV_CFG_PARAMS_MAX);
         struct srv_cfg_param *p = &out->p[out->count];
         memcpy(p->name, s, (size_t)(c1 - s));
         for (unsigned i = 0; i < out->count; i++) {
             if (strcmp(out->p[i].name, p->name) == 0)
-                return kfail(msg, size, "parameter %s declared twice", p->name);
+                return srv_cfg_fail(msg, size, "parameter %s declared twice", p->name);
         }
         const char *eq = memchr(c1, '=', (size_t)(e - c1));
         int rc = param_type(p, c1 + 1, eq ? eq : e, eq ? eq + 1 : NULL, e, msg, size);
@@ -386,7 +372,7 @@ int srv_cfg_params_parse(const char *text, struct srv_cfg_params *out, char *msg
         out->count++;
         s = end ? end + 1 : e;
         if (end != NULL && *s == '\0')
-            return kfail(msg, size, "empty parameter after the last comma");
+            return srv_cfg_fail(msg, size, "empty parameter after the last comma");
     }
     return 0;
 }
@@ -410,24 +396,24 @@ static int kind_check_one(const struct srv_cfg *cfg, const struct srv_cfg_kind *
         *line = kind_line(k, "module") > kind_line(k, "exec") ? kind_line(k, "module")
                                                               : kind_line(k, "exec");
         *key = kind_line(k, "module") > kind_line(k, "exec") ? "module" : "exec";
-        return kfail(msg, msz, "set exec or module, not both");
+        return srv_cfg_fail(msg, msz, "set exec or module, not both");
     }
     if (!ex && !mod)
-        return kfail(msg, msz, "missing exec = PROGRAM or module = /PATH/FILE.so");
+        return srv_cfg_fail(msg, msz, "missing exec = PROGRAM or module = /PATH/FILE.so");
     for (size_t i = 0; mod && i < NKKEYS; i++) {
         if (kind_keys[i].exec_only && (k->set & (1u << i))) {
             *key = kind_keys[i].key;
             *line = kind_line(k, *key);
-            return kfail(msg, msz, "applies to exec kinds only (%s)",
-                         strcmp(*key, "params") == 0 ? "a module declares its own parameters"
-                                                     : "this kind is a module");
+            return srv_cfg_fail(msg, msz, "applies to exec kinds only (%s)",
+                                strcmp(*key, "params") == 0 ? "a module declares its own parameters"
+                                                            : "this kind is a module");
         }
     }
     if (k->timeout_ms > cfg->max_timeout_ms) {
         *key = "timeout_ms";
         *line = kind_line(k, *key);
-        return kfail(msg, msz, "timeout_ms (%u) exceeds [limits] max_timeout_ms (%u)",
-                     k->timeout_ms, cfg->max_timeout_ms);
+        return srv_cfg_fail(msg, msz, "timeout_ms (%u) exceeds [limits] max_timeout_ms (%u)",
+                            k->timeout_ms, cfg->max_timeout_ms);
     }
     return 0;
 }

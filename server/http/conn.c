@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "logging/log.h"
+#include "server/fdgate.h"
 #include "server/http/internal.h"
 
 static const char conn_continue[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -135,7 +136,7 @@ static void conn_free(struct srv_conn *c)
     ev_io_stop(h->loop, &c->rio);
     ev_io_stop(h->loop, &c->wio);
     ev_timer_stop(h->loop, &c->timer);
-    close(c->fd);
+    srv_fdgate_close(c->fd); /* not while a program being started holds a copy: fdgate.h */
     if (c->req != NULL) {
         struct srv_req *req = c->req;
         c->req = NULL;

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "logging/log.h"
+#include "server/fdgate.h"
 #include "server/http/internal.h"
 
 /* The read buffer's bound: a whole request head, or the pipelining allowance if larger. */
@@ -28,6 +29,21 @@ static size_t http_rbuf_max(const struct srv_cfg *cfg)
     size_t head_max = (size_t)cfg->max_request_line + cfg->max_header_bytes + 64;
     size_t max = head_max > cfg->max_pipeline_bytes ? head_max : cfg->max_pipeline_bytes;
     return max < SRV_RBUF_MIN ? SRV_RBUF_MIN : max;
+}
+
+/* The last spawn window closed (a worker thread, the gate's mutex held): wake the loop. */
+static void http_fdgate_wake(void *arg)
+{
+    struct srv_http *h = arg;
+    ev_async_send(h->loop, &h->fdgate_wake);
+}
+
+static void http_fdgate_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    (void)srv_fdgate_flush();
 }
 
 struct srv_http *srv_http_new(struct ev_loop *loop, const struct srv_cfg *cfg, struct ctx *root)
@@ -42,6 +58,12 @@ struct srv_http *srv_http_new(struct ev_loop *loop, const struct srv_cfg *cfg, s
     h->rbuf_max = http_rbuf_max(cfg);
     srv_conn_settings_init(&h->settings);
     ev_init(&h->accept_timer, NULL);
+    /* closes deferred by server/fdgate.h run on this loop; unref'd, so that a loop with no
+     * listener still ends by itself (see above) */
+    ev_async_init(&h->fdgate_wake, http_fdgate_cb);
+    ev_async_start(loop, &h->fdgate_wake);
+    ev_unref(loop);
+    srv_fdgate_waker_set(http_fdgate_wake, h);
     return h;
 }
 
@@ -56,6 +78,10 @@ void srv_http_free(struct srv_http *h)
         LOG_F("srv_http_free with requests still in handlers", LOG_UINT("pending", h->pending));
         abort();
     }
+    srv_fdgate_waker_clear(h);
+    (void)srv_fdgate_flush();
+    ev_ref(h->loop);
+    ev_async_stop(h->loop, &h->fdgate_wake);
     srv_routes_free(h);
     ctx_unref(h->root);
     free(h);

@@ -68,6 +68,7 @@ struct srv_http {
 
     struct srv_listener *listeners;
     ev_timer accept_timer; /* retry after EMFILE */
+    ev_async fdgate_wake;  /* closes deferred by server/fdgate.h may run now; unref'd */
     bool accept_paused;    /* an EMFILE episode is going on */
     bool maxconn_logged;   /* a max_connections episode is going on */
     unsigned conn_cap;     /* max_connections at most (the open file limit); 0 = none */

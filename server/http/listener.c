@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "logging/log.h"
+#include "server/fdgate.h"
 #include "server/http/internal.h"
 
 void srv_addr_format(const struct sockaddr *sa, char *buf, size_t size)
@@ -302,7 +303,7 @@ void srv_listeners_close(struct srv_http *h)
         struct srv_listener *l = h->listeners;
         h->listeners = l->next;
         ev_io_stop(h->loop, &l->io);
-        close(l->fd);
+        srv_fdgate_close(l->fd);
         free(l);
     }
 }

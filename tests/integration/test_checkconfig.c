@@ -1,6 +1,7 @@
 /* test_checkconfig.c - `spindle serve --check-config` as an operator runs it: every error of the
  * file reported (one "spindle: FILE:LINE: ..." line each, exit 2), `#` inline comments accepted,
- * and [log] file's directory checked for existence and for the user the service will run as. */
+ * [log] file's directory checked for existence and for the user the service will run as, and a
+ * schedule's tenant checked against the [tenant.NAME] sections under [auth] mode = keys. */
 #include <CUnit/CUnit.h>
 #include <errno.h>
 #include <pwd.h>
@@ -148,12 +149,49 @@ static void test_checkconfig_log_directory(void)
     proc_tmpdir_free(dir);
 }
 
+/* Under [auth] mode = keys, a schedule whose tenant has no [tenant.NAME] section is refused with
+ * its FILE:LINE (the tasks it enqueued could be read by no key); adding the section makes the
+ * same file valid. */
+static void test_checkconfig_schedule_tenant(void)
+{
+    static const char head[] =
+        "[auth]\nmode = keys\n"
+        "[tenant.acme]\n"
+        "keys = sha256:aa1d6bb9048f30854e6b100a6519d5aec7429bde5654aea465437162765b807c\n"
+        "[schedule.nightly]\ncron = @daily\nkind = noop\ntenant = reports\n";
+    char *dir = proc_tmpdir_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
+    char *path = proc_file_write(dir, "bad.conf", head);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(path);
+    char *out = NULL, *err = NULL, want[1200];
+    CU_ASSERT_EQUAL(cc_check(path, NULL, NULL, &out, &err), 2);
+    snprintf(want, sizeof(want),
+             "spindle: %s:8: [schedule.nightly] tenant: tenant \"reports\" has no "
+             "[tenant.reports] section",
+             path);
+    CU_ASSERT_EQUAL(strncmp(err, want, strlen(want)), 0);
+    free(out);
+    free(err);
+    free(path);
+    char text[1024];
+    snprintf(text, sizeof(text), "%s[tenant.reports]\nmax_inflight = 2\n", head);
+    path = proc_file_write(dir, "ok.conf", text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(path);
+    CU_ASSERT_EQUAL(cc_check(path, NULL, NULL, &out, &err), 0);
+    CU_ASSERT_STRING_EQUAL(err, "");
+    free(out);
+    free(err);
+    free(path);
+    proc_tmpdir_free(dir);
+}
+
 int suite_integration_checkconfig(void)
 {
     static const struct spindle_test tests[] = {
         SPINDLE_TEST(test_checkconfig_every_error),
         SPINDLE_TEST(test_checkconfig_hash_comment),
         SPINDLE_TEST(test_checkconfig_log_directory),
+        SPINDLE_TEST(test_checkconfig_schedule_tenant),
     };
     return SPINDLE_SUITE_ADD("integration_checkconfig", NULL, NULL, tests);
 }

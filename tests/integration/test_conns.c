@@ -4,9 +4,11 @@
  * inherits it), opens every connection first, sends one request on each, and only then reads the
  * answers, so all of them are open in the server at the same time. Reads are multiplexed with
  * poll() under one overall deadline. The open file limit tests start the server under
- * prlimit(1) with given limits (hs_start_nofile).
+ * prlimit(1) with given limits (hs_start_nofile). The churn test closes connections while the
+ * workers start programs (exec kinds): the case server/fdgate.h exists for.
  */
 #include <CUnit/CUnit.h>
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -163,12 +165,92 @@ out:
     HS_FINISH(s);
 }
 
+/* True when process `pid` has exactly descriptors 0, 1 and 2 open (from /proc/PID/fd). */
+static bool only_stdio_open(pid_t pid)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return false;
+    int n = 0;
+    bool stdio = true;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        n++;
+        stdio = stdio && (strcmp(e->d_name, "0") == 0 || strcmp(e->d_name, "1") == 0 ||
+                          strcmp(e->d_name, "2") == 0);
+    }
+    closedir(d);
+    return stdio && n == 3;
+}
+
+/* Connections come and go while the workers start programs: in each round four requests for an
+ * exec kind are sent (Connection: close), and while their programs start, short keep-alive
+ * connections are opened, used once and closed by the client (the server closes its side at the
+ * EOF). A socket the loop closed while a program was being started stayed alive in the child and
+ * registered in the loop's epoll set: epoll went on reporting its old number, the loop called
+ * epoll_ctl on it when a worker's pipe had taken it (ThreadSanitizer stops the server there, exit
+ * 66, which fails the final check) and rebuilt its whole epoll set. A program that runs holds
+ * nothing of the server's but its own 0, 1 and 2. */
+static void test_conns_close_while_programs_start(void)
+{
+    enum { ROUNDS = 25, EXEC = 4, SHORT = 6 };
+    static const char post_t[] = "POST /v1/jobs/t HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                                 "Connection: close\r\n\r\n";
+    const char *const over[] = {"kind.t.exec=/bin/true", "kind.sleepy.exec=/bin/sleep 30",
+                                "log.access=false", NULL};
+    struct hs_server *s = NULL;
+    struct hs_conn *sleepy = NULL, *c[EXEC] = {0}, *sc = NULL;
+    struct hs_resp r = {0};
+    json_t *line = NULL;
+    HS_CHECK((s = hs_start(over)) != NULL);
+    HS_CHECK((sleepy = hs_connect(s)) != NULL);
+    HS_CHECK(hs_send_str(sleepy, "POST /v1/jobs/sleepy HTTP/1.1\r\nHost: t\r\n"
+                                 "Content-Length: 0\r\n\r\n") == 0);
+    line = hs_log_wait(s, "job program started", "kind", "sleepy", HS_IO_MS * 2);
+    HS_CHECK(line != NULL);
+    pid_t child = (pid_t)hs_json_int(line, "pid", -1);
+    HS_CHECK(child > 0);
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < EXEC; i++) {
+            HS_CHECK((c[i] = hs_connect(s)) != NULL);
+            HS_CHECK(hs_send_str(c[i], post_t) == 0);
+        }
+        for (int i = 0; i < SHORT; i++) {
+            HS_CHECK((sc = hs_connect(s)) != NULL);
+            HS_CHECK(hs_exchange(sc, GET_HEALTHZ, &r) == 0);
+            CU_ASSERT_EQUAL(r.status, 200);
+            hs_close(sc);
+            sc = NULL;
+        }
+        CU_ASSERT_EQUAL(read_all_ok(c, EXEC, HS_IO_MS * 4), EXEC);
+        for (int i = 0; i < EXEC; i++) {
+            hs_close(c[i]);
+            c[i] = NULL;
+        }
+        if (round == ROUNDS / 2)
+            CU_ASSERT(only_stdio_open(child));
+    }
+    CU_ASSERT(only_stdio_open(child));
+out:
+    json_decref(line);
+    hs_resp_fini(&r);
+    hs_close(sc);
+    for (int i = 0; i < EXEC; i++)
+        hs_close(c[i]);
+    hs_close(sleepy); /* the client leaves: the sleepy job is cancelled, its program killed */
+    HS_FINISH(s);
+}
+
 int suite_integration_conns(void)
 {
     static const struct spindle_test tests[] = {
         SPINDLE_TEST(test_conns_1000_concurrent),
         SPINDLE_TEST(test_conns_nofile_raised_to_hard),
         SPINDLE_TEST(test_conns_nofile_clamps_max_connections),
+        SPINDLE_TEST(test_conns_close_while_programs_start),
     };
     return SPINDLE_SUITE_ADD("integration_conns", NULL, NULL, tests);
 }

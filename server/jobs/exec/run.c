@@ -112,17 +112,12 @@ const char *srv_exec_outcome_code(enum srv_exec_outcome o)
     return (unsigned)o < SRV_EXEC_OUTCOME__COUNT ? outcomes[o].code : "job_failed";
 }
 
-/* Close one of the job's own descriptors. Not static and never inlined: tests/tsan.supp names it
- * (the loop's lazy epoll_ctl on a number this job reuses looks like a race on the number). */
-__attribute__((noinline)) void srv_exec_fd_close_own(int *fd);
-__attribute__((noinline)) void srv_exec_fd_close_own(int *fd)
+static void fd_close(int *fd)
 {
     if (*fd >= 0)
         close(*fd);
     *fd = -1;
 }
-
-#define fd_close srv_exec_fd_close_own
 
 static void on_cancel(struct ctx *c, enum ctx_reason reason, void *arg)
 {

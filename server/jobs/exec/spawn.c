@@ -18,8 +18,13 @@
  * and kept above 2, so the dup2 onto 0..2 cannot overwrite one still needed.
  *
  * Under ThreadSanitizer, vfork() is a fork(); the same child code is safe there too.
+ *
+ * From vfork until the child's execve (or its exit) the child holds a copy of every descriptor of
+ * the server; a socket the loop closed meanwhile would stay registered in its epoll set. That
+ * stretch is a window of server/fdgate.h, during which the loop's closes wait.
  */
 #include "server/jobs/exec/internal.h"
+#include "server/fdgate.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -186,6 +191,7 @@ int exec_spawn(const struct srv_exec_prog *p, const struct exec_args *args, stru
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    srv_fdgate_spawn_begin();
     pid_t pid = spawn_vfork(&plan);
     int verr = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -194,6 +200,7 @@ int exec_spawn(const struct srv_exec_prog *p, const struct exec_args *args, stru
     fd_close(&err[1]);
     fd_close(&rep[1]);
     if (pid < 0) {
+        srv_fdgate_spawn_end();
         *stage = "vfork";
         rc = -verr;
         goto close_all;
@@ -210,9 +217,12 @@ int exec_spawn(const struct srv_exec_prog *p, const struct exec_args *args, stru
         *stage = r.step >= 0 && r.step < STEP__COUNT ? step_names[r.step] : "spawn";
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
+        srv_fdgate_spawn_end(); /* reaped: its copies are gone */
         rc = n == (ssize_t)sizeof(r) && r.err > 0 ? -r.err : -EIO;
         goto close_all;
     }
+    /* EOF: the child's execve closed the report pipe, after close_range closed everything else */
+    srv_fdgate_spawn_end();
     fd_close(&rep[0]);
     *c = (struct exec_child){.pid = pid, .in_w = in[1], .out_r = out[0], .err_r = err[0]};
     *stage = NULL;

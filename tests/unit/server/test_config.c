@@ -10,7 +10,6 @@
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 
 #include "server/config.h"
 #include "tests/suite.h"
+#include "tests/unit/server/config_cases.h"
 
 /* Read before any other spindle header: config.h alone must not pull in a policy module. */
 #ifdef SPINDLE_ADMISSION_H
@@ -28,9 +28,6 @@
 #endif
 
 int suite_server_config(void);
-
-static char tc_dir[] = "/tmp/spindle-config-XXXXXX";
-static unsigned tc_seq;
 
 /* Every key of struct srv_cfg as (section, key) with a valid value that differs from its
  * default: the tests below use it to prove that the file, print and equal cover every field. */
@@ -98,79 +95,6 @@ static const struct tc_key tc_keys[] = {
 };
 
 #define TC_NKEYS (sizeof(tc_keys) / sizeof(tc_keys[0]))
-
-static int tc_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-static int tc_init(void)
-{
-    return mkdtemp(tc_dir) == NULL ? -1 : 0;
-}
-
-static int tc_cleanup(void)
-{
-    return nftw(tc_dir, tc_rm, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-/* Write `len` bytes to a new file in the suite's directory; returns its path (caller frees). */
-static char *tc_file_n(const char *content, size_t len)
-{
-    char *path = NULL;
-    if (asprintf(&path, "%s/t%u.conf", tc_dir, ++tc_seq) < 0)
-        return NULL;
-    FILE *f = fopen(path, "w");
-    CU_ASSERT_FATAL(f != NULL);
-    CU_ASSERT_FATAL(fwrite(content, 1, len, f) == len);
-    CU_ASSERT_FATAL(fclose(f) == 0);
-    return path;
-}
-
-static char *tc_file(const char *content)
-{
-    return tc_file_n(content, strlen(content));
-}
-
-/* Load `content` over a copy of the defaults; expect `rc` and, when `want` is set, an error that
- * starts with "PATH" followed by `want` (so ":3: [pool] workers: ..." checks the line too). */
-static void tc_expect(const char *content, int rc, const char *want)
-{
-    struct srv_cfg cfg, before;
-    char err[512] = "";
-    srv_cfg_defaults(&cfg);
-    before = cfg;
-    char *path = tc_file(content);
-    CU_ASSERT_FATAL(path != NULL);
-    int got = srv_cfg_load(path, &cfg, err, sizeof(err));
-    CU_ASSERT_EQUAL(got, rc);
-    if (want != NULL) {
-        size_t n = strlen(path);
-        bool ok = strncmp(err, path, n) == 0 && strncmp(err + n, want, strlen(want)) == 0;
-        if (!ok)
-            fprintf(stderr, "\n  want \"%s%s\"\n  got  \"%s\"\n", path, want, err);
-        CU_ASSERT(ok);
-    }
-    if (rc != 0)
-        CU_ASSERT(memcmp(&cfg, &before, sizeof(cfg)) == 0);
-    free(path);
-}
-
-static void tc_expect_ok(const char *content, struct srv_cfg *out)
-{
-    char err[512] = "";
-    char *path = tc_file(content);
-    CU_ASSERT_FATAL(path != NULL);
-    srv_cfg_defaults(out);
-    int rc = srv_cfg_load(path, out, err, sizeof(err));
-    if (rc != 0)
-        fprintf(stderr, "\n  unexpected error: %s\n", err);
-    CU_ASSERT_EQUAL(rc, 0);
-    CU_ASSERT_STRING_EQUAL(out->source, path);
-    free(path);
-}
 
 static const char *tc_etc_path(char *buf, size_t size)
 {
@@ -454,12 +378,12 @@ static void test_srv_cfg_load_io_errors(void)
     struct srv_cfg cfg;
     char err[1024], want[1024], path[600];
     srv_cfg_defaults(&cfg);
-    snprintf(path, sizeof(path), "%s/missing.conf", tc_dir);
+    snprintf(path, sizeof(path), "%s/missing.conf", tc_dir_path());
     CU_ASSERT_EQUAL(srv_cfg_load(path, &cfg, err, sizeof(err)), -ENOENT);
     snprintf(want, sizeof(want), "%s: cannot read: %s", path, strerror(ENOENT));
     CU_ASSERT_STRING_EQUAL(err, want);
 
-    CU_ASSERT_EQUAL(srv_cfg_load(tc_dir, &cfg, err, sizeof(err)), -EISDIR);
+    CU_ASSERT_EQUAL(srv_cfg_load(tc_dir_path(), &cfg, err, sizeof(err)), -EISDIR);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, strerror(EISDIR)));
 
     size_t big = 1024 * 1024 + 1;
@@ -944,134 +868,6 @@ static void test_srv_cfg_readme_table_matches(void)
     CU_ASSERT_STRING_EQUAL(readme_keys, print_keys);
 }
 
-/* ---- [schedule.NAME] sections ---- */
-
-static void test_srv_cfg_schedule_sections(void)
-{
-    struct srv_cfg c;
-    tc_expect_ok("[schedule.nightly]\n"           /* 1 */
-                 "cron = 0 3 * * MON-FRI\n"       /* 2 */
-                 "tz = Europe/Berlin\n"           /* 3 */
-                 "kind = primes\n"                /* 4 */
-                 "params = {\"n\": 1000}\n"       /* 5 */
-                 "tenant = reports\n"             /* 6 */
-                 "attempts = 3\n"                 /* 7 */
-                 "backoff_ms = 500\n"             /* 8 */
-                 "timeout_ms = 9000\n"            /* 9 */
-                 "misfire = once\n"               /* 10 */
-                 "body = some text ; a comment\n" /* 11 */
-                 "[schedule.tick]\ncron = @every 2s\nkind = noop\n",
-                 &c);
-    CU_ASSERT_EQUAL_FATAL(c.schedule_count, 2);
-    const struct srv_cfg_schedule *n = srv_cfg_schedule_find(&c, "nightly");
-    CU_ASSERT_PTR_EQUAL_FATAL(n, &c.schedules[0]);
-    CU_ASSERT_STRING_EQUAL(n->cron, "0 3 * * MON-FRI");
-    CU_ASSERT_STRING_EQUAL(n->tz, "Europe/Berlin");
-    CU_ASSERT_STRING_EQUAL(n->kind, "primes");
-    CU_ASSERT_STRING_EQUAL(n->params, "{\"n\": 1000}");
-    CU_ASSERT_STRING_EQUAL(n->tenant, "reports");
-    CU_ASSERT_STRING_EQUAL(n->body, "some text");
-    CU_ASSERT_EQUAL(n->attempts, 3);
-    CU_ASSERT_EQUAL(n->backoff_ms, 500);
-    CU_ASSERT_EQUAL(n->timeout_ms, 9000);
-    CU_ASSERT_EQUAL(n->misfire, SRV_CFG_MISFIRE_ONCE);
-    CU_ASSERT_EQUAL(n->line, 1);
-    CU_ASSERT_EQUAL(n->key_line[SRV_CFG_SCHED_KIND], 4);
-    CU_ASSERT_EQUAL(n->set, (1u << SRV_CFG_SCHED__COUNT) - 1);
-    /* the defaults of what a section leaves out */
-    const struct srv_cfg_schedule *t = srv_cfg_schedule_find(&c, "tick");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
-    CU_ASSERT_STRING_EQUAL(t->tz, "UTC");
-    CU_ASSERT_STRING_EQUAL(t->params, "{}");
-    CU_ASSERT_STRING_EQUAL(t->tenant, "default");
-    CU_ASSERT_STRING_EQUAL(t->body, "");
-    CU_ASSERT_EQUAL(t->misfire, SRV_CFG_MISFIRE_SKIP);
-    CU_ASSERT_EQUAL(t->attempts, 0);
-    CU_ASSERT_EQUAL(t->line, 12);
-    CU_ASSERT_PTR_NULL(srv_cfg_schedule_find(&c, "other"));
-    /* print, load again: the same configuration */
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    CU_ASSERT_FATAL(f != NULL);
-    srv_cfg_print(&c, f);
-    CU_ASSERT_FATAL(fclose(f) == 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "[schedule.tick]\ncron = @every 2s\nkind = noop\n"));
-    struct srv_cfg again;
-    tc_expect_ok(buf, &again);
-    CU_ASSERT(srv_cfg_equal(&c, &again));
-    free(buf);
-}
-
-static void test_srv_cfg_schedule_errors(void)
-{
-    tc_expect("[schedule.x]\ncron = 60 * * * *\nkind = noop\n", -EINVAL,
-              ":2: [schedule.x] cron: minute: 60 is out of range 0-59");
-    tc_expect("[schedule.x]\ncron = * * * * FUN\nkind = noop\n", -EINVAL,
-              ":2: [schedule.x] cron: day-of-week: unknown name \"FUN\"");
-    tc_expect("[schedule.x]\ncron = @daily\ntz = Mars/Base\nkind = noop\n", -EINVAL,
-              ":3: [schedule.x] tz: unknown time zone \"Mars/Base\"");
-    tc_expect("[schedule.x]\ncron = @daily\nkind = no such\n", -EINVAL,
-              ":3: [schedule.x] kind: bad kind \"no such\"");
-    tc_expect("[schedule.x]\ncron = @daily\nkind = noop\nparams = [1]\n", -EINVAL,
-              ":4: [schedule.x] params: expected a JSON object");
-    tc_expect("[schedule.x]\ncron = @daily\nkind = noop\ntenant = a b\n", -EINVAL,
-              ":4: [schedule.x] tenant: invalid tenant \"a b\"");
-    tc_expect("[schedule.x]\ncron = @daily\nkind = noop\nattempts = 0\n", -EINVAL,
-              ":4: [schedule.x] attempts: value 0 out of range 1..100");
-    tc_expect("[schedule.x]\ncron = @daily\nkind = noop\nmisfire = all\n", -EINVAL,
-              ":4: [schedule.x] misfire: expected skip or once, got \"all\"");
-    tc_expect("[schedule.x]\ncron = @daily\nkind = noop\nkind = spin\n", -EINVAL,
-              ":4: [schedule.x] kind: duplicate key (first set on line 3)");
-    tc_expect("[schedule.x]\ncron = @daily\nwhen = now\n", -EINVAL,
-              ":3: [schedule.x] when: unknown key (known: cron, tz, kind, params");
-    tc_expect("[schedule.a b]\ncron = @daily\n", -EINVAL,
-              ":1: [schedule.a b]: invalid schedule name");
-    /* the required keys, blamed on the section's line */
-    tc_expect("[server]\n[schedule.x]\ntz = UTC\n", -EINVAL,
-              ":2: [schedule.x]: missing cron and kind (a schedule needs cron and kind)");
-    tc_expect("[schedule.x]\nkind = noop\n", -EINVAL, ":1: [schedule.x]: missing cron");
-}
-
-static void test_srv_cfg_schedule_reload_diff(void)
-{
-    struct srv_cfg a, b;
-    tc_expect_ok("[schedule.x]\ncron = @daily\nkind = noop\n"
-                 "[schedule.gone]\ncron = @hourly\nkind = noop\n",
-                 &a);
-    tc_expect_ok("[schedule.x]\ncron = @hourly\nkind = noop\n"
-                 "[schedule.new]\ncron = @hourly\nkind = noop\n",
-                 &b);
-    CU_ASSERT_FALSE(srv_cfg_equal(&a, &b));
-    enum srv_cfg_reload r = SRV_CFG_RESTART;
-    CU_ASSERT_EQUAL(srv_cfg_key_reload("schedule.any", "cron", &r), 0);
-    CU_ASSERT_EQUAL(r, SRV_CFG_LIVE);
-    CU_ASSERT_EQUAL(srv_cfg_key_reload("schedule.any", "nope", &r), -ENOENT);
-    /* the live class takes the sections whole */
-    srv_cfg_copy_class(&a, &b, SRV_CFG_LIVE);
-    CU_ASSERT_EQUAL(a.schedule_count, 2);
-    CU_ASSERT_STRING_EQUAL(a.schedules[0].cron, "@hourly");
-    CU_ASSERT_STRING_EQUAL(a.schedules[1].name, "new");
-}
-
-static void test_srv_cfg_schedule_set(void)
-{
-    struct srv_cfg c;
-    char err[512];
-    srv_cfg_defaults(&c);
-    CU_ASSERT_EQUAL(srv_cfg_set(&c, "schedule.s", "cron", "*/5 * * * *", "-x", err, sizeof(err)),
-                    0);
-    CU_ASSERT_EQUAL(srv_cfg_set(&c, "schedule.s", "kind", "noop", "-x", err, sizeof(err)), 0);
-    CU_ASSERT_EQUAL_FATAL(c.schedule_count, 1);
-    CU_ASSERT_STRING_EQUAL(c.schedules[0].cron, "*/5 * * * *");
-    CU_ASSERT_EQUAL(srv_cfg_set(&c, "schedule.s", "cron", "* *", "-x", err, sizeof(err)), -EINVAL);
-    CU_ASSERT_PTR_NOT_NULL(strstr(err, "-x: [schedule.s] cron: expected 5 fields"));
-    CU_ASSERT_EQUAL(srv_cfg_set(&c, "schedule.s", "colour", "red", "-x", err, sizeof(err)),
-                    -EINVAL);
-    CU_ASSERT_STRING_EQUAL(err, "-x: [schedule.s] colour: unknown key");
-    CU_ASSERT_STRING_EQUAL(c.schedules[0].cron, "*/5 * * * *");
-}
-
 int suite_server_config(void)
 {
     static const struct spindle_test tests[] = {
@@ -1095,12 +891,8 @@ int suite_server_config(void)
         SPINDLE_TEST(test_srv_cfg_tenant_set),
         SPINDLE_TEST(test_srv_cfg_auth_keys),
         SPINDLE_TEST(test_srv_cfg_addr_loopback),
-        SPINDLE_TEST(test_srv_cfg_schedule_sections),
-        SPINDLE_TEST(test_srv_cfg_schedule_errors),
-        SPINDLE_TEST(test_srv_cfg_schedule_reload_diff),
-        SPINDLE_TEST(test_srv_cfg_schedule_set),
         SPINDLE_TEST(test_srv_cfg_header_is_a_leaf),
         SPINDLE_TEST(test_srv_cfg_readme_table_matches),
     };
-    return SPINDLE_SUITE_ADD("server_config", tc_init, tc_cleanup, tests);
+    return SPINDLE_SUITE_ADD("server_config", tc_dir_init, tc_dir_cleanup, tests);
 }

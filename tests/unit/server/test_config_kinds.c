@@ -4,7 +4,6 @@
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,39 +12,9 @@
 
 #include "server/config.h"
 #include "tests/suite.h"
+#include "tests/unit/server/config_cases.h"
 
 int suite_server_config_kinds(void);
-
-static char tk_dir[] = "/tmp/spindle-cfgkinds-XXXXXX";
-static unsigned tk_seq;
-
-static int tk_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-static int tk_init(void)
-{
-    return mkdtemp(tk_dir) == NULL ? -1 : 0;
-}
-
-static int tk_cleanup(void)
-{
-    return nftw(tk_dir, tk_rm, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-static char *tk_file(const char *content)
-{
-    char *path = NULL;
-    CU_ASSERT_FATAL(asprintf(&path, "%s/k%u.conf", tk_dir, ++tk_seq) > 0);
-    FILE *f = fopen(path, "w");
-    CU_ASSERT_FATAL(f != NULL);
-    fputs(content, f);
-    CU_ASSERT_FATAL(fclose(f) == 0);
-    return path;
-}
 
 /* Load `content`; expect `rc` and, when `want` is set, err == PATH + want (first line). */
 static struct srv_cfg *tk_load(const char *content, int rc, const char *want)
@@ -54,15 +23,11 @@ static struct srv_cfg *tk_load(const char *content, int rc, const char *want)
     char err[1024] = "";
     CU_ASSERT_FATAL(cfg != NULL);
     srv_cfg_defaults(cfg);
-    char *path = tk_file(content);
+    char *path = tc_file(content);
     int got = srv_cfg_load(path, cfg, err, sizeof(err));
     CU_ASSERT_EQUAL(got, rc);
     if (want != NULL) {
-        size_t n = strlen(path);
-        bool ok = strncmp(err, path, n) == 0 && strncmp(err + n, want, strlen(want)) == 0;
-        if (!ok)
-            fprintf(stderr, "\n  want \"%s%s\"\n  got  \"%s\"\n", path, want, err);
-        CU_ASSERT(ok);
+        CU_ASSERT(tc_err_is(err, path, want));
     } else if (got != 0) {
         fprintf(stderr, "\n  unexpected error: %s\n", err);
     }
@@ -290,5 +255,5 @@ int suite_server_config_kinds(void)
         SPINDLE_TEST(test_srv_cfg_kind_print_round_trip),
         SPINDLE_TEST(test_srv_cfg_kind_reload_copy),
     };
-    return SPINDLE_SUITE_ADD("server_config_kinds", tk_init, tk_cleanup, tests);
+    return SPINDLE_SUITE_ADD("server_config_kinds", tc_dir_init, tc_dir_cleanup, tests);
 }

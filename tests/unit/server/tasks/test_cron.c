@@ -8,31 +8,9 @@
 
 #include "server/tasks/cron.h"
 #include "tests/suite.h"
+#include "tests/unit/server/tasks/cron_cases.h"
 
 int suite_server_tasks_cron(void);
-
-/* Unix time of a UTC wall time. */
-static int64_t ct_utc(int y, unsigned mo, unsigned d, unsigned h, unsigned mi)
-{
-    return srv_cron_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60;
-}
-
-/* The next fire time of `expr` after `after`, formatted ("" when the parse or search failed). */
-static const char *ct_next(const char *expr, int64_t after)
-{
-    static char buf[32];
-    struct srv_cron c;
-    char err[256];
-    int64_t next;
-    buf[0] = '\0';
-    if (srv_cron_parse(expr, &c, err, sizeof(err)) != 0) {
-        fprintf(stderr, "parse \"%s\": %s\n", expr, err);
-        return buf;
-    }
-    if (srv_cron_next(&c, NULL, after, &next) != 0)
-        return buf;
-    return srv_cron_time_format(next, buf, sizeof(buf));
-}
 
 /* The parse error of `expr` ("" when it parsed). */
 static const char *ct_err(const char *expr)
@@ -78,8 +56,9 @@ static void test_cron_parse_sunday_is_0_and_7(void)
     CU_ASSERT_EQUAL(b.wdays, 1u);
     CU_ASSERT_EQUAL(c.wdays, (1u << 5) | (1u << 6) | 1u);
     /* 2026-12-06 is a Sunday */
-    CU_ASSERT_STRING_EQUAL(ct_next("0 9 * * 7", ct_utc(2026, 12, 1, 0, 0)), "2026-12-06T09:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 9 * * SUN", ct_utc(2026, 12, 6, 9, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 9 * * 7", NULL, cc_utc(2026, 12, 1, 0, 0)),
+                           "2026-12-06T09:00:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("0 9 * * SUN", NULL, cc_utc(2026, 12, 6, 9, 0)),
                            "2026-12-13T09:00:00Z");
 }
 
@@ -188,83 +167,85 @@ static void test_cron_parse_errors_name_the_field(void)
 
 static void test_cron_next_basic(void)
 {
-    int64_t t = ct_utc(2026, 12, 6, 14, 3);
-    CU_ASSERT_STRING_EQUAL(ct_next("* * * * *", t), "2026-12-06T14:04:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("* * * * *", t + 59), "2026-12-06T14:04:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("*/5 * * * *", t), "2026-12-06T14:05:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("*/5 * * * *", ct_utc(2026, 12, 6, 14, 5)),
+    int64_t t = cc_utc(2026, 12, 6, 14, 3);
+    CU_ASSERT_STRING_EQUAL(cc_next("* * * * *", NULL, t), "2026-12-06T14:04:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("* * * * *", NULL, t + 59), "2026-12-06T14:04:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("*/5 * * * *", NULL, t), "2026-12-06T14:05:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("*/5 * * * *", NULL, cc_utc(2026, 12, 6, 14, 5)),
                            "2026-12-06T14:10:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 * * * *", t), "2026-12-06T15:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 9 * * *", t), "2026-12-07T09:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("15,45 9-17/4 * * *", t), "2026-12-06T17:15:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 1 * *", t), "2027-01-01T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("30 8 * * MON-FRI", t), "2026-12-07T08:30:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 12 * JUN *", t), "2027-06-01T12:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("@hourly", t), "2026-12-06T15:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("@weekly", t), "2026-12-13T00:00:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("0 * * * *", NULL, t), "2026-12-06T15:00:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("0 9 * * *", NULL, t), "2026-12-07T09:00:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("15,45 9-17/4 * * *", NULL, t), "2026-12-06T17:15:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 1 * *", NULL, t), "2027-01-01T00:00:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("30 8 * * MON-FRI", NULL, t), "2026-12-07T08:30:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("0 12 * JUN *", NULL, t), "2027-06-01T12:00:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("@hourly", NULL, t), "2026-12-06T15:00:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("@weekly", NULL, t), "2026-12-13T00:00:00Z");
 }
 
 static void test_cron_next_year_rollover(void)
 {
-    CU_ASSERT_STRING_EQUAL(ct_next("* * * * *", ct_utc(2026, 12, 31, 23, 59)),
+    CU_ASSERT_STRING_EQUAL(cc_next("* * * * *", NULL, cc_utc(2026, 12, 31, 23, 59)),
                            "2027-01-01T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 1 1 *", ct_utc(2026, 1, 1, 0, 0)), "2027-01-01T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("59 23 31 12 *", ct_utc(2026, 12, 31, 23, 59)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 1 1 *", NULL, cc_utc(2026, 1, 1, 0, 0)),
+                           "2027-01-01T00:00:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("59 23 31 12 *", NULL, cc_utc(2026, 12, 31, 23, 59)),
                            "2027-12-31T23:59:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 * DEC *", ct_utc(2026, 12, 31, 12, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 * DEC *", NULL, cc_utc(2026, 12, 31, 12, 0)),
                            "2027-12-01T00:00:00Z");
 }
 
 static void test_cron_next_feb_29(void)
 {
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 29 2 *", ct_utc(2026, 12, 6, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 29 2 *", NULL, cc_utc(2026, 12, 6, 0, 0)),
                            "2028-02-29T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 29 2 *", ct_utc(2028, 2, 29, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 29 2 *", NULL, cc_utc(2028, 2, 29, 0, 0)),
                            "2032-02-29T00:00:00Z");
     /* 2100 is not a leap year, 2000 was */
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 29 2 *", ct_utc(2096, 3, 1, 0, 0)), "2104-02-29T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 29 FEB *", ct_utc(1999, 1, 1, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 29 2 *", NULL, cc_utc(2096, 3, 1, 0, 0)),
+                           "2104-02-29T00:00:00Z");
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 29 FEB *", NULL, cc_utc(1999, 1, 1, 0, 0)),
                            "2000-02-29T00:00:00Z");
 }
 
 static void test_cron_next_month_ends(void)
 {
     /* day 31 only in months that have it */
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 31 * *", ct_utc(2027, 1, 31, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 31 * *", NULL, cc_utc(2027, 1, 31, 0, 0)),
                            "2027-03-31T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 31 * *", ct_utc(2027, 3, 31, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 31 * *", NULL, cc_utc(2027, 3, 31, 0, 0)),
                            "2027-05-31T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 30 * *", ct_utc(2027, 1, 30, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 30 * *", NULL, cc_utc(2027, 1, 30, 0, 0)),
                            "2027-03-30T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 29-31 2,4 *", ct_utc(2027, 2, 1, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 29-31 2,4 *", NULL, cc_utc(2027, 2, 1, 0, 0)),
                            "2027-04-29T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 29-31 2,4 *", ct_utc(2028, 2, 1, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 29-31 2,4 *", NULL, cc_utc(2028, 2, 1, 0, 0)),
                            "2028-02-29T00:00:00Z");
     /* the last minute of a month, to the first of the next */
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 * * *", ct_utc(2027, 4, 30, 23, 59)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 * * *", NULL, cc_utc(2027, 4, 30, 23, 59)),
                            "2027-05-01T00:00:00Z");
 }
 
 static void test_cron_next_day_or_rule(void)
 {
     /* both restricted: the 13th or a Friday, whichever comes first */
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 13 * FRI", ct_utc(2026, 12, 6, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 13 * FRI", NULL, cc_utc(2026, 12, 6, 0, 0)),
                            "2026-12-11T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 13 * FRI", ct_utc(2026, 12, 11, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 13 * FRI", NULL, cc_utc(2026, 12, 11, 0, 0)),
                            "2026-12-13T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 1,15 * MON", ct_utc(2026, 12, 1, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 1,15 * MON", NULL, cc_utc(2026, 12, 1, 0, 0)),
                            "2026-12-07T00:00:00Z");
     /* one of them starts with '*': both must match (odd days that are Mondays) */
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 */2 * MON", ct_utc(2026, 12, 1, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 */2 * MON", NULL, cc_utc(2026, 12, 1, 0, 0)),
                            "2026-12-07T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 */2 * MON", ct_utc(2026, 12, 7, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 */2 * MON", NULL, cc_utc(2026, 12, 7, 0, 0)),
                            "2026-12-21T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 13 * *", ct_utc(2026, 12, 6, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 13 * *", NULL, cc_utc(2026, 12, 6, 0, 0)),
                            "2026-12-13T00:00:00Z");
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 * * FRI", ct_utc(2026, 12, 6, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 * * FRI", NULL, cc_utc(2026, 12, 6, 0, 0)),
                            "2026-12-11T00:00:00Z");
     /* a Friday the 13th in February only, the hard way (OR: any Friday of February, or the 13th) */
-    CU_ASSERT_STRING_EQUAL(ct_next("0 0 13 2 5", ct_utc(2026, 12, 6, 0, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 0 13 2 5", NULL, cc_utc(2026, 12, 6, 0, 0)),
                            "2027-02-05T00:00:00Z");
 }
 
@@ -290,28 +271,28 @@ static void test_cron_latest(void)
     struct srv_cron c;
     char err[256];
     int64_t tick;
-    int64_t now = ct_utc(2026, 12, 6, 14, 3) + 17;
+    int64_t now = cc_utc(2026, 12, 6, 14, 3) + 17;
     CU_ASSERT_EQUAL_FATAL(srv_cron_parse("*/5 * * * *", &c, err, 256), 0);
     CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, 0, now, &tick), 0);
-    CU_ASSERT_EQUAL(tick, ct_utc(2026, 12, 6, 14, 0));
-    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2026, 12, 6, 14, 0), now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, cc_utc(2026, 12, 6, 14, 0));
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, cc_utc(2026, 12, 6, 14, 0), now, &tick), 0);
     CU_ASSERT_EQUAL(tick, 0); /* nothing after the last one */
-    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2026, 12, 6, 13, 55), now, &tick), 0);
-    CU_ASSERT_EQUAL(tick, ct_utc(2026, 12, 6, 14, 0));
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, cc_utc(2026, 12, 6, 13, 55), now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, cc_utc(2026, 12, 6, 14, 0));
     /* a yearly tick found far back, and not before `after` */
     CU_ASSERT_EQUAL_FATAL(srv_cron_parse("0 0 1 1 *", &c, err, 256), 0);
-    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2020, 6, 1, 0, 0), now, &tick), 0);
-    CU_ASSERT_EQUAL(tick, ct_utc(2026, 1, 1, 0, 0));
-    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2026, 1, 1, 0, 0), now, &tick), 0);
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, cc_utc(2020, 6, 1, 0, 0), now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, cc_utc(2026, 1, 1, 0, 0));
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, cc_utc(2026, 1, 1, 0, 0), now, &tick), 0);
     CU_ASSERT_EQUAL(tick, 0);
     /* a tick exactly at now counts */
-    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, 0, ct_utc(2026, 1, 1, 0, 0), &tick), 0);
-    CU_ASSERT_EQUAL(tick, ct_utc(2026, 1, 1, 0, 0));
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, 0, cc_utc(2026, 1, 1, 0, 0), &tick), 0);
+    CU_ASSERT_EQUAL(tick, cc_utc(2026, 1, 1, 0, 0));
     /* @every: the multiple at or before now */
     CU_ASSERT_EQUAL_FATAL(srv_cron_parse("@every 1h", &c, err, 256), 0);
     CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, 0, now, &tick), 0);
-    CU_ASSERT_EQUAL(tick, ct_utc(2026, 12, 6, 14, 0));
-    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, ct_utc(2026, 12, 6, 14, 0), now, &tick), 0);
+    CU_ASSERT_EQUAL(tick, cc_utc(2026, 12, 6, 14, 0));
+    CU_ASSERT_EQUAL(srv_cron_latest(&c, NULL, cc_utc(2026, 12, 6, 14, 0), now, &tick), 0);
     CU_ASSERT_EQUAL(tick, 0);
 }
 

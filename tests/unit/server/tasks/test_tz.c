@@ -11,13 +11,9 @@
 
 #include "server/tasks/cron.h"
 #include "tests/suite.h"
+#include "tests/unit/server/tasks/cron_cases.h"
 
 int suite_server_tasks_tz(void);
-
-static int64_t tt_utc(int y, unsigned mo, unsigned d, unsigned h, unsigned mi)
-{
-    return srv_cron_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60;
-}
 
 static const char *tt_skip_no_zoneinfo(void)
 {
@@ -26,18 +22,6 @@ static const char *tt_skip_no_zoneinfo(void)
         return "no /usr/share/zoneinfo (package tzdata)";
     fclose(f);
     return NULL;
-}
-
-static const char *tt_next(const char *expr, const struct srv_tz *tz, int64_t after)
-{
-    static char buf[32];
-    struct srv_cron c;
-    char err[256];
-    int64_t next;
-    buf[0] = '\0';
-    if (srv_cron_parse(expr, &c, err, sizeof(err)) == 0 && srv_cron_next(&c, tz, after, &next) == 0)
-        srv_cron_time_format(next, buf, sizeof(buf));
-    return buf;
 }
 
 /* Compare srv_tz_offset with glibc's localtime_r for `zone` every ~5 days and around each hour of
@@ -54,7 +38,7 @@ static void tt_compare_with_libc(const char *zone)
     setenv("TZ", spec, 1);
     tzset();
     unsigned bad = 0;
-    for (int64_t t = tt_utc(1971, 1, 1, 0, 0); t < tt_utc(2090, 1, 1, 0, 0);
+    for (int64_t t = cc_utc(1971, 1, 1, 0, 0); t < cc_utc(2090, 1, 1, 0, 0);
          t += 5 * 86400 + 3607) {
         time_t tt = (time_t)t;
         struct tm tm;
@@ -90,13 +74,13 @@ static void test_tz_offset_berlin_known_instants(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(tz);
     CU_ASSERT_STRING_EQUAL(srv_tz_name(tz), "Europe/Berlin");
     /* 2027-03-28 01:00 UTC: CET to CEST; 2027-10-31 01:00 UTC: back */
-    CU_ASSERT_EQUAL(srv_tz_offset(tz, tt_utc(2027, 3, 28, 0, 59)), 3600);
-    CU_ASSERT_EQUAL(srv_tz_offset(tz, tt_utc(2027, 3, 28, 1, 0)), 7200);
-    CU_ASSERT_EQUAL(srv_tz_offset(tz, tt_utc(2027, 10, 31, 0, 59)), 7200);
-    CU_ASSERT_EQUAL(srv_tz_offset(tz, tt_utc(2027, 10, 31, 1, 0)), 3600);
+    CU_ASSERT_EQUAL(srv_tz_offset(tz, cc_utc(2027, 3, 28, 0, 59)), 3600);
+    CU_ASSERT_EQUAL(srv_tz_offset(tz, cc_utc(2027, 3, 28, 1, 0)), 7200);
+    CU_ASSERT_EQUAL(srv_tz_offset(tz, cc_utc(2027, 10, 31, 0, 59)), 7200);
+    CU_ASSERT_EQUAL(srv_tz_offset(tz, cc_utc(2027, 10, 31, 1, 0)), 3600);
     /* far beyond the file's transitions: the footer's rule (last Sunday of March, 2100-03-28) */
-    CU_ASSERT_EQUAL(srv_tz_offset(tz, tt_utc(2100, 3, 28, 0, 59)), 3600);
-    CU_ASSERT_EQUAL(srv_tz_offset(tz, tt_utc(2100, 3, 28, 1, 0)), 7200);
+    CU_ASSERT_EQUAL(srv_tz_offset(tz, cc_utc(2100, 3, 28, 0, 59)), 3600);
+    CU_ASSERT_EQUAL(srv_tz_offset(tz, cc_utc(2100, 3, 28, 1, 0)), 7200);
     srv_tz_free(tz);
 }
 
@@ -106,15 +90,15 @@ static void test_tz_from_local_gap_and_overlap(void)
     struct srv_tz *tz = srv_tz_load("Europe/Berlin", err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(tz);
     /* an ordinary wall time */
-    CU_ASSERT_EQUAL(srv_tz_from_local(tz, tt_utc(2027, 1, 10, 12, 0)), tt_utc(2027, 1, 10, 11, 0));
+    CU_ASSERT_EQUAL(srv_tz_from_local(tz, cc_utc(2027, 1, 10, 12, 0)), cc_utc(2027, 1, 10, 11, 0));
     /* 02:30 on 2027-03-28 does not exist: the jump at 01:00 UTC (03:00 CEST) */
-    CU_ASSERT_EQUAL(srv_tz_from_local(tz, tt_utc(2027, 3, 28, 2, 30)), tt_utc(2027, 3, 28, 1, 0));
-    CU_ASSERT_EQUAL(srv_tz_from_local(tz, tt_utc(2027, 3, 28, 2, 0)), tt_utc(2027, 3, 28, 1, 0));
-    CU_ASSERT_EQUAL(srv_tz_from_local(tz, tt_utc(2027, 3, 28, 3, 0)), tt_utc(2027, 3, 28, 1, 0));
+    CU_ASSERT_EQUAL(srv_tz_from_local(tz, cc_utc(2027, 3, 28, 2, 30)), cc_utc(2027, 3, 28, 1, 0));
+    CU_ASSERT_EQUAL(srv_tz_from_local(tz, cc_utc(2027, 3, 28, 2, 0)), cc_utc(2027, 3, 28, 1, 0));
+    CU_ASSERT_EQUAL(srv_tz_from_local(tz, cc_utc(2027, 3, 28, 3, 0)), cc_utc(2027, 3, 28, 1, 0));
     /* 02:30 on 2027-10-31 happens twice: the first (CEST, 00:30 UTC) */
-    CU_ASSERT_EQUAL(srv_tz_from_local(tz, tt_utc(2027, 10, 31, 2, 30)),
-                    tt_utc(2027, 10, 31, 0, 30));
-    CU_ASSERT_EQUAL(srv_tz_from_local(tz, tt_utc(2027, 10, 31, 3, 0)), tt_utc(2027, 10, 31, 2, 0));
+    CU_ASSERT_EQUAL(srv_tz_from_local(tz, cc_utc(2027, 10, 31, 2, 30)),
+                    cc_utc(2027, 10, 31, 0, 30));
+    CU_ASSERT_EQUAL(srv_tz_from_local(tz, cc_utc(2027, 10, 31, 3, 0)), cc_utc(2027, 10, 31, 2, 0));
     CU_ASSERT_EQUAL(srv_tz_from_local(srv_tz_utc(), 12345), 12345);
     srv_tz_free(tz);
 }
@@ -125,33 +109,33 @@ static void test_tz_cron_next_across_changes(void)
     struct srv_tz *tz = srv_tz_load("Europe/Berlin", err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(tz);
     /* 09:00 Berlin is 08:00 UTC in winter, 07:00 UTC in summer */
-    CU_ASSERT_STRING_EQUAL(tt_next("0 9 * * *", tz, tt_utc(2027, 1, 10, 12, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 9 * * *", tz, cc_utc(2027, 1, 10, 12, 0)),
                            "2027-01-11T08:00:00Z");
-    CU_ASSERT_STRING_EQUAL(tt_next("0 9 * * *", tz, tt_utc(2027, 7, 10, 12, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("0 9 * * *", tz, cc_utc(2027, 7, 10, 12, 0)),
                            "2027-07-11T07:00:00Z");
     /* the skipped 02:30 fires once, at the jump; the next day at 02:30 CEST */
-    CU_ASSERT_STRING_EQUAL(tt_next("30 2 * * *", tz, tt_utc(2027, 3, 27, 12, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("30 2 * * *", tz, cc_utc(2027, 3, 27, 12, 0)),
                            "2027-03-28T01:00:00Z");
-    CU_ASSERT_STRING_EQUAL(tt_next("30 2 * * *", tz, tt_utc(2027, 3, 28, 1, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("30 2 * * *", tz, cc_utc(2027, 3, 28, 1, 0)),
                            "2027-03-29T00:30:00Z");
     /* every 15 minutes through the gap: 01:45 CET, then the jump (02:00, 02:15.. all at 03:00),
      * then 03:15 CEST */
-    CU_ASSERT_STRING_EQUAL(tt_next("*/15 * * * *", tz, tt_utc(2027, 3, 28, 0, 30)),
+    CU_ASSERT_STRING_EQUAL(cc_next("*/15 * * * *", tz, cc_utc(2027, 3, 28, 0, 30)),
                            "2027-03-28T00:45:00Z");
-    CU_ASSERT_STRING_EQUAL(tt_next("*/15 * * * *", tz, tt_utc(2027, 3, 28, 0, 45)),
+    CU_ASSERT_STRING_EQUAL(cc_next("*/15 * * * *", tz, cc_utc(2027, 3, 28, 0, 45)),
                            "2027-03-28T01:00:00Z");
-    CU_ASSERT_STRING_EQUAL(tt_next("*/15 * * * *", tz, tt_utc(2027, 3, 28, 1, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("*/15 * * * *", tz, cc_utc(2027, 3, 28, 1, 0)),
                            "2027-03-28T01:15:00Z");
     /* the repeated 02:30 fires once, at its first occurrence */
-    CU_ASSERT_STRING_EQUAL(tt_next("30 2 * * *", tz, tt_utc(2027, 10, 30, 12, 0)),
+    CU_ASSERT_STRING_EQUAL(cc_next("30 2 * * *", tz, cc_utc(2027, 10, 30, 12, 0)),
                            "2027-10-31T00:30:00Z");
-    CU_ASSERT_STRING_EQUAL(tt_next("30 2 * * *", tz, tt_utc(2027, 10, 31, 0, 30)),
+    CU_ASSERT_STRING_EQUAL(cc_next("30 2 * * *", tz, cc_utc(2027, 10, 31, 0, 30)),
                            "2027-11-01T01:30:00Z");
     /* every 30 minutes through the repeated hour: 02:00 and 02:30 CEST, not again in CET */
-    CU_ASSERT_STRING_EQUAL(tt_next("*/30 * * * *", tz, tt_utc(2027, 10, 31, 0, 30)),
+    CU_ASSERT_STRING_EQUAL(cc_next("*/30 * * * *", tz, cc_utc(2027, 10, 31, 0, 30)),
                            "2027-10-31T02:00:00Z");
     /* @every ignores the zone */
-    CU_ASSERT_STRING_EQUAL(tt_next("@every 1h", tz, tt_utc(2027, 10, 31, 0, 30)),
+    CU_ASSERT_STRING_EQUAL(cc_next("@every 1h", tz, cc_utc(2027, 10, 31, 0, 30)),
                            "2027-10-31T01:00:00Z");
     srv_tz_free(tz);
 }
