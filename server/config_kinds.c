@@ -226,7 +226,7 @@ int srv_cfgk_key_apply(struct srv_cfg_kind *k, const char *key, size_t klen, con
         else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0)
             *(bool *)field = false;
         else
-            rc = kfail(msg, msz, "expected true or false (yes or no), got \"%.80s\"", value);
+            rc = srv_cfg_fail(msg, msz, "expected true or false (yes or no), got \"%.80s\"", value);
         break;
     default:
         rc = kind_num(kk, value, &v, msg, msz);
