@@ -140,3 +140,33 @@ bench_stop() {
     wait "$1" 2>/dev/null || true
     bench_untrack "$1"
 }
+
+# bullmq_peer SECONDS: run the BullMQ peer ($BULLMQ_PEER/bench.sh, Redis with appendfsync always)
+# into $TMP/peer.txt; sets PEER (ran, or why not), PEER_ENQ (enqueues/s), PEER_P99 and PEER_DRAIN
+# (tasks/s). Needs redis-server and npm: without them the peer is skipped and PEER says why.
+bullmq_peer() {
+    PEER=skipped
+    PEER_ENQ=0
+    PEER_P99=
+    PEER_DRAIN=0
+    if [ ! -f "$BULLMQ_PEER/bench.sh" ]; then
+        PEER="skipped: no $BULLMQ_PEER/bench.sh (set BULLMQ_PEER)"
+    elif ! command -v redis-server >/dev/null; then
+        PEER="skipped: redis-server is not installed (apt-get install redis-server)"
+    elif ! command -v npm >/dev/null; then
+        PEER="skipped: npm is not installed (apt-get install npm)"
+    else
+        echo "== peer: BullMQ on Redis (appendfsync always), $BULLMQ_PEER/bench.sh"
+        if FSYNC=always DUR="$1" bash "$BULLMQ_PEER/bench.sh" >"$TMP/peer.txt" 2>&1; then
+            cat "$TMP/peer.txt"
+            PEER=ran
+            PEER_ENQ=$(awk '/^enqueue:/ { print $2 }' "$TMP/peer.txt")
+            PEER_P99=$(awk '/^enqueue:/ { sub(/.*p99 /, ""); sub(/\).*/, ""); print }' "$TMP/peer.txt")
+            PEER_DRAIN=$(awk '/^drain:/ { for (i = 1; i <= NF; i++) if ($i == "tasks/s") print $(i - 1) }' \
+                "$TMP/peer.txt")
+        else
+            cat "$TMP/peer.txt" >&2
+            PEER="failed (its output is above)"
+        fi
+    fi
+}

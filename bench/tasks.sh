@@ -196,30 +196,7 @@ spindle_stop "$SPINDLE_PID"
 [ "$FAILED" = 0 ] || echo "bench: warning: some tasks failed (GET /v1/tasks?state=failed)" >&2
 
 # ---- the peer -------------------------------------------------------------------------------
-PEER=skipped
-PEER_ENQ=0
-PEER_P99=
-PEER_DRAIN=0
-if [ ! -f "$BULLMQ_PEER/bench.sh" ]; then
-    PEER="skipped: no $BULLMQ_PEER/bench.sh (set BULLMQ_PEER)"
-elif ! command -v redis-server >/dev/null; then
-    PEER="skipped: redis-server is not installed (apt-get install redis-server)"
-elif ! command -v npm >/dev/null; then
-    PEER="skipped: npm is not installed (apt-get install npm)"
-else
-    echo "== peer: BullMQ on Redis (appendfsync always), $BULLMQ_PEER/bench.sh"
-    if DUR="$DURATION" bash "$BULLMQ_PEER/bench.sh" >"$TMP/peer.txt" 2>&1; then
-        cat "$TMP/peer.txt"
-        PEER=ran
-        PEER_ENQ=$(awk '/^enqueue:/ { print $2 }' "$TMP/peer.txt")
-        PEER_P99=$(awk '/^enqueue:/ { sub(/.*p99 /, ""); sub(/\).*/, ""); print }' "$TMP/peer.txt")
-        PEER_DRAIN=$(awk '/^drain:/ { for (i = 1; i <= NF; i++) if ($i == "tasks/s") print $(i - 1) }' \
-            "$TMP/peer.txt")
-    else
-        cat "$TMP/peer.txt" >&2
-        PEER="failed (its output is above)"
-    fi
-fi
+bullmq_peer "$DURATION"
 
 if [ "$PEER" = ran ]; then
     R_ENQ="$(ratio "$ENQ" "$PEER_ENQ")x the peer's (target >= 2x: $(verdict "$(ratio "$ENQ" "$PEER_ENQ")" 2))"
