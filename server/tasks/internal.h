@@ -48,7 +48,7 @@ int srv_sq_open(const struct srv_task_store_opts *o, void **st, char *err, size_
 
 /* ---- the PostgreSQL backend (store_pg.c, store_pg_conn.c) ------------------------------------ */
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_CHANNEL        "spindle_tasks" /* NOTIFY payloads: "d", "c:ID:ATTEMPT", "f:ID" */
 
 struct pg_conn;   /* libpq's PGconn */

@@ -12,7 +12,11 @@
  * Sharing: claiming locks candidate rows with FOR UPDATE SKIP LOCKED, so instances claiming at
  * once never wait for each other nor take the same task; it is fair by tenant across instances:
  * the due tenants are found by a skip scan of an index, each gives its oldest due tasks, and
- * every tenant's first one is taken before any tenant's second (row_number() per tenant). A
+ * every tenant's first one is taken before any tenant's second (row_number() per tenant). One
+ * index serves every step, in the claim's order: the due tasks (tenant, run_at_ms, id), so each
+ * step reads a few entries and stops at its LIMIT whatever the planner thinks of the table (a new
+ * table without statistics yet included); the oldest due task (metrics, the poll) is found the
+ * same way, one index entry per tenant, instead of by a second index. A
  * running attempt holds a lease (lease_until_ms, owner); fencing is by attempt number as in
  * SQLite, so a late completion from an instance that lost its lease (or died and came back)
  * changes nothing. Every instance expires leases that ran out; the UPDATE's row locks make one
@@ -58,6 +62,17 @@ static const char pg_sql_enqueue[] =
     "$9::text,$10::text,$11::text,$12::bytea WHERE (SELECT count(*) FROM (SELECT 1 FROM"
     " spindle_tasks WHERE tenant=$2::text AND state IN (0,1,2) LIMIT $13::bigint) u)<$13::bigint"
     " ON CONFLICT (tenant,idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
+
+/* The oldest run_at_ms of the queued and retrying tasks (due or not), NULL when none: a skip scan
+ * of the tenants in the due index, then each tenant's first entry; it reads a few index pages per
+ * tenant instead of the backlog. */
+#define PG_SQL_OLDEST                                                                              \
+    "WITH RECURSIVE tn(tenant) AS ("                                                               \
+    " (SELECT tenant FROM spindle_tasks WHERE state IN (0,2) ORDER BY tenant LIMIT 1)"             \
+    " UNION ALL SELECT (SELECT t.tenant FROM spindle_tasks t WHERE t.state IN (0,2)"               \
+    "  AND t.tenant>tn.tenant ORDER BY t.tenant LIMIT 1) FROM tn WHERE tn.tenant IS NOT NULL)"     \
+    " SELECT min((SELECT t.run_at_ms FROM spindle_tasks t WHERE t.tenant=tn.tenant AND"            \
+    " t.state IN (0,2) ORDER BY t.run_at_ms LIMIT 1)) AS m FROM tn WHERE tn.tenant IS NOT NULL"
 
 /* Fair claim: the due tenants by a skip scan (at most 1000 per claim), up to $2 oldest due tasks
  * of each, locked or skipped, ranked within their tenant; rank 1 of every tenant first. */
@@ -847,10 +862,8 @@ static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     PQclear(r);
     char b[24];
     const char *v[] = {PG_I64(b, now)};
-    rc = pg_exec(st,
-                 "SELECT min(run_at_ms) FROM spindle_tasks WHERE state IN (0,2) AND"
-                 " run_at_ms<=$1::bigint",
-                 1, v, NULL, NULL, &r);
+    rc = pg_exec(st, "SELECT CASE WHEN m<=$1::bigint THEN m END FROM (" PG_SQL_OLDEST ") o", 1, v,
+                 NULL, NULL, &r);
     if (rc != 0)
         return rc;
     *oldest_queued = PQntuples(r) == 1 ? pg_int(r, 0, 0) : 0;
@@ -863,7 +876,7 @@ static int pg_queued(void *st, unsigned top, srv_task_tenant_count_fn *fn, void 
     char b[24];
     const char *v[] = {PG_I64(b, top)};
     PGresult *r;
-    /* The due-tasks index (tenant, run_at_ms) WHERE state IN (0,2) covers the count. */
+    /* The due-tasks index (tenant, run_at_ms, id) WHERE state IN (0,2) covers the count. */
     int rc = pg_exec(st,
                      "SELECT CASE WHEN rk<=$1::bigint THEN tenant END, sum(n)::bigint FROM"
                      " (SELECT tenant, count(*) AS n, row_number() OVER (ORDER BY count(*) DESC,"
@@ -929,10 +942,8 @@ static int pg_poll_due(struct pg_store *p, int64_t now, srv_task_event_fn *fn, v
     char b[24];
     const char *v[] = {PG_I64(b, now)};
     PGresult *r;
-    int rc = pg_exec(p,
-                     "SELECT 1 FROM spindle_tasks WHERE state IN (0,2) AND run_at_ms<=$1::bigint"
-                     " LIMIT 1",
-                     1, v, NULL, NULL, &r);
+    int rc =
+        pg_exec(p, "SELECT 1 FROM (" PG_SQL_OLDEST ") o WHERE m<=$1::bigint", 1, v, NULL, NULL, &r);
     if (rc != 0)
         return rc;
     if (PQntuples(r) > 0)

@@ -403,7 +403,7 @@ static void test_pg_schema_check(void)
     struct srv_task_store_opts o = {.path = ts_loc};
     CU_ASSERT_EQUAL(ops->schema(&o, &have, &want, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL(have, 0);
-    CU_ASSERT_EQUAL(want, 1);
+    CU_ASSERT_EQUAL(want, PG_SCHEMA_VERSION);
     void *st = ts_reopen();
     ops->close(st);
     CU_ASSERT_EQUAL(ops->schema(&o, &have, &want, err, sizeof(err)), 0);
