@@ -61,6 +61,16 @@ struct pg_running {
     unsigned attempt;
 };
 
+/* A tenant's unfinished tasks as the last count found them, plus this store's inserts since
+ * (pg_chunk_count: the cap is counted again only near it). */
+struct pg_tenant_count {
+    char tenant[CTX_TENANT_MAX + 1];
+    uint64_t used;  /* an upper bound for this store's own writes */
+    uint64_t at_ns; /* when it was counted (ctx_now_ns) */
+};
+
+#define PG_COUNTS_MAX 64 /* tenants remembered; beyond, the oldest count is forgotten */
+
 /* The backend's state: the store thread's alone, but for `listen`, which has its own lock. */
 struct pg_store {
     struct pg_conn *conn; /* NULL after a failed reconnect */
@@ -76,6 +86,8 @@ struct pg_store {
     bool down;          /* a reconnect failed (logged once per outage) */
     bool begin_pending; /* begin was called and BEGIN not sent yet: it goes with the first
                            statement (one round trip saved per transaction) */
+    struct pg_tenant_count counts[PG_COUNTS_MAX]; /* emptied on rollback */
+    size_t ncounts;
 };
 
 /* One statement of a pipeline (pg_pipeline): in as pg_exec's arguments, out its result. */

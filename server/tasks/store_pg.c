@@ -371,6 +371,7 @@ static int pg_commit(void *st)
 static void pg_rollback(void *st)
 {
     struct pg_store *p = st;
+    p->ncounts = 0; /* they may count inserts that never happened: count again */
     p->notify_len = 0;
     p->notify_due = false;
     p->nrunning = p->tx_mark; /* the claims of this transaction never happened */
@@ -481,16 +482,52 @@ struct pg_chunk {
     struct pg_insert in[PG_PIPELINE_MAX];
     struct pg_stmt stmts[PG_PIPELINE_MAX];
     const char *tenant[PG_PIPELINE_MAX]; /* distinct tenants, borrowed from the tasks */
+    unsigned nt;                         /* how many */
     char cap[PG_PIPELINE_MAX][24];
     uint64_t used[PG_PIPELINE_MAX]; /* by tenant: unfinished, then + the inserts decided */
     unsigned of[PG_PIPELINE_MAX];   /* by request: its tenant's index */
     bool insert[PG_PIPELINE_MAX];   /* by request: within its tenant's cap */
 };
 
+/* A count of `tenant`'s unfinished tasks younger than this may stand in for a new one while the
+ * tenant stays under half its cap. */
+#define PG_COUNT_FRESH_NS 1000000000ull
+
+static struct pg_tenant_count *pg_count_find(struct pg_store *p, const char *tenant)
+{
+    for (size_t i = 0; i < p->ncounts; i++)
+        if (strcmp(p->counts[i].tenant, tenant) == 0)
+            return &p->counts[i];
+    return NULL;
+}
+
+/* Remember that `tenant` has at most `used` unfinished tasks, counted at `at_ns`. */
+static void pg_count_keep(struct pg_store *p, const char *tenant, uint64_t used, uint64_t at_ns)
+{
+    struct pg_tenant_count *e = pg_count_find(p, tenant);
+    if (e == NULL && p->ncounts < PG_COUNTS_MAX)
+        e = &p->counts[p->ncounts++];
+    if (e == NULL) { /* full: the oldest count goes */
+        e = &p->counts[0];
+        for (size_t i = 1; i < p->ncounts; i++)
+            if (p->counts[i].at_ns < e->at_ns)
+                e = &p->counts[i];
+    }
+    snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
+    e->used = used;
+    e->at_ns = at_ns;
+}
+
+/* The unfinished tasks of the chunk's tenants into c->used. Counting reads a tenant's
+ * unfinished tasks (up to the cap): with a backlog, the largest cost of an enqueue. So a tenant
+ * far below its cap is not counted again for a second: its last count plus this store's inserts
+ * since is an upper bound of what this store did, and other instances' inserts of that second
+ * are all the cap can be off by, and only while the tenant is under half its cap. Near the cap,
+ * every chunk counts. */
 static int pg_chunk_count(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *r,
                           unsigned k)
 {
-    unsigned nt = 0, maxcap = 0;
+    unsigned nt = 0, maxcap = 0, nc = 0, want[PG_PIPELINE_MAX] = {0}, count[PG_PIPELINE_MAX];
     for (unsigned i = 0; i < k; i++, r = r->next) {
         unsigned j = 0;
         while (j < nt && strcmp(c->tenant[j], r->task.tenant) != 0)
@@ -498,18 +535,29 @@ static int pg_chunk_count(struct pg_store *p, struct pg_chunk *c, struct srv_tas
         if (j == nt)
             c->tenant[nt++] = r->task.tenant;
         c->of[i] = j;
+        want[j]++;
         maxcap = r->cap > maxcap ? r->cap : maxcap;
     }
+    c->nt = nt;
+    uint64_t now = ctx_now_ns();
     for (unsigned j = 0; j < nt; j++) {
-        c->in[j].v[0] = c->tenant[j];
-        c->in[j].v[1] = PG_I64(c->cap[j], maxcap);
-        c->stmts[j] = (struct pg_stmt){pg_sql_unfinished, 2, c->in[j].v, NULL, NULL, NULL};
+        const struct pg_tenant_count *e = pg_count_find(p, c->tenant[j]);
+        if (e != NULL && now - e->at_ns < PG_COUNT_FRESH_NS && 2 * (e->used + want[j]) <= maxcap) {
+            c->used[j] = e->used;
+            continue;
+        }
+        c->in[nc].v[0] = c->tenant[j];
+        c->in[nc].v[1] = PG_I64(c->cap[nc], maxcap);
+        c->stmts[nc] = (struct pg_stmt){pg_sql_unfinished, 2, c->in[nc].v, NULL, NULL, NULL};
+        count[nc++] = j;
     }
-    int rc = pg_pipeline(p, c->stmts, nt);
-    for (unsigned j = 0; j < nt; j++) {
+    int rc = nc > 0 ? pg_pipeline(p, c->stmts, nc) : 0;
+    for (unsigned i = 0; i < nc; i++) {
         if (rc == 0)
-            c->used[j] = (uint64_t)pg_int((PGresult *)c->stmts[j].res, 0, 0);
-        PQclear((PGresult *)c->stmts[j].res);
+            c->used[count[i]] = (uint64_t)pg_int((PGresult *)c->stmts[i].res, 0, 0);
+        PQclear((PGresult *)c->stmts[i].res);
+        if (rc == 0) /* with the time of this count; pg_chunk_run adds the inserts */
+            pg_count_keep(p, c->tenant[count[i]], c->used[count[i]], now);
     }
     return rc;
 }
@@ -534,6 +582,11 @@ static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_
         ns++;
     }
     rc = pg_pipeline(p, c->stmts, ns);
+    for (unsigned j = 0; rc == 0 && j < c->nt; j++) { /* the inserts decided: an upper bound */
+        struct pg_tenant_count *e = pg_count_find(p, c->tenant[j]);
+        if (e != NULL && c->used[j] > e->used)
+            e->used = c->used[j];
+    }
     unsigned s = 0;
     r = first;
     for (unsigned i = 0; i < k; i++, r = r->next) {
