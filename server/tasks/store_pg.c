@@ -438,7 +438,8 @@ static void pg_insert_fill(struct pg_insert *in, const struct srv_task *t, unsig
 static int pg_inserted(struct pg_store *p, struct srv_task *t, bool inserted, bool *existed)
 {
     if (inserted) {
-        pg_notify(p, "d");
+        if (t->run_at_ms <= srv_task_now_ms()) /* a delayed one: the instances' polls find it */
+            pg_notify(p, "d");
         return 0;
     }
     int rc = t->idem_key[0] != '\0' ? pg_existing(p, t, existed) : -ENOENT;
