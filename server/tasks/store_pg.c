@@ -605,38 +605,149 @@ static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_
     return rc;
 }
 
-/* Starts and completions that arrived together (the runner's writes), in one pipeline: each
- * answered as pg_start and pg_complete would. */
+/* A one-dimensional array parameter in PostgreSQL's binary format (array_recv): a header, then
+ * each element as its length and its bytes (text and bytea as they are, int4 big-endian). */
+struct pg_arr {
+    char *buf;
+    size_t len, cap;
+};
+
+#define PG_OID_BYTEA 17
+#define PG_OID_INT4  23
+#define PG_OID_TEXT  25
+
+static void pg_arr_put32(char *at, uint32_t v)
+{
+    v = htonl(v);
+    memcpy(at, &v, 4);
+}
+
+/* Append an element of `len` bytes; false when out of memory. */
+static bool pg_arr_add(struct pg_arr *a, const void *data, size_t len)
+{
+    if (a->len + 4 + len > a->cap) {
+        size_t cap = 2 * (a->len + 4 + len) + 64;
+        char *b = realloc(a->buf, cap);
+        if (b == NULL)
+            return false;
+        a->buf = b;
+        a->cap = cap;
+    }
+    pg_arr_put32(a->buf + a->len, (uint32_t)len);
+    if (data != NULL && len > 0)
+        memcpy(a->buf + a->len + 4, data, len);
+    a->len += 4 + len;
+    return true;
+}
+
+/* Start an array of `n` elements of type `oid`. */
+static bool pg_arr_begin(struct pg_arr *a, uint32_t oid, unsigned n)
+{
+    a->len = 0;
+    if (!pg_arr_add(a, NULL, 16)) /* room for the 20-byte header (this one's 4 included) */
+        return false;
+    const uint32_t head[] = {1, 0, oid, n, 1}; /* ndim, no nulls, element type, size, lbound */
+    for (unsigned i = 0; i < 5; i++)
+        pg_arr_put32(a->buf + 4 * i, head[i]);
+    return true;
+}
+
+static bool pg_arr_int(struct pg_arr *a, uint32_t v)
+{
+    char b[4];
+    pg_arr_put32(b, v);
+    return pg_arr_add(a, b, 4);
+}
+
+/* The runner's starts and completions, each kind as ONE statement over arrays (a statement per
+ * task cost PostgreSQL more to parse and plan than to run), starts first: a start and the
+ * completion of the same attempt may arrive together. RETURNING says which attempts were still
+ * the tasks' (the fence); the others are stale. */
+static const char pg_sql_starts[] =
+    "UPDATE spindle_tasks t SET attempt_started=true, started_ms=$1::bigint"
+    " FROM unnest($2::text[], $3::int[]) AS u(id, attempt)"
+    " WHERE t.id=u.id AND t.attempt=u.attempt AND t.state=1 RETURNING t.id";
+
+static const char pg_sql_completes[] =
+    "UPDATE spindle_tasks t SET state=3, finished_ms=$1::bigint, result=u.result,"
+    " content_type=u.content_type, lease_until_ms=NULL, owner=NULL"
+    " FROM unnest($2::text[], $3::int[], $4::bytea[], $5::text[])"
+    " AS u(id, attempt, result, content_type)"
+    " WHERE t.id=u.id AND t.attempt=u.attempt AND t.state=1 RETURNING t.id";
+
+/* Whether row `id` is among the ids `res` returned. */
+static bool pg_returned(const PGresult *res, const char *id)
+{
+    for (int i = 0; res != NULL && i < PQntuples(res); i++)
+        if (strcmp(PQgetvalue(res, i, 0), id) == 0)
+            return true;
+    return false;
+}
+
+/* The arrays of the requests of op `op` among the k from `first` into a[0..4) (id, attempt, and
+ * for completions result and content type); how many. -ENOMEM. */
+static int pg_outcome_arrays(struct pg_arr *a, enum srv_task_op op, struct srv_task_req *first,
+                             unsigned k)
+{
+    unsigned n = 0;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next)
+        n += r->op == op;
+    bool done = op == SRV_TASK_OP_COMPLETE,
+         ok = pg_arr_begin(&a[0], PG_OID_TEXT, n) && pg_arr_begin(&a[1], PG_OID_INT4, n);
+    if (done)
+        ok = ok && pg_arr_begin(&a[2], PG_OID_BYTEA, n) && pg_arr_begin(&a[3], PG_OID_TEXT, n);
+    r = first;
+    for (unsigned i = 0; ok && i < k; i++, r = r->next) {
+        const struct srv_task *t = &r->task;
+        if (r->op != op)
+            continue;
+        ok = pg_arr_add(&a[0], t->id, strlen(t->id)) && pg_arr_int(&a[1], t->attempt);
+        if (done)
+            ok = ok && pg_arr_add(&a[2], t->result, t->result_len) &&
+                 pg_arr_add(&a[3], t->content_type, strlen(t->content_type));
+    }
+    return ok ? (int)n : -ENOMEM;
+}
+
+/* Starts and completions that arrived together (the runner's writes), in one pipeline of at most
+ * two statements: each answered as pg_start and pg_complete would. */
 static int pg_chunk_outcomes(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *first,
                              unsigned k, int64_t now)
 {
-    struct srv_task_req *r = first;
-    for (unsigned i = 0; i < k; i++, r = r->next) {
-        struct pg_insert *in = &c->in[i];
-        const struct srv_task *t = &r->task;
-        bool done = r->op == SRV_TASK_OP_COMPLETE;
-        memset(in->lens, 0, sizeof(in->lens));
-        memset(in->bin, 0, sizeof(in->bin));
-        in->v[0] = t->id;
-        in->v[1] = PG_I64(in->b[0], t->attempt);
-        in->v[2] = PG_I64(in->b[1], now);
-        in->v[3] = t->result_len > 0 ? t->result : "";
-        in->v[4] = t->content_type;
-        in->lens[3] = (int)t->result_len;
-        in->bin[3] = true;
-        c->stmts[i] = (struct pg_stmt){
-            done ? pg_sql_complete : pg_sql_start, done ? 5 : 3, in->v, in->lens, in->bin, NULL};
+    struct pg_arr a[6] = {{0}};
+    char b[24];
+    const char *vs[3], *vc[5];
+    int ls[3] = {0}, lc[5] = {0};
+    bool bin[5] = {false, true, true, true, true};
+    unsigned ns = 0;
+    int n = pg_outcome_arrays(&a[0], SRV_TASK_OP_START, first, k), rc = 0;
+    if (n > 0) {
+        vs[0] = PG_I64(b, now);
+        for (unsigned i = 1; i < 3; i++) {
+            vs[i] = a[i - 1].buf;
+            ls[i] = (int)a[i - 1].len;
+        }
+        c->stmts[ns++] = (struct pg_stmt){pg_sql_starts, 3, vs, ls, bin, NULL};
     }
-    int rc = pg_pipeline(p, c->stmts, k);
-    r = first;
-    for (unsigned i = 0; i < k; i++, r = r->next) {
-        PGresult *res = (PGresult *)c->stmts[i].res;
-        bool changed = rc == 0 && strtoul(PQcmdTuples(res), NULL, 10) > 0;
-        PQclear(res);
-        if (rc != 0)
-            continue;
+    int m = n < 0 ? n : pg_outcome_arrays(&a[2], SRV_TASK_OP_COMPLETE, first, k);
+    if (m > 0) {
+        vc[0] = PG_I64(b, now);
+        for (unsigned i = 1; i < 5; i++) {
+            vc[i] = a[i + 1].buf;
+            lc[i] = (int)a[i + 1].len;
+        }
+        c->stmts[ns++] = (struct pg_stmt){pg_sql_completes, 5, vc, lc, bin, NULL};
+    }
+    rc = n < 0 ? n : m < 0 ? m : pg_pipeline(p, c->stmts, ns);
+    const PGresult *started = n > 0 && rc == 0 ? (PGresult *)c->stmts[0].res : NULL;
+    const PGresult *completed = m > 0 && rc == 0 ? (PGresult *)c->stmts[ns - 1].res : NULL;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; rc == 0 && i < k; i++, r = r->next) {
+        bool done = r->op == SRV_TASK_OP_COMPLETE;
+        bool changed = pg_returned(done ? completed : started, r->task.id);
         r->rc = changed ? 0 : -ESTALE;
-        if (r->op != SRV_TASK_OP_COMPLETE)
+        if (!done)
             continue;
         pg_running_del(p, r->task.id, r->task.attempt); /* no longer this process's either way */
         if (changed) {
@@ -645,6 +756,10 @@ static int pg_chunk_outcomes(struct pg_store *p, struct pg_chunk *c, struct srv_
             pg_notify(p, payload);
         }
     }
+    for (unsigned i = 0; i < ns; i++)
+        PQclear((PGresult *)c->stmts[i].res);
+    for (unsigned i = 0; i < 6; i++)
+        free(a[i].buf);
     return rc;
 }
 
