@@ -463,21 +463,89 @@ static int pg_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
     return pg_inserted(p, t, inserted, existed);
 }
 
-/* The insert of the tenant cap's pre-counted enqueues (pg_enqueue_many): the row, the key's
- * conflict, nothing else. */
-static const char pg_sql_insert[] =
-    "INSERT INTO spindle_tasks(id,tenant,kind,state,attempts,backoff_ms,timeout_ms,created_ms,"
-    "run_at_ms,request_id,trace_id,idem_key,spec)"
-    " VALUES($1::text,$2::text,$3::text,0,$4::int,$5::bigint,$6::bigint,$7::bigint,$8::bigint,"
-    "$9::text,$10::text,$11::text,$12::bytea)"
-    " ON CONFLICT (tenant,idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
-
 static const char pg_sql_unfinished[] =
     "SELECT count(*) FROM (SELECT 1 FROM spindle_tasks WHERE tenant=$1::text AND"
     " state IN (0,1,2) LIMIT $2::bigint) u";
 
+/* A one-dimensional array parameter in PostgreSQL's binary format (array_recv): a header, then
+ * each element as its length and its bytes (text and bytea as they are, int4 big-endian). */
+struct pg_arr {
+    char *buf;
+    size_t len, cap;
+};
+
+#define PG_OID_BYTEA 17
+#define PG_OID_INT4  23
+#define PG_OID_INT8  20
+#define PG_OID_TEXT  25
+
+static void pg_arr_put32(char *at, uint32_t v)
+{
+    v = htonl(v);
+    memcpy(at, &v, 4);
+}
+
+/* Append an element of `len` bytes; false when out of memory. */
+static bool pg_arr_add(struct pg_arr *a, const void *data, size_t len)
+{
+    if (a->len + 4 + len > a->cap) {
+        size_t cap = 2 * (a->len + 4 + len) + 64;
+        char *b = realloc(a->buf, cap);
+        if (b == NULL)
+            return false;
+        a->buf = b;
+        a->cap = cap;
+    }
+    pg_arr_put32(a->buf + a->len, (uint32_t)len);
+    if (data != NULL && len > 0)
+        memcpy(a->buf + a->len + 4, data, len);
+    a->len += 4 + len;
+    return true;
+}
+
+/* Start an array of `n` elements of type `oid`. */
+static bool pg_arr_begin(struct pg_arr *a, uint32_t oid, unsigned n)
+{
+    a->len = 0;
+    if (!pg_arr_add(a, NULL, 16)) /* room for the 20-byte header (this one's 4 included) */
+        return false;
+    const uint32_t head[] = {1, 0, oid, n, 1}; /* ndim, no nulls, element type, size, lbound */
+    for (unsigned i = 0; i < 5; i++)
+        pg_arr_put32(a->buf + 4 * i, head[i]);
+    return true;
+}
+
+static bool pg_arr_int(struct pg_arr *a, uint32_t v)
+{
+    char b[4];
+    pg_arr_put32(b, v);
+    return pg_arr_add(a, b, 4);
+}
+
+static bool pg_arr_int8(struct pg_arr *a, int64_t v)
+{
+    char b[8];
+    pg_arr_put32(b, (uint32_t)((uint64_t)v >> 32));
+    pg_arr_put32(b + 4, (uint32_t)v);
+    return pg_arr_add(a, b, 8);
+}
+
+static bool pg_arr_str(struct pg_arr *a, const char *s)
+{
+    return pg_arr_add(a, s, strlen(s));
+}
+
+/* Whether row `id` is among the ids `res` returned. */
+static bool pg_returned(const PGresult *res, const char *id)
+{
+    for (int i = 0; res != NULL && i < PQntuples(res); i++)
+        if (strcmp(PQgetvalue(res, i, 0), id) == 0)
+            return true;
+    return false;
+}
+
 /* One chunk of pg_enqueue_many: the tenants' unfinished tasks counted once per tenant (one
- * pipeline, with the BEGIN), then the inserts the caps allow (a second one), then, one by one,
+ * pipeline, with the BEGIN), then the inserts the caps allow (one statement), then, one by one,
  * the lookups of a repeated key or a full tenant. */
 struct pg_chunk {
     struct pg_insert in[PG_PIPELINE_MAX];
@@ -563,100 +631,96 @@ static int pg_chunk_count(struct pg_store *p, struct pg_chunk *c, struct srv_tas
     return rc;
 }
 
+/* The inserts of a chunk, ONE statement over arrays (a statement per task cost PostgreSQL more
+ * to parse and plan than to insert); RETURNING gives the ids inserted, the others had their key
+ * taken. The arrays, in the order of the columns of PG_INSERT_COLS. */
+#define PG_INSERT_COLS                                                                             \
+    "id,tenant,kind,attempts,backoff_ms,timeout_ms,created_ms,run_at_ms,request_id,trace_id,"      \
+    "idem_key,spec"
+static const char pg_sql_inserts[] =
+    "INSERT INTO spindle_tasks(" PG_INSERT_COLS ",state)"
+    " SELECT id,tenant,kind,attempts,backoff_ms,timeout_ms,created_ms,run_at_ms,request_id,"
+    " trace_id,nullif(idem_key,''),spec,0 FROM unnest($1::text[],$2::text[],$3::text[],$4::int[],"
+    " $5::bigint[],$6::bigint[],$7::bigint[],$8::bigint[],$9::text[],$10::text[],$11::text[],"
+    " $12::bytea[]) AS u(" PG_INSERT_COLS ")"
+    " ON CONFLICT (tenant,idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
+
+#define PG_INSERT_NCOLS 12
+
+/* Add task t to the arrays a[0..PG_INSERT_NCOLS). */
+static bool pg_insert_add(struct pg_arr *a, const struct srv_task *t)
+{
+    return pg_arr_str(&a[0], t->id) && pg_arr_str(&a[1], t->tenant) && pg_arr_str(&a[2], t->kind) &&
+           pg_arr_int(&a[3], t->attempts) && pg_arr_int8(&a[4], t->backoff_ms) &&
+           pg_arr_int8(&a[5], t->timeout_ms) && pg_arr_int8(&a[6], t->created_ms) &&
+           pg_arr_int8(&a[7], t->run_at_ms) && pg_arr_str(&a[8], t->request_id) &&
+           pg_arr_str(&a[9], t->trace_id) && pg_arr_str(&a[10], t->idem_key) &&
+           pg_arr_add(&a[11], t->spec, t->spec_len);
+}
+
+/* Decide which of the chunk's enqueues their tenants' caps allow (c->insert) and put those in
+ * a[]; how many, or -ENOMEM. */
+static int pg_insert_arrays(struct pg_chunk *c, struct pg_arr *a, struct srv_task_req *first,
+                            unsigned k)
+{
+    static const uint32_t oids[PG_INSERT_NCOLS] = {
+        PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_INT4, PG_OID_INT8, PG_OID_INT8,
+        PG_OID_INT8, PG_OID_INT8, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_BYTEA};
+    unsigned n = 0;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        r->existed = false;
+        c->insert[i] = c->used[c->of[i]] < r->cap;
+        if (c->insert[i]) {
+            c->used[c->of[i]]++;
+            n++;
+        }
+    }
+    bool ok = true;
+    for (unsigned j = 0; ok && j < PG_INSERT_NCOLS; j++)
+        ok = pg_arr_begin(&a[j], oids[j], n);
+    r = first;
+    for (unsigned i = 0; ok && i < k; i++, r = r->next)
+        ok = !c->insert[i] || pg_insert_add(a, &r->task);
+    return ok ? (int)n : -ENOMEM;
+}
+
 static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *first,
                         unsigned k)
 {
     int rc = pg_chunk_count(p, c, first, k);
     if (rc != 0)
         return rc;
-    unsigned ns = 0;
-    struct srv_task_req *r = first;
-    for (unsigned i = 0; i < k; i++, r = r->next) {
-        r->existed = false;
-        c->insert[i] = c->used[c->of[i]] < r->cap;
-        if (!c->insert[i])
-            continue;
-        c->used[c->of[i]]++;
-        pg_insert_fill(&c->in[ns], &r->task, r->cap);
-        c->stmts[ns] =
-            (struct pg_stmt){pg_sql_insert, 12, c->in[ns].v, c->in[ns].lens, c->in[ns].bin, NULL};
-        ns++;
+    struct pg_arr a[PG_INSERT_NCOLS] = {{0}};
+    const char *v[PG_INSERT_NCOLS];
+    int lens[PG_INSERT_NCOLS];
+    bool bin[PG_INSERT_NCOLS];
+    int n = pg_insert_arrays(c, a, first, k);
+    for (unsigned j = 0; j < PG_INSERT_NCOLS; j++) {
+        v[j] = a[j].buf;
+        lens[j] = (int)a[j].len;
+        bin[j] = true;
     }
-    rc = pg_pipeline(p, c->stmts, ns);
+    c->stmts[0] = (struct pg_stmt){pg_sql_inserts, PG_INSERT_NCOLS, v, lens, bin, NULL};
+    rc = n < 0 ? n : n > 0 ? pg_pipeline(p, c->stmts, 1) : 0;
+    for (unsigned j = 0; j < PG_INSERT_NCOLS; j++)
+        free(a[j].buf);
     for (unsigned j = 0; rc == 0 && j < c->nt; j++) { /* the inserts decided: an upper bound */
         struct pg_tenant_count *e = pg_count_find(p, c->tenant[j]);
         if (e != NULL && c->used[j] > e->used)
             e->used = c->used[j];
     }
-    unsigned s = 0;
-    r = first;
-    for (unsigned i = 0; i < k; i++, r = r->next) {
-        bool inserted = false;
-        if (c->insert[i]) {
-            inserted = rc == 0 && PQntuples((PGresult *)c->stmts[s].res) == 1;
-            PQclear((PGresult *)c->stmts[s++].res);
-        }
-        if (rc != 0)
-            continue;
+    const PGresult *res = n > 0 && rc == 0 ? (PGresult *)c->stmts[0].res : NULL;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; rc == 0 && i < k; i++, r = r->next) {
+        bool inserted = c->insert[i] && pg_returned(res, r->task.id);
         r->rc = pg_inserted(p, &r->task, inserted, &r->existed);
         if (r->rc == -EIO || r->rc == -ENOSPC || r->rc == -ENOMEM)
             rc = r->rc;
     }
+    if (n > 0)
+        PQclear((PGresult *)c->stmts[0].res);
     return rc;
-}
-
-/* A one-dimensional array parameter in PostgreSQL's binary format (array_recv): a header, then
- * each element as its length and its bytes (text and bytea as they are, int4 big-endian). */
-struct pg_arr {
-    char *buf;
-    size_t len, cap;
-};
-
-#define PG_OID_BYTEA 17
-#define PG_OID_INT4  23
-#define PG_OID_TEXT  25
-
-static void pg_arr_put32(char *at, uint32_t v)
-{
-    v = htonl(v);
-    memcpy(at, &v, 4);
-}
-
-/* Append an element of `len` bytes; false when out of memory. */
-static bool pg_arr_add(struct pg_arr *a, const void *data, size_t len)
-{
-    if (a->len + 4 + len > a->cap) {
-        size_t cap = 2 * (a->len + 4 + len) + 64;
-        char *b = realloc(a->buf, cap);
-        if (b == NULL)
-            return false;
-        a->buf = b;
-        a->cap = cap;
-    }
-    pg_arr_put32(a->buf + a->len, (uint32_t)len);
-    if (data != NULL && len > 0)
-        memcpy(a->buf + a->len + 4, data, len);
-    a->len += 4 + len;
-    return true;
-}
-
-/* Start an array of `n` elements of type `oid`. */
-static bool pg_arr_begin(struct pg_arr *a, uint32_t oid, unsigned n)
-{
-    a->len = 0;
-    if (!pg_arr_add(a, NULL, 16)) /* room for the 20-byte header (this one's 4 included) */
-        return false;
-    const uint32_t head[] = {1, 0, oid, n, 1}; /* ndim, no nulls, element type, size, lbound */
-    for (unsigned i = 0; i < 5; i++)
-        pg_arr_put32(a->buf + 4 * i, head[i]);
-    return true;
-}
-
-static bool pg_arr_int(struct pg_arr *a, uint32_t v)
-{
-    char b[4];
-    pg_arr_put32(b, v);
-    return pg_arr_add(a, b, 4);
 }
 
 /* The runner's starts and completions, each kind as ONE statement over arrays (a statement per
@@ -674,15 +738,6 @@ static const char pg_sql_completes[] =
     " FROM unnest($2::text[], $3::int[], $4::bytea[], $5::text[])"
     " AS u(id, attempt, result, content_type)"
     " WHERE t.id=u.id AND t.attempt=u.attempt AND t.state=1 RETURNING t.id";
-
-/* Whether row `id` is among the ids `res` returned. */
-static bool pg_returned(const PGresult *res, const char *id)
-{
-    for (int i = 0; res != NULL && i < PQntuples(res); i++)
-        if (strcmp(PQgetvalue(res, i, 0), id) == 0)
-            return true;
-    return false;
-}
 
 /* The arrays of the requests of op `op` among the k from `first` into a[0..4) (id, attempt, and
  * for completions result and content type); how many. -ENOMEM. */
