@@ -6,8 +6,10 @@
  * (group commit: many enqueues, one commit); a committed transaction is durable with the
  * server's synchronous_commit (on by default). The writes of a batch that arrived together
  * (enqueues, the runner's starts and completions: pg_write_many) go to the server in pipelines,
- * so a batch costs a few round trips whatever its size; the tenant cap of its enqueues is
- * counted once per tenant.
+ * each kind as ONE statement over array parameters (parsing and planning a statement per task
+ * cost the server more than the writes), so a batch costs a few round trips and a few
+ * statements whatever its size; the tenant cap of its enqueues is counted once per tenant, and
+ * only near the cap (pg_chunk_count: far below it, the last second's count stands in).
  *
  * Sharing: claiming locks candidate rows with FOR UPDATE SKIP LOCKED, so instances claiming at
  * once never wait for each other nor take the same task; it is fair by tenant across instances:

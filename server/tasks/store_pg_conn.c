@@ -18,9 +18,10 @@
  *
  * Round trips: a transaction's BEGIN is not sent on its own but in front of its first statement
  * (pg_simple prepends it; pg_exec sends both in one pipeline), and pg_pipeline sends many
- * statements (a group commit's enqueues) at once with libpq's pipeline mode (libpq >= 14): on a
- * network a round trip costs more than the statement, so a batch of N enqueues takes two round
- * trips (BEGIN + the inserts, COMMIT) instead of N + 2.
+ * statements (a group's counts for the tenant cap, its starts and completions) at once with
+ * libpq's pipeline mode (libpq >= 14): on a network a round trip costs more than the statement,
+ * so a batch of N enqueues takes two or three round trips (BEGIN + the counts, the inserts,
+ * COMMIT) instead of N + 2.
  *
  * The schema is versioned by the table spindle_schema; pg_migrate takes a transaction-scoped
  * advisory lock, so instances starting together migrate one after the other, and refuses a
