@@ -166,6 +166,9 @@ struct task_call;
 /* Ready queue: 4 claimed tasks per slot, at least this many. A claim is a store transaction (an
  * fsync): it must bring enough short tasks to keep the slots busy until the next one is back. */
 #define SRV_TASKS_PREFETCH_MIN 256
+/* A store other instances share: the ready queue holds about this much work at the rate attempts
+ * start (between one task per slot and the bound above), measured over windows of this length. */
+#define SRV_TASKS_PREFETCH_AHEAD_NS 100000000ull
 
 struct srv_tasks {
     struct srv_http *h;
@@ -180,6 +183,9 @@ struct srv_tasks {
     unsigned running;             /* attempts between their start and their store write */
     unsigned ready;               /* attempts claimed and not started (the ready queue) */
     unsigned prefetch;            /* the ready queue's bound */
+    unsigned prefetch_max;        /* its bound at the fastest start rate (shared store) */
+    unsigned rate_starts;         /* attempts started since rate_t0_ns */
+    uint64_t rate_t0_ns;          /* the start of the start-rate window (ctx_now_ns) */
     bool claiming;                /* a claim is at the store */
     bool claim_again;             /* poked while claiming: claim again when that claim is back */
     uint64_t claim_hold_until_ns; /* a claim failed: claim none before (ctx_now_ns) */

@@ -9,6 +9,10 @@
  * as many due tasks as the queue has room for; the runner claims again when an enqueue arrives,
  * when the queue runs low, and every SRV_TASKS_POLL_S on its timer (delayed tasks and retries
  * become due by the clock). A task cancelled while it waits in the queue is dropped from it.
+ * On a store other instances share, the queue is sized to about 100 ms of work at the rate
+ * attempts started lately (tr_prefetch_adapt): one task per slot for long attempts, so none
+ * waits leased here while another instance idles; up to the unshared bound for short ones, so a
+ * claim (a query and a commit) is shared by many tasks instead of by one per slot.
  *
  * An attempt (struct task_attempt) parses its stored spec with the batch item parser against
  * the current snapshot of kinds (so every kind can be a task: built-in, module and exec kinds,
@@ -442,6 +446,7 @@ static void tr_start(struct task_attempt *a)
     if (tr_submit(a) != 0)
         return;
     t->stats.attempts++;
+    t->rate_starts++;
     tr_mark_started(a);
     uint64_t deadline = ctx_deadline(a->ctx); /* the task's, or admission's earlier one */
     if (deadline != 0) {
@@ -549,6 +554,23 @@ static void tr_pump(struct srv_tasks *t)
     t->pumping = false;
 }
 
+/* On a shared store: size the ready queue to the work of SRV_TASKS_PREFETCH_AHEAD_NS at the rate
+ * attempts started in the last window, between one task per slot (long attempts: none leased
+ * here while other instances idle) and prefetch_max (short ones: a claim brings enough to keep
+ * the slots busy until the next is back, and the claim's cost is shared by many tasks). */
+static void tr_prefetch_adapt(struct srv_tasks *t)
+{
+    uint64_t now = ctx_now_ns(), dt = now - t->rate_t0_ns;
+    if (t->prefetch_max <= t->slots || dt < SRV_TASKS_PREFETCH_AHEAD_NS)
+        return;
+    uint64_t ahead = (uint64_t)t->rate_starts * SRV_TASKS_PREFETCH_AHEAD_NS / dt;
+    t->prefetch = ahead < t->slots          ? t->slots
+                  : ahead > t->prefetch_max ? t->prefetch_max
+                                            : (unsigned)ahead;
+    t->rate_starts = 0;
+    t->rate_t0_ns = now;
+}
+
 void srv_tasks_runner_poke(struct srv_tasks *t)
 {
     if (t->store == NULL || t->draining)
@@ -560,6 +582,7 @@ void srv_tasks_runner_poke(struct srv_tasks *t)
     }
     if (ctx_now_ns() < t->claim_hold_until_ns)
         return; /* the last claim failed: the poll timer tries again after the pause */
+    tr_prefetch_adapt(t);
     unsigned queued = t->ready + t->running;
     unsigned room = t->prefetch + t->slots > queued ? t->prefetch + t->slots - queued : 0;
     /* Claim when the queue is at most half full: fewer, larger claims. */
@@ -589,10 +612,13 @@ int srv_tasks_runner_start(struct srv_tasks *t)
     t->slots = (unsigned)((uint64_t)ps.workers * share / 100);
     t->slots = t->slots > 0 ? t->slots : 1;
     t->prefetch = t->slots * 4 > SRV_TASKS_PREFETCH_MIN ? t->slots * 4 : SRV_TASKS_PREFETCH_MIN;
-    /* A store other instances share: one waiting task per slot. Tasks waiting here are leased by
-     * an instance that cannot run them yet while the others may idle. */
+    /* A store other instances share: one waiting task per slot to begin with, more as short
+     * attempts start faster (tr_prefetch_adapt). Tasks waiting here are leased by an instance that
+     * cannot run them yet while the others may idle. */
+    t->prefetch_max = t->prefetch;
     if (srv_task_store_shared(t->store))
         t->prefetch = t->slots;
+    t->rate_t0_ns = ctx_now_ns();
     ev_timer *poll = calloc(1, sizeof(*poll));
     if (poll == NULL)
         return -ENOMEM;

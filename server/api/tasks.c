@@ -202,7 +202,8 @@ static void tc_done_post(struct task_call *c, struct srv_req *req)
     struct srv_task *task = &c->sr.task;
     switch (c->sr.rc) {
     case 0:
-        if (!c->sr.existed)
+        /* A delayed task is claimed by the runner's poll once due: a claim now finds nothing. */
+        if (!c->sr.existed && task->run_at_ms <= srv_task_now_ms())
             srv_tasks_runner_poke(c->t);
         LOG_D(c->sr.existed ? "task enqueue repeated" : "task enqueued",
               LOG_STR("task_id", task->id), LOG_STR("kind", task->kind),

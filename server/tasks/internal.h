@@ -48,7 +48,7 @@ int srv_sq_open(const struct srv_task_store_opts *o, void **st, char *err, size_
 
 /* ---- the PostgreSQL backend (store_pg.c, store_pg_conn.c) ------------------------------------ */
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_CHANNEL        "spindle_tasks" /* NOTIFY payloads: "d", "c:ID:ATTEMPT", "f:ID" */
 
 struct pg_conn;   /* libpq's PGconn */
@@ -60,6 +60,16 @@ struct pg_running {
     char id[SRV_TASK_ID_LEN + 1];
     unsigned attempt;
 };
+
+/* A tenant's unfinished tasks as the last count found them, plus this store's inserts since
+ * (pg_chunk_count: the cap is counted again only near it). */
+struct pg_tenant_count {
+    char tenant[CTX_TENANT_MAX + 1];
+    uint64_t used;  /* an upper bound for this store's own writes */
+    uint64_t at_ns; /* when it was counted (ctx_now_ns) */
+};
+
+#define PG_COUNTS_MAX 64 /* tenants remembered; beyond, the oldest count is forgotten */
 
 /* The backend's state: the store thread's alone, but for `listen`, which has its own lock. */
 struct pg_store {
@@ -76,6 +86,8 @@ struct pg_store {
     bool down;          /* a reconnect failed (logged once per outage) */
     bool begin_pending; /* begin was called and BEGIN not sent yet: it goes with the first
                            statement (one round trip saved per transaction) */
+    struct pg_tenant_count counts[PG_COUNTS_MAX]; /* emptied on rollback */
+    size_t ncounts;
 };
 
 /* One statement of a pipeline (pg_pipeline): in as pg_exec's arguments, out its result. */

@@ -264,13 +264,16 @@ static bool store_many(enum srv_task_op op)
     return op == SRV_TASK_OP_ENQUEUE || op == SRV_TASK_OP_START || op == SRV_TASK_OP_COMPLETE;
 }
 
-/* Such writes in a row from r, when the backend takes them together (0: one at a time). */
+/* Such writes in a row from r, when the backend takes them together (0: one at a time). A lone
+ * enqueue goes there too: write_many checks the tenant's cap once per group, and may know it
+ * without counting. */
 static unsigned store_writes(const struct srv_task_store *s, const struct srv_task_req *r)
 {
     unsigned n = 0;
+    bool enq = r != NULL && r->op == SRV_TASK_OP_ENQUEUE;
     for (; s->ops->write_many != NULL && r != NULL && store_many(r->op); r = r->next)
         n++;
-    return n > 1 ? n : 0;
+    return n > 1 || (n == 1 && enq) ? n : 0;
 }
 
 /* Run the requests of the list (in the open transaction) until one fails the store: its code. */

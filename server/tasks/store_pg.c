@@ -6,13 +6,19 @@
  * (group commit: many enqueues, one commit); a committed transaction is durable with the
  * server's synchronous_commit (on by default). The writes of a batch that arrived together
  * (enqueues, the runner's starts and completions: pg_write_many) go to the server in pipelines,
- * so a batch costs a few round trips whatever its size; the tenant cap of its enqueues is
- * counted once per tenant.
+ * each kind as ONE statement over array parameters (parsing and planning a statement per task
+ * cost the server more than the writes), so a batch costs a few round trips and a few
+ * statements whatever its size; the tenant cap of its enqueues is counted once per tenant, and
+ * only near the cap (pg_chunk_count: far below it, the last second's count stands in).
  *
  * Sharing: claiming locks candidate rows with FOR UPDATE SKIP LOCKED, so instances claiming at
  * once never wait for each other nor take the same task; it is fair by tenant across instances:
  * the due tenants are found by a skip scan of an index, each gives its oldest due tasks, and
- * every tenant's first one is taken before any tenant's second (row_number() per tenant). A
+ * every tenant's first one is taken before any tenant's second (row_number() per tenant). One
+ * index serves every step, in the claim's order: the due tasks (tenant, run_at_ms, id), so each
+ * step reads a few entries and stops at its LIMIT whatever the planner thinks of the table (a new
+ * table without statistics yet included); the oldest due task (metrics, the poll) is found the
+ * same way, one index entry per tenant, instead of by a second index. A
  * running attempt holds a lease (lease_until_ms, owner); fencing is by attempt number as in
  * SQLite, so a late completion from an instance that lost its lease (or died and came back)
  * changes nothing. Every instance expires leases that ran out; the UPDATE's row locks make one
@@ -58,6 +64,17 @@ static const char pg_sql_enqueue[] =
     "$9::text,$10::text,$11::text,$12::bytea WHERE (SELECT count(*) FROM (SELECT 1 FROM"
     " spindle_tasks WHERE tenant=$2::text AND state IN (0,1,2) LIMIT $13::bigint) u)<$13::bigint"
     " ON CONFLICT (tenant,idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
+
+/* The oldest run_at_ms of the queued and retrying tasks (due or not), NULL when none: a skip scan
+ * of the tenants in the due index, then each tenant's first entry; it reads a few index pages per
+ * tenant instead of the backlog. */
+#define PG_SQL_OLDEST                                                                              \
+    "WITH RECURSIVE tn(tenant) AS ("                                                               \
+    " (SELECT tenant FROM spindle_tasks WHERE state IN (0,2) ORDER BY tenant LIMIT 1)"             \
+    " UNION ALL SELECT (SELECT t.tenant FROM spindle_tasks t WHERE t.state IN (0,2)"               \
+    "  AND t.tenant>tn.tenant ORDER BY t.tenant LIMIT 1) FROM tn WHERE tn.tenant IS NOT NULL)"     \
+    " SELECT min((SELECT t.run_at_ms FROM spindle_tasks t WHERE t.tenant=tn.tenant AND"            \
+    " t.state IN (0,2) ORDER BY t.run_at_ms LIMIT 1)) AS m FROM tn WHERE tn.tenant IS NOT NULL"
 
 /* Fair claim: the due tenants by a skip scan (at most 1000 per claim), up to $2 oldest due tasks
  * of each, locked or skipped, ranked within their tenant; rank 1 of every tenant first. */
@@ -356,6 +373,7 @@ static int pg_commit(void *st)
 static void pg_rollback(void *st)
 {
     struct pg_store *p = st;
+    p->ncounts = 0; /* they may count inserts that never happened: count again */
     p->notify_len = 0;
     p->notify_due = false;
     p->nrunning = p->tx_mark; /* the claims of this transaction never happened */
@@ -422,7 +440,8 @@ static void pg_insert_fill(struct pg_insert *in, const struct srv_task *t, unsig
 static int pg_inserted(struct pg_store *p, struct srv_task *t, bool inserted, bool *existed)
 {
     if (inserted) {
-        pg_notify(p, "d");
+        if (t->run_at_ms <= srv_task_now_ms()) /* a delayed one: the instances' polls find it */
+            pg_notify(p, "d");
         return 0;
     }
     int rc = t->idem_key[0] != '\0' ? pg_existing(p, t, existed) : -ENOENT;
@@ -446,36 +465,140 @@ static int pg_enqueue(void *st, struct srv_task *t, unsigned cap, bool *existed)
     return pg_inserted(p, t, inserted, existed);
 }
 
-/* The insert of the tenant cap's pre-counted enqueues (pg_enqueue_many): the row, the key's
- * conflict, nothing else. */
-static const char pg_sql_insert[] =
-    "INSERT INTO spindle_tasks(id,tenant,kind,state,attempts,backoff_ms,timeout_ms,created_ms,"
-    "run_at_ms,request_id,trace_id,idem_key,spec)"
-    " VALUES($1::text,$2::text,$3::text,0,$4::int,$5::bigint,$6::bigint,$7::bigint,$8::bigint,"
-    "$9::text,$10::text,$11::text,$12::bytea)"
-    " ON CONFLICT (tenant,idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
-
 static const char pg_sql_unfinished[] =
     "SELECT count(*) FROM (SELECT 1 FROM spindle_tasks WHERE tenant=$1::text AND"
     " state IN (0,1,2) LIMIT $2::bigint) u";
 
+/* A one-dimensional array parameter in PostgreSQL's binary format (array_recv): a header, then
+ * each element as its length and its bytes (text and bytea as they are, int4 big-endian). */
+struct pg_arr {
+    char *buf;
+    size_t len, cap;
+};
+
+#define PG_OID_BYTEA 17
+#define PG_OID_INT4  23
+#define PG_OID_INT8  20
+#define PG_OID_TEXT  25
+
+static void pg_arr_put32(char *at, uint32_t v)
+{
+    v = htonl(v);
+    memcpy(at, &v, 4);
+}
+
+/* Append an element of `len` bytes; false when out of memory. */
+static bool pg_arr_add(struct pg_arr *a, const void *data, size_t len)
+{
+    if (a->len + 4 + len > a->cap) {
+        size_t cap = 2 * (a->len + 4 + len) + 64;
+        char *b = realloc(a->buf, cap);
+        if (b == NULL)
+            return false;
+        a->buf = b;
+        a->cap = cap;
+    }
+    pg_arr_put32(a->buf + a->len, (uint32_t)len);
+    if (data != NULL && len > 0)
+        memcpy(a->buf + a->len + 4, data, len);
+    a->len += 4 + len;
+    return true;
+}
+
+/* Start an array of `n` elements of type `oid`. */
+static bool pg_arr_begin(struct pg_arr *a, uint32_t oid, unsigned n)
+{
+    a->len = 0;
+    if (!pg_arr_add(a, NULL, 16)) /* room for the 20-byte header (this one's 4 included) */
+        return false;
+    const uint32_t head[] = {1, 0, oid, n, 1}; /* ndim, no nulls, element type, size, lbound */
+    for (unsigned i = 0; i < 5; i++)
+        pg_arr_put32(a->buf + 4 * i, head[i]);
+    return true;
+}
+
+static bool pg_arr_int(struct pg_arr *a, uint32_t v)
+{
+    char b[4];
+    pg_arr_put32(b, v);
+    return pg_arr_add(a, b, 4);
+}
+
+static bool pg_arr_int8(struct pg_arr *a, int64_t v)
+{
+    char b[8];
+    pg_arr_put32(b, (uint32_t)((uint64_t)v >> 32));
+    pg_arr_put32(b + 4, (uint32_t)v);
+    return pg_arr_add(a, b, 8);
+}
+
+static bool pg_arr_str(struct pg_arr *a, const char *s)
+{
+    return pg_arr_add(a, s, strlen(s));
+}
+
+/* Whether row `id` is among the ids `res` returned. */
+static bool pg_returned(const PGresult *res, const char *id)
+{
+    for (int i = 0; res != NULL && i < PQntuples(res); i++)
+        if (strcmp(PQgetvalue(res, i, 0), id) == 0)
+            return true;
+    return false;
+}
+
 /* One chunk of pg_enqueue_many: the tenants' unfinished tasks counted once per tenant (one
- * pipeline, with the BEGIN), then the inserts the caps allow (a second one), then, one by one,
+ * pipeline, with the BEGIN), then the inserts the caps allow (one statement), then, one by one,
  * the lookups of a repeated key or a full tenant. */
 struct pg_chunk {
     struct pg_insert in[PG_PIPELINE_MAX];
     struct pg_stmt stmts[PG_PIPELINE_MAX];
     const char *tenant[PG_PIPELINE_MAX]; /* distinct tenants, borrowed from the tasks */
+    unsigned nt;                         /* how many */
     char cap[PG_PIPELINE_MAX][24];
     uint64_t used[PG_PIPELINE_MAX]; /* by tenant: unfinished, then + the inserts decided */
     unsigned of[PG_PIPELINE_MAX];   /* by request: its tenant's index */
     bool insert[PG_PIPELINE_MAX];   /* by request: within its tenant's cap */
 };
 
+/* A count of `tenant`'s unfinished tasks younger than this may stand in for a new one while the
+ * tenant stays under half its cap. */
+#define PG_COUNT_FRESH_NS 1000000000ull
+
+static struct pg_tenant_count *pg_count_find(struct pg_store *p, const char *tenant)
+{
+    for (size_t i = 0; i < p->ncounts; i++)
+        if (strcmp(p->counts[i].tenant, tenant) == 0)
+            return &p->counts[i];
+    return NULL;
+}
+
+/* Remember that `tenant` has at most `used` unfinished tasks, counted at `at_ns`. */
+static void pg_count_keep(struct pg_store *p, const char *tenant, uint64_t used, uint64_t at_ns)
+{
+    struct pg_tenant_count *e = pg_count_find(p, tenant);
+    if (e == NULL && p->ncounts < PG_COUNTS_MAX)
+        e = &p->counts[p->ncounts++];
+    if (e == NULL) { /* full: the oldest count goes */
+        e = &p->counts[0];
+        for (size_t i = 1; i < p->ncounts; i++)
+            if (p->counts[i].at_ns < e->at_ns)
+                e = &p->counts[i];
+    }
+    snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
+    e->used = used;
+    e->at_ns = at_ns;
+}
+
+/* The unfinished tasks of the chunk's tenants into c->used. Counting reads a tenant's
+ * unfinished tasks (up to the cap): with a backlog, the largest cost of an enqueue. So a tenant
+ * far below its cap is not counted again for a second: its last count plus this store's inserts
+ * since is an upper bound of what this store did, and other instances' inserts of that second
+ * are all the cap can be off by, and only while the tenant is under half its cap. Near the cap,
+ * every chunk counts. */
 static int pg_chunk_count(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *r,
                           unsigned k)
 {
-    unsigned nt = 0, maxcap = 0;
+    unsigned nt = 0, maxcap = 0, nc = 0, want[PG_PIPELINE_MAX] = {0}, count[PG_PIPELINE_MAX];
     for (unsigned i = 0; i < k; i++, r = r->next) {
         unsigned j = 0;
         while (j < nt && strcmp(c->tenant[j], r->task.tenant) != 0)
@@ -483,20 +606,85 @@ static int pg_chunk_count(struct pg_store *p, struct pg_chunk *c, struct srv_tas
         if (j == nt)
             c->tenant[nt++] = r->task.tenant;
         c->of[i] = j;
+        want[j]++;
         maxcap = r->cap > maxcap ? r->cap : maxcap;
     }
+    c->nt = nt;
+    uint64_t now = ctx_now_ns();
     for (unsigned j = 0; j < nt; j++) {
-        c->in[j].v[0] = c->tenant[j];
-        c->in[j].v[1] = PG_I64(c->cap[j], maxcap);
-        c->stmts[j] = (struct pg_stmt){pg_sql_unfinished, 2, c->in[j].v, NULL, NULL, NULL};
+        const struct pg_tenant_count *e = pg_count_find(p, c->tenant[j]);
+        if (e != NULL && now - e->at_ns < PG_COUNT_FRESH_NS && 2 * (e->used + want[j]) <= maxcap) {
+            c->used[j] = e->used;
+            continue;
+        }
+        c->in[nc].v[0] = c->tenant[j];
+        c->in[nc].v[1] = PG_I64(c->cap[nc], maxcap);
+        c->stmts[nc] = (struct pg_stmt){pg_sql_unfinished, 2, c->in[nc].v, NULL, NULL, NULL};
+        count[nc++] = j;
     }
-    int rc = pg_pipeline(p, c->stmts, nt);
-    for (unsigned j = 0; j < nt; j++) {
+    int rc = nc > 0 ? pg_pipeline(p, c->stmts, nc) : 0;
+    for (unsigned i = 0; i < nc; i++) {
         if (rc == 0)
-            c->used[j] = (uint64_t)pg_int((PGresult *)c->stmts[j].res, 0, 0);
-        PQclear((PGresult *)c->stmts[j].res);
+            c->used[count[i]] = (uint64_t)pg_int((PGresult *)c->stmts[i].res, 0, 0);
+        PQclear((PGresult *)c->stmts[i].res);
+        if (rc == 0) /* with the time of this count; pg_chunk_run adds the inserts */
+            pg_count_keep(p, c->tenant[count[i]], c->used[count[i]], now);
     }
     return rc;
+}
+
+/* The inserts of a chunk, ONE statement over arrays (a statement per task cost PostgreSQL more
+ * to parse and plan than to insert); RETURNING gives the ids inserted, the others had their key
+ * taken. The arrays, in the order of the columns of PG_INSERT_COLS. */
+#define PG_INSERT_COLS                                                                             \
+    "id,tenant,kind,attempts,backoff_ms,timeout_ms,created_ms,run_at_ms,request_id,trace_id,"      \
+    "idem_key,spec"
+static const char pg_sql_inserts[] =
+    "INSERT INTO spindle_tasks(" PG_INSERT_COLS ",state)"
+    " SELECT id,tenant,kind,attempts,backoff_ms,timeout_ms,created_ms,run_at_ms,request_id,"
+    " trace_id,nullif(idem_key,''),spec,0 FROM unnest($1::text[],$2::text[],$3::text[],$4::int[],"
+    " $5::bigint[],$6::bigint[],$7::bigint[],$8::bigint[],$9::text[],$10::text[],$11::text[],"
+    " $12::bytea[]) AS u(" PG_INSERT_COLS ")"
+    " ON CONFLICT (tenant,idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
+
+#define PG_INSERT_NCOLS 12
+
+/* Add task t to the arrays a[0..PG_INSERT_NCOLS). */
+static bool pg_insert_add(struct pg_arr *a, const struct srv_task *t)
+{
+    return pg_arr_str(&a[0], t->id) && pg_arr_str(&a[1], t->tenant) && pg_arr_str(&a[2], t->kind) &&
+           pg_arr_int(&a[3], t->attempts) && pg_arr_int8(&a[4], t->backoff_ms) &&
+           pg_arr_int8(&a[5], t->timeout_ms) && pg_arr_int8(&a[6], t->created_ms) &&
+           pg_arr_int8(&a[7], t->run_at_ms) && pg_arr_str(&a[8], t->request_id) &&
+           pg_arr_str(&a[9], t->trace_id) && pg_arr_str(&a[10], t->idem_key) &&
+           pg_arr_add(&a[11], t->spec, t->spec_len);
+}
+
+/* Decide which of the chunk's enqueues their tenants' caps allow (c->insert) and put those in
+ * a[]; how many, or -ENOMEM. */
+static int pg_insert_arrays(struct pg_chunk *c, struct pg_arr *a, struct srv_task_req *first,
+                            unsigned k)
+{
+    static const uint32_t oids[PG_INSERT_NCOLS] = {
+        PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_INT4, PG_OID_INT8, PG_OID_INT8,
+        PG_OID_INT8, PG_OID_INT8, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_BYTEA};
+    unsigned n = 0;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next) {
+        r->existed = false;
+        c->insert[i] = c->used[c->of[i]] < r->cap;
+        if (c->insert[i]) {
+            c->used[c->of[i]]++;
+            n++;
+        }
+    }
+    bool ok = true;
+    for (unsigned j = 0; ok && j < PG_INSERT_NCOLS; j++)
+        ok = pg_arr_begin(&a[j], oids[j], n);
+    r = first;
+    for (unsigned i = 0; ok && i < k; i++, r = r->next)
+        ok = !c->insert[i] || pg_insert_add(a, &r->task);
+    return ok ? (int)n : -ENOMEM;
 }
 
 static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *first,
@@ -505,69 +693,118 @@ static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_
     int rc = pg_chunk_count(p, c, first, k);
     if (rc != 0)
         return rc;
-    unsigned ns = 0;
-    struct srv_task_req *r = first;
-    for (unsigned i = 0; i < k; i++, r = r->next) {
-        r->existed = false;
-        c->insert[i] = c->used[c->of[i]] < r->cap;
-        if (!c->insert[i])
-            continue;
-        c->used[c->of[i]]++;
-        pg_insert_fill(&c->in[ns], &r->task, r->cap);
-        c->stmts[ns] =
-            (struct pg_stmt){pg_sql_insert, 12, c->in[ns].v, c->in[ns].lens, c->in[ns].bin, NULL};
-        ns++;
+    struct pg_arr a[PG_INSERT_NCOLS] = {{0}};
+    const char *v[PG_INSERT_NCOLS];
+    int lens[PG_INSERT_NCOLS];
+    bool bin[PG_INSERT_NCOLS];
+    int n = pg_insert_arrays(c, a, first, k);
+    for (unsigned j = 0; j < PG_INSERT_NCOLS; j++) {
+        v[j] = a[j].buf;
+        lens[j] = (int)a[j].len;
+        bin[j] = true;
     }
-    rc = pg_pipeline(p, c->stmts, ns);
-    unsigned s = 0;
-    r = first;
-    for (unsigned i = 0; i < k; i++, r = r->next) {
-        bool inserted = false;
-        if (c->insert[i]) {
-            inserted = rc == 0 && PQntuples((PGresult *)c->stmts[s].res) == 1;
-            PQclear((PGresult *)c->stmts[s++].res);
-        }
-        if (rc != 0)
-            continue;
+    c->stmts[0] = (struct pg_stmt){pg_sql_inserts, PG_INSERT_NCOLS, v, lens, bin, NULL};
+    rc = n < 0 ? n : n > 0 ? pg_pipeline(p, c->stmts, 1) : 0;
+    for (unsigned j = 0; j < PG_INSERT_NCOLS; j++)
+        free(a[j].buf);
+    for (unsigned j = 0; rc == 0 && j < c->nt; j++) { /* the inserts decided: an upper bound */
+        struct pg_tenant_count *e = pg_count_find(p, c->tenant[j]);
+        if (e != NULL && c->used[j] > e->used)
+            e->used = c->used[j];
+    }
+    const PGresult *res = n > 0 && rc == 0 ? (PGresult *)c->stmts[0].res : NULL;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; rc == 0 && i < k; i++, r = r->next) {
+        bool inserted = c->insert[i] && pg_returned(res, r->task.id);
         r->rc = pg_inserted(p, &r->task, inserted, &r->existed);
         if (r->rc == -EIO || r->rc == -ENOSPC || r->rc == -ENOMEM)
             rc = r->rc;
     }
+    if (n > 0)
+        PQclear((PGresult *)c->stmts[0].res);
     return rc;
 }
 
-/* Starts and completions that arrived together (the runner's writes), in one pipeline: each
- * answered as pg_start and pg_complete would. */
+/* The runner's starts and completions, each kind as ONE statement over arrays (a statement per
+ * task cost PostgreSQL more to parse and plan than to run), starts first: a start and the
+ * completion of the same attempt may arrive together. RETURNING says which attempts were still
+ * the tasks' (the fence); the others are stale. */
+static const char pg_sql_starts[] =
+    "UPDATE spindle_tasks t SET attempt_started=true, started_ms=$1::bigint"
+    " FROM unnest($2::text[], $3::int[]) AS u(id, attempt)"
+    " WHERE t.id=u.id AND t.attempt=u.attempt AND t.state=1 RETURNING t.id";
+
+static const char pg_sql_completes[] =
+    "UPDATE spindle_tasks t SET state=3, finished_ms=$1::bigint, result=u.result,"
+    " content_type=u.content_type, lease_until_ms=NULL, owner=NULL"
+    " FROM unnest($2::text[], $3::int[], $4::bytea[], $5::text[])"
+    " AS u(id, attempt, result, content_type)"
+    " WHERE t.id=u.id AND t.attempt=u.attempt AND t.state=1 RETURNING t.id";
+
+/* The arrays of the requests of op `op` among the k from `first` into a[0..4) (id, attempt, and
+ * for completions result and content type); how many. -ENOMEM. */
+static int pg_outcome_arrays(struct pg_arr *a, enum srv_task_op op, struct srv_task_req *first,
+                             unsigned k)
+{
+    unsigned n = 0;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; i < k; i++, r = r->next)
+        n += r->op == op;
+    bool done = op == SRV_TASK_OP_COMPLETE,
+         ok = pg_arr_begin(&a[0], PG_OID_TEXT, n) && pg_arr_begin(&a[1], PG_OID_INT4, n);
+    if (done)
+        ok = ok && pg_arr_begin(&a[2], PG_OID_BYTEA, n) && pg_arr_begin(&a[3], PG_OID_TEXT, n);
+    r = first;
+    for (unsigned i = 0; ok && i < k; i++, r = r->next) {
+        const struct srv_task *t = &r->task;
+        if (r->op != op)
+            continue;
+        ok = pg_arr_add(&a[0], t->id, strlen(t->id)) && pg_arr_int(&a[1], t->attempt);
+        if (done)
+            ok = ok && pg_arr_add(&a[2], t->result, t->result_len) &&
+                 pg_arr_add(&a[3], t->content_type, strlen(t->content_type));
+    }
+    return ok ? (int)n : -ENOMEM;
+}
+
+/* Starts and completions that arrived together (the runner's writes), in one pipeline of at most
+ * two statements: each answered as pg_start and pg_complete would. */
 static int pg_chunk_outcomes(struct pg_store *p, struct pg_chunk *c, struct srv_task_req *first,
                              unsigned k, int64_t now)
 {
-    struct srv_task_req *r = first;
-    for (unsigned i = 0; i < k; i++, r = r->next) {
-        struct pg_insert *in = &c->in[i];
-        const struct srv_task *t = &r->task;
-        bool done = r->op == SRV_TASK_OP_COMPLETE;
-        memset(in->lens, 0, sizeof(in->lens));
-        memset(in->bin, 0, sizeof(in->bin));
-        in->v[0] = t->id;
-        in->v[1] = PG_I64(in->b[0], t->attempt);
-        in->v[2] = PG_I64(in->b[1], now);
-        in->v[3] = t->result_len > 0 ? t->result : "";
-        in->v[4] = t->content_type;
-        in->lens[3] = (int)t->result_len;
-        in->bin[3] = true;
-        c->stmts[i] = (struct pg_stmt){
-            done ? pg_sql_complete : pg_sql_start, done ? 5 : 3, in->v, in->lens, in->bin, NULL};
+    struct pg_arr a[6] = {{0}};
+    char b[24];
+    const char *vs[3], *vc[5];
+    int ls[3] = {0}, lc[5] = {0};
+    bool bin[5] = {false, true, true, true, true};
+    unsigned ns = 0;
+    int n = pg_outcome_arrays(&a[0], SRV_TASK_OP_START, first, k), rc = 0;
+    if (n > 0) {
+        vs[0] = PG_I64(b, now);
+        for (unsigned i = 1; i < 3; i++) {
+            vs[i] = a[i - 1].buf;
+            ls[i] = (int)a[i - 1].len;
+        }
+        c->stmts[ns++] = (struct pg_stmt){pg_sql_starts, 3, vs, ls, bin, NULL};
     }
-    int rc = pg_pipeline(p, c->stmts, k);
-    r = first;
-    for (unsigned i = 0; i < k; i++, r = r->next) {
-        PGresult *res = (PGresult *)c->stmts[i].res;
-        bool changed = rc == 0 && strtoul(PQcmdTuples(res), NULL, 10) > 0;
-        PQclear(res);
-        if (rc != 0)
-            continue;
+    int m = n < 0 ? n : pg_outcome_arrays(&a[2], SRV_TASK_OP_COMPLETE, first, k);
+    if (m > 0) {
+        vc[0] = PG_I64(b, now);
+        for (unsigned i = 1; i < 5; i++) {
+            vc[i] = a[i + 1].buf;
+            lc[i] = (int)a[i + 1].len;
+        }
+        c->stmts[ns++] = (struct pg_stmt){pg_sql_completes, 5, vc, lc, bin, NULL};
+    }
+    rc = n < 0 ? n : m < 0 ? m : pg_pipeline(p, c->stmts, ns);
+    const PGresult *started = n > 0 && rc == 0 ? (PGresult *)c->stmts[0].res : NULL;
+    const PGresult *completed = m > 0 && rc == 0 ? (PGresult *)c->stmts[ns - 1].res : NULL;
+    struct srv_task_req *r = first;
+    for (unsigned i = 0; rc == 0 && i < k; i++, r = r->next) {
+        bool done = r->op == SRV_TASK_OP_COMPLETE;
+        bool changed = pg_returned(done ? completed : started, r->task.id);
         r->rc = changed ? 0 : -ESTALE;
-        if (r->op != SRV_TASK_OP_COMPLETE)
+        if (!done)
             continue;
         pg_running_del(p, r->task.id, r->task.attempt); /* no longer this process's either way */
         if (changed) {
@@ -576,6 +813,10 @@ static int pg_chunk_outcomes(struct pg_store *p, struct pg_chunk *c, struct srv_
             pg_notify(p, payload);
         }
     }
+    for (unsigned i = 0; i < ns; i++)
+        PQclear((PGresult *)c->stmts[i].res);
+    for (unsigned i = 0; i < 6; i++)
+        free(a[i].buf);
     return rc;
 }
 
@@ -847,10 +1088,8 @@ static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     PQclear(r);
     char b[24];
     const char *v[] = {PG_I64(b, now)};
-    rc = pg_exec(st,
-                 "SELECT min(run_at_ms) FROM spindle_tasks WHERE state IN (0,2) AND"
-                 " run_at_ms<=$1::bigint",
-                 1, v, NULL, NULL, &r);
+    rc = pg_exec(st, "SELECT CASE WHEN m<=$1::bigint THEN m END FROM (" PG_SQL_OLDEST ") o", 1, v,
+                 NULL, NULL, &r);
     if (rc != 0)
         return rc;
     *oldest_queued = PQntuples(r) == 1 ? pg_int(r, 0, 0) : 0;
@@ -863,7 +1102,7 @@ static int pg_queued(void *st, unsigned top, srv_task_tenant_count_fn *fn, void 
     char b[24];
     const char *v[] = {PG_I64(b, top)};
     PGresult *r;
-    /* The due-tasks index (tenant, run_at_ms) WHERE state IN (0,2) covers the count. */
+    /* The due-tasks index (tenant, run_at_ms, id) WHERE state IN (0,2) covers the count. */
     int rc = pg_exec(st,
                      "SELECT CASE WHEN rk<=$1::bigint THEN tenant END, sum(n)::bigint FROM"
                      " (SELECT tenant, count(*) AS n, row_number() OVER (ORDER BY count(*) DESC,"
@@ -929,10 +1168,8 @@ static int pg_poll_due(struct pg_store *p, int64_t now, srv_task_event_fn *fn, v
     char b[24];
     const char *v[] = {PG_I64(b, now)};
     PGresult *r;
-    int rc = pg_exec(p,
-                     "SELECT 1 FROM spindle_tasks WHERE state IN (0,2) AND run_at_ms<=$1::bigint"
-                     " LIMIT 1",
-                     1, v, NULL, NULL, &r);
+    int rc =
+        pg_exec(p, "SELECT 1 FROM (" PG_SQL_OLDEST ") o WHERE m<=$1::bigint", 1, v, NULL, NULL, &r);
     if (rc != 0)
         return rc;
     if (PQntuples(r) > 0)

@@ -18,9 +18,10 @@
  *
  * Round trips: a transaction's BEGIN is not sent on its own but in front of its first statement
  * (pg_simple prepends it; pg_exec sends both in one pipeline), and pg_pipeline sends many
- * statements (a group commit's enqueues) at once with libpq's pipeline mode (libpq >= 14): on a
- * network a round trip costs more than the statement, so a batch of N enqueues takes two round
- * trips (BEGIN + the inserts, COMMIT) instead of N + 2.
+ * statements (a group's counts for the tenant cap, its starts and completions) at once with
+ * libpq's pipeline mode (libpq >= 14): on a network a round trip costs more than the statement,
+ * so a batch of N enqueues takes two or three round trips (BEGIN + the counts, the inserts,
+ * COMMIT) instead of N + 2.
  *
  * The schema is versioned by the table spindle_schema; pg_migrate takes a transaction-scoped
  * advisory lock, so instances starting together migrate one after the other, and refuses a
@@ -290,7 +291,7 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
     " attempt_started boolean NOT NULL DEFAULT false);"
     "CREATE UNIQUE INDEX spindle_tasks_idem ON spindle_tasks(tenant, idem_key)"
     " WHERE idem_key IS NOT NULL;"
-    /* claiming: the due tasks of each tenant (state 0 queued, 2 retrying) */
+    /* claiming: the due tasks of each tenant (state 0 queued, 2 retrying); replaced in 2 */
     "CREATE INDEX spindle_tasks_due ON spindle_tasks(tenant, run_at_ms) WHERE state IN (0,2);"
     "CREATE INDEX spindle_tasks_due_at ON spindle_tasks(run_at_ms) WHERE state IN (0,2);"
     /* leases: expiry and heartbeats (state 1 running) */
@@ -302,6 +303,13 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
     /* schedules: the last tick each one fired (store_pg_sched.c) */
     "CREATE TABLE spindle_schedules(name text PRIMARY KEY, last_tick_ms bigint NOT NULL,"
     " last_task text NOT NULL, fired_ms bigint NOT NULL);",
+    /* 2: one index for the due tasks, in the claim's order (tenant, then oldest first, then id),
+     * so that every step of the claim reads it in order and stops at its LIMIT. With a second
+     * one on run_at_ms alone, a table without statistics yet (a new one fills faster than
+     * autovacuum analyzes it) had the planner read and sort the whole backlog at every claim. */
+    "DROP INDEX spindle_tasks_due_at;"
+    "DROP INDEX spindle_tasks_due;"
+    "CREATE INDEX spindle_tasks_due ON spindle_tasks(tenant, run_at_ms, id) WHERE state IN (0,2);",
 };
 
 static int pg_fail(struct pg_store *p, char *err, size_t size, const char *what)

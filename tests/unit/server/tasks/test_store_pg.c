@@ -1,6 +1,7 @@
 /* test_store_pg.c - unit tests for server/tasks/store_pg.c and store_pg_conn.c: the cases every
  * backend passes (store_cases.c), each on a new database of a throw-away cluster
- * (tests/integration/pg.h), then enqueues in pipelines, and what sharing adds: two owners claiming
+ * (tests/integration/pg.h), then enqueues in pipelines, groups of enqueues at a tenant's cap,
+ * and what sharing adds: two owners claiming
  * at once (SKIP LOCKED), fairness by tenant, a lease taken over by another owner, a cancellation
  * elsewhere seen by NOTIFY and by the poll alone, a due notification, reconnecting after the
  * connection was cut, the schema check of `spindle tasks migrate --check`, and the store thread
@@ -171,6 +172,35 @@ static void test_pg_enqueue_many_answers_each(void)
     for (unsigned i = 0; i < N; i++)
         srv_task_fini(&reqs[i].task);
     free(reqs);
+    ops->close(st);
+}
+
+/* Groups of enqueues one after the other: a count younger than a second stands in while the
+ * tenant is below half its cap, and every group near the cap counts again, so one store never
+ * takes more than the cap; a rolled-back group's inserts are not remembered. */
+static void test_pg_enqueue_groups_keep_the_cap(void)
+{
+    void *st = ts_open();
+    struct srv_task_req r;
+    unsigned stored = 0;
+    for (unsigned i = 0; i < 7; i++) {
+        memset(&r, 0, sizeof(r));
+        r.op = SRV_TASK_OP_ENQUEUE;
+        r.cap = 4;
+        ts_task(&r.task, "capped", "{}", NULL);
+        CU_ASSERT_EQUAL(ops->begin(st), 0);
+        CU_ASSERT_EQUAL(ops->write_many(st, &r, 1, srv_task_now_ms()), 0);
+        if (i == 1) { /* this one never happened */
+            ops->rollback(st);
+        } else {
+            CU_ASSERT_EQUAL(ops->commit(st), 0);
+            CU_ASSERT_EQUAL(r.rc, i <= 4 ? 0 : -EDQUOT); /* 0, 2, 3, 4 fill the cap */
+            stored += r.rc == 0;
+        }
+        srv_task_fini(&r.task);
+    }
+    CU_ASSERT_EQUAL(stored, 4);
+    CU_ASSERT_EQUAL(pg_sql_int(ts_loc, "SELECT count(*) FROM spindle_tasks"), 4);
     ops->close(st);
 }
 
@@ -403,7 +433,7 @@ static void test_pg_schema_check(void)
     struct srv_task_store_opts o = {.path = ts_loc};
     CU_ASSERT_EQUAL(ops->schema(&o, &have, &want, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL(have, 0);
-    CU_ASSERT_EQUAL(want, 1);
+    CU_ASSERT_EQUAL(want, PG_SCHEMA_VERSION);
     void *st = ts_reopen();
     ops->close(st);
     CU_ASSERT_EQUAL(ops->schema(&o, &have, &want, err, sizeof(err)), 0);
@@ -584,6 +614,7 @@ int suite_server_tasks_store_pg(void)
     static const struct spindle_test tests[] = {
         TS_CASES(pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_enqueue_many_answers_each, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_enqueue_groups_keep_the_cap, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_write_many_starts_and_completes, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_claim_two_owners_skip_locked, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_claim_fair_by_tenant, pg_skip),
