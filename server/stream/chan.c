@@ -25,7 +25,9 @@
  * channel smooths (profiled: a 256 KiB channel holds 0.6 ms of zstd level 1, less than the loop
  * takes to be scheduled and read the socket, so the worker waited for 40 % of a transfer). A slow
  * client never fills the body channel and never drains the answer channel, so neither grows for
- * it. Growing only when empty means nothing is copied and no position moves; the allocation is
+ * it. A client that uploads fast but reads slowly fills the body channel only because the job
+ * waits on the answer channel: the job's side says so (srv_chan_stalled), which forgets that
+ * fill. Growing only when empty means nothing is copied and no position moves; the allocation is
  * made under the mutex (at most a few times per channel) and the old buffer freed after it.
  * Lock order: the channel's mutex is a leaf; notify runs with no lock held.
  * Not done here: any knowledge of sockets, contexts or the pool. Cancellation comes from outside
@@ -423,6 +425,13 @@ size_t srv_chan_len(struct srv_chan *ch)
     size_t n = ch->len;
     pthread_mutex_unlock(&ch->mu);
     return n;
+}
+
+void srv_chan_stalled(struct srv_chan *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    ch->saw_full = false;
+    pthread_mutex_unlock(&ch->mu);
 }
 
 void srv_chan_max_set(struct srv_chan *ch, size_t max)

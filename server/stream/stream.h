@@ -59,6 +59,11 @@ void srv_chan_free(struct srv_chan *ch);
  * mutex is released) and never shrinks. Any thread, before or while the channel is used. */
 void srv_chan_max_set(struct srv_chan *ch, size_t max);
 
+/* The reader of this channel was held up elsewhere (its own output was full: a client that reads
+ * slowly): the writer's finding it full since says nothing about the two sides' pace, so it no
+ * longer counts towards growth. Any thread. */
+void srv_chan_stalled(struct srv_chan *ch);
+
 /* The capacity now, and how many times it doubled. */
 size_t srv_chan_cap(struct srv_chan *ch);
 unsigned srv_chan_grew(struct srv_chan *ch);

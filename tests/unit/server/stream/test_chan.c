@@ -407,7 +407,8 @@ static void test_srv_chan_max_set_grows_when_drained(void)
 }
 
 /* A writer slower than the reader never fills the channel; a reader slower than the writer never
- * empties it; a channel without max_set is fixed: none of them grows. */
+ * empties it; a reader held up elsewhere says so; a channel without max_set is fixed: none of
+ * them grows. */
 static void test_srv_chan_max_set_slow_side_keeps_size(void)
 {
     struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
@@ -427,6 +428,12 @@ static void test_srv_chan_max_set_slow_side_keeps_size(void)
     }
     CU_ASSERT_EQUAL(srv_chan_cap(ch), CAP);
     CU_ASSERT_EQUAL(srv_chan_grew(ch), 0);
+    /* filled while its reader was held up elsewhere (stalled), then drained: no growth either */
+    srv_chan_stalled(ch);
+    size_t n;
+    while ((n = srv_chan_get(ch, buf, sizeof(buf))) > 0)
+        CU_ASSERT(n <= CAP);
+    CU_ASSERT_EQUAL(srv_chan_cap(ch), CAP);
     srv_chan_free(ch);
 
     ch = srv_chan_new(CAP, NULL, NULL); /* fixed */
