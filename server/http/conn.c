@@ -676,18 +676,24 @@ static size_t conn_rbuf_room(struct srv_conn *c)
         memmove(c->rbuf, c->rbuf + c->roff, c->rlen);
         c->roff = 0;
     }
-    if (c->roff + c->rlen == c->rcap) {
+    /* A streamed body grows the buffer the head was read into (SRV_RBUF_MIN) to its full size
+     * at once: a buffer that the parser drains after every read never fills, so it would never
+     * grow, and every read would be 4 KiB. */
+    bool widen = conn_streaming_body(c) && c->rcap < limit;
+    if (c->roff + c->rlen == c->rcap || widen) {
         size_t bound = conn_streaming_body(c) ? limit : c->h->rbuf_max;
-        size_t cap = c->rcap ? c->rcap * 2 : conn_streaming_body(c) ? limit : SRV_RBUF_MIN;
+        size_t cap = widen ? limit : c->rcap ? c->rcap * 2 : SRV_RBUF_MIN;
         if (cap > bound)
             cap = bound;
         if (cap <= c->rcap)
             return 0;
         char *p = realloc(c->rbuf, cap);
-        if (p == NULL)
+        if (p != NULL) {
+            c->rbuf = p;
+            c->rcap = cap;
+        } else if (c->roff + c->rlen == c->rcap) {
             return 0;
-        c->rbuf = p;
-        c->rcap = cap;
+        }
     }
     size_t room = c->rcap - c->roff - c->rlen;
     return room < limit - c->rlen ? room : limit - c->rlen;

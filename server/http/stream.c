@@ -4,9 +4,10 @@
  * stream_fn says so when the head arrived; a body that fits is read whole as before) is handed to
  * its handler at once, in phase SRV_PH_STREAM. When the handler admits the job it calls
  * srv_req_stream_start, which makes a struct srv_stream: two channels (server/stream/stream.h) of
- * SRV_CHAN_CAPACITY bytes, an ev_async that the worker's channel calls wake, and a watch on the
- * request's context that cancels both channels (so a blocked worker returns -ECANCELED at once
- * when the client goes, the deadline passes or the server stops).
+ * SRV_CHAN_CAPACITY bytes that may grow to SRV_CHAN_MAX while both the client and the job keep
+ * pace (never for a slow or idle client), an ev_async that the worker's channel calls wake, and a
+ * watch on the request's context that cancels both channels (so a blocked worker returns -ECANCELED
+ * at once when the client goes, the deadline passes or the server stops).
  *
  * Body: srv_stream_body feeds http-parser at most as many bytes as the body channel has room for,
  * so every body byte the parser gives fits (framing bytes only make it less). When the channel is
@@ -474,6 +475,8 @@ int srv_req_stream_start(struct srv_req *req, const char *content_type, struct s
         srv_stream_free(st);
         return -ENOMEM;
     }
+    srv_chan_max_set(st->in, SRV_CHAN_MAX);
+    srv_chan_max_set(st->out, SRV_CHAN_MAX);
     st->ctype = content_type;
     st->chunked = !req->http10;
     st->trailers = stream_te_trailers(req);

@@ -19,7 +19,9 @@
  * max_body_bytes, or chunked, comes through the request's channels instead (the job is
  * streamed: host->body gives NULL) and run hands the engine the channels' non-blocking ends
  * (srv_chan_try_read, srv_chan_try_write, the run's eventfd as the channels' wake descriptor),
- * so stdin is fed and stdout sent as the program goes. A failure after output went out (exit
+ * so stdin is fed and stdout sent as the program goes; a full answer channel (a client that
+ * reads slowly) is reported to the body channel (srv_chan_stalled) so that it does not grow for
+ * that client. A failure after output went out (exit
  * status, output_too_large) is set as the job's error all the same: the stream's end cuts the
  * body and names the error in a Spindle-Error trailer (server/http/stream.c). A body that fits
  * is run as before, whole.
@@ -153,6 +155,8 @@ static ssize_t ek_stream_write(void *arg, const void *buf, size_t len)
     ssize_t n = srv_chan_try_write(job->out, buf, len);
     if (n > 0)
         job->wrote = true; /* an error from now on cuts the body */
+    else if (n == -EAGAIN && job->in != NULL)
+        srv_chan_stalled(job->in); /* a slow reader, not a fast sender, fills the body channel */
     return n;
 }
 

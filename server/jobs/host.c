@@ -18,7 +18,9 @@
  * body channel and, for a SPINDLE_STREAM_OUT kind, writes its answer to the answer channel
  * (server/stream/stream.h; both calls block and return -ECANCELED once the request's cancel
  * cancelled the channels); an answer set with set_answer (or collected by write_chunk of a kind
- * that only streams its input) is written to the answer channel when run returns. A job read
+ * that only streams its input) is written to the answer channel when run returns. A write that had
+ * to wait for the client tells the body channel (srv_chan_stalled), so that a client that reads
+ * slowly does not make it grow. A job read
  * whole serves read_chunk from its body and collects write_chunk into a malloc'd answer, so one
  * code path of a kind serves both.
  *
@@ -449,7 +451,10 @@ static int h_write_chunk(struct spindle_job *job, const void *buf, size_t len)
     }
     if (job->out == NULL)
         return -EINVAL;
+    uint64_t waited = srv_chan_blocked_ns(job->out);
     int rc = srv_chan_write(job->out, buf, len);
+    if (job->in != NULL && srv_chan_blocked_ns(job->out) != waited)
+        srv_chan_stalled(job->in); /* a slow reader filled the body channel, not a fast sender */
     job->wrote = true;
     job->wlen += len; /* counted, not kept */
     return rc == -EPIPE ? -ECANCELED : rc;

@@ -2,14 +2,17 @@
  * interface.
  *
  * A streaming request has two channels: its body flows loop -> worker through one, its answer
- * worker -> loop through the other. Each has a fixed capacity (a few x 64 KiB); nothing here ever
- * grows. The worker side blocks (srv_chan_read waits while the channel is empty, srv_chan_write
- * while it is full); the loop side never blocks (srv_chan_put and srv_chan_get move what fits and
- * say how much) and learns of progress through a notify callback instead: when the loop found the
- * channel full (put) or empty (get), the worker's next read or write that changes that calls
- * notify once, from the worker, with no lock held (the loop's side is typically an ev_async_send).
- * So backpressure reaches the socket: the loop stops reading a client whose body channel is full,
- * and stops taking output it cannot send.
+ * worker -> loop through the other. Each starts at a small capacity (a few x 64 KiB) and may
+ * double up to a bound set with srv_chan_max_set, only when it proved too small for both sides'
+ * pace: the writer filled it and then the reader drained it to empty (a side that is slow by
+ * itself never lets that happen, so an idle or slow client keeps the small channel). The worker
+ * side blocks (srv_chan_read waits while the channel is empty, srv_chan_write while it is full);
+ * the loop side never blocks (srv_chan_put and srv_chan_get move what fits and say how much) and
+ * learns of progress through a notify callback instead: when the loop found the channel full (put)
+ * or empty (get), the worker's next read or write that changes that calls notify once, from the
+ * worker, with no lock held (the loop's side is typically an ev_async_send). So backpressure
+ * reaches the socket: the loop stops reading a client whose body channel is full, and stops taking
+ * output it cannot send.
  *
  *   worker                                   loop
  *   srv_chan_read(in, buf, n)  <- blocks --  srv_chan_put(in, bytes)    (room? else armed)
@@ -33,9 +36,10 @@
 
 struct srv_chan;
 
-/* Capacity of a request's channels: four 64 KiB chunks each. */
+/* Capacity of a request's channels: four 64 KiB chunks each at first, at most sixteen. */
 #define SRV_CHAN_CHUNK    (64u * 1024u)
 #define SRV_CHAN_CAPACITY (4u * SRV_CHAN_CHUNK)
+#define SRV_CHAN_MAX      (16u * SRV_CHAN_CHUNK)
 
 /* Called (from the thread of the read/write/close that made progress, no lock held) when the
  * side that armed it may act again. Must be thread-safe and cheap (ev_async_send). */
@@ -47,6 +51,22 @@ struct srv_chan *srv_chan_new(size_t cap, srv_chan_notify_fn *notify, void *arg)
 
 /* Free the channel. Nobody may be blocked in it or call it any more. NULL is a no-op. */
 void srv_chan_free(struct srv_chan *ch);
+
+/* Let the channel grow up to `max` bytes (a channel is made with max = cap: fixed). It doubles
+ * (capped at max) when its reader finds it empty after its writer found it full since the
+ * reader last found it empty: the two sides could not keep each other busy. It grows only while
+ * empty (nothing is copied; the reader's side allocates, the old buffer is freed after the
+ * mutex is released) and never shrinks. Any thread, before or while the channel is used. */
+void srv_chan_max_set(struct srv_chan *ch, size_t max);
+
+/* The reader of this channel was held up elsewhere (its own output was full: a client that reads
+ * slowly): the writer's finding it full since says nothing about the two sides' pace, so it no
+ * longer counts towards growth. Any thread. */
+void srv_chan_stalled(struct srv_chan *ch);
+
+/* The capacity now, and how many times it doubled. */
+size_t srv_chan_cap(struct srv_chan *ch);
+unsigned srv_chan_grew(struct srv_chan *ch);
 
 /* ---- blocking side (a worker) ---------------------------------------------------------------- */
 

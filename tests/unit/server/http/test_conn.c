@@ -14,6 +14,7 @@
 #include "server/http/internal.h"
 #include "server/http/request.h"
 #include "server/http/route.h"
+#include "server/stream/stream.h"
 #include "tests/suite.h"
 
 int suite_server_http_conn(void);
@@ -27,6 +28,7 @@ struct fixture {
     struct srv_req *held;
     enum ctx_reason cancelled;
     int answer_rc;
+    struct srv_chan *in, *out;
 };
 
 static struct fixture fx;
@@ -341,6 +343,63 @@ static void test_conn_idle_connection_is_small(void)
     fixture_fini();
 }
 
+static bool sink_streams(struct srv_req *req)
+{
+    (void)req;
+    return true;
+}
+
+static void sink_handler(struct srv_req *req)
+{
+    fx.held = req;
+    fx.answer_rc = srv_req_stream_start(req, "text/plain", &fx.in, &fx.out);
+}
+
+/* Run the loop until nothing is pending (the socketpair's bytes are read). */
+static void run_ready(void)
+{
+    for (int i = 0; i < 8; i++)
+        ev_run(fx.loop, EVRUN_NOWAIT);
+}
+
+static void test_conn_stream_body_reads_widely(void)
+{
+    /* the head arrives in a small buffer; the body that follows is read in SRV_STREAM_RBUF
+     * pieces, not in the head's buffer size */
+    fixture_init();
+    CU_ASSERT_EQUAL(srv_http_route_add(fx.h, "POST", "/sink", sink_handler, NULL), 0);
+    CU_ASSERT_EQUAL(srv_http_route_stream(fx.h, "POST", "/sink", sink_streams), 0);
+    send_str("POST /sink HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "4\r\nabcd\r\n");
+    run_ready();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fx.held);
+    CU_ASSERT_EQUAL_FATAL(fx.answer_rc, 0);
+    size_t piece = 64u * 1024u;
+    char *body = malloc(piece);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+    memset(body, 'x', piece);
+    send_str("10000\r\n");
+    CU_ASSERT_EQUAL(send(fx.client, body, piece, MSG_NOSIGNAL), (ssize_t)piece);
+    send_str("\r\n");
+    run_ready();
+    struct srv_conn *c = fx.h->conns;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT(c->rcap >= SRV_STREAM_RBUF);
+    CU_ASSERT_EQUAL(srv_chan_len(fx.in), 4 + piece);
+    send_str("0\r\n\r\n");
+    run_ready();
+    CU_ASSERT_EQUAL(srv_req_stream_end(fx.held, 0, 0, NULL, NULL), 0);
+    shutdown(fx.client, SHUT_WR);
+    ev_run(fx.loop, 0);
+    size_t len;
+    char *out = read_all(&len);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "HTTP/1.1 200 OK"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\r\n0\r\n\r\n"));
+    free(out);
+    free(body);
+    fixture_fini();
+}
+
 int suite_server_http_conn(void)
 {
     static const struct spindle_test tests[] = {
@@ -353,6 +412,7 @@ int suite_server_http_conn(void)
         SPINDLE_TEST(test_conn_client_gone_cancels),
         SPINDLE_TEST(test_conn_error_closes_without_parsing_more),
         SPINDLE_TEST(test_conn_idle_connection_is_small),
+        SPINDLE_TEST(test_conn_stream_body_reads_widely),
     };
     return SPINDLE_SUITE_ADD("server_http_conn", NULL, NULL, tests);
 }

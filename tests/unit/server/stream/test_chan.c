@@ -377,6 +377,102 @@ static void test_srv_chan_try_cancel_wakes(void)
     srv_chan_free(ch);
 }
 
+/* Filled by the writer, then drained to empty by the reader: the channel doubles (while empty, so
+ * the bytes after it keep their order), up to its max and no further. */
+static void test_srv_chan_max_set_grows_when_drained(void)
+{
+    struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    srv_chan_max_set(ch, 4 * CAP);
+    static unsigned char in[8 * CAP], out[4 * CAP];
+    for (size_t i = 0; i < sizeof(in); i++)
+        in[i] = (unsigned char)(i * 13);
+    size_t want[] = {2 * CAP, 4 * CAP, 4 * CAP};
+    for (int round = 0; round < 3; round++) {
+        size_t cap = srv_chan_cap(ch);
+        CU_ASSERT_EQUAL(srv_chan_put(ch, in, cap / 2), cap / 2);
+        CU_ASSERT_EQUAL(srv_chan_get(ch, out, 3), 3); /* the ring wraps below */
+        CU_ASSERT_EQUAL(srv_chan_put(ch, in + cap / 2, sizeof(in) - cap / 2),
+                        cap - cap / 2 + 3); /* full */
+        size_t have = 0, n;
+        while ((n = srv_chan_get(ch, out + have, 100)) > 0)
+            have += n;
+        CU_ASSERT_EQUAL(have, cap);
+        CU_ASSERT_EQUAL(memcmp(out, in + 3, cap - 3), 0);
+        CU_ASSERT_EQUAL(srv_chan_cap(ch), want[round]); /* the empty get grew it */
+    }
+    CU_ASSERT_EQUAL(srv_chan_grew(ch), 2);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, in, sizeof(in)), 4 * CAP);
+    srv_chan_free(ch);
+}
+
+/* A writer slower than the reader never fills the channel; a reader slower than the writer never
+ * empties it; a reader held up elsewhere says so; a channel without max_set is fixed: none of
+ * them grows. */
+static void test_srv_chan_max_set_slow_side_keeps_size(void)
+{
+    struct srv_chan *ch = srv_chan_new(CAP, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    srv_chan_max_set(ch, 4 * CAP);
+    static char buf[CAP];
+    for (int i = 0; i < 100; i++) { /* slow writer: a little at a time, always taken */
+        CU_ASSERT_EQUAL(srv_chan_put(ch, buf, 10), 10);
+        CU_ASSERT_EQUAL(srv_chan_get(ch, buf, sizeof(buf)), 10);
+        CU_ASSERT_EQUAL(srv_chan_get(ch, buf, sizeof(buf)), 0);
+    }
+    CU_ASSERT_EQUAL(srv_chan_put(ch, buf, sizeof(buf)), CAP);
+    for (int i = 0; i < 100; i++) { /* slow reader: full again before it empties */
+        CU_ASSERT_EQUAL(srv_chan_room(ch), 0);
+        CU_ASSERT_EQUAL(srv_chan_get(ch, buf, 10), 10);
+        CU_ASSERT_EQUAL(srv_chan_put(ch, buf, 10), 10);
+    }
+    CU_ASSERT_EQUAL(srv_chan_cap(ch), CAP);
+    CU_ASSERT_EQUAL(srv_chan_grew(ch), 0);
+    /* filled while its reader was held up elsewhere (stalled), then drained: no growth either */
+    srv_chan_stalled(ch);
+    size_t n;
+    while ((n = srv_chan_get(ch, buf, sizeof(buf))) > 0)
+        CU_ASSERT(n <= CAP);
+    CU_ASSERT_EQUAL(srv_chan_cap(ch), CAP);
+    srv_chan_free(ch);
+
+    ch = srv_chan_new(CAP, NULL, NULL); /* fixed */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    CU_ASSERT_EQUAL(srv_chan_put(ch, buf, sizeof(buf)), CAP);
+    CU_ASSERT_EQUAL(srv_chan_room(ch), 0);
+    CU_ASSERT_EQUAL(srv_chan_get(ch, buf, sizeof(buf)), CAP);
+    CU_ASSERT_EQUAL(srv_chan_get(ch, buf, sizeof(buf)), 0);
+    CU_ASSERT_EQUAL(srv_chan_cap(ch), CAP);
+    srv_chan_free(ch);
+}
+
+/* The worker's blocking read grows the channel too (a writer thread that blocks on it full), and
+ * every byte arrives in order across the growths. */
+static void test_srv_chan_max_set_grows_under_blocking_read(void)
+{
+    struct srv_chan *ch = srv_chan_new(64, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    srv_chan_max_set(ch, 1024);
+    struct writer w = {.ch = ch, .len = 256 * 1024};
+    pthread_t t;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, writer_main, &w), 0);
+    size_t have = 0;
+    bool ok = true;
+    unsigned char b[100];
+    while (have < w.len) {
+        ssize_t n = srv_chan_read(ch, b, sizeof(b));
+        CU_ASSERT_FATAL(n > 0);
+        for (ssize_t i = 0; i < n; i++)
+            ok = ok && b[i] == (unsigned char)((have + (size_t)i) * 7);
+        have += (size_t)n;
+    }
+    pthread_join(t, NULL);
+    CU_ASSERT_TRUE(ok);
+    CU_ASSERT_EQUAL(w.rc, 0);
+    CU_ASSERT(srv_chan_cap(ch) <= 1024);
+    srv_chan_free(ch);
+}
+
 int suite_server_stream_chan(void)
 {
     static const struct spindle_test tests[] = {
@@ -393,6 +489,9 @@ int suite_server_stream_chan(void)
         SPINDLE_TEST(test_srv_chan_try_read_wakes_on_put),
         SPINDLE_TEST(test_srv_chan_try_write_wakes_on_get),
         SPINDLE_TEST(test_srv_chan_try_cancel_wakes),
+        SPINDLE_TEST(test_srv_chan_max_set_grows_when_drained),
+        SPINDLE_TEST(test_srv_chan_max_set_slow_side_keeps_size),
+        SPINDLE_TEST(test_srv_chan_max_set_grows_under_blocking_read),
     };
     return SPINDLE_SUITE_ADD("server_stream_chan", NULL, NULL, tests);
 }
