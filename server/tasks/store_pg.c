@@ -127,6 +127,29 @@ static const char pg_sql_unstarted[] =
     " run_at_ms=$1::bigint, lease_until_ms=NULL, owner=NULL"
     " WHERE state=1 AND NOT attempt_started AND lease_until_ms<$1::bigint";
 
+static const char pg_sql_release[] =
+    "UPDATE spindle_tasks SET state=0, attempt=attempt-1,"
+    " started_ms=CASE WHEN attempt=1 THEN NULL ELSE started_ms END,"
+    " lease_until_ms=NULL, owner=NULL"
+    " WHERE id=$1::text AND attempt=$2::int AND state=1";
+
+static const char pg_sql_heartbeat[] =
+    "UPDATE spindle_tasks SET lease_until_ms=$1::bigint WHERE state=1 AND owner=$2::text";
+
+static const char pg_sql_counts[] =
+    "SELECT state,kind,count(*) FROM spindle_tasks GROUP BY state,kind";
+
+/* The oldest due run_at_ms (NULL when nothing is due), and whether anything is due (the poll). */
+static const char pg_sql_oldest_due[] =
+    "SELECT CASE WHEN m<=$1::bigint THEN m END FROM (" PG_SQL_OLDEST ") o";
+static const char pg_sql_due[] = "SELECT 1 FROM (" PG_SQL_OLDEST ") o WHERE m<=$1::bigint";
+
+/* The attempts among $1/$2 that are no longer owner $3's (cancelled, or the lease lost). */
+static const char pg_sql_lost[] =
+    "SELECT r.id, r.attempt FROM unnest($1::text[], $2::int[]) AS r(id, attempt)"
+    " WHERE NOT EXISTS (SELECT 1 FROM spindle_tasks t WHERE t.id=r.id AND"
+    " t.state=1 AND t.attempt=r.attempt AND t.owner=$3::text)";
+
 /* ---- results --------------------------------------------------------------------------------- */
 
 static int64_t pg_int(const PGresult *r, int row, int col)
@@ -293,6 +316,7 @@ static int pg_open(const struct srv_task_store_opts *o, void **st, char *err, si
         return -ENOMEM;
     }
     pg_redact(o->path, p->where, sizeof(p->where));
+    p->prepare = !o->unprepared;
     int rc = -EIO;
     p->conn = pg_connect(p->uri, p->where, err, size);
     if (p->conn == NULL)
@@ -848,6 +872,16 @@ static int pg_write_many(void *st, struct srv_task_req *first, unsigned n, int64
     return rc;
 }
 
+/* The statements sent prepared (store_pg_conn.c): those run per claim, per batch of writes
+ * and per poll; the rare ones (cancel, list, purge, schedules) go unnamed. */
+const char *const pg_prepared_sql[] = {
+    pg_sql_claim,  pg_sql_inserts,   pg_sql_unfinished, pg_sql_starts,  pg_sql_completes,
+    pg_sql_start,  pg_sql_complete,  pg_sql_fail,       pg_sql_release, pg_sql_heartbeat,
+    pg_sql_expire, pg_sql_unstarted, pg_sql_enqueue,    pg_sql_counts,  pg_sql_oldest_due,
+    pg_sql_due,    pg_sql_lost,
+};
+const unsigned pg_prepared_count = sizeof(pg_prepared_sql) / sizeof(pg_prepared_sql[0]);
+
 static int pg_claim(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
                     struct srv_task *out, unsigned *n)
 {
@@ -890,10 +924,7 @@ static int pg_heartbeat(void *st, const char *owner, int64_t lease_until, unsign
 {
     char b[24];
     const char *v[] = {PG_I64(b, lease_until), owner};
-    return pg_changes(st,
-                      "UPDATE spindle_tasks SET lease_until_ms=$1::bigint WHERE state=1 AND"
-                      " owner=$2::text",
-                      2, v, NULL, NULL, n);
+    return pg_changes(st, pg_sql_heartbeat, 2, v, NULL, NULL, n);
 }
 
 /* An attempt-fenced update: 0 when it changed the task, -ESTALE when the attempt was not the
@@ -948,12 +979,7 @@ static int pg_release(void *st, const char *id, unsigned attempt)
     struct pg_store *p = st;
     char b[24];
     const char *v[] = {id, PG_I64(b, attempt)};
-    int rc = pg_fenced(p,
-                       "UPDATE spindle_tasks SET state=0, attempt=attempt-1,"
-                       " started_ms=CASE WHEN attempt=1 THEN NULL ELSE started_ms END,"
-                       " lease_until_ms=NULL, owner=NULL"
-                       " WHERE id=$1::text AND attempt=$2::int AND state=1",
-                       2, v, NULL, NULL, id, attempt);
+    int rc = pg_fenced(p, pg_sql_release, 2, v, NULL, NULL, id, attempt);
     if (rc == 0)
         pg_notify(p, "d"); /* another instance may run it now */
     return rc;
@@ -1074,8 +1100,7 @@ static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
                      int64_t *oldest_queued)
 {
     PGresult *r;
-    int rc = pg_exec(st, "SELECT state,kind,count(*) FROM spindle_tasks GROUP BY state,kind", 0,
-                     NULL, NULL, NULL, &r);
+    int rc = pg_exec(st, pg_sql_counts, 0, NULL, NULL, NULL, &r);
     if (rc != 0)
         return rc;
     char kind[SRV_TASK_KIND_MAX + 1];
@@ -1088,8 +1113,7 @@ static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     PQclear(r);
     char b[24];
     const char *v[] = {PG_I64(b, now)};
-    rc = pg_exec(st, "SELECT CASE WHEN m<=$1::bigint THEN m END FROM (" PG_SQL_OLDEST ") o", 1, v,
-                 NULL, NULL, &r);
+    rc = pg_exec(st, pg_sql_oldest_due, 1, v, NULL, NULL, &r);
     if (rc != 0)
         return rc;
     *oldest_queued = PQntuples(r) == 1 ? pg_int(r, 0, 0) : 0;
@@ -1143,11 +1167,7 @@ static int pg_poll_lost(struct pg_store *p, const char *owner, srv_task_event_fn
     snprintf(atts + al, cap - al, "}");
     const char *v[] = {ids, atts, owner};
     PGresult *r;
-    int rc = pg_exec(p,
-                     "SELECT r.id, r.attempt FROM unnest($1::text[], $2::int[]) AS r(id, attempt)"
-                     " WHERE NOT EXISTS (SELECT 1 FROM spindle_tasks t WHERE t.id=r.id AND"
-                     " t.state=1 AND t.attempt=r.attempt AND t.owner=$3::text)",
-                     3, v, NULL, NULL, &r);
+    int rc = pg_exec(p, pg_sql_lost, 3, v, NULL, NULL, &r);
     free(ids);
     free(atts);
     if (rc != 0)
@@ -1168,8 +1188,7 @@ static int pg_poll_due(struct pg_store *p, int64_t now, srv_task_event_fn *fn, v
     char b[24];
     const char *v[] = {PG_I64(b, now)};
     PGresult *r;
-    int rc =
-        pg_exec(p, "SELECT 1 FROM (" PG_SQL_OLDEST ") o WHERE m<=$1::bigint", 1, v, NULL, NULL, &r);
+    int rc = pg_exec(p, pg_sql_due, 1, v, NULL, NULL, &r);
     if (rc != 0)
         return rc;
     if (PQntuples(r) > 0)
