@@ -77,7 +77,9 @@ static const char pg_sql_enqueue[] =
     " t.state IN (0,2) ORDER BY t.run_at_ms LIMIT 1)) AS m FROM tn WHERE tn.tenant IS NOT NULL"
 
 /* Fair claim: the due tenants by a skip scan (at most 1000 per claim), up to $2 oldest due tasks
- * of each, locked or skipped, ranked within their tenant; rank 1 of every tenant first. */
+ * of each, locked or skipped, ranked within their tenant; rank 1 of every tenant first. The
+ * picked ids are updated through = ANY(ARRAY(...)), an index scan of the primary key: joined to
+ * the CTE (estimated at the whole backlog) the planner hashed a sequential scan of the table. */
 static const char pg_sql_claim[] =
     "WITH RECURSIVE tn(tenant) AS ("
     " (SELECT tenant FROM spindle_tasks WHERE state IN (0,2) AND run_at_ms<=$1::bigint"
@@ -93,7 +95,7 @@ static const char pg_sql_claim[] =
     "   LIMIT $2::int FOR UPDATE SKIP LOCKED) c),"
     " pick AS (SELECT id FROM cand ORDER BY rk, run_at_ms, id LIMIT $2::int)"
     " UPDATE spindle_tasks t SET state=1, attempt=t.attempt+1, attempt_started=false,"
-    " lease_until_ms=$3::bigint, owner=$4::text FROM pick WHERE t.id=pick.id"
+    " lease_until_ms=$3::bigint, owner=$4::text WHERE t.id=ANY(ARRAY(SELECT id FROM pick))"
     " RETURNING " PG_T_COLS;
 
 static const char pg_sql_fail[] =
@@ -752,18 +754,22 @@ static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_
 /* The runner's starts and completions, each kind as ONE statement over arrays (a statement per
  * task cost PostgreSQL more to parse and plan than to run), starts first: a start and the
  * completion of the same attempt may arrive together. RETURNING says which attempts were still
- * the tasks' (the fence); the others are stale. */
+ * the tasks' (the fence); the others are stale. t.id = ANY($2) keeps them on the primary key in
+ * a generic plan too (prepared: one that takes unnest for 10 rows and stale statistics for
+ * running tasks looped over both). */
 static const char pg_sql_starts[] =
     "UPDATE spindle_tasks t SET attempt_started=true, started_ms=$1::bigint"
     " FROM unnest($2::text[], $3::int[]) AS u(id, attempt)"
-    " WHERE t.id=u.id AND t.attempt=u.attempt AND t.state=1 RETURNING t.id";
+    " WHERE t.id=ANY($2::text[]) AND t.id=u.id AND t.attempt=u.attempt AND t.state=1"
+    " RETURNING t.id";
 
 static const char pg_sql_completes[] =
     "UPDATE spindle_tasks t SET state=3, finished_ms=$1::bigint, result=u.result,"
     " content_type=u.content_type, lease_until_ms=NULL, owner=NULL"
     " FROM unnest($2::text[], $3::int[], $4::bytea[], $5::text[])"
     " AS u(id, attempt, result, content_type)"
-    " WHERE t.id=u.id AND t.attempt=u.attempt AND t.state=1 RETURNING t.id";
+    " WHERE t.id=ANY($2::text[]) AND t.id=u.id AND t.attempt=u.attempt AND t.state=1"
+    " RETURNING t.id";
 
 /* The arrays of the requests of op `op` among the k from `first` into a[0..4) (id, attempt, and
  * for completions result and content type); how many. -ENOMEM. */
