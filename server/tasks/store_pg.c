@@ -8,7 +8,8 @@
  * (enqueues, the runner's starts and completions: pg_write_many) go to the server in pipelines,
  * each kind as ONE statement over array parameters (parsing and planning a statement per task
  * cost the server more than the writes), so a batch costs a few round trips and a few
- * statements whatever its size; the tenant cap of its enqueues is counted once per tenant, and
+ * statements whatever its size (and the frequent statements are prepared once per connection:
+ * pg_prepared_sql, store_pg_conn.c); the tenant cap of its enqueues is counted once per tenant, and
  * only near the cap (pg_chunk_count: far below it, the last second's count stands in).
  *
  * Sharing: claiming locks candidate rows with FOR UPDATE SKIP LOCKED, so instances claiming at

@@ -17,10 +17,13 @@
  * starts and completions, fail, lease renewal, the events poll, the counts) are named
  * server-side prepared statements, "spindle_<i>", prepared on first use on each connection (in
  * the same pipeline as their first execution: no extra round trip) and again after a reconnect
- * (pg_store.prepared is emptied with the connection). Parsing them, and planning them once
- * PostgreSQL's plan cache keeps a generic plan, was a large share of the server's CPU. A
- * prepared statement survives a rollback, so a prepare is recorded when its own result says so;
- * one that exists already (42P05: recorded as lost track of) counts as prepared. With
+ * (pg_store.prepared is emptied with the connection). Parsing them, and planning them where
+ * PostgreSQL's plan cache (plan_cache_mode auto, left as the server has it) settles on a
+ * generic plan, was a large share of the server's CPU. The claim's generic plan is as good as
+ * its custom one (EXPLAIN on a 20k backlog: the same shape), but its estimated cost is higher,
+ * so the cache keeps planning it per call: it is still parsed only once. A prepared statement
+ * survives a rollback, so a prepare is recorded when its own result says so, and one that exists
+ * already (42P05, should this ever lose track) counts as prepared. With
  * `[tasks] store_prepared = false` (pg_store.prepare unset) every statement is sent unnamed
  * (PQsendQueryParams), for poolers that do not keep prepared statements (PgBouncer in
  * transaction mode before 1.21). Results come back in binary either way.
