@@ -201,6 +201,10 @@ e2e() {
         read -r plan exec < <(psql "$ADMIN" -AtF' ' -c "SELECT round((sum(total_plan_time) /
             $done_n)::numeric, 4), round((sum(total_exec_time) / $done_n)::numeric, 4) FROM
             pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'b$DBS'")
+        psql "$ADMIN" -c "SELECT calls, round(total_plan_time) AS plan_ms,
+            round(total_exec_time) AS exec_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 70)
+            AS statement FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE
+            d.datname = 'b$DBS' ORDER BY total_plan_time + total_exec_time DESC LIMIT 8" >&2
     fi
     awk -v n="$done_n" -v a="$t0" -v e="$t_enq" -v b="$t1" -v p="$p99" -v f="$failed" \
         -v pl="$plan" -v ex="$exec" \

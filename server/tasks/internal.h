@@ -108,6 +108,9 @@ struct pg_stmt {
  * address, so each is a static string. At most 32. */
 extern const char *const pg_prepared_sql[];
 extern const unsigned pg_prepared_count;
+/* Bit i: pg_prepared_sql[i] is planned at every call (plan_cache_mode = force_custom_plan for
+ * its transaction), where a generic plan can be much worse than a custom one. */
+extern const uint32_t pg_prepared_custom;
 
 /* Statements sent at most in one pipeline: their results (small) must fit in the socket
  * buffers while libpq still writes the statements, or both sides would wait on each other. */

@@ -888,6 +888,7 @@ const char *const pg_prepared_sql[] = {
     pg_sql_due,    pg_sql_lost,
 };
 const unsigned pg_prepared_count = sizeof(pg_prepared_sql) / sizeof(pg_prepared_sql[0]);
+const uint32_t pg_prepared_custom = UINT32_C(1) << 0; /* the claim */
 
 static int pg_claim(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
                     struct srv_task *out, unsigned *n)

@@ -19,9 +19,12 @@
  * the same pipeline as their first execution: no extra round trip) and again after a reconnect
  * (pg_store.prepared is emptied with the connection). Parsing them, and planning them where
  * PostgreSQL's plan cache (plan_cache_mode auto, left as the server has it) settles on a
- * generic plan, was a large share of the server's CPU. The claim's generic plan is as good as
- * its custom one (EXPLAIN on a 20k backlog: the same shape), but its estimated cost is higher,
- * so the cache keeps planning it per call: it is still parsed only once. A prepared statement
+ * generic plan, was a large share of the server's CPU. The claim is the exception
+ * (pg_prepared_custom): on an analyzed table its generic plan is as good as a custom one, but on
+ * a new one without statistics the plan cache took a generic plan that ran 9 ms a claim instead
+ * of 1 (pg_stat_statements, one instance end to end), so a SET LOCAL plan_cache_mode =
+ * force_custom_plan goes in front of it (same round trip; the transaction's end undoes it): it
+ * is planned at every call, as before, and parsed once. A prepared statement
  * survives a rollback, so a prepare is recorded when its own result says so, and one that exists
  * already (42P05, should this ever lose track) counts as prepared. With
  * `[tasks] store_prepared = false` (pg_store.prepare unset) every statement is sent unnamed
@@ -197,14 +200,16 @@ static int pg_prep_index(const struct pg_store *p, const char *sql)
 }
 
 /* Send statement `st` into the pipeline: prepared (and first prepared when it is not yet on this
- * connection: *prep gets its index, else -1) or unnamed. false when libpq refused. */
-static bool pg_send(struct pg_store *p, const struct pg_stmt *st, int *prep)
+ * connection: *prep gets its index, else -1; after a SET LOCAL of plan_cache_mode when it is
+ * one of pg_prepared_custom: *set) or unnamed. false when libpq refused. */
+static bool pg_send(struct pg_store *p, const struct pg_stmt *st, int *prep, bool *set)
 {
     int fmts[16] = {0};
     for (int k = 0; k < st->n && k < 16; k++)
         fmts[k] = st->bin != NULL && st->bin[k];
     int i = pg_prep_index(p, st->sql);
     *prep = -1;
+    *set = false;
     if (i < 0)
         return PQsendQueryParams(p->conn, st->sql, st->n, NULL, st->vals, st->lens, fmts, 1) == 1;
     char name[24];
@@ -213,6 +218,12 @@ static bool pg_send(struct pg_store *p, const struct pg_stmt *st, int *prep)
         if (PQsendPrepare(p->conn, name, st->sql, st->n, NULL) != 1)
             return false;
         *prep = i;
+    }
+    if (pg_prepared_custom & (UINT32_C(1) << i)) {
+        if (PQsendQueryParams(p->conn, "SET LOCAL plan_cache_mode = force_custom_plan", 0, NULL,
+                              NULL, NULL, NULL, 1) != 1)
+            return false;
+        *set = true;
     }
     return PQsendQueryPrepared(p->conn, name, st->n, st->vals, st->lens, fmts, 1) == 1;
 }
@@ -237,9 +248,9 @@ int pg_pipeline(struct pg_store *p, struct pg_stmt *stmts, size_t n)
     PGconn *c = p->conn;
     if (n > PG_PIPELINE_MAX || PQenterPipelineMode(c) != 1)
         return pg_check(p, NULL, "pipeline");
-    /* The results expected, in order: -1 BEGIN, i >= 0 stmts[i], -2 - k the prepare of
+    /* The results expected, in order: -1 BEGIN or SET, i >= 0 stmts[i], -2 - k the prepare of
      * pg_prepared_sql[k]. */
-    int slots[1 + 2 * PG_PIPELINE_MAX];
+    int slots[1 + 3 * PG_PIPELINE_MAX];
     size_t ns = 0;
     bool sent = true;
     if (p->begin_pending) {
@@ -249,9 +260,12 @@ int pg_pipeline(struct pg_store *p, struct pg_stmt *stmts, size_t n)
     }
     for (size_t i = 0; sent && i < n; i++) {
         int prep;
-        sent = pg_send(p, &stmts[i], &prep);
+        bool set;
+        sent = pg_send(p, &stmts[i], &prep, &set);
         if (prep >= 0)
             slots[ns++] = -2 - prep;
+        if (set)
+            slots[ns++] = -1;
         slots[ns++] = (int)i;
     }
     if (!sent || PQpipelineSync(c) != 1) {
@@ -270,7 +284,7 @@ int pg_pipeline(struct pg_store *p, struct pg_stmt *stmts, size_t n)
             PQclear(r);
         } else {
             if (rc == 0)
-                rc = pg_check(p, r, s < 0 ? "BEGIN" : stmts[s].sql);
+                rc = pg_check(p, r, s < 0 ? "BEGIN or SET" : stmts[s].sql);
             if (rc == 0 && s >= 0)
                 stmts[s].res = (struct pg_result *)r;
             else
