@@ -17,6 +17,9 @@
 #               succeeded per second from the first enqueue to the last success.
 #   before      when SPINDLE_BEFORE_BIN names another build (e.g. the one before a change), its
 #               enqueue figure with 1 instance, measured right before this build's.
+#   statements  with PG_STATS=1, pg_stat_statements (track_planning on) is loaded and each end to
+#               end figure gets PostgreSQL's planning and execution time per task succeeded
+#               (the sums over that phase's database): what the store's statements cost.
 #   peer        BullMQ on Redis with appendfsync always ($BULLMQ_PEER/bench.sh, as in
 #               bench/tasks.sh): its enqueue rate (wrk -c64) and the drain rate of that backlog.
 # Printed and appended to bench/results/tasks_pg.txt with the ratios to the peer (target:
@@ -26,7 +29,7 @@
 # Needs build/release/spindle and build/release/bench/pg_limit:
 #   make release && make VARIANT=release bench-bins
 # Environment: BUILD_DIR, SPINDLE_BIN, SPINDLE_BEFORE_BIN, PG_LIMIT_BIN, BENCH_DURATION (wrk -d
-# in seconds, default 8), BENCH_CONNS (64), LIMIT_SECONDS (3), INSTANCES ("1 2 3"), BULLMQ_PEER
+# in seconds, default 8), BENCH_CONNS (64), LIMIT_SECONDS (3), INSTANCES ("1 2 3"), PG_STATS, BULLMQ_PEER
 # (default ../shared/peers/bullmq), DRAIN_TIMEOUT (seconds, 300), RESULTS.
 set -eu
 
@@ -41,6 +44,7 @@ INSTANCES=${INSTANCES:-1 2 3}
 BULLMQ_PEER=${BULLMQ_PEER:-../shared/peers/bullmq}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-300}
 RESULTS=${RESULTS:-bench/results/tasks_pg.txt}
+PG_STATS=${PG_STATS:-}
 SPINDLE_BEFORE_BIN=${SPINDLE_BEFORE_BIN:-}
 WORKERS=${WORKERS:-8}
 WORKER_SHARE=${WORKER_SHARE:-100}
@@ -72,10 +76,14 @@ bench_cleanup_hook() {
 "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U spindle -A trust -E UTF8 --locale=C -N \
     >"$PGDIR/initdb.log" 2>&1 || { cat "$PGDIR/initdb.log" >&2; die "initdb failed"; }
 PGPORT=$(free_port)
+PG_STATS_OPTS=
+[ -z "$PG_STATS" ] ||
+    PG_STATS_OPTS=" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
 "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/pg.log" -w -t 60 -o \
-    "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=100" \
+    "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=100$PG_STATS_OPTS" \
     start >/dev/null || { cat "$PGDIR/pg.log" >&2; die "the cluster did not start"; }
 ADMIN="postgresql://spindle@127.0.0.1:$PGPORT/postgres"
+[ -z "$PG_STATS" ] || psql "$ADMIN" -qc "CREATE EXTENSION pg_stat_statements" >/dev/null
 PG_SETTINGS=$(psql "$ADMIN" -Atc "SELECT string_agg(name||'='||setting, ', ' ORDER BY name) FROM
     pg_settings WHERE name IN ('fsync','synchronous_commit','wal_sync_method','server_version')")
 DBS=0
@@ -168,7 +176,8 @@ enqueue() {
     stop_n
 }
 
-# e2e N: prints "TASKS_PER_S ENQ_P99 TASKS DRAIN_S FAILED" for N instances.
+# e2e N: prints "TASKS_PER_S ENQ_P99 TASKS DRAIN_S FAILED PLAN_MS EXEC_MS" for N instances (the
+# last two per task, "-" without PG_STATS).
 e2e() {
     new_db
     start_n "$1" "$DB" "$SPINDLE_BIN"
@@ -187,8 +196,19 @@ e2e() {
     done_n=$(psql "$DB" -Atc "SELECT count(*) FROM spindle_tasks WHERE state=3")
     failed=$(psql "$DB" -Atc "SELECT count(*) FROM spindle_tasks WHERE state<>3")
     stop_n
+    local plan=- exec=-
+    if [ -n "$PG_STATS" ]; then
+        read -r plan exec < <(psql "$ADMIN" -AtF' ' -c "SELECT round((sum(total_plan_time) /
+            $done_n)::numeric, 4), round((sum(total_exec_time) / $done_n)::numeric, 4) FROM
+            pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'b$DBS'")
+        psql "$ADMIN" -c "SELECT calls, round(total_plan_time) AS plan_ms,
+            round(total_exec_time) AS exec_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 70)
+            AS statement FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE
+            d.datname = 'b$DBS' ORDER BY total_plan_time + total_exec_time DESC LIMIT 8" >&2
+    fi
     awk -v n="$done_n" -v a="$t0" -v e="$t_enq" -v b="$t1" -v p="$p99" -v f="$failed" \
-        'BEGIN { printf "%.1f %s %d %.2f %d\n", n / (b - a), p, n, b - e, f }'
+        -v pl="$plan" -v ex="$exec" \
+        'BEGIN { printf "%.1f %s %d %.2f %d %s %s\n", n / (b - a), p, n, b - e, f, pl, ex }'
 }
 
 post_lua "$TMP/delayed.lua" '{"kind":"noop","delay_ms":86400000}'
@@ -215,13 +235,13 @@ if [ -n "$SPINDLE_BEFORE_BIN" ]; then
     BEFORE_LINE="before   1 instance  enqueue tasks/s $B_ENQ   p99 $B_P99 ms   ($SPINDLE_BEFORE_BIN)"
     echo "$BEFORE_LINE"
 fi
-declare -A ENQ ENQ_P99 E2E E2E_P99 E2E_N DRAIN FAILED
+declare -A ENQ ENQ_P99 E2E E2E_P99 E2E_N DRAIN FAILED PLAN EXEC
 for n in $INSTANCES; do
     echo "== $n instance(s): enqueue (delayed noop), wrk -c$CONNS in all for ${DURATION}s"
     read -r ENQ[$n] ENQ_P99[$n] _ < <(enqueue "$n" "$SPINDLE_BIN")
     echo "   ${ENQ[$n]} tasks/s, p99 ${ENQ_P99[$n]} ms"
     echo "== $n instance(s): end to end (noop), then the drain"
-    read -r E2E[$n] E2E_P99[$n] E2E_N[$n] DRAIN[$n] FAILED[$n] < <(e2e "$n")
+    read -r E2E[$n] E2E_P99[$n] E2E_N[$n] DRAIN[$n] FAILED[$n] PLAN[$n] EXEC[$n] < <(e2e "$n")
     echo "   ${E2E[$n]} tasks/s (${E2E_N[$n]} tasks, drained ${DRAIN[$n]} s after the last enqueue)"
     [ "${FAILED[$n]}" = 0 ] || echo "bench: warning: ${FAILED[$n]} tasks did not succeed" >&2
 done
@@ -235,7 +255,9 @@ for n in $INSTANCES; do
     if [ "$PEER" = ran ]; then
         vs="   vs BullMQ: enqueue $(ratio "${ENQ[$n]}" "$PEER_ENQ")x, end to end $(ratio "${E2E[$n]}" "$PEER_DRAIN")x its drain"
     fi
-    LINES+="spindle  $n instance(s)  enqueue tasks/s ${ENQ[$n]} (p99 ${ENQ_P99[$n]} ms)   end to end tasks/s ${E2E[$n]} (${E2E_N[$n]} tasks, drained ${DRAIN[$n]} s after)$vs
+    stats=
+    [ -z "$PG_STATS" ] || stats="   PostgreSQL ms/task: plan ${PLAN[$n]}, exec ${EXEC[$n]}"
+    LINES+="spindle  $n instance(s)  enqueue tasks/s ${ENQ[$n]} (p99 ${ENQ_P99[$n]} ms)   end to end tasks/s ${E2E[$n]} (${E2E_N[$n]} tasks, drained ${DRAIN[$n]} s after)$vs$stats
 "
 done
 if [ "$PEER" = ran ]; then

@@ -183,6 +183,8 @@ static const struct cfg_key cfg_keys[] = {
     {"tasks", "worker_share", CFG_T_UINT, CFG_OFF(task_worker_share), false, 1, 100, "50",
      CFG_RESTART},
     {"tasks", "poll_ms", CFG_T_UINT, CFG_OFF(task_poll_ms), false, 50, 10000, "500", CFG_RESTART},
+    {"tasks", "store_prepared", CFG_T_BOOL, CFG_OFF(task_store_prepared), false, 0, 0, "true",
+     CFG_RESTART},
 };
 
 /* The keys of a [tenant.NAME] section: offsets into struct srv_cfg_tenant (the limits in its

@@ -289,6 +289,7 @@ struct srv_cfg {
     unsigned task_max_unfinished;      /* a tenant's stored unfinished tasks at most (429) */
     unsigned task_worker_share;        /* percent of the workers attempts may occupy at once */
     unsigned task_poll_ms; /* PostgreSQL: how often the store is asked what other instances did */
+    bool task_store_prepared; /* PostgreSQL: server-side prepared statements for the hot ones */
 
     /* [schedule.NAME] sections, in the order they first appear */
     struct srv_cfg_schedule schedules[SRV_CFG_MAX_SCHEDULES];

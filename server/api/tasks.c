@@ -522,15 +522,16 @@ struct srv_tasks *srv_tasks_new(struct srv_http *h, struct srv_jobroute *jr, str
     t->loop = srv_http_loop(h);
     int rc = 0;
     if (cfg->task_store[0] != '\0') {
-        struct srv_task_store_config sc = {.ops = srv_task_store_backend(cfg->task_store),
-                                           .opts = {.path = cfg->task_store},
-                                           .lease_ms = cfg->task_lease_ms,
-                                           .retention_ms = cfg->task_retention_ms,
-                                           .poll_ms = cfg->task_poll_ms,
-                                           .on_event = tasks_on_event,
-                                           .event_arg = t,
-                                           .on_commit = srv_tasks_on_commit,
-                                           .on_commit_arg = t};
+        struct srv_task_store_config sc = {
+            .ops = srv_task_store_backend(cfg->task_store),
+            .opts = {.path = cfg->task_store, .unprepared = !cfg->task_store_prepared},
+            .lease_ms = cfg->task_lease_ms,
+            .retention_ms = cfg->task_retention_ms,
+            .poll_ms = cfg->task_poll_ms,
+            .on_event = tasks_on_event,
+            .event_arg = t,
+            .on_commit = srv_tasks_on_commit,
+            .on_commit_arg = t};
         tasks_owner(sc.owner, sizeof(sc.owner));
         rc = srv_task_store_start(t->loop, &sc, &t->store, err, size);
         if (rc == 0)

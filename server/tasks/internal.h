@@ -86,6 +86,9 @@ struct pg_store {
     bool down;          /* a reconnect failed (logged once per outage) */
     bool begin_pending; /* begin was called and BEGIN not sent yet: it goes with the first
                            statement (one round trip saved per transaction) */
+    bool prepare;       /* send the statements of pg_prepared_sql as named prepared statements */
+    uint32_t prepared;  /* bit i: pg_prepared_sql[i] is prepared on this connection (0 after a
+                           reconnect) */
     struct pg_tenant_count counts[PG_COUNTS_MAX]; /* emptied on rollback */
     size_t ncounts;
 };
@@ -99,6 +102,15 @@ struct pg_stmt {
     const bool *bin;
     struct pg_result *res; /* out: to PQclear (NULL on failure) */
 };
+
+/* The statements sent as named server-side prepared statements (parsed once per connection,
+ * planned as PostgreSQL's plan cache decides) when pg_store.prepare is set; recognised by their
+ * address, so each is a static string. At most 32. */
+extern const char *const pg_prepared_sql[];
+extern const unsigned pg_prepared_count;
+/* Bit i: pg_prepared_sql[i] is planned at every call (plan_cache_mode = force_custom_plan for
+ * its transaction), where a generic plan can be much worse than a custom one. */
+extern const uint32_t pg_prepared_custom;
 
 /* Statements sent at most in one pipeline: their results (small) must fit in the socket
  * buffers while libpq still writes the statements, or both sides would wait on each other. */

@@ -8,7 +8,8 @@
  * (enqueues, the runner's starts and completions: pg_write_many) go to the server in pipelines,
  * each kind as ONE statement over array parameters (parsing and planning a statement per task
  * cost the server more than the writes), so a batch costs a few round trips and a few
- * statements whatever its size; the tenant cap of its enqueues is counted once per tenant, and
+ * statements whatever its size (and the frequent statements are prepared once per connection:
+ * pg_prepared_sql, store_pg_conn.c); the tenant cap of its enqueues is counted once per tenant, and
  * only near the cap (pg_chunk_count: far below it, the last second's count stands in).
  *
  * Sharing: claiming locks candidate rows with FOR UPDATE SKIP LOCKED, so instances claiming at
@@ -77,7 +78,9 @@ static const char pg_sql_enqueue[] =
     " t.state IN (0,2) ORDER BY t.run_at_ms LIMIT 1)) AS m FROM tn WHERE tn.tenant IS NOT NULL"
 
 /* Fair claim: the due tenants by a skip scan (at most 1000 per claim), up to $2 oldest due tasks
- * of each, locked or skipped, ranked within their tenant; rank 1 of every tenant first. */
+ * of each, locked or skipped, ranked within their tenant; rank 1 of every tenant first. The
+ * picked ids are updated through = ANY(ARRAY(...)), an index scan of the primary key: joined to
+ * the CTE (estimated at the whole backlog) the planner hashed a sequential scan of the table. */
 static const char pg_sql_claim[] =
     "WITH RECURSIVE tn(tenant) AS ("
     " (SELECT tenant FROM spindle_tasks WHERE state IN (0,2) AND run_at_ms<=$1::bigint"
@@ -93,7 +96,7 @@ static const char pg_sql_claim[] =
     "   LIMIT $2::int FOR UPDATE SKIP LOCKED) c),"
     " pick AS (SELECT id FROM cand ORDER BY rk, run_at_ms, id LIMIT $2::int)"
     " UPDATE spindle_tasks t SET state=1, attempt=t.attempt+1, attempt_started=false,"
-    " lease_until_ms=$3::bigint, owner=$4::text FROM pick WHERE t.id=pick.id"
+    " lease_until_ms=$3::bigint, owner=$4::text WHERE t.id=ANY(ARRAY(SELECT id FROM pick))"
     " RETURNING " PG_T_COLS;
 
 static const char pg_sql_fail[] =
@@ -126,6 +129,29 @@ static const char pg_sql_unstarted[] =
     "UPDATE spindle_tasks SET state=CASE WHEN attempt>1 THEN 2 ELSE 0 END, attempt=attempt-1,"
     " run_at_ms=$1::bigint, lease_until_ms=NULL, owner=NULL"
     " WHERE state=1 AND NOT attempt_started AND lease_until_ms<$1::bigint";
+
+static const char pg_sql_release[] =
+    "UPDATE spindle_tasks SET state=0, attempt=attempt-1,"
+    " started_ms=CASE WHEN attempt=1 THEN NULL ELSE started_ms END,"
+    " lease_until_ms=NULL, owner=NULL"
+    " WHERE id=$1::text AND attempt=$2::int AND state=1";
+
+static const char pg_sql_heartbeat[] =
+    "UPDATE spindle_tasks SET lease_until_ms=$1::bigint WHERE state=1 AND owner=$2::text";
+
+static const char pg_sql_counts[] =
+    "SELECT state,kind,count(*) FROM spindle_tasks GROUP BY state,kind";
+
+/* The oldest due run_at_ms (NULL when nothing is due), and whether anything is due (the poll). */
+static const char pg_sql_oldest_due[] =
+    "SELECT CASE WHEN m<=$1::bigint THEN m END FROM (" PG_SQL_OLDEST ") o";
+static const char pg_sql_due[] = "SELECT 1 FROM (" PG_SQL_OLDEST ") o WHERE m<=$1::bigint";
+
+/* The attempts among $1/$2 that are no longer owner $3's (cancelled, or the lease lost). */
+static const char pg_sql_lost[] =
+    "SELECT r.id, r.attempt FROM unnest($1::text[], $2::int[]) AS r(id, attempt)"
+    " WHERE NOT EXISTS (SELECT 1 FROM spindle_tasks t WHERE t.id=r.id AND"
+    " t.state=1 AND t.attempt=r.attempt AND t.owner=$3::text)";
 
 /* ---- results --------------------------------------------------------------------------------- */
 
@@ -293,6 +319,7 @@ static int pg_open(const struct srv_task_store_opts *o, void **st, char *err, si
         return -ENOMEM;
     }
     pg_redact(o->path, p->where, sizeof(p->where));
+    p->prepare = !o->unprepared;
     int rc = -EIO;
     p->conn = pg_connect(p->uri, p->where, err, size);
     if (p->conn == NULL)
@@ -728,18 +755,22 @@ static int pg_chunk_run(struct pg_store *p, struct pg_chunk *c, struct srv_task_
 /* The runner's starts and completions, each kind as ONE statement over arrays (a statement per
  * task cost PostgreSQL more to parse and plan than to run), starts first: a start and the
  * completion of the same attempt may arrive together. RETURNING says which attempts were still
- * the tasks' (the fence); the others are stale. */
+ * the tasks' (the fence); the others are stale. t.id = ANY($2) keeps them on the primary key in
+ * a generic plan too (prepared: one that takes unnest for 10 rows and stale statistics for
+ * running tasks looped over both). */
 static const char pg_sql_starts[] =
     "UPDATE spindle_tasks t SET attempt_started=true, started_ms=$1::bigint"
     " FROM unnest($2::text[], $3::int[]) AS u(id, attempt)"
-    " WHERE t.id=u.id AND t.attempt=u.attempt AND t.state=1 RETURNING t.id";
+    " WHERE t.id=ANY($2::text[]) AND t.id=u.id AND t.attempt=u.attempt AND t.state=1"
+    " RETURNING t.id";
 
 static const char pg_sql_completes[] =
     "UPDATE spindle_tasks t SET state=3, finished_ms=$1::bigint, result=u.result,"
     " content_type=u.content_type, lease_until_ms=NULL, owner=NULL"
     " FROM unnest($2::text[], $3::int[], $4::bytea[], $5::text[])"
     " AS u(id, attempt, result, content_type)"
-    " WHERE t.id=u.id AND t.attempt=u.attempt AND t.state=1 RETURNING t.id";
+    " WHERE t.id=ANY($2::text[]) AND t.id=u.id AND t.attempt=u.attempt AND t.state=1"
+    " RETURNING t.id";
 
 /* The arrays of the requests of op `op` among the k from `first` into a[0..4) (id, attempt, and
  * for completions result and content type); how many. -ENOMEM. */
@@ -848,6 +879,17 @@ static int pg_write_many(void *st, struct srv_task_req *first, unsigned n, int64
     return rc;
 }
 
+/* The statements sent prepared (store_pg_conn.c): those run per claim, per batch of writes
+ * and per poll; the rare ones (cancel, list, purge, schedules) go unnamed. */
+const char *const pg_prepared_sql[] = {
+    pg_sql_claim,  pg_sql_inserts,   pg_sql_unfinished, pg_sql_starts,  pg_sql_completes,
+    pg_sql_start,  pg_sql_complete,  pg_sql_fail,       pg_sql_release, pg_sql_heartbeat,
+    pg_sql_expire, pg_sql_unstarted, pg_sql_enqueue,    pg_sql_counts,  pg_sql_oldest_due,
+    pg_sql_due,    pg_sql_lost,
+};
+const unsigned pg_prepared_count = sizeof(pg_prepared_sql) / sizeof(pg_prepared_sql[0]);
+const uint32_t pg_prepared_custom = UINT32_C(1) << 0; /* the claim */
+
 static int pg_claim(void *st, const char *owner, int64_t now, int64_t lease_until, unsigned max,
                     struct srv_task *out, unsigned *n)
 {
@@ -890,10 +932,7 @@ static int pg_heartbeat(void *st, const char *owner, int64_t lease_until, unsign
 {
     char b[24];
     const char *v[] = {PG_I64(b, lease_until), owner};
-    return pg_changes(st,
-                      "UPDATE spindle_tasks SET lease_until_ms=$1::bigint WHERE state=1 AND"
-                      " owner=$2::text",
-                      2, v, NULL, NULL, n);
+    return pg_changes(st, pg_sql_heartbeat, 2, v, NULL, NULL, n);
 }
 
 /* An attempt-fenced update: 0 when it changed the task, -ESTALE when the attempt was not the
@@ -948,12 +987,7 @@ static int pg_release(void *st, const char *id, unsigned attempt)
     struct pg_store *p = st;
     char b[24];
     const char *v[] = {id, PG_I64(b, attempt)};
-    int rc = pg_fenced(p,
-                       "UPDATE spindle_tasks SET state=0, attempt=attempt-1,"
-                       " started_ms=CASE WHEN attempt=1 THEN NULL ELSE started_ms END,"
-                       " lease_until_ms=NULL, owner=NULL"
-                       " WHERE id=$1::text AND attempt=$2::int AND state=1",
-                       2, v, NULL, NULL, id, attempt);
+    int rc = pg_fenced(p, pg_sql_release, 2, v, NULL, NULL, id, attempt);
     if (rc == 0)
         pg_notify(p, "d"); /* another instance may run it now */
     return rc;
@@ -1074,8 +1108,7 @@ static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
                      int64_t *oldest_queued)
 {
     PGresult *r;
-    int rc = pg_exec(st, "SELECT state,kind,count(*) FROM spindle_tasks GROUP BY state,kind", 0,
-                     NULL, NULL, NULL, &r);
+    int rc = pg_exec(st, pg_sql_counts, 0, NULL, NULL, NULL, &r);
     if (rc != 0)
         return rc;
     char kind[SRV_TASK_KIND_MAX + 1];
@@ -1088,8 +1121,7 @@ static int pg_counts(void *st, srv_task_count_fn *fn, void *arg, int64_t now,
     PQclear(r);
     char b[24];
     const char *v[] = {PG_I64(b, now)};
-    rc = pg_exec(st, "SELECT CASE WHEN m<=$1::bigint THEN m END FROM (" PG_SQL_OLDEST ") o", 1, v,
-                 NULL, NULL, &r);
+    rc = pg_exec(st, pg_sql_oldest_due, 1, v, NULL, NULL, &r);
     if (rc != 0)
         return rc;
     *oldest_queued = PQntuples(r) == 1 ? pg_int(r, 0, 0) : 0;
@@ -1143,11 +1175,7 @@ static int pg_poll_lost(struct pg_store *p, const char *owner, srv_task_event_fn
     snprintf(atts + al, cap - al, "}");
     const char *v[] = {ids, atts, owner};
     PGresult *r;
-    int rc = pg_exec(p,
-                     "SELECT r.id, r.attempt FROM unnest($1::text[], $2::int[]) AS r(id, attempt)"
-                     " WHERE NOT EXISTS (SELECT 1 FROM spindle_tasks t WHERE t.id=r.id AND"
-                     " t.state=1 AND t.attempt=r.attempt AND t.owner=$3::text)",
-                     3, v, NULL, NULL, &r);
+    int rc = pg_exec(p, pg_sql_lost, 3, v, NULL, NULL, &r);
     free(ids);
     free(atts);
     if (rc != 0)
@@ -1168,8 +1196,7 @@ static int pg_poll_due(struct pg_store *p, int64_t now, srv_task_event_fn *fn, v
     char b[24];
     const char *v[] = {PG_I64(b, now)};
     PGresult *r;
-    int rc =
-        pg_exec(p, "SELECT 1 FROM (" PG_SQL_OLDEST ") o WHERE m<=$1::bigint", 1, v, NULL, NULL, &r);
+    int rc = pg_exec(p, pg_sql_due, 1, v, NULL, NULL, &r);
     if (rc != 0)
         return rc;
     if (PQntuples(r) > 0)

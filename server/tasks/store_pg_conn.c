@@ -13,8 +13,23 @@
  * tcp_user_timeout bound how long a statement can hang on a dead peer; connect_timeout bounds a
  * reconnect. The URI's own settings win over these defaults.
  *
- * Statements are sent unnamed (PQexecParams, no server-side prepared statements), so the store
- * works through PgBouncer in transaction mode; results come back in binary.
+ * Prepared statements: the hot statements (pg_prepared_sql: the claim, a group's inserts,
+ * starts and completions, fail, lease renewal, the events poll, the counts) are named
+ * server-side prepared statements, "spindle_<i>", prepared on first use on each connection (in
+ * the same pipeline as their first execution: no extra round trip) and again after a reconnect
+ * (pg_store.prepared is emptied with the connection). Parsing them, and planning them where
+ * PostgreSQL's plan cache (plan_cache_mode auto, left as the server has it) settles on a
+ * generic plan, was a large share of the server's CPU. The claim is the exception
+ * (pg_prepared_custom): on an analyzed table its generic plan is as good as a custom one, but on
+ * a new one without statistics the plan cache took a generic plan that ran 9 ms a claim instead
+ * of 1 (pg_stat_statements, one instance end to end), so a SET LOCAL plan_cache_mode =
+ * force_custom_plan goes in front of it (same round trip; the transaction's end undoes it): it
+ * is planned at every call, as before, and parsed once. A prepared statement
+ * survives a rollback, so a prepare is recorded when its own result says so, and one that exists
+ * already (42P05, should this ever lose track) counts as prepared. With
+ * `[tasks] store_prepared = false` (pg_store.prepare unset) every statement is sent unnamed
+ * (PQsendQueryParams), for poolers that do not keep prepared statements (PgBouncer in
+ * transaction mode before 1.21). Results come back in binary either way.
  *
  * Round trips: a transaction's BEGIN is not sent on its own but in front of its first statement
  * (pg_simple prepends it; pg_exec sends both in one pipeline), and pg_pipeline sends many
@@ -119,6 +134,7 @@ int pg_ensure(struct pg_store *p)
     }
     LOG_I("task store: connected to PostgreSQL", LOG_STR("store", p->where));
     p->down = false;
+    p->prepared = 0; /* a new session: nothing prepared on it yet */
     return 0;
 }
 
@@ -168,7 +184,57 @@ static bool pg_pipeline_end(struct pg_store *p)
         return true;
     PQfinish(c);
     p->conn = NULL;
+    p->prepared = 0;
     return false;
+}
+
+/* The index of `sql` in pg_prepared_sql when it is sent prepared, else -1. */
+static int pg_prep_index(const struct pg_store *p, const char *sql)
+{
+    if (!p->prepare)
+        return -1;
+    for (unsigned i = 0; i < pg_prepared_count && i < 32; i++)
+        if (pg_prepared_sql[i] == sql)
+            return (int)i;
+    return -1;
+}
+
+/* Send statement `st` into the pipeline: prepared (and first prepared when it is not yet on this
+ * connection: *prep gets its index, else -1; after a SET LOCAL of plan_cache_mode when it is
+ * one of pg_prepared_custom: *set) or unnamed. false when libpq refused. */
+static bool pg_send(struct pg_store *p, const struct pg_stmt *st, int *prep, bool *set)
+{
+    int fmts[16] = {0};
+    for (int k = 0; k < st->n && k < 16; k++)
+        fmts[k] = st->bin != NULL && st->bin[k];
+    int i = pg_prep_index(p, st->sql);
+    *prep = -1;
+    *set = false;
+    if (i < 0)
+        return PQsendQueryParams(p->conn, st->sql, st->n, NULL, st->vals, st->lens, fmts, 1) == 1;
+    char name[24];
+    snprintf(name, sizeof(name), "spindle_%d", i);
+    if (!(p->prepared & (UINT32_C(1) << i))) {
+        if (PQsendPrepare(p->conn, name, st->sql, st->n, NULL) != 1)
+            return false;
+        *prep = i;
+    }
+    if (pg_prepared_custom & (UINT32_C(1) << i)) {
+        if (PQsendQueryParams(p->conn, "SET LOCAL plan_cache_mode = force_custom_plan", 0, NULL,
+                              NULL, NULL, NULL, 1) != 1)
+            return false;
+        *set = true;
+    }
+    return PQsendQueryPrepared(p->conn, name, st->n, st->vals, st->lens, fmts, 1) == 1;
+}
+
+/* Record the result of the prepare of pg_prepared_sql[i]. */
+static void pg_prepare_done(struct pg_store *p, PGresult *r, int i)
+{
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if ((r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK) ||
+        (state != NULL && strcmp(state, "42P05") == 0)) /* duplicate_prepared_statement */
+        p->prepared |= UINT32_C(1) << i;
 }
 
 int pg_pipeline(struct pg_store *p, struct pg_stmt *stmts, size_t n)
@@ -182,16 +248,25 @@ int pg_pipeline(struct pg_store *p, struct pg_stmt *stmts, size_t n)
     PGconn *c = p->conn;
     if (n > PG_PIPELINE_MAX || PQenterPipelineMode(c) != 1)
         return pg_check(p, NULL, "pipeline");
-    bool begin = p->begin_pending, sent = true;
-    p->begin_pending = false;
-    if (begin)
+    /* The results expected, in order: -1 BEGIN or SET, i >= 0 stmts[i], -2 - k the prepare of
+     * pg_prepared_sql[k]. */
+    int slots[1 + 3 * PG_PIPELINE_MAX];
+    size_t ns = 0;
+    bool sent = true;
+    if (p->begin_pending) {
+        p->begin_pending = false;
         sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 1) == 1;
+        slots[ns++] = -1;
+    }
     for (size_t i = 0; sent && i < n; i++) {
-        int fmts[16] = {0};
-        for (int k = 0; k < stmts[i].n && k < 16; k++)
-            fmts[k] = stmts[i].bin != NULL && stmts[i].bin[k];
-        sent = PQsendQueryParams(c, stmts[i].sql, stmts[i].n, NULL, stmts[i].vals, stmts[i].lens,
-                                 fmts, 1) == 1;
+        int prep;
+        bool set;
+        sent = pg_send(p, &stmts[i], &prep, &set);
+        if (prep >= 0)
+            slots[ns++] = -2 - prep;
+        if (set)
+            slots[ns++] = -1;
+        slots[ns++] = (int)i;
     }
     if (!sent || PQpipelineSync(c) != 1) {
         int rc = pg_check(p, NULL, "pipeline");
@@ -199,14 +274,22 @@ int pg_pipeline(struct pg_store *p, struct pg_stmt *stmts, size_t n)
         return rc;
     }
     int rc = 0;
-    for (size_t i = 0; i < n + begin; i++) {
+    for (size_t k = 0; k < ns; k++) {
         PGresult *r = PQgetResult(c);
-        if (rc == 0)
-            rc = pg_check(p, r, i < begin ? "BEGIN" : stmts[i - begin].sql);
-        if (rc == 0 && i >= begin)
-            stmts[i - begin].res = (struct pg_result *)r;
-        else
+        int s = slots[k];
+        if (s <= -2) { /* even after a failure: a prepare that succeeded stays */
+            pg_prepare_done(p, r, -2 - s);
+            if (rc == 0)
+                rc = pg_check(p, r, pg_prepared_sql[-2 - s]);
             PQclear(r);
+        } else {
+            if (rc == 0)
+                rc = pg_check(p, r, s < 0 ? "BEGIN or SET" : stmts[s].sql);
+            if (rc == 0 && s >= 0)
+                stmts[s].res = (struct pg_result *)r;
+            else
+                PQclear(r);
+        }
         if (r != NULL && PQgetResult(c) != NULL) { /* each result ends with a NULL */
             rc = rc != 0 ? rc : pg_check(p, NULL, "pipeline");
             break;
@@ -232,7 +315,8 @@ int pg_exec(struct pg_store *p, const char *sql, int n, const char *const *vals,
         snprintf(p->errmsg, sizeof(p->errmsg), "no connection to PostgreSQL");
         return -EIO;
     }
-    if (p->begin_pending) { /* BEGIN and the statement in one round trip */
+    /* BEGIN and the statement in one round trip; a prepared one (and its prepare) likewise */
+    if (p->begin_pending || pg_prep_index(p, sql) >= 0) {
         struct pg_stmt st = {sql, n, vals, lens, bin, NULL};
         int rc = pg_pipeline(p, &st, 1);
         if (rc == 0 && res != NULL)

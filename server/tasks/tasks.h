@@ -110,6 +110,8 @@ struct srv_task_store_opts {
                                PostgreSQL); borrowed */
     srv_task_wake_fn *wake; /* set by the store thread before open; NULL = nobody to wake */
     void *wake_arg;
+    bool unprepared; /* PostgreSQL: no server-side prepared statements (poolers that do not keep
+                        them: PgBouncer in transaction mode before 1.21) */
 };
 
 /* What another process sharing the store did that this one must act on (PostgreSQL: several

@@ -425,6 +425,61 @@ static void test_pg_reconnect_after_cut(void)
     ops->close(st);
 }
 
+/* A statement prepared in a transaction that rolls back stays prepared (PostgreSQL does not
+ * roll prepares back): the next claim runs it, and does not prepare it a second time. */
+static void test_pg_prepared_survive_rollback(void)
+{
+    void *st = ts_open();
+    tp_enqueue_n(st, "t", 2);
+    int64_t now = srv_task_now_ms() + 1;
+    struct srv_task c[2];
+    unsigned n = 0;
+    CU_ASSERT_EQUAL(ops->begin(st), 0);
+    CU_ASSERT_EQUAL(ops->claim(st, "me", now, now + 1000, 2, c, &n), 0);
+    tp_fini_all(c, n);
+    ops->rollback(st);
+    CU_ASSERT_EQUAL(ts_claim(st, "me", now, 2, c), 2);
+    tp_fini_all(c, 2);
+    ops->close(st);
+}
+
+/* With prepared statements off (poolers that do not keep them), everything is sent unnamed
+ * and works the same: enqueue, claim, a batch's start and completion, the poll. */
+static void test_pg_unprepared_store_works(void)
+{
+    struct srv_task_store_opts o = {.path = ts_loc, .unprepared = true};
+    void *st = NULL;
+    char err[512] = "";
+    CU_ASSERT_EQUAL_FATAL(ops->open(&o, &st, err, sizeof(err)), 0);
+    tp_enqueue_n(st, "u", 2);
+    int64_t now = srv_task_now_ms() + 1;
+    struct srv_task c[2];
+    CU_ASSERT_EQUAL_FATAL(ts_claim(st, "me", now, 2, c), 2);
+    struct srv_task_req r[2];
+    memset(r, 0, sizeof(r));
+    r[0].op = SRV_TASK_OP_START;
+    r[1].op = SRV_TASK_OP_COMPLETE;
+    for (int i = 0; i < 2; i++) {
+        memcpy(r[i].task.id, c[0].id, sizeof(r[i].task.id));
+        r[i].task.attempt = 1;
+    }
+    r[0].next = &r[1];
+    CU_ASSERT_EQUAL(ops->begin(st), 0);
+    CU_ASSERT_EQUAL(ops->write_many(st, r, 2, now), 0);
+    CU_ASSERT_EQUAL(ops->commit(st), 0);
+    CU_ASSERT_EQUAL(r[0].rc, 0);
+    CU_ASSERT_EQUAL(r[1].rc, 0);
+    struct srv_task got;
+    CU_ASSERT_EQUAL(ops->get(st, "u", c[0].id, false, &got), 0);
+    CU_ASSERT_EQUAL(got.state, SRV_TASK_SUCCEEDED);
+    srv_task_fini(&got);
+    struct tp_seen seen = {0};
+    CU_ASSERT_EQUAL(ops->events(st, "me", now, true, tp_event, &seen), 0);
+    CU_ASSERT_EQUAL(seen.lost, 0);
+    tp_fini_all(c, 2);
+    ops->close(st);
+}
+
 static void test_pg_schema_check(void)
 {
     char err[512] = "";
@@ -623,6 +678,8 @@ int suite_server_tasks_store_pg(void)
         SPINDLE_TEST_UNLESS(test_pg_events_poll_finds_lost_attempt, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_events_due_notified, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_reconnect_after_cut, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_prepared_survive_rollback, pg_skip),
+        SPINDLE_TEST_UNLESS(test_pg_unprepared_store_works, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_schema_check, pg_skip),
         SPINDLE_TEST_UNLESS(test_pg_schedule_fires_once_per_tick, pg_skip),
         SPINDLE_TEST_UNLESS(test_srv_task_store_events_reach_the_loop, pg_skip),
