@@ -133,21 +133,28 @@ tool_run() {
 }
 
 # spindle_run FILE QUERY: MB/s of one streamed upload; dies unless it answered 200 in full; the
-# server's CPU s/GB in SERVER_CPU. The answer goes to /dev/null, as the tools' output does: written
-# to a file under /tmp (ext4 here), 512 MiB of answer throttled curl in the kernel's dirty-page
-# writeback, and through TCP the server, which then measured the disk, not spindle (random data
-# moved at ~300 MB/s to a file and ~950 MB/s to /dev/null with the same build). Whether the answer
-# is right is checked once, below, before the timed runs.
+# server's CPU s/GB in SERVER_CPU, the client's (curl sending the body and reading the answer) in
+# CLIENT_CPU: both share the machine's CPUs, so a client that needs more CPU per GB than the tool
+# takes in wall-clock time per GB bounds the ratio whatever the server does. The answer goes to
+# /dev/null, as the tools' output does: written to a file under /tmp (ext4 here), 512 MiB of
+# answer throttled curl in the kernel's dirty-page writeback, and through TCP the server, which
+# then measured the disk, not spindle (random data moved at ~300 MB/s to a file and ~950 MB/s to
+# /dev/null with the same build). Whether the answer is right is checked once, below, before the
+# timed runs.
 spindle_run() {
-    local f=$1 q=$2 t0 t1 code c0
+    local f=$1 q=$2 t0 t1 code c0 real user sys TIMEFORMAT='%3R %3U %3S'
     c0=$(server_cpu)
     t0=$(now_ns)
-    code=$(curl -sS -X POST -T "$f" -H 'X-Timeout-Ms: 600000' -H 'TE: trailers' -o /dev/null \
-        -w '%{http_code}' "http://127.0.0.1:$SPINDLE_PORT/v1/jobs/$q") || die "curl failed on $q"
+    { time curl -sS -X POST -T "$f" -H 'X-Timeout-Ms: 600000' -H 'TE: trailers' -o /dev/null \
+        -w '%{http_code}' "http://127.0.0.1:$SPINDLE_PORT/v1/jobs/$q" >"$TMP/code"; } 2>"$TMP/time" \
+        || die "curl failed on $q"
     t1=$(now_ns)
+    code=$(cat "$TMP/code")
     [ "$code" = 200 ] || die "$q answered $code"
+    read -r real user sys <"$TMP/time"
     SERVER_CPU=$(per_gb "$(awk -v a="$c0" -v b="$(server_cpu)" 'BEGIN { print b - a }')" \
         "$(stat -c %s "$f")")
+    CLIENT_CPU=$(per_gb "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" "$(stat -c %s "$f")")
     mbps "$(stat -c %s "$f")" $((t1 - t0))
 }
 
@@ -179,7 +186,7 @@ rm -f "$TMP/check.zst"
 # case NAME FILE QUERY TOOL...: ROUNDS alternated runs; sets RES_<NAME>
 declare -A RES
 bench_case() {
-    local name=$1 f=$2 q=$3 s=() t=() sc=() tc=() i
+    local name=$1 f=$2 q=$3 s=() t=() sc=() tc=() cc=() i
     shift 3
     echo "== $name: $q vs $* ($(($(stat -c %s "$f") / 1048576)) MiB)"
     for i in $(seq 1 "$ROUNDS"); do
@@ -189,13 +196,14 @@ bench_case() {
         spindle_run "$f" "$q" >"$TMP/mbps"
         s+=("$(cat "$TMP/mbps")")
         sc+=("$SERVER_CPU")
+        cc+=("$CLIENT_CPU")
         echo "   round $i: tool ${t[-1]} MB/s (${tc[-1]} CPU s/GB), spindle ${s[-1]} MB/s" \
-            "(${sc[-1]} CPU s/GB, all threads)"
+            "(${sc[-1]} CPU s/GB, all threads; curl ${cc[-1]})"
     done
     local r=() k
     for k in $(seq 0 $((ROUNDS - 1))); do r+=("$(ratio "${s[$k]}" "${t[$k]}")"); done
     RES[$name]="spindle $(stats "${s[@]}") MB/s, tool $(stats "${t[@]}") MB/s: $(stats "${r[@]}") %"
-    RES[$name.cpu]="CPU s/GB: spindle $(stats "${sc[@]}") (loop + worker), tool $(stats "${tc[@]}")"
+    RES[$name.cpu]="CPU s/GB: spindle $(stats "${sc[@]}") (loop + worker), tool $(stats "${tc[@]}"), client (curl) $(stats "${cc[@]}")"
     RES[$name.ratio]=$(median "${r[@]}")
 }
 
